@@ -1,0 +1,42 @@
+"""What each score column means and which direction is suspicious.
+
+Every score producer returns its columns together with a :class:`ScoreInfo` per column;
+the CLI writes them to the ``scores.json`` sidecar and the app reads them to orient
+colour scales, review order and pruning weights without a hard-coded score list.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Mapping
+
+from cache.store import atomic_write_bytes
+
+Direction = Literal["low", "high"]
+
+
+@dataclass(frozen=True)
+class ScoreInfo:
+    """``suspicious`` says whether LOW or HIGH values mark a likely problem or hard sample."""
+
+    name: str
+    description: str
+    suspicious: Direction
+
+    def __post_init__(self) -> None:
+        if "." not in self.name:
+            raise ValueError(f"score column {self.name!r} must be named '<family>.<score>'")
+        if self.suspicious not in ("low", "high"):
+            raise ValueError(f"score {self.name!r}: suspicious must be 'low' or 'high'")
+
+
+def write_sidecar(path: Path, infos: Mapping[str, ScoreInfo]) -> None:
+    payload = {name: {k: v for k, v in asdict(info).items() if k != "name"} for name, info in infos.items()}
+    atomic_write_bytes(Path(path), json.dumps(payload, indent=2, sort_keys=True).encode())
+
+
+def read_sidecar(path: Path) -> dict[str, ScoreInfo]:
+    raw = json.loads(Path(path).read_text())
+    return {name: ScoreInfo(name=name, **fields) for name, fields in raw.items()}
