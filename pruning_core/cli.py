@@ -1,0 +1,205 @@
+"""The ``prunescope`` command line: the same library calls as the app, with tqdm progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from cache.store import ResultStore
+from pruning_core.progress import TqdmProgress
+
+DEMO = "demo"
+
+
+def _store(args: argparse.Namespace) -> ResultStore:
+    return ResultStore(args.cache_dir)
+
+
+def _parse_weights(text: Optional[str]) -> Optional[dict[str, float]]:
+    if not text:
+        return None
+    weights = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise SystemExit(f"--weights: expected column=weight, got {part!r}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--weights: weight of {name!r} is not a number: {value!r}") from None
+    return weights
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pruning_core.demo import ensure_demo
+
+    assets = ensure_demo(args.dir, progress=TqdmProgress())
+    print(f"demo dataset root: {assets.root}")
+    print(f"manifest:          {assets.manifest}")
+    print(f"ground truth:      {assets.ground_truth}")
+    print(f"tiny CLIP:         --clip-model {assets.clip_model} --clip-pretrained {assets.clip_checkpoint}")
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    """The dataset named on the command line ('demo' builds or reuses the built-in one)."""
+    from pruning_core.datasets import load_dataset
+
+    if args.data == DEMO:
+        from pruning_core.demo import ensure_demo
+
+        assets = ensure_demo(progress=TqdmProgress())
+        args.clip_model = args.clip_model or assets.clip_model
+        args.clip_pretrained = args.clip_pretrained or str(assets.clip_checkpoint)
+        return load_dataset(assets.manifest, progress=TqdmProgress())
+    return load_dataset(Path(args.data), root=args.root, progress=TqdmProgress())
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pruning_core.pipeline import ClipConfig, score_dataset
+
+    dataset = _load(args)
+    print(dataset.report.summary(), file=sys.stderr)
+    clip = None
+    if args.clip:
+        clip = ClipConfig(
+            model=args.clip_model or ClipConfig.model,
+            pretrained=args.clip_pretrained or ClipConfig.pretrained,
+            device=args.device,
+            batch_size=args.batch_size,
+        )
+    table = score_dataset(dataset, _store(args), clip=clip, progress=TqdmProgress())
+    sidecar = table.save(args.out)
+    if dataset.report.issues:
+        issues_path = Path(args.out).with_suffix(".issues.csv")
+        dataset.report.as_frame().to_csv(issues_path, index=False)
+        print(f"skipped/flagged inputs listed in {issues_path}", file=sys.stderr)
+    print(f"wrote {len(table.frame):,} rows x {len(table.infos)} scores to {args.out} (meanings in {sidecar})")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from pruning_core.export import build_manifest, check_replay, write_manifest, write_table
+    from pruning_core.pipeline import ScoreTable
+    from pruning_core.selection import SelectionRecipe, parse_keep, run_recipe
+
+    removed = None
+    if args.replay:
+        manifest = json.loads(Path(args.replay).read_text())
+        recipe = SelectionRecipe(**manifest["selection"])
+        removed = manifest.get("review_removed") or None
+        scores_path = Path(args.scores or manifest["scores"]["path"])
+    else:
+        if args.keep is None or args.scores is None:
+            raise SystemExit("select needs SCORES and --keep (or --replay MANIFEST)")
+        recipe = SelectionRecipe(
+            keep=parse_keep(args.keep),
+            strategy=args.strategy,
+            weights=_parse_weights(args.weights),
+            balance=args.balance,
+            seed=args.seed,
+        )
+        scores_path = Path(args.scores)
+    table = ScoreTable.load(scores_path)
+    mask = run_recipe(table.frame, table.infos, recipe, removed)
+    kept = table.frame[mask]
+    if args.replay:
+        check_replay(manifest, kept)
+    write_table(kept, Path(args.out))
+    manifest_path = Path(args.manifest) if args.manifest else Path(args.out).with_suffix(".manifest.json")
+    if not args.replay:
+        write_manifest(build_manifest(scores_path, recipe, kept, removed_paths=removed), manifest_path)
+    print(f"kept {len(kept):,} of {len(table.frame):,} samples -> {args.out}"
+          + ("" if args.replay else f" (replay with: prunescope select --replay {manifest_path} --out FILE)"))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.action == "clear":
+        print(f"removed {store.clear(args.step)} cache entries from {store.root}")
+        return 0
+    entries = store.ls()
+    print(f"{len(entries)} entries in {store.root}")
+    for entry in entries:
+        meta = entry.meta
+        print(f"{entry.key:40s} {meta.get('step', '?'):12s} {entry.size_bytes / 1e6:9.1f} MB  {meta.get('dataset', '')}")
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+           "--server.headless", str(args.headless).lower(), "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prunescope", description="Audit and prune image datasets.")
+    parser.add_argument("--cache-dir", default=None, help="result store (default $PRUNESCOPE_CACHE or ~/.cache/prunescope)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="build (or reuse) the built-in demo dataset and tiny CLIP")
+    demo.add_argument("--dir", type=Path, default=None)
+    demo.set_defaults(func=cmd_demo)
+
+    score = sub.add_parser("score", help="score every sample; writes a table and a .json sidecar")
+    score.add_argument("data", help="image folder, CSV/parquet manifest (path,label[,caption]), or 'demo'")
+    score.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
+    score.add_argument("--out", required=True, type=Path)
+    score.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True, help="CLIP scores (default on)")
+    score.add_argument("--clip-model", default=None, help="open_clip model name (default ViT-B-32)")
+    score.add_argument("--clip-pretrained", default=None,
+                       help="open_clip pretrained tag, a local checkpoint path, or 'none' (random init)")
+    score.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    score.add_argument("--batch-size", type=int, default=256)
+    score.set_defaults(func=cmd_score)
+
+    select = sub.add_parser("select", help="choose the kept subset from a score table")
+    select.add_argument("scores", nargs="?", type=Path, help="score table written by 'prunescope score'")
+    select.add_argument("--keep", help="fraction in (0,1] or a count")
+    from pruning_core.selection import STRATEGIES
+
+    select.add_argument("--strategy", default="easiest", choices=list(STRATEGIES))
+    select.add_argument("--weights", default=None, help="col=w,... (default: all scores, equal weight)")
+    select.add_argument("--balance", action="store_true", help="keep each class in proportion to its size")
+    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--out", required=True, type=Path, help="kept list (.csv, .parquet or .json)")
+    select.add_argument("--manifest", default=None, help="reproducibility manifest (default: OUT.manifest.json)")
+    select.add_argument("--replay", default=None, help="re-create the subset a manifest describes")
+    select.set_defaults(func=cmd_select)
+
+    cache = sub.add_parser("cache", help="list or clear cached results")
+    cache.add_argument("action", choices=["ls", "clear"])
+    cache.add_argument("--step", default=None, help="with clear: only this step (e.g. clip-images)")
+    cache.set_defaults(func=cmd_cache)
+
+    app = sub.add_parser("app", help="start the browser app")
+    app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False)
+    app.set_defaults(func=cmd_app)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pruning_core.clip_model import WeightsUnavailable
+    from pruning_core.datasets import DatasetError
+    from pruning_core.progress import Cancelled
+
+    try:
+        return args.func(args)
+    except (WeightsUnavailable, DatasetError, FileNotFoundError, ValueError) as exc:
+        print(f"prunescope: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Cancelled):
+        print("prunescope: interrupted; finished chunks are cached, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Batched, resumable CLIP image embeddings.
+
+Images are decoded and preprocessed by DataLoader workers while the model runs, and the
+result is written in fixed-size chunks: an interrupted or cancelled run keeps every
+finished chunk and the next run starts at the first missing one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset as TorchDataset
+
+from cache.store import atomic_save_npy
+from pruning_core.clip_model import ClipEncoder
+from pruning_core.images import ImageError, load_rgb
+from pruning_core.progress import CancelToken, ProgressCallback, check, report
+
+
+class _ImageFiles(TorchDataset):
+    """Decodes and preprocesses one file; a file that fails yields a blank image and ok=False."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: Callable) -> None:
+        self.paths = paths
+        self.preprocess = preprocess
+        self._blank: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        try:
+            return self.preprocess(load_rgb(self.paths[i])), True
+        except (ImageError, OSError):
+            if self._blank is None:
+                from PIL import Image
+
+                self._blank = torch.zeros_like(self.preprocess(Image.new("RGB", (8, 8))))
+            return self._blank, False
+
+
+def default_workers(device: torch.device) -> int:
+    """Enough decoders to feed a GPU; on CPU the model needs the cores, so one decoder suffices."""
+    cpus = os.cpu_count() or 1
+    return min(16, cpus) if device.type == "cuda" else max(1, min(2, cpus - 1))
+
+
+def embed_images(
+    paths: Sequence[Path],
+    encoder: ClipEncoder,
+    *,
+    chunk_dir: Optional[Path] = None,
+    chunk_size: int = 4096,
+    batch_size: int = 256,
+    num_workers: Optional[int] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed every image; return (embeddings (N,D) float32 L2-normalised, ok (N,) bool).
+
+    With ``chunk_dir`` finished chunks are saved there and reused on the next call, which
+    is what makes a cancelled job resumable.  Rows whose file failed to decode are NaN.
+    """
+    n = len(paths)
+    n_chunks = (n + chunk_size - 1) // chunk_size
+    done = {c for c in range(n_chunks) if chunk_dir is not None and (chunk_dir / f"emb-{c:05d}.npy").is_file()}
+    todo = [c for c in range(n_chunks) if c not in done]
+    finished = sum(min(chunk_size, n - c * chunk_size) for c in done)
+    report(progress, "image embeddings", finished, n, "resuming" if done else "")
+
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if todo:
+        indices = [i for c in todo for i in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
+        files = _ImageFiles([paths[i] for i in indices], encoder.preprocess)
+        workers = default_workers(encoder.device) if num_workers is None else num_workers
+        loader = DataLoader(
+            files,
+            batch_size=batch_size,
+            num_workers=workers,
+            pin_memory=encoder.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+        pending_emb: list[torch.Tensor] = []
+        pending_ok: list[torch.Tensor] = []
+        chunk_iter = iter(todo)
+        current = next(chunk_iter)
+        for images, ok in loader:
+            check(cancel)
+            pending_emb.append(encoder.encode_image_batch(images).cpu())
+            pending_ok.append(ok)
+            finished += len(ok)
+            report(progress, "image embeddings", finished, n)
+            # Flush every chunk that the buffered rows now complete.
+            while current is not None and sum(len(o) for o in pending_ok) >= min(chunk_size, n - current * chunk_size):
+                need = min(chunk_size, n - current * chunk_size)
+                emb, oks = torch.cat(pending_emb), torch.cat(pending_ok)
+                chunk_emb, chunk_ok = emb[:need].numpy(), oks[:need].numpy().astype(bool)
+                chunk_emb[~chunk_ok] = np.nan
+                pending_emb, pending_ok = [emb[need:]], [oks[need:]]
+                if chunk_dir is not None:
+                    atomic_save_npy(chunk_dir / f"ok-{current:05d}.npy", chunk_ok)
+                    atomic_save_npy(chunk_dir / f"emb-{current:05d}.npy", chunk_emb)
+                results[current] = (chunk_emb, chunk_ok)
+                current = next(chunk_iter, None)
+
+    for c in done:
+        results[c] = (np.load(chunk_dir / f"emb-{c:05d}.npy"), np.load(chunk_dir / f"ok-{c:05d}.npy"))
+    if not results:
+        return np.zeros((0, encoder.embed_dim), dtype=np.float32), np.zeros(0, dtype=bool)
+    embeddings = np.concatenate([results[c][0] for c in range(n_chunks)]).astype(np.float32, copy=False)
+    ok = np.concatenate([results[c][1] for c in range(n_chunks)])
+    return embeddings, ok

@@ -1,0 +1,213 @@
+"""Scoring with the result store: every step looks up its cache entry before it computes.
+
+The CLI and every app page go through these functions, so a result computed in one is
+found by the other, and moving a slider or reopening the app never recomputes a step
+whose inputs (dataset fingerprint, model, parameters, code version) are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+import pandas as pd
+
+from cache.store import ResultStore, make_key
+from pruning_core.clip_model import WeightsSource, load_clip, resolve_weights, source_identity
+from pruning_core.datasets import Dataset
+from pruning_core.embeddings import embed_images
+from pruning_core.progress import CancelToken, ProgressCallback, report
+from pruning_core.score_info import ScoreInfo, read_sidecar, write_sidecar
+
+SAMPLE_COLUMNS = ("path", "label", "caption")
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Which CLIP to use and how to score with it (all fields are part of cache keys)."""
+
+    model: str = "ViT-B-32"
+    pretrained: Optional[str] = "laion2b_s34b_b79k"
+    device: str = "auto"
+    batch_size: int = 256
+    templates: Optional[tuple[str, ...]] = None
+    k: int = 10
+    dup_threshold: float = 0.95
+
+
+@dataclass
+class ClipEmbeddings:
+    """Cached CLIP outputs for one dataset: images, class prompts and (optional) captions."""
+
+    image: np.ndarray
+    image_ok: np.ndarray
+    class_text: np.ndarray
+    captions: Optional[np.ndarray]
+    identity: dict = field(default_factory=dict)
+
+
+@dataclass
+class ScoreTable:
+    """Samples with their score columns, plus what each score means (the sidecar)."""
+
+    frame: pd.DataFrame
+    infos: dict[str, ScoreInfo]
+
+    def save(self, path: Path) -> Path:
+        """Write ``path`` (parquet or csv) and its ``.json`` sidecar; returns the sidecar path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        if path.suffix == ".csv":
+            self.frame.to_csv(tmp, index=False)
+        else:
+            self.frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        sidecar = path.with_suffix(".json")
+        write_sidecar(sidecar, self.infos)
+        return sidecar
+
+    @classmethod
+    def load(cls, path: Path) -> "ScoreTable":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"score table not found: {path}")
+        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        sidecar = path.with_suffix(".json")
+        if not sidecar.is_file():
+            raise FileNotFoundError(f"{path} has no sidecar {sidecar.name}: it says which direction each score points")
+        infos = {name: info for name, info in read_sidecar(sidecar).items() if name in frame}
+        return cls(frame, infos)
+
+    def merged(self, other: "ScoreTable") -> "ScoreTable":
+        new_cols = [c for c in other.frame.columns if c not in self.frame.columns]
+        frame = pd.concat([self.frame, other.frame[new_cols].set_axis(self.frame.index)], axis=1)
+        return ScoreTable(frame, {**self.infos, **other.infos})
+
+
+def base_table(dataset: Dataset) -> ScoreTable:
+    """The sample columns every score table starts from (path, label, caption, extras)."""
+    return ScoreTable(dataset.samples.copy(), {})
+
+
+def _clip_params(config: ClipConfig, identity: dict) -> dict:
+    return {**identity, "batch_size": config.batch_size}
+
+
+def clip_embeddings(
+    dataset: Dataset,
+    config: ClipConfig,
+    store: ResultStore,
+    *,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    source: Optional[WeightsSource] = None,
+) -> ClipEmbeddings:
+    """Image, class-prompt and caption embeddings, from the cache when known."""
+    from pruning_core.clip_scores.prompts import DEFAULT_TEMPLATES, class_text_embeddings
+
+    source = source or resolve_weights(config.model, config.pretrained)
+    identity = source_identity(source)
+    templates = tuple(config.templates or DEFAULT_TEMPLATES)
+    image_key = make_key("clip-images", dataset.fingerprint, identity)
+    text_key = make_key("clip-texts", dataset.fingerprint, {**identity, "templates": templates, "classes": dataset.classes})
+    image_entry, text_entry = store.load(image_key), store.load(text_key)
+    encoder = None
+    if image_entry is None or text_entry is None:
+        report(progress, "load CLIP", 0, 1, f"{config.model} ({source.label})")
+        encoder = load_clip(config.model, config.pretrained, device=config.device)
+        report(progress, "load CLIP", 1, 1)
+    if image_entry is None:
+        emb, ok = embed_images(
+            dataset.abspaths(),
+            encoder,
+            chunk_dir=store.partial_dir(image_key),
+            batch_size=config.batch_size,
+            progress=progress,
+            cancel=cancel,
+        )
+        image_entry = store.save(
+            image_key,
+            arrays={"image": emb, "ok": ok},
+            meta={"step": "clip-images", "dataset": dataset.name, "fingerprint": dataset.fingerprint, "params": identity},
+        )
+    if text_entry is None:
+        report(progress, "text embeddings", 0, 1)
+        arrays = {"class_text": class_text_embeddings(dataset.classes, encoder.encode_text, templates)}
+        if dataset.has_captions:
+            arrays["captions"] = encoder.encode_text(dataset.samples["caption"].fillna("").astype(str).tolist())
+        text_entry = store.save(
+            text_key,
+            arrays=arrays,
+            meta={"step": "clip-texts", "dataset": dataset.name, "fingerprint": dataset.fingerprint,
+                  "params": {**identity, "templates": list(templates)}},
+        )
+        report(progress, "text embeddings", 1, 1)
+    captions = text_entry.array("captions") if "captions" in text_entry.names() else None
+    return ClipEmbeddings(
+        image=image_entry.array("image"),
+        image_ok=image_entry.array("ok"),
+        class_text=text_entry.array("class_text"),
+        captions=captions,
+        identity=identity,
+    )
+
+
+def clip_score_table(
+    dataset: Dataset,
+    config: ClipConfig,
+    store: ResultStore,
+    *,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> ScoreTable:
+    """The ``clip.*`` columns for every sample (cached on top of the cached embeddings)."""
+    from pruning_core.clip_scores import clip_scores
+
+    emb = clip_embeddings(dataset, config, store, progress=progress, cancel=cancel)
+    params = {**emb.identity, "k": config.k, "dup_threshold": config.dup_threshold,
+              "templates": list(config.templates or ())}
+    key = make_key("clip-scores", dataset.fingerprint, params)
+    entry = store.load(key)
+    if entry is None:
+        frame, infos = clip_scores(
+            emb.image,
+            dataset.label_ids,
+            dataset.classes,
+            emb.class_text,
+            captions_emb=emb.captions,
+            k=config.k,
+            dup_threshold=config.dup_threshold,
+            progress=progress,
+            cancel=cancel,
+        )
+        entry = store.save(
+            key,
+            frames={"scores": frame},
+            meta={"step": "clip-scores", "dataset": dataset.name, "fingerprint": dataset.fingerprint, "params": params,
+                  "infos": {n: asdict(i) for n, i in infos.items()}},
+        )
+    infos = {n: ScoreInfo(**i) for n, i in entry.meta["infos"].items()}
+    return ScoreTable(entry.frame("scores"), infos)
+
+
+def score_dataset(
+    dataset: Dataset,
+    store: ResultStore,
+    *,
+    clip: Optional[ClipConfig] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> ScoreTable:
+    """All requested score families joined onto the sample columns."""
+    table = base_table(dataset)
+    if clip is not None:
+        table = table.merged(clip_score_table(dataset, clip, store, progress=progress, cancel=cancel))
+    return table
+
+
+def score_columns(frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> list[str]:
+    """Numeric score columns that have a direction: what UIs offer for colouring and weighting."""
+    return [c for c in frame.columns if c in infos and pd.api.types.is_numeric_dtype(frame[c])]

@@ -1,0 +1,151 @@
+"""Streamlit glue shared by the pages: where the dataset and scores live between reruns.
+
+Pages stay thin: they read the current dataset and score table from here and call
+``pruning_core`` for everything else.  Heavy objects are cached per source with
+``st.cache_resource`` and every computed result also lives in the persistent
+``ResultStore``, so a rerun, a reload or a restart finds it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import streamlit as st
+
+from cache.store import ResultStore
+from pruning_core.datasets import Dataset, DatasetError, load_dataset
+from pruning_core.pipeline import ClipConfig, ScoreTable, base_table
+from pruning_core.progress import Progress
+
+DATASET = "dataset_source"
+TABLE = "score_table"
+CLIP = "clip_config"
+RECIPE = "recipe"
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """What the user chose on the Dataset page; hashable so it keys the resource cache."""
+
+    kind: str  # "demo" | "folder" | "manifest"
+    path: str = ""
+    root: str = ""
+
+
+@st.cache_resource(show_spinner=False)
+def store() -> ResultStore:
+    return ResultStore()
+
+
+@st.cache_resource(show_spinner=False)
+def demo_assets():
+    from pruning_core.demo import ensure_demo
+
+    with st.status("Building the demo dataset and training a tiny CLIP (first run only, about a minute)…") as status:
+        assets = ensure_demo(progress=StreamlitProgress(status))
+        status.update(label="Demo ready", state="complete")
+    return assets
+
+
+@st.cache_resource(show_spinner="Loading and validating the dataset…", max_entries=4)
+def _load(source: DatasetSource) -> Dataset:
+    if source.kind == "demo":
+        return load_dataset(demo_assets().manifest)
+    return load_dataset(Path(source.path).expanduser(), root=Path(source.root).expanduser() if source.root else None)
+
+
+def current_source() -> DatasetSource:
+    return st.session_state.setdefault(DATASET, DatasetSource("demo"))
+
+
+def set_source(source: DatasetSource) -> None:
+    st.session_state[DATASET] = source
+    st.session_state.pop(TABLE, None)
+    st.session_state.pop(CLIP, None)
+
+
+def current_dataset() -> Optional[Dataset]:
+    """The chosen dataset, or None after showing why it could not be loaded."""
+    try:
+        return _load(current_source())
+    except (DatasetError, FileNotFoundError) as exc:
+        st.error(f"Could not load the dataset: {exc}")
+        return None
+
+
+def default_clip_config() -> ClipConfig:
+    """The demo scores with its own tiny CLIP; other data defaults to a real ViT-B-32."""
+    if current_source().kind == "demo":
+        assets = demo_assets()
+        return ClipConfig(model=assets.clip_model, pretrained=str(assets.clip_checkpoint), batch_size=512)
+    return ClipConfig()
+
+
+def clip_config() -> ClipConfig:
+    return st.session_state.get(CLIP) or default_clip_config()
+
+
+def score_table(dataset: Dataset) -> ScoreTable:
+    """The scores computed so far this session (or just the sample columns)."""
+    table = st.session_state.get(TABLE)
+    if table is None or len(table.frame) != len(dataset):
+        table = base_table(dataset)
+    return table
+
+
+def set_score_table(table: ScoreTable) -> None:
+    st.session_state[TABLE] = table
+
+
+class StreamlitProgress:
+    """A ``ProgressCallback`` drawing one progress bar per stage inside ``container``."""
+
+    def __init__(self, container) -> None:
+        self.container = container
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, p: Progress) -> None:
+        bar = self.bars.get(p.stage)
+        if bar is None:
+            bar = self.bars[p.stage] = self.container.progress(0.0, text=p.stage)
+        detail = f" — {p.message}" if p.message else ""
+        bar.progress(p.fraction, text=f"{p.stage}: {p.done:,} / {p.total:,}{detail}")
+
+
+def require_dataset() -> Dataset:
+    """The current dataset, or stop the page with a pointer to the Dataset step."""
+    dataset = current_dataset()
+    if dataset is None:
+        st.info("Choose a dataset on the **Dataset** page first.")
+        st.stop()
+    return dataset
+
+
+def require_scores(dataset: Dataset) -> ScoreTable:
+    table = auto_scores(dataset)
+    if not table.infos:
+        st.info("No scores yet: compute them on the **Score** page.")
+        st.stop()
+    return table
+
+
+def compute_clip_scores(dataset: Dataset, config: ClipConfig, progress) -> ScoreTable:
+    """Run (or fetch from the store) the CLIP scores and make them this session's table."""
+    from pruning_core.pipeline import clip_score_table
+
+    clip = clip_score_table(dataset, config, store(), progress=progress)
+    table = base_table(dataset).merged(clip)
+    set_score_table(table)
+    return table
+
+
+def auto_scores(dataset: Dataset) -> ScoreTable:
+    """The demo is scored on first sight (seconds with its tiny CLIP); other data waits for the Score page."""
+    table = score_table(dataset)
+    if not table.infos and current_source().kind == "demo":
+        with st.status("Scoring the demo with its tiny CLIP…") as status:
+            table = compute_clip_scores(dataset, default_clip_config(), StreamlitProgress(status))
+            status.update(label="Demo scored", state="complete")
+    return table
