@@ -1,0 +1,706 @@
+"""Datasets: load an image folder or a CSV / parquet manifest, validate it, fingerprint it.
+
+Everything downstream (embeddings, scores, caches) indexes rows of ``Dataset.samples``,
+so loading does all validation up front, before any heavy work: every bad row is
+*skipped with a recorded reason* (an :class:`Issue`) instead of crashing a job an hour
+later.  Only problems that leave nothing to load (manifest unreadable, required columns
+missing, zero valid samples) raise :class:`DatasetError`.
+
+Row numbers in issues are **1-based data row numbers**: the first row after the CSV
+header is row 1 (in a spreadsheet that is line 2).  Image-folder issues have no row and
+are identified by path.
+
+Severity: ``"error"`` means the sample was skipped; ``"warning"`` means nothing was
+dropped from the samples but the user should know (ignored files, empty classes, a
+single class, empty captions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import stat as stat_mod
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import pandas as pd
+
+from pruning_core import images
+from pruning_core.progress import CancelToken, ProgressCallback, check, report
+
+Severity = Literal["error", "warning"]
+
+REQUIRED_COLUMNS = ("path", "label")
+MANIFEST_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+FINGERPRINT_VERSION = "prunescope-dataset-v1"
+CHECK_STAGE = "Checking files"
+
+# Short kinds: the summary groups skipped samples by these.
+KIND_MISSING = "missing file"
+KIND_EMPTY_FILE = "empty file"
+KIND_CORRUPT = "corrupt image"
+KIND_NOT_IMAGE = "not an image"
+KIND_UNREADABLE = "unreadable file"
+KIND_DUPLICATE = "duplicate path"
+KIND_EMPTY_LABEL = "empty label"
+KIND_EMPTY_PATH = "empty path"
+KIND_OUTSIDE = "outside root"
+KIND_IGNORED = "ignored file"
+KIND_EMPTY_CLASS = "empty class"
+KIND_SINGLE_CLASS = "single class"
+KIND_EMPTY_CAPTION = "empty caption"
+
+_IMAGE_REASON_KIND = {
+    images.REASON_EMPTY: KIND_EMPTY_FILE,
+    images.REASON_NOT_IMAGE: KIND_NOT_IMAGE,
+    images.REASON_CORRUPT: KIND_CORRUPT,
+    images.REASON_MISSING: KIND_MISSING,
+}
+
+# pandas' default NA spellings; applied to extra columns only, so a class named "NA" or
+# "None" stays a class name while extra columns are read exactly as pandas would.
+_PANDAS_NA = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
+
+
+class DatasetError(ValueError):
+    """Nothing usable could be loaded; the message says why and what was found."""
+
+
+_PLURALS = {
+    KIND_NOT_IMAGE: "not images",
+    KIND_OUTSIDE: "outside root",
+    KIND_IGNORED: "ignored files",
+    KIND_EMPTY_CLASS: "empty classes",
+    KIND_SINGLE_CLASS: "single class",
+    KIND_EMPTY_CAPTION: "empty captions",
+    "valid sample": "valid samples",
+    "warning": "warnings",
+}
+
+
+def _plural(n: int, word: str) -> str:
+    """``1 missing file`` / ``2 missing files`` (irregular kinds listed in ``_PLURALS``)."""
+    return f"{n:,} {word if n == 1 else _PLURALS.get(word, word + 's')}"
+
+
+@dataclass
+class Issue:
+    """One problem found while loading; ``row`` is a 1-based data row (None in folders)."""
+
+    row: Optional[int]
+    path: Optional[str]
+    reason: str
+    severity: Severity
+    kind: str = ""
+    """Short category used to group issues in :meth:`ValidationReport.summary`."""
+
+
+@dataclass
+class ValidationReport:
+    """Everything the loader skipped or warned about, in row order."""
+
+    issues: list[Issue] = field(default_factory=list)
+    n_valid: int = 0
+
+    def as_frame(self) -> pd.DataFrame:
+        """Columns ``row`` (nullable Int64), ``path``, ``reason``, ``severity``, ``kind``."""
+        return pd.DataFrame(
+            {
+                "row": pd.array([i.row for i in self.issues], dtype="Int64"),
+                "path": pd.Series([i.path for i in self.issues], dtype=object),
+                "reason": pd.Series([i.reason for i in self.issues], dtype=object),
+                "severity": pd.Series([i.severity for i in self.issues], dtype=object),
+                "kind": pd.Series([i.kind for i in self.issues], dtype=object),
+            }
+        )
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    @property
+    def n_skipped(self) -> int:
+        """Samples dropped: each skipped sample carries exactly one error issue."""
+        return len(self.errors)
+
+    def summary(self) -> str:
+        """One line, e.g. ``49,998 valid samples; 2 skipped: 1 missing file, 1 corrupt image``."""
+        text = _plural(self.n_valid, "valid sample")
+        for head, group in ((f"{self.n_skipped:,} skipped", self.errors), (None, self.warnings)):
+            if not group:
+                continue
+            counts = pd.Series([i.kind or i.reason for i in group]).value_counts(sort=False)
+            parts = ", ".join(_plural(int(c), str(k)) for k, c in counts.items())
+            text += f"; {head or _plural(len(group), 'warning')}: {parts}"
+        return text
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+@dataclass
+class Dataset:
+    """Valid samples of one dataset plus what was skipped and a fingerprint for caching."""
+
+    name: str
+    root: Path
+    """Absolute, resolved folder that every ``samples.path`` is relative to."""
+    samples: pd.DataFrame
+    """Only valid samples, RangeIndex 0..N-1: ``path`` (relative POSIX str), ``label`` (str),
+    optional ``caption`` (str), then the manifest's extra columns unchanged."""
+    classes: list[str]
+    """Sorted unique labels of the valid samples; ``label_ids`` index into it."""
+    report: ValidationReport
+    fingerprint: str
+    """Hex digest of (relative path, size, mtime ns, label, caption) of every valid sample,
+    in order: equal across processes for equal data, different after any file/label change."""
+
+    @property
+    def label_ids(self) -> np.ndarray:
+        codes = pd.Categorical(self.samples["label"], categories=self.classes).codes
+        return np.asarray(codes, dtype=np.int64)
+
+    @property
+    def has_captions(self) -> bool:
+        return "caption" in self.samples.columns
+
+    def abspaths(self) -> list[Path]:
+        root = self.root
+        return [root / p for p in self.samples["path"].tolist()]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, root={str(self.root)!r}, n={len(self)}, "
+            f"classes={len(self.classes)}, fingerprint={self.fingerprint[:12]}...)"
+        )
+
+
+# --------------------------------------------------------------------------- file checks
+
+
+def _is_inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _check_one(abspath: str, real_root: str, check_images: bool) -> tuple[int, int, Optional[str], Optional[str]]:
+    """Stat one file once (lstat, plus realpath for symlinks) and optionally decode it.
+
+    Returns ``(size, mtime_ns, kind, reason)``; ``kind`` is None when the file is fine.
+    """
+    try:
+        st = os.lstat(abspath)
+        if stat_mod.S_ISLNK(st.st_mode):
+            target = os.path.realpath(abspath)
+            if not _is_inside(target, real_root):
+                return 0, 0, KIND_OUTSIDE, f"symlink points outside the dataset root (to {target})"
+            st = os.stat(abspath)
+    except FileNotFoundError:
+        return 0, 0, KIND_MISSING, "file not found"
+    except NotADirectoryError:
+        return 0, 0, KIND_MISSING, "file not found (a parent folder is a file)"
+    except PermissionError:
+        return 0, 0, KIND_UNREADABLE, "permission denied"
+    except OSError as exc:
+        return 0, 0, KIND_UNREADABLE, f"cannot read file ({exc.strerror or exc})"
+    if stat_mod.S_ISDIR(st.st_mode):
+        return 0, 0, KIND_NOT_IMAGE, "is a directory, not an image file"
+    if not stat_mod.S_ISREG(st.st_mode):
+        return 0, 0, KIND_NOT_IMAGE, "not a regular file"
+    if st.st_size == 0:
+        return 0, st.st_mtime_ns, KIND_EMPTY_FILE, images.REASON_EMPTY
+    if check_images:
+        reason = images.check_image(abspath, size=st.st_size)
+        if reason is not None:
+            return st.st_size, st.st_mtime_ns, _IMAGE_REASON_KIND.get(reason, KIND_CORRUPT), reason
+    return st.st_size, st.st_mtime_ns, None, None
+
+
+def _check_files(
+    abspaths: list[str],
+    real_root: str,
+    check_images: bool,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[CancelToken],
+    workers: Optional[int] = None,
+    chunk: int = 512,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run :func:`_check_one` over all files in a thread pool, reporting progress per chunk."""
+    n = len(abspaths)
+    sizes = np.zeros(n, dtype=np.int64)
+    mtimes = np.zeros(n, dtype=np.int64)
+    kinds = np.full(n, None, dtype=object)
+    reasons = np.full(n, None, dtype=object)
+    report(progress, CHECK_STAGE, 0, n, "decoding images" if check_images else "stat")
+    if n == 0:
+        return sizes, mtimes, kinds, reasons
+    check(cancel)
+
+    def work(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            if cancel is not None and cancel.cancelled:
+                return
+            sizes[i], mtimes[i], kinds[i], reasons[i] = _check_one(abspaths[i], real_root, check_images)
+
+    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    done = 0
+    n_workers = workers or images.default_workers()
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="check") as pool:
+        pending = {pool.submit(work, s, e): e - s for s, e in bounds}
+        try:
+            while pending:
+                finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    fut.result()
+                    done += pending.pop(fut)
+                if finished:
+                    report(progress, CHECK_STAGE, done, n)
+                check(cancel)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+    return sizes, mtimes, kinds, reasons
+
+
+# --------------------------------------------------------------------------- core builder
+
+
+def _normalise_labels(col: pd.Series) -> pd.Series:
+    """Labels as stripped ``str`` (object dtype), ``None`` where missing or blank.
+
+    Integers become their decimal text; integral floats (``1.0``, what pandas makes of an int
+    column with gaps) become ``"1"`` too, so a class never splits into ``"1"`` and ``"1.0"``.
+    """
+    missing = col.isna().to_numpy()
+    if pd.api.types.is_float_dtype(col.dtype):
+        vals = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        integral = ~missing & np.isfinite(vals) & (vals == np.round(vals))
+        txt = col.astype(str).to_numpy(dtype=object)
+        txt[integral] = vals[integral].astype(np.int64).astype(str)
+    else:
+        txt = col.astype(str).to_numpy(dtype=object)
+    s = pd.Series(txt, index=col.index, dtype="string").str.strip()
+    bad = missing | s.eq("").fillna(True).to_numpy(dtype=bool)
+    return pd.Series(s.to_numpy(dtype=object), index=col.index).where(~bad, None)
+
+
+class _Problems:
+    """One (kind, reason) per row, first one wins: rows keep the earliest reason found."""
+
+    def __init__(self, n: int) -> None:
+        self.kind = np.full(n, None, dtype=object)
+        self.reason = np.full(n, None, dtype=object)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.equal(self.kind, None)
+
+    def flag(self, mask: np.ndarray, kind: str, reason: str) -> None:
+        mask = np.asarray(mask, dtype=bool) & self.ok
+        self.kind[mask] = kind
+        self.reason[mask] = reason
+
+
+def _rel_paths(raw: pd.Series, root_lexical: str, root_real: str, probs: _Problems) -> pd.Series:
+    """Normalise manifest paths to root-relative POSIX paths; flag empty / escaping ones."""
+    s = raw.astype("string")
+    empty = (s.isna() | (s.str.strip() == "")).to_numpy(dtype=bool)
+    norm = s.fillna("").astype(object).map(posixpath.normpath)
+    is_abs = norm.str.startswith("/").to_numpy(dtype=bool)
+    rel = norm.copy()
+    inside_abs = np.zeros(len(raw), dtype=bool)
+    for prefix in dict.fromkeys((root_lexical.rstrip("/") + "/", root_real.rstrip("/") + "/")):
+        hit = is_abs & ~inside_abs & norm.str.startswith(prefix).to_numpy(dtype=bool)
+        rel[hit] = norm[hit].str.slice(len(prefix))
+        inside_abs |= hit
+    escapes = ~is_abs & ((norm == "..") | norm.str.startswith("../")).to_numpy(dtype=bool)
+    probs.flag(empty, KIND_EMPTY_PATH, "empty path")
+    probs.flag(escapes, KIND_OUTSIDE, "path escapes the dataset root (leads outside it with '..')")
+    probs.flag(is_abs & ~inside_abs, KIND_OUTSIDE, f"absolute path is outside the dataset root {root_real}")
+    probs.flag(rel.isin(["", "."]).to_numpy(dtype=bool), KIND_EMPTY_PATH, "path is the dataset root itself")
+    return rel
+
+
+def _real_dirs_outside(rel: pd.Series, ok: np.ndarray, root_lexical: str, root_real: str) -> np.ndarray:
+    """True for rows whose parent folder resolves (through symlinks) outside the root.
+
+    Folders are few (one per class), so realpath runs once per unique folder, not per file.
+    """
+    parents = rel[ok].map(posixpath.dirname)
+    outside = np.zeros(len(rel), dtype=bool)
+    verdict = {
+        d: bool(d) and not _is_inside(os.path.realpath(os.path.join(root_lexical, d)), root_real)
+        for d in parents.unique()
+    }
+    if any(verdict.values()):
+        outside[ok] = parents.map(verdict).to_numpy(dtype=bool)
+    return outside
+
+
+def from_frame(
+    frame: pd.DataFrame,
+    root: os.PathLike | str,
+    *,
+    name: Optional[str] = None,
+    check_images: bool = True,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    rows: Optional[list] = None,
+    extra_issues: Optional[list[Issue]] = None,
+    expected_classes: Optional[list[str]] = None,
+    workers: Optional[int] = None,
+) -> Dataset:
+    """Validate an in-memory table with ``path`` and ``label`` (optional ``caption``, extras).
+
+    This is what both loaders end in, and what code that writes its own files (the demo
+    dataset) uses.  ``rows`` gives the row number each issue reports (default 1..N, None
+    for image folders); ``expected_classes`` are classes that should exist (image folders)
+    and get a warning when they end up with no valid sample.
+    """
+    root_path = Path(root).expanduser()
+    root_lexical = os.path.abspath(root_path)
+    root_real = os.path.realpath(root_lexical)
+    if not os.path.isdir(root_real):
+        raise DatasetError(f"dataset root {root_lexical} is not a folder")
+    _require_columns(frame, "table")
+    n = len(frame)
+    if n == 0:
+        raise DatasetError("the dataset has no rows: nothing to load")
+    frame = frame.reset_index(drop=True)
+    row_no = np.arange(1, n + 1, dtype=object) if rows is None else np.asarray(list(rows), dtype=object)
+
+    # Cheap, vectorised checks first; each row keeps the first reason that applies.
+    probs = _Problems(n)
+    labels = _normalise_labels(frame["label"])
+    rel = _rel_paths(frame["path"], root_lexical, root_real, probs)
+    probs.flag(labels.isna().to_numpy(), KIND_EMPTY_LABEL, "empty or missing label")
+
+    ok = probs.ok
+    dup = ok & rel.where(ok).duplicated(keep="first").to_numpy()
+    if dup.any():
+        first_of = pd.Series(np.flatnonzero(ok & ~dup), index=rel[ok & ~dup].to_numpy())
+        firsts = rel[dup].map(first_of).to_numpy(dtype=np.int64)
+        msgs = []
+        for fi, lab in zip(firsts, labels[dup]):
+            where = f"row {row_no[fi]}" if row_no[fi] is not None else "an earlier entry"
+            fl = labels.iat[fi]
+            msgs.append(f"duplicate of {where}" + (f" (labelled {fl!r} there, {lab!r} here)" if fl != lab else ""))
+        reasons = np.full(n, None, dtype=object)
+        reasons[dup] = msgs
+        _flag_each(probs, dup, KIND_DUPLICATE, reasons)
+
+    probs.flag(
+        _real_dirs_outside(rel, probs.ok, root_lexical, root_real),
+        KIND_OUTSIDE,
+        "folder resolves outside the dataset root (symlink)",
+    )
+
+    # Per-file work: one lstat (+ realpath for symlinks) and an optional decode, threaded.
+    idx = np.flatnonzero(probs.ok)
+    abspaths = [os.path.join(root_lexical, p) for p in rel.to_numpy()[idx]]
+    sizes_c, mtimes_c, kinds_c, reasons_c = _check_files(
+        abspaths, root_real, check_images, progress, cancel, workers=workers
+    )
+    sizes = np.zeros(n, dtype=np.int64)
+    mtimes = np.zeros(n, dtype=np.int64)
+    sizes[idx], mtimes[idx] = sizes_c, mtimes_c
+    bad = idx[np.not_equal(kinds_c, None)]
+    probs.kind[bad] = kinds_c[np.not_equal(kinds_c, None)]
+    probs.reason[bad] = reasons_c[np.not_equal(kinds_c, None)]
+    valid = probs.ok
+
+    issues: list[Issue] = list(extra_issues or [])
+    raw_paths = frame["path"].astype(object).where(frame["path"].notna(), None).to_numpy()
+    for i in np.flatnonzero(~valid):
+        p = raw_paths[i]
+        issues.append(Issue(row_no[i], None if p is None else str(p), probs.reason[i], "error", probs.kind[i]))
+
+    if not valid.any():
+        errs = [i for i in issues if i.severity == "error"][:5] or issues[:5]
+        first = "; ".join(
+            (f"row {i.row}: " if i.row is not None else "") + f"{i.path or ''}: {i.reason}" for i in errs
+        )
+        raise DatasetError(f"no valid samples among {n:,} rows. First problems: {first}")
+
+    # Assemble the samples table: path, label, [caption], extras unchanged.
+    keep = np.flatnonzero(valid)
+    samples = pd.DataFrame({"path": rel.to_numpy()[keep].astype(object), "label": labels.to_numpy()[keep]})
+    if "caption" in frame.columns:
+        cap = frame["caption"].iloc[keep].reset_index(drop=True)
+        cap = cap.astype(object).where(cap.notna(), "").astype(str)
+        samples["caption"] = cap.to_numpy(dtype=object)
+        empty_cap = (cap.str.strip() == "").to_numpy()
+        if empty_cap.any():
+            shown = [str(r) for r in row_no[keep][empty_cap][:10] if r is not None]
+            more = ", ..." if empty_cap.sum() > 10 else ""
+            issues.append(
+                Issue(
+                    None,
+                    None,
+                    f"{int(empty_cap.sum()):,} kept sample(s) have an empty caption"
+                    + (f" (rows {', '.join(shown)}{more})" if shown else ""),
+                    "warning",
+                    KIND_EMPTY_CAPTION,
+                )
+            )
+    for col in frame.columns:
+        if col not in ("path", "label", "caption"):
+            samples[col] = frame[col].iloc[keep].reset_index(drop=True)
+
+    classes = sorted(samples["label"].unique().tolist())
+    for c in expected_classes or []:
+        if c not in classes:
+            issues.append(Issue(None, c, f"class '{c}' has no valid images", "warning", KIND_EMPTY_CLASS))
+    if len(classes) == 1:
+        issues.append(
+            Issue(None, None, f"only one class ('{classes[0]}'): label-noise scores need two or more",
+                  "warning", KIND_SINGLE_CLASS)
+        )
+
+    return Dataset(
+        name=name or Path(root_real).name,
+        root=Path(root_real),
+        samples=samples,
+        classes=classes,
+        report=ValidationReport(issues=issues, n_valid=len(samples)),
+        fingerprint=_fingerprint(samples, sizes[keep], mtimes[keep]),
+    )
+
+
+def _flag_each(probs: _Problems, mask: np.ndarray, kind: str, reasons: np.ndarray) -> None:
+    """Like :meth:`_Problems.flag` with a per-row reason array of length N."""
+    mask = mask & probs.ok
+    probs.kind[mask] = kind
+    probs.reason[mask] = reasons[mask]
+
+
+def _fingerprint(samples: pd.DataFrame, sizes: np.ndarray, mtimes: np.ndarray) -> str:
+    """sha256 over one tab-separated line per sample, built with vectorised string ops."""
+    parts = [
+        samples["path"].astype(str),
+        pd.Series(sizes, dtype=np.int64).astype(str),
+        pd.Series(mtimes, dtype=np.int64).astype(str),
+        samples["label"].astype(str),
+    ]
+    if "caption" in samples.columns:
+        parts.append(samples["caption"].astype(str).str.replace("\\", "\\\\").str.replace("\n", "\\n"))
+    line = parts[0].str.cat(parts[1:], sep="\t")
+    h = hashlib.sha256(FINGERPRINT_VERSION.encode())
+    h.update(f"|caption={'caption' in samples.columns}|n={len(samples)}\n".encode())
+    h.update(line.str.cat(sep="\n").encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _require_columns(frame: pd.DataFrame, what: str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        found = ", ".join(repr(str(c)) for c in frame.columns) or "none"
+        hint = ""
+        if len(frame.columns) == 1 and any(sep in str(frame.columns[0]) for sep in (";", "\t", "|")):
+            hint = " (the file seems to use another separator than ','; save it comma-separated)"
+        raise DatasetError(
+            f"{what} is missing required column(s) {', '.join(map(repr, missing))}; "
+            f"found columns: {found}{hint}. Required: 'path', 'label'; optional: 'caption'."
+        )
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def load_image_folder(
+    root: os.PathLike | str,
+    *,
+    check_images: bool = True,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    workers: Optional[int] = None,
+) -> Dataset:
+    """Load ``root/<class>/<image>`` (subfolders of a class folder count for that class).
+
+    Image extensions (case-insensitive): jpg jpeg png bmp gif webp tif tiff.  Files directly
+    under ``root`` and non-image files are ignored with a warning; hidden files and folders
+    (``.DS_Store``, ``.git``) are ignored silently.  Paths are sorted, so row order is stable.
+    """
+    root_path = Path(root).expanduser()
+    if not root_path.exists():
+        raise DatasetError(f"image folder {root_path} does not exist")
+    if not root_path.is_dir():
+        raise DatasetError(f"{root_path} is not a folder")
+    issues: list[Issue] = []
+    paths: list[str] = []
+    labels: list[str] = []
+    class_dirs: list[str] = []
+    try:
+        top = sorted(os.scandir(root_path), key=lambda e: e.name)
+    except OSError as exc:
+        raise DatasetError(f"cannot list image folder {root_path}: {exc.strerror or exc}") from None
+    for entry in top:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            class_dirs.append(entry.name)
+        else:
+            issues.append(
+                Issue(None, entry.name, "file directly under the root is ignored (images go in <class>/ folders)",
+                      "warning", KIND_IGNORED)
+            )
+    for cls in class_dirs:
+        check(cancel)
+        base = root_path / cls
+        found = 0
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel_dir = os.path.relpath(dirpath, root_path).replace(os.sep, "/")
+            for fname in sorted(filenames):
+                if fname.startswith("."):
+                    continue
+                rel = f"{rel_dir}/{fname}"
+                if os.path.splitext(fname)[1].lower() in images.IMAGE_EXTENSIONS:
+                    paths.append(rel)
+                    labels.append(cls)
+                    found += 1
+                else:
+                    issues.append(Issue(None, rel, "not an image file extension; ignored", "warning", KIND_IGNORED))
+        if found == 0:
+            issues.append(Issue(None, cls, f"class '{cls}' has no images", "warning", KIND_EMPTY_CLASS))
+    if not paths:
+        detail = "no class folders" if not class_dirs else f"{len(class_dirs)} class folder(s) but no image files"
+        raise DatasetError(f"no images found in {root_path}: {detail}; expected layout root/<class>/<image>.jpg")
+    frame = pd.DataFrame({"path": paths, "label": labels})
+    empty = {i.path for i in issues if i.kind == KIND_EMPTY_CLASS}
+    return from_frame(
+        frame,
+        root_path,
+        name=root_path.resolve().name,
+        check_images=check_images,
+        progress=progress,
+        cancel=cancel,
+        rows=[None] * len(frame),
+        extra_issues=issues,
+        expected_classes=[c for c in class_dirs if c not in empty],
+        workers=workers,
+    )
+
+
+def read_manifest(path: os.PathLike | str) -> pd.DataFrame:
+    """Read a CSV or parquet manifest as a table; raise :class:`DatasetError` when unusable.
+
+    CSV: ``path``, ``label`` and ``caption`` are read as text with only the empty string as
+    missing (so a class called ``NA`` survives); other columns are parsed as pandas would.
+    """
+    path = Path(path).expanduser()
+    kind = MANIFEST_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DatasetError(f"{path}: unsupported manifest type {path.suffix!r}; use .csv, .parquet or .pq")
+    if not path.exists():
+        raise DatasetError(f"manifest {path} does not exist")
+    if not path.is_file():
+        raise DatasetError(f"manifest {path} is not a file")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"manifest {path} is empty (0 bytes)")
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            header = pd.read_csv(path, nrows=0, encoding="utf-8-sig")
+            header.columns = [str(c).strip() for c in header.columns]
+            _require_columns(header, f"manifest {path.name}")
+            text_cols = [c for c in ("path", "label", "caption") if c in header.columns]
+            frame = pd.read_csv(
+                path,
+                encoding="utf-8-sig",
+                dtype={c: str for c in text_cols},
+                keep_default_na=False,
+                na_values={c: ([""] if c in text_cols else _PANDAS_NA) for c in header.columns},
+                skipinitialspace=False,
+            )
+    except DatasetError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"manifest {path} is empty (no header row)") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"manifest {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except pd.errors.ParserError as exc:
+        raise DatasetError(f"manifest {path} could not be parsed as CSV: {exc}") from None
+    except PermissionError:
+        raise DatasetError(f"manifest {path}: permission denied") from None
+    except Exception as exc:  # pyarrow raises many types for damaged files
+        raise DatasetError(f"manifest {path} could not be read as {kind}: {exc}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _require_columns(frame, f"manifest {path.name}")
+    if len(frame) == 0:
+        raise DatasetError(f"manifest {path} has a header but no data rows")
+    return frame
+
+
+def load_manifest(
+    path: os.PathLike | str,
+    root: Optional[os.PathLike | str] = None,
+    *,
+    check_images: bool = True,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    workers: Optional[int] = None,
+) -> Dataset:
+    """Load a CSV / parquet manifest (``path,label`` required, ``caption`` optional).
+
+    ``root`` defaults to the manifest's folder.  Relative paths resolve against ``root``;
+    absolute paths are accepted only inside it (and stored relative to it).  Extra columns
+    are carried through unchanged.  Issue rows are 1-based data rows (header not counted).
+    """
+    path = Path(path).expanduser()
+    frame = read_manifest(path)
+    root_path = Path(root).expanduser() if root is not None else path.resolve().parent
+    return from_frame(
+        frame,
+        root_path,
+        name=path.stem,
+        check_images=check_images,
+        progress=progress,
+        cancel=cancel,
+        workers=workers,
+    )
+
+
+def load_dataset(source: os.PathLike | str, root: Optional[os.PathLike | str] = None, **kw) -> Dataset:
+    """Load a folder (``root/<class>/<image>``) or a ``.csv`` / ``.parquet`` / ``.pq`` manifest."""
+    src = Path(source).expanduser()
+    if src.is_dir():
+        if root is not None:
+            raise DatasetError("root= applies to manifests only; an image folder is its own root")
+        return load_image_folder(src, **kw)
+    if src.suffix.lower() in MANIFEST_SUFFIXES:
+        return load_manifest(src, root, **kw)
+    if not src.exists():
+        raise DatasetError(f"{src} does not exist (expected an image folder or a .csv/.parquet manifest)")
+    raise DatasetError(
+        f"{src} is neither a folder nor a manifest: use an image folder (root/<class>/<image>) "
+        "or a .csv / .parquet / .pq file with columns path,label[,caption]"
+    )
+
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "Issue",
+    "ValidationReport",
+    "from_frame",
+    "load_dataset",
+    "load_image_folder",
+    "load_manifest",
+    "read_manifest",
+]

@@ -1,0 +1,397 @@
+"""Dataset loading and validation: every bad input is skipped with its reason, never a crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageFile
+
+from pruning_core.datasets import (
+    Dataset,
+    DatasetError,
+    load_dataset,
+    load_image_folder,
+    load_manifest,
+)
+from pruning_core.images import ImageError, check_image, load_image_array, load_rgb
+from pruning_core.progress import CancelToken, Cancelled, Progress
+
+RNG = np.random.default_rng(0)
+
+
+def save_img(path: Path, size=(12, 10), mode="RGB", fmt=None, seed=0) -> Path:
+    """A small noisy image of ``mode``; noise makes JPEG truncation hit entropy data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    rgb = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+    if mode == "RGB":
+        im = rgb
+    elif mode == "I;16":
+        im = Image.fromarray((rng.integers(0, 65536, (h, w))).astype(np.uint16))
+    elif mode == "F":
+        im = Image.fromarray(rng.random((h, w)).astype(np.float32), "F")
+    elif mode == "P":
+        im = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+        im.info["transparency"] = 0
+    else:
+        im = rgb.convert(mode)
+    kw = {"transparency": 0} if mode == "P" else {}
+    im.save(path, format=fmt, **kw)
+    return path
+
+
+def make_folder(root: Path, per_class=3, classes=("cat", "dog")) -> Path:
+    for c in classes:
+        for i in range(per_class):
+            save_img(root / c / f"{i}.png", seed=hash((c, i)) % 1000)
+    return root
+
+
+def write_manifest(root: Path, rows: list[dict], name="m.csv") -> Path:
+    path = root / name
+    frame = pd.DataFrame(rows)
+    if name.endswith(".csv"):
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def issues_by_row(ds: Dataset) -> dict:
+    return {i.row: i for i in ds.report.issues if i.row is not None}
+
+
+# --------------------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize(
+    "mode,fmt,suffix",
+    [
+        ("CMYK", "JPEG", "jpg"),
+        ("CMYK", "TIFF", "tif"),
+        ("I;16", "PNG", "png"),
+        ("I;16", "TIFF", "tif"),
+        ("I", "TIFF", "tif"),
+        ("F", "TIFF", "tif"),
+        ("P", "PNG", "png"),
+        ("P", "GIF", "gif"),
+        ("L", "PNG", "png"),
+        ("LA", "PNG", "png"),
+        ("RGBA", "PNG", "png"),
+        ("RGBA", "WEBP", "webp"),
+        ("1", "BMP", "bmp"),
+        ("RGB", "BMP", "bmp"),
+    ],
+)
+def test_every_mode_loads_as_rgb_of_the_right_size(tmp_path, mode, fmt, suffix):
+    path = save_img(tmp_path / f"x.{suffix}", size=(13, 7), mode=mode, fmt=fmt)
+    assert check_image(path) is None
+    im = load_rgb(path)
+    assert im.mode == "RGB" and im.size == (13, 7)
+
+
+def test_rgba_composites_on_white_and_16bit_is_scaled(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)  # fully transparent black
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    assert (np.asarray(load_rgb(tmp_path / "t.png")) == 255).all()
+    grey = np.full((4, 4), 65535, np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    assert (np.asarray(load_rgb(tmp_path / "g.png")) == 255).all()
+    Image.fromarray(np.full((4, 4), 257 * 10, np.uint16)).save(tmp_path / "g2.png")
+    assert (np.asarray(load_rgb(tmp_path / "g2.png")) == 10).all()
+
+
+def test_bad_image_files_have_clear_reasons(tmp_path):
+    good = save_img(tmp_path / "ok.jpg", size=(64, 64))
+    data = good.read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "rand.jpg").write_bytes(RNG.bytes(3000))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    png = save_img(tmp_path / "ok.png", size=(64, 64))
+    (tmp_path / "trunc.png").write_bytes(png.read_bytes()[:-200])
+    expected = {
+        "trunc.jpg": "corrupt or truncated image file",
+        "trunc.png": "corrupt or truncated image file",
+        "rand.jpg": "not an image file",
+        "empty.jpg": "file is empty",
+        "missing.jpg": "file not found",
+    }
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    for name, reason in expected.items():
+        assert check_image(tmp_path / name) == reason, name
+        with pytest.raises(ImageError) as err:
+            load_rgb(tmp_path / name)
+        assert err.value.reason == reason and isinstance(err.value, ValueError)
+        assert name in str(err.value)
+
+
+def test_load_image_array_resizes_reports_progress_and_zero_fills_failures(tmp_path):
+    paths = [save_img(tmp_path / f"{i}.png", size=(20 + i, 10), seed=i) for i in range(5)]
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    paths.insert(2, tmp_path / "bad.jpg")
+    seen: list[Progress] = []
+    arr, failed = load_image_array(paths, size=8, progress=seen.append, workers=2, chunk=2)
+    assert arr.shape == (6, 8, 8, 3) and arr.dtype == np.uint8
+    assert failed == {2: "not an image file"}
+    assert not arr[2].any() and arr[0].any()
+    assert seen[-1].done == seen[-1].total == 6
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        load_image_array(paths, size=8, cancel=token)
+
+
+# --------------------------------------------------------------------------- image folder
+
+
+def test_image_folder_basic_and_warnings(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    (root / "readme.txt").write_text("hi")  # file directly under root
+    (root / "cat" / "notes.txt").write_text("x")  # non-image file
+    (root / "cat" / ".DS_Store").write_bytes(b"\0")  # hidden: silent
+    save_img(root / "dog" / "UPPER.JPG")  # extensions are case-insensitive
+    (root / "empty_class").mkdir()
+    seen = []
+    ds = load_image_folder(root, progress=seen.append)
+    assert len(ds) == 7 and ds.classes == ["cat", "dog"]
+    assert list(ds.samples.columns) == ["path", "label"]
+    assert isinstance(ds.samples.index, pd.RangeIndex)
+    assert "dog/UPPER.JPG" in set(ds.samples.path)
+    assert ds.root == root.resolve() and ds.root.is_absolute()
+    assert all(p.is_file() for p in ds.abspaths())
+    np.testing.assert_array_equal(ds.label_ids, (ds.samples.label == "dog").astype(np.int64))
+    reasons = {i.reason for i in ds.report.issues}
+    assert "class 'empty_class' has no images" in reasons
+    assert any("directly under the root" in r for r in reasons)
+    assert any(i.path == "cat/notes.txt" and i.severity == "warning" for i in ds.report.issues)
+    assert not any(".DS_Store" in (i.path or "") for i in ds.report.issues)
+    assert ds.report.n_skipped == 0
+    assert seen and seen[-1].done == seen[-1].total == 7
+
+
+def test_image_folder_skips_corrupt_truncated_and_empty_files(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    (root / "cat" / "rand.jpg").write_bytes(RNG.bytes(500))
+    (root / "cat" / "empty.png").write_bytes(b"")
+    jpg = save_img(tmp_path / "big.jpg", size=(64, 64)).read_bytes()
+    (root / "dog" / "trunc.jpg").write_bytes(jpg[: len(jpg) // 2])
+    ds = load_image_folder(root)
+    assert len(ds) == 6
+    by_path = {i.path: i for i in ds.report.errors}
+    assert by_path["cat/rand.jpg"].reason == "not an image file"
+    assert by_path["cat/empty.png"].reason == "file is empty"
+    assert by_path["dog/trunc.jpg"].reason == "corrupt or truncated image file"
+    assert ds.report.n_skipped == 3
+    assert ds.report.summary() == "6 valid samples; 3 skipped: 1 empty file, 1 not an image, 1 corrupt image"
+    assert set(ds.report.as_frame().columns) >= {"row", "path", "reason", "severity"}
+    # check_images=False: only stat (empty file still caught), decode problems pass
+    fast = load_image_folder(root, check_images=False)
+    assert len(fast) == 8 and fast.report.n_skipped == 1
+
+
+def test_image_folder_symlink_outside_root_is_skipped(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    outside = save_img(tmp_path / "elsewhere" / "x.png")
+    os.symlink(outside, root / "cat" / "link.png")
+    os.symlink(tmp_path / "elsewhere", root / "linked_class")
+    inside = root / "dog" / "0.png"
+    os.symlink(inside, root / "cat" / "inner_link.png")  # inside the root: fine
+    ds = load_image_folder(root)
+    errs = {i.path: i.reason for i in ds.report.errors}
+    assert "outside the dataset root" in errs["cat/link.png"]
+    assert "outside the dataset root" in errs["linked_class/x.png"]
+    assert "cat/inner_link.png" in set(ds.samples.path)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_image_folder(tmp_path / "nope")
+    (tmp_path / "flat").mkdir()
+    save_img(tmp_path / "flat" / "a.png")
+    with pytest.raises(DatasetError, match="no images found.*no class folders"):
+        load_image_folder(tmp_path / "flat")
+    (tmp_path / "bad" / "c").mkdir(parents=True)
+    (tmp_path / "bad" / "c" / "a.jpg").write_bytes(b"xx")
+    with pytest.raises(DatasetError, match="no valid samples.*not an image file"):
+        load_image_folder(tmp_path / "bad")
+
+
+def test_single_class_warns(tmp_path):
+    ds = load_image_folder(make_folder(tmp_path / "ds", classes=("only",)))
+    assert len(ds) == 3 and any(i.kind == "single class" for i in ds.report.warnings)
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def test_manifest_bad_rows_are_skipped_with_row_numbers(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    save_img(tmp_path / "outside.png")
+    (root / "cat" / "rand.jpg").write_bytes(RNG.bytes(400))
+    os.symlink(tmp_path / "outside.png", root / "cat" / "sym.png")
+    rows = [
+        {"path": "cat/0.png", "label": "cat", "true_label": "cat"},  # 1 ok
+        {"path": "cat/missing.png", "label": "cat", "true_label": "cat"},  # 2 missing
+        {"path": "cat/rand.jpg", "label": "cat", "true_label": "cat"},  # 3 corrupt
+        {"path": "cat/1.png", "label": "", "true_label": "cat"},  # 4 empty label
+        {"path": "./cat/0.png", "label": "dog", "true_label": "cat"},  # 5 duplicate of 1
+        {"path": "../outside.png", "label": "cat", "true_label": "cat"},  # 6 escapes
+        {"path": str(tmp_path / "outside.png"), "label": "cat", "true_label": "cat"},  # 7 abs outside
+        {"path": str(root / "dog" / "0.png"), "label": "dog", "true_label": "dog"},  # 8 abs inside: ok
+        {"path": "cat/sym.png", "label": "cat", "true_label": "cat"},  # 9 symlink outside
+        {"path": "dog/1.png", "label": "dog", "true_label": "cat"},  # 10 ok
+    ]
+    ds = load_manifest(write_manifest(root, rows))
+    by_row = issues_by_row(ds)
+    assert sorted(by_row) == [2, 3, 4, 5, 6, 7, 9]
+    assert by_row[2].reason == "file not found" and by_row[2].path == "cat/missing.png"
+    assert by_row[3].reason == "not an image file"
+    assert by_row[4].reason == "empty or missing label"
+    assert by_row[5].reason == "duplicate of row 1 (labelled 'cat' there, 'dog' here)"
+    assert "escapes the dataset root" in by_row[6].reason
+    assert "absolute path is outside the dataset root" in by_row[7].reason
+    assert "symlink points outside the dataset root" in by_row[9].reason
+    assert all(i.severity == "error" for i in by_row.values())
+    assert ds.samples.path.tolist() == ["cat/0.png", "dog/0.png", "dog/1.png"]
+    assert list(ds.samples.columns) == ["path", "label", "true_label"]
+    assert ds.samples.true_label.tolist() == ["cat", "dog", "cat"]  # extra column carried through
+    assert ds.report.n_skipped == 7
+    frame = ds.report.as_frame()
+    assert frame.row.tolist() == [2, 3, 4, 5, 6, 7, 9]
+    summary = ds.report.summary()
+    assert summary.startswith("3 valid samples; 7 skipped: ")
+    assert "1 missing file" in summary and "3 outside root" in summary and "1 duplicate path" in summary
+
+
+def test_manifest_missing_columns_and_unreadable_files(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,class\na.jpg,cat\n")
+    with pytest.raises(DatasetError) as err:
+        load_manifest(bad)
+    msg = str(err.value)
+    assert "'path', 'label'" in msg and "found columns: 'file', 'class'" in msg
+    (tmp_path / "semi.csv").write_text("path;label\na.jpg;cat\n")
+    with pytest.raises(DatasetError, match="separator"):
+        load_manifest(tmp_path / "semi.csv")
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_manifest(tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DatasetError, match="empty"):
+        load_manifest(tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("path,label\n")
+    with pytest.raises(DatasetError, match="no data rows"):
+        load_manifest(tmp_path / "header.csv")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DatasetError, match="could not be read as parquet"):
+        load_manifest(tmp_path / "broken.parquet")
+    (tmp_path / "latin.csv").write_bytes("path,label\ncaf\xe9.png,x\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        load_manifest(tmp_path / "latin.csv")
+    with pytest.raises(DatasetError, match="no valid samples.*row 1: a.jpg: file not found"):
+        load_manifest(write_manifest(tmp_path, [{"path": "a.jpg", "label": "x"}], "only_missing.csv"))
+
+
+def test_manifest_parquet_int_labels_captions_and_bom(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    rows = [
+        {"path": "cat/0.png", "label": 3, "caption": "a cat", "score": 0.5},
+        {"path": "dog/0.png", "label": 10, "caption": None, "score": 1.5},
+    ]
+    ds = load_manifest(write_manifest(root, rows, "m.parquet"))
+    assert ds.samples.label.tolist() == ["3", "10"] and ds.classes == ["10", "3"]
+    assert ds.has_captions and ds.samples.caption.tolist() == ["a cat", ""]
+    assert ds.samples.score.tolist() == [0.5, 1.5]
+    assert any(i.kind == "empty caption" for i in ds.report.warnings)
+    # CSV written by Excel: BOM, int labels with a gap, a class literally called "NA"
+    (root / "x.csv").write_bytes(
+        "\ufeffpath,label,note\ncat/0.png,1,NA\ncat/1.png,,\ndog/0.png,NA,ok\ncat/2.png,1,\n".encode()
+    )
+    ds = load_manifest(root / "x.csv")
+    assert ds.samples.label.tolist() == ["1", "NA", "1"]
+    assert ds.samples.note.isna().tolist() == [True, False, True]
+    assert issues_by_row(ds)[2].reason == "empty or missing label"
+    assert not ds.has_captions
+
+
+def test_manifest_root_argument_and_dispatch(tmp_path):
+    root = make_folder(tmp_path / "images")
+    manifest = write_manifest(tmp_path, [{"path": "cat/0.png", "label": "cat"}, {"path": "dog/0.png", "label": "dog"}])
+    ds = load_dataset(manifest, root=root)
+    assert len(ds) == 2 and ds.root == root.resolve() and ds.name == "m"
+    assert len(load_dataset(root)) == 6
+    (tmp_path / "x.txt").write_text("")
+    with pytest.raises(DatasetError, match="neither a folder nor a manifest"):
+        load_dataset(tmp_path / "x.txt")
+    with pytest.raises(DatasetError, match="unsupported manifest type"):
+        load_manifest(tmp_path / "x.txt")
+
+
+def test_manifest_progress_and_cancel(tmp_path):
+    root = make_folder(tmp_path / "ds", per_class=20)
+    rows = [{"path": f"{c}/{i}.png", "label": c} for c in ("cat", "dog") for i in range(20)]
+    manifest = write_manifest(root, rows)
+    seen: list[Progress] = []
+    load_manifest(manifest, progress=seen.append)
+    assert seen[0].done == 0 and seen[-1].done == seen[-1].total == 40
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        load_manifest(manifest, cancel=token)
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def test_fingerprint_stable_and_sensitive(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    rows = [{"path": f"{c}/{i}.png", "label": c} for c in ("cat", "dog") for i in range(3)]
+    manifest = write_manifest(root, rows)
+    fp = load_manifest(manifest).fingerprint
+    assert fp == load_manifest(manifest).fingerprint
+    assert len(fp) == 64 and int(fp, 16) >= 0
+    # same in another process
+    code = (
+        "import sys; from pruning_core.datasets import load_manifest;"
+        f"print(load_manifest(sys.argv[1]).fingerprint)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(manifest)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert out.stdout.strip() == fp
+    # a label change
+    rows2 = [dict(r) for r in rows]
+    rows2[0]["label"] = "dog"
+    assert load_manifest(write_manifest(root, rows2, "m2.csv")).fingerprint != fp
+    # a file change (content and mtime)
+    time.sleep(0.01)
+    save_img(root / "cat" / "0.png", size=(12, 11), seed=99)
+    fp2 = load_manifest(manifest).fingerprint
+    assert fp2 != fp
+    # only the mtime changes
+    st = (root / "cat" / "0.png").stat()
+    os.utime(root / "cat" / "0.png", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert load_manifest(manifest).fingerprint != fp2
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.mark.slow
+def test_real_cifar_manifest(cifar_dir, cifar_manifests):
+    ds = load_manifest(cifar_manifests / "train_sym20.csv", root=cifar_dir)
+    assert len(ds) == 50_000 and len(ds.classes) == 10 and ds.report.n_skipped == 0
+    assert list(ds.samples.columns) == ["path", "label", "true_label"]
+    noisy = (ds.samples.label != ds.samples.true_label).mean()
+    assert 0.15 < noisy < 0.25
+    assert np.bincount(ds.label_ids, minlength=10).sum() == 50_000
+    arr, failed = load_image_array(ds.abspaths()[:500], size=32)
+    assert arr.shape == (500, 32, 32, 3) and not failed and arr.std() > 10
