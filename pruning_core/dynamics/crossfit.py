@@ -1,0 +1,122 @@
+"""Out-of-sample predicted probabilities by stratified k-fold cross-fitting.
+
+Confident learning (cleanlab) needs ``pred_probs`` that were *not* produced by a model that
+trained on the sample: a network that memorised a wrong label would vouch for it.  Each fold's
+model trains on the other folds and predicts only its held-out fold, so every sample is predicted
+exactly once, by a model that never saw it (the fold assignment is public so this can be checked).
+
+The job is resumable per fold: with ``fold_cache`` each finished fold's probabilities are saved
+atomically and skipped on the next run (cancel-safe: a cancelled run loses at most one fold).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedKFold
+
+from cache.store import atomic_save_npy
+from pruning_core.progress import CancelToken, Progress, ProgressCallback, check, report
+
+from .trainer import train_and_record
+
+FoldCache = Union[str, Path, Callable[[int], Path], None]
+
+
+def fold_assignment(y: Any, folds: int = 4, seed: int = 0) -> np.ndarray:
+    """(N,) int fold id of every sample: stratified by label, shuffled with ``seed``."""
+    y_np = np.asarray(y).astype(np.int64, copy=False)
+    if folds < 2:
+        raise ValueError("cross-fitting needs folds >= 2")
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    assign = np.full(y_np.shape[0], -1, dtype=np.int64)
+    for k, (_, test) in enumerate(skf.split(np.zeros(len(y_np)), y_np)):
+        assign[test] = k
+    return assign
+
+
+def _fold_path(fold_cache: FoldCache, k: int) -> Optional[Path]:
+    if fold_cache is None:
+        return None
+    if callable(fold_cache):
+        return Path(fold_cache(k))
+    return Path(fold_cache) / f"fold{k}.npy"
+
+
+def _take(x: Any, idx: np.ndarray) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x[torch.as_tensor(idx, device=x.device)]
+    return np.asarray(x)[idx]
+
+
+def out_of_sample_probs(
+    x: Any,
+    y: Any,
+    *,
+    folds: int = 4,
+    arch: str = "resnet9",
+    epochs: int = 16,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    num_classes: Optional[int] = None,
+    fold_cache: FoldCache = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    **train_kw: Any,
+) -> np.ndarray:
+    """(N, C) softmax probabilities, each row from the fold model that did not train on it.
+
+    Args:
+        x, y: as for :func:`~pruning_core.dynamics.trainer.train_and_record` (images or embeddings).
+        folds: number of stratified folds (fold ids from :func:`fold_assignment`).
+        arch, epochs, seed, device: passed to the trainer (fold k trains with ``seed + k``).
+        num_classes: default ``max(y) + 1``; fixed for all folds so their columns line up.
+        fold_cache: a directory (``fold{k}.npy`` inside, plus ``assignment.npy`` to detect a
+            changed split) or a callable ``k -> path``; finished folds are loaded instead of
+            retrained.  Use ``ResultStore.partial_dir(key)`` with a key over all parameters.
+        progress: one ``"cross-fit"`` stage counting epochs over all folds.
+        **train_kw: further trainer options (batch_size, lr, width, label_smoothing, ...).
+    """
+    y_np = np.asarray(y).astype(np.int64, copy=False)
+    n = y_np.shape[0]
+    c = int(y_np.max()) + 1 if num_classes is None else int(num_classes)
+    assign = fold_assignment(y_np, folds, seed)
+
+    if fold_cache is not None and not callable(fold_cache):
+        apath = Path(fold_cache) / "assignment.npy"
+        if apath.is_file() and not np.array_equal(np.load(apath), assign):
+            for k in range(folds):  # a different split: the cached folds are not valid here
+                Path(fold_cache, f"fold{k}.npy").unlink(missing_ok=True)
+        atomic_save_npy(apath, assign)
+
+    probs = np.full((n, c), np.nan, dtype=np.float32)
+    total = folds * epochs
+    for k in range(folds):
+        check(cancel)
+        test = np.flatnonzero(assign == k)
+        train = np.flatnonzero(assign != k)
+        path = _fold_path(fold_cache, k)
+        if path is not None and path.is_file():
+            cached = np.load(path)
+            if cached.shape == (test.shape[0], c):
+                probs[test] = cached
+                report(progress, "cross-fit", (k + 1) * epochs, total, f"fold {k + 1}/{folds} (cached)")
+                continue
+
+        def fold_progress(p: Progress, k: int = k) -> None:
+            report(progress, "cross-fit", k * epochs + p.done, total, f"fold {k + 1}/{folds}, epoch {p.done}/{p.total}")
+
+        rec = train_and_record(
+            _take(x, train), y_np[train], arch=arch, epochs=epochs, seed=seed + k, device=device,
+            num_classes=c, record_idx=np.zeros(0, dtype=np.int64), eval_x=_take(x, test),
+            progress=fold_progress if progress is not None else None, cancel=cancel, **train_kw,
+        )
+        fold_probs = rec.heldout_probs
+        assert fold_probs is not None and fold_probs.shape == (test.shape[0], c)
+        probs[test] = fold_probs
+        if path is not None:
+            atomic_save_npy(path, fold_probs.astype(np.float32))
+    return probs

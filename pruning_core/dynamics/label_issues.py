@@ -1,0 +1,108 @@
+"""Confident learning on out-of-sample probabilities, via the cleanlab library.
+
+We do not reimplement confident learning: :func:`find_label_issues` is cleanlab's
+``filter.find_label_issues`` (the boolean issue mask) plus ``rank.get_label_quality_scores``
+(per-sample label quality), with the suggested label ``argmax(pred_probs)``.  The probabilities
+must be out-of-sample (see :mod:`pruning_core.dynamics.crossfit`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pruning_core.score_info import ScoreInfo
+
+
+@dataclass(frozen=True)
+class LabelIssues:
+    """cleanlab's verdict per sample."""
+
+    is_issue: np.ndarray  # (N,) bool, cleanlab's label-issue mask
+    label_quality: np.ndarray  # (N,) float in [0, 1], low = likely mislabelled
+    suggested_label: np.ndarray  # (N,) int, argmax of pred_probs
+
+
+def find_label_issues(
+    labels: Any,
+    pred_probs: np.ndarray,
+    *,
+    quality_method: str = "self_confidence",
+    filter_by: str = "prune_by_noise_rate",
+    n_jobs: int = 1,
+    **kw: Any,
+) -> LabelIssues:
+    """Run cleanlab on ``(labels, pred_probs)``.
+
+    Args:
+        labels: (N,) int given labels.
+        pred_probs: (N, C) out-of-sample probabilities (rows sum to 1).
+        quality_method: ``"self_confidence"`` (default), ``"normalized_margin"`` or
+            ``"confidence_weighted_entropy"`` (cleanlab.rank.get_label_quality_scores ``method``).
+        filter_by: cleanlab's filter (default ``"prune_by_noise_rate"``).
+        n_jobs: cleanlab worker processes; 1 by default (no multiprocessing in app/CLI workers).
+        **kw: more ``cleanlab.filter.find_label_issues`` options.
+    """
+    from cleanlab.filter import find_label_issues as cl_find
+    from cleanlab.rank import get_label_quality_scores
+
+    y = np.asarray(labels).astype(np.int64, copy=False)
+    p = np.asarray(pred_probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != y.shape[0]:
+        raise ValueError(f"pred_probs must be (N, C) with N={y.shape[0]}, got {p.shape}")
+    if not np.isfinite(p).all():
+        raise ValueError("pred_probs contain NaN/inf (an unfinished cross-fit?)")
+    p = p / p.sum(axis=1, keepdims=True)  # bf16 inference leaves rows a hair off 1
+    mask = cl_find(y, p, filter_by=filter_by, n_jobs=n_jobs, **kw)
+    quality = get_label_quality_scores(y, p, method=quality_method)
+    return LabelIssues(
+        is_issue=np.asarray(mask, dtype=bool),
+        label_quality=np.asarray(quality, dtype=np.float64),
+        suggested_label=p.argmax(axis=1).astype(np.int64),
+    )
+
+
+def label_issue_scores(
+    labels: Any,
+    pred_probs: np.ndarray,
+    classes: Sequence[str],
+    **kw: Any,
+) -> tuple[pd.DataFrame, dict[str, ScoreInfo]]:
+    """Score columns from cleanlab, in the project's ``(frame, infos)`` form.
+
+    Columns: ``cleanlab.label_quality`` (low suspicious), ``cleanlab.is_issue`` (0/1, high
+    suspicious) and ``dynamics.suggested_label`` (the class *name* the out-of-sample model
+    prefers).  The latter is an annotation, not a score: it has no ``ScoreInfo``.  Convention:
+    a frame column without an entry in ``infos`` is not a score (not ranked, coloured or
+    evaluated), it is shown beside the scores (e.g. "suggested: cat" in the review page).
+    ``**kw`` goes to :func:`find_label_issues`.
+    """
+    res = find_label_issues(labels, pred_probs, **kw)
+    cls = np.asarray(list(classes), dtype=object)
+    if cls.shape[0] != np.asarray(pred_probs).shape[1]:
+        raise ValueError(f"{cls.shape[0]} class names for {np.asarray(pred_probs).shape[1]} probability columns")
+    method = kw.get("quality_method", "self_confidence")
+    frame = pd.DataFrame(
+        {
+            "cleanlab.label_quality": res.label_quality,
+            "cleanlab.is_issue": res.is_issue.astype(np.int8),
+            "dynamics.suggested_label": cls[res.suggested_label].astype(str),
+        }
+    )
+    infos = {
+        "cleanlab.label_quality": ScoreInfo(
+            "cleanlab.label_quality",
+            f"cleanlab label quality ({method}) from out-of-sample probabilities. "
+            "Low: the held-out model doubts the given label - likely mislabelled.",
+            "low",
+        ),
+        "cleanlab.is_issue": ScoreInfo(
+            "cleanlab.is_issue",
+            "1 if confident learning (cleanlab.find_label_issues) flags the label as an issue.",
+            "high",
+        ),
+    }
+    return frame, infos

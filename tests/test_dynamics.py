@@ -1,0 +1,263 @@
+"""Training-dynamics core: hand-computed scores, trainer determinism, cross-fitting, cleanlab, metrics.
+
+CPU only and small: the trainer runs single-threaded here (restored afterwards) because on a
+shared 2-core machine two BLAS threads fighting other processes are several times slower.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pruning_core.dynamics import (
+    TrainingRecord,
+    dynamic_uncertainty,
+    dynamics_scores,
+    fold_assignment,
+    label_issue_scores,
+    label_stats,
+    out_of_sample_probs,
+    train_and_record,
+)
+from pruning_core.dynamics import crossfit as crossfit_mod
+from pruning_core.evaluation import detection_metrics, evaluate_scores
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- hand-computed scores
+
+PROB = np.array([[0.9, 0.2, 0.6, 0.1], [0.8, 0.6, 0.3, 0.2], [0.7, 0.9, 0.5, 0.3]], dtype=np.float32)
+MARGIN = np.array([[2.0, -1.0, 1.0, -3.0], [1.0, 0.5, -0.5, -2.0], [3.0, 2.0, 1.0, -1.0]], dtype=np.float32)
+
+
+def tiny_record() -> TrainingRecord:
+    el2n = np.array([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [0.9, 1.0, 1.1, 1.2]], dtype=np.float32)
+    return TrainingRecord(
+        prob=PROB, margin=MARGIN, correct=MARGIN > 0, loss=-np.log(PROB), el2n=el2n,
+        final_logits=np.zeros((4, 3), np.float32), labels=np.zeros(4, np.int64),
+        record_idx=np.arange(4),
+    )
+
+
+def test_scores_match_hand_computation():
+    frame, infos = dynamics_scores(tiny_record(), el2n_epoch=2, dynunc_window=2)
+    assert set(frame.columns) == set(infos)
+    np.testing.assert_allclose(frame["dynamics.confidence"], [0.8, 1.7 / 3, 1.4 / 3, 0.2], rtol=1e-6)
+    # population std of (0.9, 0.8, 0.7) = sqrt(0.02 / 3)
+    assert frame["dynamics.variability"][0] == pytest.approx(math.sqrt(0.02 / 3), rel=1e-5)
+    np.testing.assert_allclose(frame["dynamics.aum"], [2.0, 0.5, 0.5, -2.0])
+    # correct: s0 TTT, s1 FTT, s2 TFT (one forgetting), s3 FFF (never learned, no forgetting)
+    assert frame["dynamics.forgetting"].tolist() == [0, 0, 1, 0]
+    assert frame["dynamics.never_learned"].tolist() == [0, 0, 0, 1]
+    np.testing.assert_allclose(frame["dynamics.el2n"], [0.5, 0.6, 0.7, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(frame["dynamics.final_loss"], -np.log([0.7, 0.9, 0.5, 0.3]), rtol=1e-5)
+    # J=2, K=3: windows k = 0 .. K-J-1 = {0}: unbiased std of (p0, p1) = |p0 - p1| / sqrt(2)
+    np.testing.assert_allclose(frame["dynamics.dyn_unc"], np.array([0.1, 0.4, 0.3, 0.1]) / math.sqrt(2), rtol=1e-5)
+    directions = {k: v.suspicious for k, v in infos.items()}
+    assert directions == {
+        "dynamics.confidence": "low", "dynamics.variability": "low", "dynamics.aum": "low",
+        "dynamics.forgetting": "high", "dynamics.never_learned": "high", "dynamics.el2n": "high",
+        "dynamics.dyn_unc": "low", "dynamics.final_loss": "high",
+    }
+
+
+def test_dyn_unc_windows_and_short_run_fallback():
+    # K <= J: one window over all K epochs (unbiased std), documented fallback
+    frame, infos = dynamics_scores(tiny_record())  # default J = 10 > K = 3
+    np.testing.assert_allclose(frame["dynamics.dyn_unc"], PROB.astype(np.float64).std(axis=0, ddof=1), rtol=1e-5)
+    assert "J=3" in infos["dynamics.dyn_unc"].description
+    # K = 5, J = 2: windows k = 0, 1, 2 (K - J of them), mean of |p_k - p_{k+1}| / sqrt(2)
+    p = np.array([[0.0], [1.0], [1.0], [0.5], [0.0]])
+    u, j = dynamic_uncertainty(p, 2)
+    assert j == 2
+    assert u[0] == pytest.approx((1.0 + 0.0 + 0.5) / 3 / math.sqrt(2))
+    u1, _ = dynamic_uncertainty(p[:1], 10)
+    assert u1[0] == 0.0  # a single epoch has no spread
+
+
+def test_label_stats_vectorised_values():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]])
+    st = label_stats(logits, torch.tensor([0, 1]))
+    p = torch.softmax(logits, 1)
+    assert st["prob"][0] == pytest.approx(float(p[0, 0]))
+    assert st["margin"].tolist() == pytest.approx([2.0, -2.0])
+    assert st["correct"].tolist() == [True, False]
+    assert st["loss"][1] == pytest.approx(-math.log(float(p[1, 1])), rel=1e-5)
+    expected = torch.linalg.norm(p - torch.nn.functional.one_hot(torch.tensor([0, 1]), 3), dim=1)
+    assert torch.allclose(st["el2n"], expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def synthetic_images(n=240, size=16, noise=0.2, seed=0):
+    """3 classes of procedural 16 px images (oriented stripes in class colours) + label noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    patterns = np.stack([np.sin(6 * xx), np.sin(6 * yy), np.sin(6 * (xx + yy))])
+    colour = np.eye(3)[y] * 0.5 + 0.25
+    img = patterns[y][..., None] * 0.4 * colour[:, None, None, :] + 0.5 + rng.normal(0, 0.15, (n, size, size, 3))
+    img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    noisy = rng.random(n) < noise
+    given = y.copy()
+    given[noisy] = (y[noisy] + rng.integers(1, 3, noisy.sum())) % 3
+    return img, given, noisy
+
+
+def gaussian_embeddings(n=600, dim=16, classes=4, noise=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (classes, dim)) * 2.5
+    y = rng.integers(0, classes, n)
+    x = (centres[y] + rng.normal(0, 1, (n, dim))).astype(np.float32)
+    noisy = rng.random(n) < noise
+    given = y.copy()
+    given[noisy] = (y[noisy] + rng.integers(1, classes, noisy.sum())) % classes
+    return x, given, noisy
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def test_resnet9_trainer_is_deterministic_and_records_every_epoch():
+    x, y, noisy = synthetic_images()
+    kw = dict(arch="resnet9", epochs=3, batch_size=48, width=8, seed=3, device="cpu")
+    seen = []
+    a = train_and_record(x, y, progress=seen.append, **kw)
+    b = train_and_record(torch.as_tensor(x), y, **kw)
+    assert a.prob.shape == a.margin.shape == a.loss.shape == a.el2n.shape == (3, 240)
+    assert a.correct.dtype == bool and a.prob.dtype == np.float32
+    assert a.final_logits.shape == (240, 3)
+    for name in TrainingRecord.ARRAY_FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert [p.done for p in seen] == [1, 2, 3]
+    c = train_and_record(x, y, **{**kw, "seed": 4})
+    assert not np.array_equal(a.prob, c.prob)
+    # the last epoch's logits are the ones the last record row was computed from
+    np.testing.assert_allclose(label_stats(torch.as_tensor(a.final_logits), torch.as_tensor(y))["prob"].numpy(),
+                               a.prob[-1], rtol=1e-5, atol=1e-6)
+    # round trip through the cache form
+    r = TrainingRecord.from_arrays(a.to_arrays(), a.meta)
+    np.testing.assert_array_equal(r.margin, a.margin)
+
+
+def test_images_noise_is_found_by_in_sample_dynamics():
+    x, y, noisy = synthetic_images(n=300, seed=1)
+    rec = train_and_record(x, y, epochs=4, batch_size=50, width=8, seed=0, device="cpu")
+    frame, infos = dynamics_scores(rec)
+    res = evaluate_scores(frame, infos, noisy).set_index("score")
+    assert res.loc["dynamics.aum", "auroc"] >= 0.85
+    assert res.loc["dynamics.confidence", "auroc"] >= 0.85
+
+
+def test_embedding_probe_deterministic_record_subset_and_heldout():
+    x, y, _ = gaussian_embeddings(n=200)
+    kw = dict(arch="mlp", epochs=3, batch_size=32, seed=0, device="cpu", record_idx=[5, 7, 9], eval_x=x[:10])
+    a = train_and_record(x, y, **kw)
+    b = train_and_record(x, y, **kw)
+    assert a.prob.shape == (3, 3) and a.labels.tolist() == list(y[[5, 7, 9]])
+    np.testing.assert_array_equal(a.prob, b.prob)
+    assert a.heldout_probs.shape == (10, 4)
+    np.testing.assert_allclose(a.heldout_probs.sum(1), 1.0, rtol=1e-5)
+    lin = train_and_record(x, y, arch="linear", epochs=2, device="cpu", record_idx=np.zeros(0, int))
+    assert lin.prob.shape == (2, 0)
+
+
+# --------------------------------------------------------------------------- cross-fitting
+
+
+def test_crossfit_never_predicts_a_sample_with_a_model_that_saw_it(monkeypatch, tmp_path):
+    n = 103
+    y = np.arange(n) % 3
+    x = np.arange(n, dtype=np.float32)[:, None]  # feature = sample index, so the fake can see ids
+    calls = []
+
+    def fake_train(x_tr, y_tr, *, eval_x, num_classes, **kw):
+        train_ids = set(np.asarray(x_tr)[:, 0].astype(int).tolist())
+        test_ids = np.asarray(eval_x)[:, 0].astype(int)
+        calls.append((train_ids, test_ids))
+        probs = np.full((len(test_ids), num_classes), 1.0 / num_classes, np.float32)
+        return TrainingRecord(*(np.zeros((1, 0)),) * 5, np.zeros((0, num_classes)), np.zeros(0), np.zeros(0),
+                              heldout_probs=probs)
+
+    monkeypatch.setattr(crossfit_mod, "train_and_record", fake_train)
+    probs = out_of_sample_probs(x, y, folds=4, arch="mlp", fold_cache=tmp_path)
+    assign = fold_assignment(y, 4, 0)
+    assert len(calls) == 4 and probs.shape == (n, 3) and not np.isnan(probs).any()
+    predicted = np.concatenate([t for _, t in calls])
+    assert sorted(predicted.tolist()) == list(range(n))  # each sample predicted exactly once
+    for k, (train_ids, test_ids) in enumerate(calls):
+        assert train_ids.isdisjoint(test_ids.tolist())
+        assert set(test_ids.tolist()) == set(np.flatnonzero(assign == k).tolist())
+        assert train_ids == set(np.flatnonzero(assign != k).tolist())
+    # stratified: every fold holds every class
+    for k in range(4):
+        assert set(y[assign == k]) == {0, 1, 2}
+
+    # resume: finished folds are loaded, only the missing one is retrained
+    (tmp_path / "fold2.npy").unlink()
+    calls.clear()
+    again = out_of_sample_probs(x, y, folds=4, arch="mlp", fold_cache=tmp_path)
+    assert len(calls) == 1 and set(calls[0][1].tolist()) == set(np.flatnonzero(assign == 2).tolist())
+    np.testing.assert_array_equal(again, probs)
+
+
+def test_out_of_sample_label_quality_finds_noise():
+    x, y, noisy = gaussian_embeddings(n=600, noise=0.2, seed=0)
+    probs = out_of_sample_probs(x, y, folds=4, arch="mlp", epochs=12, batch_size=64, seed=0, device="cpu")
+    assert probs.shape == (600, 4)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    frame, infos = label_issue_scores(y, probs, ["a", "b", "c", "d"])
+    assert list(frame.columns) == ["cleanlab.label_quality", "cleanlab.is_issue", "dynamics.suggested_label"]
+    assert set(infos) == {"cleanlab.label_quality", "cleanlab.is_issue"}  # suggested_label is no score
+    assert infos["cleanlab.label_quality"].suspicious == "low" and infos["cleanlab.is_issue"].suspicious == "high"
+    assert set(frame["dynamics.suggested_label"]) <= {"a", "b", "c", "d"}
+    assert set(frame["cleanlab.is_issue"].unique()) <= {0, 1}
+    res = evaluate_scores(frame, infos, noisy).set_index("score")
+    assert "dynamics.suggested_label" not in res.index
+    assert res.loc["cleanlab.label_quality", "auroc"] >= 0.85
+    assert res.loc["cleanlab.is_issue", "f1"] >= 0.6
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_detection_metrics_known_inputs():
+    noisy = np.array([True, True, False, False, False])
+    scores = np.array([0.1, 0.2, 0.8, 0.9, 0.7])  # low = suspicious, perfectly separated
+    m = detection_metrics(scores, noisy, suspicious="low")
+    assert m["auroc"] == 1.0 and m["average_precision"] == 1.0 and m["f1"] == 1.0 and m["n_flagged"] == 2
+    rev = detection_metrics(scores, noisy, suspicious="high")
+    assert rev["auroc"] == 0.0 and rev["f1"] == 0.0
+    # explicit flagged set {0, 2, 3}: tp=1, precision 1/3, recall 1/2, F1 = 0.4
+    flag = detection_metrics(scores, noisy, flagged=np.array([True, False, True, True, False]))
+    assert flag["precision"] == pytest.approx(1 / 3) and flag["recall"] == 0.5 and flag["f1"] == pytest.approx(0.4)
+    # a fraction: the 60% most suspicious = 3 lowest = {0, 1, 4}
+    frac = detection_metrics(scores, noisy, flagged=0.6)
+    assert frac["n_flagged"] == 3 and frac["recall"] == 1.0 and frac["precision"] == pytest.approx(2 / 3)
+    # NaN scores rank as least suspicious; one-class ground truth gives NaN AUROC
+    nan = detection_metrics(np.array([0.1, np.nan, 0.5, 0.6, 0.7]), noisy)
+    assert nan["auroc"] == pytest.approx(3 / 6)  # sample 0 beats all 3 negatives, NaN sample 1 none
+    assert math.isnan(detection_metrics(scores, np.zeros(5, bool))["auroc"])
+
+
+def test_evaluate_scores_one_row_per_score():
+    frame, infos = dynamics_scores(tiny_record(), dynunc_window=2)
+    frame["note"] = ["x"] * 4  # an annotation column without ScoreInfo is skipped
+    res = evaluate_scores(frame, infos, np.array([False, False, False, True]))
+    assert list(res["score"]) == list(infos)
+    row = res.set_index("score")
+    assert row.loc["dynamics.aum", "auroc"] == 1.0
+    assert row.loc["dynamics.never_learned", "f1"] == 1.0 and row.loc["dynamics.never_learned", "flagged_by"] == "value"
+    assert isinstance(res, pd.DataFrame)
