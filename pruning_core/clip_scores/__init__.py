@@ -1,0 +1,168 @@
+"""CLIP scores on cached embeddings: alignment, zero-shot, caption, k-NN, adapter and CPS selection.
+
+Everything here works on arrays (L2-normalised image embeddings, prompt / caption embeddings,
+int label ids) so it never loads a model; text encoding, where needed, is an injected callable.
+:func:`clip_scores` is the producer the pipeline calls: one DataFrame column per score plus a
+:class:`~pruning_core.score_info.ScoreInfo` for each numeric one.
+
+Columns (rows aligned with the samples):
+
+======================================  ===========  =================================================
+column                                  suspicious   meaning
+======================================  ===========  =================================================
+``clip.label_alignment``                low          cos(image, its label's prompt embedding) = SAS
+``clip.zero_shot_disagreement``         high         1 when zero-shot top-1 != given label, else 0
+``clip.zero_shot_margin``               high         p(top-1) - p(given label)
+``clip.zero_shot_confidence``           low          p(given label) under zero-shot softmax
+``clip.suggested_label``                (none)       zero-shot top-1 class NAME (a string, so no
+                                                     ScoreInfo: it is not a score to sort or colour by)
+``clip.caption_alignment``              low          cos(image, its caption); only with captions
+``clip.diversity``                      low          SDS: mean cos distance to k same-class neighbours
+                                                     (low = redundant; NaN alone in its class)
+``clip.outlier``                        high         mean cos distance to k nearest neighbours overall
+``clip.duplicate_group``                (none)       near-duplicate group id, -1 for none (an id, not
+                                                     a score)
+``clip.duplicate_count``                high         other members in the sample's duplicate group
+======================================  ===========  =================================================
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pruning_core.clip_scores.adapter import ClipAdapter
+from pruning_core.clip_scores.alignment import ZeroShot, caption_alignment, label_alignment, zero_shot
+from pruning_core.clip_scores.cps import CPSResult, cps_optimize, cps_select, standardize
+from pruning_core.clip_scores.neighbors import (
+    diversity_sds,
+    groups_from_pairs,
+    knn,
+    near_duplicate_groups,
+    outlier_score,
+)
+from pruning_core.clip_scores.prompts import DEFAULT_TEMPLATES, class_text_embeddings
+from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.score_info import ScoreInfo
+
+__all__ = [
+    "CPSResult",
+    "ClipAdapter",
+    "DEFAULT_TEMPLATES",
+    "SCORE_INFOS",
+    "ZeroShot",
+    "caption_alignment",
+    "class_text_embeddings",
+    "clip_scores",
+    "cps_optimize",
+    "cps_select",
+    "diversity_sds",
+    "groups_from_pairs",
+    "knn",
+    "label_alignment",
+    "near_duplicate_groups",
+    "outlier_score",
+    "standardize",
+    "zero_shot",
+]
+
+SCORE_INFOS: dict[str, ScoreInfo] = {
+    info.name: info
+    for info in (
+        ScoreInfo("clip.label_alignment", "Cosine between the image and its label's prompt embedding (SAS); low = image does not match its label", "low"),
+        ScoreInfo("clip.zero_shot_disagreement", "1 when CLIP's zero-shot top-1 class differs from the given label", "high"),
+        ScoreInfo("clip.zero_shot_margin", "Zero-shot probability of the top-1 class minus that of the given label", "high"),
+        ScoreInfo("clip.zero_shot_confidence", "Zero-shot probability of the given label", "low"),
+        ScoreInfo("clip.caption_alignment", "Cosine between the image and its own caption; low = likely mismatched pair", "low"),
+        ScoreInfo("clip.diversity", "Mean cosine distance to the k nearest same-class neighbours (SDS); low = redundant", "low"),
+        ScoreInfo("clip.outlier", "Mean cosine distance to the k nearest neighbours of any class; high = outlier", "high"),
+        ScoreInfo("clip.duplicate_count", "Number of other samples in this sample's near-duplicate group", "high"),
+    )
+}
+"""ScoreInfo of every numeric column :func:`clip_scores` can produce."""
+
+_STAGE = "CLIP scores"
+
+
+def clip_scores(
+    img: np.ndarray,
+    label_ids: np.ndarray,
+    classes: Sequence[str],
+    class_emb: np.ndarray,
+    *,
+    captions_emb: Optional[np.ndarray] = None,
+    k: int = 10,
+    dup_threshold: float = 0.95,
+    temperature: float = 100.0,
+    max_dup_neighbors: int = 32,
+    device: Union[str, torch.device] = "auto",
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> tuple[pd.DataFrame, dict[str, ScoreInfo]]:
+    """All CLIP scores of a dataset as ``(table, infos)``; see the module docstring for the columns.
+
+    ``img`` (N, D) image embeddings (pass adapted ones, ``ClipAdapter.transform_images``, to score in
+    the adapted space, with ``class_emb`` through ``transform_text``); ``label_ids`` (N,) indices into
+    ``classes``; ``class_emb`` (C, D) prompt embeddings (``class_text_embeddings``).  One all-pairs
+    k-NN pass (``max(k, max_dup_neighbors)`` neighbours) serves both the outlier score and the
+    duplicate links; the same-class pass for diversity is C times cheaper.  Progress is reported
+    per stage under the stage name "CLIP scores"; ``cancel`` is checked between blocks.
+    """
+    n = int(img.shape[0])
+    classes = list(classes)
+    if len(classes) != int(class_emb.shape[0]):
+        raise ValueError(f"{len(classes)} class names but {class_emb.shape[0]} class embeddings")
+    stages = ["label alignment", "zero-shot"]
+    if captions_emb is not None:
+        stages.append("caption alignment")
+    stages += ["diversity (same-class k-NN)", "outlier + duplicates (k-NN)"]
+    total = len(stages)
+    done = 0
+
+    def step(name: str) -> None:
+        check(cancel)
+        report(progress, _STAGE, done, total, name)
+
+    cols: dict[str, object] = {}
+    step(stages[done])
+    cols["clip.label_alignment"] = label_alignment(img, label_ids, class_emb, device=device, cancel=cancel)
+    done += 1
+
+    step(stages[done])
+    zs = zero_shot(img, class_emb, label_ids, temperature, device=device, cancel=cancel)
+    cols["clip.zero_shot_disagreement"] = zs.disagreement
+    cols["clip.zero_shot_margin"] = zs.margin
+    cols["clip.zero_shot_confidence"] = zs.confidence
+    cols["clip.suggested_label"] = np.asarray(classes, dtype=object)[zs.suggested] if n else np.zeros(0, dtype=object)
+    done += 1
+
+    if captions_emb is not None:
+        step(stages[done])
+        cols["clip.caption_alignment"] = caption_alignment(img, captions_emb, device=device, cancel=cancel)
+        done += 1
+
+    step(stages[done])
+    cols["clip.diversity"] = diversity_sds(img, label_ids, k, device=device, cancel=cancel)
+    done += 1
+
+    step(stages[done])
+    kk = max(k, max_dup_neighbors)
+    dist, ind = knn(img, img, kk, True, device=device, cancel=cancel)
+    near = dist[:, :k]
+    valid = ~np.isnan(near)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols["clip.outlier"] = np.where(
+            valid.any(axis=1), np.where(valid, near, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1), np.nan
+        ).astype(np.float32)
+    group, count = near_duplicate_groups(img, dup_threshold, neighbors=(dist, ind))
+    cols["clip.duplicate_group"] = group
+    cols["clip.duplicate_count"] = count
+    done += 1
+    report(progress, _STAGE, total, total, "done")
+
+    table = pd.DataFrame(cols)
+    infos = {name: SCORE_INFOS[name] for name in table.columns if name in SCORE_INFOS}
+    return table, infos

@@ -1,0 +1,43 @@
+"""Small helpers shared by the CLIP score modules: tensors on a device, normalisation, block sizes."""
+
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+import torch
+
+from pruning_core.devices import resolve_device
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+DEFAULT_BLOCK_BYTES = 256 * 2**20
+"""Target size of one similarity block (rows x base) in bytes: bounded memory whatever N is."""
+
+
+def device_of(device: Union[str, torch.device]) -> torch.device:
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
+def to_tensor(x: ArrayLike, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A tensor on ``device``; numpy arrays are converted without an extra host copy when possible."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.ascontiguousarray(x), dtype=dtype, device=device)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Row-wise L2 normalisation; cached embeddings already are, but raw features then work too."""
+    return torch.nn.functional.normalize(x, dim=-1, eps=1e-12)
+
+
+def rows_per_block(n_cols: int, block_bytes: int = DEFAULT_BLOCK_BYTES, bytes_per_item: int = 4) -> int:
+    """How many query rows fit one ``rows x n_cols`` float block within ``block_bytes`` (at least 1)."""
+    return max(1, int(block_bytes // max(1, n_cols * bytes_per_item)))
+
+
+def as_label_ids(label_ids: ArrayLike, n: int) -> np.ndarray:
+    ids = np.asarray(label_ids.cpu() if isinstance(label_ids, torch.Tensor) else label_ids).astype(np.int64, copy=False)
+    if ids.shape != (n,):
+        raise ValueError(f"label_ids must have shape ({n},), got {ids.shape}")
+    return ids

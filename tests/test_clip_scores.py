@@ -1,0 +1,316 @@
+"""Behaviour tests of pruning_core.clip_scores on synthetic clustered embeddings (CPU, fast)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+
+from pruning_core.clip_scores import (
+    SCORE_INFOS,
+    ClipAdapter,
+    caption_alignment,
+    class_text_embeddings,
+    clip_scores,
+    cps_optimize,
+    cps_select,
+    diversity_sds,
+    knn,
+    label_alignment,
+    near_duplicate_groups,
+    outlier_score,
+    zero_shot,
+)
+from pruning_core.progress import CancelToken, Cancelled
+
+CLASSES = [f"class_{i}" for i in range(8)]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def make_data(n_per_class=80, c=8, d=32, noise=0.35, flip=0.1, seed=0):
+    """Classes = Gaussian clusters on the sphere; text = class centre + a shared modality offset.
+
+    Returns image embeddings, given (noisy) labels, true labels, class prompt embeddings, captions.
+    """
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng.normal(size=(c, d)))
+    true = np.repeat(np.arange(c), n_per_class)
+    img = _unit(centres[true] + noise * rng.normal(size=(len(true), d)) / np.sqrt(d) * 3)
+    offset = _unit(rng.normal(size=d))
+    text = _unit(centres + 0.6 * offset + 0.1 * rng.normal(size=(c, d)))
+    given_ = true.copy()
+    flipped = rng.choice(len(true), int(flip * len(true)), replace=False)
+    given_[flipped] = (true[flipped] + rng.integers(1, c, len(flipped))) % c
+    captions = _unit(img + 0.6 * offset + 0.15 * rng.normal(size=img.shape))
+    return img, given_, true, text, captions
+
+
+def hash_encode(prompts: list[str]) -> np.ndarray:
+    """Deterministic pseudo text encoder: a seed per prompt string."""
+    out = []
+    for p in prompts:
+        seed = int.from_bytes(hashlib.sha256(p.encode()).digest()[:8], "little")
+        out.append(np.random.default_rng(seed).normal(size=16))
+    return _unit(np.asarray(out))
+
+
+# -- prompts --------------------------------------------------------------------------------------
+
+
+def test_class_text_embeddings_average_of_normalised_templates():
+    templates = ["a photo of a {}.", "a blurry photo of a {}."]
+    emb = class_text_embeddings(["golden_retriever", "cat"], hash_encode, templates)
+    assert emb.shape == (2, 16) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
+    raw = hash_encode(["a photo of a golden retriever.", "a blurry photo of a golden retriever."])
+    np.testing.assert_allclose(emb[0], _unit(raw.mean(0)), atol=1e-6)
+    with pytest.raises(ValueError):
+        class_text_embeddings(["cat"], hash_encode, ["no placeholder"])
+
+
+def test_class_text_embeddings_with_tiny_open_clip():
+    open_clip = pytest.importorskip("open_clip")
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=32, layers=1, width=32, patch_size=8, head_width=16),
+        text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1),
+    ).eval()
+    tok = open_clip.get_tokenizer("ViT-B-32", context_length=16)
+
+    def encode(prompts: list[str]) -> np.ndarray:
+        with torch.no_grad():
+            return model.encode_text(tok(prompts), normalize=True).numpy()
+
+    emb = class_text_embeddings(["cat", "dog", "airplane"], encode)
+    assert emb.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+# -- alignment ------------------------------------------------------------------------------------
+
+
+def test_label_alignment_and_zero_shot_find_mislabels():
+    img, given_, true, text, _ = make_data()
+    bad = given_ != true
+    sas = label_alignment(img, given_, text, device="cpu")
+    assert roc_auc_score(bad, -sas) >= 0.9
+    zs = zero_shot(img, text, given_, device="cpu")
+    np.testing.assert_allclose(zs.probs.sum(1), 1.0, atol=1e-5)
+    assert roc_auc_score(bad, zs.margin) >= 0.9
+    assert roc_auc_score(bad, -zs.confidence) >= 0.9
+    # Suggested labels recover the true class for most mislabels; clean samples mostly agree.
+    assert (zs.suggested[bad] == true[bad]).mean() >= 0.8
+    assert zs.disagreement[bad].mean() >= 0.8 and zs.disagreement[~bad].mean() <= 0.1
+    assert np.all(zs.margin >= 0) and np.all(zs.margin[zs.disagreement == 0] == 0)
+
+
+def test_caption_alignment_flags_swapped_captions():
+    img, _, true, _, captions = make_data(seed=1)
+    rng = np.random.default_rng(1)
+    swap = rng.choice(len(img), 40, replace=False)
+    caps = captions.copy()
+    caps[swap] = captions[np.roll(swap, 1)]  # each swapped caption belongs to another sample
+    mismatched = np.zeros(len(img), bool)
+    mismatched[swap] = true[swap] != true[np.roll(swap, 1)]
+    scores = caption_alignment(img, caps, device="cpu")
+    assert roc_auc_score(mismatched, -scores) >= 0.95
+
+
+# -- neighbours -----------------------------------------------------------------------------------
+
+
+def _brute_knn(q, b, k, exclude_self, q_group=None, b_group=None):
+    sim = _unit(q.astype(np.float64)) @ _unit(b.astype(np.float64)).T
+    if exclude_self:
+        np.fill_diagonal(sim, -np.inf)
+    if q_group is not None:
+        sim[q_group[:, None] != b_group[None, :]] = -np.inf
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    val = np.take_along_axis(sim, idx, 1)
+    return 1 - val, idx
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 64, None])
+def test_blocked_knn_equals_brute_force(block_size):
+    rng = np.random.default_rng(2)
+    x = _unit(rng.normal(size=(150, 12)))
+    dist, ind = knn(x, x, 5, block_size=block_size, device="cpu")
+    bd, bi = _brute_knn(x, x, 5, True)
+    np.testing.assert_array_equal(ind, bi)
+    np.testing.assert_allclose(dist, bd, atol=1e-5)
+    # separate query set, no self exclusion
+    q = _unit(rng.normal(size=(40, 12)))
+    dist, ind = knn(q, x, 4, exclude_self=False, block_size=block_size, device="cpu")
+    bd, bi = _brute_knn(q, x, 4, False)
+    np.testing.assert_array_equal(ind, bi)
+    np.testing.assert_allclose(dist, bd, atol=1e-5)
+    # same-group search
+    g = rng.integers(0, 4, 150)
+    dist, ind = knn(x, x, 3, same_group=g, block_size=block_size, device="cpu")
+    bd, bi = _brute_knn(x, x, 3, True, g, g)
+    np.testing.assert_array_equal(ind, bi)
+    np.testing.assert_allclose(dist, bd, atol=1e-5)
+    assert np.all(g[ind] == g[:, None])
+
+
+def test_knn_pads_small_groups_and_tiny_blocks_bound_memory():
+    x = _unit(np.random.default_rng(3).normal(size=(6, 8)))
+    g = np.array([0, 0, 0, 1, 1, 2])
+    dist, ind = knn(x, x, 3, same_group=g, device="cpu")
+    # group 0 has only 2 others: the third slot is padded
+    assert np.all(ind[:3, :2] >= 0) and np.all(ind[:3, 2] == -1) and np.isnan(dist[:3, 2]).all()
+    assert np.all(ind[5] == -1)
+    # a block budget smaller than one row still works (1 row per block)
+    d2, i2 = knn(x, x, 2, block_bytes=1, device="cpu")
+    d3, i3 = knn(x, x, 2, device="cpu")
+    np.testing.assert_array_equal(i2, i3)
+    sds = diversity_sds(x, g, 3, device="cpu")
+    assert np.isnan(sds[5]) and np.isfinite(sds[:5]).all()
+
+
+def test_near_duplicates_grouped_and_others_minus_one():
+    rng = np.random.default_rng(4)
+    x = _unit(rng.normal(size=(200, 32)))
+    x[10] = _unit(x[3] + 0.01 * rng.normal(size=32))  # pair 3-10
+    x[50] = _unit(x[40] + 0.01 * rng.normal(size=32))  # triple 40-50-60 (chain)
+    x[60] = _unit(x[50] + 0.01 * rng.normal(size=32))
+    x[99] = x[98]  # exact copy
+    group, count = near_duplicate_groups(x, 0.95, device="cpu")
+    planted = {3, 10, 40, 50, 60, 98, 99}
+    assert group[3] == group[10] != -1
+    assert group[40] == group[50] == group[60] != -1
+    assert group[98] == group[99] != -1
+    assert len({group[3], group[40], group[98]}) == 3
+    others = np.array([i for i in range(200) if i not in planted])
+    assert np.all(group[others] == -1) and np.all(count[others] == 0)
+    assert count[3] == 1 and count[40] == 2 and count[99] == 1
+    assert sorted(set(group[group >= 0])) == [0, 1, 2] and group[3] == 0  # numbered by first member
+
+
+def test_sds_lower_for_planted_tight_cluster_and_outliers_high():
+    img, given_, true, text, _ = make_data(flip=0.0, noise=0.2, seed=5)
+    rng = np.random.default_rng(5)
+    tight = np.flatnonzero(true == 2)[:20]
+    img = img.copy()
+    img[tight] = _unit(img[tight[0]] + 0.02 * rng.normal(size=(20, img.shape[1])))
+    far = np.flatnonzero(true == 3)[:5]
+    img[far] = _unit(rng.normal(size=(5, img.shape[1])))
+    sds = diversity_sds(img, given_, 5, device="cpu")
+    rest = np.setdiff1d(np.flatnonzero(true == 2), tight)
+    assert sds[tight].max() < sds[rest].min()
+    out = outlier_score(img, 5, device="cpu")
+    assert out[far].min() > np.percentile(np.delete(out, far), 99)
+
+
+# -- adapter --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_adapter_lowers_loss_keeps_auroc_and_roundtrips(hidden):
+    img, given_, true, text, captions = make_data(seed=6)
+    bad = given_ != true
+    ad = ClipAdapter(hidden=hidden, device="cpu")
+    # identity at init
+    ad._build(img.shape[1], torch.device("cpu"))
+    np.testing.assert_allclose(ad.transform_images(img), img, atol=1e-5)
+    ad.fit(img, given_, text, captions_emb=captions if hidden else None, epochs=5, lr=1e-3, seed=0)
+    assert len(ad.loss_history_) == 5 and ad.loss_history_[-1] < ad.loss_history_[0]
+    zi, zt = ad.transform_images(img), ad.transform_text(text)
+    np.testing.assert_allclose(np.linalg.norm(zi, axis=1), 1.0, atol=1e-5)
+    base_auc = roc_auc_score(bad, -label_alignment(img, given_, text, device="cpu"))
+    adapted_auc = roc_auc_score(bad, -label_alignment(zi, given_, zt, device="cpu"))
+    assert adapted_auc >= base_auc - 0.005
+    again = ClipAdapter.from_state_dict(ad.state_dict(), device="cpu")
+    np.testing.assert_allclose(again.transform_images(img), zi, atol=1e-6)
+    np.testing.assert_allclose(again.transform_text(text), zt, atol=1e-6)
+    assert again.loss_history_ == pytest.approx(ad.loss_history_)
+
+
+def test_adapter_cancel_and_unfitted():
+    img, given_, _, text, _ = make_data(n_per_class=10)
+    with pytest.raises(RuntimeError):
+        ClipAdapter().transform_images(img)
+    tok = CancelToken()
+    tok.cancel()
+    with pytest.raises(Cancelled):
+        ClipAdapter(device="cpu").fit(img, given_, text, cancel=tok)
+
+
+# -- CPS ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(min_value=0, max_value=120),
+    frac=st.floats(min_value=0.0, max_value=1.0),
+    seed=st.integers(min_value=0, max_value=3),
+    ties=st.booleans(),
+)
+def test_cps_mask_has_exactly_keep_true(n, frac, seed, ties):
+    rng = np.random.default_rng(seed)
+    keep = int(round(frac * n))
+    sas = rng.integers(0, 3, n).astype(float) if ties else rng.normal(size=n)
+    sds = np.zeros(n) if ties else rng.normal(size=n)
+    mask = cps_select(sas, sds, keep, steps=25, device="cpu")
+    assert mask.dtype == bool and mask.shape == (n,) and int(mask.sum()) == keep
+    again = cps_select(sas, sds, keep, steps=25, device="cpu")
+    np.testing.assert_array_equal(mask, again)  # deterministic, ties included
+
+
+def test_cps_prefers_high_sas_and_diversity():
+    rng = np.random.default_rng(7)
+    sas = rng.normal(0.28, 0.03, 2000)
+    sds = rng.normal(0.2, 0.05, 2000)
+    res = cps_optimize(sas, sds, 600, device="cpu")
+    m = res.mask
+    assert m.sum() == 600
+    assert sas[m].mean() > sas[~m].mean() and sds[m].mean() > sds[~m].mean()
+    assert abs(res.optimizer_kept - 600) <= 100  # the penalty lands near s before the exact finish
+    assert res.loss_history[-1] < res.loss_history[0]
+    only_sas = cps_select(sas, sds, 600, alpha=0.0, device="cpu")
+    top = np.zeros(2000, bool)
+    top[np.argsort(-sas)[:600]] = True
+    assert (only_sas & top).sum() >= 0.95 * 600
+    with pytest.raises(ValueError):
+        cps_select(sas, sds, 2001)
+
+
+# -- producer -------------------------------------------------------------------------------------
+
+
+def test_clip_scores_table_and_infos():
+    img, given_, true, text, captions = make_data(seed=8)
+    img = img.copy()
+    img[1] = img[0]
+    events = []
+    table, infos = clip_scores(img, given_, CLASSES, text, captions_emb=captions, k=5, device="cpu", progress=events.append)
+    expected = {
+        "clip.label_alignment", "clip.zero_shot_disagreement", "clip.zero_shot_margin",
+        "clip.zero_shot_confidence", "clip.suggested_label", "clip.caption_alignment",
+        "clip.diversity", "clip.outlier", "clip.duplicate_group", "clip.duplicate_count",
+    }
+    assert set(table.columns) == expected and len(table) == len(img)
+    assert set(infos) == expected - {"clip.suggested_label", "clip.duplicate_group"}
+    assert all(infos[k] is SCORE_INFOS[k] for k in infos)
+    assert infos["clip.label_alignment"].suspicious == "low" and infos["clip.outlier"].suspicious == "high"
+    assert set(table["clip.suggested_label"]) <= set(CLASSES)
+    assert table["clip.duplicate_group"].iloc[0] == table["clip.duplicate_group"].iloc[1] >= 0
+    assert table["clip.duplicate_count"].iloc[0] == 1
+    bad = given_ != true
+    assert roc_auc_score(bad, -table["clip.label_alignment"]) >= 0.9
+    assert events[-1].done == events[-1].total == 5 and len({e.message for e in events}) >= 5
+    no_caps, infos2 = clip_scores(img, given_, CLASSES, text, k=5, device="cpu")
+    assert "clip.caption_alignment" not in no_caps.columns and "clip.caption_alignment" not in infos2
+    tok = CancelToken()
+    tok.cancel()
+    with pytest.raises(Cancelled):
+        clip_scores(img, given_, CLASSES, text, device="cpu", cancel=tok)
