@@ -173,13 +173,14 @@ def clip_score_table(
     entry = store.load(key)
     if entry is None:
         frame, infos = clip_scores(
-            emb.image,
+            np.nan_to_num(emb.image),  # an undecodable image scores as "aligned with nothing"
             dataset.label_ids,
             dataset.classes,
             emb.class_text,
             captions_emb=emb.captions,
             k=config.k,
             dup_threshold=config.dup_threshold,
+            device=config.device,
             progress=progress,
             cancel=cancel,
         )

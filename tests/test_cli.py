@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pruning_core.cli import main
+from pruning_core.pipeline import ScoreTable
+from pruning_core.tiny_clip import TINY_CLIP_NAME
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(6):
+            img = np.clip(np.array(colour) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / "data" / cls / f"{i}.png")
+    (tmp_path / "data" / "red" / "broken.png").write_bytes(b"")
+    return tmp_path / "data"
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+def test_score_select_replay_and_cache(folder, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    out = tmp_path / "scores.parquet"
+    assert run("--cache-dir", cache, "score", folder, "--out", out, "--clip-model", TINY_CLIP_NAME,
+               "--clip-pretrained", "none", "--device", "cpu") == 0
+    table = ScoreTable.load(out)
+    assert len(table.frame) == 12  # the empty file was skipped with a reason
+    assert {"path", "label", "clip.label_alignment", "clip.diversity"} <= set(table.frame.columns)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["clip.label_alignment"]["suspicious"] == "low"
+    issues = pd.read_csv(out.with_suffix(".issues.csv"))
+    assert issues["path"].str.contains("broken.png").any() and (issues["reason"] == "file is empty").any()
+
+    kept = tmp_path / "kept.csv"
+    assert run("select", out, "--keep", "0.5", "--strategy", "easiest", "--balance", "--out", kept) == 0
+    kept_frame = pd.read_csv(kept)
+    assert len(kept_frame) == 6 and kept_frame["label"].value_counts().to_dict() == {"red": 3, "blue": 3}
+
+    again = tmp_path / "again.csv"
+    assert run("select", "--replay", tmp_path / "kept.manifest.json", "--out", again) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(again), kept_frame)
+
+    capsys.readouterr()
+    assert run("--cache-dir", cache, "cache", "ls") == 0
+    listing = capsys.readouterr().out
+    assert "clip-images" in listing and "clip-scores" in listing
+    assert run("--cache-dir", cache, "cache", "clear") == 0
+    assert "removed 3 cache entries" in capsys.readouterr().out
+
+
+def test_rescoring_hits_the_cache(folder, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    args = ("--cache-dir", cache, "score", folder, "--clip-model", TINY_CLIP_NAME, "--clip-pretrained", "none",
+            "--device", "cpu")
+    assert run(*args, "--out", tmp_path / "a.parquet") == 0
+
+    import pruning_core.pipeline as pipeline
+
+    def no_model(*a, **k):
+        raise AssertionError("a cached result must not load the model again")
+
+    monkeypatch.setattr(pipeline, "load_clip", no_model)
+    assert run(*args, "--out", tmp_path / "b.parquet") == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet"))
+
+
+def test_errors_are_clear_and_exit_2(tmp_path, capsys):
+    assert run("score", tmp_path / "nope.csv", "--out", tmp_path / "s.parquet") == 2
+    assert "nope.csv" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,class\na.png,cat\n")
+    assert run("score", bad, "--out", tmp_path / "s.parquet") == 2
+    err = capsys.readouterr().err
+    assert "path" in err and "label" in err
+    assert run("select", tmp_path / "missing.parquet", "--keep", "0.5", "--out", tmp_path / "k.csv") == 2
+    assert "score table not found" in capsys.readouterr().err
