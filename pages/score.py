@@ -17,10 +17,16 @@ with st.form("clip"):
     pretrained = c2.text_input("Pretrained tag, local checkpoint path, or 'none'", value=config.pretrained or "none")
     device = c3.selectbox("Device", ["auto", "cpu", "cuda"], index=["auto", "cpu", "cuda"].index(config.device))
     batch = c4.number_input("Batch", min_value=1, max_value=4096, value=config.batch_size)
+    adapter_epochs = st.number_input(
+        "Adapter epochs (0 = score in CLIP's own space)", min_value=0, max_value=50, value=config.adapter_epochs,
+        help="Fits small residual image/text adapters on your data and labels first (CLIP-powered selection, "
+             "Yang et al.). Keep it short: your labels may be noisy.",
+    )
     run = st.form_submit_button("Compute CLIP scores", type="primary")
 
 if run:
-    config = ClipConfig(model=model.strip(), pretrained=pretrained.strip(), device=device, batch_size=int(batch))
+    config = ClipConfig(model=model.strip(), pretrained=pretrained.strip(), device=device, batch_size=int(batch),
+                        adapter_epochs=int(adapter_epochs))
     st.session_state[state.CLIP] = config
     holder = st.container()
     holder.caption("Leaving the page or pressing Stop cancels; finished chunks are kept and the next run resumes.")

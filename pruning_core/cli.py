@@ -71,6 +71,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             pretrained=args.clip_pretrained or ClipConfig.pretrained,
             device=args.device,
             batch_size=args.batch_size,
+            adapter_epochs=args.adapter_epochs,
         )
     table = score_dataset(dataset, _store(args), clip=clip, progress=TqdmProgress())
     sidecar = table.save(args.out)
@@ -155,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--clip-model", default=None, help="open_clip model name (default ViT-B-32)")
     score.add_argument("--clip-pretrained", default=None,
                        help="open_clip pretrained tag, a local checkpoint path, or 'none' (random init)")
+    score.add_argument("--adapter-epochs", type=int, default=0,
+                       help="fit residual CLIP adapters on this dataset for N epochs before scoring (default 0: off)")
     score.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     score.add_argument("--batch-size", type=int, default=256)
     score.set_defaults(func=cmd_score)

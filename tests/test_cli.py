@@ -82,3 +82,18 @@ def test_errors_are_clear_and_exit_2(tmp_path, capsys):
     assert "path" in err and "label" in err
     assert run("select", tmp_path / "missing.parquet", "--keep", "0.5", "--out", tmp_path / "k.csv") == 2
     assert "score table not found" in capsys.readouterr().err
+
+
+def test_adapter_scores_are_cached_separately(folder, tmp_path):
+    cache = tmp_path / "cache"
+    base = ("--cache-dir", cache, "score", folder, "--clip-model", TINY_CLIP_NAME, "--clip-pretrained", "none",
+            "--device", "cpu")
+    assert run(*base, "--out", tmp_path / "plain.parquet") == 0
+    assert run(*base, "--adapter-epochs", "2", "--out", tmp_path / "adapted.parquet") == 0
+    from cache.store import ResultStore
+
+    steps = sorted(e.meta["step"] for e in ResultStore(cache).ls())
+    assert steps == ["clip-adapter", "clip-images", "clip-scores", "clip-scores", "clip-texts"]
+    plain = pd.read_parquet(tmp_path / "plain.parquet")["clip.label_alignment"]
+    adapted = pd.read_parquet(tmp_path / "adapted.parquet")["clip.label_alignment"]
+    assert not np.allclose(plain, adapted)
