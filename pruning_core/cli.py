@@ -60,7 +60,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pruning_core.pipeline import ClipConfig, score_dataset
+    from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_dataset
 
     dataset = _load(args)
     print(dataset.report.summary(), file=sys.stderr)
@@ -73,7 +73,13 @@ def cmd_score(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             adapter_epochs=args.adapter_epochs,
         )
-    table = score_dataset(dataset, _store(args), clip=clip, progress=TqdmProgress())
+    dynamics = None
+    if args.dynamics:
+        dynamics = DynamicsConfig(arch=args.arch, epochs=args.epochs, folds=args.folds, image_size=args.image_size,
+                                  dynunc_window=args.dynunc_window, seed=args.seed, device=args.device)
+    if clip is None and dynamics is None:
+        raise ValueError("nothing to score: enable --clip and/or --dynamics")
+    table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, progress=TqdmProgress())
     sidecar = table.save(args.out)
     if dataset.report.issues:
         issues_path = Path(args.out).with_suffix(".issues.csv")
@@ -160,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fit residual CLIP adapters on this dataset for N epochs before scoring (default 0: off)")
     score.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     score.add_argument("--batch-size", type=int, default=256)
+    score.add_argument("--dynamics", action="store_true", help="train a proxy and add dynamics.* and cleanlab.* scores")
+    score.add_argument("--arch", default="resnet9", choices=["resnet9", "mlp", "linear"],
+                       help="proxy: resnet9 on images, or a probe on CLIP embeddings")
+    score.add_argument("--epochs", type=int, default=16)
+    score.add_argument("--folds", type=int, default=4, help="cross-fitting folds for cleanlab (0 = skip)")
+    score.add_argument("--image-size", type=int, default=32, help="working resolution of the proxy")
+    score.add_argument("--dynunc-window", type=int, default=10)
+    score.add_argument("--seed", type=int, default=0)
     score.set_defaults(func=cmd_score)
 
     select = sub.add_parser("select", help="choose the kept subset from a score table")

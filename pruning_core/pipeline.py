@@ -229,11 +229,101 @@ def fit_adapter(
     return adapter
 
 
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """Proxy training for the ``dynamics.*`` and ``cleanlab.*`` columns (all fields but device key the cache)."""
+
+    arch: str = "resnet9"  # or "mlp" / "linear": a probe on CLIP image embeddings
+    epochs: int = 16
+    folds: int = 4  # cross-fitting folds for out-of-sample probabilities; 0 skips cleanlab
+    image_size: int = 32
+    width: int = 64
+    batch_size: int = 512
+    dynunc_window: int = 10
+    seed: int = 0
+    device: str = "auto"
+
+    def training_params(self) -> dict:
+        params = asdict(self)
+        params.pop("device")
+        params.pop("dynunc_window")  # derived from the cached records, never retrained for
+        return params
+
+
+def decoded_images(
+    dataset: Dataset,
+    size: int,
+    store: ResultStore,
+    *,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> np.ndarray:
+    """All images decoded once at ``size`` x ``size`` (uint8, N x H x W x 3), cached for every later run."""
+    from pruning_core.images import load_image_array
+
+    key = make_key("images", dataset.fingerprint, {"size": size})
+    entry = store.load(key)
+    if entry is None:
+        images, failed = load_image_array(dataset.abspaths(), size, progress=progress, cancel=cancel)
+        entry = store.save(key, arrays={"images": images},
+                           meta={"step": "images", "dataset": dataset.name, "fingerprint": dataset.fingerprint,
+                                 "params": {"size": size}, "failed": {str(k): v for k, v in failed.items()}})
+    return entry.array("images")
+
+
+def dynamics_score_table(
+    dataset: Dataset,
+    config: DynamicsConfig,
+    store: ResultStore,
+    *,
+    clip: Optional[ClipConfig] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> ScoreTable:
+    """Training-dynamics scores from cached per-epoch records, plus cleanlab issues from cross-fitting."""
+    from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record
+    from pruning_core.dynamics.trainer import TrainingRecord
+
+    if config.arch == "resnet9":
+        x = decoded_images(dataset, config.image_size, store, progress=progress, cancel=cancel)
+        source: dict = {"input": f"images{config.image_size}"}
+    else:
+        if clip is None:
+            raise ValueError(f"the {config.arch!r} probe trains on CLIP embeddings: give a CLIP model too")
+        emb = clip_embeddings(dataset, clip, store, progress=progress, cancel=cancel)
+        x, source = np.nan_to_num(emb.image), {"input": "clip-image", **emb.identity}
+    params = {**config.training_params(), **source}
+    train = dict(arch=config.arch, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+                 device=config.device, num_classes=len(dataset.classes), width=config.width)
+    y = dataset.label_ids
+    meta = {"dataset": dataset.name, "fingerprint": dataset.fingerprint, "params": params}
+
+    key = make_key("dynamics-record", dataset.fingerprint, params)
+    entry = store.load(key)
+    if entry is None:
+        record = train_and_record(x, y, progress=progress, cancel=cancel, **train)
+        entry = store.save(key, arrays=record.to_arrays(), meta={"step": "dynamics-record", **meta, **record.meta})
+    frame, infos = dynamics_scores(TrainingRecord.from_arrays(entry), dynunc_window=config.dynunc_window)
+    table = ScoreTable(frame.set_axis(dataset.samples.index), infos)
+
+    if config.folds >= 2:
+        oos_key = make_key("dynamics-oos", dataset.fingerprint, params)
+        oos = store.load(oos_key)
+        if oos is None:
+            probs = out_of_sample_probs(x, y, folds=config.folds, fold_cache=store.partial_dir(oos_key),
+                                        progress=progress, cancel=cancel, **train)
+            oos = store.save(oos_key, arrays={"probs": probs}, meta={"step": "dynamics-oos", **meta})
+        cl_frame, cl_infos = label_issue_scores(y, oos.array("probs"), dataset.classes)
+        table = table.merged(ScoreTable(cl_frame.set_axis(dataset.samples.index), cl_infos))
+    return table
+
+
 def score_dataset(
     dataset: Dataset,
     store: ResultStore,
     *,
     clip: Optional[ClipConfig] = None,
+    dynamics: Optional[DynamicsConfig] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> ScoreTable:
@@ -241,6 +331,8 @@ def score_dataset(
     table = base_table(dataset)
     if clip is not None:
         table = table.merged(clip_score_table(dataset, clip, store, progress=progress, cancel=cancel))
+    if dynamics is not None:
+        table = table.merged(dynamics_score_table(dataset, dynamics, store, clip=clip, progress=progress, cancel=cancel))
     return table
 
 

@@ -97,3 +97,22 @@ def test_adapter_scores_are_cached_separately(folder, tmp_path):
     plain = pd.read_parquet(tmp_path / "plain.parquet")["clip.label_alignment"]
     adapted = pd.read_parquet(tmp_path / "adapted.parquet")["clip.label_alignment"]
     assert not np.allclose(plain, adapted)
+
+
+def test_dynamics_scores_from_the_cli(folder, tmp_path):
+    cache = tmp_path / "cache"
+    out = tmp_path / "dyn.parquet"
+    assert run("--cache-dir", cache, "score", folder, "--no-clip", "--dynamics", "--epochs", "3", "--folds", "2",
+               "--image-size", "16", "--device", "cpu", "--out", out) == 0
+    table = ScoreTable.load(out)
+    for col in ("dynamics.aum", "dynamics.dyn_unc", "dynamics.forgetting", "cleanlab.label_quality"):
+        assert col in table.infos and table.frame[col].notna().all()
+    assert set(table.frame["dynamics.suggested_label"]) <= {"red", "blue"}
+    from cache.store import ResultStore
+
+    steps = sorted(e.meta["step"] for e in ResultStore(cache).ls())
+    assert steps == ["dynamics-oos", "dynamics-record", "images"]
+    # Another Dyn-Unc window is derived from the cached records, without retraining.
+    assert run("--cache-dir", cache, "score", folder, "--no-clip", "--dynamics", "--epochs", "3", "--folds", "2",
+               "--image-size", "16", "--dynunc-window", "2", "--device", "cpu", "--out", out) == 0
+    assert len(ResultStore(cache).ls()) == 3
