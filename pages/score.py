@@ -1,9 +1,9 @@
-"""Score step: compute CLIP scores (cached; resumable after a cancel) and see the score table."""
+"""Score step: CLIP and training-dynamics scores (cached; resumable after a cancel), and the score table."""
 
 import streamlit as st
 
 from pruning_core.clip_model import WeightsUnavailable
-from pruning_core.pipeline import ClipConfig, score_columns
+from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_columns
 from ui import state
 
 st.title("Score")
@@ -34,6 +34,30 @@ if run:
         state.compute_clip_scores(dataset, config, state.StreamlitProgress(holder))
     except WeightsUnavailable as exc:
         st.error(f"{exc}\n\nThe rest of PruneScope (review, pruning, export) works without CLIP scores.")
+
+with st.form("dynamics"):
+    st.subheader("Training-dynamics signals")
+    st.caption("Trains a small proxy on your labels and records every sample at every epoch "
+               "(confidence, AUM, forgetting, EL2N, Dynamic Uncertainty); k-fold cross-fitting gives "
+               "out-of-sample probabilities for cleanlab's label issues. No pretrained weights needed.")
+    d1, d2, d3, d4, d5 = st.columns(5)
+    arch = d1.selectbox("Proxy", ["resnet9", "mlp", "linear"], help="mlp/linear train on the CLIP embeddings")
+    epochs = d2.number_input("Epochs", min_value=2, max_value=200, value=16)
+    folds = d3.number_input("Folds (0 = no cleanlab)", min_value=0, max_value=10, value=4)
+    size = d4.number_input("Resolution", min_value=8, max_value=224, value=32)
+    window = d5.number_input("Dyn-Unc window", min_value=2, max_value=100, value=10)
+    run_dyn = st.form_submit_button("Compute dynamics scores", type="primary")
+
+if run_dyn:
+    dyn = DynamicsConfig(arch=arch, epochs=int(epochs), folds=int(folds), image_size=int(size),
+                         dynunc_window=int(window), device=device)
+    holder = st.container()
+    holder.caption("Leaving the page or pressing Stop cancels; finished folds are kept and the next run resumes.")
+    try:
+        state.compute_dynamics_scores(dataset, dyn, state.clip_config() if arch != "resnet9" else None,
+                                      state.StreamlitProgress(holder))
+    except (ValueError, WeightsUnavailable) as exc:
+        st.error(str(exc))
 
 table = state.score_table(dataset)
 cols = score_columns(table.frame, table.infos)

@@ -131,14 +131,28 @@ def require_scores(dataset: Dataset) -> ScoreTable:
     return table
 
 
+def _replace_family(dataset: Dataset, new: ScoreTable) -> ScoreTable:
+    """This session's table with ``new``'s columns replacing any earlier ones of the same names."""
+    table = score_table(dataset)
+    frame = table.frame.drop(columns=[c for c in new.frame.columns if c in table.frame.columns])
+    infos = {n: i for n, i in table.infos.items() if n not in new.frame.columns}
+    merged = ScoreTable(frame, infos).merged(new)
+    set_score_table(merged)
+    return merged
+
+
 def compute_clip_scores(dataset: Dataset, config: ClipConfig, progress) -> ScoreTable:
-    """Run (or fetch from the store) the CLIP scores and make them this session's table."""
+    """Run (or fetch from the store) the CLIP scores and add them to this session's table."""
     from pruning_core.pipeline import clip_score_table
 
-    clip = clip_score_table(dataset, config, store(), progress=progress)
-    table = base_table(dataset).merged(clip)
-    set_score_table(table)
-    return table
+    return _replace_family(dataset, clip_score_table(dataset, config, store(), progress=progress))
+
+
+def compute_dynamics_scores(dataset: Dataset, config, clip: Optional[ClipConfig], progress) -> ScoreTable:
+    """Run (or fetch) proxy training, dynamics scores and cleanlab issues; add them to the table."""
+    from pruning_core.pipeline import dynamics_score_table
+
+    return _replace_family(dataset, dynamics_score_table(dataset, config, store(), clip=clip, progress=progress))
 
 
 def auto_scores(dataset: Dataset) -> ScoreTable:
