@@ -29,3 +29,17 @@ def cifar_manifests() -> Path:
     if not (CIFAR_SHARED / "train_sym20.csv").is_file():
         pytest.skip(f"CIFAR-10 manifests not available at {CIFAR_SHARED}")
     return CIFAR_SHARED
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory):
+    """The offline demo (noisy shape dataset + trained tiny CLIP), built once per session.
+
+    Builds into a session tmp dir (about a minute on 2 CPU cores), or reuses/builds in
+    ``$PRUNESCOPE_TEST_DEMO_DIR`` when set, so CI can build it once for every job.
+    """
+    from pruning_core.demo import ensure_demo
+
+    env = os.environ.get("PRUNESCOPE_TEST_DEMO_DIR")
+    directory = Path(env) if env else tmp_path_factory.mktemp("demo") / "demo"
+    return ensure_demo(directory)
