@@ -11,6 +11,23 @@ CIFAR_SHARED = Path(os.environ.get("PRUNESCOPE_CIFAR_SHARED", "/work/shared/data
 CIFAR_UNPACKED = Path(os.environ.get("PRUNESCOPE_CIFAR_DIR", "/tmp/cifar"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory) -> Path:
+    """Every test run gets its own result store, so tests never read or pollute a user's cache.
+
+    ``$PRUNESCOPE_TEST_CACHE`` keeps one across runs (the demo is then built only once).
+    """
+    env = os.environ.get("PRUNESCOPE_TEST_CACHE")
+    path = Path(env) if env else tmp_path_factory.mktemp("prunescope-cache")
+    previous = os.environ.get("PRUNESCOPE_CACHE")
+    os.environ["PRUNESCOPE_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("PRUNESCOPE_CACHE", None)
+    else:
+        os.environ["PRUNESCOPE_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def cifar_dir() -> Path:
     """Unpacked real CIFAR-10 (``<dir>/train/<class>/NNNN.jpg``); skips when it is absent.
@@ -32,14 +49,12 @@ def cifar_manifests() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_assets(tmp_path_factory):
+def demo_assets(isolated_cache):
     """The offline demo (noisy shape dataset + trained tiny CLIP), built once per session.
 
-    Builds into a session tmp dir (about a minute on 2 CPU cores), or reuses/builds in
-    ``$PRUNESCOPE_TEST_DEMO_DIR`` when set, so CI can build it once for every job.
+    Built where the app looks for it (the test run's result store), so the AppTest and browser
+    tests find it instead of building it again.
     """
     from pruning_core.demo import ensure_demo
 
-    env = os.environ.get("PRUNESCOPE_TEST_DEMO_DIR")
-    directory = Path(env) if env else tmp_path_factory.mktemp("demo") / "demo"
-    return ensure_demo(directory)
+    return ensure_demo()

@@ -1,0 +1,30 @@
+"""The main flow in a real browser: the app opens on the demo, scores it and shows the UMAP map."""
+
+import pytest
+
+from browser_support import browser_page, running_app
+
+pytestmark = pytest.mark.browser
+
+
+def wait_for_text(page, text: str, timeout: float = 120_000) -> None:
+    page.get_by_text(text, exact=False).first.wait_for(timeout=timeout)
+
+
+def test_demo_dataset_score_explore(demo_assets, isolated_cache, tmp_path):
+    with running_app(isolated_cache) as url, browser_page() as page:
+        page.goto(url)
+        wait_for_text(page, "Samples")  # the Dataset page opened on the built-in demo
+        assert page.get_by_text("demo", exact=False).count() > 0
+
+        page.get_by_role("link", name="Score").click()
+        page.get_by_role("button", name="Compute CLIP scores").click()
+        wait_for_text(page, "scores for")
+        assert page.get_by_text("clip.label_alignment").count() > 0
+
+        page.get_by_role("link", name="Explore").click()
+        page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
+        page.wait_for_timeout(1500)
+        assert page.locator(".js-plotly-plot .scatterlayer, .js-plotly-plot canvas").count() > 0
+        page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+        assert not page.get_by_text("Traceback").count()
