@@ -1,22 +1,131 @@
-"""Export step: download the kept list and the manifest that reproduces it."""
+"""Export step: kept and removed samples (relabels applied), an image folder, and the replay manifest."""
 
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 import streamlit as st
 
+from pruning_core.export import (
+    bundle_zip,
+    export_folder,
+    frame_sha256,
+    selection_manifest,
+    selection_table,
+    table_bytes,
+)
 from pruning_core.selection import SelectionRecipe, run_recipe
+from ui import review_state as rs
 from ui import state
+
+MIME = {"csv": "text/csv", "parquet": "application/octet-stream", "json": "application/json"}
 
 st.title("Export")
 dataset = state.require_dataset()
 table = state.require_scores(dataset)
-recipe = st.session_state.get(state.RECIPE) or SelectionRecipe(keep=0.8, strategy="easiest", balance=True)
-mask = run_recipe(table.frame, table.infos, recipe)
-kept = table.frame[mask]
-st.write(f"**{len(kept):,}** of {len(table.frame):,} samples kept by `{recipe.strategy}` at keep={recipe.keep}.")
-st.download_button("Download kept list (CSV)", kept.to_csv(index=False).encode(), file_name="kept.csv",
-                   mime="text/csv", type="primary")
-recipe_json = json.dumps({"dataset_fingerprint": dataset.fingerprint, "selection": recipe.as_dict()}, indent=2)
-st.download_button("Download selection recipe (JSON)", recipe_json.encode(), file_name="selection.json",
-                   mime="application/json")
-st.dataframe(kept.head(500), hide_index=True, use_container_width=True)
+frame = table.frame
+recipe = st.session_state.get(state.RECIPE)
+if recipe is None:
+    recipe = SelectionRecipe(keep=0.8, strategy="easiest", balance=True)
+    st.info("No recipe from the **Prune** page yet: using the default (keep 80%, easiest, class-balanced).")
+store = rs.decision_store()
+snapshot = store.snapshot(dataset.fingerprint)
+removed, relabels = snapshot["removed"], snapshot["relabels"]
+try:
+    mask = run_recipe(frame, table.infos, recipe, removed)
+except ValueError as exc:
+    st.error(f"{exc}\n\nAdjust the recipe on the **Prune** page.")
+    st.stop()
+full = selection_table(frame, mask, removed_paths=removed, relabels=relabels)
+n_kept = int(mask.sum())
+st.markdown(
+    f"**{n_kept:,}** of {len(frame):,} samples kept by `{recipe.strategy}` at keep={recipe.keep}"
+    f"{' (class-balanced)' if recipe.balance else ''}; "
+    f"{int((full['removed_by'] == 'review').sum()):,} removed by reviewers, "
+    f"{int((full['label'] != full['original_label']).sum()):,} relabelled (original label kept in `original_label`)."
+)
+
+# ----------------------------------------------------------------------------- tables
+st.subheader("Manifests")
+c1, c2 = st.columns(2)
+which = c1.radio("Rows", ["kept", "removed", "all (with a status column)"], horizontal=True, key="export_rows")
+fmt = c2.radio("Format", ["csv", "parquet", "json"], horizontal=True, key="export_format")
+rows = full if which.startswith("all") else full[full["status"] == which]
+st.download_button(
+    f"Download {which.split(' ')[0]} manifest ({len(rows):,} rows, {fmt})",
+    lambda: table_bytes(rows, fmt),  # built on click, not on every rerun
+    file_name=f"{which.split(' ')[0]}.{fmt}",
+    mime=MIME[fmt],
+    type="primary",
+    on_click="ignore",
+    key="download_manifest",
+)
+st.dataframe(rows.head(200), hide_index=True, width="stretch")
+if len(rows) > 200:
+    st.caption(f"First 200 of {len(rows):,} rows shown.")
+
+# ----------------------------------------------------------------------------- reproducibility
+st.subheader("Reproduce this subset")
+
+
+def _models() -> dict:
+    models = {}
+    if any(c.startswith("clip.") for c in table.infos):
+        config = state.clip_config()
+        try:
+            from pruning_core.clip_model import resolve_weights, source_identity
+
+            models["clip"] = {**source_identity(resolve_weights(config.model, config.pretrained)),
+                              "adapter_epochs": config.adapter_epochs}
+        except Exception as exc:  # weights moved since scoring: record what is known
+            models["clip"] = {"model": config.model, "weights": str(config.pretrained), "note": str(exc)}
+    families = sorted({c.split(".", 1)[0] for c in table.infos})
+    models["score_families"] = families
+    return models
+
+
+kept = frame[mask]
+manifest = selection_manifest(recipe, kept, scores_file="scores.parquet", scores_sha256=frame_sha256(frame),
+                              fingerprint=dataset.fingerprint, models=_models(), review=snapshot, n_samples=len(frame))
+manifest_json = json.dumps(manifest, indent=2, sort_keys=True)
+
+
+def _bundle() -> bytes:
+    """Everything replay needs, zipped on click: the manifest, the exact scores and their sidecar."""
+    sidecar = {name: {k: v for k, v in asdict(info).items() if k != "name"} for name, info in table.infos.items()}
+    return bundle_zip({
+        "selection.manifest.json": manifest_json.encode(),
+        "scores.parquet": table_bytes(frame, "parquet"),
+        "scores.json": json.dumps(sidecar, indent=2, sort_keys=True).encode(),
+        "kept.csv": table_bytes(full[full["status"] == "kept"], "csv"),
+        "removed.csv": table_bytes(full[full["status"] == "removed"], "csv"),
+    })
+
+
+r1, r2 = st.columns(2)
+r1.download_button("Download reproducibility bundle (zip)", _bundle, file_name="prunescope-selection.zip",
+                   mime="application/zip", on_click="ignore", key="download_bundle")
+r2.download_button("Download manifest only (JSON)", manifest_json.encode(), file_name="selection.manifest.json",
+                   mime="application/json", on_click="ignore", key="download_recipe")
+st.caption("Unzip and run `prunescope select --replay selection.manifest.json --out kept.csv`: it re-runs the "
+           "selection on the bundled scores with the review decisions recorded here and refuses to write a "
+           "subset that differs.")
+with st.expander("Manifest"):
+    st.json(manifest, expanded=1)
+
+# ----------------------------------------------------------------------------- image folder
+st.subheader("Image folder")
+st.caption("Writes the kept images as `<folder>/<label>/<file>` (relabels applied; names made path-safe and "
+           "unique) plus `index.csv` mapping each source to its copy.")
+f1, f2, f3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+out_dir = f1.text_input("Output folder (new or empty)", key="export_dir", placeholder="/data/pruned")
+link_mode = f2.radio("As", ["symlink", "copy"], key="export_mode")
+if f3.button("Write folder", disabled=not out_dir.strip(), width="stretch"):
+    holder = st.container()
+    try:
+        result = export_folder(full[full["status"] == "kept"], dataset.root, Path(out_dir.strip()), mode=link_mode,
+                               progress=state.StreamlitProgress(holder))
+    except (OSError, ValueError) as exc:
+        st.error(f"Nothing written: {exc}")
+    else:
+        st.success(f"Done: {result.message()}")

@@ -1,21 +1,215 @@
-"""Review step: the most suspicious samples by any detector, as a grid to judge."""
+"""Review step: flagged samples one at a time, decided with buttons or keys k / r / l / s / u.
 
+The queue is the most suspicious samples by any detector (its ScoreInfo says which end is
+suspicious), optionally limited to a tag sent from Explore.  Every decision is committed to
+the DecisionStore at once, so a closed tab or a restarted server loses nothing.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
 from pruning_core.pipeline import score_columns
+from pruning_core.review import ReviewError
+from ui import review_state as rs
 from ui import state
-from ui.gallery import show_gallery
+from ui.gallery import image_for, show_gallery
+
+SUGGESTIONS = {"clip.suggested_label": "CLIP zero-shot", "dynamics.suggested_label": "proxy model"}
+ICONS = {"keep": "✅", "remove": "🗑️", "relabel": "🏷️", "skip": "⏭️", "undecided": "·"}
+IMAGE_SIZE = 448
 
 st.title("Review")
 dataset = state.require_dataset()
 table = state.require_scores(dataset)
-cols = score_columns(table.frame, table.infos)
-default = cols.index("clip.label_alignment") if "clip.label_alignment" in cols else 0
-c1, c2 = st.columns([3, 1])
-detector = c1.selectbox("Order by detector", cols, index=default, help="most suspicious first")
-count = c2.number_input("Samples", min_value=8, max_value=400, value=48, step=8)
+frame = table.frame
+cols = score_columns(frame, table.infos)
+store = rs.decision_store()
+fp = dataset.fingerprint
+reviewer = rs.reviewer_input()
+
+# ----------------------------------------------------------------------------- the queue
+tags = store.tags(fp)
+sources = [rs.ALL] + [f"tag:{t}" for t in tags]
+requested = st.session_state.pop(rs.REVIEW_SOURCE, None)  # sent from Explore
+if requested in sources:
+    st.session_state["review_queue_source"] = requested
+    st.session_state["review_pos"] = 0
+rs.remember("review_queue_source", rs.ALL)
+if st.session_state["review_queue_source"] not in sources:
+    st.session_state["review_queue_source"] = rs.ALL
+default_detector = "clip.label_alignment" if "clip.label_alignment" in cols else cols[0]
+rs.remember("review_detector", default_detector)
+if st.session_state["review_detector"] not in cols:
+    st.session_state["review_detector"] = default_detector
+rs.remember("review_size", min(500, len(frame)))
+rs.remember("review_undecided", True)
+
+c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
+source = c1.selectbox("Queue", sources, key="review_queue_source",
+                      format_func=lambda s: "All samples" if s == rs.ALL else f"Tag: {s[4:]} ({tags[s[4:]]:,})")
+detector = c2.selectbox("Order by detector (most suspicious first)", cols, key="review_detector",
+                        format_func=lambda c: f"{c} ({table.infos[c].suspicious} = suspicious)")
+size = c3.number_input("Queue size", min_value=1, max_value=len(frame), step=50, key="review_size")
+only_undecided = c4.toggle("Only undecided", key="review_undecided")
+rs.keep("review_queue_source", "review_detector", "review_size", "review_undecided")
+
 info = table.infos[detector]
-st.caption(f"{detector}: {info.description} ({info.suspicious} = suspicious)")
-order = table.frame[detector].sort_values(ascending=info.suspicious == "low", kind="stable").index[: int(count)]
-caption = ["label", detector] + [c for c in ("clip.suggested_label",) if c in table.frame]
-show_gallery(dataset, order, frame=table.frame, columns=8, caption_cols=caption)
+st.caption(f"**{detector}**: {info.description}")
+order = frame[detector].sort_values(ascending=info.suspicious == "low", kind="stable", na_position="last").index
+if source != rs.ALL:
+    tagged = set(store.tagged(fp, source[4:]))
+    order = order[frame.loc[order, "path"].isin(tagged).to_numpy()]
+queue = order[: int(size)]
+decisions = rs.decisions_for(dataset, frame.loc[queue])
+decided = decisions != "undecided"
+n_done = int(decided.sum())
+
+p1, p2 = st.columns([4, 1])
+p1.progress(n_done / max(1, len(queue)), text=f"**{n_done:,} of {len(queue):,} reviewed**")
+totals = store.counts(fp)
+p2.caption(" · ".join(f"{ICONS[a]} {totals[a]:,}" for a in ("keep", "remove", "relabel", "skip")) + " in the dataset")
+
+
+# ----------------------------------------------------------------------------- actions
+def _decide(path: str, action: str, label_key: str | None = None) -> None:
+    name = st.session_state.get(rs.REVIEWER, "").strip()
+    new_label = st.session_state.get(label_key) if label_key else None
+    try:
+        store.decide(fp, path, action, new_label=new_label, reviewer=name, classes=dataset.classes)
+    except ReviewError as exc:
+        st.session_state["review_message"] = ("error", str(exc))
+        return
+    st.session_state["review_message"] = ("ok", f"{ICONS[action]} {action}" + (f" → {new_label}" if new_label else "")
+                                          + f": {path}")
+    if not st.session_state.get("review_undecided"):
+        st.session_state["review_pos"] = st.session_state.get("review_pos", 0) + 1
+
+
+def _undo(queue_paths: list[str]) -> None:
+    name = st.session_state.get(rs.REVIEWER, "").strip()
+    undone = store.undo(fp, reviewer=name)
+    if undone is None:
+        st.session_state["review_message"] = ("error", f"Nothing to undo for reviewer {name or '(anonymous)'}.")
+        return
+    st.session_state["review_message"] = ("ok", f"↩️ undid {undone.action} of {undone.path}")
+    if undone.path in queue_paths:
+        st.session_state["review_pos"] = queue_paths.index(undone.path)
+
+
+def _move(step: int) -> None:
+    st.session_state["review_pos"] = st.session_state.get("review_pos", 0) + step
+
+
+message = st.session_state.pop("review_message", None)
+if message:
+    (st.error if message[0] == "error" else st.toast)(message[1])
+
+single, grid = st.tabs(["One at a time", "Grid"])
+queue_paths = frame.loc[queue, "path"].tolist()
+
+with single:
+    if only_undecided:
+        pending = queue[~decided.to_numpy()]
+        current = pending[0] if len(pending) else None
+        position = queue.get_loc(current) if current is not None else None
+    else:
+        position = int(np.clip(st.session_state.get("review_pos", 0), 0, max(0, len(queue) - 1)))
+        st.session_state["review_pos"] = position
+        current = queue[position] if len(queue) else None
+
+    if current is None:
+        st.success(f"All {len(queue):,} samples in this queue are reviewed. "
+                   "Turn off **Only undecided** to revisit them, or enlarge the queue.")
+        st.button("Undo (u)", on_click=_undo, args=(queue_paths,), key="undo_done")
+    else:
+        row = frame.loc[current]
+        path = str(row["path"])
+        left, right = st.columns([3, 2], gap="large")
+        with left:
+            image = image_for(dataset, path, IMAGE_SIZE)
+            if image is None:
+                st.warning(f"⚠️ unreadable image: {path}")
+            else:
+                try:
+                    from PIL import Image
+
+                    with Image.open(dataset.root / path) as im:
+                        w, h = im.size
+                    note = f" · shown ×{IMAGE_SIZE / max(w, h):.1f}" if max(w, h) < IMAGE_SIZE else ""
+                    size_note = f"{w}×{h} px{note}"
+                except OSError:
+                    size_note = ""
+                st.image(image, caption=f"{path} · {size_note}", width=IMAGE_SIZE)
+        with right:
+            st.caption(f"#{position + 1:,} in queue · row {current}")
+            st.markdown(f"### Given label: `{row['label']}`")
+            for col, who in SUGGESTIONS.items():
+                if col in frame and pd.notna(row[col]):
+                    agree = str(row[col]) == str(row["label"])
+                    st.markdown(f"{who} suggests **`{row[col]}`** " + ("(agrees)" if agree else "⚠️ *disagrees*"))
+            if "caption" in frame and pd.notna(row.get("caption")):
+                st.markdown(f"Caption: *{row['caption']}*")
+            now = decisions.get(current, "undecided")
+            if now != "undecided":
+                lat = rs.latest(dataset)
+                rec = lat[lat["path"] == path].iloc[-1]
+                extra = f" → `{rec['new_label']}`" if rec["action"] == "relabel" else ""
+                by = f" by {rec['reviewer']}" if rec["reviewer"] else ""
+                st.info(f"Current decision: {ICONS[now]} **{now}**{extra}{by}")
+            values = frame.loc[current, cols].astype(float)
+            suspicious_than = []
+            for c in cols:
+                column = frame[c].to_numpy(dtype=float)
+                v = values[c]
+                worse = (column > v) if table.infos[c].suspicious == "low" else (column < v)
+                suspicious_than.append(np.nan if np.isnan(v) else worse.sum() / max(1, (~np.isnan(column)).sum()))
+            scores = pd.DataFrame({"score": cols, "value": values.to_numpy(),
+                                   "more suspicious than": np.asarray(suspicious_than) * 100,
+                                   "suspicious": [table.infos[c].suspicious for c in cols]})
+            st.dataframe(scores, hide_index=True, width="stretch",
+                         column_config={"value": st.column_config.NumberColumn(format="%.3f"),
+                                        "more suspicious than": st.column_config.ProgressColumn(
+                                            format="%.0f%%", min_value=0, max_value=100)})
+
+        others = [c for c in dataset.classes if c != str(row["label"])] or list(dataset.classes)
+        suggestion = next((str(row[c]) for c in SUGGESTIONS if c in frame and str(row[c]) in others), others[0])
+        label_key = f"relabel_to_{current}"
+        b = st.columns([1, 1, 2, 1, 1, 1, 1])
+        b[0].button("Keep (k)", on_click=_decide, args=(path, "keep"), type="primary", width="stretch")
+        b[1].button("Remove (r)", on_click=_decide, args=(path, "remove"), width="stretch")
+        b[2].selectbox("Relabel to", others, index=others.index(suggestion), key=label_key,
+                       label_visibility="collapsed")
+        b[3].button("Relabel (l)", on_click=_decide, args=(path, "relabel", label_key), width="stretch")
+        b[4].button("Skip (s)", on_click=_decide, args=(path, "skip"), width="stretch")
+        b[5].button("Undo (u)", on_click=_undo, args=(queue_paths,), width="stretch")
+        if not only_undecided:
+            b[6].button("Next ▶", on_click=_move, args=(1,), shortcut="Right", disabled=position >= len(queue) - 1,
+                        width="stretch")
+        st.caption("Keys: **k** keep · **r** remove · **l** relabel to the chosen class · **s** skip · **u** undo"
+                   + ("" if only_undecided else " · **←/→** previous / next"))
+        if not only_undecided:
+            st.button("◀ Previous", on_click=_move, args=(-1,), shortcut="Left", disabled=position == 0)
+    rs.keyboard_shortcuts({"k": "Keep (k)", "r": "Remove (r)", "l": "Relabel (l)", "s": "Skip (s)", "u": "Undo (u)"})
+
+with grid:
+    n_grid = st.slider("Show the top", min_value=8, max_value=min(200, max(8, len(queue))), value=min(48, len(queue)),
+                       step=8, key="review_grid_n")
+    top = queue[:n_grid]
+    top_decisions = decisions.loc[top]
+
+    def _grid_caption(r: pd.Series) -> str:
+        value = r[detector]
+        return f"{ICONS[top_decisions[r.name]]} {r['label']} · {value:.3f}"
+
+    show_gallery(dataset, top, frame=frame, columns=8, caption_fn=_grid_caption)
+
+with st.expander("Recent decisions"):
+    history = store.history(fp).tail(50).iloc[::-1]
+    if len(history):
+        history = history.assign(time=pd.to_datetime(history["ts"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S"))
+        st.dataframe(history[["time", "path", "action", "new_label", "reviewer"]], hide_index=True, width="stretch")
+    else:
+        st.caption("No decisions yet.")

@@ -90,16 +90,22 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from pruning_core.export import build_manifest, check_replay, write_manifest, write_table
+    from pruning_core.export import (apply_relabels, build_manifest, check_replay, resolve_scores_path,
+                                     write_manifest, write_table)
     from pruning_core.pipeline import ScoreTable
     from pruning_core.selection import SelectionRecipe, parse_keep, run_recipe
 
     removed = None
+    relabels: dict = {}
+    review: Optional[dict] = None
     if args.replay:
         manifest = json.loads(Path(args.replay).read_text())
         recipe = SelectionRecipe(**manifest["selection"])
+        # The manifest's snapshot of review decisions, never the live store: later decisions must
+        # not change a replayed subset.
         removed = manifest.get("review_removed") or None
-        scores_path = Path(args.scores or manifest["scores"]["path"])
+        relabels = manifest.get("review_relabels") or {}
+        scores_path = Path(args.scores) if args.scores else resolve_scores_path(manifest, Path(args.replay))
     else:
         if args.keep is None or args.scores is None:
             raise SystemExit("select needs SCORES and --keep (or --replay MANIFEST)")
@@ -112,14 +118,34 @@ def cmd_select(args: argparse.Namespace) -> int:
         )
         scores_path = Path(args.scores)
     table = ScoreTable.load(scores_path)
+    if args.decisions and not args.replay:
+        from pruning_core.review import DecisionStore, resolve_fingerprint
+
+        if not Path(args.decisions).is_file():
+            raise FileNotFoundError(f"review decisions not found: {args.decisions}")
+        store = DecisionStore(args.decisions)
+        fingerprint = resolve_fingerprint(store, table.frame["path"], args.fingerprint)
+        if fingerprint is None:
+            print(f"no review decisions in {args.decisions} match these scores", file=sys.stderr)
+        else:
+            review = store.snapshot(fingerprint)
+            removed = review["removed"] or None
+            relabels = review["relabels"]
+            print(f"review decisions: {len(review['removed'])} removed, {len(relabels)} relabelled "
+                  f"(dataset {fingerprint})", file=sys.stderr)
     mask = run_recipe(table.frame, table.infos, recipe, removed)
     kept = table.frame[mask]
     if args.replay:
         check_replay(manifest, kept)
-    write_table(kept, Path(args.out))
+    write_table(apply_relabels(kept, relabels) if relabels else kept, Path(args.out))
     manifest_path = Path(args.manifest) if args.manifest else Path(args.out).with_suffix(".manifest.json")
     if not args.replay:
-        write_manifest(build_manifest(scores_path, recipe, kept, removed_paths=removed), manifest_path)
+        manifest = build_manifest(scores_path, recipe, kept, fingerprint=review["fingerprint"] if review else None,
+                                  removed_paths=removed)
+        if review:
+            manifest["review"] = review
+            manifest["review_relabels"] = review["relabels"]
+        write_manifest(manifest, manifest_path)
     print(f"kept {len(kept):,} of {len(table.frame):,} samples -> {args.out}"
           + ("" if args.replay else f" (replay with: prunescope select --replay {manifest_path} --out FILE)"))
     return 0
@@ -188,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--out", required=True, type=Path, help="kept list (.csv, .parquet or .json)")
     select.add_argument("--manifest", default=None, help="reproducibility manifest (default: OUT.manifest.json)")
     select.add_argument("--replay", default=None, help="re-create the subset a manifest describes")
+    select.add_argument("--decisions", default=None,
+                        help="review decisions (reviews.sqlite from the app): removed samples are never kept, "
+                             "relabels are applied to the output")
+    select.add_argument("--fingerprint", default=None,
+                        help="with --decisions: the dataset fingerprint, when the file holds several datasets")
     select.set_defaults(func=cmd_select)
 
     cache = sub.add_parser("cache", help="list or clear cached results")

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional
 
 import pandas as pd
@@ -89,3 +93,301 @@ def check_replay(manifest: Mapping[str, Any], kept: pd.DataFrame) -> None:
             f"replay produced {len(kept)} samples with a different digest than the manifest's "
             f"{manifest['kept_count']}: the scores or the code changed since it was written"
         )
+
+
+# ----------------------------------------------------------------------------- kept + removed tables
+
+STATUS_COLUMNS = ["path", "label", "original_label", "status", "removed_by"]
+
+
+def apply_relabels(frame: pd.DataFrame, relabels: Optional[Mapping[str, str]]) -> pd.DataFrame:
+    """A copy with reviewer relabels applied to ``label``; the given label moves to ``original_label``."""
+    out = frame.copy()
+    out["original_label"] = out["label"]
+    if relabels:
+        new = out["path"].map(dict(relabels))
+        out["label"] = new.where(new.notna(), out["label"])
+    return out
+
+
+def selection_table(
+    frame: pd.DataFrame,
+    mask,
+    *,
+    removed_paths: Optional[list[str]] = None,
+    relabels: Optional[Mapping[str, str]] = None,
+) -> pd.DataFrame:
+    """Every sample with its fate: ``status`` kept/removed, ``removed_by`` review/selection, relabels applied.
+
+    Columns: path, label (after relabel), original_label, status, removed_by, then the rest of
+    ``frame`` (caption, scores) in their order.
+    """
+    import numpy as np
+
+    mask = np.asarray(mask, dtype=bool)
+    if len(mask) != len(frame):
+        raise ValueError(f"mask has {len(mask)} entries for {len(frame)} samples")
+    out = apply_relabels(frame, relabels)
+    reviewed_out = out["path"].isin(set(removed_paths or [])).to_numpy()
+    out["status"] = np.where(mask, "kept", "removed")
+    out["removed_by"] = np.where(mask, "", np.where(reviewed_out, "review", "selection"))
+    rest = [c for c in out.columns if c not in STATUS_COLUMNS]
+    return out[STATUS_COLUMNS + rest].reset_index(drop=True)
+
+
+def table_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
+    """The table as CSV, parquet or JSON bytes (what the app's download buttons serve)."""
+    import io
+
+    fmt = fmt.lower().lstrip(".")
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode()
+    if fmt in ("parquet", "pq"):
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        return buf.getvalue()
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=1).encode()
+    raise ValueError(f"unknown format {fmt!r}: use csv, parquet or json")
+
+
+# ----------------------------------------------------------------------------- image-folder export
+
+_UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def safe_name(name: str, fallback: str = "_") -> str:
+    """One path component that cannot escape its folder: no separators, no '..', no leading dot.
+
+    Characters outside letters, digits, ``_ - . space`` become ``_``; an empty or reserved
+    result becomes ``fallback`` (plus the original's hash where needed to stay distinct).
+    """
+    text = unicodedata.normalize("NFC", str(name)).replace("\x00", "")
+    text = _UNSAFE.sub("_", text).strip(" .")
+    text = text.lstrip(".")
+    if not text or text.lower().split(".")[0] in _WINDOWS_RESERVED:
+        text = f"{fallback}{text and '_' + text}"
+    return text[:150]
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def folder_layout(frame: pd.DataFrame) -> pd.Series:
+    """Relative destination ``<label>/<file>`` for each row; unique, path-safe, deterministic.
+
+    Two labels that sanitise to the same folder name, or two files with the same base name
+    in one class (``a/x.png`` and ``b/x.png``), get a short hash of the original so nothing
+    is overwritten; the assignment depends only on the rows, not on the order of the writes.
+    """
+    labels = frame["label"].astype(str)
+    unique_labels = sorted(labels.unique())
+    folder_of: dict[str, str] = {}
+    seen: dict[str, list[str]] = {}
+    for lab in unique_labels:
+        seen.setdefault(safe_name(lab, "label").lower(), []).append(lab)
+    for key, labs in seen.items():
+        for lab in labs:
+            base = safe_name(lab, "label")
+            folder_of[lab] = base if len(labs) == 1 else f"{base}-{_short_hash(lab)}"
+    folders = labels.map(folder_of)
+    files = frame["path"].astype(str).map(lambda p: safe_name(PurePosixPath(p.replace("\\", "/")).name, "file"))
+    dest = folders + "/" + files
+    dup = dest.str.lower().duplicated(keep=False)
+    if dup.any():
+        stems = files[dup].map(lambda f: PurePosixPath(f).stem)
+        suffixes = files[dup].map(lambda f: PurePosixPath(f).suffix)
+        hashes = frame.loc[dup, "path"].astype(str).map(_short_hash)
+        dest[dup] = folders[dup] + "/" + stems + "-" + hashes + suffixes
+    return dest
+
+
+@dataclass(frozen=True)
+class FolderExport:
+    out: Path
+    written: int
+    mode: str
+    index_file: Path
+
+    def message(self) -> str:
+        verb = {"symlink": "linked", "copy": "copied"}[self.mode]
+        return f"{verb} {self.written:,} images into {self.out} (index: {self.index_file.name})"
+
+
+def export_folder(
+    frame: pd.DataFrame,
+    root: Path,
+    out: Path,
+    *,
+    mode: str = "symlink",
+    progress=None,
+    cancel=None,
+) -> FolderExport:
+    """Write ``frame``'s images as ``out/<label>/<file>`` (symlinks or copies).
+
+    ``frame`` has ``path`` (relative to ``root``) and ``label`` (apply relabels first).  ``out``
+    must be new or empty, so an export never mixes with an older one; ``out/index.csv``
+    maps every source to its destination.
+    """
+    import shutil
+
+    from pruning_core.progress import check, report
+
+    if mode not in ("symlink", "copy"):
+        raise ValueError(f"mode must be 'symlink' or 'copy', not {mode!r}")
+    out = Path(out).expanduser().resolve()
+    root = Path(root).resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not empty: choose a new or empty folder")
+    if out == root or root in out.parents:
+        raise ValueError(f"{out} is inside the dataset root {root}: choose a folder outside it")
+    dest = folder_layout(frame)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [root / p for p in frame["path"].astype(str)]
+    for folder in sorted({d.split("/", 1)[0] for d in dest}):
+        (out / folder).mkdir(exist_ok=True)
+    total = len(frame)
+    for i, (src, rel) in enumerate(zip(sources, dest)):
+        target = out / rel
+        if mode == "symlink":
+            os.symlink(src, target)
+        else:
+            shutil.copy2(src, target)
+        if i % 500 == 499:
+            report(progress, "export images", i + 1, total)
+            check(cancel)
+    report(progress, "export images", total, total)
+    index = pd.DataFrame({"source": [str(s) for s in sources], "destination": dest.to_numpy(),
+                          "label": frame["label"].to_numpy()})
+    index_file = out / "index.csv"
+    index.to_csv(index_file, index=False)
+    return FolderExport(out, total, mode, index_file)
+
+
+# ----------------------------------------------------------------------------- app manifest / bundle
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """Content hash of a score table as the parquet file it is saved as."""
+    return hashlib.sha256(table_bytes(frame, "parquet")).hexdigest()
+
+
+def selection_manifest(
+    recipe: SelectionRecipe,
+    kept: pd.DataFrame,
+    *,
+    scores_file: str,
+    scores_sha256: str,
+    fingerprint: Optional[str],
+    models: Optional[Mapping[str, Any]] = None,
+    review: Optional[Mapping[str, Any]] = None,
+    n_samples: Optional[int] = None,
+) -> dict[str, Any]:
+    """The reproducibility manifest: everything ``prunescope select --replay`` needs.
+
+    ``review`` is a :meth:`DecisionStore.snapshot`: the removals and relabels in force, so a
+    replay reproduces the subset even after later review decisions.
+    """
+    review = dict(review or {})
+    return {
+        "prunescope_version": __version__,
+        "code_version": CODE_VERSION,
+        "dataset_fingerprint": fingerprint,
+        "n_samples": n_samples,
+        "scores": {"path": scores_file, "sha256": scores_sha256},
+        "models": dict(models or {}),
+        "selection": recipe.as_dict(),
+        "review": review,
+        "review_removed": sorted(review.get("removed", [])),
+        "review_relabels": dict(sorted((review.get("relabels") or {}).items())),
+        "kept_count": int(len(kept)),
+        "kept_digest": paths_digest(kept["path"]),
+    }
+
+
+def bundle_zip(files: Mapping[str, bytes]) -> bytes:
+    """A zip of named files (the app's one-click reproducibility bundle)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def resolve_scores_path(manifest: Mapping[str, Any], manifest_path: Path) -> Path:
+    """A manifest's score table: absolute as written, or relative to the manifest's folder."""
+    path = Path(manifest["scores"]["path"])
+    return path if path.is_absolute() else Path(manifest_path).resolve().parent / path
+
+
+# ----------------------------------------------------------------------------- live preview of a selection
+
+@dataclass
+class SelectionPreview:
+    """What the Prune page draws for one recipe: computed without Streamlit so it can be benchmarked."""
+
+    mask: "np.ndarray"  # kept
+    removed_by_review: "np.ndarray"
+    combined: "np.ndarray"  # the weighted, rank-normalised score (1 = most suspicious)
+    per_class: pd.DataFrame  # index class; columns kept, removed by selection, removed by review
+    hist_edges: "np.ndarray"
+    hist_kept: "np.ndarray"
+    hist_removed: "np.ndarray"
+    borderline_kept: "np.ndarray"  # row positions, the kept samples nearest the cut
+    borderline_removed: "np.ndarray"  # row positions, the removed samples nearest the cut
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.mask.sum())
+
+
+def preview_selection(
+    frame: pd.DataFrame,
+    infos: Mapping[str, Any],
+    recipe: SelectionRecipe,
+    removed_paths: Optional[list[str]] = None,
+    *,
+    bins: int = 40,
+    n_border: int = 8,
+) -> SelectionPreview:
+    """Run the recipe and summarise it: per-class counts, score histograms, samples at the cut."""
+    import numpy as np
+
+    from pruning_core.selection import combined_score, removed_mask, run_recipe
+
+    mask = run_recipe(frame, infos, recipe, removed_paths)
+    reviewed = removed_mask(frame, removed_paths)
+    reviewed = np.zeros(len(frame), dtype=bool) if reviewed is None else reviewed
+    combined = combined_score(frame, infos, recipe.weights) if infos else np.zeros(len(frame))
+    by_selection = ~mask & ~reviewed
+    labels = frame["label"].astype(str).to_numpy()
+    classes, inverse = np.unique(labels, return_inverse=True)
+    per_class = pd.DataFrame(
+        {
+            "kept": np.bincount(inverse, weights=mask, minlength=len(classes)).astype(np.int64),
+            "removed by selection": np.bincount(inverse, weights=by_selection, minlength=len(classes)).astype(np.int64),
+            "removed by review": np.bincount(inverse, weights=reviewed, minlength=len(classes)).astype(np.int64),
+        },
+        index=pd.Index(classes, name="class"),
+    )
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    hist_kept = np.histogram(combined[mask], bins=edges)[0]
+    hist_removed = np.histogram(combined[~mask], bins=edges)[0]
+    # The cut: where kept and removed meet on the combined score.  Strategies that keep the
+    # least suspicious (easiest, ccs) have their boundary at the kept maximum; those that keep
+    # the hardest at the kept minimum.
+    kept_pos, removed_pos = np.flatnonzero(mask), np.flatnonzero(by_selection)
+    keeps_low = (len(kept_pos) == 0 or len(removed_pos) == 0
+                 or combined[kept_pos].mean() <= combined[removed_pos].mean())
+    if keeps_low:
+        border_kept = kept_pos[np.argsort(-combined[kept_pos], kind="stable")[:n_border]]
+        border_removed = removed_pos[np.argsort(combined[removed_pos], kind="stable")[:n_border]]
+    else:
+        border_kept = kept_pos[np.argsort(combined[kept_pos], kind="stable")[:n_border]]
+        border_removed = removed_pos[np.argsort(-combined[removed_pos], kind="stable")[:n_border]]
+    return SelectionPreview(mask, reviewed, combined, per_class, edges, hist_kept, hist_removed,
+                            border_kept, border_removed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import pandas as pd
 import streamlit as st
@@ -13,7 +13,11 @@ from pruning_core.images import ImageError, load_rgb
 
 @st.cache_data(show_spinner=False, max_entries=5000)
 def _thumbnail(path: str, size: int):
-    """Decoded and upscaled once per path; small images (CIFAR's 32 px) are enlarged to be judged."""
+    """Decoded and scaled once per path and size.
+
+    Small images (CIFAR's 32 px) are enlarged with nearest-neighbour so their pixels stay
+    crisp enough to judge; large ones are reduced with a smooth filter.
+    """
     try:
         image = load_rgb(path)
     except (ImageError, OSError):
@@ -21,15 +25,23 @@ def _thumbnail(path: str, size: int):
     from PIL import Image
 
     scale = size / max(image.size)
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.NEAREST)
+    resample = Image.NEAREST if scale >= 1 else Image.LANCZOS
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+
+
+def image_for(dataset: Dataset, path: str, size: int):
+    """One sample's image scaled so its long side is ``size`` pixels (None if unreadable)."""
+    return _thumbnail(str(dataset.root / path), size)
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
 
 
 def _caption(row: pd.Series, caption_cols: Sequence[str]) -> str:
-    parts = []
-    for col in caption_cols:
-        value = row[col]
-        parts.append(f"{value:.3f}" if isinstance(value, float) else str(value))
-    return " · ".join(parts)
+    return " · ".join(_format(row[col]) for col in caption_cols if col in row.index)
 
 
 def show_gallery(
@@ -40,6 +52,7 @@ def show_gallery(
     columns: int = 8,
     caption_cols: Sequence[str] = ("label",),
     size: int = 128,
+    caption_fn: Optional[Callable[[pd.Series], str]] = None,
 ) -> None:
     """A grid of the given samples with a caption built from ``caption_cols`` of ``frame``."""
     frame = dataset.samples if frame is None else frame
@@ -52,8 +65,9 @@ def show_gallery(
         for col, idx in zip(row_cols, indices[start : start + columns]):
             row = frame.loc[idx]
             image = _thumbnail(str(root / row["path"]), size)
+            caption = caption_fn(row) if caption_fn is not None else _caption(row, caption_cols)
             with col:
                 if image is None:
                     st.caption(f"⚠️ unreadable: {row['path']}")
                 else:
-                    st.image(image, caption=_caption(row, caption_cols), use_container_width=True)
+                    st.image(image, caption=caption, width="stretch")

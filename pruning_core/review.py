@@ -1,0 +1,342 @@
+"""Reviewer decisions (keep / remove / relabel / skip) and tags, stored in one SQLite file.
+
+Why SQLite in WAL mode: every click in the Review page is one committed row, so a crash,
+a closed tab or a restarted server loses nothing; WAL lets several processes (two browser
+tabs are two Streamlit sessions, the CLI is another process) read while one writes, and
+the busy timeout makes a concurrent writer wait instead of failing.
+
+The decision table is append-only.  ``undo`` appends an ``undo`` row pointing at the
+decision it cancels, so the sample's previous decision (if any) becomes current again and
+the full history stays auditable.  Decisions are keyed by the dataset fingerprint and the
+sample's relative path, so they follow the data, not a row number.
+
+Tags (named sets of samples, e.g. an Explore selection sent to the review queue) live in
+the same file and follow the same rules.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import pandas as pd
+
+ACTIONS: tuple[str, ...] = ("keep", "remove", "relabel", "skip")
+"""What a reviewer can decide about one sample."""
+
+DEFAULT_NAME = "reviews.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    fingerprint TEXT    NOT NULL,
+    path        TEXT    NOT NULL,
+    action      TEXT    NOT NULL,            -- keep | remove | relabel | skip | undo
+    new_label   TEXT,                        -- relabel only
+    reviewer    TEXT    NOT NULL DEFAULT '',
+    ts          REAL    NOT NULL,
+    undoes      INTEGER REFERENCES decisions(id)  -- undo rows only: the decision they cancel
+);
+CREATE INDEX IF NOT EXISTS decisions_fp_path ON decisions (fingerprint, path, id);
+CREATE INDEX IF NOT EXISTS decisions_undoes ON decisions (undoes);
+CREATE TABLE IF NOT EXISTS tags (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    fingerprint TEXT    NOT NULL,
+    path        TEXT    NOT NULL,
+    tag         TEXT    NOT NULL,
+    reviewer    TEXT    NOT NULL DEFAULT '',
+    ts          REAL    NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tags_unique ON tags (fingerprint, tag, path);
+"""
+
+# The live decisions: decision rows no undo row points at.
+_LIVE = """
+SELECT d.* FROM decisions d
+WHERE d.fingerprint = ? AND d.action != 'undo'
+  AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.undoes = d.id)
+"""
+
+LATEST_COLUMNS = ["path", "action", "new_label", "reviewer", "ts", "id"]
+
+
+class ReviewError(ValueError):
+    """A decision that cannot be recorded (unknown action or class, missing label)."""
+
+
+def default_review_path() -> Path:
+    """``<cache dir>/reviews.sqlite``: shared by the app and the CLI like the result store."""
+    from cache.store import default_cache_dir
+
+    return default_cache_dir() / DEFAULT_NAME
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: int
+    fingerprint: str
+    path: str
+    action: str
+    new_label: Optional[str]
+    reviewer: str
+    ts: float
+
+
+class DecisionStore:
+    """Reviewer decisions for any number of datasets in one SQLite file.
+
+    Each call opens its own short-lived connection, so one store object can be shared
+    between Streamlit's script threads and nothing stays locked between clicks.
+    """
+
+    def __init__(self, path: Optional[Path | str] = None, *, timeout: float = 30.0) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_review_path()
+        self.timeout = timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            con.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            con.row_factory = sqlite3.Row
+            yield con
+        finally:
+            con.close()
+
+    @property
+    def journal_mode(self) -> str:
+        with self._connect() as con:
+            return con.execute("PRAGMA journal_mode").fetchone()[0]
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(
+        self,
+        fingerprint: str,
+        path: str,
+        action: str,
+        *,
+        new_label: Optional[str] = None,
+        reviewer: str = "",
+        classes: Optional[Sequence[str]] = None,
+    ) -> Decision:
+        """Record one decision (committed before returning).
+
+        ``relabel`` needs ``new_label`` and the dataset's ``classes`` to check it against: a
+        label outside them would silently create a new class in every export.
+        """
+        if action not in ACTIONS:
+            raise ReviewError(f"unknown action {action!r}; choose from {', '.join(ACTIONS)}")
+        if action == "relabel":
+            if not new_label:
+                raise ReviewError("relabel needs the new label")
+            if classes is None:
+                raise ReviewError("relabel needs the dataset's classes to check the new label against")
+            if new_label not in set(classes):
+                shown = ", ".join(list(classes)[:20]) + (" …" if len(classes) > 20 else "")
+                raise ReviewError(f"cannot relabel {path!r} to unknown class {new_label!r}; known classes: {shown}")
+        else:
+            new_label = None
+        ts = time.time()
+        with self._connect() as con:
+            cur = con.execute(
+                "INSERT INTO decisions (fingerprint, path, action, new_label, reviewer, ts) VALUES (?,?,?,?,?,?)",
+                (fingerprint, str(path), action, new_label, reviewer or "", ts),
+            )
+            return Decision(int(cur.lastrowid), fingerprint, str(path), action, new_label, reviewer or "", ts)
+
+    def decide_many(
+        self,
+        fingerprint: str,
+        paths: Iterable[str],
+        action: str,
+        *,
+        new_label: Optional[str] = None,
+        reviewer: str = "",
+        classes: Optional[Sequence[str]] = None,
+    ) -> int:
+        """The same decision for many samples in one transaction; returns how many."""
+        paths = [str(p) for p in paths]
+        if not paths:
+            return 0
+        first = self.decide(fingerprint, paths[0], action, new_label=new_label, reviewer=reviewer, classes=classes)
+        ts = time.time()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany(
+                "INSERT INTO decisions (fingerprint, path, action, new_label, reviewer, ts) VALUES (?,?,?,?,?,?)",
+                [(fingerprint, p, action, first.new_label, reviewer or "", ts) for p in paths[1:]],
+            )
+            con.execute("COMMIT")
+        return len(paths)
+
+    def undo(self, fingerprint: str, *, path: Optional[str] = None, reviewer: Optional[str] = None) -> Optional[Decision]:
+        """Cancel the most recent live decision (of one sample / one reviewer, if given).
+
+        Returns the cancelled decision, or None when there is nothing to undo.  The
+        sample's earlier decision, if any, is current again.
+        """
+        query = _LIVE
+        params: list = [fingerprint]
+        if path is not None:
+            query += " AND d.path = ?"
+            params.append(str(path))
+        if reviewer is not None:
+            query += " AND d.reviewer = ?"
+            params.append(reviewer)
+        query += " ORDER BY d.id DESC LIMIT 1"
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")  # no other writer between finding the row and cancelling it
+            row = con.execute(query, params).fetchone()
+            if row is None:
+                con.execute("COMMIT")
+                return None
+            con.execute(
+                "INSERT INTO decisions (fingerprint, path, action, new_label, reviewer, ts, undoes) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (fingerprint, row["path"], "undo", None, reviewer if reviewer is not None else row["reviewer"],
+                 time.time(), row["id"]),
+            )
+            con.execute("COMMIT")
+        return Decision(row["id"], fingerprint, row["path"], row["action"], row["new_label"], row["reviewer"], row["ts"])
+
+    def latest(self, fingerprint: str) -> pd.DataFrame:
+        """One row per decided sample: its current decision (columns ``LATEST_COLUMNS``)."""
+        with self._connect() as con:
+            rows = con.execute(_LIVE + " ORDER BY d.id", (fingerprint,)).fetchall()
+        frame = pd.DataFrame([dict(r) for r in rows], columns=["id", "fingerprint", *LATEST_COLUMNS[:-1], "undoes"])
+        frame = frame.drop_duplicates("path", keep="last")[LATEST_COLUMNS].reset_index(drop=True)
+        return frame
+
+    def version(self, fingerprint: str) -> tuple[int, int]:
+        """Changes whenever a decision for this dataset is added (cache key for readers)."""
+        with self._connect() as con:
+            row = con.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM decisions WHERE fingerprint = ?",
+                              (fingerprint,)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def history(self, fingerprint: str, path: Optional[str] = None) -> pd.DataFrame:
+        """Every row (undo rows included), oldest first: the audit trail."""
+        query = "SELECT id, path, action, new_label, reviewer, ts, undoes FROM decisions WHERE fingerprint = ?"
+        params: list = [fingerprint]
+        if path is not None:
+            query += " AND path = ?"
+            params.append(str(path))
+        with self._connect() as con:
+            rows = con.execute(query + " ORDER BY id", params).fetchall()
+        return pd.DataFrame([tuple(r) for r in rows], columns=["id", "path", "action", "new_label", "reviewer", "ts", "undoes"])
+
+    def removed_paths(self, fingerprint: str) -> list[str]:
+        """Samples whose current decision is ``remove``: never kept by any selection."""
+        latest = self.latest(fingerprint)
+        return latest.loc[latest["action"] == "remove", "path"].tolist()
+
+    def relabels(self, fingerprint: str) -> dict[str, str]:
+        """path -> new label for samples whose current decision is ``relabel``."""
+        latest = self.latest(fingerprint)
+        rel = latest[latest["action"] == "relabel"]
+        return dict(zip(rel["path"], rel["new_label"]))
+
+    def counts(self, fingerprint: str, paths: Optional[Iterable[str]] = None) -> dict[str, int]:
+        """Decided samples per action (restricted to ``paths`` if given), plus ``decided``."""
+        latest = self.latest(fingerprint)
+        if paths is not None:
+            latest = latest[latest["path"].isin(set(map(str, paths)))]
+        counts = {a: int((latest["action"] == a).sum()) for a in ACTIONS}
+        counts["decided"] = int(len(latest))
+        return counts
+
+    def fingerprints(self) -> list[str]:
+        with self._connect() as con:
+            return [r[0] for r in con.execute("SELECT DISTINCT fingerprint FROM decisions ORDER BY fingerprint")]
+
+    def snapshot(self, fingerprint: str) -> dict:
+        """The decisions a selection depended on, for the reproducibility manifest."""
+        latest = self.latest(fingerprint)
+        return {
+            "fingerprint": fingerprint,
+            "store": str(self.path),
+            "last_decision_id": int(latest["id"].max()) if len(latest) else 0,
+            "decided": int(len(latest)),
+            "removed": sorted(latest.loc[latest["action"] == "remove", "path"]),
+            "relabels": dict(sorted(self.relabels(fingerprint).items())),
+        }
+
+    # ------------------------------------------------------------------ tags
+
+    def tag(self, fingerprint: str, paths: Iterable[str], tag: str, *, reviewer: str = "") -> int:
+        """Add ``paths`` to the named set ``tag`` (idempotent); returns how many were new."""
+        tag = tag.strip()
+        if not tag:
+            raise ReviewError("a tag needs a name")
+        ts = time.time()
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            before = con.total_changes
+            con.executemany(
+                "INSERT OR IGNORE INTO tags (fingerprint, path, tag, reviewer, ts) VALUES (?,?,?,?,?)",
+                [(fingerprint, str(p), tag, reviewer or "", ts) for p in paths],
+            )
+            added = con.total_changes - before
+            con.execute("COMMIT")
+        return added
+
+    def untag(self, fingerprint: str, tag: str, paths: Optional[Iterable[str]] = None) -> int:
+        with self._connect() as con:
+            if paths is None:
+                return con.execute("DELETE FROM tags WHERE fingerprint=? AND tag=?", (fingerprint, tag)).rowcount
+            con.execute("BEGIN IMMEDIATE")
+            n = sum(con.execute("DELETE FROM tags WHERE fingerprint=? AND tag=? AND path=?",
+                                (fingerprint, tag, str(p))).rowcount for p in paths)
+            con.execute("COMMIT")
+            return n
+
+    def tags(self, fingerprint: str) -> dict[str, int]:
+        """Tag name -> number of samples."""
+        with self._connect() as con:
+            rows = con.execute("SELECT tag, COUNT(*) FROM tags WHERE fingerprint=? GROUP BY tag ORDER BY tag",
+                               (fingerprint,)).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def tagged(self, fingerprint: str, tag: str) -> list[str]:
+        with self._connect() as con:
+            rows = con.execute("SELECT path FROM tags WHERE fingerprint=? AND tag=? ORDER BY id",
+                               (fingerprint, tag)).fetchall()
+        return [r[0] for r in rows]
+
+
+def decision_column(frame: pd.DataFrame, latest: pd.DataFrame, undecided: str = "undecided") -> pd.Series:
+    """Each row's current decision as a string column (for colouring and filtering)."""
+    mapping = dict(zip(latest["path"], latest["action"]))
+    return frame["path"].map(mapping).fillna(undecided).astype(str)
+
+
+def resolve_fingerprint(store: DecisionStore, paths: Iterable[str], fingerprint: Optional[str] = None) -> Optional[str]:
+    """The fingerprint whose decisions belong to a table with ``paths`` (CLI: no dataset at hand).
+
+    Given explicitly, it is used as is.  Otherwise the store's fingerprints whose decided
+    paths all occur in the table are candidates; exactly one is required.
+    """
+    if fingerprint:
+        return fingerprint
+    known = set(map(str, paths))
+    candidates = []
+    for fp in store.fingerprints():
+        latest = store.latest(fp)
+        if len(latest) and latest["path"].isin(known).all():
+            candidates.append(fp)
+    if len(candidates) > 1:
+        raise ReviewError(
+            f"{store.path} holds decisions for several datasets matching these scores ({', '.join(candidates)}); "
+            "pass --fingerprint"
+        )
+    return candidates[0] if candidates else None

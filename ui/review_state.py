@@ -1,0 +1,110 @@
+"""Streamlit glue for reviewer decisions: the shared DecisionStore, cached reads, keyboard shortcuts."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from pruning_core.datasets import Dataset
+from pruning_core.review import DecisionStore, decision_column, default_review_path
+
+REVIEWER = "reviewer_name"
+REVIEW_SOURCE = "review_source"  # "all" or "tag:<name>": what Explore sends to the review queue
+ALL = "all"
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> DecisionStore:
+    return DecisionStore(path)
+
+
+def decision_store() -> DecisionStore:
+    """The store at the default location (``$PRUNESCOPE_CACHE/reviews.sqlite``), shared by all sessions."""
+    return _store(str(default_review_path()))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _latest(path: str, fingerprint: str, version: tuple) -> pd.DataFrame:
+    return _store(path).latest(fingerprint)
+
+
+def latest(dataset: Dataset) -> pd.DataFrame:
+    """The current decision per sample; re-read only when the store changed (any tab, any process)."""
+    store = decision_store()
+    return _latest(str(store.path), dataset.fingerprint, store.version(dataset.fingerprint))
+
+
+def decisions_for(dataset: Dataset, frame: pd.DataFrame) -> pd.Series:
+    """Each row's current decision ('undecided' where none)."""
+    return decision_column(frame, latest(dataset))
+
+
+def removed_and_relabels(dataset: Dataset) -> tuple[list[str], dict[str, str]]:
+    lat = latest(dataset)
+    removed = lat.loc[lat["action"] == "remove", "path"].tolist()
+    rel = lat[lat["action"] == "relabel"]
+    return removed, dict(zip(rel["path"], rel["new_label"]))
+
+
+def reviewer_input(container=None) -> str:
+    """The reviewer's name (kept for the session; recorded with every decision)."""
+    container = container or st.sidebar
+    if REVIEWER not in st.session_state:
+        st.session_state[REVIEWER] = st.session_state.get("_" + REVIEWER, "")
+    name = container.text_input("Reviewer", key=REVIEWER, placeholder="your name",
+                                help="Stored with each decision you make")
+    st.session_state["_" + REVIEWER] = name  # survives leaving the page (widget state does not)
+    return name.strip()
+
+
+def keyboard_shortcuts(keys: dict[str, str]) -> None:
+    """Press a key to click the button whose label starts with the mapped text.
+
+    Streamlit's own ``shortcut=`` reserves "r" (rerun) and "c", and the reviewer's keys
+    are k/r/l/s/u, so a small script listens on the app document in the capture phase,
+    ignores keys typed into inputs, clicks the button and stops the event so Streamlit's
+    own "r = rerun" does not also fire.  The previous listener is replaced on each run,
+    so a rerun never leaves two listeners clicking twice.
+    """
+    payload = json.dumps({k.lower(): v for k, v in keys.items()})
+    marker = "prunescope-shortcuts"
+    st.html(
+        f"""<span id="{marker}" style="display:none"></span><script>
+(() => {{
+  const keys = {payload};
+  const w = window;
+  if (w.__prunescopeKeys) w.removeEventListener("keydown", w.__prunescopeKeys, true);
+  w.__prunescopeKeys = (event) => {{
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    const t = event.target;
+    const tag = (t && t.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "textarea" || tag === "select" || (t && t.isContentEditable)) return;
+    const prefix = keys[(event.key || "").toLowerCase()];
+    if (!prefix) return;
+    const button = Array.from(document.querySelectorAll("button")).find(
+      (b) => (b.innerText || "").trim().startsWith(prefix) && !b.disabled);
+    if (!button) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    button.click();
+  }};
+  w.addEventListener("keydown", w.__prunescopeKeys, true);
+}})();
+</script>""",
+        unsafe_allow_javascript=True,
+    )
+
+
+def remember(key: str, default):
+    """Initialise widget ``key`` from its last value on this page (Streamlit drops widget state on page change)."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get("_keep_" + key, default)
+
+
+def keep(*keys: str) -> None:
+    """Copy widget values aside so ``remember`` finds them after a visit to another page."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state["_keep_" + key] = st.session_state[key]
