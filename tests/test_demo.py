@@ -159,41 +159,40 @@ def test_cancel_leaves_nothing(tmp_path):
 
 
 def _embed(demo_assets, manifest):
-    """The app's inference path: open_clip loads the checkpoint, its val transform reads the files."""
-    import open_clip
+    """What users see: ``load_clip`` loads the checkpoint through open_clip, its val transform reads
+    the files (``load_rgb``), and labels are scored against the app's prompt ensembles."""
+    from pruning_core.clip_model import load_clip
+    from pruning_core.clip_scores.prompts import DEFAULT_TEMPLATES, class_text_embeddings
+    from pruning_core.images import load_rgb
 
-    register_tiny_clip()
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        demo_assets.clip_model, pretrained=str(demo_assets.clip_checkpoint)
-    )
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(demo_assets.clip_model)
-    x = torch.stack([preprocess(Image.open(demo_assets.root / p)) for p in manifest.path])
-    with torch.no_grad():
-        img = F.normalize(model.encode_image(x), dim=-1)
-        prompts = F.normalize(model.encode_text(tokenizer([f"a photo of a {c}." for c in demo.CLASSES])), dim=-1)
-        caps = F.normalize(model.encode_text(tokenizer(list(manifest.caption))), dim=-1)
-    return img, prompts, caps
+    encoder = load_clip(demo_assets.clip_model, str(demo_assets.clip_checkpoint), device="cpu")
+    x = torch.stack([encoder.preprocess(load_rgb(demo_assets.root / p)) for p in manifest.path])
+    img = torch.cat([encoder.encode_image_batch(x[s:s + 512]) for s in range(0, len(x), 512)]).numpy()
+    class_emb = class_text_embeddings(list(demo.CLASSES), encoder.encode_text, DEFAULT_TEMPLATES)
+    caps = encoder.encode_text(list(manifest.caption))
+    return img, class_emb, caps
 
 
 @pytest.mark.xfail(
     strict=False,
-    reason="quality bar not met yet: tiny ViT learns colour fast but shape slowly "
-    "(8000 pairs x 8 epochs: label-noise AUROC 0.68, caption AUROC 0.998); see demo.py TODO",
+    reason="quality bar not verified yet: with one prompt the tiny ViT gave label-noise AUROC 0.68 "
+    "(caption AUROC 0.998); a candidate fix (8 px patches, prompt-ensemble training texts, easier "
+    "shapes) is unmeasured, see the demo TODO",
 )
 def test_tiny_clip_finds_the_injected_problems(demo_assets, tables):
+    from pruning_core.clip_scores.alignment import label_alignment
+
     manifest, truth = tables
     ok = ~truth.corrupted.astype(bool).to_numpy()
     manifest, truth = manifest[ok].reset_index(drop=True), truth[ok].reset_index(drop=True)
-    img, prompts, caps = _embed(demo_assets, manifest)
+    img, class_emb, caps = _embed(demo_assets, manifest)
     classes = list(demo.CLASSES)
-    sim = (img @ prompts.T).numpy()
     given = manifest.label.map(classes.index).to_numpy()
-    alignment = sim[np.arange(len(given)), given]
+    alignment = label_alignment(img, given, class_emb, device="cpu")
     auroc_labels = roc_auc_score(truth.label_noisy.astype(bool), -alignment)
-    caption_cos = (img * caps).sum(dim=1).numpy()
+    caption_cos = (img * caps).sum(axis=1)
     auroc_captions = roc_auc_score(truth.caption_mismatched.astype(bool), -caption_cos)
-    zero_shot = (sim.argmax(1) == manifest.true_label.map(classes.index).to_numpy()).mean()
+    zero_shot = ((img @ class_emb.T).argmax(1) == manifest.true_label.map(classes.index).to_numpy()).mean()
     print(f"label-noise AUROC {auroc_labels:.3f}, caption AUROC {auroc_captions:.3f}, zero-shot acc {zero_shot:.3f}")
     assert auroc_labels >= 0.9
     assert auroc_captions >= 0.9
