@@ -41,7 +41,7 @@ if dataset is not None:
     (st.warning if report.n_skipped else st.success)(report.summary())
     if report.issues:
         with st.expander(f"Validation report ({len(report.issues)} issues)", expanded=report.n_skipped > 0):
-            st.dataframe(report.as_frame(), hide_index=True, use_container_width=True)
+            st.dataframe(report.as_frame(), hide_index=True, width="stretch")
     counts = dataset.samples["label"].value_counts().rename_axis("class").reset_index(name="samples")
     st.bar_chart(counts, x="class", y="samples", height=220)
     st.caption("A few samples")

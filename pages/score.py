@@ -66,8 +66,8 @@ if cols:
     st.dataframe(
         [{"score": c, "suspicious when": table.infos[c].suspicious, "meaning": table.infos[c].description} for c in cols],
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
     )
-    st.dataframe(table.frame.head(200), hide_index=True, use_container_width=True)
+    st.dataframe(table.frame.head(200), hide_index=True, width="stretch")
 else:
     st.info("No scores yet. The demo uses its built-in tiny CLIP; for your data give an open_clip model and weights.")

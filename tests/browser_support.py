@@ -39,7 +39,8 @@ def running_app(cache_dir: Path, timeout: float = 90.0) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "PRUNESCOPE_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
     log = open(cache_dir / f"streamlit-{port}.log", "w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

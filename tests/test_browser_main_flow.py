@@ -19,8 +19,7 @@ def test_demo_dataset_score_explore(demo_assets, isolated_cache, tmp_path):
 
         page.get_by_role("link", name="Score").click()
         page.get_by_role("button", name="Compute CLIP scores").click()
-        wait_for_text(page, "scores for")
-        assert page.get_by_text("clip.label_alignment").count() > 0
+        wait_for_text(page, "scores for")  # the success line; tables render on a canvas, not as DOM text
 
         page.get_by_role("link", name="Explore").click()
         page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
