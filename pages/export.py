@@ -31,8 +31,9 @@ if recipe is None:
 store = rs.decision_store()
 snapshot = store.snapshot(dataset.fingerprint)
 removed, relabels = snapshot["removed"], snapshot["relabels"]
+cached = (st.session_state.get("_prune_cache") or {}).get("previews", {}).get((repr(recipe), tuple(sorted(removed))))
 try:
-    mask = run_recipe(frame, table.infos, recipe, removed)
+    mask = cached.mask if cached is not None else run_recipe(frame, table.infos, recipe, removed)
 except ValueError as exc:
     st.error(f"{exc}\n\nAdjust the recipe on the **Prune** page.")
     st.stop()

@@ -6,12 +6,13 @@ removed samples, and the samples on either side of the cut.
 """
 
 import time
+from contextlib import nullcontext as _nullcontext
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pruning_core.export import preview_selection
+from pruning_core.export import preview_selection, score_ranks
 from pruning_core.pipeline import score_columns
 from pruning_core.selection import STRATEGIES, SelectionRecipe
 from ui import review_state as rs
@@ -96,12 +97,31 @@ if not weights and strategy in USES_WEIGHTS:
     st.stop()
 
 recipe = SelectionRecipe(keep=keep, strategy=strategy, weights=weights or None, balance=balance, seed=int(seed))
+
+# Ranks of every score are computed once per score table; the last previews are remembered, so
+# moving a control back (or a rerun from elsewhere on the page) costs nothing.
+table_key = (id(frame), tuple(table.infos))
+cache = st.session_state.get("_prune_cache")
+if cache is None or cache["table"] != table_key:
+    cache = st.session_state["_prune_cache"] = {"table": table_key, "ranks": score_ranks(frame, table.infos),
+                                                "previews": {}}
+preview_key = (repr(recipe), tuple(sorted(removed)))
 t0 = time.perf_counter()
-try:
-    preview = preview_selection(frame, table.infos, recipe, removed)
-except ValueError as exc:
-    st.error(str(exc))
-    st.stop()
+preview = cache["previews"].get(preview_key)
+if preview is None:
+    if strategy == "cps" and not st.button("Run CPS selection", type="primary",
+                                           help="CPS optimises a mask by gradient steps: seconds, not live"):
+        st.info("CPS takes a few seconds per run, so it runs on demand: press **Run CPS selection**.")
+        st.stop()
+    try:
+        with st.spinner("Selecting…") if strategy == "cps" else _nullcontext():
+            preview = preview_selection(frame, table.infos, recipe, removed, ranks=cache["ranks"])
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+    if len(cache["previews"]) > 16:
+        cache["previews"].pop(next(iter(cache["previews"])))
+    cache["previews"][preview_key] = preview
 elapsed = time.perf_counter() - t0
 st.session_state[state.RECIPE] = recipe
 

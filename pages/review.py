@@ -19,7 +19,7 @@ from ui.gallery import image_for, show_gallery
 
 SUGGESTIONS = {"clip.suggested_label": "CLIP zero-shot", "dynamics.suggested_label": "proxy model"}
 ICONS = {"keep": "✅", "remove": "🗑️", "relabel": "🏷️", "skip": "⏭️", "undecided": "·"}
-IMAGE_SIZE = 448
+IMAGE_SIZE = 400
 
 st.title("Review")
 dataset = state.require_dataset()
@@ -47,7 +47,7 @@ if st.session_state["review_detector"] not in cols:
 rs.remember("review_size", min(500, len(frame)))
 rs.remember("review_undecided", True)
 
-c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
+c1, c2, c3, c4 = st.columns([2, 3, 1.2, 1.4])
 source = c1.selectbox("Queue", sources, key="review_queue_source",
                       format_func=lambda s: "All samples" if s == rs.ALL else f"Tag: {s[4:]} ({tags[s[4:]]:,})")
 detector = c2.selectbox("Order by detector (most suspicious first)", cols, key="review_detector",
@@ -70,7 +70,7 @@ n_done = int(decided.sum())
 p1, p2 = st.columns([4, 1])
 p1.progress(n_done / max(1, len(queue)), text=f"**{n_done:,} of {len(queue):,} reviewed**")
 totals = store.counts(fp)
-p2.caption(" · ".join(f"{ICONS[a]} {totals[a]:,}" for a in ("keep", "remove", "relabel", "skip")) + " in the dataset")
+p2.caption("In the whole dataset: " + " · ".join(f"{a} {totals[a]:,}" for a in ("keep", "remove", "relabel", "skip")))
 
 
 # ----------------------------------------------------------------------------- actions
@@ -127,7 +127,7 @@ with single:
     else:
         row = frame.loc[current]
         path = str(row["path"])
-        left, right = st.columns([3, 2], gap="large")
+        left, right = st.columns([5, 6], gap="medium")
         with left:
             image = image_for(dataset, path, IMAGE_SIZE)
             if image is None:
