@@ -317,7 +317,8 @@ class DecisionStore:
 def decision_column(frame: pd.DataFrame, latest: pd.DataFrame, undecided: str = "undecided") -> pd.Series:
     """Each row's current decision as a string column (for colouring and filtering)."""
     mapping = dict(zip(latest["path"], latest["action"]))
-    return frame["path"].map(mapping).fillna(undecided).astype(str)
+    mapped = frame["path"].map(mapping).astype(object)
+    return mapped.where(mapped.notna(), undecided).astype(str)
 
 
 def resolve_fingerprint(store: DecisionStore, paths: Iterable[str], fingerprint: Optional[str] = None) -> Optional[str]:

@@ -1,0 +1,126 @@
+"""AppTest runs of the Review, Explore, Prune and Export pages on a small scored dataset (no model)."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pruning_core.review import DecisionStore
+from review_fixtures import make_scored_dataset
+from ui import state
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def scored(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNESCOPE_CACHE", str(tmp_path / "cache"))  # a fresh reviews.sqlite per test
+    return make_scored_dataset(tmp_path / "data")
+
+
+def page(name: str, scored) -> AppTest:
+    dataset, manifest, table = scored
+    at = AppTest.from_file(str(REPO / "pages" / f"{name}.py"), default_timeout=60)
+    at.session_state[state.DATASET] = state.DatasetSource("manifest", str(manifest))
+    at.session_state[state.TABLE] = table
+    return at
+
+
+def position(at: AppTest) -> str:
+    return next(c.value for c in at.caption if "in queue" in c.value)
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_review_queue_decisions_undo_and_progress(scored):
+    dataset, _, table = scored
+    at = page("review", scored).run()
+    assert not at.exception
+    # most suspicious first: test.alignment is "low = suspicious" and decreases with the row
+    assert "`fox`" in at.markdown[0].value and "row 35" in position(at)
+    at.text_input(key="reviewer_name").set_value("ann").run()
+    button(at, "Remove (r)").click().run()
+    store = DecisionStore()
+    assert store.removed_paths(dataset.fingerprint) == ["images/img_035.png"]
+    assert store.history(dataset.fingerprint)["reviewer"].tolist() == ["ann"]
+    assert "1 of 36 reviewed" in at.get("progress")[0].proto.text
+    assert "row 34" in position(at)  # the next undecided sample
+
+    label_box = next(s for s in at.selectbox if s.key and s.key.startswith("relabel_to_"))
+    label_box.set_value("cat").run()
+    button(at, "Relabel (l)").click().run()
+    assert store.relabels(dataset.fingerprint) == {"images/img_034.png": "cat"}
+
+    button(at, "Undo (u)").click().run()
+    assert store.relabels(dataset.fingerprint) == {}
+    assert "row 34" in position(at) and "1 of 36 reviewed" in at.get("progress")[0].proto.text
+
+    at.toggle(key="review_undecided").set_value(False).run()  # all samples, with a cursor
+    assert not at.exception
+    assert any(b.label == "Next ▶" for b in at.button)
+
+
+def test_review_queue_from_a_tag_and_by_another_detector(scored):
+    dataset, _, table = scored
+    DecisionStore().tag(dataset.fingerprint, ["images/img_003.png", "images/img_007.png"], "odd ones")
+    at = page("review", scored)
+    at.session_state["review_source"] = "tag:odd ones"  # what Explore's "Send to review queue" sets
+    at.run()
+    assert not at.exception
+    assert "0 of 2 reviewed" in at.get("progress")[0].proto.text
+    at.selectbox(key="review_detector").set_value("test.loss").run()
+    assert not at.exception
+
+
+def test_explore_colours_by_flags_and_scores(scored):
+    dataset, _, table = scored
+    DecisionStore().decide(dataset.fingerprint, "images/img_001.png", "remove")
+    at = page("explore", scored).run()
+    assert not at.exception
+    colour = at.selectbox(key="explore_colour")
+    assert {"label", "review decision", "CLIP disagrees with label", "test.alignment"} <= set(colour.options)
+    colour.set_value("review decision").run()
+    import json
+
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {t["name"] for t in spec["data"]} == {"undecided", "remove"}
+    assert spec["data"][0]["customdata"][0][0] in range(36)  # row first: what the selection reads
+
+
+def test_prune_preview_and_recipe(scored):
+    dataset, _, table = scored
+    store = DecisionStore()
+    store.decide(dataset.fingerprint, "images/img_000.png", "remove")  # the least suspicious sample
+    at = page("prune", scored).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Removed by reviewers"] == "1" and metrics["Kept"] == "29 of 36"
+    at.slider(key="prune_fraction").set_value(0.5).run()
+    assert {m.label: m.value for m in at.metric}["Kept"] == "18 of 36"
+    recipe = at.session_state[state.RECIPE]
+    assert recipe.keep == 0.5
+    at.slider(key="prune_w_test.loss").set_value(0.0).run()
+    assert at.session_state[state.RECIPE].weights == {"test.alignment": 1.0}
+    at.radio(key="prune_mode").set_value("count").run()
+    at.number_input(key="prune_count").set_value(35).run()  # everything but the reviewer's removal
+    assert {m.label: m.value for m in at.metric}["Kept"] == "35 of 36"
+
+
+def test_export_page_counts_relabels_and_writes_a_folder(scored, tmp_path):
+    dataset, _, table = scored
+    store = DecisionStore()
+    store.decide(dataset.fingerprint, "images/img_000.png", "remove")
+    store.decide(dataset.fingerprint, "images/img_001.png", "relabel", new_label="fox", classes=dataset.classes)
+    at = page("export", scored).run()
+    assert not at.exception
+    assert "1 removed by reviewers, 1 relabelled" in at.markdown[0].value
+    at.text_input(key="export_dir").set_value(str(tmp_path / "pruned")).run()
+    button(at, "Write folder").click().run()
+    assert not at.exception and at.success, [e.value for e in at.error]
+    files = list((tmp_path / "pruned").rglob("*.png"))
+    assert len(files) == 29 and all(f.is_symlink() for f in files)
+    assert (tmp_path / "pruned" / "fox" / "img_001.png").exists()  # relabel applied in the layout
+    button(at, "Write folder").click().run()
+    assert any("not empty" in e.value for e in at.error)
