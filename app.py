@@ -2,15 +2,15 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="PruneScope", page_icon="✂️", layout="wide")
+st.set_page_config(page_title="PruneScope", page_icon=":material/content_cut:", layout="wide")
 
 PAGES = [
-    st.Page("pages/dataset.py", title="Dataset", icon="📁", default=True),
-    st.Page("pages/score.py", title="Score", icon="🧮"),
-    st.Page("pages/explore.py", title="Explore", icon="🗺️"),
-    st.Page("pages/review.py", title="Review", icon="🔍"),
-    st.Page("pages/prune.py", title="Prune", icon="✂️"),
-    st.Page("pages/export.py", title="Export", icon="📦"),
+    st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:", default=True),
+    st.Page("pages/score.py", title="Score", icon=":material/calculate:"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
+    st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
+    st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ]
 
 navigation = st.navigation(PAGES)

@@ -39,14 +39,12 @@ def store() -> ResultStore:
     return ResultStore()
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner="Building the demo dataset and training its tiny CLIP (first run only)…")
 def demo_assets():
+    """The built-in demo; built once per machine (``prunescope demo`` or the start script do it ahead)."""
     from pruning_core.demo import ensure_demo
 
-    with st.status("Building the demo dataset and training a tiny CLIP (first run only, about a minute)…") as status:
-        assets = ensure_demo(progress=StreamlitProgress(status))
-        status.update(label="Demo ready", state="complete")
-    return assets
+    return ensure_demo()
 
 
 @st.cache_resource(show_spinner="Loading and validating the dataset…", max_entries=4)
@@ -159,7 +157,9 @@ def auto_scores(dataset: Dataset) -> ScoreTable:
     """The demo is scored on first sight (seconds with its tiny CLIP); other data waits for the Score page."""
     table = score_table(dataset)
     if not table.infos and current_source().kind == "demo":
-        with st.status("Scoring the demo with its tiny CLIP…") as status:
-            table = compute_clip_scores(dataset, default_clip_config(), StreamlitProgress(status))
-            status.update(label="Demo scored", state="complete")
+        holder = st.empty()
+        with holder.container():
+            st.caption("Scoring the demo with its tiny CLIP…")
+            table = compute_clip_scores(dataset, default_clip_config(), StreamlitProgress(st))
+        holder.empty()
     return table
