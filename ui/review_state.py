@@ -83,8 +83,12 @@ def keyboard_shortcuts(keys: dict[str, str]) -> None:
     if (tag === "input" || tag === "textarea" || tag === "select" || (t && t.isContentEditable)) return;
     const prefix = keys[(event.key || "").toLowerCase()];
     if (!prefix) return;
-    const button = Array.from(document.querySelectorAll("button")).find(
+    // During a rerun Streamlit may still show the previous run's elements (marked stale):
+    // prefer the fresh button.
+    const matches = Array.from(document.querySelectorAll("button")).filter(
       (b) => (b.innerText || "").trim().startsWith(prefix) && !b.disabled);
+    const fresh = matches.filter((b) => !b.closest('[data-stale="true"]'));
+    const button = (fresh.length ? fresh : matches).pop();
     if (!button) return;
     event.preventDefault();
     event.stopImmediatePropagation();

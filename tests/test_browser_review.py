@@ -1,0 +1,116 @@
+"""Review, Prune/Export and Explore in a real browser on the demo (Playwright + Debian chromium)."""
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from browser_support import browser_page, running_app
+
+pytestmark = pytest.mark.browser
+SHOTS = Path(os.environ.get("PRUNESCOPE_SCREENSHOTS", "/tmp/prunescope-screenshots"))
+
+
+def wait_idle(page, timeout: float = 240) -> None:
+    """Until Streamlit's running indicator has been gone for a second."""
+    deadline, quiet = time.time() + timeout, 0
+    while time.time() < deadline:
+        quiet = 0 if page.locator('[data-testid="stStatusWidget"]').count() else quiet + 1
+        if quiet >= 4:
+            return
+        page.wait_for_timeout(250)
+    raise TimeoutError("the app stayed busy")
+
+
+def open_page(page, name: str) -> None:
+    page.get_by_role("link", name=name).click()
+    page.wait_for_timeout(300)
+    wait_idle(page)
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def test_review_decisions_survive_an_app_restart(demo_assets, isolated_cache):
+    (isolated_cache / "reviews.sqlite").unlink(missing_ok=True)
+    with running_app(isolated_cache) as url, browser_page(height=1300) as page:
+        page.goto(url)
+        wait_idle(page)
+        open_page(page, "Review")
+        page.get_by_text("0 of 500 reviewed").wait_for(timeout=60_000)
+        page.get_by_role("heading", name="Review").first.click()  # focus the page, not an input
+        page.keyboard.press("r")  # keyboard shortcut: remove
+        page.get_by_text("1 of 500 reviewed").wait_for(timeout=30_000)
+        wait_idle(page)
+        page.get_by_role("button", name="Keep (k)").last.click()
+        page.get_by_text("2 of 500 reviewed").wait_for(timeout=30_000)
+        wait_idle(page)
+        page.keyboard.press("u")  # undo the keep
+        page.get_by_text("1 of 500 reviewed").wait_for(timeout=30_000)
+        wait_idle(page)
+        shot(page, "review")
+    with running_app(isolated_cache) as url, browser_page(height=1300) as page:  # a fresh server process
+        page.goto(url)
+        wait_idle(page)
+        open_page(page, "Review")
+        page.get_by_text("1 of 500 reviewed").wait_for(timeout=60_000)
+        page.get_by_text("remove 1").first.wait_for(timeout=10_000)
+
+
+def test_keep_fraction_slider_sets_the_exported_rows(demo_assets, isolated_cache, tmp_path):
+    (isolated_cache / "reviews.sqlite").unlink(missing_ok=True)
+    with running_app(isolated_cache) as url, browser_page(height=1300) as page:
+        page.goto(url)
+        wait_idle(page)
+        open_page(page, "Prune")
+        page.get_by_text("1,916 of 2,395").wait_for(timeout=60_000)  # the default keep=0.80
+        thumb = page.get_by_role("slider", name="Keep fraction")
+        for _ in range(10):  # 0.80 -> 0.70 in 0.01 steps with the keyboard; each step reruns the page
+            thumb.focus()
+            page.keyboard.press("ArrowLeft")
+            page.wait_for_timeout(150)
+            wait_idle(page)
+        page.get_by_text("1,916 of 2,395").wait_for(state="detached", timeout=60_000)
+        wait_idle(page)
+        n = int(page.get_by_text(" of 2,").first.inner_text().split(" of ")[0].replace(",", ""))
+        shot(page, "prune")
+        open_page(page, "Export")
+        with page.expect_download() as info:
+            page.get_by_role("button", name="Download kept manifest").click()
+        target = tmp_path / "kept.csv"
+        info.value.save_as(target)
+        shot(page, "export")
+    kept = pd.read_csv(target)
+    assert len(kept) == n
+    assert n == round(0.70 * 2395)  # the slider moved ten steps down from 0.80
+
+
+def test_box_select_on_the_map_fills_the_gallery(demo_assets, isolated_cache):
+    with running_app(isolated_cache) as url, browser_page(height=1300) as page:
+        page.goto(url)
+        wait_idle(page)
+        open_page(page, "Explore")
+        plot = page.locator(".js-plotly-plot").first
+        plot.wait_for(timeout=240_000)
+        wait_idle(page)
+        page.get_by_text("Lasso or box-select points to see them here").wait_for()
+        box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+        # a lasso around the middle half of the plot area, drawn with the mouse
+        x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+        path = [(x0 + w * fx, y0 + h * fy) for fx, fy in
+                [(0.2, 0.2), (0.8, 0.2), (0.8, 0.8), (0.2, 0.8), (0.2, 0.21)]]
+        page.mouse.move(*path[0])
+        page.mouse.down()
+        for x, y in path[1:]:
+            page.mouse.move(x, y, steps=8)
+        page.mouse.up()
+        page.get_by_text("Selection: ").first.wait_for(timeout=60_000)
+        wait_idle(page)
+        heading = page.get_by_text("Selection: ").first.inner_text()
+        assert int(heading.split(": ")[1].split(" ")[0].replace(",", "")) > 0
+        assert page.locator('[data-testid="stImage"]').count() > 0
+        shot(page, "explore")
