@@ -58,6 +58,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--scores", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--strategies", default=None, help="comma-separated subset (default: all)")
     parser.add_argument("--proposed", action="store_true",
                         help="also time selection.py with the two changes proposed in the report (precomputed "
                              "ranks, factorised class quotas), checking the masks are identical")
@@ -74,6 +75,8 @@ def main() -> int:
         strategies = [s for s in STRATEGIES if s != "cps"]
         print("cps skipped: pruning_core.clip_scores.cps is not importable")
 
+    if args.strategies:
+        strategies = [s for s in args.strategies.split(",") if s in strategies]
     print(f"{args.rows:,} rows x {len(infos)} score columns, {len(removed):,} reviewer removals, keep 0.7, "
           f"median / max of {args.repeats} runs after one warm-up")
     t0 = time.perf_counter()
