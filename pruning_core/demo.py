@@ -32,15 +32,15 @@ from PIL import Image, ImageDraw
 
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 """Bumped whenever the generator or the training changes what a build produces."""
 
 DEMO_SEED = 0
 IMAGE_SIZE = 32
 N_DEMO_IMAGES = 2400
 N_TRAIN_PAIRS = 8000
-TRAIN_EPOCHS = 8
-TRAIN_BATCH_SIZE = 128
+TRAIN_EPOCHS = 10
+TRAIN_BATCH_SIZE = 64
 TRAIN_LR = 2e-3
 
 LABEL_NOISE_RATE = 0.10
@@ -70,7 +70,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (25, 25, 25),
 }
 BACKGROUNDS: tuple[str, ...] = ("plain", "noisy", "striped", "gradient")
-SIZES: dict[str, tuple[float, float]] = {"small": (5.5, 7.5), "medium": (8.0, 10.0), "large": (10.5, 13.0)}
+SIZES: dict[str, tuple[float, float]] = {"small": (6.5, 8.0), "medium": (8.5, 10.5), "large": (11.0, 13.0)}
 
 MANIFEST_COLUMNS = ["path", "label", "caption", "true_label", "caption_ok"]
 GROUND_TRUTH_COLUMNS = ["path", "true_label", "label_noisy", "caption_mismatched", "corrupted", "duplicate_of"]
@@ -158,14 +158,14 @@ def _background(kind: str, colour: np.ndarray, rng: np.random.Generator) -> np.n
     if kind == "plain":
         return base.copy()
     if kind == "noisy":
-        return base + rng.normal(0, 22, size=(IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.float32)
+        return base + rng.normal(0, 16, size=(IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.float32)
     yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
     theta = rng.uniform(0, np.pi)
     proj = xx * np.cos(theta) + yy * np.sin(theta)
     if kind == "striped":
         period = rng.uniform(5, 8)
         stripe = (np.sin(2 * np.pi * proj / period + rng.uniform(0, 2 * np.pi)) > 0).astype(np.float32)
-        return base * (0.72 + 0.28 * stripe[..., None])
+        return base * (0.8 + 0.2 * stripe[..., None])
     # gradient: from the colour to a darker shade across the image
     t = (proj - proj.min()) / max(1e-6, float(proj.max() - proj.min()))
     return base * (1.0 - 0.45 * t[..., None])
@@ -244,16 +244,18 @@ def caption_of(scene, *, with_colour: bool = True) -> str:
 
 def training_captions(scene) -> list[str]:
     """Alternative texts for one training image: full captions, class prompts and partial descriptions."""
+    from pruning_core.clip_scores.prompts import DEFAULT_TEMPLATES
+
     s = scene
     return [
         caption_of(s),
         caption_of(s, with_colour=False),
-        f"a photo of a {s.shape}.",
-        f"a photo of a {s.shape}.",
-        f"a photo of a {s.shape}.",
         f"a {s.colour} {s.shape}",
         f"a {s.size} {s.shape}",
         f"a {s.shape} on a {s.background} {s.bg_colour} background",
+        # The app's own prompt ensemble, filled with the class: about 60% of the draws are
+        # shape-only texts, which pushes the image tower to learn shape and not just colour.
+        *(t.format(s.shape) for t in DEFAULT_TEMPLATES),
     ]
 
 
