@@ -12,9 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pruning_core.export import preview_selection, score_ranks
+from pruning_core.export import preview_selection
 from pruning_core.pipeline import score_columns
-from pruning_core.selection import STRATEGIES, SelectionRecipe
+from pruning_core.selection import STRATEGIES, ScoreRanks, SelectionRecipe
 from ui import review_state as rs
 from ui import state
 from ui.gallery import show_gallery
@@ -98,12 +98,12 @@ if not weights and strategy in USES_WEIGHTS:
 
 recipe = SelectionRecipe(keep=keep, strategy=strategy, weights=weights or None, balance=balance, seed=int(seed))
 
-# Ranks of every score are computed once per score table; the last previews are remembered, so
+# Each score is ranked once per score table (on first use); the last previews are remembered, so
 # moving a control back (or a rerun from elsewhere on the page) costs nothing.
 table_key = (id(frame), tuple(table.infos))
 cache = st.session_state.get("_prune_cache")
 if cache is None or cache["table"] != table_key:
-    cache = st.session_state["_prune_cache"] = {"table": table_key, "ranks": score_ranks(frame, table.infos),
+    cache = st.session_state["_prune_cache"] = {"table": table_key, "ranks": ScoreRanks(frame, table.infos),
                                                 "previews": {}}
 preview_key = (repr(recipe), tuple(sorted(removed)))
 t0 = time.perf_counter()

@@ -21,7 +21,7 @@ import pandas as pd
 
 from cache.store import CODE_VERSION, atomic_write_bytes
 from pruning_core import __version__
-from pruning_core.selection import SelectionRecipe
+from pruning_core.selection import ScoreRanks, SelectionRecipe
 
 
 def file_sha256(path: Path) -> str:
@@ -345,32 +345,6 @@ class SelectionPreview:
         return int(self.mask.sum())
 
 
-def score_ranks(frame: pd.DataFrame, infos: Mapping[str, Any]) -> dict[str, "np.ndarray"]:
-    """Every score column rank-normalised once (1 = most suspicious), for fast re-weighting.
-
-    The Prune page keeps these between reruns: moving a weight or the keep slider then costs
-    a weighted sum instead of re-ranking every column.
-    """
-    from pruning_core.selection import rank_normalise
-
-    return {name: rank_normalise(frame[name].to_numpy(), info.suspicious) for name, info in infos.items()
-            if name in frame}
-
-
-def combined_from_ranks(ranks: Mapping[str, "np.ndarray"], weights: Optional[Mapping[str, float]], n: int):
-    """``combined_score`` from precomputed ranks (same arithmetic, same order, same result)."""
-    import numpy as np
-
-    weights = dict(weights) if weights else {name: 1.0 for name in ranks}
-    total = sum(abs(w) for w in weights.values())
-    combined = np.zeros(n)
-    if total == 0:
-        return combined
-    for name, weight in weights.items():
-        combined += weight * ranks[name]
-    return combined / total
-
-
 def preview_selection(
     frame: pd.DataFrame,
     infos: Mapping[str, Any],
@@ -379,24 +353,21 @@ def preview_selection(
     *,
     bins: int = 40,
     n_border: int = 8,
-    ranks: Optional[Mapping[str, Any]] = None,
+    ranks: Optional[ScoreRanks] = None,
 ) -> SelectionPreview:
     """Run the recipe and summarise it: per-class counts, score histograms, samples at the cut.
 
-    ``ranks`` (from :func:`score_ranks`, kept by the caller) saves re-ranking every column for
-    the combined-score histogram.
+    ``ranks`` (one :class:`ScoreRanks` per score table, kept by the caller) saves re-ranking
+    every column on each call: the selection and the combined-score histogram share it.
     """
     import numpy as np
 
     from pruning_core.selection import combined_score, removed_mask, run_recipe
 
-    mask = run_recipe(frame, infos, recipe, removed_paths)
+    mask = run_recipe(frame, infos, recipe, removed_paths, ranks=ranks)
     reviewed = removed_mask(frame, removed_paths)
     reviewed = np.zeros(len(frame), dtype=bool) if reviewed is None else reviewed
-    if ranks is not None and infos:
-        combined = combined_from_ranks(ranks, recipe.weights, len(frame))
-    else:
-        combined = combined_score(frame, infos, recipe.weights) if infos else np.zeros(len(frame))
+    combined = combined_score(frame, infos, recipe.weights, ranks=ranks) if infos else np.zeros(len(frame))
     by_selection = ~mask & ~reviewed
     codes, uniques = pd.factorize(frame["label"].astype(str), sort=True)
     classes, inverse = np.asarray(uniques), codes

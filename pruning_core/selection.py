@@ -58,10 +58,42 @@ def rank_normalise(values: np.ndarray, suspicious: str) -> np.ndarray:
     return np.where(np.isnan(ranks), 0.5, ranks)
 
 
+class ScoreRanks:
+    """Rank-normalised score columns of one score table, each ranked on first use and then kept.
+
+    Ranking (a sort per column) dominates a selection on a large table, yet only the weights
+    change while a user moves sliders.  The Prune page therefore keeps one ``ScoreRanks`` per
+    score table and passes it to every call, so a re-weighting costs a weighted sum.  It is
+    bound to the frame object it was made for, and refuses any other, so stale ranks can never
+    produce a different subset than a fresh computation.
+    """
+
+    def __init__(self, frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> None:
+        self._frame = frame
+        self._infos = infos
+        self._columns: dict[str, np.ndarray] = {}
+
+    def check_table(self, frame: pd.DataFrame) -> None:
+        if frame is not self._frame:
+            raise ValueError("these score ranks were computed for another score table")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._columns:
+            self._columns[name] = rank_normalise(self._frame[name].to_numpy(), self._infos[name].suspicious)
+        return self._columns[name]
+
+
 def combined_score(
-    frame: pd.DataFrame, infos: Mapping[str, ScoreInfo], weights: Optional[Mapping[str, float]] = None
+    frame: pd.DataFrame,
+    infos: Mapping[str, ScoreInfo],
+    weights: Optional[Mapping[str, float]] = None,
+    *,
+    ranks: Optional[ScoreRanks] = None,
 ) -> np.ndarray:
-    """Weighted mean of rank-normalised scores; higher = more suspicious / harder."""
+    """Weighted mean of rank-normalised scores; higher = more suspicious / harder.
+
+    ``ranks`` (made once per table by the caller) skips re-ranking; the result is identical.
+    """
     weights = dict(weights) if weights else {name: 1.0 for name in infos if name in frame}
     unknown = [name for name in weights if name not in frame or name not in infos]
     if unknown:
@@ -69,9 +101,12 @@ def combined_score(
     total = sum(abs(w) for w in weights.values())
     if total == 0:
         raise ValueError("all score weights are zero; give at least one score a weight")
+    if ranks is None:
+        ranks = ScoreRanks(frame, infos)
+    ranks.check_table(frame)
     combined = np.zeros(len(frame))
     for name, weight in weights.items():
-        combined += weight * rank_normalise(frame[name].to_numpy(), infos[name].suspicious)
+        combined += weight * ranks[name]
     return combined / total
 
 
@@ -125,14 +160,28 @@ def _pick(strategy: str, score: np.ndarray, k: int, rng: np.random.Generator, *,
     raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
 
 
-def class_quotas(labels: np.ndarray, k: int) -> dict:
-    """Split k across classes in proportion to their sizes (largest remainder), summing to k."""
-    classes, counts = np.unique(labels, return_counts=True)
+def _largest_remainder(counts: np.ndarray, k: int) -> np.ndarray:
+    """Split k in proportion to ``counts`` (largest remainder), summing to exactly k."""
     exact = k * counts / counts.sum()
     quota = np.floor(exact).astype(np.int64)
     leftover = k - quota.sum()
     quota[np.argsort(-(exact - quota), kind="stable")[:leftover]] += 1
+    return quota
+
+
+def class_quotas(labels: np.ndarray, k: int) -> dict:
+    """Split k across classes in proportion to their sizes (largest remainder), summing to k."""
+    codes, classes = pd.factorize(labels, sort=True)  # hashing: far faster than np.unique on strings
+    quota = _largest_remainder(np.bincount(codes, minlength=len(classes)), k)
     return dict(zip(classes.tolist(), quota.tolist()))
+
+
+def _class_groups(idx: np.ndarray, labels: np.ndarray, k: int) -> list[tuple[np.ndarray, int]]:
+    """``idx`` split by class (classes sorted, members in ``idx`` order), each with its share of k."""
+    codes, classes = pd.factorize(labels, sort=True)
+    counts = np.bincount(codes, minlength=len(classes))
+    members = np.split(idx[np.argsort(codes, kind="stable")], np.cumsum(counts)[:-1])
+    return list(zip(members, _largest_remainder(counts, k).tolist()))
 
 
 def select(
@@ -149,12 +198,14 @@ def select(
     ccs_strata: int = 50,
     cps_select: Optional[Callable[..., np.ndarray]] = None,
     cps_params: Optional[Mapping[str, float]] = None,
+    ranks: Optional[ScoreRanks] = None,
 ) -> np.ndarray:
     """Boolean mask over ``frame`` with exactly ``keep`` samples kept.
 
     ``keep`` counts against the whole dataset; samples in ``removed`` (a reviewer's
     decisions) are never kept, and asking for more than remain is an error, not a silent
-    shortfall.  ``balance`` keeps each class in proportion to its size.
+    shortfall.  ``balance`` keeps each class in proportion to its size.  ``ranks`` (one
+    :class:`ScoreRanks` per table, kept by the caller) makes repeated calls cheap.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
@@ -163,13 +214,12 @@ def select(
     eligible = np.ones(n, dtype=bool) if removed is None else ~np.asarray(removed, dtype=bool)
     if k > eligible.sum():
         raise ValueError(f"cannot keep {k} samples: only {int(eligible.sum())} remain after review removals")
-    score = _strategy_score(frame, infos, strategy, weights)
+    score = _strategy_score(frame, infos, strategy, weights, ranks)
     rng = np.random.default_rng(seed)
     idx = np.flatnonzero(eligible)
     groups = [(idx, k)]
     if balance:
-        labels = frame["label"].to_numpy()[idx]
-        groups = [(idx[labels == c], q) for c, q in class_quotas(labels, k).items()]
+        groups = _class_groups(idx, frame["label"].to_numpy()[idx], k)
     mask = np.zeros(n, dtype=bool)
     for members, quota in groups:
         if strategy == "cps":
@@ -189,7 +239,11 @@ def select(
 
 
 def _strategy_score(
-    frame: pd.DataFrame, infos: Mapping[str, ScoreInfo], strategy: str, weights: Optional[Mapping[str, float]]
+    frame: pd.DataFrame,
+    infos: Mapping[str, ScoreInfo],
+    strategy: str,
+    weights: Optional[Mapping[str, float]],
+    ranks: Optional[ScoreRanks],
 ) -> np.ndarray:
     """The score a strategy ranks by: the weighted combination, or the one score it is defined on."""
     required = {"dyn_unc": ["dynamics.dyn_unc"], "cps": ["clip.label_alignment", "clip.diversity"]}.get(strategy, [])
@@ -202,7 +256,7 @@ def _strategy_score(
         return np.zeros(len(frame))
     if not infos:
         raise ValueError("no score columns to rank by; compute scores first or use strategy 'random'")
-    return combined_score(frame, infos, weights)
+    return combined_score(frame, infos, weights, ranks=ranks)
 
 
 @dataclass(frozen=True)
@@ -239,6 +293,8 @@ def run_recipe(
     infos: Mapping[str, ScoreInfo],
     recipe: SelectionRecipe,
     removed_paths: Optional[list[str]] = None,
+    *,
+    ranks: Optional[ScoreRanks] = None,
 ) -> np.ndarray:
     """``select`` driven by a stored recipe: the one call the CLI, the app and replay share."""
     cps = None
@@ -256,4 +312,5 @@ def run_recipe(
         ccs_beta=recipe.ccs_beta,
         cps_select=cps,
         cps_params=recipe.cps_params,
+        ranks=ranks,
     )

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from pruning_core.score_info import ScoreInfo
 from pruning_core.selection import (
     STRATEGIES,
+    ScoreRanks,
     SelectionRecipe,
     class_quotas,
     combined_score,
@@ -137,3 +138,35 @@ def test_every_strategy_keeps_exactly_k_and_never_a_removed_sample(n, frac, stra
     mask = select(frame, INFOS, k, strategy=strategy, balance=balance, removed=removed, seed=seed)
     assert mask.sum() == k
     assert not (mask & removed).any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=200),
+    strategy=st.sampled_from([s for s in STRATEGIES if s != "cps"]),
+    balance=st.booleans(),
+    seed=st.integers(min_value=0, max_value=10_000),
+    weight=st.floats(min_value=0.25, max_value=3.0),
+)
+def test_kept_ranks_give_the_same_subset_as_fresh_ranking(n, strategy, balance, seed, weight):
+    """The Prune page reuses one ScoreRanks across reruns; that must never change a subset."""
+    frame = make_frame(n, seed=seed)
+    frame.loc[frame.index[::7], "dynamics.aum"] = np.nan
+    ranks = ScoreRanks(frame, INFOS)
+    for keep in (0.3, 0.8):  # the second call reuses the ranks the first one made
+        recipe = SelectionRecipe(keep=keep, strategy=strategy, balance=balance, seed=seed,
+                                 weights={"clip.label_alignment": 1.0, "dynamics.aum": weight})
+        np.testing.assert_array_equal(run_recipe(frame, INFOS, recipe, ranks=ranks), run_recipe(frame, INFOS, recipe))
+    np.testing.assert_array_equal(combined_score(frame, INFOS, ranks=ranks), combined_score(frame, INFOS))
+
+
+def test_score_ranks_refuse_another_table():
+    frame = make_frame(30)
+    with pytest.raises(ValueError, match="another score table"):
+        combined_score(frame.copy(), INFOS, ranks=ScoreRanks(frame, INFOS))
+
+
+def test_class_quotas_sum_to_k_in_sorted_class_order():
+    labels = np.array(["b", "a", "b", "c", "b", "a"], dtype=object)
+    assert class_quotas(labels, 4) == {"a": 1, "b": 2, "c": 1}
+    assert list(class_quotas(labels, 4)) == ["a", "b", "c"]
