@@ -30,13 +30,10 @@ from pruning_core.clip_scores import (  # noqa: E402
     label_alignment,
     near_duplicate_groups,
     outlier_score,
+    unit_rows,
     zero_shot,
 )
 from pruning_core.devices import resolve_device  # noqa: E402
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def main() -> None:
@@ -54,9 +51,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     rng = np.random.default_rng(0)
-    img = _unit(rng.normal(size=(args.n, args.dim)))
-    caps = _unit(rng.normal(size=(args.n, args.dim)))
-    cls = _unit(rng.normal(size=(args.classes, args.dim)))
+    img = unit_rows(rng.normal(size=(args.n, args.dim)))
+    caps = unit_rows(rng.normal(size=(args.n, args.dim)))
+    cls = unit_rows(rng.normal(size=(args.classes, args.dim)))
     labels = rng.integers(0, args.classes, args.n)
     names = [f"c{i}" for i in range(args.classes)]
 

@@ -10,7 +10,6 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pruning_core.pipeline import score_columns
 from ui import review_state as rs
 from ui import state
 from ui.gallery import show_gallery
@@ -24,10 +23,8 @@ UMAP = "UMAP of CLIP image embeddings"
 SCORES = "Two scores"
 
 st.title("Explore")
-dataset = state.require_dataset()
-table = state.require_scores(dataset)
-frame = table.frame
-cols = score_columns(frame, table.infos)
+scored = state.require_scored_dataset()
+dataset, table, frame, cols = scored.dataset, scored.table, scored.frame, scored.cols
 store = rs.decision_store()
 fp = dataset.fingerprint
 

@@ -21,9 +21,8 @@ from ui import state
 MIME = {"csv": "text/csv", "parquet": "application/octet-stream", "json": "application/json"}
 
 st.title("Export")
-dataset = state.require_dataset()
-table = state.require_scores(dataset)
-frame = table.frame
+scored = state.require_scored_dataset()
+dataset, table, frame = scored.dataset, scored.table, scored.frame
 recipe = st.session_state.get(state.RECIPE)
 if recipe is None:
     recipe = SelectionRecipe(keep=0.8, strategy="easiest", balance=True)

@@ -13,7 +13,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pruning_core.export import preview_selection
-from pruning_core.pipeline import score_columns
 from pruning_core.selection import STRATEGIES, ScoreRanks, SelectionRecipe
 from ui import review_state as rs
 from ui import state
@@ -23,10 +22,8 @@ REQUIRED = {"dyn_unc": ["dynamics.dyn_unc"], "cps": ["clip.label_alignment", "cl
 USES_WEIGHTS = {"easiest", "hardest", "ccs"}
 
 st.title("Prune")
-dataset = state.require_dataset()
-table = state.require_scores(dataset)
-frame = table.frame
-cols = score_columns(frame, table.infos)
+scored = state.require_scored_dataset()
+dataset, table, frame, cols = scored.dataset, scored.table, scored.frame, scored.cols
 removed, relabels = rs.removed_and_relabels(dataset)
 n = len(frame)
 n_review = int(frame["path"].isin(set(removed)).sum())

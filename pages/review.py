@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pruning_core.pipeline import score_columns
 from pruning_core.review import ReviewError
 from ui import review_state as rs
 from ui import state
@@ -22,10 +21,8 @@ ICONS = {"keep": "✅", "remove": "🗑️", "relabel": "🏷️", "skip": "⏭�
 IMAGE_SIZE = 400
 
 st.title("Review")
-dataset = state.require_dataset()
-table = state.require_scores(dataset)
-frame = table.frame
-cols = score_columns(frame, table.infos)
+scored = state.require_scored_dataset()
+dataset, table, frame, cols = scored.dataset, scored.table, scored.frame, scored.cols
 store = rs.decision_store()
 fp = dataset.fingerprint
 reviewer = rs.reviewer_input()

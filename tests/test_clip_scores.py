@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
 import pytest
@@ -24,15 +25,12 @@ from pruning_core.clip_scores import (
     label_alignment,
     near_duplicate_groups,
     outlier_score,
+    unit_rows,
     zero_shot,
 )
 from pruning_core.progress import CancelToken, Cancelled
 
 CLASSES = [f"class_{i}" for i in range(8)]
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def make_data(n_per_class=80, c=8, d=32, noise=0.35, flip=0.1, seed=0):
@@ -41,15 +39,15 @@ def make_data(n_per_class=80, c=8, d=32, noise=0.35, flip=0.1, seed=0):
     Returns image embeddings, given (noisy) labels, true labels, class prompt embeddings, captions.
     """
     rng = np.random.default_rng(seed)
-    centres = _unit(rng.normal(size=(c, d)))
+    centres = unit_rows(rng.normal(size=(c, d)))
     true = np.repeat(np.arange(c), n_per_class)
-    img = _unit(centres[true] + noise * rng.normal(size=(len(true), d)) / np.sqrt(d) * 3)
-    offset = _unit(rng.normal(size=d))
-    text = _unit(centres + 0.6 * offset + 0.1 * rng.normal(size=(c, d)))
+    img = unit_rows(centres[true] + noise * rng.normal(size=(len(true), d)) / np.sqrt(d) * 3)
+    offset = unit_rows(rng.normal(size=d))
+    text = unit_rows(centres + 0.6 * offset + 0.1 * rng.normal(size=(c, d)))
     given_ = true.copy()
     flipped = rng.choice(len(true), int(flip * len(true)), replace=False)
     given_[flipped] = (true[flipped] + rng.integers(1, c, len(flipped))) % c
-    captions = _unit(img + 0.6 * offset + 0.15 * rng.normal(size=img.shape))
+    captions = unit_rows(img + 0.6 * offset + 0.15 * rng.normal(size=img.shape))
     return img, given_, true, text, captions
 
 
@@ -59,7 +57,7 @@ def hash_encode(prompts: list[str]) -> np.ndarray:
     for p in prompts:
         seed = int.from_bytes(hashlib.sha256(p.encode()).digest()[:8], "little")
         out.append(np.random.default_rng(seed).normal(size=16))
-    return _unit(np.asarray(out))
+    return unit_rows(np.asarray(out))
 
 
 # -- prompts --------------------------------------------------------------------------------------
@@ -71,7 +69,7 @@ def test_class_text_embeddings_average_of_normalised_templates():
     assert emb.shape == (2, 16) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
     raw = hash_encode(["a photo of a golden retriever.", "a blurry photo of a golden retriever."])
-    np.testing.assert_allclose(emb[0], _unit(raw.mean(0)), atol=1e-6)
+    np.testing.assert_allclose(emb[0], unit_rows(raw.mean(0)), atol=1e-6)
     with pytest.raises(ValueError):
         class_text_embeddings(["cat"], hash_encode, ["no placeholder"])
 
@@ -129,7 +127,7 @@ def test_caption_alignment_flags_swapped_captions():
 
 
 def _brute_knn(q, b, k, exclude_self, q_group=None, b_group=None):
-    sim = _unit(q.astype(np.float64)) @ _unit(b.astype(np.float64)).T
+    sim = unit_rows(q.astype(np.float64)) @ unit_rows(b.astype(np.float64)).T
     if exclude_self:
         np.fill_diagonal(sim, -np.inf)
     if q_group is not None:
@@ -142,13 +140,13 @@ def _brute_knn(q, b, k, exclude_self, q_group=None, b_group=None):
 @pytest.mark.parametrize("block_size", [1, 7, 64, None])
 def test_blocked_knn_equals_brute_force(block_size):
     rng = np.random.default_rng(2)
-    x = _unit(rng.normal(size=(150, 12)))
+    x = unit_rows(rng.normal(size=(150, 12)))
     dist, ind = knn(x, x, 5, block_size=block_size, device="cpu")
     bd, bi = _brute_knn(x, x, 5, True)
     np.testing.assert_array_equal(ind, bi)
     np.testing.assert_allclose(dist, bd, atol=1e-5)
     # separate query set, no self exclusion
-    q = _unit(rng.normal(size=(40, 12)))
+    q = unit_rows(rng.normal(size=(40, 12)))
     dist, ind = knn(q, x, 4, exclude_self=False, block_size=block_size, device="cpu")
     bd, bi = _brute_knn(q, x, 4, False)
     np.testing.assert_array_equal(ind, bi)
@@ -163,7 +161,7 @@ def test_blocked_knn_equals_brute_force(block_size):
 
 
 def test_knn_pads_small_groups_and_tiny_blocks_bound_memory():
-    x = _unit(np.random.default_rng(3).normal(size=(6, 8)))
+    x = unit_rows(np.random.default_rng(3).normal(size=(6, 8)))
     g = np.array([0, 0, 0, 1, 1, 2])
     dist, ind = knn(x, x, 3, same_group=g, device="cpu")
     # group 0 has only 2 others: the third slot is padded
@@ -179,10 +177,10 @@ def test_knn_pads_small_groups_and_tiny_blocks_bound_memory():
 
 def test_near_duplicates_grouped_and_others_minus_one():
     rng = np.random.default_rng(4)
-    x = _unit(rng.normal(size=(200, 32)))
-    x[10] = _unit(x[3] + 0.01 * rng.normal(size=32))  # pair 3-10
-    x[50] = _unit(x[40] + 0.01 * rng.normal(size=32))  # triple 40-50-60 (chain)
-    x[60] = _unit(x[50] + 0.01 * rng.normal(size=32))
+    x = unit_rows(rng.normal(size=(200, 32)))
+    x[10] = unit_rows(x[3] + 0.01 * rng.normal(size=32))  # pair 3-10
+    x[50] = unit_rows(x[40] + 0.01 * rng.normal(size=32))  # triple 40-50-60 (chain)
+    x[60] = unit_rows(x[50] + 0.01 * rng.normal(size=32))
     x[99] = x[98]  # exact copy
     group, count = near_duplicate_groups(x, 0.95, device="cpu")
     planted = {3, 10, 40, 50, 60, 98, 99}
@@ -201,9 +199,9 @@ def test_sds_lower_for_planted_tight_cluster_and_outliers_high():
     rng = np.random.default_rng(5)
     tight = np.flatnonzero(true == 2)[:20]
     img = img.copy()
-    img[tight] = _unit(img[tight[0]] + 0.02 * rng.normal(size=(20, img.shape[1])))
+    img[tight] = unit_rows(img[tight[0]] + 0.02 * rng.normal(size=(20, img.shape[1])))
     far = np.flatnonzero(true == 3)[:5]
-    img[far] = _unit(rng.normal(size=(5, img.shape[1])))
+    img[far] = unit_rows(rng.normal(size=(5, img.shape[1])))
     sds = diversity_sds(img, given_, 5, device="cpu")
     rest = np.setdiff1d(np.flatnonzero(true == 2), tight)
     assert sds[tight].max() < sds[rest].min()
@@ -314,3 +312,19 @@ def test_clip_scores_table_and_infos():
     tok.cancel()
     with pytest.raises(Cancelled):
         clip_scores(img, given_, CLASSES, text, device="cpu", cancel=tok)
+
+
+def test_read_only_memmapped_embeddings_score_without_a_torch_warning(tmp_path):
+    """Cache entries are memory-mapped read-only; torch must not be handed (and warn about) them."""
+    img, given_, _, text, _ = make_data(n_per_class=10, c=3, d=8)
+    np.save(tmp_path / "img.npy", img)
+    np.save(tmp_path / "ids.npy", given_.astype(np.int64))
+    mapped_img = np.load(tmp_path / "img.npy", mmap_mode="r")
+    mapped_ids = np.load(tmp_path / "ids.npy", mmap_mode="r")
+    assert not mapped_img.flags.writeable and not mapped_ids.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sas = label_alignment(mapped_img, mapped_ids, text, device="cpu")
+        sds = diversity_sds(mapped_img, mapped_ids, 3, device="cpu")
+    np.testing.assert_array_equal(sas, label_alignment(img, given_, text, device="cpu"))
+    np.testing.assert_array_equal(sds, diversity_sds(img, given_, 3, device="cpu"))

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import streamlit as st
 
 from cache.store import ResultStore
 from pruning_core.datasets import Dataset, DatasetError, load_dataset
-from pruning_core.pipeline import ClipConfig, ScoreTable, base_table
+from pruning_core.pipeline import ClipConfig, ScoreTable, base_table, score_columns
 from pruning_core.progress import Progress
 
 DATASET = "dataset_source"
@@ -127,6 +128,26 @@ def require_scores(dataset: Dataset) -> ScoreTable:
         st.info("No scores yet: compute them on the **Score** page.")
         st.stop()
     return table
+
+
+@dataclass(frozen=True)
+class ScoredDataset:
+    """What the pages after Score work on: the dataset, its score table and its score columns."""
+
+    dataset: Dataset
+    table: ScoreTable
+    cols: list[str]
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self.table.frame
+
+
+def require_scored_dataset() -> ScoredDataset:
+    """The dataset and its scores, or stop the page with a pointer to the step that is missing."""
+    dataset = require_dataset()
+    table = require_scores(dataset)
+    return ScoredDataset(dataset, table, score_columns(table.frame, table.infos))
 
 
 def _replace_family(dataset: Dataset, new: ScoreTable) -> ScoreTable:

@@ -37,10 +37,13 @@ import torch
 from pruning_core.clip_scores.adapter import ClipAdapter
 from pruning_core.clip_scores.alignment import ZeroShot, caption_alignment, label_alignment, zero_shot
 from pruning_core.clip_scores.cps import CPSResult, cps_optimize, cps_select, standardize
+from pruning_core.clip_scores._common import unit_rows
 from pruning_core.clip_scores.neighbors import (
+    KnnOptions,
     diversity_sds,
     groups_from_pairs,
     knn,
+    mean_distance,
     near_duplicate_groups,
     outlier_score,
 )
@@ -52,6 +55,7 @@ __all__ = [
     "CPSResult",
     "ClipAdapter",
     "DEFAULT_TEMPLATES",
+    "KnnOptions",
     "SCORE_INFOS",
     "ZeroShot",
     "caption_alignment",
@@ -63,9 +67,11 @@ __all__ = [
     "groups_from_pairs",
     "knn",
     "label_alignment",
+    "mean_distance",
     "near_duplicate_groups",
     "outlier_score",
     "standardize",
+    "unit_rows",
     "zero_shot",
 ]
 
@@ -151,12 +157,7 @@ def clip_scores(
     step(stages[done])
     kk = max(k, max_dup_neighbors)
     dist, ind = knn(img, img, kk, True, device=device, cancel=cancel)
-    near = dist[:, :k]
-    valid = ~np.isnan(near)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cols["clip.outlier"] = np.where(
-            valid.any(axis=1), np.where(valid, near, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1), np.nan
-        ).astype(np.float32)
+    cols["clip.outlier"] = mean_distance(dist[:, :k])
     group, count = near_duplicate_groups(img, dup_threshold, neighbors=(dist, ind))
     cols["clip.duplicate_group"] = group
     cols["clip.duplicate_count"] = count

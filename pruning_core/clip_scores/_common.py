@@ -20,10 +20,23 @@ def device_of(device: Union[str, torch.device]) -> torch.device:
 
 
 def to_tensor(x: ArrayLike, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A tensor on ``device``; numpy arrays are converted without an extra host copy when possible."""
+    """A tensor on ``device``; numpy arrays are converted without an extra host copy when possible.
+
+    A read-only array (a memory-mapped cache entry) is copied: a tensor sharing its memory would
+    be writable, so torch warns, and an in-place op could corrupt the mapping.  ``torch.tensor``
+    copies straight to ``device``, so the copy costs nothing extra on a GPU.
+    """
     if isinstance(x, torch.Tensor):
         return x.to(device=device, dtype=dtype)
-    return torch.as_tensor(np.ascontiguousarray(x), dtype=dtype, device=device)
+    x = np.ascontiguousarray(x)
+    if not x.flags.writeable:
+        return torch.tensor(x, dtype=dtype, device=device)
+    return torch.as_tensor(x, dtype=dtype, device=device)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Float32 rows scaled to unit L2 norm (an all-zero row stays zero): the form CLIP embeddings take."""
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ def label_alignment(
     for s in range(0, n, _ROWS):
         check(cancel)
         x = normalize(to_tensor(img[s : s + _ROWS], dev))
-        y = torch.as_tensor(ids[s : s + _ROWS], device=dev)
+        y = to_tensor(ids[s : s + _ROWS], dev, torch.int64)
         out[s : s + len(x)] = (x * cls[y]).sum(dim=1).cpu().numpy()
     return out
 

@@ -19,7 +19,7 @@ and then by the lower index, so the result is deterministic and has exactly ``ke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -73,7 +73,8 @@ def cps_optimize(
 ) -> CPSResult:
     """Run the optimisation and return the exact-count mask with its diagnostics.
 
-    ``d`` starts at 0 (plus ``N(0, init_std)`` noise from ``seed`` when ``init_std > 0``); the whole
+    ``alpha``: weight of diversity relative to alignment (both standardised, see module docstring);
+    ``beta``: weight of the kept-fraction penalty.  ``d`` starts at 0 (plus ``N(0, init_std)`` noise from ``seed`` when ``init_std > 0``); the whole
     run is a few hundred elementwise steps on ``device``, so it takes well under a second per
     million samples on a GPU.
     """
@@ -125,26 +126,11 @@ def cps_optimize(
     return CPSResult(mask=mask, logits=d_np, combined=combined, loss_history=history, optimizer_kept=kept)
 
 
-def cps_select(
-    sas: ArrayLike,
-    sds: ArrayLike,
-    keep: int,
-    *,
-    alpha: float = 1.0,
-    beta: float = 100.0,
-    steps: int = 300,
-    lr: float = 0.05,
-    seed: int = 0,
-    device: Union[str, torch.device] = "auto",
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelToken] = None,
-) -> np.ndarray:
+def cps_select(sas: ArrayLike, sds: ArrayLike, keep: int, **options: Any) -> np.ndarray:
     """Boolean keep-mask ``(N,)`` with exactly ``keep`` True, preferring high SAS and high SDS.
 
-    ``alpha``: weight of diversity relative to alignment (both standardised, see module docstring);
-    ``beta``: weight of the kept-fraction penalty.  ``keep`` 0 or N short-cuts the optimisation.
+    The mask alone, for callers (``selection.select``) that take any mask-returning strategy;
+    ``options`` are :func:`cps_optimize`'s keywords (``alpha``, ``beta``, ``steps``, ``seed``,
+    ``device``, ...), with its defaults.  ``keep`` 0 or N short-cuts the optimisation.
     """
-    return cps_optimize(
-        sas, sds, keep, alpha=alpha, beta=beta, steps=steps, lr=lr, seed=seed, device=device,
-        progress=progress, cancel=cancel,
-    ).mask
+    return cps_optimize(sas, sds, keep, **options).mask

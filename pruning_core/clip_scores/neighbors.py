@@ -13,7 +13,7 @@ is also C times cheaper than masking a full search.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, TypedDict, Union, Unpack
 
 import numpy as np
 import torch
@@ -28,6 +28,18 @@ from pruning_core.clip_scores._common import (
     to_tensor,
 )
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
+
+
+class KnnOptions(TypedDict, total=False):
+    """How a k-NN pass runs (not what it computes); the scores built on :func:`knn` pass these through.
+
+    Defaults live in :func:`knn` alone: ``device="auto"``, ``block_bytes=DEFAULT_BLOCK_BYTES``.
+    """
+
+    device: Union[str, torch.device]
+    block_bytes: int
+    progress: Optional[ProgressCallback]
+    cancel: Optional[CancelToken]
 
 
 def _knn_dense(
@@ -146,7 +158,8 @@ def knn(
     return dist, ind
 
 
-def _mean_valid(dist: np.ndarray) -> np.ndarray:
+def mean_distance(dist: np.ndarray) -> np.ndarray:
+    """Row means of k-NN distances, ignoring the NaN padding; NaN for a row with no neighbour."""
     valid = ~np.isnan(dist)
     cnt = valid.sum(axis=1)
     tot = np.where(valid, dist, 0.0).sum(axis=1)
@@ -154,39 +167,19 @@ def _mean_valid(dist: np.ndarray) -> np.ndarray:
         return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan).astype(np.float32)
 
 
-def diversity_sds(
-    img: ArrayLike,
-    label_ids: ArrayLike,
-    k: int = 10,
-    *,
-    device: Union[str, torch.device] = "auto",
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelToken] = None,
-) -> np.ndarray:
+def diversity_sds(img: ArrayLike, label_ids: ArrayLike, k: int = 10, **options: Unpack[KnnOptions]) -> np.ndarray:
     """SDS ``(N,)``: mean cosine distance to the ``k`` nearest same-class neighbours. Low = redundant.
 
     A class with fewer than k+1 members uses the neighbours it has; a sample alone in its class
     has no neighbour and gets NaN (it is unique, not redundant; callers decide how to fill).
     """
-    n = int(img.shape[0])
-    ids = as_label_ids(label_ids, n)
-    dist, _ = knn(img, img, k, True, ids, device=device, block_bytes=block_bytes, progress=progress, cancel=cancel)
-    return _mean_valid(dist)
+    ids = as_label_ids(label_ids, int(img.shape[0]))
+    return mean_distance(knn(img, img, k, True, ids, **options)[0])
 
 
-def outlier_score(
-    img: ArrayLike,
-    k: int = 10,
-    *,
-    device: Union[str, torch.device] = "auto",
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelToken] = None,
-) -> np.ndarray:
+def outlier_score(img: ArrayLike, k: int = 10, **options: Unpack[KnnOptions]) -> np.ndarray:
     """``(N,)`` mean cosine distance to the ``k`` nearest neighbours among all samples. High = outlier."""
-    dist, _ = knn(img, img, k, True, device=device, block_bytes=block_bytes, progress=progress, cancel=cancel)
-    return _mean_valid(dist)
+    return mean_distance(knn(img, img, k, True, **options)[0])
 
 
 def groups_from_pairs(n: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,10 +213,7 @@ def near_duplicate_groups(
     *,
     max_neighbors: int = 32,
     neighbors: Optional[tuple[np.ndarray, np.ndarray]] = None,
-    device: Union[str, torch.device] = "auto",
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelToken] = None,
+    **options: Unpack[KnnOptions],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Near-duplicate groups: ``(group_id, dup_count)``, both ``(N,)`` int64.
 
@@ -237,9 +227,7 @@ def near_duplicate_groups(
     """
     n = int(img.shape[0])
     if neighbors is None:
-        neighbors = knn(
-            img, img, max_neighbors, True, device=device, block_bytes=block_bytes, progress=progress, cancel=cancel
-        )
+        neighbors = knn(img, img, max_neighbors, True, **options)
     dist, ind = neighbors
     if dist.shape[0] != n:
         raise ValueError("precomputed neighbours do not match img")

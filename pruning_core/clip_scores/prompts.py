@@ -11,6 +11,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from pruning_core.clip_scores._common import unit_rows
+
 EncodeText = Callable[[list[str]], np.ndarray]
 """``encode_text(list of n prompts) -> (n, D) float32`` (L2-normalised or not; we re-normalise)."""
 
@@ -54,6 +56,5 @@ def class_text_embeddings(
     emb = np.asarray(encode_text(prompts), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != len(prompts):
         raise ValueError(f"encode_text returned shape {emb.shape} for {len(prompts)} prompts")
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    mean = emb.reshape(len(classes), len(templates), -1).mean(axis=1)
-    return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    mean = unit_rows(emb).reshape(len(classes), len(templates), -1).mean(axis=1)
+    return unit_rows(mean)
