@@ -8,6 +8,7 @@ from ui import state
 
 st.title("Score")
 dataset = state.require_dataset()
+state.report_interrupted_job(dataset)
 config = state.clip_config()
 
 with st.form("clip"):
@@ -29,9 +30,11 @@ if run:
                         adapter_epochs=int(adapter_epochs))
     st.session_state[state.CLIP] = config
     holder = st.container()
-    holder.caption("Leaving the page or pressing Stop cancels; finished chunks are kept and the next run resumes.")
+    holder.caption("Cancel, Stop or leaving the page stops the run; finished chunks are kept and the next run resumes.")
+    job = state.ScoreJob("CLIP scores", clip=config)
     try:
-        state.compute_clip_scores(dataset, config, state.StreamlitProgress(holder))
+        state.run_score_job(job, lambda progress, cancel: state.compute_clip_scores(dataset, config, progress, cancel),
+                            holder)
     except WeightsUnavailable as exc:
         st.error(f"{exc}\n\nThe rest of PruneScope (review, pruning, export) works without CLIP scores.")
 
@@ -52,10 +55,13 @@ if run_dyn:
     dyn = DynamicsConfig(arch=arch, epochs=int(epochs), folds=int(folds), image_size=int(size),
                          dynunc_window=int(window), device=device)
     holder = st.container()
-    holder.caption("Leaving the page or pressing Stop cancels; finished folds are kept and the next run resumes.")
+    holder.caption("Cancel, Stop or leaving the page stops the run; finished folds are kept and the next run resumes.")
+    probe_clip = state.clip_config() if arch != "resnet9" else None
+    job = state.ScoreJob("Dynamics scores", clip=probe_clip, dynamics=dyn)
     try:
-        state.compute_dynamics_scores(dataset, dyn, state.clip_config() if arch != "resnet9" else None,
-                                      state.StreamlitProgress(holder))
+        state.run_score_job(
+            job, lambda progress, cancel: state.compute_dynamics_scores(dataset, dyn, probe_clip, progress, cancel), holder
+        )
     except (ValueError, WeightsUnavailable) as exc:
         st.error(str(exc))
 

@@ -49,12 +49,26 @@ def default_workers(device: torch.device) -> int:
     return min(16, cpus) if device.type == "cuda" else max(1, min(2, cpus - 1))
 
 
+CHUNK_SIZE = 4096
+"""Images per saved chunk: what a cancelled embedding run can lose at most, and how resume counts."""
+
+
+def _chunk_done(chunk_dir: Optional[Path], c: int) -> bool:
+    return chunk_dir is not None and (chunk_dir / f"emb-{c:05d}.npy").is_file()
+
+
+def cached_chunks(chunk_dir: Path, n: int, chunk_size: int = CHUNK_SIZE) -> tuple[int, int]:
+    """(finished, total) chunks for ``n`` images: what a resumed :func:`embed_images` would reuse."""
+    total = (n + chunk_size - 1) // chunk_size
+    return sum(_chunk_done(chunk_dir, c) for c in range(total)), total
+
+
 def embed_images(
     paths: Sequence[Path],
     encoder: ClipEncoder,
     *,
     chunk_dir: Optional[Path] = None,
-    chunk_size: int = 4096,
+    chunk_size: int = CHUNK_SIZE,
     batch_size: int = 256,
     num_workers: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
@@ -67,7 +81,7 @@ def embed_images(
     """
     n = len(paths)
     n_chunks = (n + chunk_size - 1) // chunk_size
-    done = {c for c in range(n_chunks) if chunk_dir is not None and (chunk_dir / f"emb-{c:05d}.npy").is_file()}
+    done = {c for c in range(n_chunks) if _chunk_done(chunk_dir, c)}
     todo = [c for c in range(n_chunks) if c not in done]
     finished = sum(min(chunk_size, n - c * chunk_size) for c in done)
     report(progress, "image embeddings", finished, n, "resuming" if done else "")

@@ -17,7 +17,7 @@ import pandas as pd
 from cache.store import ResultStore, make_key
 from pruning_core.clip_model import WeightsSource, load_clip, resolve_weights, source_identity
 from pruning_core.datasets import Dataset
-from pruning_core.embeddings import embed_images
+from pruning_core.embeddings import cached_chunks, embed_images
 from pruning_core.progress import CancelToken, ProgressCallback, report
 from pruning_core.score_info import ScoreInfo, read_sidecar, write_sidecar
 
@@ -98,6 +98,10 @@ def _clip_params(config: ClipConfig, identity: dict) -> dict:
     return {**identity, "batch_size": config.batch_size}
 
 
+def _image_key(dataset: Dataset, identity: dict) -> str:
+    return make_key("clip-images", dataset.fingerprint, identity)
+
+
 def clip_embeddings(
     dataset: Dataset,
     config: ClipConfig,
@@ -113,7 +117,7 @@ def clip_embeddings(
     source = source or resolve_weights(config.model, config.pretrained)
     identity = source_identity(source)
     templates = tuple(config.templates or DEFAULT_TEMPLATES)
-    image_key = make_key("clip-images", dataset.fingerprint, identity)
+    image_key = _image_key(dataset, identity)
     text_key = make_key("clip-texts", dataset.fingerprint, {**identity, "templates": templates, "classes": dataset.classes})
     image_entry, text_entry = store.load(image_key), store.load(text_key)
     encoder = None
@@ -250,6 +254,10 @@ class DynamicsConfig:
         return params
 
 
+def _images_key(dataset: Dataset, size: int) -> str:
+    return make_key("images", dataset.fingerprint, {"size": size})
+
+
 def decoded_images(
     dataset: Dataset,
     size: int,
@@ -261,7 +269,7 @@ def decoded_images(
     """All images decoded once at ``size`` x ``size`` (uint8, N x H x W x 3), cached for every later run."""
     from pruning_core.images import load_image_array
 
-    key = make_key("images", dataset.fingerprint, {"size": size})
+    key = _images_key(dataset, size)
     entry = store.load(key)
     if entry is None:
         images, failed = load_image_array(dataset.abspaths(), size, progress=progress, cancel=cancel)
@@ -269,6 +277,13 @@ def decoded_images(
                            meta={"step": "images", "dataset": dataset.name, "fingerprint": dataset.fingerprint,
                                  "params": {"size": size}, "failed": {str(k): v for k, v in failed.items()}})
     return entry.array("images")
+
+
+def _dynamics_params(config: DynamicsConfig, clip_identity: Optional[dict]) -> dict:
+    """Cache parameters of proxy training: its config and what it trains on (images or CLIP embeddings)."""
+    if config.arch == "resnet9":
+        return {**config.training_params(), "input": f"images{config.image_size}"}
+    return {**config.training_params(), "input": "clip-image", **(clip_identity or {})}
 
 
 def dynamics_score_table(
@@ -286,13 +301,13 @@ def dynamics_score_table(
 
     if config.arch == "resnet9":
         x = decoded_images(dataset, config.image_size, store, progress=progress, cancel=cancel)
-        source: dict = {"input": f"images{config.image_size}"}
+        identity = None
     else:
         if clip is None:
             raise ValueError(f"the {config.arch!r} probe trains on CLIP embeddings: give a CLIP model too")
         emb = clip_embeddings(dataset, clip, store, progress=progress, cancel=cancel)
-        x, source = np.nan_to_num(emb.image), {"input": "clip-image", **emb.identity}
-    params = {**config.training_params(), **source}
+        x, identity = np.nan_to_num(emb.image), emb.identity
+    params = _dynamics_params(config, identity)
     train = dict(arch=config.arch, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                  device=config.device, num_classes=len(dataset.classes), width=config.width)
     y = dataset.label_ids
@@ -334,6 +349,46 @@ def score_dataset(
     if dynamics is not None:
         table = table.merged(dynamics_score_table(dataset, dynamics, store, clip=clip, progress=progress, cancel=cancel))
     return table
+
+
+def kept_work(
+    dataset: Dataset,
+    store: ResultStore,
+    *,
+    clip: Optional[ClipConfig] = None,
+    dynamics: Optional[DynamicsConfig] = None,
+) -> list[str]:
+    """What an interrupted scoring run left for the next one, read from the store rather than assumed.
+
+    The app tells the user this after a cancel.  Finished steps are whole cache entries; image
+    embeddings also keep finished chunks and cross-fitting keeps finished folds.  Everything else
+    (CLIP scores, the adapter, one proxy training) reruns from its start.
+    """
+    from pruning_core.dynamics.crossfit import cached_folds
+
+    kept: list[str] = []
+    fp = dataset.fingerprint
+    identity = source_identity(resolve_weights(clip.model, clip.pretrained)) if clip is not None else None
+    if identity is not None:
+        key = _image_key(dataset, identity)
+        done, total = cached_chunks(store.partial_root / key, len(dataset))
+        if store.load(key) is not None:
+            kept.append("the image embeddings")
+        elif done:
+            kept.append(f"{done} of {total} image-embedding chunks")
+    if dynamics is not None:
+        params = _dynamics_params(dynamics, identity)
+        if dynamics.arch == "resnet9" and store.load(_images_key(dataset, dynamics.image_size)) is not None:
+            kept.append("the decoded images")
+        if store.load(make_key("dynamics-record", fp, params)) is not None:
+            kept.append("the proxy-training record")
+        oos_key = make_key("dynamics-oos", fp, params)
+        folds = cached_folds(store.partial_root / oos_key, dynamics.folds)
+        if dynamics.folds >= 2 and store.load(oos_key) is not None:
+            kept.append("the cross-fitted probabilities")
+        elif dynamics.folds >= 2 and folds:
+            kept.append(f"{folds} of {dynamics.folds} cross-fitting folds")
+    return kept
 
 
 def score_columns(frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> list[str]:

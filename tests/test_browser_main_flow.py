@@ -27,3 +27,25 @@ def test_demo_dataset_score_explore(demo_assets, isolated_cache, tmp_path):
         assert page.locator(".js-plotly-plot .scatterlayer, .js-plotly-plot canvas").count() > 0
         page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
         assert not page.get_by_text("Traceback").count()
+
+
+def test_cancel_stops_a_score_job_and_says_what_is_kept(demo_assets, isolated_cache):
+    """Cancel is clicked while proxy training runs: the page stops the job and reports the kept work.
+
+    Cancelling before the proxy-training record is saved keeps the test fast and its outcome the
+    same on every run, even with a persistent ``$PRUNESCOPE_TEST_CACHE``.
+    """
+    with running_app(isolated_cache) as url, browser_page() as page:
+        page.goto(url)
+        wait_for_text(page, "Samples")
+        page.get_by_role("link", name="Score").click()
+        page.get_by_role("button", name="Compute dynamics scores").click()
+        cancel = page.get_by_role("button", name="Cancel")
+        cancel.wait_for(timeout=60_000)  # shown only while the job runs
+        cancel.click()
+        wait_for_text(page, "Dynamics scores cancelled —", timeout=90_000)
+        message = page.get_by_text("Dynamics scores cancelled —").first.inner_text()
+        assert "the next run" in message and "proxy-training record" not in message
+        cancel.wait_for(state="detached", timeout=30_000)  # once the rerun ends, no job and no Cancel
+        assert not page.get_by_text("Traceback").count()
+        page.screenshot(path=str(isolated_cache / "score-cancelled.png"))

@@ -8,22 +8,26 @@ Pages stay thin: they read the current dataset and score table from here and cal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pandas as pd
 import streamlit as st
 
 from cache.store import ResultStore
 from pruning_core.datasets import Dataset, DatasetError, load_dataset
-from pruning_core.pipeline import ClipConfig, ScoreTable, base_table, score_columns
-from pruning_core.progress import Progress
+from pruning_core.pipeline import ClipConfig, DynamicsConfig, ScoreTable, base_table, kept_work, score_columns
+from pruning_core.progress import CancelToken, Cancelled, Progress, ProgressCallback
 
 DATASET = "dataset_source"
 TABLE = "score_table"
 CLIP = "clip_config"
 RECIPE = "recipe"
+SCORE_JOB = "score_job"
+STOP_WAIT_S = 60.0
+"""How long the run after a click waits for the interrupted job to stop (it checks between chunks)."""
 
 
 @dataclass(frozen=True)
@@ -160,18 +164,106 @@ def _replace_family(dataset: Dataset, new: ScoreTable) -> ScoreTable:
     return merged
 
 
-def compute_clip_scores(dataset: Dataset, config: ClipConfig, progress) -> ScoreTable:
+def compute_clip_scores(
+    dataset: Dataset, config: ClipConfig, progress: ProgressCallback, cancel: Optional[CancelToken] = None
+) -> ScoreTable:
     """Run (or fetch from the store) the CLIP scores and add them to this session's table."""
     from pruning_core.pipeline import clip_score_table
 
-    return _replace_family(dataset, clip_score_table(dataset, config, store(), progress=progress))
+    return _replace_family(dataset, clip_score_table(dataset, config, store(), progress=progress, cancel=cancel))
 
 
-def compute_dynamics_scores(dataset: Dataset, config, clip: Optional[ClipConfig], progress) -> ScoreTable:
+def compute_dynamics_scores(
+    dataset: Dataset,
+    config: DynamicsConfig,
+    clip: Optional[ClipConfig],
+    progress: ProgressCallback,
+    cancel: Optional[CancelToken] = None,
+) -> ScoreTable:
     """Run (or fetch) proxy training, dynamics scores and cleanlab issues; add them to the table."""
     from pruning_core.pipeline import dynamics_score_table
 
-    return _replace_family(dataset, dynamics_score_table(dataset, config, store(), clip=clip, progress=progress))
+    table = dynamics_score_table(dataset, config, store(), clip=clip, progress=progress, cancel=cancel)
+    return _replace_family(dataset, table)
+
+
+# ----------------------------------------------------------------------------- cancellable Score-page jobs
+
+@dataclass(eq=False)
+class ScoreJob:
+    """A Score-page computation in flight, kept in session state.
+
+    Any click while a script runs (Cancel, Stop, another widget) starts a new run of the page at
+    once, and the old run stops only at its next Streamlit call.  The new run finds the job here,
+    cancels its token (so it stops at its next chunk, not at its next progress-bar update), waits
+    for it to end, and says what the store kept, so the message is checked, not assumed.
+    """
+
+    name: str  # "CLIP scores" / "Dynamics scores": the message's subject
+    clip: Optional[ClipConfig] = None
+    dynamics: Optional[DynamicsConfig] = None
+    cancel: CancelToken = field(default_factory=CancelToken)
+    ended: threading.Event = field(default_factory=threading.Event)
+    settled: bool = False  # ended on its own (a result or an error): nothing to report as cancelled
+
+
+def run_score_job(job: ScoreJob, compute: Callable[[ProgressCallback, CancelToken], object], container) -> None:
+    """Run ``compute`` with progress bars and a Cancel button in ``container``.
+
+    Errors propagate for the page to show; an interruption (a click's rerun, or ``Cancelled``
+    from the token) leaves the job in session state for :func:`report_interrupted_job`.
+    """
+    st.session_state[SCORE_JOB] = job
+    cancel_slot = container.empty()
+    cancel_slot.button("Cancel", key="score_cancel", icon=":material/cancel:", on_click=job.cancel.cancel,
+                       help="Stops after the chunk or fold in progress; finished ones are kept for the next run")
+    try:
+        compute(StreamlitProgress(container), job.cancel)
+    except Cancelled:
+        pass  # the run the click started reports what was kept
+    except Exception:
+        _settle(job, cancel_slot)
+        raise
+    else:
+        _settle(job, cancel_slot)
+    finally:
+        job.ended.set()
+
+
+def _settle(job: ScoreJob, cancel_slot) -> None:
+    """The job ended on its own (a result or an error): no Cancel button, nothing to report."""
+    job.settled = True
+    cancel_slot.empty()
+    if st.session_state.get(SCORE_JOB) is job:
+        del st.session_state[SCORE_JOB]
+
+
+def report_interrupted_job(dataset: Dataset) -> None:
+    """If a click interrupted a Score-page job: stop it for good, then say what the next run reuses."""
+    job: Optional[ScoreJob] = st.session_state.get(SCORE_JOB)
+    if job is None:
+        return
+    clicked = job.cancel.cancelled  # the Cancel button's callback ran just before this script
+    job.cancel.cancel()  # whatever interrupted it, the old run is over: stop it at its next chunk
+    if not job.ended.is_set():
+        with st.spinner(f"Stopping {job.name}…"):
+            job.ended.wait(STOP_WAIT_S)
+    if not job.ended.is_set():
+        st.warning(f"{job.name} is still stopping (it checks between chunks); reload the page in a moment.")
+        return
+    del st.session_state[SCORE_JOB]
+    if not job.settled:
+        kept = kept_work(dataset, store(), clip=job.clip, dynamics=job.dynamics)
+        st.warning(cancel_message(job.name, clicked, kept), icon=":material/cancel:")
+
+
+def cancel_message(name: str, clicked: bool, kept: list[str]) -> str:
+    """What a cancelled job leaves: ``kept`` comes from :func:`pruning_core.pipeline.kept_work`."""
+    verb = "cancelled" if clicked else "interrupted"
+    if not kept:
+        return f"{name} {verb} — nothing was finished yet, so the next run starts from the beginning."
+    listed = kept[0] if len(kept) == 1 else ", ".join(kept[:-1]) + " and " + kept[-1]
+    return f"{name} {verb} — {listed} already computed are kept and the next run resumes from them."
 
 
 def auto_scores(dataset: Dataset) -> ScoreTable:

@@ -52,6 +52,11 @@ def _take(x: Any, idx: np.ndarray) -> Any:
     return np.asarray(x)[idx]
 
 
+def cached_folds(fold_cache: FoldCache, folds: int) -> int:
+    """How many of ``folds`` finished folds ``fold_cache`` holds: what a resumed run will not retrain."""
+    return sum(path is not None and path.is_file() for path in (_fold_path(fold_cache, k) for k in range(folds)))
+
+
 def out_of_sample_probs(
     x: Any,
     y: Any,
