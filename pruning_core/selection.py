@@ -18,12 +18,16 @@ from pruning_core.score_info import ScoreInfo
 
 Keep = Union[int, float]
 
+DYN_UNC_COLUMN = "dynamics.dyn_unc"
+ADAPRUNER_COLUMN = "adapruner.keep_logit"
+
 STRATEGIES: dict[str, str] = {
     "easiest": "keep the least suspicious samples (drops likely noise and the hardest samples)",
     "hardest": "keep the most difficult samples (for clean data and small budgets)",
     "ccs": "coverage-centric: cut the hardest beta fraction as likely noise, then sample evenly across score strata",
     "dyn_unc": "keep the samples with the highest Dynamic Uncertainty (He et al.)",
     "cps": "CLIP-powered selection: optimised mask over label alignment and diversity (Yang et al.)",
+    "adapruner": "AdaPruner: the keep mask learned jointly with a proxy model (highest mask logits kept)",
     "random": "uniform random sample (the baseline every strategy must beat)",
 }
 
@@ -151,7 +155,7 @@ def _pick(strategy: str, score: np.ndarray, k: int, rng: np.random.Generator, *,
     """Indices (into ``score``) of the k samples one group keeps."""
     if strategy in ("easiest",):
         return _stable_order(score, descending=False)[:k]
-    if strategy in ("hardest", "dyn_unc"):
+    if strategy in ("hardest", "dyn_unc", "adapruner"):
         return _stable_order(score, descending=True)[:k]
     if strategy == "random":
         return rng.choice(len(score), size=k, replace=False)
@@ -246,12 +250,13 @@ def _strategy_score(
     ranks: Optional[ScoreRanks],
 ) -> np.ndarray:
     """The score a strategy ranks by: the weighted combination, or the one score it is defined on."""
-    required = {"dyn_unc": ["dynamics.dyn_unc"], "cps": ["clip.label_alignment", "clip.diversity"]}.get(strategy, [])
+    required = {"dyn_unc": [DYN_UNC_COLUMN], "cps": ["clip.label_alignment", "clip.diversity"],
+                "adapruner": [ADAPRUNER_COLUMN]}.get(strategy, [])
     missing = [c for c in required if c not in frame]
     if missing:
         raise ValueError(f"strategy {strategy!r} needs score column(s) {missing}; compute them on the Score step")
-    if strategy == "dyn_unc":
-        return frame["dynamics.dyn_unc"].to_numpy(dtype=np.float64)
+    if strategy in ("dyn_unc", "adapruner"):
+        return frame[DYN_UNC_COLUMN if strategy == "dyn_unc" else ADAPRUNER_COLUMN].to_numpy(dtype=np.float64)
     if strategy in ("random", "cps"):
         return np.zeros(len(frame))
     if not infos:

@@ -41,12 +41,14 @@ def scored(n: int, seed: int = 0) -> ScoreTable:
         "clip.diversity": rng.random(n),
         "dynamics.dyn_unc": rng.random(n),
         "dynamics.aum": rng.normal(size=n),
+        "adapruner.keep_logit": rng.normal(size=n),
     })
     infos = {
         "clip.label_alignment": ScoreInfo("clip.label_alignment", "SAS", "low"),
         "clip.diversity": ScoreInfo("clip.diversity", "SDS", "low"),
         "dynamics.dyn_unc": ScoreInfo("dynamics.dyn_unc", "dyn unc", "high"),
         "dynamics.aum": ScoreInfo("dynamics.aum", "AUM", "low"),
+        "adapruner.keep_logit": ScoreInfo("adapruner.keep_logit", "mask logit", "low"),
     }
     return ScoreTable(frame, infos)
 

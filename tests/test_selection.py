@@ -36,6 +36,7 @@ def make_frame(n: int, seed: int = 0, n_classes: int = 3) -> pd.DataFrame:
             "dynamics.aum": rng.normal(size=n),
             "dynamics.dyn_unc": rng.random(size=n),
             "clip.diversity": rng.random(size=n),
+            "adapruner.keep_logit": rng.normal(size=n),
         }
     )
 

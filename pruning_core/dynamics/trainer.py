@@ -21,14 +21,17 @@ Determinism: all randomness (initialisation, shuffling, augmentation, dropout) c
 picks algorithms by timing and several backward kernels use atomics, so the scores of two GPU
 runs agree closely but not bitwise.  Pass ``deterministic=True`` to trade speed for bitwise GPU
 reproducibility (turns autotuning off and requests deterministic algorithms).
+
+The loop itself lives in :class:`ProxyTrainer` so that subset evaluation, dynamic pruning and
+AdaPruner (``pruning_core.subset_training``) train exactly the way the scores were recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 from pruning_core.devices import autocast, resolve_device
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
+from .device_data import DeviceData
 from .models import build_model
 
 # Per-arch defaults, tuned for short schedules (<= ~30 epochs).
@@ -108,112 +112,6 @@ class TrainingRecord:
         return cls(**kw, heldout_probs=held, meta=dict(meta or {}))
 
 
-# --------------------------------------------------------------------------- data on device
-
-
-class _DeviceData:
-    """The dataset on the device plus the vectorised batch producers (augmented / plain)."""
-
-    def __init__(self, x: Any, device: torch.device, crop_pad: Optional[int], flip: bool) -> None:
-        with warnings.catch_warnings():
-            # read-only arrays (memory maps, pandas) are never written through: padding copies them
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            t = torch.as_tensor(x)
-        self.device = device
-        # channels_last helps oneDNN on CPU as well as cuDNN tensor cores on CUDA
-        self.channels_last = True
-        if t.ndim == 4:
-            self.kind = "image"
-            if t.dtype == torch.uint8:  # (N, H, W, C) as decoded
-                t = t.to(device, non_blocking=True).permute(0, 3, 1, 2)
-                mean, std = _channel_stats(t)
-            else:  # float (N, C, H, W), already normalised by the caller
-                t = t.to(device, dtype=torch.float32)
-                mean = torch.zeros(t.shape[1], device=device)
-                std = torch.ones(t.shape[1], device=device)
-            n, c, h, w = t.shape
-            pad = max(1, round(h / 8)) if crop_pad is None else int(crop_pad)
-            self.pad, self.h, self.w = pad, h, w
-            # Reflect padding by indexing (works for uint8, which F.pad's reflect mode does not).
-            self.x = t[:, :, _reflect_index(h, pad, device)][:, :, :, _reflect_index(w, pad, device)].contiguous()
-            self.mean = mean.view(1, -1, 1, 1)
-            self.std = std.view(1, -1, 1, 1)
-            self.flip = flip
-            self.in_dim = None
-        elif t.ndim == 2:
-            self.kind = "embedding"
-            t = t.to(device, dtype=torch.float32)
-            self.mean = t.mean(0, keepdim=True)
-            self.std = t.std(0, keepdim=True).clamp_min(1e-6)
-            self.x = t
-            self.in_dim = int(t.shape[1])
-        else:
-            raise ValueError(f"x must be images (N,H,W,3) uint8 / (N,C,H,W) float or embeddings (N,D); got {tuple(t.shape)}")
-        self.n = int(t.shape[0])
-
-    def _finish(self, xb: torch.Tensor) -> torch.Tensor:
-        xb = (xb.float() - self.mean) / self.std
-        if self.channels_last and xb.ndim == 4:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb
-
-    def plain(self, idx: torch.Tensor) -> torch.Tensor:
-        """Non-augmented view of samples ``idx`` (the centre of the padded images)."""
-        if self.kind == "embedding":
-            return self._finish(self.x[idx])
-        p = self.pad
-        return self._finish(self.x[idx, :, p : p + self.h, p : p + self.w])
-
-    def augmented(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Random crop (from the reflect-padded image) + horizontal flip, as one gather."""
-        if self.kind == "embedding":
-            return self._finish(self.x[idx])
-        b, dev, p = idx.shape[0], self.device, self.pad
-        oy = torch.randint(0, 2 * p + 1, (b, 1), device=dev, generator=gen)
-        ox = torch.randint(0, 2 * p + 1, (b, 1), device=dev, generator=gen)
-        ar_h = torch.arange(self.h, device=dev)
-        ar_w = torch.arange(self.w, device=dev)
-        rows = oy + ar_h  # (B, H)
-        if self.flip:
-            flip = torch.rand((b, 1), device=dev, generator=gen) < 0.5
-            cols = ox + torch.where(flip, ar_w.flip(0), ar_w)  # flipping = reading columns backwards
-        else:
-            cols = ox + ar_w
-        ch = torch.arange(self.x.shape[1], device=dev)
-        xb = self.x[idx[:, None, None, None], ch[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
-        return self._finish(xb)
-
-    def transform_other(self, x_other: Any) -> "_DeviceData":
-        """``eval_x`` prepared with this data's normalisation (statistics of the training set)."""
-        other = _DeviceData(x_other, self.device, crop_pad=getattr(self, "pad", None), flip=False)
-        if other.kind != self.kind:
-            raise ValueError("eval_x must be of the same kind (images / embeddings) as x")
-        other.mean, other.std = self.mean, self.std
-        return other
-
-
-def _reflect_index(size: int, pad: int, device: torch.device) -> torch.Tensor:
-    if pad >= size:
-        raise ValueError(f"crop padding {pad} must be smaller than the image size {size}")
-    idx = torch.arange(-pad, size + pad, device=device).abs()
-    return torch.where(idx >= size, 2 * (size - 1) - idx, idx)
-
-
-def _channel_stats(x_u8: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean / std of uint8 NCHW images, in chunks (no full float copy)."""
-    c = x_u8.shape[1]
-    s = torch.zeros(c, dtype=torch.float64, device=x_u8.device)
-    s2 = torch.zeros_like(s)
-    for i in range(0, x_u8.shape[0], chunk):
-        xb = x_u8[i : i + chunk].to(torch.float64)
-        s += xb.sum((0, 2, 3))
-        s2 += (xb * xb).sum((0, 2, 3))
-    count = x_u8.shape[0] * x_u8.shape[2] * x_u8.shape[3]
-    mean = s / count
-    std = (s2 / count - mean * mean).clamp_min(1e-6).sqrt()
-    return mean.float(), std.float()
-
-
 # --------------------------------------------------------------------------- statistics
 
 
@@ -236,96 +134,26 @@ def label_stats(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor
     return {"prob": p_y, "margin": margin, "correct": margin > 0, "loss": -lp_y, "el2n": el2n}
 
 
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- training loop
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss_fn(logits, labels, sample_idx) -> scalar``: a custom batch loss (logits are float32)."""
 
 
-def train_and_record(
-    x: Any,
-    y: Any,
-    *,
-    arch: str = "resnet9",
-    epochs: int = 16,
-    batch_size: int = 512,
-    lr: Optional[float] = None,
-    weight_decay: Optional[float] = None,
-    label_smoothing: float = 0.0,
-    warmup_frac: float = 0.25,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    num_classes: Optional[int] = None,
-    width: int = 64,
-    hidden: int = 512,
-    crop_pad: Optional[int] = None,
-    flip: bool = True,
-    record_idx: Optional[Sequence[int] | np.ndarray] = None,
-    eval_x: Any = None,
-    eval_batch_size: Optional[int] = None,
-    deterministic: bool = False,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelToken] = None,
-) -> TrainingRecord:
-    """Train a proxy on ``(x, y)`` and record per-epoch given-label statistics.
-
-    Args:
-        x: uint8 images (N, H, W, 3) as decoded (numpy or tensor), float images (N, C, H, W)
-            already normalised, or float embeddings (N, D) (standardised here per feature).
-        y: (N,) int class indices in ``[0, num_classes)``.
-        arch: ``"resnet9"`` for images, ``"mlp"`` / ``"linear"`` for embeddings.
-        epochs: training epochs; one record per epoch.
-        batch_size: training batch size (clipped to N).  The last incomplete batch of an epoch is
-            dropped (BatchNorm dislikes tiny batches); the shuffle differs per epoch.
-        lr: peak learning rate of the one-cycle schedule.  Default: 0.4 x batch_size/512 for
-            resnet9 (SGD, Nesterov momentum 0.9), 2e-3 for mlp and 5e-3 for linear (AdamW).
-        weight_decay: default 5e-4 (resnet9) / 1e-4 (probes).
-        label_smoothing: optional label smoothing of the *training* loss (records are unsmoothed).
-        warmup_frac: fraction of the steps spent warming the lr up linearly; then linear to ~0.
-        seed: seeds initialisation, shuffling, augmentation and dropout (the global RNG is
-            restored afterwards).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
-        num_classes: default ``max(y) + 1``; pass it when a subset may miss classes.
-        width: ResNet-9 base width (64 = the original network).
-        hidden: MLP probe hidden units.
-        crop_pad: random-crop padding in pixels; default ``round(H / 8)`` (4 for 32 px).
-        flip: random horizontal flips (images only).
-        record_idx: which training samples to record (default all). An empty array records none,
-            which saves the per-epoch evaluation when only ``heldout_probs`` are needed.
-        eval_x: optional held-out inputs (same kind as ``x``); their final softmax is returned
-            as ``heldout_probs``.
-        deterministic: on CUDA, disable cuDNN autotuning and request deterministic kernels.
-        progress, cancel: the project's progress callback / cancel token (checked every batch).
-
-    Returns:
-        A :class:`TrainingRecord`.
-    """
-    if arch not in _DEFAULT_LR:
-        raise ValueError(f"unknown arch {arch!r}")
-    if epochs < 1:
-        raise ValueError("epochs must be >= 1")
-    dev = resolve_device(device) if not isinstance(device, torch.device) else device
-    y_np = np.asarray(y).astype(np.int64, copy=False)
-    n = int(y_np.shape[0])
-    if num_classes is None:
-        num_classes = int(y_np.max()) + 1
-    if y_np.min() < 0 or y_np.max() >= num_classes:
-        raise ValueError("labels must be in [0, num_classes)")
-    rec_idx = np.arange(n, dtype=np.int64) if record_idx is None else np.asarray(record_idx, dtype=np.int64).reshape(-1)
-
+@contextlib.contextmanager
+def _seeded(seed: int, dev: torch.device, deterministic: bool) -> Iterator[None]:
+    """Seed torch's global RNG (initialisation, dropout) for one run, then restore it and cuDNN flags."""
     cudnn_state = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     det_state = torch.are_deterministic_algorithms_enabled()
-    fork_devices = [dev] if dev.type == "cuda" else []
     try:
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = not deterministic
             torch.backends.cudnn.deterministic = deterministic
             if deterministic:
                 torch.use_deterministic_algorithms(True, warn_only=True)
-        with torch.random.fork_rng(devices=fork_devices):
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)
-            return _train(
-                x, y_np, n, num_classes, arch, epochs, batch_size, lr, weight_decay, label_smoothing,
-                warmup_frac, seed, dev, width, hidden, crop_pad, flip, rec_idx, eval_x,
-                eval_batch_size, progress, cancel,
-            )
+            yield
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_state
         if dev.type == "cuda" and deterministic:
@@ -337,119 +165,239 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _train(
-    x, y_np, n, num_classes, arch, epochs, batch_size, lr, weight_decay, label_smoothing, warmup_frac,
-    seed, dev, width, hidden, crop_pad, flip, rec_idx, eval_x, eval_batch_size, progress, cancel,
-) -> TrainingRecord:
-    t0 = time.perf_counter()
-    data = _DeviceData(x, dev, crop_pad=crop_pad, flip=flip)
-    if data.n != n:
-        raise ValueError(f"x has {data.n} samples but y has {n}")
-    if (data.kind == "image") != (arch == "resnet9"):
-        raise ValueError(f"arch {arch!r} does not fit {data.kind} inputs")
-    y_dev = torch.tensor(y_np, device=dev)
-    rec_dev = torch.as_tensor(rec_idx, device=dev)
-    y_rec = y_dev[rec_dev]
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(seed)
+class ProxyTrainer:
+    """One proxy network, its optimiser and one-cycle schedule over data already on the device.
 
-    model = build_model(arch, num_classes, in_dim=data.in_dim, width=width, hidden=hidden).to(dev)
-    if data.channels_last and data.kind == "image":
-        model = model.to(memory_format=torch.channels_last)
+    The single training loop every mode shares.  Callers decide *which* samples an epoch visits
+    (all of them; a static subset; a new subset each epoch for dynamic pruning) and optionally
+    *what* the batch loss is (AdaPruner's mask-weighted loss); the trainer owns batching,
+    augmentation, mixed precision and the learning-rate schedule.  Build it with
+    :func:`proxy_trainer`, which seeds the run.
+    """
 
-    bs = max(1, min(int(batch_size), n))
-    steps_per_epoch = max(1, n // bs)
-    total_steps = steps_per_epoch * epochs
-    if arch == "resnet9":
-        peak = lr if lr is not None else _DEFAULT_LR[arch] * bs / _REF_BATCH
-        wd = weight_decay if weight_decay is not None else _DEFAULT_WD[arch]
-        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=peak, momentum=0.9, nesterov=True, weight_decay=wd)
-    else:
-        peak = lr if lr is not None else _DEFAULT_LR[arch]
-        wd = weight_decay if weight_decay is not None else _DEFAULT_WD[arch]
-        opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=wd)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=peak, total_steps=total_steps, pct_start=min(max(warmup_frac, 1e-3), 0.99),
-        anneal_strategy="linear", cycle_momentum=False, div_factor=10.0, final_div_factor=100.0,
-    )
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        dev: torch.device,
+        seed: int,
+        arch: str = "resnet9",
+        epochs: int = 16,
+        samples_per_epoch: Optional[int] = None,
+        batch_size: int = 512,
+        lr: Optional[float] = None,
+        weight_decay: Optional[float] = None,
+        label_smoothing: float = 0.0,
+        warmup_frac: float = 0.25,
+        num_classes: Optional[int] = None,
+        width: int = 64,
+        hidden: int = 512,
+        crop_pad: Optional[int] = None,
+        flip: bool = True,
+    ) -> None:
+        if arch not in _DEFAULT_LR:
+            raise ValueError(f"unknown arch {arch!r}")
+        if epochs < 1:
+            raise ValueError("epochs must be >= 1")
+        t0 = time.perf_counter()
+        self.y_np = np.asarray(y).astype(np.int64, copy=False)
+        n = int(self.y_np.shape[0])
+        self.num_classes = int(self.y_np.max()) + 1 if num_classes is None else int(num_classes)
+        if n == 0:
+            raise ValueError("cannot train on zero samples")
+        if self.y_np.min() < 0 or self.y_np.max() >= self.num_classes:
+            raise ValueError("labels must be in [0, num_classes)")
+        self.dev, self.n, self.arch = dev, n, arch
+        self.data = DeviceData(x, dev, crop_pad=crop_pad, flip=flip)
+        if self.data.n != n:
+            raise ValueError(f"x has {self.data.n} samples but y has {n}")
+        if (self.data.kind == "image") != (arch == "resnet9"):
+            raise ValueError(f"arch {arch!r} does not fit {self.data.kind} inputs")
+        self.y = torch.tensor(self.y_np, device=dev)
+        self.gen = torch.Generator(device=dev)
+        self.gen.manual_seed(seed)
 
-    n_rec = int(rec_idx.shape[0])
-    stats = {k: torch.empty((epochs, n_rec), device=dev, dtype=torch.bool if k == "correct" else torch.float32)
-             for k in ("prob", "margin", "correct", "loss", "el2n")}
-    final_logits = torch.empty((n_rec, num_classes), device=dev, dtype=torch.float32)
-    ebs = eval_batch_size or max(1024, 2 * bs)
-    _sync(dev)
-    t_data = time.perf_counter() - t0
-    t_train = 0.0
-    t_record = 0.0
+        model = build_model(arch, self.num_classes, in_dim=self.data.in_dim, width=width, hidden=hidden).to(dev)
+        if self.data.kind == "image":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
 
-    for epoch in range(epochs):
-        check(cancel)
-        t1 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(n, device=dev, generator=gen)
-        for s in range(steps_per_epoch):
-            idx = perm[s * bs : (s + 1) * bs]
-            xb = data.augmented(idx, gen)
-            with autocast(dev):
-                out = model(xb)
-            loss = F.cross_entropy(out.float(), y_dev[idx], label_smoothing=label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            check(cancel)
+        self.batch_size = max(1, min(int(batch_size), n))
+        self.label_smoothing = label_smoothing
+        self.total_steps = self.steps_for(samples_per_epoch or n) * epochs
+        self.lr = lr if lr is not None else _DEFAULT_LR[arch] * (self.batch_size / _REF_BATCH if arch == "resnet9" else 1.0)
+        self.weight_decay = weight_decay if weight_decay is not None else _DEFAULT_WD[arch]
+        if arch == "resnet9":
+            self.opt: torch.optim.Optimizer = torch.optim.SGD(
+                model.parameters(), lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, max_lr=self.lr, total_steps=self.total_steps, pct_start=min(max(warmup_frac, 2 / self.total_steps), 0.99),  # >= 1 warm-up step
+            anneal_strategy="linear", cycle_momentum=False, div_factor=10.0, final_div_factor=100.0,
+        )
+        self.steps_done = 0
+        self.samples_trained = 0
+        self.train_seconds = 0.0
         _sync(dev)
-        t2 = time.perf_counter()
-        t_train += t2 - t1
-        if n_rec:
-            last = epoch == epochs - 1
-            _evaluate(model, data, dev, rec_dev, y_rec, ebs, stats, epoch, final_logits if last else None)
-            _sync(dev)
-        t_record += time.perf_counter() - t2
-        report(progress, "train", epoch + 1, epochs, f"{arch} epoch {epoch + 1}/{epochs}")
+        self.data_seconds = time.perf_counter() - t0
 
-    heldout = None
-    if eval_x is not None:
-        other = data.transform_other(eval_x)
-        heldout = _predict_probs(model, other, dev, ebs, num_classes)
+    def steps_for(self, n_samples: int) -> int:
+        """Optimiser steps of an epoch over ``n_samples`` (the last incomplete batch is dropped:
+        BatchNorm dislikes tiny batches)."""
+        return max(1, int(n_samples) // self.batch_size)
 
-    out = {k: v.cpu().numpy() for k, v in stats.items()}
-    return TrainingRecord(
-        prob=out["prob"], margin=out["margin"], correct=out["correct"], loss=out["loss"], el2n=out["el2n"],
-        final_logits=final_logits.cpu().numpy(), labels=y_np[rec_idx].copy(), record_idx=rec_idx.copy(),
-        heldout_probs=heldout,
-        meta={
-            "arch": arch, "epochs": epochs, "batch_size": bs, "lr": peak, "weight_decay": wd,
-            "label_smoothing": label_smoothing, "seed": seed, "device": str(dev), "width": width,
-            "num_classes": num_classes, "n_train": n, "data_seconds": t_data,
-            "train_seconds": t_train, "record_seconds": t_record,
-        },
-    )
+    def train_epoch(
+        self,
+        idx: Optional[torch.Tensor] = None,
+        *,
+        loss_fn: Optional[LossFn] = None,
+        extra_optimizer: Optional[torch.optim.Optimizer] = None,
+        cancel: Optional[CancelToken] = None,
+    ) -> None:
+        """One pass over samples ``idx`` (default all), shuffled; ``extra_optimizer`` steps with the model's."""
+        t1 = time.perf_counter()
+        self.model.train()
+        order = torch.randperm(self.n if idx is None else int(idx.shape[0]), device=self.dev, generator=self.gen)
+        perm = order if idx is None else idx[order]
+        bs = min(self.batch_size, int(perm.shape[0]))
+        for s in range(max(1, int(perm.shape[0]) // bs) if bs else 0):
+            b = perm[s * bs : (s + 1) * bs]
+            with autocast(self.dev):
+                out = self.model(self.data.augmented(b, self.gen))
+            out = out.float()
+            if loss_fn is None:
+                loss = F.cross_entropy(out, self.y[b], label_smoothing=self.label_smoothing)
+            else:
+                loss = loss_fn(out, self.y[b], b)
+            self.opt.zero_grad(set_to_none=True)
+            if extra_optimizer is not None:
+                extra_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if extra_optimizer is not None:
+                extra_optimizer.step()
+            if self.steps_done < self.total_steps:  # a caller's epochs may be a little longer than planned
+                self.sched.step()
+                self.steps_done += 1
+            self.samples_trained += int(b.shape[0])
+            check(cancel)
+        _sync(self.dev)
+        self.train_seconds += time.perf_counter() - t1
+
+    @torch.no_grad()
+    def logits(self, idx: Optional[torch.Tensor] = None, *, data: Optional[DeviceData] = None,
+               chunk: Optional[int] = None) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Eval-mode float32 logits on the plain view, in chunks ``(positions, logits)``."""
+        self.model.eval()
+        data = data or self.data
+        idx = torch.arange(data.n, device=self.dev) if idx is None else idx
+        step = chunk or max(1024, 2 * self.batch_size)
+        for i in range(0, int(idx.shape[0]), step):
+            with autocast(self.dev):
+                out = self.model(data.plain(idx[i : i + step]))
+            yield slice(i, min(i + step, int(idx.shape[0]))), out.float()
+
+    def predict_probs(self, x_other: Any) -> np.ndarray:
+        """Softmax of the current model on other inputs (normalised with this training set's statistics)."""
+        other = self.data.transform_other(x_other)
+        parts = [torch.softmax(z, dim=1) for _, z in self.logits(data=other)]
+        return torch.cat(parts).cpu().numpy() if parts else np.zeros((0, self.num_classes), np.float32)
+
+    def meta(self) -> dict:
+        return {
+            "arch": self.arch, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+            "label_smoothing": self.label_smoothing, "device": str(self.dev), "num_classes": self.num_classes,
+            "n_train": self.n, "data_seconds": self.data_seconds, "train_seconds": self.train_seconds,
+            "samples_trained": self.samples_trained,
+        }
 
 
-@torch.no_grad()
-def _evaluate(model, data, dev, rec_dev, y_rec, ebs, stats, epoch, final_logits) -> None:
-    model.eval()
-    for i in range(0, rec_dev.shape[0], ebs):
-        idx = rec_dev[i : i + ebs]
-        with autocast(dev):
-            logits = model(data.plain(idx))
-        logits = logits.float()
-        st = label_stats(logits, y_rec[i : i + ebs])
-        for k, v in st.items():
-            stats[k][epoch, i : i + ebs] = v
-        if final_logits is not None:
-            final_logits[i : i + ebs] = logits
+@contextlib.contextmanager
+def proxy_trainer(
+    x: Any,
+    y: Any,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    deterministic: bool = False,
+    **options: Any,
+) -> Iterator[ProxyTrainer]:
+    """A seeded :class:`ProxyTrainer`; torch's global RNG is restored when the block ends.
+
+    Args:
+        x: uint8 images (N, H, W, 3) as decoded (numpy or tensor), float images (N, C, H, W)
+            already normalised, or float embeddings (N, D) (standardised here per feature).
+        y: (N,) int class indices in ``[0, num_classes)``.
+        seed: seeds initialisation, shuffling, augmentation and dropout.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        deterministic: on CUDA, disable cuDNN autotuning and request deterministic kernels.
+        **options: ``arch`` (``"resnet9"`` for images, ``"mlp"`` / ``"linear"`` for embeddings),
+            ``epochs`` and ``samples_per_epoch`` (they size the one-cycle schedule), ``batch_size``
+            (clipped to N), ``lr`` (peak; default 0.4 x batch/512 for resnet9 with Nesterov SGD,
+            2e-3 mlp / 5e-3 linear with AdamW), ``weight_decay`` (5e-4 / 1e-4), ``label_smoothing``
+            (training loss only), ``warmup_frac``, ``num_classes`` (default max(y) + 1; pass it when a
+            subset may miss classes), ``width`` (ResNet-9 base width, 64 = original), ``hidden`` (MLP
+            units), ``crop_pad`` (default round(H / 8)), ``flip``.
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    with _seeded(seed, dev, deterministic):
+        yield ProxyTrainer(x, y, dev=dev, seed=seed, **options)
 
 
-@torch.no_grad()
-def _predict_probs(model, data: _DeviceData, dev: torch.device, ebs: int, num_classes: int) -> np.ndarray:
-    model.eval()
-    out = []
-    for i in range(0, data.n, ebs):
-        idx = torch.arange(i, min(i + ebs, data.n), device=dev)
-        with autocast(dev):
-            logits = model(data.plain(idx))
-        out.append(torch.softmax(logits.float(), dim=1))
-    return torch.cat(out).cpu().numpy() if out else np.zeros((0, num_classes), np.float32)
+def train_and_record(
+    x: Any,
+    y: Any,
+    *,
+    epochs: int = 16,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    deterministic: bool = False,
+    record_idx: Optional[Sequence[int] | np.ndarray] = None,
+    eval_x: Any = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    **options: Any,
+) -> TrainingRecord:
+    """Train a proxy on ``(x, y)`` and record per-epoch given-label statistics.
+
+    Args:
+        x, y, seed, device, deterministic, **options: see :func:`proxy_trainer`.
+        epochs: training epochs; one record per epoch.
+        record_idx: which training samples to record (default all). An empty array records none,
+            which saves the per-epoch evaluation when only ``heldout_probs`` are needed.
+        eval_x: optional held-out inputs (same kind as ``x``); their final softmax is returned
+            as ``heldout_probs``.
+        progress, cancel: the project's progress callback / cancel token (checked every batch).
+    """
+    with proxy_trainer(x, y, epochs=epochs, seed=seed, device=device, deterministic=deterministic, **options) as t:
+        rec_idx = np.arange(t.n, dtype=np.int64) if record_idx is None else np.asarray(record_idx, dtype=np.int64).reshape(-1)
+        rec_dev = torch.as_tensor(rec_idx, device=t.dev)
+        y_rec = t.y[rec_dev]
+        n_rec = int(rec_idx.shape[0])
+        stats = {k: torch.empty((epochs, n_rec), device=t.dev, dtype=torch.bool if k == "correct" else torch.float32)
+                 for k in ("prob", "margin", "correct", "loss", "el2n")}
+        final_logits = torch.empty((n_rec, t.num_classes), device=t.dev, dtype=torch.float32)
+        t_record = 0.0
+        for epoch in range(epochs):
+            check(cancel)
+            t.train_epoch(cancel=cancel)
+            t2 = time.perf_counter()
+            for pos, logits in t.logits(rec_dev):
+                for k, v in label_stats(logits, y_rec[pos]).items():
+                    stats[k][epoch, pos] = v
+                if epoch == epochs - 1:
+                    final_logits[pos] = logits
+            _sync(t.dev)
+            t_record += time.perf_counter() - t2
+            report(progress, "train", epoch + 1, epochs, f"{t.arch} epoch {epoch + 1}/{epochs}")
+        heldout = t.predict_probs(eval_x) if eval_x is not None else None
+        out = {k: v.cpu().numpy() for k, v in stats.items()}
+        return TrainingRecord(
+            prob=out["prob"], margin=out["margin"], correct=out["correct"], loss=out["loss"], el2n=out["el2n"],
+            final_logits=final_logits.cpu().numpy(), labels=t.y_np[rec_idx].copy(), record_idx=rec_idx.copy(),
+            heldout_probs=heldout,
+            meta={**t.meta(), "epochs": epochs, "seed": seed, "width": options.get("width", 64),
+                  "record_seconds": t_record},
+        )

@@ -1,0 +1,129 @@
+"""Multimodal-guided dynamic pruning: a new training subset every epoch (research.md section 3).
+
+Static pruning decides once, before training, from a proxy's opinion.  Dynamic pruning asks the
+model being trained: each epoch it keeps the fraction ``ratio`` of samples with the highest
+priority, where priority multiplies
+
+* *difficulty* under the current model (the per-sample loss from the sample's last training
+  step, so ranking costs no extra forward pass; samples never trained on rank hardest), and
+* *consistency* of the sample with its label from a second modality, normally CLIP's
+  image-label alignment (any score where low = suspicious works, e.g. cleanlab's label quality).
+
+The product drops easy samples once they are learned (low difficulty) and likely-mislabelled
+samples from the start (low consistency), while hard-but-consistent samples keep being trained on.
+A small ``explore`` share of each epoch's budget is drawn at random from the rest, so losses of
+dropped samples are refreshed and a sample dropped early can come back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pruning_core.dynamics.trainer import proxy_trainer
+from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.selection import keep_count
+
+from .runs import TrainingRun, accuracy
+
+
+def percentile_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Rank of each value in (0, 1], 1 = largest; ties share their average rank (vectorised)."""
+    n = values.shape[0]
+    sorted_values, order = torch.sort(values, stable=True)
+    _, group, counts = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
+    average = torch.cumsum(counts, 0).float() - (counts.float() - 1) / 2
+    ranks = torch.empty(n, device=values.device, dtype=torch.float32)
+    ranks[order] = average[group]
+    return ranks / n
+
+
+def epoch_subset(
+    last_loss: torch.Tensor,
+    consistency_rank: Optional[torch.Tensor],
+    budget: int,
+    explore: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Indices of the ``budget`` samples one epoch trains on (see the module docstring)."""
+    n = last_loss.shape[0]
+    unseen = torch.isinf(last_loss)
+    jitter = torch.rand(n, device=last_loss.device, generator=gen)
+    finite_max = torch.where(unseen, torch.zeros_like(last_loss), last_loss).max()
+    difficulty = percentile_ranks(torch.where(unseen, finite_max + 1 + jitter, last_loss + 1e-7 * jitter))
+    priority = difficulty if consistency_rank is None else difficulty * consistency_rank
+    n_explore = min(int(round(explore * budget)), n - budget)
+    top = torch.topk(priority, budget - n_explore).indices
+    if n_explore == 0:
+        return top
+    rest = torch.ones(n, dtype=torch.bool, device=last_loss.device)
+    rest[top] = False
+    rest_idx = torch.nonzero(rest).squeeze(1)
+    pick = rest_idx[torch.randperm(rest_idx.shape[0], device=last_loss.device, generator=gen)[:n_explore]]
+    return torch.cat([top, pick])
+
+
+def train_with_dynamic_pruning(
+    x: Any,
+    y: Any,
+    ratio: float,
+    *,
+    consistency: Optional[np.ndarray] = None,
+    explore: float = 0.1,
+    test_x: Any = None,
+    test_y: Any = None,
+    epochs: int = 16,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    **options: Any,
+) -> TrainingRun:
+    """Train for ``epochs``, each on the ``ratio`` fraction of samples with the highest priority.
+
+    Args:
+        ratio: fraction (or count) of the training set visited per epoch; the cost of the run
+            is ``ratio`` times that of full-data training.
+        consistency: (N,) label-consistency score, high = the label fits the sample (e.g.
+            ``clip.label_alignment``); NaN counts as average.  Without it, priority is difficulty alone.
+        explore: share of each epoch's budget drawn at random from the samples not selected.
+        **options: trainer options, see :func:`pruning_core.dynamics.trainer.proxy_trainer`.
+    """
+    y_np = np.asarray(y).astype(np.int64, copy=False)
+    n = int(y_np.shape[0])
+    budget = keep_count(ratio, n)
+    if budget == 0:
+        raise ValueError("a dynamic-pruning ratio must keep at least one sample per epoch")
+    if not 0.0 <= explore < 1.0:
+        raise ValueError("explore must be in [0, 1)")
+    with proxy_trainer(x, y_np, epochs=epochs, samples_per_epoch=budget, seed=seed, device=device, **options) as t:
+        cons_rank = None
+        if consistency is not None:
+            c = torch.as_tensor(np.asarray(consistency, dtype=np.float32), device=t.dev)
+            if c.shape[0] != n:
+                raise ValueError(f"consistency has {c.shape[0]} values for {n} samples")
+            cons_rank = percentile_ranks(torch.nan_to_num(c, nan=float(np.nanmedian(consistency))))
+        last_loss = torch.full((n,), float("inf"), device=t.dev)
+
+        def loss_fn(logits: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            ce = F.cross_entropy(logits, labels, reduction="none")
+            last_loss[idx] = ce.detach()
+            return ce.mean()
+
+        visited = torch.zeros(n, dtype=torch.bool, device=t.dev)
+        for epoch in range(epochs):
+            check(cancel)
+            idx = epoch_subset(last_loss, cons_rank, budget, explore, t.gen)
+            visited[idx] = True
+            t.train_epoch(idx, loss_fn=loss_fn, cancel=cancel)
+            report(progress, "train", epoch + 1, epochs, f"dynamic pruning epoch {epoch + 1}/{epochs}, {budget:,} samples")
+        probs = t.predict_probs(test_x) if test_x is not None else None
+        return TrainingRun(
+            accuracy=accuracy(probs, test_y), n_train=budget, samples_trained=t.samples_trained,
+            train_seconds=t.train_seconds, heldout_probs=probs,
+            meta={**t.meta(), "epochs": epochs, "seed": seed, "mode": "dynamic", "explore": explore,
+                  "visited_fraction": float(visited.float().mean()), "with_consistency": consistency is not None},
+        )

@@ -1,0 +1,172 @@
+"""Subset evaluation, dynamic pruning and AdaPruner on small synthetic data (CPU, seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cache.store import ResultStore
+from pruning_core.datasets import load_image_folder
+from pruning_core.pipeline import DynamicsConfig, ScoreTable, base_table
+from pruning_core.score_info import ScoreInfo
+from pruning_core.selection import ADAPRUNER_COLUMN, select
+from pruning_core.subset_training import (
+    AdaPruner,
+    EvalConfig,
+    best_configuration,
+    evaluate_pruning,
+    summarise,
+    train_on_subset,
+    train_with_dynamic_pruning,
+)
+from pruning_core.subset_training import evaluate as evaluate_mod
+from pruning_core.subset_training.dynamic import epoch_subset, percentile_ranks
+from pruning_core.subset_training.evaluate import grid_runs, heldout_label_ids
+from synthetic import gaussian_embeddings, synthetic_images, write_image_folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+IMG = dict(arch="resnet9", width=8, batch_size=32, device="cpu")
+
+
+def test_subset_training_reports_accuracy_and_cost():
+    x, y, noisy = synthetic_images(n=300, noise=0.0, seed=2)
+    tx, ty, _ = synthetic_images(n=120, noise=0.0, seed=3)
+    keep = np.zeros(300, bool)
+    keep[:150] = True
+    run = train_on_subset(x, y, keep, test_x=tx, test_y=ty, epochs=6, num_classes=3, **IMG)
+    assert run.n_train == 150
+    assert run.samples_trained == 6 * (150 // 32) * 32  # the last incomplete batch is dropped
+    assert run.heldout_probs.shape == (120, 3)
+    assert run.accuracy > 0.8  # the three stripe classes are easy
+    with pytest.raises(ValueError, match="empty"):
+        train_on_subset(x, y, np.zeros(300, bool), epochs=1, **IMG)
+
+
+def test_epoch_subset_prefers_unseen_then_hard_and_consistent_samples():
+    gen = torch.Generator().manual_seed(0)
+    loss = torch.tensor([0.1, 5.0, 2.0, float("inf"), 0.2, 3.0])
+    consistency = percentile_ranks(torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0]))  # sample 1 looks mislabelled
+    chosen = set(epoch_subset(loss, consistency, budget=3, explore=0.0, gen=gen).tolist())
+    assert chosen == {3, 5, 2}  # unseen first, then the hardest consistent ones; 1 is dropped despite its loss
+    without = set(epoch_subset(loss, None, budget=3, explore=0.0, gen=gen).tolist())
+    assert without == {3, 1, 5}
+    with_explore = epoch_subset(loss, consistency, budget=4, explore=0.25, gen=gen)
+    assert len(set(with_explore.tolist())) == 4 and {3, 5, 2} <= set(with_explore.tolist())
+
+
+def test_dynamic_pruning_costs_the_ratio_and_skips_inconsistent_samples():
+    x, y, noisy = synthetic_images(n=320, noise=0.25, seed=4)
+    tx, ty, _ = synthetic_images(n=120, noise=0.0, seed=5)
+    run = train_with_dynamic_pruning(x, y, 0.5, consistency=(~noisy).astype(float), explore=0.0,
+                                     test_x=tx, test_y=ty, epochs=4, num_classes=3, **IMG)
+    assert run.n_train == 160
+    assert run.samples_trained == 4 * (160 // 32) * 32
+    # an oracle consistency keeps every noisy sample out of every epoch, and unseen samples go
+    # first, so exactly the clean ones are visited (240 clean > 160 per epoch)
+    assert run.meta["visited_fraction"] == pytest.approx((~noisy).mean(), abs=1e-6)
+    assert run.accuracy > 0.8
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.5, 0.8])
+def test_adapruner_mask_lands_within_one_percent_of_the_target(ratio):
+    x, y, noisy = gaussian_embeddings(n=2000, dim=16, classes=4, noise=0.2, seed=1)
+    pruner = AdaPruner(ratio, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, device="cpu").fit(x, y)
+    assert pruner.mask_logits_.shape == (2000,)
+    assert abs(pruner.kept_fraction_ - ratio) <= 0.01
+    assert np.array_equal(pruner.mask_, pruner.mask_logits_ > 0)
+    assert len(pruner.history_) == 8
+    # the -log(CE) term takes weight off what is already easy: among correctly labelled samples,
+    # the pruned ones sit closer to their class centre than the kept ones
+    clean = ~noisy
+    centres = np.stack([x[(y == c) & clean].mean(0) for c in range(4)])
+    distance = np.linalg.norm(x - centres[y], axis=1)
+    assert distance[clean & ~pruner.mask_].mean() < distance[clean & pruner.mask_].mean()
+
+
+def test_adapruner_strategy_keeps_the_highest_logits_exactly():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"path": [f"{i}.png" for i in range(50)], "label": ["a", "b"] * 25,
+                          ADAPRUNER_COLUMN: rng.normal(size=50)})
+    infos = {ADAPRUNER_COLUMN: ScoreInfo(ADAPRUNER_COLUMN, "mask logit", "low")}
+    mask = select(frame, infos, 20, strategy="adapruner")
+    assert mask.sum() == 20
+    assert frame[ADAPRUNER_COLUMN][mask].min() >= frame[ADAPRUNER_COLUMN][~mask].max()
+    with pytest.raises(ValueError, match="needs score column"):
+        select(frame.drop(columns=[ADAPRUNER_COLUMN]), {}, 20, strategy="adapruner")
+
+
+# --------------------------------------------------------------------------- the evaluation grid
+
+
+@pytest.fixture
+def scored_folder(tmp_path):
+    x, y, noisy = synthetic_images(n=150, noise=0.2, seed=6)
+    dataset = load_image_folder(write_image_folder(tmp_path / "train", x, y))
+    test = load_image_folder(write_image_folder(tmp_path / "test", *synthetic_images(n=60, noise=0.0, seed=7)[:2]))
+    suspicion = pd.Series(noisy.astype(float), index=[f"c{label}/{i:05d}.png" for i, label in enumerate(y)])
+    frame = base_table(dataset).frame
+    frame["oracle.noise"] = suspicion.loc[frame["path"]].to_numpy()
+    table = ScoreTable(frame, {"oracle.noise": ScoreInfo("oracle.noise", "injected noise", "high")})
+    return dataset, test, table
+
+
+CONFIG = EvalConfig(proxy=DynamicsConfig(epochs=2, image_size=16, width=8, batch_size=32, folds=0, device="cpu"),
+                    random_seeds=2)
+
+
+def test_grid_trains_each_cell_once_and_reuses_the_cache(scored_folder, tmp_path, monkeypatch):
+    dataset, test, table = scored_folder
+    store = ResultStore(tmp_path / "cache")
+    seen = []
+    results = evaluate_pruning(dataset, table, store, strategies=["easiest", "random", "dynamic"], keeps=[0.5, 1.0],
+                               config=CONFIG, test=test, progress=seen.append)
+    # full + per ratio: easiest, 2 random seeds, dynamic
+    assert len(results) == 1 + 2 * 4
+    assert results["accuracy"].between(0, 1).all()
+    assert set(results.loc[results["keep"] == 0.5, "n_train"]) == {75}
+    # keeping everything is the same subset as the full run, so it is not trained again
+    assert results.loc[(results["keep"] == 1.0) & (results["strategy"] == "easiest"), "cached"].all()
+    assert seen[-1].stage == "evaluate" and seen[-1].done == seen[-1].total == len(results)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached cell was trained again")
+
+    monkeypatch.setattr(evaluate_mod, "train_on_subset", no_training)
+    monkeypatch.setattr(evaluate_mod, "train_with_dynamic_pruning", no_training)
+    again = evaluate_pruning(dataset, table, store, strategies=["easiest", "random", "dynamic"], keeps=[0.5, 1.0],
+                             config=CONFIG, test=test)
+    assert again["cached"].all()
+    pd.testing.assert_series_equal(again["accuracy"], results["accuracy"])
+
+    summary = summarise(results)
+    assert summary.loc[(summary["strategy"] == "random") & (summary["keep"] == 0.5), "runs"].item() == 2
+    best = best_configuration(results, keep=0.5)
+    assert best["strategy"] in ("easiest", "random") and best["keep"] == 0.5
+
+
+def test_grid_without_a_test_set_holds_out_a_stratified_split(scored_folder, tmp_path):
+    dataset, _, table = scored_folder
+    results = evaluate_pruning(dataset, table, ResultStore(tmp_path / "cache"), strategies=["easiest"], keeps=[0.5],
+                               config=CONFIG)
+    assert list(results["n_train"]) == [120, 60]  # 80% of 150 trains, half of it is kept
+
+
+def test_grid_inputs_are_checked_with_clear_messages(scored_folder, tmp_path):
+    dataset, test, table = scored_folder
+    with pytest.raises(ValueError, match="unknown strategy 'best'"):
+        grid_runs(["best"], [0.5], CONFIG)
+    with pytest.raises(ValueError, match="fractions in"):
+        grid_runs(["easiest"], [1.5], CONFIG)
+    renamed = test.samples.assign(label=test.samples["label"].replace({"c0": "zebra"}))
+    with pytest.raises(ValueError, match="zebra"):
+        heldout_label_ids(type(test)(**{**test.__dict__, "samples": renamed}), dataset.classes)
