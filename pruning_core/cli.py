@@ -77,9 +77,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.dynamics:
         dynamics = DynamicsConfig(arch=args.arch, epochs=args.epochs, folds=args.folds, image_size=args.image_size,
                                   dynunc_window=args.dynunc_window, seed=args.seed, device=args.device)
-    if clip is None and dynamics is None:
-        raise ValueError("nothing to score: enable --clip and/or --dynamics")
+    if clip is None and dynamics is None and args.adapruner is None:
+        raise ValueError("nothing to score: enable --clip, --dynamics and/or --adapruner RATIO")
     table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, progress=TqdmProgress())
+    if args.adapruner is not None:
+        from pruning_core.subset_training import adapruner_score_table
+
+        proxy = DynamicsConfig(epochs=args.epochs, image_size=args.image_size, seed=args.seed, device=args.device)
+        table = table.merged(adapruner_score_table(dataset, args.adapruner, proxy, _store(args), progress=TqdmProgress()))
     sidecar = table.save(args.out)
     if dataset.report.issues:
         issues_path = Path(args.out).with_suffix(".issues.csv")
@@ -151,6 +156,45 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _aligned_scores(dataset, scores_path: Optional[Path]):
+    """The score table for ``dataset`` (or just its sample columns); refuses a table of other samples."""
+    from pruning_core.pipeline import ScoreTable, base_table
+
+    if scores_path is None:
+        return base_table(dataset)
+    table = ScoreTable.load(scores_path)
+    if len(table.frame) != len(dataset.samples) or not (table.frame["path"].to_numpy() == dataset.samples["path"].to_numpy()).all():
+        raise ValueError(f"{scores_path} does not score this dataset's samples (row {len(table.frame):,} vs "
+                         f"{len(dataset.samples):,}, or other paths): score it with 'prunescope score' first")
+    return table
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pruning_core.datasets import load_dataset
+    from pruning_core.pipeline import DynamicsConfig
+    from pruning_core.subset_training import EvalConfig, evaluate_pruning, summarise
+
+    dataset = _load(args)
+    table = _aligned_scores(dataset, args.scores)
+    test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress()) if args.test else None
+    config = EvalConfig(
+        proxy=DynamicsConfig(epochs=args.epochs, image_size=args.image_size, width=args.width,
+                             batch_size=args.batch_size, seed=args.seed, device=args.device, folds=0),
+        random_seeds=args.random_seeds, holdout=args.holdout,
+    )
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    keeps = [float(k) for k in args.keep.split(",")]
+    results = evaluate_pruning(dataset, table, _store(args), strategies=strategies, keeps=keeps, config=config,
+                               test=test, weights=_parse_weights(args.weights), balance=args.balance,
+                               progress=TqdmProgress())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    results.to_csv(args.out, index=False)
+    summary = summarise(results)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {len(results)} runs to {args.out} ({int(results['cached'].sum())} from the cache)")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.action == "clear":
@@ -200,7 +244,36 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--image-size", type=int, default=32, help="working resolution of the proxy")
     score.add_argument("--dynunc-window", type=int, default=10)
     score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--adapruner", type=float, default=None, metavar="RATIO",
+                       help="learn an AdaPruner mask for keeping RATIO (adds adapruner.keep_logit; uses --epochs, "
+                            "--image-size, --seed)")
     score.set_defaults(func=cmd_score)
+
+    evaluate = sub.add_parser("evaluate", help="train the proxy on what each strategy keeps: accuracy-vs-ratio curves")
+    evaluate.add_argument("data", help="image folder, CSV/parquet manifest, or 'demo'")
+    evaluate.add_argument("--root", type=Path, default=None)
+    evaluate.add_argument("--scores", type=Path, default=None,
+                          help="score table of DATA from 'prunescope score' (needed by every strategy but random)")
+    evaluate.add_argument("--test", default=None, help="held-out image folder or manifest (default: hold out --holdout)")
+    evaluate.add_argument("--test-root", type=Path, default=None)
+    evaluate.add_argument("--holdout", type=float, default=0.2, help="stratified held-out fraction without --test")
+    evaluate.add_argument("--strategies", default="easiest,ccs,random",
+                          help="comma list of selection strategies, 'dynamic' and 'adapruner' (full data is always run)")
+    evaluate.add_argument("--keep", default="0.3,0.5,0.7,0.9", help="comma list of kept fractions")
+    evaluate.add_argument("--random-seeds", type=int, default=3, help="seeds for the random baseline")
+    evaluate.add_argument("--weights", default=None, help="col=w,... for the score-based strategies")
+    evaluate.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
+                          help="class-balanced subsets (default on)")
+    evaluate.add_argument("--epochs", type=int, default=16)
+    evaluate.add_argument("--image-size", type=int, default=32)
+    evaluate.add_argument("--width", type=int, default=64, help="ResNet-9 base width (64 = the original)")
+    evaluate.add_argument("--batch-size", type=int, default=512)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--out", required=True, type=Path, help="one row per run (.csv)")
+    evaluate.add_argument("--clip-model", default=None, help=argparse.SUPPRESS)
+    evaluate.add_argument("--clip-pretrained", default=None, help=argparse.SUPPRESS)
+    evaluate.set_defaults(func=cmd_evaluate)
 
     select = sub.add_parser("select", help="choose the kept subset from a score table")
     select.add_argument("scores", nargs="?", type=Path, help="score table written by 'prunescope score'")

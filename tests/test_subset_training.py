@@ -170,3 +170,29 @@ def test_grid_inputs_are_checked_with_clear_messages(scored_folder, tmp_path):
     renamed = test.samples.assign(label=test.samples["label"].replace({"c0": "zebra"}))
     with pytest.raises(ValueError, match="zebra"):
         heldout_label_ids(type(test)(**{**test.__dict__, "samples": renamed}), dataset.classes)
+
+
+def test_cli_evaluate_writes_curves_and_reruns_from_the_cache(scored_folder, tmp_path, capsys):
+    from pruning_core.cli import main
+
+    dataset, test, _ = scored_folder
+    cache, scores, curves = tmp_path / "cli-cache", tmp_path / "scores.parquet", tmp_path / "curves.csv"
+    common = ["--cache-dir", cache]
+    assert main([str(a) for a in [*common, "score", dataset.root, "--no-clip", "--dynamics", "--epochs", 2,
+                                  "--folds", 0, "--image-size", 16, "--adapruner", 0.5, "--device", "cpu",
+                                  "--out", scores]]) == 0
+    table = pd.read_parquet(scores)
+    assert "adapruner.keep_logit" in table and "dynamics.aum" in table
+    args = [*common, "evaluate", dataset.root, "--scores", scores, "--test", test.root, "--strategies",
+            "easiest,adapruner,random", "--keep", "0.5", "--random-seeds", 1, "--epochs", 2, "--image-size", 16,
+            "--width", 8, "--batch-size", 32, "--device", "cpu", "--out", curves]
+    assert main([str(a) for a in args]) == 0
+    first = pd.read_csv(curves)
+    assert list(first["strategy"]) == ["full", "easiest", "adapruner", "random"]
+    assert (first.loc[first["strategy"] != "full", "n_train"] == 75).all()
+    assert main([str(a) for a in args]) == 0
+    assert pd.read_csv(curves)["cached"].all()
+    assert "4 from the cache" in capsys.readouterr().out
+    wrong = [*common, "evaluate", test.root, "--scores", scores, "--out", curves, "--device", "cpu"]
+    assert main([str(a) for a in wrong]) == 2
+    assert "does not score this dataset" in capsys.readouterr().err
