@@ -13,12 +13,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pruning_core.export import preview_selection
-from pruning_core.selection import STRATEGIES, ScoreRanks, SelectionRecipe
+from pruning_core.selection import STRATEGIES, ScoreRanks, SelectionRecipe, available_strategies
 from ui import review_state as rs
 from ui import state
 from ui.gallery import show_gallery
 
-REQUIRED = {"dyn_unc": ["dynamics.dyn_unc"], "cps": ["clip.label_alignment", "clip.diversity"]}
 USES_WEIGHTS = {"easiest", "hardest", "ccs"}
 
 st.title("Prune")
@@ -39,7 +38,7 @@ def _cps_available() -> bool:
     return True
 
 
-available = [s for s in STRATEGIES if all(c in frame for c in REQUIRED.get(s, []))]
+available = available_strategies(frame, table.infos)
 if "cps" in available and not _cps_available():
     available.remove("cps")
 

@@ -65,6 +65,26 @@ if run_dyn:
     except (ValueError, WeightsUnavailable) as exc:
         st.error(str(exc))
 
+with st.form("adapruner"):
+    st.subheader("AdaPruner mask")
+    st.caption("Learns a keep/drop weight per sample jointly with the proxy (Yang et al. 2023): a warm start on all "
+               "data, then the mask is trained to keep the chosen fraction. Adds `adapruner.keep_logit` and the "
+               "'adapruner' strategy on the Prune page.")
+    a1, a2, a3 = st.columns(3)
+    ada_ratio = a1.slider("Target kept fraction", min_value=0.05, max_value=0.95, value=0.8, step=0.05)
+    ada_epochs = a2.number_input("Epochs (half warm start)", min_value=2, max_value=200, value=16)
+    ada_size = a3.number_input("Resolution ", min_value=8, max_value=224, value=32)
+    run_ada = st.form_submit_button("Learn AdaPruner mask", type="primary")
+
+if run_ada:
+    proxy = DynamicsConfig(epochs=int(ada_epochs), image_size=int(ada_size), device=device)
+    holder = st.container()
+    job = state.ScoreJob("AdaPruner mask")
+    state.run_score_job(
+        job, lambda progress, cancel: state.compute_adapruner_scores(dataset, float(ada_ratio), proxy, progress, cancel),
+        holder,
+    )
+
 table = state.score_table(dataset)
 cols = score_columns(table.frame, table.infos)
 if cols:

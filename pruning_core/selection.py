@@ -32,6 +32,22 @@ STRATEGIES: dict[str, str] = {
 }
 
 
+REQUIRED_COLUMNS: dict[str, list[str]] = {
+    "dyn_unc": [DYN_UNC_COLUMN],
+    "cps": ["clip.label_alignment", "clip.diversity"],
+    "adapruner": [ADAPRUNER_COLUMN],
+}
+"""Score columns a strategy is defined on (the others rank by the weighted combination)."""
+
+
+def available_strategies(frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> list[str]:
+    """The strategies ``frame`` can run, in ``STRATEGIES`` order: their own columns exist, and the
+    ones ranking by the weighted combination have at least one score to combine."""
+    combined = any(name in frame for name in infos)
+    return [s for s in STRATEGIES
+            if all(c in frame for c in REQUIRED_COLUMNS.get(s, [])) and (combined or s in REQUIRED_COLUMNS or s == "random")]
+
+
 def keep_count(keep: Keep, n: int) -> int:
     """A fraction in (0, 1] becomes round(fraction * n); an integer is a count."""
     if isinstance(keep, (bool, np.bool_)):
@@ -250,8 +266,7 @@ def _strategy_score(
     ranks: Optional[ScoreRanks],
 ) -> np.ndarray:
     """The score a strategy ranks by: the weighted combination, or the one score it is defined on."""
-    required = {"dyn_unc": [DYN_UNC_COLUMN], "cps": ["clip.label_alignment", "clip.diversity"],
-                "adapruner": [ADAPRUNER_COLUMN]}.get(strategy, [])
+    required = REQUIRED_COLUMNS.get(strategy, [])
     missing = [c for c in required if c not in frame]
     if missing:
         raise ValueError(f"strategy {strategy!r} needs score column(s) {missing}; compute them on the Score step")

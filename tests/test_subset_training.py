@@ -196,3 +196,34 @@ def test_cli_evaluate_writes_curves_and_reruns_from_the_cache(scored_folder, tmp
     wrong = [*common, "evaluate", test.root, "--scores", scores, "--out", curves, "--device", "cpu"]
     assert main([str(a) for a in wrong]) == 2
     assert "does not score this dataset" in capsys.readouterr().err
+
+
+def test_evaluate_page_trains_the_grid_and_hands_a_recipe_to_export(tmp_path):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from ui import state
+
+    x, y, _ = synthetic_images(n=90, noise=0.0, seed=8)
+    folder = write_image_folder(tmp_path / "imgs", x, y)
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "evaluate.py"), default_timeout=120)
+    at.session_state[state.DATASET] = state.DatasetSource("folder", str(folder))
+    at.run()
+    assert not at.exception
+    offered = [option.split(" — ")[0] for option in at.multiselect[0].options]
+    assert offered == ["random", "dynamic"]  # no scores yet: nothing else can rank
+    at.multiselect[0].set_value(["random", "dynamic"])
+    at.multiselect[1].set_value([0.5])
+    for i, value in enumerate([1, 4, 16, 1]):  # epochs, width, resolution, random seeds
+        at.number_input[i].set_value(value)
+    at.selectbox[0].set_value("cpu")
+    at.button[0].click().run()
+    assert not at.exception
+    results = at.session_state["evaluate_results"]["results"]
+    assert list(results["strategy"]) == ["full", "random", "dynamic"]
+    assert (results.loc[results["strategy"] != "full", "n_train"] == 36).all()  # half of the 80% split
+    assert len(at.get("plotly_chart")) == 1
+    at.button[1].click().run()  # "Use this configuration": random is the only exportable one
+    recipe = at.session_state[state.RECIPE]
+    assert recipe.strategy == "random" and recipe.keep == 0.5

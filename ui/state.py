@@ -187,6 +187,20 @@ def compute_dynamics_scores(
     return _replace_family(dataset, table)
 
 
+def compute_adapruner_scores(
+    dataset: Dataset,
+    ratio: float,
+    config: DynamicsConfig,
+    progress: ProgressCallback,
+    cancel: Optional[CancelToken] = None,
+) -> ScoreTable:
+    """Learn (or fetch) the AdaPruner mask for ``ratio`` and add its column to the table."""
+    from pruning_core.subset_training import adapruner_score_table
+
+    return _replace_family(dataset, adapruner_score_table(dataset, ratio, config, store(), progress=progress,
+                                                          cancel=cancel))
+
+
 # ----------------------------------------------------------------------------- cancellable Score-page jobs
 
 @dataclass(eq=False)
