@@ -15,7 +15,6 @@ dynamics step (decode + train + score) on the offline demo dataset's images
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,20 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cifar_data import DATA, unpack  # noqa: E402
+
 from pruning_core.devices import resolve_device  # noqa: E402
 from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record  # noqa: E402
 from pruning_core.evaluation import evaluate_scores  # noqa: E402
 from pruning_core.images import load_image_array  # noqa: E402
-
-DATA = Path("/work/shared/data/cifar10")
-
-
-def unpack(root: Path) -> Path:
-    if not (root / "train").is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["tar", "-xzf", str(DATA / "cifar10-jpeg.tar.gz"), "-C", str(root)], check=True)
-    return root
-
 
 def load_cifar(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     root = unpack(Path(args.root))

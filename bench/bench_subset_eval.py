@@ -1,0 +1,112 @@
+"""Benchmark: does pruning a noisy CIFAR-10 keep (or gain) accuracy?  Accuracy-vs-ratio per strategy.
+
+Trains the proxy on what each strategy keeps and scores it on the clean CIFAR-10 test folder,
+through the same library calls as ``prunescope evaluate`` (every run cached)::
+
+    # the issue's setting (GPU): all 50,000 images, 16 epochs, ResNet-9 width 64
+    python bench/bench_subset_eval.py --manifest train_sym20.csv --keep 0.3,0.5,0.7,0.8,0.9
+    # what 2 CPU cores can do: a stratified sample, 16 px, a narrow network
+    python bench/bench_subset_eval.py --limit 4000 --test-limit 1000 --image-size 16 --width 16 \\
+        --epochs 10 --folds 0 --keep 0.5,0.8 --device cpu
+
+Scores come first (``dynamics.*`` from one proxy run, ``cleanlab.*`` when ``--folds`` >= 2); the
+grid then trains full data, random (several seeds), each ``--strategies`` entry and dynamic
+pruning.  Prints the summary table, wall times, and the issue's check: the best score-based
+strategy at keep 0.8 against full data (target: >= +3 points on sym20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cifar_data import DATA, unpack  # noqa: E402
+
+from cache.store import ResultStore  # noqa: E402
+from pruning_core.datasets import from_frame  # noqa: E402
+from pruning_core.pipeline import DynamicsConfig, score_dataset  # noqa: E402
+from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
+
+
+def stratified(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
+    if not limit or limit >= len(frame):
+        return frame
+    share = limit / len(frame)
+    return frame.groupby("label", group_keys=False).sample(frac=share, random_state=seed).sort_index()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--manifest", default="train_sym20.csv")
+    ap.add_argument("--root", default="/tmp/cifar", help="where the CIFAR-10 tarball is (or gets) unpacked")
+    ap.add_argument("--limit", type=int, default=0, help="stratified training sample (0 = all 50,000)")
+    ap.add_argument("--test-limit", type=int, default=0, help="stratified test sample (0 = all 10,000)")
+    ap.add_argument("--strategies", default="easiest,ccs,dyn_unc,random,dynamic")
+    ap.add_argument("--weights", default="cleanlab.label_quality=1,dynamics.aum=1",
+                    help="score weights of easiest/hardest/ccs; columns that were not computed are dropped")
+    ap.add_argument("--keep", default="0.3,0.5,0.7,0.8,0.9")
+    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--folds", type=int, default=4, help="cross-fitting folds for cleanlab scores (0 = skip)")
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--random-seeds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--cache", default=None, help="result store (default: a fresh temporary one)")
+    ap.add_argument("--out", default=None, help="write every run to this CSV")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    root = unpack(Path(args.root))
+    manifest = Path(args.manifest) if Path(args.manifest).is_file() else DATA / args.manifest
+    train = stratified(pd.read_csv(manifest), args.limit, args.seed)
+    test_frame = pd.DataFrame({"path": sorted(str(p.relative_to(root)) for p in (root / "test").glob("*/*.jpg"))})
+    test_frame["label"] = test_frame["path"].str.split("/").str[1]
+    test_frame = stratified(test_frame, args.test_limit, args.seed)
+    t0 = time.perf_counter()
+    dataset = from_frame(train[["path", "label"]], root, name=f"cifar10-{manifest.stem}", check_images=False)
+    test = from_frame(test_frame, root, name="cifar10-test", check_images=False)
+    store = ResultStore(args.cache or tempfile.mkdtemp(prefix="prunescope-bench-"))
+    proxy = DynamicsConfig(epochs=args.epochs, folds=args.folds, image_size=args.image_size, width=args.width,
+                           batch_size=args.batch_size, seed=args.seed, device=args.device)
+    table = score_dataset(dataset, store, dynamics=proxy)
+    t_score = time.perf_counter() - t0
+    weights = {}
+    for part in args.weights.split(","):
+        name, _, value = part.partition("=")
+        if name in table.infos:
+            weights[name] = float(value)
+    print(f"{len(dataset):,} training images ({manifest.name}), {len(test):,} test images; "
+          f"scores in {t_score:.1f}s; weights {weights or 'all scores'}")
+
+    t1 = time.perf_counter()
+    results = evaluate_pruning(dataset, table, store, strategies=args.strategies.split(","),
+                               keeps=[float(k) for k in args.keep.split(",")],
+                               config=EvalConfig(proxy=proxy, random_seeds=args.random_seeds), test=test,
+                               weights=weights or None)
+    print(f"grid: {len(results)} runs in {time.perf_counter() - t1:.1f}s "
+          f"(training {results['train_seconds'].sum():.1f}s on {proxy.device})")
+    if args.out:
+        results.to_csv(args.out, index=False)
+    summary = summarise(results)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    full = float(summary.loc[summary["strategy"] == "full", "accuracy"].iloc[0])
+    if (summary["keep"] == 0.8).any():
+        best = best_configuration(results.query("strategy != 'random'"), keep=0.8)
+        print(f"keep 0.8: best strategy {best['strategy']} {best['accuracy']:.4f} vs full {full:.4f} "
+              f"-> {100 * (best['accuracy'] - full):+.2f} points (target on sym20: >= +3)")
+
+
+if __name__ == "__main__":
+    main()
