@@ -42,7 +42,7 @@ def load_cifar(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     if args.limit and args.limit < len(df):
         df = df.sample(n=args.limit, random_state=args.seed).sort_index()
     t0 = time.perf_counter()
-    images, failed = load_image_array([root / p for p in df["path"]], 32)
+    images, failed = load_image_array([root / p for p in df["path"]], args.image_size)
     print(f"decoded {len(df)} images in {time.perf_counter() - t0:.1f}s ({len(failed)} failed)")
     classes = sorted(df["label"].unique())
     y = df["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--arch", default="resnet9")
     ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--image-size", type=int, default=32, help="working resolution (CIFAR is 32 px)")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--label-smoothing", type=float, default=0.0)

@@ -24,7 +24,8 @@ st.caption("Which pruning choice keeps accuracy on *your* data? Each strategy's 
            "for the same epochs; held-out accuracy is compared with training on everything and with random subsets.")
 dataset = state.require_dataset()
 table = state.auto_scores(dataset)
-strategies = [s for s in available_strategies(table.frame, table.infos) if s != "cps"] + ["dynamic"]
+# AdaPruner and dynamic pruning train their own masks per ratio, so they need no score column here
+strategies = [s for s in available_strategies(table.frame, table.infos) if s != "adapruner"] + ["adapruner", "dynamic"]
 
 with st.form("evaluate"):
     c1, c2 = st.columns([3, 2])
@@ -89,7 +90,10 @@ st.dataframe(summary, hide_index=True, width="stretch",
                             "accuracy_std": st.column_config.NumberColumn(format="%.4f"),
                             "train_seconds": st.column_config.NumberColumn(format="%.1f")})
 
-exportable = summary[summary["strategy"].isin(available_strategies(table.frame, table.infos))].sort_values("accuracy", ascending=False)
+usable = available_strategies(table.frame, table.infos)
+exportable = summary[summary["strategy"].isin(usable)].sort_values("accuracy", ascending=False)
+if "adapruner" in set(summary["strategy"]) - set(usable):
+    st.caption("To use AdaPruner's subset, learn its mask for the ratio you want on the **Score** page.")
 if exportable.empty:
     st.stop()
 options = list(zip(exportable["strategy"], exportable["keep"]))

@@ -212,7 +212,7 @@ def test_evaluate_page_trains_the_grid_and_hands_a_recipe_to_export(tmp_path):
     at.run()
     assert not at.exception
     offered = [option.split(" — ")[0] for option in at.multiselect[0].options]
-    assert offered == ["random", "dynamic"]  # no scores yet: nothing else can rank
+    assert offered == ["random", "adapruner", "dynamic"]  # no scores yet: only what needs no ranking
     at.multiselect[0].set_value(["random", "dynamic"])
     at.multiselect[1].set_value([0.5])
     for i, value in enumerate([1, 4, 16, 1]):  # epochs, width, resolution, random seeds
