@@ -8,9 +8,11 @@ mask.  After a warm start on the full data, model and mask are trained on
 
 The first term trains the model on the weighted data and pushes weight off samples the model
 cannot fit (often mislabelled); the second pushes weight off samples that are already easy; the
-third holds the kept fraction at the target ``r``.  ``lambda`` grows while the hard kept fraction
-(``m_i > 0``) is off target, which is what makes the final mask land within about a percent of
-``r`` without a hand-tuned penalty.
+third holds the kept fraction at the target ``r``.  ``lambda`` is integral-controlled: it grows
+while the kept fraction is off target by more than ``tolerance`` and shrinks back otherwise,
+watching the soft fraction early and the hard one (``m_i > 0``) as the temperature rises, which
+makes the final mask land within a percent of ``r`` without a hand-tuned penalty (tested for
+ratios 0.2-0.8).
 """
 
 from __future__ import annotations
@@ -104,7 +106,6 @@ class AdaPruner:
             start = float(np.log(self.ratio / (1 - self.ratio))) / self.temperature[0]
             logits = torch.full((n,), start, device=t.dev, requires_grad=True)
             total_steps = self.mask_epochs * t.steps_for(n)
-            # default: fast enough to travel from the start to either side within a third of the mask phase
             # Normalised SGD: the whole gradient vector is rescaled to unit RMS each step, so the step
             # size is scale-free while each sample's share of it (the signal) is kept.
             logits.register_hook(lambda g: g / g.pow(2).mean().sqrt().clamp_min(1e-12))
