@@ -32,16 +32,20 @@ from PIL import Image, ImageDraw
 
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 """Bumped whenever the generator or the training changes what a build produces."""
 
 DEMO_SEED = 0
 IMAGE_SIZE = 32
 N_DEMO_IMAGES = 2400
+N_TEST_PER_CLASS = 60
 N_TRAIN_PAIRS = 8000
-TRAIN_EPOCHS = 10
+TRAIN_EPOCHS = 5
 TRAIN_BATCH_SIZE = 64
 TRAIN_LR = 2e-3
+TRAIN_INSTANCE_WEIGHT = 1.0
+"""Weight of the image-vs-noisy-copy term (:func:`pruning_core.tiny_clip.instance_loss`), which keeps
+distinct images apart so the demo's near-duplicate score flags its real duplicates."""
 
 LABEL_NOISE_RATE = 0.10
 CAPTION_MISMATCH_RATE = 0.05
@@ -52,6 +56,7 @@ JPEG_FRACTION = 0.15
 
 IMAGES_STAGE = "demo images"
 MANIFEST_NAME = "demo.csv"
+TEST_MANIFEST_NAME = "test.csv"
 GROUND_TRUTH_NAME = "ground_truth.csv"
 CHECKPOINT_NAME = "tiny_clip.safetensors"
 MARKER_NAME = "COMPLETE.json"
@@ -73,16 +78,23 @@ BACKGROUNDS: tuple[str, ...] = ("plain", "noisy", "striped", "gradient")
 SIZES: dict[str, tuple[float, float]] = {"small": (6.5, 8.0), "medium": (8.5, 10.5), "large": (11.0, 13.0)}
 
 MANIFEST_COLUMNS = ["path", "label", "caption", "true_label", "caption_ok"]
+TEST_MANIFEST_COLUMNS = ["path", "label", "caption"]
 GROUND_TRUTH_COLUMNS = ["path", "true_label", "label_noisy", "caption_mismatched", "corrupted", "duplicate_of"]
 
 
 @dataclass(frozen=True)
 class DemoAssets:
-    """Where a finished demo lives: the dataset (root + manifest), its answers and the tiny CLIP."""
+    """Where a finished demo lives: the dataset (root + manifest), its answers, a clean test set and the tiny CLIP.
+
+    ``test_manifest`` lists held-out images (``path,label,caption``, paths relative to
+    ``root`` like ``manifest``'s) with correct labels and no injected problems, so a model
+    trained on a pruned subset of the noisy set can be scored on data nobody pruned.
+    """
 
     root: Path
     manifest: Path
     ground_truth: Path
+    test_manifest: Path
     clip_model: str
     clip_checkpoint: Path
 
@@ -387,6 +399,28 @@ def write_demo_dataset(root: Path, *, n_images: int = N_DEMO_IMAGES, seed: int =
     return manifest, truth
 
 
+def write_test_set(root: Path, *, n_per_class: int = N_TEST_PER_CLASS, seed: int = DEMO_SEED) -> pd.DataFrame:
+    """Write ``root/test/*.png`` and ``root/test.csv`` (``path,label,caption``); return the manifest.
+
+    A clean, class-balanced held-out set from the same generator as the demo images but its
+    own random stream (so no scene is shared with the demo or the tiny CLIP's training set):
+    true labels, matching captions, lossless RGB PNGs, no duplicates or corrupt files.
+    """
+    rng = np.random.default_rng([seed, 15485863])
+    n = n_per_class * len(CLASSES)
+    scenes = sample_scenes(n, rng)
+    scenes["shape"] = rng.permutation(np.repeat(np.asarray(CLASSES), n_per_class))
+    images = render_scenes(scenes)
+    paths = [f"test/img_{i:05d}.png" for i in range(n)]
+    (root / "test").mkdir(parents=True, exist_ok=True)
+    for path, img in zip(paths, images):
+        (root / path).write_bytes(_encode(img, "png"))
+    manifest = pd.DataFrame({"path": paths, "label": scenes["shape"].to_numpy(),
+                             "caption": [caption_of(s) for s in scenes.itertuples(index=False)]})
+    manifest.to_csv(root / TEST_MANIFEST_NAME, index=False)
+    return manifest
+
+
 def _corrupt_bytes(kind: str, img: np.ndarray, rng: np.random.Generator) -> bytes:
     """Bytes PIL cannot decode (with its default ``LOAD_TRUNCATED_IMAGES = False``)."""
     if kind == "empty":
@@ -405,8 +439,10 @@ def _corrupt_bytes(kind: str, img: np.ndarray, rng: np.random.Generator) -> byte
 # ----------------------------------------------------------------------------- build / reuse
 
 def _build_info(seed: int) -> dict:
-    return {"version": DEMO_VERSION, "seed": seed, "n_images": N_DEMO_IMAGES, "n_train_pairs": N_TRAIN_PAIRS,
-            "epochs": TRAIN_EPOCHS, "batch_size": TRAIN_BATCH_SIZE, "lr": TRAIN_LR}
+    return {"version": DEMO_VERSION, "seed": seed, "n_images": N_DEMO_IMAGES,
+            "n_test_per_class": N_TEST_PER_CLASS, "n_train_pairs": N_TRAIN_PAIRS,
+            "epochs": TRAIN_EPOCHS, "batch_size": TRAIN_BATCH_SIZE, "lr": TRAIN_LR,
+            "instance_weight": TRAIN_INSTANCE_WEIGHT}
 
 
 def _is_complete(directory: Path, seed: int) -> bool:
@@ -427,6 +463,7 @@ def _assets(directory: Path) -> DemoAssets:
     register_tiny_clip()
     root = directory / "dataset"
     return DemoAssets(root=root, manifest=root / MANIFEST_NAME, ground_truth=directory / GROUND_TRUTH_NAME,
+                      test_manifest=root / TEST_MANIFEST_NAME,
                       clip_model=TINY_CLIP_NAME, clip_checkpoint=directory / CHECKPOINT_NAME)
 
 
@@ -445,6 +482,8 @@ def ensure_demo(directory: Optional[Path] = None, *, seed: int = DEMO_SEED,
 
         dataset/demo.csv          manifest: path,label,caption,true_label,caption_ok
         dataset/images/img_*.png  flat folder (file names say nothing about labels)
+        dataset/test.csv          clean held-out set: path,label,caption (paths relative to dataset/)
+        dataset/test/img_*.png    its images (balanced classes, no injected problems)
         ground_truth.csv          path,true_label,label_noisy,caption_mismatched,corrupted,duplicate_of
         tiny_clip.safetensors     the tiny CLIP, for create_model_and_transforms(TINY_CLIP_NAME, pretrained=...)
         COMPLETE.json             written last; its presence means the rest is whole
@@ -467,11 +506,12 @@ def ensure_demo(directory: Optional[Path] = None, *, seed: int = DEMO_SEED,
         stage_progress = _Offset(progress, IMAGES_STAGE, 0, n_total)
         manifest, truth = write_demo_dataset(tmp / "dataset", seed=seed, progress=stage_progress, cancel=cancel)
         truth.to_csv(tmp / GROUND_TRUTH_NAME, index=False)
+        write_test_set(tmp / "dataset", seed=seed)
         train_images, train_captions = make_training_pairs(
             seed=seed + 1, progress=_Offset(progress, IMAGES_STAGE, N_DEMO_IMAGES, n_total), cancel=cancel)
         t_images = time.perf_counter() - t0
         model = train_tiny_clip(train_images, train_captions, epochs=TRAIN_EPOCHS, batch_size=TRAIN_BATCH_SIZE, lr=TRAIN_LR,
-                                seed=seed, progress=progress, cancel=cancel)
+                                instance_weight=TRAIN_INSTANCE_WEIGHT, seed=seed, progress=progress, cancel=cancel)
         t_train = time.perf_counter() - t0 - t_images
         save_checkpoint(model, tmp / CHECKPOINT_NAME)
         info = {**_build_info(seed), "seconds_images": round(t_images, 2), "seconds_training": round(t_train, 2),

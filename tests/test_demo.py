@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile
-from sklearn.metrics import roc_auc_score
 
 from pruning_core import demo
 from pruning_core.progress import CancelToken, Cancelled
@@ -123,6 +122,24 @@ def test_ground_truth_is_consistent(demo_assets, tables):
         assert np.abs(a - b).mean() < 12  # exact, or a light perturbation / JPEG re-encode
 
 
+def test_clean_test_set(demo_assets, tables):
+    """The held-out set: balanced, correctly labelled, readable, its own images, paths relative to ``root``."""
+    from pruning_core.datasets import load_dataset
+
+    manifest, _ = tables
+    test = pd.read_csv(demo_assets.test_manifest, keep_default_na=False)
+    assert demo_assets.test_manifest == demo_assets.root / demo.TEST_MANIFEST_NAME
+    assert list(test.columns) == demo.TEST_MANIFEST_COLUMNS
+    assert (test.label.value_counts() == demo.N_TEST_PER_CLASS).all() and set(test.label) == set(demo.CLASSES)
+    assert test.path.str.match(r"^test/img_\d{5}\.png$").all() and test.path.is_unique
+    assert (test.apply(lambda r: f" {r.label} " in f" {r.caption} ", axis=1)).all()
+    for p in test.path:
+        with Image.open(demo_assets.root / p) as im:
+            assert im.mode == "RGB" and im.size == (32, 32)
+    dataset = load_dataset(demo_assets.test_manifest)
+    assert len(dataset) == len(test) and sorted(dataset.classes) == sorted(demo.CLASSES)
+
+
 def test_dataset_generation_is_deterministic(demo_assets, tmp_path, tables):
     manifest, truth = tables
     again, truth2 = demo.write_demo_dataset(tmp_path / "again", seed=demo.DEMO_SEED)
@@ -158,41 +175,84 @@ def test_cancel_leaves_nothing(tmp_path):
     assert seen and seen[0].stage == demo.IMAGES_STAGE
 
 
-def _embed(demo_assets, manifest):
-    """What users see: ``load_clip`` loads the checkpoint through open_clip, its val transform reads
-    the files (``load_rgb``), and labels are scored against the app's prompt ensembles."""
-    from pruning_core.clip_model import load_clip
-    from pruning_core.clip_scores.prompts import DEFAULT_TEMPLATES, class_text_embeddings
-    from pruning_core.images import load_rgb
-
-    encoder = load_clip(demo_assets.clip_model, str(demo_assets.clip_checkpoint), device="cpu")
-    x = torch.stack([encoder.preprocess(load_rgb(demo_assets.root / p)) for p in manifest.path])
-    img = torch.cat([encoder.encode_image_batch(x[s:s + 512]) for s in range(0, len(x), 512)]).numpy()
-    class_emb = class_text_embeddings(list(demo.CLASSES), encoder.encode_text, DEFAULT_TEMPLATES)
-    caps = encoder.encode_text(list(manifest.caption))
-    return img, class_emb, caps
+ADAPTER_EPOCHS = 5
+"""The adapter's default length (``ClipAdapter.fit``), what a user gets by asking for adapters."""
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap (issue 4): through the app path with prompt ensembles the tiny ViT gives "
-    "label-noise AUROC 0.842 (caption AUROC 0.999; 0.666 before 8 px patches, prompt-ensemble "
-    "training texts and easier shapes): it learns colour faster than shape",
-)
-def test_tiny_clip_finds_the_injected_problems(demo_assets, tables):
-    from pruning_core.clip_scores.alignment import label_alignment
+@pytest.fixture(scope="module")
+def scored(demo_assets, tables):
+    """The demo's ``clip.*`` scores through the app's pipeline (``load_clip`` -> open_clip's val transform on
+    the files -> prompt ensembles -> ``clip_scores``), in CLIP's own space and after fitting adapters,
+    with the ground truth aligned to the dataset's (readable) rows; plus the fitted adapter."""
+    import dataclasses
+
+    from cache.store import ResultStore
+    from pruning_core.datasets import load_dataset
+    from pruning_core.pipeline import ClipConfig, clip_embeddings, clip_score_table, fit_adapter
 
     manifest, truth = tables
-    ok = ~truth.corrupted.astype(bool).to_numpy()
-    manifest, truth = manifest[ok].reset_index(drop=True), truth[ok].reset_index(drop=True)
-    img, class_emb, caps = _embed(demo_assets, manifest)
-    classes = list(demo.CLASSES)
-    given = manifest.label.map(classes.index).to_numpy()
-    alignment = label_alignment(img, given, class_emb, device="cpu")
-    auroc_labels = roc_auc_score(truth.label_noisy.astype(bool), -alignment)
-    caption_cos = (img * caps).sum(axis=1)
-    auroc_captions = roc_auc_score(truth.caption_mismatched.astype(bool), -caption_cos)
-    zero_shot = ((img @ class_emb.T).argmax(1) == manifest.true_label.map(classes.index).to_numpy()).mean()
-    print(f"label-noise AUROC {auroc_labels:.3f}, caption AUROC {auroc_captions:.3f}, zero-shot acc {zero_shot:.3f}")
-    assert auroc_labels >= 0.9
-    assert auroc_captions >= 0.9
+    dataset = load_dataset(demo_assets.manifest)  # drops the 5 corrupted files
+    rows = pd.Index(truth.path).get_indexer(dataset.samples.path)
+    assert (rows >= 0).all() and len(rows) == len(truth) - truth.corrupted.astype(bool).sum()
+    store = ResultStore()
+    plain = ClipConfig(model=demo_assets.clip_model, pretrained=str(demo_assets.clip_checkpoint), device="cpu",
+                       batch_size=512)
+    adapted = dataclasses.replace(plain, adapter_epochs=ADAPTER_EPOCHS)
+    frames = {cfg.adapter_epochs: clip_score_table(dataset, cfg, store).frame for cfg in (plain, adapted)}
+    adapter = fit_adapter(dataset, clip_embeddings(dataset, adapted, store), adapted, store)
+    return frames, truth.iloc[rows].reset_index(drop=True), manifest.iloc[rows].reset_index(drop=True), adapter
+
+
+def _detection(frame: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    from pruning_core.evaluation import detection_metrics
+
+    return {
+        "label": detection_metrics(frame["clip.label_alignment"], truth.label_noisy.astype(bool))["auroc"],
+        "caption": detection_metrics(frame["clip.caption_alignment"], truth.caption_mismatched.astype(bool))["auroc"],
+    }
+
+
+def test_tiny_clip_finds_the_injected_problems(scored):
+    frames, truth, manifest, _ = scored
+    frame = frames[0]
+    auroc = _detection(frame, truth)
+    zero_shot = (frame["clip.suggested_label"] == manifest.true_label).mean()
+    print(f"label-noise AUROC {auroc['label']:.3f}, caption AUROC {auroc['caption']:.3f}, zero-shot acc {zero_shot:.3f}")
+    assert auroc["label"] >= 0.9
+    assert auroc["caption"] >= 0.9
+    assert zero_shot >= 0.7
+
+
+def test_near_duplicates_at_the_default_threshold(scored):
+    """``clip.duplicate_count`` at the default cosine 0.95 groups the injected copies with their originals
+    and flags few others (before the tiny CLIP's instance term it flagged ~95% of the demo)."""
+    from pruning_core.evaluation import detection_metrics
+
+    frames, truth, _, _ = scored
+    frame = frames[0]
+    copies = truth.duplicate_of != ""
+    in_pair = copies | truth.path.isin(truth.duplicate_of[copies])
+    group = frame["clip.duplicate_group"].set_axis(truth.path)
+    pairs = zip(truth.path[copies], truth.duplicate_of[copies])
+    pairs_found = np.mean([group[p] >= 0 and group[p] == group[q] for p, q in pairs])
+    count = frame["clip.duplicate_count"]
+    m = detection_metrics(count, in_pair, suspicious="high", flagged=(count > 0).to_numpy())
+    print(f"duplicates: {m['n_flagged']} flagged, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
+          f"pairs grouped {pairs_found:.3f}")
+    assert pairs_found >= 0.9
+    assert m["precision"] >= 0.3
+
+
+def test_adapter_lowers_its_loss_without_hurting_detection(scored):
+    """Adapters fitted on the noisy demo must learn (loss goes down) and must not blur the problems away."""
+    frames, truth, _, adapter = scored
+    assert len(adapter.loss_history_) == ADAPTER_EPOCHS
+    assert adapter.loss_history_[-1] < adapter.loss_history_[0]
+    before, after = _detection(frames[0], truth), _detection(frames[ADAPTER_EPOCHS], truth)
+    print(f"AUROC before/after adapter: labels {before['label']:.4f} -> {after['label']:.4f}, "
+          f"captions {before['caption']:.4f} -> {after['caption']:.4f}, loss {adapter.loss_history_}")
+    assert after["label"] >= before["label"]
+    # The adapter's caption term takes every given caption as a positive, the 5% mismatched ones
+    # included, so it can only pull those pairs a little closer: measured 0.9976 -> 0.9969, a few
+    # rank swaps.  0.002 allows that and still fails on any real loss of caption detection.
+    assert after["caption"] >= before["caption"] - 0.002
