@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 """Bumped when a change alters results, so older cache entries stop matching."""
 
 _META = "meta.json"

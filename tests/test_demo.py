@@ -252,7 +252,4 @@ def test_adapter_lowers_its_loss_without_hurting_detection(scored):
     print(f"AUROC before/after adapter: labels {before['label']:.4f} -> {after['label']:.4f}, "
           f"captions {before['caption']:.4f} -> {after['caption']:.4f}, loss {adapter.loss_history_}")
     assert after["label"] >= before["label"]
-    # The adapter's caption term takes every given caption as a positive, the 5% mismatched ones
-    # included, so it can only pull those pairs a little closer: measured 0.9976 -> 0.9969, a few
-    # rank swaps.  0.002 allows that and still fails on any real loss of caption detection.
-    assert after["caption"] >= before["caption"] - 0.002
+    assert after["caption"] >= before["caption"]

@@ -92,11 +92,12 @@ class ClipAdapter:
         class_text_emb: ArrayLike,
         *,
         captions_emb: Optional[ArrayLike] = None,
-        caption_weight: float = 1.0,
+        caption_weight: float = 0.5,
         epochs: int = 5,
         lr: float = 1e-3,
         batch_size: int = 256,
         weight_decay: float = 0.0,
+        trim: float = 0.1,
         seed: int = 0,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelToken] = None,
@@ -106,7 +107,9 @@ class ClipAdapter:
         ``captions_emb`` (N, D), when given, adds ``caption_weight`` x the symmetric in-batch
         image<->caption InfoNCE, both sides through their adapters.  Deterministic for a seed on a
         given device.  Weight decay defaults to 0: decaying the identity-initialised linear map
-        towards zero would fight the residual design.
+        towards zero would fight the residual design.  ``trim`` drops that fraction of the
+        highest-loss pairs from each batch (the small-loss trick): the user's labels and captions
+        are noisy, and fitting the mismatched pairs would hide exactly what the scores must find.
         """
         dev = device_of(self.device)
         torch.manual_seed(seed)
@@ -139,12 +142,13 @@ class ClipAdapter:
                 bi = perm[s : s + batch_size]
                 zi = self.image_adapter_(x[bi])
                 zt = self.text_adapter_(t)
-                loss = ce(self.temperature * zi @ zt.T, y[bi])
+                loss = _small_loss_mean(ce(self.temperature * zi @ zt.T, y[bi], reduction="none"), trim)
                 if cap is not None and caption_weight > 0 and len(bi) > 1:
                     zc = self.text_adapter_(cap[bi])
                     logits = self.temperature * zi @ zc.T
                     target = torch.arange(len(bi), device=dev)
-                    loss = loss + caption_weight * 0.5 * (ce(logits, target) + ce(logits.T, target))
+                    pair = 0.5 * (ce(logits, target, reduction="none") + ce(logits.T, target, reduction="none"))
+                    loss = loss + caption_weight * _small_loss_mean(pair, trim)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -224,3 +228,9 @@ class ClipAdapter:
             module.eval()
         self.loss_history_ = [float(v) for v in np.asarray(state.get("loss_history", []))]
         return self
+
+
+def _small_loss_mean(losses: torch.Tensor, trim: float) -> torch.Tensor:
+    """Mean of the ``1 - trim`` smallest per-pair losses: likely-noisy pairs do not train the adapter."""
+    keep = max(1, int(round(losses.shape[0] * (1.0 - trim))))
+    return torch.topk(losses, keep, largest=False).values.mean()
