@@ -1,4 +1,5 @@
-"""PruneScope: the Streamlit entry point (run with `prunescope app` or `streamlit run app.py`)."""
+"""PruneScope: the Streamlit entry point (run with `prunescope app`; plain `streamlit run app.py` works too, but
+then a first visit that deep-links to a page gets Streamlit's legacy pages/ navigation: see ui/launch.py)."""
 
 import streamlit as st
 

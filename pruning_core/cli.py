@@ -209,8 +209,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    app = Path(__file__).resolve().parent.parent / "app.py"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+    # ui.launch runs `streamlit run app.py` with Streamlit's legacy pages/ mode off (deep links work)
+    cmd = [sys.executable, "-m", "ui.launch", "--server.port", str(args.port),
            "--server.headless", str(args.headless).lower(), "--browser.gatherUsageStats", "false"]
     return subprocess.call(cmd)
 

@@ -35,10 +35,10 @@ def _free_port() -> int:
 
 @contextmanager
 def running_app(cache_dir: Path, timeout: float = 90.0) -> Iterator[str]:
-    """Run `streamlit run app.py` on a free loopback port with its own result store; yield its URL."""
+    """Run the app (as `prunescope app` does) on a free loopback port with its own result store; yield its URL."""
     port = _free_port()
     env = {**os.environ, "PRUNESCOPE_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
+    cmd = [sys.executable, "-m", "ui.launch", "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]
     log = open(cache_dir / f"streamlit-{port}.log", "w")

@@ -49,3 +49,14 @@ def test_cancel_stops_a_score_job_and_says_what_is_kept(demo_assets, isolated_ca
         cancel.wait_for(state="detached", timeout=30_000)  # once the rerun ends, no job and no Cancel
         assert not page.get_by_text("Traceback").count()
         page.screenshot(path=str(isolated_cache / "score-cancelled.png"))
+
+
+def test_a_bookmarked_page_opens_with_the_app_navigation(demo_assets, isolated_cache):
+    """The first request to a fresh server is a deep link: it must still go through app.py's navigation."""
+    with running_app(isolated_cache) as url, browser_page() as page:
+        page.goto(f"{url}/evaluate")
+        page.get_by_role("heading", name="Evaluate").wait_for(timeout=120_000)
+        nav = page.get_by_test_id("stSidebarNav")
+        nav.get_by_text("Dataset", exact=True).wait_for(timeout=30_000)
+        assert nav.get_by_text("app", exact=True).count() == 0  # no file-name navigation
+        assert page.get_by_text("audit and prune image datasets").count() == 1  # app.py's sidebar ran
