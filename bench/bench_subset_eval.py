@@ -11,8 +11,9 @@ through the same library calls as ``prunescope evaluate`` (every run cached)::
 
 Scores come first (``dynamics.*`` from one proxy run, ``cleanlab.*`` when ``--folds`` >= 2); the
 grid then trains full data, random (several seeds), each ``--strategies`` entry and dynamic
-pruning.  Prints the summary table, wall times, and the issue's check: the best score-based
-strategy at keep 0.8 against full data (target: >= +3 points on sym20).
+pruning.  Prints the summary table, wall times, full-data accuracy with the true labels of the same
+sample (``--clean``: what the noise costs), and the issue's check: the best score-based strategy at
+keep 0.8 against full data (target: >= +3 points on sym20).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from cifar_data import DATA, unpack  # noqa: E402
 
 from cache.store import ResultStore  # noqa: E402
 from pruning_core.datasets import from_frame  # noqa: E402
-from pruning_core.pipeline import DynamicsConfig, score_dataset  # noqa: E402
+from pruning_core.pipeline import DynamicsConfig, base_table, score_dataset  # noqa: E402
 from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
 
 
@@ -64,6 +65,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--cache", default=None, help="result store (default: a fresh temporary one)")
     ap.add_argument("--out", default=None, help="write every run to this CSV")
+    ap.add_argument("--clean", default="train_clean.csv",
+                    help="manifest with the true labels: full-data training on the same sample gives the noise-free "
+                         "reference ('' to skip)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,6 +106,14 @@ def main() -> None:
     summary = summarise(results)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     full = float(summary.loc[summary["strategy"] == "full", "accuracy"].iloc[0])
+    if args.clean:
+        clean_labels = pd.read_csv(DATA / args.clean if not Path(args.clean).is_file() else args.clean)
+        clean_frame = train[["path"]].merge(clean_labels[["path", "label"]], on="path", how="left")
+        clean = from_frame(clean_frame, root, name=f"cifar10-{Path(args.clean).stem}", check_images=False)
+        reference = evaluate_pruning(clean, base_table(clean), store, strategies=[], keeps=[],
+                                     config=EvalConfig(proxy=proxy), test=test)
+        print(f"full data with clean labels ({args.clean}): {reference['accuracy'].iloc[0]:.4f} "
+              f"(noisy labels: {full:.4f})")
     if (summary["keep"] == 0.8).any():
         best = best_configuration(results.query("strategy != 'random'"), keep=0.8)
         print(f"keep 0.8: best strategy {best['strategy']} {best['accuracy']:.4f} vs full {full:.4f} "
