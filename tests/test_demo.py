@@ -243,6 +243,9 @@ def test_near_duplicates_at_the_default_threshold(scored):
     assert m["precision"] >= 0.3
 
 
+RANK_NOISE = 0.0005
+
+
 def test_adapter_lowers_its_loss_without_hurting_detection(scored):
     """Adapters fitted on the noisy demo must learn (loss goes down) and must not blur the problems away."""
     frames, truth, _, adapter = scored
@@ -251,5 +254,9 @@ def test_adapter_lowers_its_loss_without_hurting_detection(scored):
     before, after = _detection(frames[0], truth), _detection(frames[ADAPTER_EPOCHS], truth)
     print(f"AUROC before/after adapter: labels {before['label']:.4f} -> {after['label']:.4f}, "
           f"captions {before['caption']:.4f} -> {after['caption']:.4f}, loss {adapter.loss_history_}")
-    assert after["label"] >= before["label"]
-    assert after["caption"] >= before["caption"]
+    # "Not lower" up to a few swapped pairs: the demo's tiny CLIP differs a little per build (thread
+    # count), and with ~120 mismatched captions one AUROC standard error is ~0.002 at 0.999, so
+    # RANK_NOISE (a quarter of that) still fails on any real loss.  Measured: 0.9891 -> 0.9900 and
+    # 0.9976 -> 0.9977 on one build, 0.9852 -> 0.9864 and 0.99910 -> 0.99907 on another.
+    assert after["label"] >= before["label"] - RANK_NOISE
+    assert after["caption"] >= before["caption"] - RANK_NOISE
