@@ -23,6 +23,7 @@ st.title("Evaluate")
 st.caption("Which pruning choice keeps accuracy on *your* data? Each strategy's subset trains the same proxy "
            "for the same epochs; held-out accuracy is compared with training on everything and with random subsets.")
 dataset = state.require_dataset()
+state.report_interrupted_job(dataset)
 table = state.auto_scores(dataset)
 # AdaPruner and dynamic pruning train their own masks per ratio, so they need no score column here
 strategies = [s for s in available_strategies(table.frame, table.infos) if s != "adapruner"] + ["adapruner", "dynamic"]
@@ -50,16 +51,30 @@ with st.form("evaluate"):
     balance = st.checkbox("Class-balanced subsets", value=True)
     run = st.form_submit_button("Train and compare", type="primary", disabled=not strategies)
 
+
+def run_grid(config: EvalConfig, test_path: str, finished: dict, progress, cancel) -> None:
+    """The grid behind the form; ``finished`` counts saved runs, which is what a cancel keeps."""
+    def tracked(p) -> None:
+        if p.stage == "evaluate":
+            finished.update(done=p.done, total=p.total)
+        progress(p)
+
+    test = load_dataset(test_path) if test_path else None
+    results = evaluate_pruning(dataset, table, state.store(), strategies=chosen, keeps=keeps, config=config,
+                               test=test, balance=balance, progress=tracked, cancel=cancel)
+    st.session_state[RESULTS] = {"results": results, "balance": balance}
+
+
 if run:
     config = EvalConfig(proxy=DynamicsConfig(epochs=int(epochs), width=int(width), image_size=int(size), folds=0,
                                              device=device), random_seeds=int(seeds))
     holder = st.container()
-    holder.caption("Stop or leaving the page interrupts the grid; finished runs are cached and the next run resumes.")
+    finished: dict = {"done": 0, "total": 0}
+    job = state.PageJob("The evaluation grid", kept=lambda: [f"{finished['done']} of {finished['total']} training runs"]
+                        if finished["done"] else [])
     try:
-        test = load_dataset(test_path.strip()) if test_path.strip() else None
-        results = evaluate_pruning(dataset, table, state.store(), strategies=chosen, keeps=keeps, config=config,
-                                   test=test, balance=balance, progress=state.StreamlitProgress(holder))
-        st.session_state[RESULTS] = {"results": results, "balance": balance}
+        state.run_page_job(job, lambda progress, cancel: run_grid(config, test_path.strip(), finished, progress,
+                                                                  cancel), holder)
     except (DatasetError, FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
 

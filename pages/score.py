@@ -31,9 +31,9 @@ if run:
     st.session_state[state.CLIP] = config
     holder = st.container()
     holder.caption("Cancel, Stop or leaving the page stops the run; finished chunks are kept and the next run resumes.")
-    job = state.ScoreJob("CLIP scores", clip=config)
+    job = state.PageJob("CLIP scores", clip=config)
     try:
-        state.run_score_job(job, lambda progress, cancel: state.compute_clip_scores(dataset, config, progress, cancel),
+        state.run_page_job(job, lambda progress, cancel: state.compute_clip_scores(dataset, config, progress, cancel),
                             holder)
     except WeightsUnavailable as exc:
         st.error(f"{exc}\n\nThe rest of PruneScope (review, pruning, export) works without CLIP scores.")
@@ -57,9 +57,9 @@ if run_dyn:
     holder = st.container()
     holder.caption("Cancel, Stop or leaving the page stops the run; finished folds are kept and the next run resumes.")
     probe_clip = state.clip_config() if arch != "resnet9" else None
-    job = state.ScoreJob("Dynamics scores", clip=probe_clip, dynamics=dyn)
+    job = state.PageJob("Dynamics scores", clip=probe_clip, dynamics=dyn)
     try:
-        state.run_score_job(
+        state.run_page_job(
             job, lambda progress, cancel: state.compute_dynamics_scores(dataset, dyn, probe_clip, progress, cancel), holder
         )
     except (ValueError, WeightsUnavailable) as exc:
@@ -79,8 +79,8 @@ with st.form("adapruner"):
 if run_ada:
     proxy = DynamicsConfig(epochs=int(ada_epochs), image_size=int(ada_size), device=device)
     holder = st.container()
-    job = state.ScoreJob("AdaPruner mask")
-    state.run_score_job(
+    job = state.PageJob("AdaPruner mask")
+    state.run_page_job(
         job, lambda progress, cancel: state.compute_adapruner_scores(dataset, float(ada_ratio), proxy, progress, cancel),
         holder,
     )

@@ -86,15 +86,19 @@ def _job_page() -> None:
                 raise ValueError("bad input")
 
         try:
-            state.run_score_job(state.ScoreJob("Test scores"), compute, st.container())
+            kept = st.session_state.get("kept")
+            job = state.PageJob("Test scores", kept=(lambda: kept) if kept is not None else None)
+            state.run_page_job(job, compute, st.container())
         except ValueError as exc:
             st.error(str(exc))
 
 
-def _job_app(dataset, outcome: str) -> AppTest:
+def _job_app(dataset, outcome: str, kept: list[str] | None = None) -> AppTest:
     at = AppTest.from_function(_job_page, default_timeout=60)
     at.session_state["dataset"] = dataset
     at.session_state["outcome"] = outcome
+    if kept is not None:
+        at.session_state["kept"] = kept
     return at.run()
 
 
@@ -113,11 +117,11 @@ def cache_dir(tmp_path, monkeypatch):
 def test_cancel_button_click_is_reported_as_cancelled(dataset, cache_dir):
     at = _job_app(dataset, "interrupted")
     at.button[0].click().run()
-    assert state.SCORE_JOB in at.session_state and [b.label for b in at.button] == ["Compute", "Cancel"]
-    at.button(key="score_cancel").click().run()  # its callback cancels the job's token before the page runs
+    assert state.PAGE_JOB in at.session_state and [b.label for b in at.button] == ["Compute", "Cancel"]
+    at.button(key="job_cancel").click().run()  # its callback cancels the job's token before the page runs
     assert _warnings(at) == ["Test scores cancelled — nothing was finished yet, so the next run starts from the "
                              "beginning."]
-    assert state.SCORE_JOB not in at.session_state
+    assert state.PAGE_JOB not in at.session_state
     at.run()
     assert _warnings(at) == []  # reported once
 
@@ -133,8 +137,17 @@ def test_a_rerun_without_the_button_is_reported_as_interrupted(dataset, cache_di
 def test_a_job_that_ends_on_its_own_is_not_reported_and_hides_cancel(dataset, cache_dir, outcome):
     at = _job_app(dataset, outcome)
     at.button[0].click().run()
-    assert state.SCORE_JOB not in at.session_state
+    assert state.PAGE_JOB not in at.session_state
     assert [b.label for b in at.button] == ["Compute"]
     assert [e.value for e in at.error] == (["bad input"] if outcome == "error" else [])
     at.run()
     assert _warnings(at) == []
+
+
+def test_a_job_can_say_itself_what_it_keeps(dataset, cache_dir):
+    """The Evaluate page's grid keeps finished training runs, not scoring caches: its job says so."""
+    at = _job_app(dataset, "interrupted", kept=["3 of 17 training runs"])
+    at.button[0].click().run()
+    at.button(key="job_cancel").click().run()
+    assert _warnings(at) == ["Test scores cancelled — 3 of 17 training runs already computed are kept and the "
+                             "next run resumes from them."]

@@ -25,7 +25,7 @@ DATASET = "dataset_source"
 TABLE = "score_table"
 CLIP = "clip_config"
 RECIPE = "recipe"
-SCORE_JOB = "score_job"
+PAGE_JOB = "page_job"
 STOP_WAIT_S = 60.0
 """How long the run after a click waits for the interrupted job to stop (it checks between chunks)."""
 
@@ -204,8 +204,8 @@ def compute_adapruner_scores(
 # ----------------------------------------------------------------------------- cancellable Score-page jobs
 
 @dataclass(eq=False)
-class ScoreJob:
-    """A Score-page computation in flight, kept in session state.
+class PageJob:
+    """A long page computation in flight (Score, Evaluate), kept in session state.
 
     Any click while a script runs (Cancel, Stop, another widget) starts a new run of the page at
     once, and the old run stops only at its next Streamlit call.  The new run finds the job here,
@@ -216,20 +216,22 @@ class ScoreJob:
     name: str  # "CLIP scores" / "Dynamics scores": the message's subject
     clip: Optional[ClipConfig] = None
     dynamics: Optional[DynamicsConfig] = None
+    kept: Optional[Callable[[], list[str]]] = None
+    """What an interrupted run left, for jobs whose work is not the scoring caches ``kept_work`` reads."""
     cancel: CancelToken = field(default_factory=CancelToken)
     ended: threading.Event = field(default_factory=threading.Event)
     settled: bool = False  # ended on its own (a result or an error): nothing to report as cancelled
 
 
-def run_score_job(job: ScoreJob, compute: Callable[[ProgressCallback, CancelToken], object], container) -> None:
+def run_page_job(job: PageJob, compute: Callable[[ProgressCallback, CancelToken], object], container) -> None:
     """Run ``compute`` with progress bars and a Cancel button in ``container``.
 
     Errors propagate for the page to show; an interruption (a click's rerun, or ``Cancelled``
     from the token) leaves the job in session state for :func:`report_interrupted_job`.
     """
-    st.session_state[SCORE_JOB] = job
+    st.session_state[PAGE_JOB] = job
     cancel_slot = container.empty()
-    cancel_slot.button("Cancel", key="score_cancel", icon=":material/cancel:", on_click=job.cancel.cancel,
+    cancel_slot.button("Cancel", key="job_cancel", icon=":material/cancel:", on_click=job.cancel.cancel,
                        help="Stops after the chunk or fold in progress; finished ones are kept for the next run")
     try:
         compute(StreamlitProgress(container), job.cancel)
@@ -244,17 +246,17 @@ def run_score_job(job: ScoreJob, compute: Callable[[ProgressCallback, CancelToke
         job.ended.set()
 
 
-def _settle(job: ScoreJob, cancel_slot) -> None:
+def _settle(job: PageJob, cancel_slot) -> None:
     """The job ended on its own (a result or an error): no Cancel button, nothing to report."""
     job.settled = True
     cancel_slot.empty()
-    if st.session_state.get(SCORE_JOB) is job:
-        del st.session_state[SCORE_JOB]
+    if st.session_state.get(PAGE_JOB) is job:
+        del st.session_state[PAGE_JOB]
 
 
 def report_interrupted_job(dataset: Dataset) -> None:
     """If a click interrupted a Score-page job: stop it for good, then say what the next run reuses."""
-    job: Optional[ScoreJob] = st.session_state.get(SCORE_JOB)
+    job: Optional[PageJob] = st.session_state.get(PAGE_JOB)
     if job is None:
         return
     clicked = job.cancel.cancelled  # the Cancel button's callback ran just before this script
@@ -265,9 +267,10 @@ def report_interrupted_job(dataset: Dataset) -> None:
     if not job.ended.is_set():
         st.warning(f"{job.name} is still stopping (it checks between chunks); reload the page in a moment.")
         return
-    del st.session_state[SCORE_JOB]
+    del st.session_state[PAGE_JOB]
     if not job.settled:
-        kept = kept_work(dataset, store(), clip=job.clip, dynamics=job.dynamics)
+        kept = job.kept() if job.kept is not None else kept_work(dataset, store(), clip=job.clip,
+                                                                  dynamics=job.dynamics)
         st.warning(cancel_message(job.name, clicked, kept), icon=":material/cancel:")
 
 
