@@ -95,7 +95,8 @@ for strategy, rows in summary[summary["strategy"] != "full"].groupby("strategy")
     ))
 if not full.empty:
     fig.add_hline(y=float(full["accuracy"].iloc[0]), line_dash="dash",
-                  annotation_text=f"full data {float(full['accuracy'].iloc[0]):.1%}")
+                  annotation_text=f"full data {float(full['accuracy'].iloc[0]):.1%}",
+                  annotation_position="bottom left")
 fig.update_layout(xaxis_title="kept fraction", yaxis_title="held-out accuracy", yaxis_tickformat=".1%",
                   xaxis_tickformat=".0%", height=420, margin={"t": 30})
 st.plotly_chart(fig, width="stretch")
