@@ -270,8 +270,8 @@ def _strategy_score(
     missing = [c for c in required if c not in frame]
     if missing:
         raise ValueError(f"strategy {strategy!r} needs score column(s) {missing}; compute them on the Score step")
-    if strategy in ("dyn_unc", "adapruner"):
-        return frame[DYN_UNC_COLUMN if strategy == "dyn_unc" else ADAPRUNER_COLUMN].to_numpy(dtype=np.float64)
+    if strategy in ("dyn_unc", "adapruner"):  # defined on their one column
+        return frame[required[0]].to_numpy(dtype=np.float64)
     if strategy in ("random", "cps"):
         return np.zeros(len(frame))
     if not infos:

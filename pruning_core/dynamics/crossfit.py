@@ -21,6 +21,7 @@ from sklearn.model_selection import StratifiedKFold
 from cache.store import atomic_save_npy
 from pruning_core.progress import CancelToken, Progress, ProgressCallback, check, report
 
+from .device_data import take_rows
 from .trainer import train_and_record
 
 FoldCache = Union[str, Path, Callable[[int], Path], None]
@@ -44,12 +45,6 @@ def _fold_path(fold_cache: FoldCache, k: int) -> Optional[Path]:
     if callable(fold_cache):
         return Path(fold_cache(k))
     return Path(fold_cache) / f"fold{k}.npy"
-
-
-def _take(x: Any, idx: np.ndarray) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x[torch.as_tensor(idx, device=x.device)]
-    return np.asarray(x)[idx]
 
 
 def cached_folds(fold_cache: FoldCache, folds: int) -> int:
@@ -115,8 +110,8 @@ def out_of_sample_probs(
             report(progress, "cross-fit", k * epochs + p.done, total, f"fold {k + 1}/{folds}, epoch {p.done}/{p.total}")
 
         rec = train_and_record(
-            _take(x, train), y_np[train], arch=arch, epochs=epochs, seed=seed + k, device=device,
-            num_classes=c, record_idx=np.zeros(0, dtype=np.int64), eval_x=_take(x, test),
+            take_rows(x, train), y_np[train], arch=arch, epochs=epochs, seed=seed + k, device=device,
+            num_classes=c, record_idx=np.zeros(0, dtype=np.int64), eval_x=take_rows(x, test),
             progress=fold_progress if progress is not None else None, cancel=cancel, **train_kw,
         )
         fold_probs = rec.heldout_probs

@@ -11,7 +11,15 @@ from __future__ import annotations
 import warnings
 from typing import Any, Optional
 
+import numpy as np
 import torch
+
+
+def take_rows(x: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of numpy or torch inputs (a torch tensor stays on its device)."""
+    if isinstance(x, torch.Tensor):
+        return x[torch.as_tensor(idx, device=x.device)]
+    return np.asarray(x)[idx]
 
 
 class DeviceData:
@@ -23,8 +31,6 @@ class DeviceData:
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             t = torch.as_tensor(x)
         self.device = device
-        # channels_last helps oneDNN on CPU as well as cuDNN tensor cores on CUDA
-        self.channels_last = True
         if t.ndim == 4:
             self.kind = "image"
             if t.dtype == torch.uint8:  # (N, H, W, C) as decoded
@@ -56,7 +62,7 @@ class DeviceData:
 
     def _finish(self, xb: torch.Tensor) -> torch.Tensor:
         xb = (xb.float() - self.mean) / self.std
-        if self.channels_last and xb.ndim == 4:
+        if xb.ndim == 4:  # channels_last helps oneDNN on CPU as well as cuDNN tensor cores on CUDA
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb
 

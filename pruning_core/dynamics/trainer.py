@@ -208,7 +208,7 @@ class ProxyTrainer:
             raise ValueError("cannot train on zero samples")
         if self.y_np.min() < 0 or self.y_np.max() >= self.num_classes:
             raise ValueError("labels must be in [0, num_classes)")
-        self.dev, self.n, self.arch = dev, n, arch
+        self.dev, self.n, self.arch, self.width = dev, n, arch, width
         self.data = DeviceData(x, dev, crop_pad=crop_pad, flip=flip)
         if self.data.n != n:
             raise ValueError(f"x has {self.data.n} samples but y has {n}")
@@ -261,8 +261,9 @@ class ProxyTrainer:
         self.model.train()
         order = torch.randperm(self.n if idx is None else int(idx.shape[0]), device=self.dev, generator=self.gen)
         perm = order if idx is None else idx[order]
-        bs = min(self.batch_size, int(perm.shape[0]))
-        for s in range(max(1, int(perm.shape[0]) // bs) if bs else 0):
+        count = int(perm.shape[0])
+        bs = min(self.batch_size, count)
+        for s in range(count // bs if bs else 0):
             b = perm[s * bs : (s + 1) * bs]
             with autocast(self.dev):
                 out = self.model(self.data.augmented(b, self.gen))
@@ -307,7 +308,7 @@ class ProxyTrainer:
 
     def meta(self) -> dict:
         return {
-            "arch": self.arch, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+            "arch": self.arch, "width": self.width, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
             "label_smoothing": self.label_smoothing, "device": str(self.dev), "num_classes": self.num_classes,
             "n_train": self.n, "data_seconds": self.data_seconds, "train_seconds": self.train_seconds,
             "samples_trained": self.samples_trained,
@@ -398,6 +399,5 @@ def train_and_record(
             prob=out["prob"], margin=out["margin"], correct=out["correct"], loss=out["loss"], el2n=out["el2n"],
             final_logits=final_logits.cpu().numpy(), labels=t.y_np[rec_idx].copy(), record_idx=rec_idx.copy(),
             heldout_probs=heldout,
-            meta={**t.meta(), "epochs": epochs, "seed": seed, "width": options.get("width", 64),
-                  "record_seconds": t_record},
+            meta={**t.meta(), "epochs": epochs, "seed": seed, "record_seconds": t_record},
         )

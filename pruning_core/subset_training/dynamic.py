@@ -27,7 +27,7 @@ from pruning_core.dynamics.trainer import proxy_trainer
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 from pruning_core.selection import keep_count
 
-from .runs import TrainingRun, accuracy
+from .runs import TrainingRun
 
 
 def percentile_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -120,10 +120,7 @@ def train_with_dynamic_pruning(
             visited[idx] = True
             t.train_epoch(idx, loss_fn=loss_fn, cancel=cancel)
             report(progress, "train", epoch + 1, epochs, f"dynamic pruning epoch {epoch + 1}/{epochs}, {budget:,} samples")
-        probs = t.predict_probs(test_x) if test_x is not None else None
-        return TrainingRun(
-            accuracy=accuracy(probs, test_y), n_train=budget, samples_trained=t.samples_trained,
-            train_seconds=t.train_seconds, heldout_probs=probs,
-            meta={**t.meta(), "epochs": epochs, "seed": seed, "mode": "dynamic", "explore": explore,
-                  "visited_fraction": float(visited.float().mean()), "with_consistency": consistency is not None},
+        return TrainingRun.from_trainer(
+            t, budget, test_x, test_y, epochs=epochs, seed=seed, mode="dynamic", explore=explore,
+            visited_fraction=float(visited.float().mean()), with_consistency=consistency is not None,
         )

@@ -15,7 +15,7 @@ trains the new cells.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -93,8 +93,8 @@ def prepare_eval_data(
         raise ValueError("subset evaluation trains the image proxy: use arch 'resnet9'")
     x = decoded_images(dataset, config.proxy.image_size, store, progress=progress, cancel=cancel)
     y = dataset.label_ids
+    train_idx: slice | np.ndarray = slice(None)  # with a test set the whole dataset trains
     if test is not None:
-        train_idx = np.arange(len(y))
         test_x = decoded_images(test, config.proxy.image_size, store, progress=progress, cancel=cancel)
         test_y = heldout_label_ids(test, dataset.classes)
         split = f"test:{test.fingerprint}"
@@ -108,7 +108,7 @@ def prepare_eval_data(
         split = f"holdout:{config.holdout}:{config.proxy.seed}"
     frame = table.frame.iloc[train_idx].reset_index(drop=True)
     fingerprint = hashlib.sha256(f"{dataset.fingerprint}|{split}".encode()).hexdigest()[:24]
-    return EvalData(x=x[train_idx] if test is None else x, y=y[train_idx], frame=frame, infos=dict(table.infos),
+    return EvalData(x=x[train_idx], y=y[train_idx], frame=frame, infos=dict(table.infos),
                     test_x=test_x, test_y=test_y, fingerprint=fingerprint, num_classes=len(dataset.classes))
 
 

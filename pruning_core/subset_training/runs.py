@@ -14,7 +14,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from pruning_core.dynamics.trainer import proxy_trainer
+from pruning_core.dynamics.device_data import take_rows
+from pruning_core.dynamics.trainer import ProxyTrainer, proxy_trainer
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
 
@@ -39,18 +40,19 @@ class TrainingRun:
     heldout_probs: Optional[np.ndarray] = None
     meta: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_trainer(cls, t: ProxyTrainer, n_train: int, test_x: Any, test_y: Any, **meta: Any) -> "TrainingRun":
+        """Score the trainer's final model on the held-out set and record what the run cost."""
+        probs = t.predict_probs(test_x) if test_x is not None else None
+        return cls(accuracy=accuracy(probs, test_y), n_train=n_train, samples_trained=t.samples_trained,
+                   train_seconds=t.train_seconds, heldout_probs=probs, meta={**t.meta(), **meta})
+
 
 def accuracy(probs: Optional[np.ndarray], labels: Optional[Any]) -> float:
     """Top-1 accuracy of predicted probabilities; NaN when there is nothing to compare."""
     if probs is None or labels is None or len(probs) == 0:
         return float("nan")
     return float(np.mean(np.argmax(probs, axis=1) == np.asarray(labels)))
-
-
-def _take(x: Any, idx: np.ndarray) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x[torch.as_tensor(idx, device=x.device)]
-    return np.asarray(x)[idx]
 
 
 def train_on_subset(
@@ -80,13 +82,9 @@ def train_on_subset(
     if idx.size == 0:
         raise ValueError("the subset is empty: keep at least one sample per class you want to learn")
     y_np = np.asarray(y).astype(np.int64, copy=False)
-    with proxy_trainer(_take(x, idx), y_np[idx], epochs=epochs, seed=seed, device=device, **options) as t:
+    with proxy_trainer(take_rows(x, idx), y_np[idx], epochs=epochs, seed=seed, device=device, **options) as t:
         for epoch in range(epochs):
             check(cancel)
             t.train_epoch(cancel=cancel)
             report(progress, "train", epoch + 1, epochs, f"epoch {epoch + 1}/{epochs} on {idx.size:,} samples")
-        probs = t.predict_probs(test_x) if test_x is not None else None
-        return TrainingRun(
-            accuracy=accuracy(probs, test_y), n_train=int(idx.size), samples_trained=t.samples_trained,
-            train_seconds=t.train_seconds, heldout_probs=probs, meta={**t.meta(), "epochs": epochs, "seed": seed},
-        )
+        return TrainingRun.from_trainer(t, int(idx.size), test_x, test_y, epochs=epochs, seed=seed)
