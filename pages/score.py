@@ -8,7 +8,7 @@ from ui import state
 
 st.title("Score")
 dataset = state.require_dataset()
-state.report_interrupted_job(dataset)
+state.report_interrupted_job()
 config = state.clip_config()
 
 with st.form("clip"):
@@ -31,7 +31,7 @@ if run:
     st.session_state[state.CLIP] = config
     holder = st.container()
     holder.caption("Cancel, Stop or leaving the page stops the run; finished chunks are kept and the next run resumes.")
-    job = state.PageJob("CLIP scores", clip=config)
+    job = state.PageJob("CLIP scores", kept=state.scoring_kept(dataset, clip=config))
     try:
         state.run_page_job(job, lambda progress, cancel: state.compute_clip_scores(dataset, config, progress, cancel),
                             holder)
@@ -57,7 +57,7 @@ if run_dyn:
     holder = st.container()
     holder.caption("Cancel, Stop or leaving the page stops the run; finished folds are kept and the next run resumes.")
     probe_clip = state.clip_config() if arch != "resnet9" else None
-    job = state.PageJob("Dynamics scores", clip=probe_clip, dynamics=dyn)
+    job = state.PageJob("Dynamics scores", kept=state.scoring_kept(dataset, clip=probe_clip, dynamics=dyn))
     try:
         state.run_page_job(
             job, lambda progress, cancel: state.compute_dynamics_scores(dataset, dyn, probe_clip, progress, cancel), holder

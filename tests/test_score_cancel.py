@@ -75,7 +75,7 @@ def _job_page() -> None:
     from pruning_core.progress import Cancelled, Progress
     from ui import state
 
-    state.report_interrupted_job(st.session_state["dataset"])
+    state.report_interrupted_job()
     outcome = st.session_state.get("outcome")
     if st.button("Compute"):
         def compute(progress, cancel) -> None:
@@ -87,7 +87,7 @@ def _job_page() -> None:
 
         try:
             kept = st.session_state.get("kept")
-            job = state.PageJob("Test scores", kept=(lambda: kept) if kept is not None else None)
+            job = state.PageJob("Test scores", kept=(lambda: kept) if kept is not None else list)
             state.run_page_job(job, compute, st.container())
         except ValueError as exc:
             st.error(str(exc))

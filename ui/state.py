@@ -214,10 +214,8 @@ class PageJob:
     """
 
     name: str  # "CLIP scores" / "Dynamics scores": the message's subject
-    clip: Optional[ClipConfig] = None
-    dynamics: Optional[DynamicsConfig] = None
-    kept: Optional[Callable[[], list[str]]] = None
-    """What an interrupted run left, for jobs whose work is not the scoring caches ``kept_work`` reads."""
+    kept: Callable[[], list[str]] = list
+    """What an interrupted run left for the next one, read when it is reported (e.g. :func:`scoring_kept`)."""
     cancel: CancelToken = field(default_factory=CancelToken)
     ended: threading.Event = field(default_factory=threading.Event)
     settled: bool = False  # ended on its own (a result or an error): nothing to report as cancelled
@@ -254,8 +252,8 @@ def _settle(job: PageJob, cancel_slot) -> None:
         del st.session_state[PAGE_JOB]
 
 
-def report_interrupted_job(dataset: Dataset) -> None:
-    """If a click interrupted a Score-page job: stop it for good, then say what the next run reuses."""
+def report_interrupted_job() -> None:
+    """If a click interrupted a page job: stop it for good, then say what the next run reuses."""
     job: Optional[PageJob] = st.session_state.get(PAGE_JOB)
     if job is None:
         return
@@ -269,13 +267,18 @@ def report_interrupted_job(dataset: Dataset) -> None:
         return
     del st.session_state[PAGE_JOB]
     if not job.settled:
-        kept = job.kept() if job.kept is not None else kept_work(dataset, store(), clip=job.clip,
-                                                                  dynamics=job.dynamics)
-        st.warning(cancel_message(job.name, clicked, kept), icon=":material/cancel:")
+        st.warning(cancel_message(job.name, clicked, job.kept()), icon=":material/cancel:")
+
+
+def scoring_kept(
+    dataset: Dataset, clip: Optional[ClipConfig] = None, dynamics: Optional[DynamicsConfig] = None
+) -> Callable[[], list[str]]:
+    """A scoring job's ``kept``: what the store holds of its work (:func:`pruning_core.pipeline.kept_work`)."""
+    return lambda: kept_work(dataset, store(), clip=clip, dynamics=dynamics)
 
 
 def cancel_message(name: str, clicked: bool, kept: list[str]) -> str:
-    """What a cancelled job leaves: ``kept`` comes from :func:`pruning_core.pipeline.kept_work`."""
+    """What a cancelled job leaves, as its ``kept`` reported it."""
     verb = "cancelled" if clicked else "interrupted"
     if not kept:
         return f"{name} {verb} — nothing was finished yet, so the next run starts from the beginning."
