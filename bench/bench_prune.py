@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pruning_core.export import preview_selection  # noqa: E402
 from pruning_core.score_info import ScoreInfo  # noqa: E402
-from pruning_core.selection import STRATEGIES, ScoreRanks, SelectionRecipe, combined_score, run_recipe  # noqa: E402
+from pruning_core.selection import ScoreRanks, SelectionRecipe, available_strategies, combined_score, run_recipe  # noqa: E402
 
 
 def synthetic(rows: int, n_scores: int, classes: int = 10, seed: int = 0):
@@ -65,13 +65,7 @@ def main() -> int:
     frame, infos = synthetic(args.rows, args.scores)
     removed = frame["path"].sample(frac=0.02, random_state=1).tolist()
     weights = {name: 1.0 for name in infos}
-    try:
-        import pruning_core.clip_scores.cps  # noqa: F401
-
-        strategies = list(STRATEGIES)
-    except ImportError:
-        strategies = [s for s in STRATEGIES if s != "cps"]
-        print("cps skipped: pruning_core.clip_scores.cps is not importable")
+    strategies = available_strategies(frame, infos)
 
     if args.strategies:
         strategies = [s for s in args.strategies.split(",") if s in strategies]

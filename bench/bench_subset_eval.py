@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar_data import DATA, unpack  # noqa: E402
 
 from cache.store import ResultStore  # noqa: E402
+from pruning_core.cli import parse_weights  # noqa: E402
 from pruning_core.datasets import from_frame  # noqa: E402
 from pruning_core.pipeline import DynamicsConfig, base_table, score_dataset  # noqa: E402
 from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
@@ -86,11 +87,7 @@ def main() -> None:
                            batch_size=args.batch_size, seed=args.seed, device=args.device)
     table = score_dataset(dataset, store, dynamics=proxy)
     t_score = time.perf_counter() - t0
-    weights = {}
-    for part in args.weights.split(","):
-        name, _, value = part.partition("=")
-        if name in table.infos:
-            weights[name] = float(value)
+    weights = {name: w for name, w in (parse_weights(args.weights) or {}).items() if name in table.infos}
     print(f"{len(dataset):,} training images ({manifest.name}), {len(test):,} test images; "
           f"scores in {t_score:.1f}s; weights {weights or 'all scores'}")
 

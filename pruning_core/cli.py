@@ -19,7 +19,8 @@ def _store(args: argparse.Namespace) -> ResultStore:
     return ResultStore(args.cache_dir)
 
 
-def _parse_weights(text: Optional[str]) -> Optional[dict[str, float]]:
+def parse_weights(text: Optional[str]) -> Optional[dict[str, float]]:
+    """``col=w,col=w`` as given to --weights."""
     if not text:
         return None
     weights = {}
@@ -46,23 +47,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    """The dataset named on the command line ('demo' builds or reuses the built-in one)."""
+    """The dataset named on the command line ('demo' builds or reuses the built-in one), and the demo's assets."""
     from pruning_core.datasets import load_dataset
 
     if args.data == DEMO:
         from pruning_core.demo import ensure_demo
 
         assets = ensure_demo(progress=TqdmProgress())
-        args.clip_model = args.clip_model or assets.clip_model
-        args.clip_pretrained = args.clip_pretrained or str(assets.clip_checkpoint)
-        return load_dataset(assets.manifest, progress=TqdmProgress())
-    return load_dataset(Path(args.data), root=args.root, progress=TqdmProgress())
+        return load_dataset(assets.manifest, progress=TqdmProgress()), assets
+    return load_dataset(Path(args.data), root=args.root, progress=TqdmProgress()), None
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_dataset
 
-    dataset = _load(args)
+    dataset, demo = _load(args)
+    if demo is not None:  # the demo scores with its own tiny CLIP unless told otherwise
+        args.clip_model = args.clip_model or demo.clip_model
+        args.clip_pretrained = args.clip_pretrained or str(demo.clip_checkpoint)
     print(dataset.report.summary(), file=sys.stderr)
     clip = None
     if args.clip:
@@ -117,7 +119,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         recipe = SelectionRecipe(
             keep=parse_keep(args.keep),
             strategy=args.strategy,
-            weights=_parse_weights(args.weights),
+            weights=parse_weights(args.weights),
             balance=args.balance,
             seed=args.seed,
         )
@@ -174,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pruning_core.pipeline import DynamicsConfig
     from pruning_core.subset_training import EvalConfig, evaluate_pruning, summarise
 
-    dataset = _load(args)
+    dataset, _ = _load(args)
     table = _aligned_scores(dataset, args.scores)
     test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress()) if args.test else None
     config = EvalConfig(
@@ -185,7 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     keeps = [float(k) for k in args.keep.split(",")]
     results = evaluate_pruning(dataset, table, _store(args), strategies=strategies, keeps=keeps, config=config,
-                               test=test, weights=_parse_weights(args.weights), balance=args.balance,
+                               test=test, weights=parse_weights(args.weights), balance=args.balance,
                                progress=TqdmProgress())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out, index=False)
@@ -271,8 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--out", required=True, type=Path, help="one row per run (.csv)")
-    evaluate.add_argument("--clip-model", default=None, help=argparse.SUPPRESS)
-    evaluate.add_argument("--clip-pretrained", default=None, help=argparse.SUPPRESS)
     evaluate.set_defaults(func=cmd_evaluate)
 
     select = sub.add_parser("select", help="choose the kept subset from a score table")
