@@ -29,18 +29,7 @@ n_review = int(frame["path"].isin(set(removed)).sum())
 eligible = n - n_review
 previous = st.session_state.get(state.RECIPE)
 
-
-def _cps_available() -> bool:
-    try:
-        import pruning_core.clip_scores.cps  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 available = available_strategies(frame, table.infos)
-if "cps" in available and not _cps_available():
-    available.remove("cps")
 
 # ----------------------------------------------------------------------------- the recipe
 max_fraction = float(np.floor(eligible / n * 100) / 100) if n else 1.0

@@ -5,7 +5,6 @@ suspicious), optionally limited to a tag sent from Explore.  Every decision is c
 the DecisionStore at once, so a closed tab or a restarted server loses nothing.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional
 
+import numpy as np
 import pandas as pd
 
 from cache.store import CODE_VERSION, atomic_write_bytes
@@ -330,15 +331,15 @@ def resolve_scores_path(manifest: Mapping[str, Any], manifest_path: Path) -> Pat
 class SelectionPreview:
     """What the Prune page draws for one recipe: computed without Streamlit so it can be benchmarked."""
 
-    mask: "np.ndarray"  # kept
-    removed_by_review: "np.ndarray"
-    combined: "np.ndarray"  # the weighted, rank-normalised score (1 = most suspicious)
+    mask: np.ndarray  # kept
+    removed_by_review: np.ndarray
+    combined: np.ndarray  # the weighted, rank-normalised score (1 = most suspicious)
     per_class: pd.DataFrame  # index class; columns kept, removed by selection, removed by review
-    hist_edges: "np.ndarray"
-    hist_kept: "np.ndarray"
-    hist_removed: "np.ndarray"
-    borderline_kept: "np.ndarray"  # row positions, the kept samples nearest the cut
-    borderline_removed: "np.ndarray"  # row positions, the removed samples nearest the cut
+    hist_edges: np.ndarray
+    hist_kept: np.ndarray
+    hist_removed: np.ndarray
+    borderline_kept: np.ndarray  # row positions, the kept samples nearest the cut
+    borderline_removed: np.ndarray  # row positions, the removed samples nearest the cut
 
     @property
     def n_kept(self) -> int:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pruning_core.progress import CancelToken, Cancelled, ProgressCallback, check, report
 

@@ -28,6 +28,17 @@ def isolated_cache(tmp_path_factory) -> Path:
         os.environ["PRUNESCOPE_CACHE"] = previous
 
 
+@pytest.fixture
+def one_thread():
+    """Training tests run on one torch thread: bitwise-reproducible on CPU, and faster on 2 shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def cifar_dir() -> Path:
     """Unpacked real CIFAR-10 (``<dir>/train/<class>/NNNN.jpg``); skips when it is absent.

@@ -360,7 +360,7 @@ def test_fingerprint_stable_and_sensitive(tmp_path):
     # same in another process
     code = (
         "import sys; from pruning_core.datasets import load_manifest;"
-        f"print(load_manifest(sys.argv[1]).fingerprint)"
+        "print(load_manifest(sys.argv[1]).fingerprint)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(manifest)],

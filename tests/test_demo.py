@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFile
 
 from pruning_core import demo

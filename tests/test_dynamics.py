@@ -27,13 +27,7 @@ from pruning_core.dynamics import crossfit as crossfit_mod
 from pruning_core.evaluation import detection_metrics, evaluate_scores
 from synthetic import gaussian_embeddings, synthetic_images
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- hand-computed scores

@@ -167,13 +167,7 @@ def test_app_bundle_replays_to_the_identical_subset(tmp_path, monkeypatch):
         replayed["path"]) else True
 
 
-STRATEGY_NAMES = [s for s in STRATEGIES if s != "cps"]
-try:
-    import pruning_core.clip_scores.cps  # noqa: F401
-
-    STRATEGY_NAMES.append("cps")
-except ImportError:  # pragma: no cover - cps module missing
-    pass
+STRATEGY_NAMES = list(STRATEGIES)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

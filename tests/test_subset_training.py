@@ -26,13 +26,7 @@ from pruning_core.subset_training.dynamic import epoch_subset, percentile_ranks
 from pruning_core.subset_training.evaluate import grid_runs, heldout_label_ids
 from synthetic import gaussian_embeddings, synthetic_images, write_image_folder
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IMG = dict(arch="resnet9", width=8, batch_size=32, device="cpu")
