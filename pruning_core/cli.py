@@ -59,7 +59,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_dataset
+    from pruning_core.pipeline import ClipConfig, score_dataset
 
     dataset, demo = _load(args)
     if demo is not None:  # the demo scores with its own tiny CLIP unless told otherwise
@@ -77,16 +77,20 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
     dynamics = None
     if args.dynamics:
-        dynamics = DynamicsConfig(arch=args.arch, epochs=args.epochs, folds=args.folds, image_size=args.image_size,
-                                  dynunc_window=args.dynunc_window, seed=args.seed, device=args.device)
+        plan = _planned_dynamics(args, dataset)
+        dynamics = plan.config
     if clip is None and dynamics is None and args.adapruner is None:
         raise ValueError("nothing to score: enable --clip, --dynamics and/or --adapruner RATIO")
     table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, progress=TqdmProgress())
+    if dynamics is not None:
+        table.settings["dynamics"]["plan"] = plan.as_dict()
     if args.adapruner is not None:
         from pruning_core.subset_training import adapruner_score_table
 
-        proxy = DynamicsConfig(epochs=args.epochs, image_size=args.image_size, seed=args.seed, device=args.device)
+        proxy = _planned_dynamics(args, dataset, folds=0).config  # one training run, no cross-fitting
         table = table.merged(adapruner_score_table(dataset, args.adapruner, proxy, _store(args), progress=TqdmProgress()))
+    for note in table.notes:
+        print(f"note: {note}", file=sys.stderr)
     sidecar = table.save(args.out)
     if dataset.report.issues:
         issues_path = Path(args.out).with_suffix(".issues.csv")
@@ -94,6 +98,26 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"skipped/flagged inputs listed in {issues_path}", file=sys.stderr)
     print(f"wrote {len(table.frame):,} rows x {len(table.infos)} scores to {args.out} (meanings in {sidecar})")
     return 0
+
+
+_PROXY_FLAG = {"batch_size": "proxy_batch_size"}
+"""DynamicsConfig fields whose flag has another name (--batch-size is CLIP's)."""
+
+
+def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
+    """Proxy settings from the flags given (and ``fixed``), the rest planned to fit ``--budget``; prints the plan."""
+    from pruning_core.pipeline import DynamicsConfig
+    from pruning_core.planner import PLANNED_FIELDS, plan_dynamics
+
+    given = {f: getattr(args, _PROXY_FLAG.get(f, f)) for f in PLANNED_FIELDS}
+    given = {**{f: v for f, v in given.items() if v is not None}, **fixed}
+    budget = args.budget if args.budget and args.budget > 0 else None
+    config = DynamicsConfig(arch=args.arch, dynunc_window=args.dynunc_window, seed=args.seed, device=args.device,
+                            budget_s=budget, **given)
+    plan = plan_dynamics(config, len(dataset), num_classes=len(dataset.classes), budget_s=budget, fixed=given,
+                         store=_store(args), progress=TqdmProgress())
+    print(f"plan: {plan.describe()}", file=sys.stderr)
+    return plan
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -241,9 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--dynamics", action="store_true", help="train a proxy and add dynamics.* and cleanlab.* scores")
     score.add_argument("--arch", default="resnet9", choices=["resnet9", "mlp", "linear"],
                        help="proxy: resnet9 on images, or a probe on CLIP embeddings")
-    score.add_argument("--epochs", type=int, default=16)
-    score.add_argument("--folds", type=int, default=4, help="cross-fitting folds for cleanlab (0 = skip)")
-    score.add_argument("--image-size", type=int, default=32, help="working resolution of the proxy")
+    from pruning_core.pipeline import DynamicsConfig
+    from pruning_core.planner import DEFAULT_BUDGET_S
+
+    _DYN = DynamicsConfig()
+    score.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
+                       help=f"time for proxy training + cross-fitting (default {DEFAULT_BUDGET_S:.0f}); the settings "
+                            "below that are not given are planned to fit it from a measured throughput; 0 = no "
+                            "budget (unset settings take the full-size defaults)")
+    score.add_argument("--epochs", type=int, default=None, help=f"proxy epochs (planned; full size {_DYN.epochs})")
+    score.add_argument("--folds", type=int, default=None,
+                       help=f"cross-fitting folds for cleanlab, 0 = skip (planned; full size {_DYN.folds})")
+    score.add_argument("--image-size", type=int, default=None,
+                       help=f"working resolution of the proxy (planned; full size {_DYN.image_size})")
+    score.add_argument("--width", type=int, default=None,
+                       help=f"ResNet-9 base width (planned; full size {_DYN.width})")
+    score.add_argument("--proxy-batch-size", type=int, default=None,
+                       help=f"proxy batch size (planned; full size {_DYN.batch_size})")
     score.add_argument("--dynunc-window", type=int, default=10)
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--adapruner", type=float, default=None, metavar="RATIO",

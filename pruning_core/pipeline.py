@@ -7,6 +7,7 @@ whose inputs (dataset fingerprint, model, parameters, code version) are unchange
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
@@ -19,7 +20,7 @@ from pruning_core.clip_model import WeightsSource, load_clip, resolve_weights, s
 from pruning_core.datasets import Dataset
 from pruning_core.embeddings import cached_chunks, embed_images
 from pruning_core.progress import CancelToken, ProgressCallback, report
-from pruning_core.score_info import ScoreInfo, read_sidecar, write_sidecar
+from pruning_core.score_info import ScoreInfo, read_sidecar, read_sidecar_settings, write_sidecar
 
 SAMPLE_COLUMNS = ("path", "label", "caption")
 
@@ -56,6 +57,10 @@ class ScoreTable:
 
     frame: pd.DataFrame
     infos: dict[str, ScoreInfo]
+    notes: list[str] = field(default_factory=list)
+    """What the user should know about how these scores were made (e.g. a budget cut a step short)."""
+    settings: dict = field(default_factory=dict)
+    """How each score family was made, by family (``{"dynamics": {...}}``): kept in the sidecar."""
 
     def save(self, path: Path) -> Path:
         """Write ``path`` (parquet or csv) and its ``.json`` sidecar; returns the sidecar path."""
@@ -68,7 +73,7 @@ class ScoreTable:
             self.frame.to_parquet(tmp, index=False)
         tmp.replace(path)
         sidecar = path.with_suffix(".json")
-        write_sidecar(sidecar, self.infos)
+        write_sidecar(sidecar, self.infos, self.settings)
         return sidecar
 
     @classmethod
@@ -81,12 +86,13 @@ class ScoreTable:
         if not sidecar.is_file():
             raise FileNotFoundError(f"{path} has no sidecar {sidecar.name}: it says which direction each score points")
         infos = {name: info for name, info in read_sidecar(sidecar).items() if name in frame}
-        return cls(frame, infos)
+        return cls(frame, infos, settings=read_sidecar_settings(sidecar))
 
     def merged(self, other: "ScoreTable") -> "ScoreTable":
         new_cols = [c for c in other.frame.columns if c not in self.frame.columns]
         frame = pd.concat([self.frame, other.frame[new_cols].set_axis(self.frame.index)], axis=1)
-        return ScoreTable(frame, {**self.infos, **other.infos})
+        return ScoreTable(frame, {**self.infos, **other.infos}, [*self.notes, *other.notes],
+                          {**self.settings, **other.settings})
 
 
 def base_table(dataset: Dataset) -> ScoreTable:
@@ -246,6 +252,9 @@ class DynamicsConfig:
     dynunc_window: int = 10
     seed: int = 0
     device: str = "auto"
+    budget_s: Optional[float] = None
+    """Wall-clock seconds for training and cross-fitting: a run stops when they are spent (within one
+    epoch).  ``pruning_core.planner.plan_dynamics`` picks settings that fit it; None runs as set."""
 
     def training_params(self) -> dict:
         params = asdict(self)
@@ -297,7 +306,9 @@ def dynamics_score_table(
 ) -> ScoreTable:
     """Training-dynamics scores from cached per-epoch records, plus cleanlab issues from cross-fitting."""
     from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record
+    from pruning_core.dynamics.crossfit import BudgetSpent
     from pruning_core.dynamics.trainer import TrainingRecord
+    from pruning_core.planner import format_seconds
 
     if config.arch == "resnet9":
         x = decoded_images(dataset, config.image_size, store, progress=progress, cancel=cancel)
@@ -313,20 +324,32 @@ def dynamics_score_table(
     y = dataset.label_ids
     meta = {"dataset": dataset.name, "fingerprint": dataset.fingerprint, "params": params}
 
+    deadline = time.monotonic() + config.budget_s if config.budget_s is not None else None
     key = make_key("dynamics-record", dataset.fingerprint, params)
     entry = store.load(key)
     if entry is None:
-        record = train_and_record(x, y, progress=progress, cancel=cancel, **train)
+        record = train_and_record(x, y, deadline=deadline, progress=progress, cancel=cancel, **train)
         entry = store.save(key, arrays=record.to_arrays(), meta={"step": "dynamics-record", **meta, **record.meta})
-    frame, infos = dynamics_scores(TrainingRecord.from_arrays(entry), dynunc_window=config.dynunc_window)
-    table = ScoreTable(frame.set_axis(dataset.samples.index), infos)
+    record = TrainingRecord.from_arrays(entry, entry.meta)
+    frame, infos = dynamics_scores(record, dynunc_window=config.dynunc_window)
+    notes = []
+    if record.meta.get("stopped_by_budget"):
+        notes.append(f"The {format_seconds(config.budget_s)} budget stopped proxy training after "
+                     f"{record.n_epochs} of {config.epochs} epochs: give a larger budget or fewer epochs.")
+    settings = {"dynamics": {**params, "epochs_done": record.n_epochs, "train_seconds": record.meta.get("train_seconds"),
+                             "device": record.meta.get("device")}}
+    table = ScoreTable(frame.set_axis(dataset.samples.index), infos, notes, settings)
 
     if config.folds >= 2:
         oos_key = make_key("dynamics-oos", dataset.fingerprint, params)
         oos = store.load(oos_key)
         if oos is None:
-            probs = out_of_sample_probs(x, y, folds=config.folds, fold_cache=store.partial_dir(oos_key),
-                                        progress=progress, cancel=cancel, **train)
+            try:
+                probs = out_of_sample_probs(x, y, folds=config.folds, fold_cache=store.partial_dir(oos_key),
+                                            deadline=deadline, progress=progress, cancel=cancel, **train)
+            except BudgetSpent as exc:
+                table.notes.append(f"No cleanlab scores: {exc}.")
+                return table
             oos = store.save(oos_key, arrays={"probs": probs}, meta={"step": "dynamics-oos", **meta})
         cl_frame, cl_infos = label_issue_scores(y, oos.array("probs"), dataset.classes)
         table = table.merged(ScoreTable(cl_frame.set_axis(dataset.samples.index), cl_infos))

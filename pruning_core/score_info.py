@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping, Optional
 
 from cache.store import atomic_write_bytes
 
@@ -32,11 +32,22 @@ class ScoreInfo:
             raise ValueError(f"score {self.name!r}: suspicious must be 'low' or 'high'")
 
 
-def write_sidecar(path: Path, infos: Mapping[str, ScoreInfo]) -> None:
-    payload = {name: {k: v for k, v in asdict(info).items() if k != "name"} for name, info in infos.items()}
-    atomic_write_bytes(Path(path), json.dumps(payload, indent=2, sort_keys=True).encode())
+SETTINGS_KEY = "settings"
+"""The sidecar's entry for how each score family was made (never a score name: those are ``family.score``)."""
+
+
+def write_sidecar(path: Path, infos: Mapping[str, ScoreInfo], settings: Optional[Mapping[str, Any]] = None) -> None:
+    payload: dict[str, Any] = {name: {k: v for k, v in asdict(info).items() if k != "name"} for name, info in infos.items()}
+    if settings:
+        payload[SETTINGS_KEY] = dict(settings)
+    atomic_write_bytes(Path(path), json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
 
 
 def read_sidecar(path: Path) -> dict[str, ScoreInfo]:
     raw = json.loads(Path(path).read_text())
-    return {name: ScoreInfo(name=name, **fields) for name, fields in raw.items()}
+    return {name: ScoreInfo(name=name, **fields) for name, fields in raw.items() if name != SETTINGS_KEY}
+
+
+def read_sidecar_settings(path: Path) -> dict[str, Any]:
+    """How each score family in the table was made (e.g. the planned proxy settings), by family."""
+    return dict(json.loads(Path(path).read_text()).get(SETTINGS_KEY) or {})

@@ -11,6 +11,7 @@ atomically and skipped on the next run (cancel-safe: a cancelled run loses at mo
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -25,6 +26,15 @@ from .device_data import take_rows
 from .trainer import train_and_record
 
 FoldCache = Union[str, Path, Callable[[int], Path], None]
+
+
+class BudgetSpent(RuntimeError):
+    """The time budget ran out before every fold finished; the finished folds are kept for a rerun."""
+
+    def __init__(self, folds_done: int, folds: int) -> None:
+        super().__init__(f"the time budget was spent after {folds_done} of {folds} cross-fitting folds; "
+                         "rerun with the same settings to finish the rest (finished folds are kept)")
+        self.folds_done, self.folds = folds_done, folds
 
 
 def fold_assignment(y: Any, folds: int = 4, seed: int = 0) -> np.ndarray:
@@ -63,6 +73,7 @@ def out_of_sample_probs(
     device: str | torch.device = "auto",
     num_classes: Optional[int] = None,
     fold_cache: FoldCache = None,
+    deadline: Optional[float] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     **train_kw: Any,
@@ -77,6 +88,8 @@ def out_of_sample_probs(
         fold_cache: a directory (``fold{k}.npy`` inside, plus ``assignment.npy`` to detect a
             changed split) or a callable ``k -> path``; finished folds are loaded instead of
             retrained.  Use ``ResultStore.partial_dir(key)`` with a key over all parameters.
+        deadline: a ``time.monotonic()`` instant (a time budget).  A fold cut short by it is not
+            kept (it would not be the fold a rerun asks for) and :class:`BudgetSpent` is raised.
         progress: one ``"cross-fit"`` stage counting epochs over all folds.
         **train_kw: further trainer options (batch_size, lr, width, label_smoothing, ...).
     """
@@ -106,14 +119,19 @@ def out_of_sample_probs(
                 report(progress, "cross-fit", (k + 1) * epochs, total, f"fold {k + 1}/{folds} (cached)")
                 continue
 
+        if deadline is not None and time.monotonic() >= deadline:
+            raise BudgetSpent(k, folds)
+
         def fold_progress(p: Progress, k: int = k) -> None:
             report(progress, "cross-fit", k * epochs + p.done, total, f"fold {k + 1}/{folds}, epoch {p.done}/{p.total}")
 
         rec = train_and_record(
             take_rows(x, train), y_np[train], arch=arch, epochs=epochs, seed=seed + k, device=device,
             num_classes=c, record_idx=np.zeros(0, dtype=np.int64), eval_x=take_rows(x, test),
-            progress=fold_progress if progress is not None else None, cancel=cancel, **train_kw,
+            deadline=deadline, progress=fold_progress if progress is not None else None, cancel=cancel, **train_kw,
         )
+        if rec.meta["stopped_by_budget"]:
+            raise BudgetSpent(k, folds)
         fold_probs = rec.heldout_probs
         assert fold_probs is not None and fold_probs.shape == (test.shape[0], c)
         probs[test] = fold_probs

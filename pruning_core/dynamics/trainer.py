@@ -357,6 +357,7 @@ def train_and_record(
     deterministic: bool = False,
     record_idx: Optional[Sequence[int] | np.ndarray] = None,
     eval_x: Any = None,
+    deadline: Optional[float] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     **options: Any,
@@ -370,6 +371,10 @@ def train_and_record(
             which saves the per-epoch evaluation when only ``heldout_probs`` are needed.
         eval_x: optional held-out inputs (same kind as ``x``); their final softmax is returned
             as ``heldout_probs``.
+        deadline: a ``time.monotonic()`` instant (a time budget): training stops after the epoch
+            in which it passes, so a budgeted run ends within its budget plus one epoch.  The
+            record then holds the epochs done (``meta["stopped_by_budget"]`` is True); the
+            schedule was sized for ``epochs``, so its learning rate had not yet annealed.
         progress, cancel: the project's progress callback / cancel token (checked every batch).
     """
     with proxy_trainer(x, y, epochs=epochs, seed=seed, device=device, deterministic=deterministic, **options) as t:
@@ -381,23 +386,27 @@ def train_and_record(
                  for k in ("prob", "margin", "correct", "loss", "el2n")}
         final_logits = torch.empty((n_rec, t.num_classes), device=t.dev, dtype=torch.float32)
         t_record = 0.0
+        done = 0
         for epoch in range(epochs):
             check(cancel)
+            if deadline is not None and done and time.monotonic() >= deadline:
+                break
             t.train_epoch(cancel=cancel)
             t2 = time.perf_counter()
             for pos, logits in t.logits(rec_dev):
                 for k, v in label_stats(logits, y_rec[pos]).items():
                     stats[k][epoch, pos] = v
-                if epoch == epochs - 1:
-                    final_logits[pos] = logits
+                final_logits[pos] = logits
             _sync(t.dev)
             t_record += time.perf_counter() - t2
-            report(progress, "train", epoch + 1, epochs, f"{t.arch} epoch {epoch + 1}/{epochs}")
+            done = epoch + 1
+            report(progress, "train", done, epochs, f"{t.arch} epoch {done}/{epochs}")
         heldout = t.predict_probs(eval_x) if eval_x is not None else None
-        out = {k: v.cpu().numpy() for k, v in stats.items()}
+        out = {k: v[:done].cpu().numpy() for k, v in stats.items()}
         return TrainingRecord(
             prob=out["prob"], margin=out["margin"], correct=out["correct"], loss=out["loss"], el2n=out["el2n"],
             final_logits=final_logits.cpu().numpy(), labels=t.y_np[rec_idx].copy(), record_idx=rec_idx.copy(),
             heldout_probs=heldout,
-            meta={**t.meta(), "epochs": epochs, "seed": seed, "record_seconds": t_record},
+            meta={**t.meta(), "epochs": epochs, "epochs_done": done, "stopped_by_budget": done < epochs, "seed": seed,
+                  "record_seconds": t_record},
         )

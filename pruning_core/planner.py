@@ -1,0 +1,238 @@
+"""Plan a training-based step so it finishes in the time the user gave it, on the machine at hand.
+
+The proxy's full-size settings (ResNet-9 width 64 at 32 px, 16 epochs, 4 cross-fitting folds: the
+defaults of :class:`~pruning_core.pipeline.DynamicsConfig`) take seconds on a GPU and tens of
+minutes on a 2-core CPU.  Rather than one set of defaults that is wrong on one of them, the default
+is a *time budget*: a short throughput probe on the real device measures how many images per second
+each candidate setting trains and evaluates (a few batches, cached per device and setting), and
+:func:`plan_dynamics` picks the most capable rung of :data:`RUNGS` whose estimated time fits.  Any
+setting the user gives explicitly is kept as given; the planner only fills in the rest.  The plan
+(settings, estimate, measured rates) is shown before the run starts and recorded with its results.
+
+Cost model of one dynamics step over N samples with E epochs and k folds (k >= 2): the recording run
+trains E·N samples and evaluates all N after every epoch; cross-fitting trains k models on (k-1)/k
+of the data, i.e. E·N·(k-1) more training samples, and evaluates each held-out fold once.  So
+``train = E·N·max(k, 1)`` and ``eval = E·N + N`` sample-passes, each divided by its measured rate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Mapping, Optional
+
+import numpy as np
+import torch
+
+from cache.store import ResultStore, make_key
+from pruning_core.devices import resolve_device
+from pruning_core.progress import ProgressCallback, report
+
+DEFAULT_BUDGET_S = 60.0
+"""What the CLI and the Score page give a training-based step unless told otherwise: on a 2-core CPU the
+demo's whole dynamics step (cross-fitting included) fits; on a GPU the full-size settings fit."""
+
+PLANNED_FIELDS = ("image_size", "width", "epochs", "folds", "batch_size")
+"""The DynamicsConfig fields a plan chooses (unless the user fixed them)."""
+
+RUNGS: tuple[Mapping[str, int], ...] = (
+    {"image_size": 16, "width": 16, "epochs": 8, "folds": 2, "batch_size": 256},
+    {"image_size": 16, "width": 16, "epochs": 12, "folds": 4, "batch_size": 256},
+    {"image_size": 16, "width": 32, "epochs": 12, "folds": 4, "batch_size": 256},
+    {"image_size": 24, "width": 32, "epochs": 16, "folds": 4, "batch_size": 256},
+    {"image_size": 32, "width": 32, "epochs": 16, "folds": 4, "batch_size": 512},
+    {},  # the full-size settings: DynamicsConfig's own defaults
+)
+"""Candidate settings from cheapest to most capable; each names only what differs from the defaults."""
+
+MIN_STEPS_PER_EPOCH = 16
+"""A planned batch size never leaves an epoch with fewer optimiser steps than this (small datasets)."""
+
+PROBE_STEPS = 8
+PROBE_CODE_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured throughput of one proxy setting on one device: samples per second."""
+
+    train: float
+    eval: float
+
+
+@dataclass(frozen=True)
+class DynamicsPlan:
+    """What a dynamics step will run and about how long it will take."""
+
+    config: Any  # DynamicsConfig (concrete: every planned field set)
+    n_samples: int
+    estimate_s: float
+    budget_s: Optional[float]
+    rates: Rates
+    device: str
+    fixed: tuple[str, ...] = ()
+    rung: int = -1
+    """Index into :data:`RUNGS` (-1: nothing was planned, every setting was given)."""
+
+    @property
+    def fits(self) -> bool:
+        return self.budget_s is None or self.estimate_s <= self.budget_s
+
+    def describe(self) -> str:
+        """One line for the page and the terminal, shown before the run starts."""
+        c = self.config
+        folds = f"{c.folds} cross-fitting folds" if c.folds >= 2 else "no cross-fitting (no cleanlab)"
+        line = (f"ResNet-9 width {c.width} at {c.image_size} px, {c.epochs} epochs, {folds}, batch {c.batch_size} "
+                f"on {self.device}: about {format_seconds(self.estimate_s)} for {self.n_samples:,} images "
+                f"(measured {self.rates.train:,.0f} training images/s)")
+        if self.budget_s is not None:
+            line += f"; budget {format_seconds(self.budget_s)}"
+            if not self.fits:
+                line += " — over budget with the settings you fixed; the run stops when the budget is spent"
+        return line
+
+    def as_dict(self) -> dict:
+        """For the score sidecar and the export manifest."""
+        return {"settings": {f: getattr(self.config, f) for f in PLANNED_FIELDS}, "estimate_s": round(self.estimate_s, 1),
+                "budget_s": self.budget_s, "device": self.device, "fixed": list(self.fixed), "rung": self.rung,
+                "rates": asdict(self.rates)}
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def estimate_seconds(config: Any, n_samples: int, rates: Rates) -> float:
+    """Seconds of one dynamics step (recording run plus cross-fitting) at ``rates``; see the module doc."""
+    epochs, folds = int(config.epochs), int(config.folds)
+    train = epochs * n_samples * max(folds, 1)
+    evals = epochs * n_samples + (n_samples if folds >= 2 else 0)
+    return train / rates.train + evals / rates.eval
+
+
+def planned_batch_size(batch_size: int, n_samples: int) -> int:
+    """The largest power of two <= ``batch_size`` that still gives :data:`MIN_STEPS_PER_EPOCH` steps."""
+    bs = int(batch_size)
+    while bs > 32 and n_samples // bs < MIN_STEPS_PER_EPOCH:
+        bs //= 2
+    return bs
+
+
+def _device_signature(dev: torch.device) -> dict:
+    """What makes a throughput measurement valid elsewhere: the device, its threads, torch itself."""
+    sig = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if dev.type == "cuda":
+        sig["name"] = torch.cuda.get_device_name(dev)
+    else:
+        import platform
+
+        sig["cpu"] = platform.processor() or platform.machine()
+    return sig
+
+
+def measure_rates(
+    config: Any,
+    *,
+    num_classes: int,
+    store: Optional[ResultStore] = None,
+) -> Rates:
+    """Training and evaluation images/s of ``config``'s proxy on its device (cached per device and setting).
+
+    Runs the real :class:`~pruning_core.dynamics.trainer.ProxyTrainer` (same precision, memory layout
+    and augmentation as a real run) for two warm-up and :data:`PROBE_STEPS` timed steps on random images.
+    Fewer timed steps read 2x slow on CPU (first-iteration allocator and oneDNN costs dominate).
+    """
+    from pruning_core.dynamics.trainer import proxy_trainer
+
+    dev = resolve_device(config.device)
+    params = {"image_size": config.image_size, "width": config.width, "batch_size": config.batch_size,
+              "arch": config.arch, "num_classes": num_classes, "version": PROBE_CODE_VERSION,
+              **_precision(config), **_device_signature(dev)}
+    key = make_key("throughput-probe", "machine", params)
+    if store is not None and (entry := store.load(key)) is not None:
+        return Rates(**entry.meta["rates"])
+    bs = int(config.batch_size)
+    n = bs * (PROBE_STEPS + 2)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(n, config.image_size, config.image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, num_classes, size=n)
+    with proxy_trainer(x, y, device=dev, epochs=1, num_classes=num_classes, width=config.width, batch_size=bs,
+                       **_precision(config)) as trainer:
+        trainer.train_epoch(torch.arange(2 * bs, device=dev))  # warm-up: allocator, oneDNN/cuDNN kernel choice
+        timed = torch.arange(2 * bs, n, device=dev)
+        t0 = time.perf_counter()
+        trainer.train_epoch(timed)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in trainer.logits(timed, chunk=bs):
+            pass
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        eval_s = time.perf_counter() - t0
+    rates = Rates(train=len(timed) / max(train_s, 1e-9), eval=len(timed) / max(eval_s, 1e-9))
+    if store is not None:
+        store.save(key, meta={"step": "throughput-probe", "params": params, "rates": asdict(rates)})
+    return rates
+
+
+def _precision(config: Any) -> dict:
+    """The config's precision choice as a trainer option, when it has one (bf16 and fp32 run at different rates)."""
+    precision = getattr(config, "precision", None)
+    return {} if precision is None else {"precision": precision}
+
+
+def plan_dynamics(
+    config: Any,
+    n_samples: int,
+    *,
+    num_classes: int,
+    budget_s: Optional[float],
+    fixed: Iterable[str] = (),
+    store: Optional[ResultStore] = None,
+    progress: Optional[ProgressCallback] = None,
+) -> DynamicsPlan:
+    """The most capable rung of :data:`RUNGS` that fits ``budget_s``, with the ``fixed`` fields of ``config`` kept.
+
+    Without a budget, ``config`` runs as given (its defaults are the full-size settings) and the
+    plan only carries the estimate.  Rungs are probed cheapest first and the search stops at the
+    first that does not fit: a more capable rung is never cheaper.  When even the cheapest rung is
+    over budget it is chosen anyway and :attr:`DynamicsPlan.fits` says so.
+    """
+    fixed = tuple(sorted(set(fixed) & set(PLANNED_FIELDS)))
+    dev = str(resolve_device(config.device))
+
+    def with_rung(rung: Mapping[str, int]) -> Any:
+        defaults = type(config)()
+        chosen = {f: rung.get(f, getattr(defaults, f)) for f in PLANNED_FIELDS if f not in fixed}
+        candidate = replace(config, **chosen)
+        if "batch_size" not in fixed:
+            candidate = replace(candidate, batch_size=planned_batch_size(candidate.batch_size, n_samples))
+        return candidate
+
+    def plan_of(candidate: Any, rung: int) -> DynamicsPlan:
+        rates = measure_rates(candidate, num_classes=num_classes, store=store)
+        return DynamicsPlan(candidate, n_samples, estimate_seconds(candidate, n_samples, rates), budget_s, rates, dev,
+                            fixed, rung)
+
+    if budget_s is None or config.arch != "resnet9":
+        return plan_of(config, -1)
+    best: Optional[DynamicsPlan] = None
+    seen: set = set()
+    for i, rung in enumerate(RUNGS):
+        candidate = with_rung(rung)
+        if candidate in seen:
+            continue
+        seen.add(candidate)
+        report(progress, "throughput probe", i, len(RUNGS), f"width {candidate.width} at {candidate.image_size} px")
+        plan = plan_of(candidate, i)
+        if best is not None and not plan.fits:
+            break
+        best = plan
+        if not plan.fits:
+            break
+    report(progress, "throughput probe", len(RUNGS), len(RUNGS))
+    assert best is not None
+    return best
