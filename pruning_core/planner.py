@@ -45,6 +45,9 @@ RUNGS: tuple[Mapping[str, int], ...] = (
 )
 """Candidate settings from cheapest to most capable; each names only what differs from the defaults."""
 
+MIN_EPOCHS = 4
+"""Below this a proxy has not learned the clean samples yet: the planner drops cross-fitting first."""
+
 MIN_STEPS_PER_EPOCH = 16
 """A planned batch size never leaves an epoch with fewer optimiser steps than this (small datasets)."""
 
@@ -88,7 +91,8 @@ class DynamicsPlan:
         if self.budget_s is not None:
             line += f"; budget {format_seconds(self.budget_s)}"
             if not self.fits:
-                line += " — over budget with the settings you fixed; the run stops when the budget is spent"
+                why = "with the settings you fixed" if self.fixed else "even at the cheapest settings"
+                line += f" — over budget {why}; the run stops when the budget is spent"
         return line
 
     def as_dict(self) -> dict:
@@ -142,8 +146,8 @@ def measure_rates(
     """Training and evaluation images/s of ``config``'s proxy on its device (cached per device and setting).
 
     Runs the real :class:`~pruning_core.dynamics.trainer.ProxyTrainer` (same precision, memory layout
-    and augmentation as a real run) for two warm-up and :data:`PROBE_STEPS` timed steps on random images.
-    Fewer timed steps read 2x slow on CPU (first-iteration allocator and oneDNN costs dominate).
+    and augmentation as a real run) for two warm-up and :data:`PROBE_STEPS` timed steps on random images,
+    each step timed alone.  Fewer steps read 2x slow on CPU (first-iteration allocator and oneDNN costs).
     """
     from pruning_core.dynamics.trainer import proxy_trainer
 
@@ -159,20 +163,24 @@ def measure_rates(
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(n, config.image_size, config.image_size, 3), dtype=np.uint8)
     y = rng.integers(0, num_classes, size=n)
+    batches = torch.arange(n).view(-1, bs)
     with proxy_trainer(x, y, device=dev, epochs=1, num_classes=num_classes, width=config.width, batch_size=bs,
                        **_precision(config)) as trainer:
-        trainer.train_epoch(torch.arange(2 * bs, device=dev))  # warm-up: allocator, oneDNN/cuDNN kernel choice
-        timed = torch.arange(2 * bs, n, device=dev)
-        t0 = time.perf_counter()
-        trainer.train_epoch(timed)
-        train_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for _ in trainer.logits(timed, chunk=bs):
-            pass
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        eval_s = time.perf_counter() - t0
-    rates = Rates(train=len(timed) / max(train_s, 1e-9), eval=len(timed) / max(eval_s, 1e-9))
+        batches = batches.to(trainer.dev)
+        train_s, eval_s = [], []
+        for i, batch in enumerate(batches):  # the first two warm up: allocator, oneDNN/cuDNN kernel choice
+            t0 = time.perf_counter()
+            trainer.train_epoch(batch)
+            t1 = time.perf_counter()
+            for _ in trainer.logits(batch, chunk=bs):
+                pass
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i >= 2:
+                train_s.append(t1 - t0)
+                eval_s.append(time.perf_counter() - t1)
+    # The median step: a burst of load from another process on a shared machine moves it little.
+    rates = Rates(train=bs / max(float(np.median(train_s)), 1e-9), eval=bs / max(float(np.median(eval_s)), 1e-9))
     if store is not None:
         store.save(key, meta={"step": "throughput-probe", "params": params, "rates": asdict(rates)})
     return rates
@@ -235,4 +243,20 @@ def plan_dynamics(
             break
     report(progress, "throughput probe", len(RUNGS), len(RUNGS))
     assert best is not None
-    return best
+    return best if best.fits else _shrunk_to_fit(best)
+
+
+def _shrunk_to_fit(plan: DynamicsPlan) -> DynamicsPlan:
+    """The cheapest rung over budget: fewer epochs (not below :data:`MIN_EPOCHS`), then no cross-fitting."""
+    config = plan.config
+    for folds in dict.fromkeys([config.folds] + ([] if "folds" in plan.fixed else [0])):
+        candidate = replace(config, folds=folds)
+        estimate = estimate_seconds(candidate, plan.n_samples, plan.rates)
+        if "epochs" not in plan.fixed:
+            epochs = max(MIN_EPOCHS, int(candidate.epochs * plan.budget_s / estimate))
+            candidate = replace(candidate, epochs=min(epochs, candidate.epochs))
+            estimate = estimate_seconds(candidate, plan.n_samples, plan.rates)
+        plan = replace(plan, config=candidate, estimate_s=estimate)
+        if plan.fits:
+            break
+    return plan

@@ -1,0 +1,120 @@
+"""The time-budget planner: plans that fit, fixed settings kept, and budgets that really stop a run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from pruning_core import planner
+from pruning_core.dynamics import out_of_sample_probs, train_and_record
+from pruning_core.dynamics.crossfit import BudgetSpent
+from pruning_core.pipeline import DynamicsConfig
+from pruning_core.planner import RUNGS, Rates, estimate_seconds, plan_dynamics
+
+
+def synthetic_rates(config, *, num_classes, store=None) -> Rates:
+    """A machine whose cost grows with pixels x width (what ResNet-9's FLOPs do), 1e6 'units' per second."""
+    cost = (config.image_size ** 2) * config.width / 16
+    return Rates(train=1e6 / cost, eval=3e6 / cost)
+
+
+@pytest.fixture
+def fake_machine(monkeypatch):
+    calls = []
+
+    def rates(config, **kw):
+        calls.append(config)
+        return synthetic_rates(config, **kw)
+
+    monkeypatch.setattr(planner, "measure_rates", rates)
+    return calls
+
+
+@pytest.mark.parametrize("budget", [5.0, 30.0, 120.0, 600.0, 5000.0])
+def test_plan_is_the_most_capable_rung_that_fits(fake_machine, budget):
+    n = 20_000
+    plan = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, budget_s=budget)
+    assert plan.estimate_s <= budget or plan.rung == 0
+    assert plan.estimate_s == pytest.approx(estimate_seconds(plan.config, n, synthetic_rates(plan.config, num_classes=10)))
+    if plan.fits and plan.rung + 1 < len(RUNGS):  # the next rung up would not have fitted
+        defaults = DynamicsConfig()
+        nxt = {f: RUNGS[plan.rung + 1].get(f, getattr(defaults, f)) for f in planner.PLANNED_FIELDS}
+        bigger = DynamicsConfig(device="cpu", **nxt)
+        bigger = DynamicsConfig(**{**bigger.__dict__, "batch_size": planner.planned_batch_size(bigger.batch_size, n)})
+        assert estimate_seconds(bigger, n, synthetic_rates(bigger, num_classes=10)) > budget
+
+
+def test_plans_grow_with_the_budget(fake_machine):
+    estimates = [plan_dynamics(DynamicsConfig(device="cpu"), 20_000, num_classes=10, budget_s=b).estimate_s
+                 for b in (30.0, 120.0, 600.0, 5000.0)]
+    assert estimates == sorted(estimates) and estimates[0] < estimates[-1]
+
+
+def test_full_size_when_the_budget_allows(fake_machine):
+    plan = plan_dynamics(DynamicsConfig(device="cpu"), 1_000, num_classes=10, budget_s=1e9)
+    full = DynamicsConfig()
+    assert (plan.config.width, plan.config.image_size, plan.config.epochs, plan.config.folds) == (
+        full.width, full.image_size, full.epochs, full.folds)
+
+
+def test_fixed_settings_are_kept(fake_machine):
+    config = DynamicsConfig(device="cpu", width=48, epochs=3)
+    plan = plan_dynamics(config, 20_000, num_classes=10, budget_s=60.0, fixed=("width", "epochs"))
+    assert plan.config.width == 48 and plan.config.epochs == 3
+    assert all(c.width == 48 and c.epochs == 3 for c in fake_machine)
+
+
+def test_over_budget_shrinks_epochs_then_drops_cross_fitting(fake_machine):
+    n = 50_000
+    cheapest = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, budget_s=1e9)
+    rung0 = DynamicsConfig(device="cpu", **{**RUNGS[0], "batch_size": planner.planned_batch_size(256, n)})
+    rate = synthetic_rates(rung0, num_classes=10)
+    budget = 0.6 * estimate_seconds(rung0, n, rate)
+    plan = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, budget_s=budget)
+    assert plan.fits and plan.config.epochs < rung0.epochs and plan.config.epochs >= planner.MIN_EPOCHS
+    tiny = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, budget_s=budget / 20)
+    assert tiny.config.folds == 0 and tiny.config.epochs == planner.MIN_EPOCHS
+    assert "cheapest" in tiny.describe() or tiny.fits
+    assert cheapest.fits
+
+
+def test_batch_size_keeps_a_floor_of_steps_per_epoch():
+    for n in (100, 2_395, 50_000):
+        bs = planner.planned_batch_size(512, n)
+        assert bs <= 512 and (n // bs >= planner.MIN_STEPS_PER_EPOCH or bs == 32)
+
+
+def _tiny_images(n=256, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, size=n)
+    x = (rng.integers(0, 60, size=(n, size, size, 3)) + 40 * y[:, None, None, None]).astype(np.uint8)
+    return x, y
+
+
+def test_a_budgeted_run_stops_within_its_budget_plus_one_epoch(one_thread):
+    x, y = _tiny_images()
+    kw = dict(device="cpu", width=8, batch_size=32, num_classes=4)
+    t0 = time.perf_counter()
+    train_and_record(x, y, epochs=2, **kw)
+    epoch_s = (time.perf_counter() - t0) / 2  # one epoch with its recording pass
+    budget = 3 * epoch_s
+    t0 = time.perf_counter()
+    rec = train_and_record(x, y, epochs=200, deadline=time.monotonic() + budget, **kw)
+    elapsed = time.perf_counter() - t0
+    assert rec.meta["stopped_by_budget"] and 1 <= rec.n_epochs < 200
+    assert rec.prob.shape == (rec.n_epochs, len(y)) and rec.meta["epochs_done"] == rec.n_epochs
+    assert elapsed <= budget + 2 * epoch_s + 0.5  # the budget, the epoch that crossed it, model set-up
+    unbudgeted = train_and_record(x, y, epochs=3, **kw)
+    assert not unbudgeted.meta["stopped_by_budget"] and unbudgeted.n_epochs == 3
+
+
+def test_cross_fitting_out_of_budget_keeps_finished_folds_only(tmp_path, one_thread):
+    x, y = _tiny_images()
+    kw = dict(device="cpu", width=8, batch_size=32, num_classes=4, epochs=2, folds=4, fold_cache=tmp_path)
+    with pytest.raises(BudgetSpent) as err:
+        out_of_sample_probs(x, y, deadline=time.monotonic() - 1, **kw)
+    assert err.value.folds_done == 0 and not list(tmp_path.glob("fold*.npy"))
+    probs = out_of_sample_probs(x, y, deadline=time.monotonic() + 600, **kw)
+    assert np.isfinite(probs).all() and len(list(tmp_path.glob("fold*.npy"))) == 4
