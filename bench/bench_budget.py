@@ -61,7 +61,7 @@ def run(args_data: list[str], budget: float, demo_dir: Path | None, threads: int
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-2000:])
-        plan = next((line for line in proc.stderr.replace("\r", "\n").splitlines() if line.startswith("plan: ResNet")), "?")
+        plan = next((line for line in proc.stderr.replace("\r", "\n").splitlines() if line.startswith("plan: ") and "about" in line), "?")
         return wall, plan, ScoreTable.load(out)
 
 

@@ -4,6 +4,7 @@ import streamlit as st
 
 from pruning_core.clip_model import WeightsUnavailable
 from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_columns
+from pruning_core.planner import DEFAULT_BUDGET_S
 from ui import state
 
 st.title("Score")
@@ -38,29 +39,43 @@ if run:
     except WeightsUnavailable as exc:
         st.error(f"{exc}\n\nThe rest of PruneScope (review, pruning, export) works without CLIP scores.")
 
-with st.form("dynamics"):
-    st.subheader("Training-dynamics signals")
-    st.caption("Trains a small proxy on your labels and records every sample at every epoch "
-               "(confidence, AUM, forgetting, EL2N, Dynamic Uncertainty); k-fold cross-fitting gives "
-               "out-of-sample probabilities for cleanlab's label issues. No pretrained weights needed.")
-    d1, d2, d3, d4, d5 = st.columns(5)
-    arch = d1.selectbox("Proxy", ["resnet9", "mlp", "linear"], help="mlp/linear train on the CLIP embeddings")
-    epochs = d2.number_input("Epochs", min_value=2, max_value=200, value=16)
-    folds = d3.number_input("Folds (0 = no cleanlab)", min_value=0, max_value=10, value=4)
-    size = d4.number_input("Resolution", min_value=8, max_value=224, value=32)
-    window = d5.number_input("Dyn-Unc window", min_value=2, max_value=100, value=10)
-    run_dyn = st.form_submit_button("Compute dynamics scores", type="primary")
+st.subheader("Training-dynamics signals")
+st.caption("Trains a small proxy on your labels and records every sample at every epoch "
+           "(confidence, AUM, forgetting, EL2N, Dynamic Uncertainty); k-fold cross-fitting gives "
+           "out-of-sample probabilities for cleanlab's label issues. No pretrained weights needed.")
+full = DynamicsConfig()
+d0, d1, d2 = st.columns([2, 2, 1])
+budget = d0.number_input("Time budget (seconds)", min_value=5, max_value=24 * 3600, value=int(DEFAULT_BUDGET_S), step=10,
+                         help="Settings you leave empty are planned to fit this, from a throughput measured on "
+                              "this machine; the run stops when the budget is spent.")
+arch = d1.selectbox("Proxy", ["resnet9", "mlp", "linear"], help="mlp/linear train on the CLIP embeddings")
+window = d2.number_input("Dyn-Unc window", min_value=2, max_value=100, value=full.dynunc_window)
+planned = "planned"
+p1, p2, p3, p4, p5 = st.columns(5)
+given = {
+    "epochs": p1.number_input("Epochs", min_value=1, max_value=200, value=None, placeholder=planned),
+    "folds": p2.number_input("Folds (0 = no cleanlab)", min_value=0, max_value=10, value=None, placeholder=planned),
+    "image_size": p3.number_input("Resolution", min_value=8, max_value=224, value=None, placeholder=planned),
+    "width": p4.number_input("Width", min_value=4, max_value=256, value=None, placeholder=planned,
+                             help=f"ResNet-9 base width ({full.width} = the original)"),
+    "batch_size": p5.number_input("Batch", min_value=8, max_value=4096, value=None, placeholder=planned),
+}
+given = {name: int(value) for name, value in given.items() if value is not None}
+dyn_request = DynamicsConfig(arch=arch, dynunc_window=int(window), device=device, budget_s=float(budget), **given)
+plan = state.plan_dynamics(dataset, dyn_request, tuple(given))
+(st.info if plan.fits else st.warning)(f"**Plan:** {plan.describe()}", icon=":material/schedule:")
+run_dyn = st.button("Compute dynamics scores", type="primary")
 
 if run_dyn:
-    dyn = DynamicsConfig(arch=arch, epochs=int(epochs), folds=int(folds), image_size=int(size),
-                         dynunc_window=int(window), device=device)
+    dyn = plan.config
     holder = st.container()
     holder.caption("Cancel, Stop or leaving the page stops the run; finished folds are kept and the next run resumes.")
     probe_clip = state.clip_config() if arch != "resnet9" else None
     job = state.PageJob("Dynamics scores", kept=state.scoring_kept(dataset, clip=probe_clip, dynamics=dyn))
     try:
         state.run_page_job(
-            job, lambda progress, cancel: state.compute_dynamics_scores(dataset, dyn, probe_clip, progress, cancel), holder
+            job, lambda progress, cancel: state.compute_dynamics_scores(dataset, dyn, probe_clip, plan, progress, cancel),
+            holder,
         )
     except (ValueError, WeightsUnavailable) as exc:
         st.error(str(exc))
@@ -69,19 +84,20 @@ with st.form("adapruner"):
     st.subheader("AdaPruner mask")
     st.caption("Learns a keep/drop weight per sample jointly with the proxy (Yang et al. 2023): a warm start on all "
                "data, then the mask is trained to keep the chosen fraction. Adds `adapruner.keep_logit` and the "
-               "'adapruner' strategy on the Prune page.")
-    a1, a2, a3 = st.columns(3)
-    ada_ratio = a1.slider("Target kept fraction", min_value=0.05, max_value=0.95, value=0.8, step=0.05)
-    ada_epochs = a2.number_input("Epochs (half warm start)", min_value=2, max_value=200, value=16)
-    ada_size = a3.number_input("Resolution ", min_value=8, max_value=224, value=32)
+               "'adapruner' strategy on the Prune page. Uses the time budget above; settings left empty are planned.")
+    ada_ratio = st.slider("Target kept fraction", min_value=0.05, max_value=0.95, value=0.8, step=0.05)
     run_ada = st.form_submit_button("Learn AdaPruner mask", type="primary")
 
 if run_ada:
-    proxy = DynamicsConfig(epochs=int(ada_epochs), image_size=int(ada_size), device=device)
+    fixed_ada = {**given, "folds": 0}  # one training run, no cross-fitting
+    ada_plan = state.plan_dynamics(dataset, DynamicsConfig(device=device, budget_s=float(budget), **fixed_ada),
+                                   tuple(fixed_ada))
+    st.info(f"**Plan:** {ada_plan.describe()}", icon=":material/schedule:")
     holder = st.container()
     job = state.PageJob("AdaPruner mask")
     state.run_page_job(
-        job, lambda progress, cancel: state.compute_adapruner_scores(dataset, float(ada_ratio), proxy, progress, cancel),
+        job, lambda progress, cancel: state.compute_adapruner_scores(dataset, float(ada_ratio), ada_plan.config, progress,
+                                                                      cancel),
         holder,
     )
 
@@ -89,6 +105,8 @@ table = state.score_table(dataset)
 cols = score_columns(table.frame, table.infos)
 if cols:
     st.success(f"{len(cols)} scores for {len(table.frame):,} samples.")
+    for note in table.notes:
+        st.warning(note)
     st.dataframe(
         [{"score": c, "suspicious when": table.infos[c].suspicious, "meaning": table.infos[c].description} for c in cols],
         hide_index=True,

@@ -52,6 +52,7 @@ MIN_STEPS_PER_EPOCH = 16
 """A planned batch size never leaves an epoch with fewer optimiser steps than this (small datasets)."""
 
 PROBE_STEPS = 8
+PROBE_EMBEDDING_DIM = 512
 PROBE_CODE_VERSION = 2
 
 
@@ -85,9 +86,11 @@ class DynamicsPlan:
         """One line for the page and the terminal, shown before the run starts."""
         c = self.config
         folds = f"{c.folds} cross-fitting folds" if c.folds >= 2 else "no cross-fitting (no cleanlab)"
-        line = (f"ResNet-9 width {c.width} at {c.image_size} px, {c.epochs} epochs, {folds}, batch {c.batch_size} "
-                f"on {self.device}: about {format_seconds(self.estimate_s)} for {self.n_samples:,} images "
-                f"(measured {self.rates.train:,.0f} training images/s)")
+        model = (f"ResNet-9 width {c.width} at {c.image_size} px" if c.arch == "resnet9"
+                 else f"{c.arch} probe on the CLIP embeddings")
+        line = (f"{model}, {c.epochs} epochs, {folds}, batch {c.batch_size} on {self.device}: about "
+                f"{format_seconds(self.estimate_s)} for {self.n_samples:,} samples "
+                f"(measured {self.rates.train:,.0f} training samples/s)")
         if self.budget_s is not None:
             line += f"; budget {format_seconds(self.budget_s)}"
             if not self.fits:
@@ -161,11 +164,14 @@ def measure_rates(
     bs = int(config.batch_size)
     n = bs * (PROBE_STEPS + 2)
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(n, config.image_size, config.image_size, 3), dtype=np.uint8)
+    if config.arch == "resnet9":
+        x = rng.integers(0, 256, size=(n, config.image_size, config.image_size, 3), dtype=np.uint8)
+    else:  # a probe on embeddings: CLIP ViT-B's width stands for any
+        x = rng.standard_normal((n, PROBE_EMBEDDING_DIM), dtype=np.float32)
     y = rng.integers(0, num_classes, size=n)
     batches = torch.arange(n).view(-1, bs)
-    with proxy_trainer(x, y, device=dev, epochs=1, num_classes=num_classes, width=config.width, batch_size=bs,
-                       **_precision(config)) as trainer:
+    with proxy_trainer(x, y, device=dev, epochs=1, num_classes=num_classes, arch=config.arch, width=config.width,
+                       batch_size=bs, **_precision(config)) as trainer:
         batches = batches.to(trainer.dev)
         train_s, eval_s = [], []
         for i, batch in enumerate(batches):  # the first two warm up: allocator, oneDNN/cuDNN kernel choice

@@ -66,3 +66,24 @@ def test_score_page_explains_unavailable_weights(folder, tmp_path):
     at = page("score", state.DatasetSource("folder", str(folder)), **{state.CLIP: config}).run()
     at.button[0].click().run()
     assert any("checkpoint file not found" in e.value and "works without CLIP" in e.value for e in at.error)
+
+
+def test_score_page_shows_the_plan_before_running_and_runs_it(folder):
+    at = page("score", state.DatasetSource("folder", str(folder))).run()
+    assert not at.exception
+    plan_text = next(i.value for i in at.info if i.value.startswith("**Plan:**"))
+    assert "budget 60 s" in plan_text and "about" in plan_text
+    epochs = next(n for n in at.number_input if n.label == "Epochs")
+    folds = next(n for n in at.number_input if n.label.startswith("Folds"))
+    epochs.set_value(2)
+    folds.set_value(0)
+    at.run()
+    plan_text = next(i.value for i in at.info if i.value.startswith("**Plan:**"))
+    assert "2 epochs" in plan_text and "no cross-fitting" in plan_text  # what the user fixed, the rest planned
+    next(b for b in at.button if b.label == "Compute dynamics scores").click().run()
+    assert not at.exception
+    table = at.session_state[state.TABLE]
+    assert "dynamics.aum" in table.infos and "cleanlab.label_quality" not in table.infos
+    settings = table.settings["dynamics"]
+    assert settings["epochs"] == 2 and settings["plan"]["fixed"] == ["epochs", "folds"]
+    assert settings["budget_s"] == 60.0

@@ -9,6 +9,7 @@ Pages stay thin: they read the current dataset and score table from here and cal
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -19,6 +20,7 @@ import streamlit as st
 from cache.store import ResultStore
 from pruning_core.datasets import Dataset, DatasetError, load_dataset
 from pruning_core.pipeline import ClipConfig, DynamicsConfig, ScoreTable, base_table, kept_work, score_columns
+from pruning_core.planner import DynamicsPlan, format_seconds
 from pruning_core.progress import CancelToken, Cancelled, Progress, ProgressCallback
 
 DATASET = "dataset_source"
@@ -108,13 +110,19 @@ class StreamlitProgress:
     def __init__(self, container) -> None:
         self.container = container
         self.bars: dict[str, object] = {}
+        self.started: dict[str, float] = {}
 
     def __call__(self, p: Progress) -> None:
         bar = self.bars.get(p.stage)
         if bar is None:
             bar = self.bars[p.stage] = self.container.progress(0.0, text=p.stage)
+            self.started[p.stage] = time.monotonic()
         detail = f" — {p.message}" if p.message else ""
-        bar.progress(p.fraction, text=f"{p.stage}: {p.done:,} / {p.total:,}{detail}")
+        elapsed = time.monotonic() - self.started[p.stage]
+        clock = f" · {format_seconds(elapsed)} elapsed"
+        if 0 < p.fraction < 1:
+            clock += f", about {format_seconds(elapsed * (1 - p.fraction) / p.fraction)} left"
+        bar.progress(p.fraction, text=f"{p.stage}: {p.done:,} / {p.total:,}{detail}{clock}")
 
 
 def require_dataset() -> Dataset:
@@ -173,10 +181,20 @@ def compute_clip_scores(
     return _replace_family(dataset, clip_score_table(dataset, config, store(), progress=progress, cancel=cancel))
 
 
+def plan_dynamics(dataset: Dataset, config: DynamicsConfig, fixed: tuple[str, ...]) -> DynamicsPlan:
+    """The plan for ``config`` on this dataset, shown before the run (the first call measures the machine)."""
+    from pruning_core.planner import plan_dynamics as plan
+
+    with st.spinner("Measuring this machine's training throughput (once per setting)…"):
+        return plan(config, len(dataset), num_classes=len(dataset.classes), budget_s=config.budget_s, fixed=fixed,
+                    store=store())
+
+
 def compute_dynamics_scores(
     dataset: Dataset,
     config: DynamicsConfig,
     clip: Optional[ClipConfig],
+    plan: Optional[DynamicsPlan],
     progress: ProgressCallback,
     cancel: Optional[CancelToken] = None,
 ) -> ScoreTable:
@@ -184,6 +202,8 @@ def compute_dynamics_scores(
     from pruning_core.pipeline import dynamics_score_table
 
     table = dynamics_score_table(dataset, config, store(), clip=clip, progress=progress, cancel=cancel)
+    if plan is not None:
+        table.settings["dynamics"]["plan"] = plan.as_dict()
     return _replace_family(dataset, table)
 
 
