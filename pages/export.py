@@ -86,7 +86,8 @@ def _models() -> dict:
 
 kept = frame[mask]
 manifest = selection_manifest(recipe, kept, scores_file="scores.parquet", scores_sha256=frame_sha256(frame),
-                              fingerprint=dataset.fingerprint, models=_models(), review=snapshot, n_samples=len(frame))
+                              fingerprint=dataset.fingerprint, models=_models(), review=snapshot, n_samples=len(frame),
+                              scoring=table.settings)
 manifest_json = json.dumps(manifest, indent=2, sort_keys=True)
 
 

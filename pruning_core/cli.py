@@ -172,7 +172,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     manifest_path = Path(args.manifest) if args.manifest else Path(args.out).with_suffix(".manifest.json")
     if not args.replay:
         manifest = build_manifest(scores_path, recipe, kept, fingerprint=review["fingerprint"] if review else None,
-                                  removed_paths=removed)
+                                  removed_paths=removed, scoring=table.settings)
         if review:
             manifest["review"] = review
             manifest["review_relabels"] = review["relabels"]

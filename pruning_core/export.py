@@ -65,13 +65,16 @@ def build_manifest(
     fingerprint: Optional[str] = None,
     models: Optional[Mapping[str, Any]] = None,
     removed_paths: Optional[list[str]] = None,
+    scoring: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
+    """``scoring`` is the score table's ``settings`` (how each family was made, the planned proxy included)."""
     return {
         "prunescope_version": __version__,
         "code_version": CODE_VERSION,
         "dataset_fingerprint": fingerprint,
         "scores": {"path": str(Path(scores_path).resolve()), "sha256": file_sha256(Path(scores_path))},
         "models": dict(models or {}),
+        "scoring": dict(scoring or {}),
         "selection": recipe.as_dict(),
         "review_removed": sorted(removed_paths or []),
         "kept_count": int(len(kept)),
@@ -284,6 +287,7 @@ def selection_manifest(
     models: Optional[Mapping[str, Any]] = None,
     review: Optional[Mapping[str, Any]] = None,
     n_samples: Optional[int] = None,
+    scoring: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     """The reproducibility manifest: everything ``prunescope select --replay`` needs.
 
@@ -298,6 +302,7 @@ def selection_manifest(
         "n_samples": n_samples,
         "scores": {"path": scores_file, "sha256": scores_sha256},
         "models": dict(models or {}),
+        "scoring": dict(scoring or {}),
         "selection": recipe.as_dict(),
         "review": review,
         "review_removed": sorted(review.get("removed", [])),

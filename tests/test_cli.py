@@ -110,9 +110,29 @@ def test_dynamics_scores_from_the_cli(folder, tmp_path):
     assert set(table.frame["dynamics.suggested_label"]) <= {"red", "blue"}
     from cache.store import ResultStore
 
-    steps = sorted(e.meta["step"] for e in ResultStore(cache).ls())
-    assert steps == ["dynamics-oos", "dynamics-record", "images"]
+    def results() -> list[str]:  # the throughput probes of the planner are cached too, per machine
+        return sorted(e.meta["step"] for e in ResultStore(cache).ls() if e.meta["step"] != "throughput-probe")
+
+    assert results() == ["dynamics-oos", "dynamics-record", "images"]
     # Another Dyn-Unc window is derived from the cached records, without retraining.
     assert run("--cache-dir", cache, "score", folder, "--no-clip", "--dynamics", "--epochs", "3", "--folds", "2",
                "--image-size", "16", "--dynunc-window", "2", "--device", "cpu", "--out", out) == 0
-    assert len(ResultStore(cache).ls()) == 3
+    assert len(results()) == 3
+
+
+def test_budgeted_dynamics_prints_its_plan_and_records_it(folder, tmp_path, capsys):
+    """`score --dynamics --budget` plans what was not given, says so first, and the sidecar and manifest keep it."""
+    out = tmp_path / "scores.parquet"
+    assert run("--cache-dir", tmp_path / "cache", "score", folder, "--out", out, "--no-clip", "--dynamics",
+               "--budget", "30", "--width", "8", "--folds", "0", "--device", "cpu") == 0
+    err = capsys.readouterr().err
+    plan_line = next(line for line in err.splitlines() if line.startswith("plan: "))
+    assert "width 8" in plan_line and "budget 30 s" in plan_line and "no cross-fitting" in plan_line
+    settings = ScoreTable.load(out).settings["dynamics"]
+    assert settings["width"] == 8 and settings["folds"] == 0 and settings["budget_s"] == 30.0
+    assert settings["plan"]["fixed"] == ["folds", "width"] and settings["plan"]["estimate_s"] > 0
+    assert settings["epochs_done"] == settings["epochs"]
+    kept = tmp_path / "kept.csv"
+    assert run("select", out, "--keep", "0.5", "--strategy", "easiest", "--out", kept) == 0
+    manifest = json.loads((tmp_path / "kept.manifest.json").read_text())
+    assert manifest["scoring"]["dynamics"]["plan"] == settings["plan"]
