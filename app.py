@@ -7,6 +7,7 @@ st.set_page_config(page_title="PruneScope", page_icon=":material/content_cut:", 
 
 PAGES = [
     st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:", default=True),
+    st.Page("pages/overview.py", title="Overview", icon=":material/health_and_safety:"),
     st.Page("pages/score.py", title="Score", icon=":material/calculate:"),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
     st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
