@@ -3,7 +3,10 @@ then a first visit that deep-links to a page gets Streamlit's legacy pages/ navi
 
 import streamlit as st
 
+from ui import background
+
 st.set_page_config(page_title="PruneScope", page_icon=":material/content_cut:", layout="wide")
+background.warm_at_start()  # numba compiles umap-learn off the script thread, before anyone opens Explore
 
 PAGES = [
     st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:", default=True),

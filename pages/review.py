@@ -14,6 +14,7 @@ from pruning_core.review import ReviewError
 from ui import review_state as rs
 from ui import state
 from ui.gallery import image_for, show_gallery
+from ui.similar import show_similar
 
 SUGGESTIONS = {"clip.suggested_label": "CLIP zero-shot", "dynamics.suggested_label": "proxy model"}
 ICONS = {"keep": "✅", "remove": "🗑️", "relabel": "🏷️", "skip": "⏭️", "undecided": "·"}
@@ -186,6 +187,8 @@ with single:
         if not only_undecided:
             b[6].button("Next ▶", on_click=_move, args=(1,), shortcut="Right", disabled=position >= len(queue) - 1,
                         width="stretch")
+        if st.toggle("Samples like this one (nearest CLIP neighbours)", key="review_similar_on"):
+            show_similar(dataset, frame, current, rs.decisions_for(dataset, frame), score=detector, key="review_similar")
         st.caption("Keys: **k** keep · **r** remove · **l** relabel to the chosen class · **s** skip · **u** undo"
                    + ("" if only_undecided else " · **←/→** previous / next"))
         if not only_undecided:
