@@ -99,3 +99,15 @@ def open_page(page, name: str) -> None:
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+@contextmanager
+def app_page(cache_dir: Path, name: str, *, height: int = 1300, fresh_reviews: bool = True):
+    """A fresh server and browser opened on page ``name`` (with no reviewer decisions yet, by default)."""
+    if fresh_reviews:
+        (cache_dir / "reviews.sqlite").unlink(missing_ok=True)
+    with running_app(cache_dir) as url, browser_page(height=height) as page:
+        page.goto(url)
+        wait_idle(page)
+        open_page(page, name)
+        yield page

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from browser_support import browser_page, open_page, running_app, shot, wait_idle
+from browser_support import app_page, browser_page, open_page, running_app, shot, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -20,11 +20,7 @@ def first_flip_cell(page):
 
 
 def test_flip_cell_reviews_exactly_its_samples_and_the_count_drops(demo_assets, isolated_cache):
-    (isolated_cache / "reviews.sqlite").unlink(missing_ok=True)
-    with running_app(isolated_cache) as url, browser_page(height=1400) as page:
-        page.goto(url)
-        wait_idle(page)
-        open_page(page, "Overview")
+    with app_page(isolated_cache, "Overview", height=1400) as page:
         key, n = first_flip_cell(page)
         _, given, suggested = key.split("_", 2)
         shot(page, "overview")
@@ -46,11 +42,7 @@ def test_flip_cell_reviews_exactly_its_samples_and_the_count_drops(demo_assets, 
 
 
 def test_duplicate_group_resolved_in_one_action(demo_assets, isolated_cache):
-    (isolated_cache / "reviews.sqlite").unlink(missing_ok=True)
-    with running_app(isolated_cache) as url, browser_page(height=1400) as page:
-        page.goto(url)
-        wait_idle(page)
-        open_page(page, "Overview")
+    with app_page(isolated_cache, "Overview", height=1400) as page:
         label = page.get_by_text(re.compile(r"Group \(\d+ of \d+ still open\)"))
         label.wait_for(timeout=240_000)
         before = int(re.search(r"\((\d+) of", label.inner_text()).group(1))

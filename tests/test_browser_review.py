@@ -3,17 +3,13 @@
 import pandas as pd
 import pytest
 
-from browser_support import browser_page, open_page, running_app, shot, wait_idle
+from browser_support import app_page, browser_page, open_page, running_app, shot, wait_idle
 
 pytestmark = pytest.mark.browser
 
 
 def test_review_decisions_survive_an_app_restart(demo_assets, isolated_cache):
-    (isolated_cache / "reviews.sqlite").unlink(missing_ok=True)
-    with running_app(isolated_cache) as url, browser_page(height=1300) as page:
-        page.goto(url)
-        wait_idle(page)
-        open_page(page, "Review")
+    with app_page(isolated_cache, "Review") as page:
         page.get_by_text("0 of 500 reviewed").wait_for(timeout=60_000)
         page.get_by_role("heading", name="Review").first.click()  # focus the page, not an input
         page.keyboard.press("r")  # keyboard shortcut: remove
