@@ -3,10 +3,14 @@ then a first visit that deep-links to a page gets Streamlit's legacy pages/ navi
 
 import streamlit as st
 
+from ui import background
+
 st.set_page_config(page_title="PruneScope", page_icon=":material/content_cut:", layout="wide")
+background.warm_at_start()  # numba compiles umap-learn off the script thread, before anyone opens Explore
 
 PAGES = [
     st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:", default=True),
+    st.Page("pages/overview.py", title="Overview", icon=":material/health_and_safety:"),
     st.Page("pages/score.py", title="Score", icon=":material/calculate:"),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
     st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),

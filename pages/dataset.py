@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import state
+from ui.cache_panel import show_cache
 from ui.gallery import show_gallery
 
 st.title("Dataset")
@@ -46,3 +47,6 @@ if dataset is not None:
     st.bar_chart(counts, x="class", y="samples", height=220)
     st.caption("A few samples")
     show_gallery(dataset, pd.Index(range(min(12, len(dataset)))), columns=12, caption_cols=["label"])
+
+with st.expander("Cache (computed embeddings, scores, maps)"):
+    show_cache(state.store())

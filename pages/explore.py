@@ -10,9 +10,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from ui import background
 from ui import review_state as rs
 from ui import state
 from ui.gallery import show_gallery
+from ui.similar import show_similar
 
 MAX_POINTS = 60_000
 MAX_HOVER_SCORES = 8
@@ -32,20 +34,16 @@ has_clip = any(c.startswith("clip.") for c in table.infos)
 maps = ([UMAP] if has_clip else []) + [SCORES]
 m1, m2, m3 = st.columns([2, 2, 2])
 map_kind = m1.radio("Map", maps, horizontal=True, key="explore_map")
+preview = None  # the background UMAP fit while a PCA preview is drawn
 if map_kind == UMAP:
-    from pruning_core.pipeline import clip_embeddings
-    from pruning_core.projection import cached_umap
+    from pruning_core.projection import pca_coords
 
-    embeddings = clip_embeddings(dataset, state.clip_config(), state.store())
-    coords = cached_umap(
-        embeddings.image,
-        state.store(),
-        fingerprint=dataset.fingerprint,
-        source={"embedding": "clip-image", **embeddings.identity},
-        progress=state.StreamlitProgress(st.container()),
-    )
-    x, y = coords[:, 0], coords[:, 1]
+    embeddings, coords, preview = background.clip_umap_or_start(dataset, state.clip_config(), state.store())
     x_label, y_label = "UMAP 1", "UMAP 2"
+    if coords is None:
+        coords = pca_coords(embeddings.image)
+        x_label, y_label = "PCA 1", "PCA 2"
+    x, y = coords[:, 0], coords[:, 1]
 else:
     x_label = m2.selectbox("x", cols, index=0, key="explore_x")
     y_label = m3.selectbox("y", cols, index=min(1, len(cols) - 1), key="explore_y")
@@ -110,6 +108,19 @@ if hidden and len(plot) <= MAX_POINTS and len(frame) <= MAX_POINTS:
 if len(cols) > MAX_HOVER_SCORES:
     caption += f" Hover lists {MAX_HOVER_SCORES} of {len(cols)} scores."
 st.caption(caption)
+if preview is not None:
+    @st.fragment(run_every=1.0)
+    def _swap_in_umap() -> None:
+        """Poll the background fit; rerun the page (drawing the UMAP) as soon as it is cached."""
+        if preview.done():
+            if preview.exception() is None:
+                st.rerun(scope="app")
+            st.error(f"The UMAP failed: {preview.exception()}")
+            return
+        st.info("A PCA preview: the UMAP is being computed in the background and replaces it when ready.",
+                icon=":material/hourglass_top:")
+
+    _swap_in_umap()
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box"), key="umap", width="stretch")
 
 points = (event or {}).get("selection", {}).get("points", []) if event else []
@@ -129,6 +140,8 @@ if len(rows):
         st.switch_page("pages/review.py")
     st.download_button("Download selection (CSV)", sel.assign(decision=decision.loc[rows]).to_csv(index=False),
                        file_name="selection.csv", mime="text/csv", on_click="ignore")
+    if st.toggle(f"Samples like row {rows[0]} (the first selected; nearest CLIP neighbours)", key="explore_similar_on"):
+        show_similar(dataset, frame, rows[0], decision, score=colour if colour in cols else None, key="explore_similar")
     s1, s2 = st.columns([1, 3])
     s1.dataframe(sel["label"].value_counts().rename("samples"), width="stretch")
     with s2:

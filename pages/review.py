@@ -14,6 +14,7 @@ from pruning_core.review import ReviewError
 from ui import review_state as rs
 from ui import state
 from ui.gallery import image_for, show_gallery
+from ui.similar import show_similar
 
 SUGGESTIONS = {"clip.suggested_label": "CLIP zero-shot", "dynamics.suggested_label": "proxy model"}
 ICONS = {"keep": "✅", "remove": "🗑️", "relabel": "🏷️", "skip": "⏭️", "undecided": "·"}
@@ -28,8 +29,9 @@ reviewer = rs.reviewer_input()
 
 # ----------------------------------------------------------------------------- the queue
 tags = store.tags(fp)
-sources = [rs.ALL] + [f"tag:{t}" for t in tags]
-requested = st.session_state.pop(rs.REVIEW_SOURCE, None)  # sent from Explore
+sent = rs.review_set()  # sent from the Overview (a finding, a flip cell) or a similarity search
+sources = [rs.ALL] + [f"tag:{t}" for t in tags] + ([f"set:{sent[0]}"] if sent else [])
+requested = st.session_state.pop(rs.REVIEW_SOURCE, None)  # sent from Explore or the Overview
 if requested in sources:
     st.session_state["review_queue_source"] = requested
     st.session_state["review_pos"] = 0
@@ -45,7 +47,8 @@ rs.remember("review_undecided", True)
 
 c1, c2, c3, c4 = st.columns([2, 3, 1.2, 1.4])
 source = c1.selectbox("Queue", sources, key="review_queue_source",
-                      format_func=lambda s: "All samples" if s == rs.ALL else f"Tag: {s[4:]} ({tags[s[4:]]:,})")
+                      format_func=lambda s: "All samples" if s == rs.ALL else
+                      f"Tag: {s[4:]} ({tags[s[4:]]:,})" if s.startswith("tag:") else f"{s[4:]} ({len(sent[1]):,})")
 detector = c2.selectbox("Order by detector (most suspicious first)", cols, key="review_detector",
                         format_func=lambda c: f"{c} ({table.infos[c].suspicious} = suspicious)")
 size = c3.number_input("Queue size", min_value=1, max_value=len(frame), step=50, key="review_size")
@@ -56,8 +59,8 @@ info = table.infos[detector]
 st.caption(f"**{detector}**: {info.description}")
 order = frame[detector].sort_values(ascending=info.suspicious == "low", kind="stable", na_position="last").index
 if source != rs.ALL:
-    tagged = set(store.tagged(fp, source[4:]))
-    order = order[frame.loc[order, "path"].isin(tagged).to_numpy()]
+    members = set(store.tagged(fp, source[4:]) if source.startswith("tag:") else sent[1])
+    order = order[frame.loc[order, "path"].isin(members).to_numpy()]
 queue = order[: int(size)]
 decisions = rs.decisions_for(dataset, frame.loc[queue])
 decided = decisions != "undecided"
@@ -184,6 +187,8 @@ with single:
         if not only_undecided:
             b[6].button("Next ▶", on_click=_move, args=(1,), shortcut="Right", disabled=position >= len(queue) - 1,
                         width="stretch")
+        if st.toggle("Samples like this one (nearest CLIP neighbours)", key="review_similar_on"):
+            show_similar(dataset, frame, current, rs.decisions_for(dataset, frame), score=detector, key="review_similar")
         st.caption("Keys: **k** keep · **r** remove · **l** relabel to the chosen class · **s** skip · **u** undo"
                    + ("" if only_undecided else " · **←/→** previous / next"))
         if not only_undecided:

@@ -1,4 +1,9 @@
-"""2-D maps of embeddings with UMAP, cached because a 50,000-point fit takes a minute on CPU."""
+"""2-D maps of embeddings: an instant PCA preview and a UMAP (cached, because a 50,000-point fit takes seconds).
+
+umap-learn compiles its numba kernels on first use in a process (about 20 s on 2 cores), so
+:func:`warm_umap` exists to pay that in a background thread before anyone asks for a map, and
+:func:`pca_coords` gives a map at once while the UMAP is computed.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,59 @@ import numpy as np
 from cache.store import ResultStore, make_key
 from pruning_core.progress import ProgressCallback, report
 
+PCA_DIMS = 50
+"""UMAP runs on this many principal components of the unit-normalised embeddings: the neighbour
+search is ~10x cheaper than on 512 dims, and euclidean distance between unit vectors ranks
+neighbours as cosine does (bench/bench_map.py measures the time)."""
+UMAP_EPOCHS = 100
+"""Optimisation epochs: umap-learn's default (200 above 10,000 points) takes 24.5 s on 50,000 x 512 on
+2 cores, 100 epochs 15.1 s (bench/bench_map.py), inside the 20 s target; the layout is settled by then."""
 
-def umap_coords(embeddings: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0) -> np.ndarray:
+
+def _valid_rows(embeddings: np.ndarray) -> np.ndarray:
+    return ~np.isnan(embeddings).any(axis=1)
+
+
+def _principal_components(x: np.ndarray, dims: int) -> np.ndarray:
+    """The first ``dims`` principal-component scores of ``x`` (rows centred), via an SVD of the covariance."""
+    x = x - x.mean(axis=0, keepdims=True)
+    dims = min(dims, x.shape[1])
+    _, vectors = np.linalg.eigh(x.T @ x)  # D x D: cheap for D = 512 whatever N is
+    return (x @ vectors[:, ::-1][:, :dims]).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def pca_coords(embeddings: np.ndarray) -> np.ndarray:
+    """(N, 2) float32 map by the first two principal components (NaN rows stay NaN): a preview in well under a second."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    coords = np.full((len(embeddings), 2), np.nan, dtype=np.float32)
+    valid = _valid_rows(embeddings)
+    if valid.any():
+        coords[valid] = _principal_components(_unit(embeddings[valid]), 2)
+    return coords
+
+
+def umap_coords(
+    embeddings: np.ndarray,
+    *,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+    pca_dims: Optional[int] = PCA_DIMS,
+    n_epochs: Optional[int] = UMAP_EPOCHS,
+) -> np.ndarray:
     """(N, 2) float32 coordinates; rows with missing embeddings (NaN) get NaN coordinates.
 
     Embeddings already in 2-D pass straight through, so a user's own layout is kept.
+    ``pca_dims=None`` runs UMAP with the cosine metric on the full embeddings; ``n_epochs=None``
+    is umap-learn's own default (200 epochs above 10,000 points, 500 below).
     """
     embeddings = np.asarray(embeddings, dtype=np.float32)
     coords = np.full((len(embeddings), 2), np.nan, dtype=np.float32)
-    valid = ~np.isnan(embeddings).any(axis=1)
+    valid = _valid_rows(embeddings)
     if embeddings.shape[1] == 2:
         coords[valid] = embeddings[valid]
         return coords
@@ -25,15 +74,43 @@ def umap_coords(embeddings: np.ndarray, *, n_neighbors: int = 15, min_dist: floa
         raise ValueError("a map needs at least 3 samples with embeddings")
     import umap
 
+    x = embeddings[valid]
+    metric = "cosine"
+    if pca_dims is not None and x.shape[1] > pca_dims:
+        x, metric = _principal_components(_unit(x), pca_dims), "euclidean"
     reducer = umap.UMAP(
         n_neighbors=min(n_neighbors, int(valid.sum()) - 1),
         min_dist=min_dist,
-        metric="cosine",
+        metric=metric,
         random_state=seed,
         n_jobs=1,
+        n_epochs=n_epochs,
     )
-    coords[valid] = reducer.fit_transform(embeddings[valid]).astype(np.float32)
+    coords[valid] = reducer.fit_transform(x).astype(np.float32)
     return coords
+
+
+def warm_umap() -> None:
+    """Fit tiny UMAPs so numba compiles umap-learn's kernels now (once per process), not on a user's click.
+
+    Below 4,096 points (the demo) umap-learn uses exact neighbours, compiled here with both
+    metrics in ~15 s; pynndescent's kernels for larger data compile within their first fit,
+    which runs in the background behind a PCA preview (warming them too takes ~60 s more,
+    and the one background worker would make the demo's map wait for it; bench/bench_map.py).
+    """
+    points = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    umap_coords(points, n_neighbors=5, n_epochs=5, pca_dims=None)
+    umap_coords(points, n_neighbors=5, n_epochs=5, pca_dims=4)
+
+
+def _umap_params(source: dict, n_neighbors: int, min_dist: float, seed: int) -> dict:
+    return {**source, "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "pca_dims": PCA_DIMS,
+            "n_epochs": UMAP_EPOCHS}
+
+
+def umap_key(fingerprint: str, source: dict, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0) -> str:
+    """The store key of a UMAP of this dataset's embedding ``source`` with these parameters."""
+    return make_key("umap", fingerprint, _umap_params(source, n_neighbors, min_dist, seed))
 
 
 def cached_umap(
@@ -48,7 +125,7 @@ def cached_umap(
     progress: Optional[ProgressCallback] = None,
 ) -> np.ndarray:
     """UMAP of ``embeddings`` keyed by the dataset, where the embedding came from, and the parameters."""
-    params = {**source, "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed}
+    params = _umap_params(source, n_neighbors, min_dist, seed)
     key = make_key("umap", fingerprint, params)
     entry = store.load(key)
     if entry is None:

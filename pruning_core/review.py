@@ -341,3 +341,15 @@ def resolve_fingerprint(store: DecisionStore, paths: Iterable[str], fingerprint:
             "pass --fingerprint"
         )
     return candidates[0] if candidates else None
+
+
+def resolve_duplicates(
+    store: DecisionStore, fingerprint: str, keep: str, remove: Iterable[str], *, reviewer: str = ""
+) -> int:
+    """Keep one member of a near-duplicate group and remove the others: one decision each, all recorded.
+
+    Returns how many samples were decided (the kept one included).
+    """
+    remove = [str(p) for p in remove if str(p) != str(keep)]
+    store.decide(fingerprint, keep, "keep", reviewer=reviewer)
+    return 1 + store.decide_many(fingerprint, remove, "remove", reviewer=reviewer)

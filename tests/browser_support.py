@@ -16,6 +16,7 @@ from typing import Iterator
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+SHOTS = Path(os.environ.get("PRUNESCOPE_SCREENSHOTS", "/tmp/prunescope-screenshots"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -76,3 +77,37 @@ def browser_page(width: int = 1400, height: int = 1000):
             yield page
         finally:
             browser.close()
+
+
+def wait_idle(page, timeout: float = 240) -> None:
+    """Until Streamlit's running indicator has been gone for a second."""
+    deadline, quiet = time.time() + timeout, 0
+    while time.time() < deadline:
+        quiet = 0 if page.locator('[data-testid="stStatusWidget"]').count() else quiet + 1
+        if quiet >= 4:
+            return
+        page.wait_for_timeout(250)
+    raise TimeoutError("the app stayed busy")
+
+
+def open_page(page, name: str) -> None:
+    page.get_by_role("link", name=name).click()
+    page.wait_for_timeout(300)
+    wait_idle(page)
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+@contextmanager
+def app_page(cache_dir: Path, name: str, *, height: int = 1300, fresh_reviews: bool = True):
+    """A fresh server and browser opened on page ``name`` (with no reviewer decisions yet, by default)."""
+    if fresh_reviews:
+        (cache_dir / "reviews.sqlite").unlink(missing_ok=True)
+    with running_app(cache_dir) as url, browser_page(height=height) as page:
+        page.goto(url)
+        wait_idle(page)
+        open_page(page, name)
+        yield page

@@ -1,46 +1,15 @@
 """Review, Prune/Export and Explore in a real browser on the demo (Playwright + Debian chromium)."""
 
-import os
-import time
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-from browser_support import browser_page, running_app
+from browser_support import app_page, browser_page, open_page, running_app, shot, wait_idle
 
 pytestmark = pytest.mark.browser
-SHOTS = Path(os.environ.get("PRUNESCOPE_SCREENSHOTS", "/tmp/prunescope-screenshots"))
-
-
-def wait_idle(page, timeout: float = 240) -> None:
-    """Until Streamlit's running indicator has been gone for a second."""
-    deadline, quiet = time.time() + timeout, 0
-    while time.time() < deadline:
-        quiet = 0 if page.locator('[data-testid="stStatusWidget"]').count() else quiet + 1
-        if quiet >= 4:
-            return
-        page.wait_for_timeout(250)
-    raise TimeoutError("the app stayed busy")
-
-
-def open_page(page, name: str) -> None:
-    page.get_by_role("link", name=name).click()
-    page.wait_for_timeout(300)
-    wait_idle(page)
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def test_review_decisions_survive_an_app_restart(demo_assets, isolated_cache):
-    (isolated_cache / "reviews.sqlite").unlink(missing_ok=True)
-    with running_app(isolated_cache) as url, browser_page(height=1300) as page:
-        page.goto(url)
-        wait_idle(page)
-        open_page(page, "Review")
+    with app_page(isolated_cache, "Review") as page:
         page.get_by_text("0 of 500 reviewed").wait_for(timeout=60_000)
         page.get_by_role("heading", name="Review").first.click()  # focus the page, not an input
         page.keyboard.press("r")  # keyboard shortcut: remove

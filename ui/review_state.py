@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Sequence
 
 import pandas as pd
 import streamlit as st
@@ -11,7 +12,8 @@ from pruning_core.datasets import Dataset
 from pruning_core.review import DecisionStore, decision_column, default_review_path
 
 REVIEWER = "reviewer_name"
-REVIEW_SOURCE = "review_source"  # "all" or "tag:<name>": what Explore sends to the review queue
+REVIEW_SOURCE = "review_source"  # "all", "tag:<name>" or "set:<name>": what another page sends to the queue
+REVIEW_SET = "review_set"  # (name, paths) of a session-only queue sent from the Overview or a similarity search
 ALL = "all"
 
 
@@ -46,6 +48,18 @@ def removed_and_relabels(dataset: Dataset) -> tuple[list[str], dict[str, str]]:
     removed = lat.loc[lat["action"] == "remove", "path"].tolist()
     rel = lat[lat["action"] == "relabel"]
     return removed, dict(zip(rel["path"], rel["new_label"]))
+
+
+def send_to_review(name: str, paths: Sequence[str]) -> None:
+    """Open Review on exactly ``paths`` (a queue for this session only: nothing is written to the store)."""
+    st.session_state[REVIEW_SET] = (name, tuple(str(p) for p in paths))
+    st.session_state[REVIEW_SOURCE] = f"set:{name}"
+    st.switch_page("pages/review.py")
+
+
+def review_set() -> tuple[str, tuple[str, ...]] | None:
+    """The session queue last sent to Review, if any."""
+    return st.session_state.get(REVIEW_SET)
 
 
 def reviewer_input(container=None) -> str:

@@ -177,8 +177,11 @@ def compute_clip_scores(
 ) -> ScoreTable:
     """Run (or fetch from the store) the CLIP scores and add them to this session's table."""
     from pruning_core.pipeline import clip_score_table
+    from ui.background import clip_umap_or_start
 
-    return _replace_family(dataset, clip_score_table(dataset, config, store(), progress=progress, cancel=cancel))
+    table = _replace_family(dataset, clip_score_table(dataset, config, store(), progress=progress, cancel=cancel))
+    clip_umap_or_start(dataset, config, store())  # embeddings are cached by now; the map is ready before Explore
+    return table
 
 
 def plan_dynamics(dataset: Dataset, config: DynamicsConfig, fixed: tuple[str, ...]) -> DynamicsPlan:

@@ -1,0 +1,128 @@
+"""Overview step: how healthy is the data, where are the problems, and which to look at first.
+
+The numbers come from ``pruning_core.overview`` (plain functions over the score table); this page
+draws them and turns every count into a button that opens exactly those samples in Review.
+Counts say how many flagged samples are still *open* (no decision yet), so reviewing shrinks them.
+"""
+
+from collections import Counter
+
+import plotly.express as px
+import streamlit as st
+
+from pruning_core.overview import flip_rows, overview, report_json, report_markdown
+from pruning_core.review import resolve_duplicates
+from ui import review_state as rs
+from ui import state
+from ui.gallery import image_for
+
+MAX_FLIP_CLASSES = 15
+GROUP_COLUMNS = 6
+
+st.title("Overview")
+scored = state.require_scored_dataset()
+dataset, table, frame = scored.dataset, scored.table, scored.frame
+store = rs.decision_store()
+decisions = rs.decisions_for(dataset, frame)
+skipped = Counter(i.kind or i.reason for i in dataset.report.errors)
+ov = overview(frame, table.infos, decisions=decisions, skipped=skipped,
+              dup_threshold=state.clip_config().dup_threshold)
+paths = frame["path"]
+
+# ----------------------------------------------------------------------------- health summary
+st.subheader(f"Health of {dataset.name}: {ov.n_samples:,} samples")
+for f in ov.findings:
+    c1, c2, c3 = st.columns([2, 5, 1.4], vertical_alignment="center")
+    groups = f" in {f.groups:,} groups" if f.groups is not None else ""
+    c1.metric(f.title, f"{f.count:,}", delta=f"{f.open:,} open" if f.kind != "unreadable" else None,
+              delta_color="off", delta_arrow="off", help=f"score: {f.score}")
+    c2.markdown(f"**{f.count:,}** samples{groups} · flagged by `{f.rule}`")
+    if f.kind == "unreadable":
+        c3.caption("Listed on the **Dataset** page")
+    else:
+        if c3.button(f"Review {f.count:,}", key=f"review_{f.kind}", disabled=not f.count, width="stretch"):
+            rs.send_to_review(f.title, paths.loc[f.rows].tolist())
+
+# ----------------------------------------------------------------------------- label quality per class
+quality = ov.class_quality.reset_index()
+left, right = st.columns([2, 3], gap="large")
+with left:
+    st.subheader("Label quality per class")
+    fig = px.bar(quality, x="label_quality", y="label", orientation="h", range_x=[0, 1], height=60 + 28 * len(quality),
+                 hover_data=["samples", "flagged"], labels={"label_quality": "share not flagged", "label": ""})
+    fig.update_layout(margin={"l": 0, "r": 0, "t": 10, "b": 0}, yaxis={"autorange": "reversed"})
+    st.plotly_chart(fig, width="stretch", key="class_quality")
+    if ov.mislabels is not None:
+        st.caption(f"Share of each class not flagged by `{ov.mislabels.rule}`.")
+
+# ----------------------------------------------------------------------------- class-flip matrix
+with right:
+    st.subheader("Class flips (open, likely mislabelled)")
+    flips = ov.flips
+    if ov.mislabels is None or flips.empty:
+        st.info("No open likely-mislabelled samples." if ov.mislabels is not None
+                else "Needs CLIP zero-shot or cleanlab scores.")
+    else:
+        given = flips.sum(axis=1).sort_values(ascending=False).index[:MAX_FLIP_CLASSES]
+        suggested = flips.sum(axis=0).sort_values(ascending=False).index[:MAX_FLIP_CLASSES]
+        st.caption(f"Rows: given label · columns: suggested by `{ov.mislabels.suggested}`. "
+                   "Click a count to review exactly those samples."
+                   + (f" The {MAX_FLIP_CLASSES} classes with most flips are shown." if len(flips) > len(given)
+                      or flips.shape[1] > len(suggested) else ""))
+        flagged_open = ov.finding("mislabelled").rows
+        flagged_open = flagged_open[(decisions.loc[flagged_open] == "undecided").to_numpy()]
+        header = st.columns([1.3] + [1] * len(suggested))
+        header[0].markdown("**given ↓ / suggested →**")
+        for col, name in zip(header[1:], suggested):
+            col.markdown(f"**{name}**")
+        for g in given:
+            cells = st.columns([1.3] + [1] * len(suggested))
+            cells[0].markdown(f"**{g}**")
+            for j, s in enumerate(suggested):
+                n = int(flips.at[g, s]) if s in flips.columns else 0
+                if not n:
+                    cells[j + 1].markdown("·")
+                    continue
+                if cells[j + 1].button(str(n), key=f"flip_{g}_{s}", help=f"{n} labelled {g}, suggested {s}"):
+                    rows = flip_rows(frame, flagged_open, ov.mislabels.suggested, g, s)
+                    rs.send_to_review(f"{g} → {s}", paths.loc[rows].tolist())
+
+# ----------------------------------------------------------------------------- report
+d1, d2, _ = st.columns([1, 1, 4])
+d1.download_button("Report (JSON)", report_json(ov), file_name="prunescope-overview.json", mime="application/json",
+                   on_click="ignore")
+d2.download_button("Report (Markdown)", report_markdown(ov, dataset.name), file_name="prunescope-overview.md",
+                   mime="text/markdown", on_click="ignore")
+
+# ----------------------------------------------------------------------------- duplicate groups side by side
+dup = ov.finding("duplicates")
+if dup is not None and dup.count:
+    st.subheader("Near-duplicate groups")
+    group = frame["clip.duplicate_group"].fillna(-1).astype(int)
+    members = frame.loc[dup.rows].assign(group=group.loc[dup.rows], decision=decisions.loc[dup.rows])
+    open_groups = members.groupby("group")["decision"].apply(lambda d: (d == "undecided").any())
+    ids = open_groups.index[open_groups.to_numpy()].tolist()
+    if not ids:
+        st.success(f"All {dup.groups:,} groups have decisions.")
+    else:
+        sizes = members["group"].value_counts()
+        gid = st.selectbox(f"Group ({len(ids):,} of {dup.groups:,} still open)", ids, key="dup_group",
+                           format_func=lambda g: f"group {g} ({sizes[g]} images)")
+        rows = members.index[members["group"] == gid]
+        keep = st.radio("Keep", rows.tolist(), horizontal=True, key=f"dup_keep_{gid}",
+                        format_func=lambda r: f"row {r}")
+        cols = st.columns(GROUP_COLUMNS)
+        for n, r in enumerate(rows):
+            with cols[n % GROUP_COLUMNS]:
+                image = image_for(dataset, str(frame.at[r, "path"]), 220)
+                if image is not None:
+                    st.image(image, width=220)
+                st.caption(f"row {r} · {frame.at[r, 'label']} · {decisions.at[r]}")
+
+        def _resolve(keep_row: int, group_rows: list[int]) -> None:
+            n = resolve_duplicates(store, dataset.fingerprint, str(frame.at[keep_row, "path"]),
+                                   paths.loc[group_rows].tolist(), reviewer=st.session_state.get("_" + rs.REVIEWER, ""))
+            st.toast(f"Kept row {keep_row}, removed {n - 1}")
+
+        st.button("Keep the chosen one, remove the rest", type="primary", key="dup_resolve",
+                  on_click=_resolve, args=(keep, rows.tolist()))

@@ -1,0 +1,68 @@
+"""AppTest runs of the Overview page, the Review queue it sends, and the cache panel (small dataset, no model)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cache.store import ResultStore
+from pruning_core.pipeline import ScoreTable
+from pruning_core.review import DecisionStore
+from pruning_core.score_info import ScoreInfo
+from review_fixtures import make_scored_dataset
+from ui import review_state as rs
+from ui import state
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def scored(tmp_path, monkeypatch):
+    """The review fixture plus a zero-shot margin: rows 0, 5, 10, ... are flips (margin 0.9)."""
+    monkeypatch.setenv("PRUNESCOPE_CACHE", str(tmp_path / "cache"))
+    dataset, manifest, table = make_scored_dataset(tmp_path / "data")
+    frame = table.frame.assign(**{"clip.zero_shot_margin": np.where(np.arange(len(table.frame)) % 5 == 0, 0.9, 0.0)})
+    infos = {**table.infos, "clip.zero_shot_margin": ScoreInfo("clip.zero_shot_margin", "margin", "high")}
+    return dataset, manifest, ScoreTable(frame, infos)
+
+
+def page(name: str, scored, **session) -> AppTest:
+    _, manifest, table = scored
+    at = AppTest.from_file(str(REPO / "pages" / f"{name}.py"), default_timeout=60)
+    at.session_state[state.DATASET] = state.DatasetSource("manifest", str(manifest))
+    at.session_state[state.TABLE] = table
+    for key, value in session.items():
+        at.session_state[key] = value
+    return at
+
+
+def test_overview_counts_open_flags_and_review_shows_exactly_the_sent_set(scored):
+    dataset, _, table = scored
+    flipped = table.frame.index[table.frame["clip.zero_shot_margin"] > 0.5]
+    at = page("overview", scored).run()
+    assert not at.exception
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Likely mislabelled"].value == str(len(flipped))
+    DecisionStore().decide(dataset.fingerprint, table.frame.at[flipped[0], "path"], "keep")
+    at.run()
+    assert {m.label: m for m in at.metric}["Likely mislabelled"].delta == f"{len(flipped) - 1} open"
+    sent = table.frame.loc[flipped[1:3], "path"].tolist()
+    review = page("review", scored, **{rs.REVIEW_SET: ("a flip", tuple(sent)),
+                                       rs.REVIEW_SOURCE: "set:a flip"}).run()
+    assert not review.exception
+    assert "0 of 2 reviewed" in review.get("progress")[0].proto.text
+
+
+def test_cache_panel_lists_and_clears_a_step(scored):
+    state.store.clear()  # the app's store is a process-wide resource: make it this test's cache
+    store = ResultStore()
+    store.save("a", arrays={"x": np.ones(3)}, meta={"step": "umap", "dataset": "toy"})
+    store.save("b", arrays={"x": np.ones(3)}, meta={"step": "clip-scores", "dataset": "toy"})
+    at = page("dataset", scored).run()
+    assert not at.exception
+    listed = next(d.value for d in at.dataframe if "step" in d.value.columns)
+    assert sorted(listed["step"]) == ["clip-scores", "umap"] and set(listed["dataset"]) == {"toy"}
+    at.selectbox(key="cache_step").set_value("umap").run()
+    next(b for b in at.button if b.key == "cache_clear_step").click().run()
+    assert [e.meta["step"] for e in ResultStore().ls()] == ["clip-scores"]

@@ -1,0 +1,45 @@
+"""The "samples like this one" panel shared by Review and Explore."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pruning_core.datasets import Dataset
+from pruning_core.similar import nearest_samples
+from ui import review_state as rs
+from ui.gallery import show_gallery
+
+NEIGHBOURS = 8
+
+
+def clip_image_embeddings(dataset: Dataset, frame: pd.DataFrame) -> Optional[np.ndarray]:
+    """The cached CLIP image embeddings when CLIP scores exist (None otherwise: nothing to search)."""
+    if not any(c.startswith("clip.") for c in frame.columns):
+        return None
+    from pruning_core.pipeline import clip_embeddings
+    from ui import state
+
+    return clip_embeddings(dataset, state.clip_config(), state.store()).image
+
+
+def show_similar(dataset: Dataset, frame: pd.DataFrame, row: int, decisions: pd.Series,
+                 score: Optional[str] = None, key: str = "similar") -> None:
+    """The nearest neighbours of ``row`` with label, distance, ``score`` and decision; a button reviews them."""
+    embeddings = clip_image_embeddings(dataset, frame)
+    if embeddings is None:
+        st.caption("Similarity search needs CLIP embeddings (Score page).")
+        return
+    rows, dist = nearest_samples(embeddings, int(row), NEIGHBOURS)
+    near = frame.loc[rows].assign(distance=dist, decision=decisions.reindex(rows).to_numpy())
+
+    def caption(r: pd.Series) -> str:
+        value = f" · {score} {r[score]:.3f}" if score and score in r.index else ""
+        return f"{r['label']} · d {r['distance']:.3f}{value} · {r['decision']}"
+
+    show_gallery(dataset, near.index, frame=near, columns=NEIGHBOURS, caption_fn=caption)
+    if st.button(f"Review these {len(rows)} with row {row}", key=f"{key}_review_{row}"):
+        rs.send_to_review(f"like row {row}", frame.loc[[int(row), *rows], "path"].tolist())
