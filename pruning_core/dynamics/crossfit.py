@@ -19,7 +19,8 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 
 from cache.store import atomic_save_npy
-from pruning_core.progress import CancelToken, Progress, ProgressCallback, check, report
+from pruning_core import executors
+from pruning_core.progress import CancelToken, ProgressCallback, report
 
 from .device_data import take_rows
 from .trainer import train_and_record
@@ -94,29 +95,53 @@ def out_of_sample_probs(
 
     probs = np.full((n, c), np.nan, dtype=np.float32)
     total = folds * epochs
+    todo = []
     for k in range(folds):
-        check(cancel)
-        test = np.flatnonzero(assign == k)
-        train = np.flatnonzero(assign != k)
         path = _fold_path(fold_cache, k)
-        if path is not None and path.is_file():
-            cached = np.load(path)
-            if cached.shape == (test.shape[0], c):
-                probs[test] = cached
-                report(progress, "cross-fit", (k + 1) * epochs, total, f"fold {k + 1}/{folds} (cached)")
-                continue
+        cached = np.load(path) if path is not None and path.is_file() else None
+        if cached is not None and cached.shape == (int(np.sum(assign == k)), c):
+            probs[assign == k] = cached
+            report(progress, "cross-fit", (k + 1) * epochs, total, f"fold {k + 1}/{folds} (cached)")
+        else:
+            todo.append(k)
 
-        def fold_progress(p: Progress, k: int = k) -> None:
-            report(progress, "cross-fit", k * epochs + p.done, total, f"fold {k + 1}/{folds}, epoch {p.done}/{p.total}")
+    def fold_started(j: int) -> Optional[ProgressCallback]:
+        k = todo[j]
+        if progress is None:
+            return None
+        return lambda p: report(progress, "cross-fit", k * epochs + p.done, total,
+                                f"fold {k + 1}/{folds}, epoch {p.done}/{p.total}")
 
-        rec = train_and_record(
-            take_rows(x, train), y_np[train], arch=arch, epochs=epochs, seed=seed + k, device=device,
-            num_classes=c, record_idx=np.zeros(0, dtype=np.int64), eval_x=take_rows(x, test),
-            progress=fold_progress if progress is not None else None, cancel=cancel, **train_kw,
-        )
-        fold_probs = rec.heldout_probs
-        assert fold_probs is not None and fold_probs.shape == (test.shape[0], c)
-        probs[test] = fold_probs
-        if path is not None:
-            atomic_save_npy(path, fold_probs.astype(np.float32))
+    finished = folds - len(todo)
+
+    def fold_done(j: int, fold_probs: np.ndarray) -> None:
+        nonlocal finished
+        k, finished = todo[j], finished + 1
+        probs[assign == k] = fold_probs
+        path = _fold_path(fold_cache, k)
+        if path is not None:  # saved the moment the fold ends: a cancel or a crash keeps it
+            atomic_save_npy(path, fold_probs)
+        report(progress, "cross-fit", finished * epochs, total, f"fold {k + 1}/{folds} done ({finished}/{folds})")
+
+    executors.current().map(
+        train_fold, todo, common=dict(x=x, y=y_np, assign=assign, arch=arch, epochs=epochs, seed=seed, device=device,
+                                      num_classes=c, train_kw=train_kw),
+        needs=executors.Needs.for_device(str(device)), on_start=fold_started, on_done=fold_done, cancel=cancel,
+    )
     return probs
+
+
+def train_fold(k: int, *, x: Any, y: np.ndarray, assign: np.ndarray, arch: str, epochs: int, seed: int,
+               device: str | torch.device, num_classes: int, train_kw: dict,
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> np.ndarray:
+    """Fold ``k``'s held-out probabilities (float32), from a model trained on every other fold with ``seed + k``."""
+    test = np.flatnonzero(assign == k)
+    train = np.flatnonzero(assign != k)
+    rec = train_and_record(
+        take_rows(x, train), y[train], arch=arch, epochs=epochs, seed=seed + k, device=device,
+        num_classes=num_classes, record_idx=np.zeros(0, dtype=np.int64), eval_x=take_rows(x, test),
+        progress=progress, cancel=cancel, **train_kw,
+    )
+    fold_probs = rec.heldout_probs
+    assert fold_probs is not None and fold_probs.shape == (test.shape[0], num_classes)
+    return fold_probs.astype(np.float32)
