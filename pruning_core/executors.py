@@ -137,7 +137,7 @@ class RayExecutor:
 
         ray = self._ray()
         gpus = ray.cluster_resources().get("GPU", 0)
-        pool = int(gpus) if gpus >= 1 else max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+        pool = int(gpus) if gpus >= 1 else max(1, int(ray.cluster_resources().get("CPU", 1)))  # decode is in the actor
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # chunks are flushed in order, as locally
         rows = ray.data.from_items([{"i": i, "path": str(p)} for i, p in enumerate(paths)])

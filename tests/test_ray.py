@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,8 @@ from pruning_core.dynamics.crossfit import out_of_sample_probs
 from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_dataset
 from tests.synthetic import synthetic_images
 
-SMALL = 480
-"""Demo samples the score tests use: the demo's first 480 rows keep the tests at seconds on 2 cores."""
+SMALL = 240
+"""Demo samples the score tests use: the demo's first 240 rows keep the tests at seconds on 2 cores."""
 
 
 @pytest.fixture(scope="module")
@@ -132,16 +133,16 @@ def test_embedding_chunks_resume_across_executors(ray_executor, small_demo, tmp_
     dataset, clip = small_demo
     encoder = load_clip(clip.model, clip.pretrained, device="cpu")
     paths = dataset.abspaths()
-    reference, ok = embed_images(paths, encoder, chunk_dir=tmp_path / "local", chunk_size=160, batch_size=32)
+    reference, ok = embed_images(paths, encoder, chunk_dir=tmp_path / "local", chunk_size=80, batch_size=32)
     for first, then, name in ((ray_executor, executors.LOCAL, "ray-then-local"),
                               (executors.LOCAL, ray_executor, "local-then-ray")):
         chunks = tmp_path / name
         with executors.using(first):
-            embed_images(paths, encoder, chunk_dir=chunks, chunk_size=160, batch_size=32)
+            embed_images(paths, encoder, chunk_dir=chunks, chunk_size=80, batch_size=32)
         (chunks / "emb-00001.npy").unlink()  # as if the run was interrupted in its second chunk
         kept = (chunks / "emb-00000.npy").stat().st_mtime_ns
         with executors.using(then):
-            emb, ok2 = embed_images(paths, encoder, chunk_dir=chunks, chunk_size=160, batch_size=32)
+            emb, ok2 = embed_images(paths, encoder, chunk_dir=chunks, chunk_size=80, batch_size=32)
         assert (chunks / "emb-00000.npy").stat().st_mtime_ns == kept  # reused, not recomputed
         np.testing.assert_allclose(emb, reference, rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(ok2, ok)
@@ -153,18 +154,22 @@ def test_evaluate_grid_on_ray_equals_local_and_shares_identical_runs(ray_executo
 
     dataset, _ = small_demo
     config = EvalConfig(proxy=DynamicsConfig(epochs=1, image_size=16, width=4, batch_size=64, device="cpu", folds=0),
-                        random_seeds=1)
-    # random at keep 1.0 keeps every sample: it is the full-data run, trained once even though on 2 CPUs it
-    # starts while full data still trains (random at 0.5, the other first task, ends first)
-    grid = dict(strategies=["random"], keeps=[0.5, 1.0], config=config)
+                        random_seeds=2)
+    grid = dict(strategies=["random"], keeps=[0.5], config=config)
     local = evaluate_pruning(dataset, base_table(dataset), ResultStore(tmp_path / "local"), **grid)
     with executors.using(ray_executor):
         remote = evaluate_pruning(dataset, base_table(dataset), ResultStore(tmp_path / "ray"), **grid)
     columns = ["strategy", "keep", "seed", "n_train", "accuracy", "samples_trained"]
     pd.testing.assert_frame_equal(remote[columns], local[columns], check_exact=True)
-    at_full = remote[remote["keep"] == 1.0]
-    assert len(at_full) == 2 and int(at_full["cached"].sum()) == 1
-    assert len(list((tmp_path / "ray" / "entries").glob("subset-eval-*"))) == 2
+    assert len(remote) == 3 and not remote["cached"].any()
+
+    # random at keep 1.0 keeps every sample, so it is the full-data run; on 2 CPUs both cells start at
+    # once, and the second waits for the first's entry instead of training it again
+    with executors.using(ray_executor):
+        same = evaluate_pruning(dataset, base_table(dataset), ResultStore(tmp_path / "same"),
+                                strategies=["random"], keeps=[1.0], config=replace(config, random_seeds=1))
+    assert len(same) == 2 and same["cached"].sum() == 1 and same["accuracy"].nunique() == 1
+    assert len(list((tmp_path / "same" / "entries").glob("subset-eval-*"))) == 1
 
 
 def test_local_path_does_not_import_ray(tmp_path):
@@ -183,3 +188,34 @@ def test_local_path_does_not_import_ray(tmp_path):
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_score_page_offers_the_cluster_only_when_one_is_reachable(ray_executor, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from pruning_core.tiny_clip import TINY_CLIP_NAME
+    from ui import state
+
+    x, y = _images(12)
+    folder = tmp_path / "imgs"
+    from tests.synthetic import write_image_folder
+
+    write_image_folder(folder, x, y)
+    config = ClipConfig(model=TINY_CLIP_NAME, pretrained="none", device="cpu", batch_size=4)
+
+    def score_page() -> AppTest:
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "score.py"), default_timeout=120)
+        at.session_state[state.DATASET] = state.DatasetSource("folder", str(folder))
+        at.session_state[state.CLIP] = config
+        return at.run()
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(executors, "ray_cluster_reachable", lambda: False)
+    assert not [r for r in score_page().radio if r.label == "Run on"]
+    monkeypatch.setattr(executors, "ray_cluster_reachable", lambda: True)
+    at = score_page()
+    at.radio(key=state.EXECUTOR).set_value("ray").run()
+    at.button[0].click().run()  # "Compute CLIP scores" on the cluster
+    assert not at.exception
+    assert "clip.label_alignment" in at.session_state[state.TABLE].infos
+    assert at.session_state[state.EXECUTOR] == "ray"
