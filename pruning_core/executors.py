@@ -140,7 +140,9 @@ class RayExecutor:
         pool = int(gpus) if gpus >= 1 else max(1, int(ray.cluster_resources().get("CPU", 1)))  # decode is in the actor
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # chunks are flushed in order, as locally
-        rows = ray.data.from_items([{"i": i, "path": str(p)} for i, p in enumerate(paths)])
+        # a few blocks per actor: enough to balance the pool, few enough that per-block scheduling stays cheap
+        rows = ray.data.from_items([{"i": i, "path": str(p)} for i, p in enumerate(paths)],
+                                   override_num_blocks=max(1, min(4 * pool, -(-len(paths) // batch_size))))
         embedded = rows.map_batches(
             _EmbedActor, fn_constructor_kwargs={"source": encoder.source}, batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=pool), num_gpus=1 if gpus >= 1 else 0, num_cpus=1,

@@ -219,3 +219,19 @@ def test_score_page_offers_the_cluster_only_when_one_is_reachable(ray_executor, 
     assert not at.exception
     assert "clip.label_alignment" in at.session_state[state.TABLE].infos
     assert at.session_state[state.EXECUTOR] == "ray"
+
+
+def test_cli_evaluate_on_ray_writes_the_local_runs(ray_executor, demo_assets, one_thread, tmp_path, capsys):
+    from pruning_core.cli import main
+
+    manifest = tmp_path / "small.csv"
+    pd.read_csv(demo_assets.manifest).head(SMALL).to_csv(manifest, index=False)
+    args = ["evaluate", str(manifest), "--root", str(Path(demo_assets.manifest).parent), "--strategies", "random", "--keep", "0.5", "--random-seeds", "1",
+            "--epochs", "1", "--width", "4", "--image-size", "16", "--batch-size", "64", "--device", "cpu"]
+    assert main(["--cache-dir", str(tmp_path / "a"), *args, "--out", str(tmp_path / "local.csv")]) == 0
+    assert main(["--cache-dir", str(tmp_path / "b"), *args, "--out", str(tmp_path / "ray.csv"),
+                 "--executor", "ray"]) == 0
+    local, remote = pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "ray.csv")
+    pd.testing.assert_frame_equal(remote.drop(columns="train_seconds"), local.drop(columns="train_seconds"))
+    assert main(["evaluate", str(manifest), "--out", str(tmp_path / "x.csv"), "--ray-address", "auto"]) == 2
+    assert "--ray-address needs --executor ray" in capsys.readouterr().err
