@@ -243,7 +243,6 @@ def evaluate_pruning(
         run_one, runs, common=dict(data=data, config=config, store=store, weights=weights, balance=balance),
         needs=executors.Needs.for_device(config.proxy.device), on_start=started, on_done=ended, cancel=cancel,
     )
-    report(progress, "evaluate", len(runs), len(runs), "done")
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
