@@ -235,3 +235,23 @@ def test_cli_evaluate_on_ray_writes_the_local_runs(ray_executor, demo_assets, on
     pd.testing.assert_frame_equal(remote.drop(columns="train_seconds"), local.drop(columns="train_seconds"))
     assert main(["evaluate", str(manifest), "--out", str(tmp_path / "x.csv"), "--ray-address", "auto"]) == 2
     assert "--ray-address needs --executor ray" in capsys.readouterr().err
+
+
+def test_cancel_on_ray_keeps_finished_folds_and_a_local_run_resumes(ray_executor, one_thread, tmp_path):
+    from pruning_core.progress import Cancelled, CancelToken
+
+    x, y = _images()
+    cancel = CancelToken()
+
+    def cancel_after_first_fold(p) -> None:
+        if "done" in p.message:
+            cancel.cancel()
+
+    with executors.using(ray_executor), pytest.raises(Cancelled):
+        out_of_sample_probs(x, y, folds=3, fold_cache=tmp_path, progress=cancel_after_first_fold, cancel=cancel,
+                            **TRAIN)
+    saved = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("fold*.npy")}
+    assert 1 <= len(saved) < 3  # the finished fold was kept, the pending ones were cancelled
+    resumed = out_of_sample_probs(x, y, folds=3, fold_cache=tmp_path, **TRAIN)
+    assert all((tmp_path / name).stat().st_mtime_ns == t for name, t in saved.items())  # reused, not retrained
+    np.testing.assert_array_equal(resumed, out_of_sample_probs(x, y, folds=3, **TRAIN))
