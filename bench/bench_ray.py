@@ -13,6 +13,7 @@ per worker, so the local run is the honest single-worker reference.  Results mus
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="Ray cluster sizes (CPUs) to time")
     args = parser.parse_args()
 
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the clusters bind to 127.0.0.1 only
     import ray
 
     torch.set_num_threads(1)
@@ -71,8 +73,7 @@ def main() -> None:
     root = str(Path(__file__).resolve().parents[1])
     for cpus in (int(w) for w in args.workers.split(",")):
         t0 = time.perf_counter()
-        executor = executors.RayExecutor("local", num_cpus=cpus, _node_ip_address="127.0.0.1",
-                                         runtime_env={"env_vars": {"PYTHONPATH": root}})
+        executor = executors.RayExecutor("local", num_cpus=cpus, runtime_env={"env_vars": {"PYTHONPATH": root}})
         executor._ray()
         start = time.perf_counter() - t0
         with executors.using(executor):

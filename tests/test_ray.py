@@ -28,21 +28,34 @@ from pruning_core.dynamics.crossfit import out_of_sample_probs
 from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_dataset
 from tests.synthetic import synthetic_images
 
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""0 makes Ray bind a local cluster to the loopback address (ray._private.ray_constants.ENABLE_RAY_CLUSTER)."""
 SMALL = 240
 """Demo samples the score tests use: the demo's first 240 rows keep the tests at seconds on 2 cores."""
 
 
 @pytest.fixture(scope="module")
 def ray_executor():
-    """A fresh local Ray cluster with 2 CPUs on 127.0.0.1, no dashboard; shut down after the module."""
+    """A fresh local Ray cluster with 2 CPUs on 127.0.0.1, no dashboard; shut down after the module.
+
+    Ray turns 127.0.0.1 into the host's reachable address unless it is told this is no cluster
+    (the variable Ray reads at import, before the import); workers get this checkout on their path.
+    """
+    previous = os.environ.get(LOOPBACK_ONLY)
+    os.environ[LOOPBACK_ONLY] = "0"
     import ray
 
     root = str(Path(__file__).resolve().parents[1])
-    executor = executors.RayExecutor("local", num_cpus=2, _node_ip_address="127.0.0.1",
+    executor = executors.RayExecutor("local", num_cpus=2,
                                      runtime_env={"env_vars": {"PYTHONPATH": root, "HF_HUB_OFFLINE": "1"}})
     executor._ray()
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
     yield executor
     ray.shutdown()
+    if previous is None:
+        os.environ.pop(LOOPBACK_ONLY)
+    else:
+        os.environ[LOOPBACK_ONLY] = previous
 
 
 @pytest.fixture(scope="module")
