@@ -24,6 +24,7 @@ st.caption("Which pruning choice keeps accuracy on *your* data? Each strategy's 
            "for the same epochs; held-out accuracy is compared with training on everything and with random subsets.")
 dataset = state.require_dataset()
 state.report_interrupted_job()
+state.executor_choice()
 table = state.auto_scores(dataset)
 # AdaPruner and dynamic pruning train their own masks per ratio, so they need no score column here
 strategies = [s for s in available_strategies(table.frame, table.infos) if s != "adapruner"] + ["adapruner", "dynamic"]

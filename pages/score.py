@@ -10,6 +10,7 @@ from ui import state
 st.title("Score")
 dataset = state.require_dataset()
 state.report_interrupted_job()
+state.executor_choice()
 config = state.clip_config()
 
 with st.form("clip"):

@@ -241,6 +241,15 @@ def cmd_app(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def _add_executor_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", default="local", choices=["local", "ray"],
+                        help="where folds, grid runs and embedding batches run: this process, or a Ray cluster "
+                             "(needs the ray extra: pip install -r requirements-ray.txt)")
+    parser.add_argument("--ray-address", default=None,
+                        help="with --executor ray: 'auto' (the cluster 'ray start' runs here), ray://HOST:10001, "
+                             "or empty to start a local one ($RAY_ADDRESS is honoured)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prunescope", description="Audit and prune image datasets.")
     parser.add_argument("--cache-dir", default=None, help="result store (default $PRUNESCOPE_CACHE or ~/.cache/prunescope)")
@@ -287,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--adapruner", type=float, default=None, metavar="RATIO",
                        help="learn an AdaPruner mask for keeping RATIO (adds adapruner.keep_logit; uses --epochs, "
                             "--image-size, --seed)")
+    _add_executor_args(score)
     score.set_defaults(func=cmd_score)
 
     evaluate = sub.add_parser("evaluate", help="train the proxy on what each strategy keeps: accuracy-vs-ratio curves")
@@ -311,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--out", required=True, type=Path, help="one row per run (.csv)")
+    _add_executor_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     select = sub.add_parser("select", help="choose the kept subset from a score table")
@@ -346,12 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from pruning_core import executors
     from pruning_core.clip_model import WeightsUnavailable
     from pruning_core.datasets import DatasetError
     from pruning_core.progress import Cancelled
 
     try:
-        return args.func(args)
+        with executors.using(executors.make_executor(getattr(args, "executor", "local"),
+                                                     getattr(args, "ray_address", None))):
+            return args.func(args)
     except (WeightsUnavailable, DatasetError, FileNotFoundError, ValueError) as exc:
         print(f"prunescope: error: {exc}", file=sys.stderr)
         return 2

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from cache.store import atomic_save_npy
+from pruning_core import executors
 from pruning_core.clip_model import ClipEncoder
 from pruning_core.images import ImageError, load_rgb
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
@@ -41,6 +42,29 @@ class _ImageFiles(TorchDataset):
 
                 self._blank = torch.zeros_like(self.preprocess(Image.new("RGB", (8, 8))))
             return self._blank, False
+
+
+def decode_batch(paths: Sequence[Path], preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch decoded in this process (what a Ray embedding actor does with its rows)."""
+    files = _ImageFiles(paths, preprocess)
+    images, ok = zip(*(files[i] for i in range(len(files))))
+    return torch.stack(images), torch.tensor(ok, dtype=torch.bool)
+
+
+def local_batches(paths: Sequence[Path], encoder: ClipEncoder, *, batch_size: int,
+                  num_workers: Optional[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(embeddings, ok) per batch, decoded by DataLoader workers while the model runs here."""
+    workers = default_workers(encoder.device) if num_workers is None else num_workers
+    loader = DataLoader(
+        _ImageFiles(paths, encoder.preprocess),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=encoder.device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+    for images, ok in loader:
+        yield encoder.encode_image_batch(images).cpu(), ok
 
 
 def default_workers(device: torch.device) -> int:
@@ -89,23 +113,15 @@ def embed_images(
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if todo:
         indices = [i for c in todo for i in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
-        files = _ImageFiles([paths[i] for i in indices], encoder.preprocess)
-        workers = default_workers(encoder.device) if num_workers is None else num_workers
-        loader = DataLoader(
-            files,
-            batch_size=batch_size,
-            num_workers=workers,
-            pin_memory=encoder.device.type == "cuda",
-            persistent_workers=False,
-            prefetch_factor=4 if workers else None,
-        )
+        batches = executors.current().embed_batches([paths[i] for i in indices], encoder, batch_size=batch_size,
+                                                     num_workers=num_workers)
         pending_emb: list[torch.Tensor] = []
         pending_ok: list[torch.Tensor] = []
         chunk_iter = iter(todo)
         current = next(chunk_iter)
-        for images, ok in loader:
+        for batch_emb, ok in batches:
             check(cancel)
-            pending_emb.append(encoder.encode_image_batch(images).cpu())
+            pending_emb.append(batch_emb)
             pending_ok.append(ok)
             finished += len(ok)
             report(progress, "image embeddings", finished, n)

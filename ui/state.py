@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from cache.store import ResultStore
+from pruning_core import executors
 from pruning_core.datasets import Dataset, DatasetError, load_dataset
 from pruning_core.pipeline import ClipConfig, DynamicsConfig, ScoreTable, base_table, kept_work, score_columns
 from pruning_core.planner import DynamicsPlan, format_seconds
@@ -28,6 +29,7 @@ TABLE = "score_table"
 CLIP = "clip_config"
 RECIPE = "recipe"
 PAGE_JOB = "page_job"
+EXECUTOR = "executor"
 STOP_WAIT_S = 60.0
 """How long the run after a click waits for the interrupted job to stop (it checks between chunks)."""
 
@@ -255,7 +257,8 @@ def run_page_job(job: PageJob, compute: Callable[[ProgressCallback, CancelToken]
     cancel_slot.button("Cancel", key="job_cancel", icon=":material/cancel:", on_click=job.cancel.cancel,
                        help="Stops after the chunk or fold in progress; finished ones are kept for the next run")
     try:
-        compute(StreamlitProgress(container), job.cancel)
+        with executors.using(executors.make_executor(st.session_state.get(EXECUTOR, "local"))):
+            compute(StreamlitProgress(container), job.cancel)
     except Cancelled:
         pass  # the run the click started reports what was kept
     except Exception:
@@ -319,3 +322,16 @@ def auto_scores(dataset: Dataset) -> ScoreTable:
             table = compute_clip_scores(dataset, default_clip_config(), StreamlitProgress(st))
         holder.empty()
     return table
+
+
+def executor_choice() -> None:
+    """'Run on' this machine or the Ray cluster, offered only when one is reachable (Score, Evaluate).
+
+    The choice lives in session state and :func:`run_page_job` runs the page's job on it; Ray then
+    joins the cluster ``ray start`` runs here or the one ``$RAY_ADDRESS`` names.
+    """
+    if executors.ray_cluster_reachable():
+        st.radio("Run on", list(executors.EXECUTORS), key=EXECUTOR, horizontal=True,
+                 format_func={"local": "this machine", "ray": "the Ray cluster"}.get,
+                 help="Folds, training runs and embedding batches become Ray tasks; results land in the same "
+                      "cache (a path every worker can reach), so either choice resumes the other's work.")

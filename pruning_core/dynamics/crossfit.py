@@ -20,7 +20,8 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 
 from cache.store import atomic_save_npy
-from pruning_core.progress import CancelToken, Progress, ProgressCallback, check, report
+from pruning_core import executors
+from pruning_core.progress import CancelToken, ProgressCallback, report
 
 from .device_data import take_rows
 from .trainer import train_and_record
@@ -31,9 +32,10 @@ FoldCache = Union[str, Path, Callable[[int], Path], None]
 class BudgetSpent(RuntimeError):
     """The time budget ran out before every fold finished; the finished folds are kept for a rerun."""
 
-    def __init__(self, folds_done: int, folds: int) -> None:
-        super().__init__(f"the time budget was spent after {folds_done} of {folds} cross-fitting folds; "
-                         "rerun with the same settings to finish the rest (finished folds are kept)")
+    def __init__(self, folds_done: Optional[int] = None, folds: Optional[int] = None) -> None:
+        done = "" if folds is None else f" after {folds_done} of {folds} cross-fitting folds"
+        super().__init__(f"the time budget was spent{done}; rerun with the same settings to finish the rest "
+                         "(finished folds are kept)")
         self.folds_done, self.folds = folds_done, folds
 
 
@@ -107,34 +109,63 @@ def out_of_sample_probs(
 
     probs = np.full((n, c), np.nan, dtype=np.float32)
     total = folds * epochs
+    todo = []
     for k in range(folds):
-        check(cancel)
-        test = np.flatnonzero(assign == k)
-        train = np.flatnonzero(assign != k)
         path = _fold_path(fold_cache, k)
-        if path is not None and path.is_file():
-            cached = np.load(path)
-            if cached.shape == (test.shape[0], c):
-                probs[test] = cached
-                report(progress, "cross-fit", (k + 1) * epochs, total, f"fold {k + 1}/{folds} (cached)")
-                continue
+        cached = np.load(path) if path is not None and path.is_file() else None
+        if cached is not None and cached.shape == (int(np.sum(assign == k)), c):
+            probs[assign == k] = cached
+            report(progress, "cross-fit", (k + 1) * epochs, total, f"fold {k + 1}/{folds} (cached)")
+        else:
+            todo.append(k)
 
-        if deadline is not None and time.monotonic() >= deadline:
-            raise BudgetSpent(k, folds)
+    def fold_started(j: int) -> Optional[ProgressCallback]:
+        k = todo[j]
+        if progress is None:
+            return None
+        return lambda p: report(progress, "cross-fit", k * epochs + p.done, total,
+                                f"fold {k + 1}/{folds}, epoch {p.done}/{p.total}")
 
-        def fold_progress(p: Progress, k: int = k) -> None:
-            report(progress, "cross-fit", k * epochs + p.done, total, f"fold {k + 1}/{folds}, epoch {p.done}/{p.total}")
+    finished = folds - len(todo)
 
-        rec = train_and_record(
-            take_rows(x, train), y_np[train], arch=arch, epochs=epochs, seed=seed + k, device=device,
-            num_classes=c, record_idx=np.zeros(0, dtype=np.int64), eval_x=take_rows(x, test),
-            deadline=deadline, progress=fold_progress if progress is not None else None, cancel=cancel, **train_kw,
+    def fold_done(j: int, fold_probs: np.ndarray) -> None:
+        nonlocal finished
+        k, finished = todo[j], finished + 1
+        probs[assign == k] = fold_probs
+        path = _fold_path(fold_cache, k)
+        if path is not None:  # saved the moment the fold ends: a cancel or a crash keeps it
+            atomic_save_npy(path, fold_probs)
+        report(progress, "cross-fit", finished * epochs, total, f"fold {k + 1}/{folds} done ({finished}/{folds})")
+
+    try:
+        executors.current().map(
+            train_fold, todo, common=dict(x=x, y=y_np, assign=assign, arch=arch, epochs=epochs, seed=seed,
+                                          device=device, num_classes=c, deadline=deadline, train_kw=train_kw),
+            needs=executors.Needs.for_device(str(device)), on_start=fold_started, on_done=fold_done, cancel=cancel,
         )
-        if rec.meta["stopped_by_budget"]:
-            raise BudgetSpent(k, folds)
-        fold_probs = rec.heldout_probs
-        assert fold_probs is not None and fold_probs.shape == (test.shape[0], c)
-        probs[test] = fold_probs
-        if path is not None:
-            atomic_save_npy(path, fold_probs.astype(np.float32))
+    except BudgetSpent:
+        raise BudgetSpent(finished, folds) from None
     return probs
+
+
+def train_fold(k: int, *, x: Any, y: np.ndarray, assign: np.ndarray, arch: str, epochs: int, seed: int,
+               device: str | torch.device, num_classes: int, train_kw: dict, deadline: Optional[float] = None,
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> np.ndarray:
+    """Fold ``k``'s held-out probabilities (float32), from a model trained on every other fold with ``seed + k``.
+
+    Raises :class:`BudgetSpent` when ``deadline`` has passed before the fold starts or cuts its training.
+    """
+    if deadline is not None and time.monotonic() >= deadline:
+        raise BudgetSpent()
+    test = np.flatnonzero(assign == k)
+    train = np.flatnonzero(assign != k)
+    rec = train_and_record(
+        take_rows(x, train), y[train], arch=arch, epochs=epochs, seed=seed + k, device=device,
+        num_classes=num_classes, record_idx=np.zeros(0, dtype=np.int64), eval_x=take_rows(x, test),
+        deadline=deadline, progress=progress, cancel=cancel, **train_kw,
+    )
+    if rec.meta["stopped_by_budget"]:
+        raise BudgetSpent()
+    fold_probs = rec.heldout_probs
+    assert fold_probs is not None and fold_probs.shape == (test.shape[0], num_classes)
+    return fold_probs.astype(np.float32)

@@ -23,9 +23,10 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from cache.store import ResultStore, make_key
+from pruning_core import executors
 from pruning_core.datasets import Dataset
 from pruning_core.pipeline import DynamicsConfig, ScoreTable, decoded_images
-from pruning_core.progress import CancelToken, Progress, ProgressCallback, check, report
+from pruning_core.progress import CancelToken, ProgressCallback, report
 from pruning_core.selection import ADAPRUNER_COLUMN, STRATEGIES, SelectionRecipe, run_recipe
 
 from .dynamic import train_with_dynamic_pruning
@@ -183,21 +184,22 @@ def run_one(
         mask = _subset_mask(spec, data, config, store, weights, balance, progress, cancel)
         params |= {"mode": "static", "subset": _mask_hash(mask)}
     key = make_key("subset-eval", data.fingerprint, params)
-    entry = store.load(key)
-    cached = entry is not None
-    if entry is None:
-        if spec.strategy == "dynamic":
-            run: TrainingRun = train_with_dynamic_pruning(data.x, data.y, spec.keep, consistency=consistency,
-                                                          test_x=data.test_x, test_y=data.test_y,
-                                                          progress=progress, cancel=cancel, **train)
-        else:
-            run = train_on_subset(data.x, data.y, mask, test_x=data.test_x, test_y=data.test_y,
-                                  progress=progress, cancel=cancel, **train)
-        entry = store.save(key, arrays={"heldout_probs": run.heldout_probs},
-                           meta={"step": "subset-eval", "fingerprint": data.fingerprint, "params": params,
-                                 "accuracy": run.accuracy, "n_train": run.n_train,
-                                 "samples_trained": run.samples_trained, "train_seconds": run.train_seconds,
-                                 "train": run.meta})
+    with executors.exclusive(store.partial_root / f"{key}.lock"):  # one training per key, even on a cluster
+        entry = store.load(key)
+        cached = entry is not None
+        if entry is None:
+            if spec.strategy == "dynamic":
+                run: TrainingRun = train_with_dynamic_pruning(data.x, data.y, spec.keep, consistency=consistency,
+                                                              test_x=data.test_x, test_y=data.test_y,
+                                                              progress=progress, cancel=cancel, **train)
+            else:
+                run = train_on_subset(data.x, data.y, mask, test_x=data.test_x, test_y=data.test_y,
+                                      progress=progress, cancel=cancel, **train)
+            entry = store.save(key, arrays={"heldout_probs": run.heldout_probs},
+                               meta={"step": "subset-eval", "fingerprint": data.fingerprint, "params": params,
+                                     "accuracy": run.accuracy, "n_train": run.n_train,
+                                     "samples_trained": run.samples_trained, "train_seconds": run.train_seconds,
+                                     "train": run.meta})
     m = entry.meta
     return {"strategy": spec.strategy, "keep": spec.keep, "seed": spec.seed, "n_train": m["n_train"],
             "accuracy": m["accuracy"], "train_seconds": m["train_seconds"],
@@ -221,18 +223,26 @@ def evaluate_pruning(
     """One row per run (see ``RESULT_COLUMNS``); cancelling keeps every finished run in the cache."""
     data = prepare_eval_data(dataset, table, store, config, test=test, progress=progress, cancel=cancel)
     runs = grid_runs(strategies, keeps, config)
-    rows = []
-    for i, spec in enumerate(runs):
-        check(cancel)
-        label = "full data" if spec.strategy == "full" else f"{spec.strategy} keep {spec.keep:.0%} seed {spec.seed}"
+    labels = ["full data" if r.strategy == "full" else f"{r.strategy} keep {r.keep:.0%} seed {r.seed}" for r in runs]
+    finished = 0
 
-        def inner(p: Progress, i: int = i, label: str = label) -> None:
-            report(progress, "evaluate", i, len(runs), f"run {i + 1}/{len(runs)}: {label} - {p.stage} {p.done}/{p.total}")
+    def started(i: int) -> Optional[ProgressCallback]:
+        head = f"run {i + 1}/{len(runs)}: {labels[i]}"
+        report(progress, "evaluate", finished, len(runs), head)
+        if progress is None:
+            return None
+        return lambda p: report(progress, "evaluate", finished, len(runs), f"{head} - {p.stage} {p.done}/{p.total}")
 
-        report(progress, "evaluate", i, len(runs), f"run {i + 1}/{len(runs)}: {label}")
-        rows.append(run_one(spec, data, config, store, weights=weights, balance=balance,
-                            progress=inner if progress is not None else None, cancel=cancel))
-    report(progress, "evaluate", len(runs), len(runs), "done")
+    def ended(i: int, row: dict) -> None:
+        nonlocal finished
+        finished += 1
+        report(progress, "evaluate", finished, len(runs), f"{labels[i]}: done")
+
+    # Each cell saves its own entry as it ends, so a cancelled grid keeps every finished run.
+    rows = executors.current().map(
+        run_one, runs, common=dict(data=data, config=config, store=store, weights=weights, balance=balance),
+        needs=executors.Needs.for_device(config.proxy.device), on_start=started, on_done=ended, cancel=cancel,
+    )
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 

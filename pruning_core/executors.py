@@ -1,0 +1,224 @@
+"""Where independent work items run: in this process, or as Ray tasks on a cluster.
+
+Cross-fitting folds, Evaluate grid cells and image-embedding batches are independent of each
+other, so the library hands them to an *executor* instead of looping itself.  The local executor
+is the plain loop (same order, same progress, same results as before executors existed); the Ray
+executor submits every item as a Ray task with its CPU/GPU needs and calls back on the driver as
+each one finishes, so a finished fold or run is saved at once and a cancel keeps it.
+
+The executor in use is a context variable (:func:`using`), set once by the CLI or a page around a
+whole job: where work runs never changes a result, so it is no part of any config or cache key.
+Ray is imported only inside :class:`RayExecutor`, so the local path never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence
+
+from pruning_core.progress import CancelToken, ProgressCallback, check
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What one work item needs from the worker that runs it (ignored by the local executor)."""
+
+    cpus: float = 1.0
+    gpus: Optional[float] = None
+    """GPUs per item; None = one GPU when the cluster has any, else none (what device 'auto' means)."""
+
+    @classmethod
+    def for_device(cls, device: str, cpus: float = 1.0) -> "Needs":
+        """The needs of a training item asked to run on ``device`` ('auto', 'cpu' or 'cuda')."""
+        return cls(cpus=cpus, gpus={"cpu": 0.0, "cuda": 1.0}.get(str(device)))
+
+
+ItemFn = Callable[..., Any]
+"""``fn(item, progress=..., cancel=..., **common)`` -> the item's result (module-level, so Ray can ship it)."""
+
+
+class Executor(Protocol):
+    name: str
+
+    def map(self, fn: ItemFn, items: Sequence[Any], *, common: Mapping[str, Any], needs: Needs = Needs(),
+            on_start: Optional[Callable[[int], Optional[ProgressCallback]]] = None,
+            on_done: Optional[Callable[[int, Any], None]] = None,
+            cancel: Optional[CancelToken] = None) -> list[Any]:
+        """Results of ``fn`` over ``items`` in item order; ``on_done(i, result)`` runs here as each ends."""
+
+    def embed_batches(self, paths: Sequence[Path], encoder: Any, *, batch_size: int,
+                      num_workers: Optional[int]) -> Iterator[tuple[Any, Any]]:
+        """(embeddings, ok) tensors of consecutive batches of ``paths``, in order."""
+
+
+class LocalExecutor:
+    """Items one after another in this process: the default, and the reference for every result."""
+
+    name = "local"
+
+    def map(self, fn, items, *, common, needs=Needs(), on_start=None, on_done=None, cancel=None):
+        results = []
+        for i, item in enumerate(items):
+            check(cancel)
+            progress = on_start(i) if on_start is not None else None
+            results.append(fn(item, progress=progress, cancel=cancel, **common))
+            if on_done is not None:
+                on_done(i, results[-1])
+        return results
+
+    def embed_batches(self, paths, encoder, *, batch_size, num_workers):
+        from pruning_core.embeddings import local_batches
+
+        return local_batches(paths, encoder, batch_size=batch_size, num_workers=num_workers)
+
+
+class RayExecutor:
+    """Items as Ray tasks (retried when a worker dies), embeddings as a Ray Data actor pool.
+
+    ``address`` is what ``ray.init`` takes: None starts (or joins, with ``$RAY_ADDRESS``) a cluster
+    on this machine, ``"auto"`` joins the one ``ray start`` runs here, ``"ray://host:10001"`` a remote one.
+    Inputs shared by all items (the images, the score table) go into the object store once.
+    """
+
+    name = "ray"
+    POLL_S = 0.25
+    """How often a running map looks at the cancel token (seconds)."""
+
+    def __init__(self, address: Optional[str] = None, max_retries: int = 3, **init_kw: Any) -> None:
+        self.address = address
+        self.max_retries = max_retries
+        self.init_kw = {"include_dashboard": False, "log_to_driver": False, **init_kw}
+
+    def _ray(self):
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, **self.init_kw)
+        return ray
+
+    def _gpus(self, needs: Needs) -> float:
+        if needs.gpus is not None:
+            return needs.gpus
+        return 1.0 if self._ray().cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+    def map(self, fn, items, *, common, needs=Needs(), on_start=None, on_done=None, cancel=None):
+        ray = self._ray()
+        task = ray.remote(fn).options(num_cpus=needs.cpus, num_gpus=self._gpus(needs),
+                                      max_retries=self.max_retries, name=fn.__name__)
+        shared = {name: ray.put(value) for name, value in common.items()}
+        index = {task.remote(item, progress=None, cancel=None, **shared): i for i, item in enumerate(items)}
+        results: list[Any] = [None] * len(items)
+        pending = list(index)
+        try:
+            while pending:
+                check(cancel)
+                done, pending = ray.wait(pending, num_returns=1, timeout=self.POLL_S)
+                for ref in done:
+                    i = index[ref]
+                    results[i] = ray.get(ref)
+                    if on_done is not None:
+                        on_done(i, results[i])
+        except BaseException:
+            for ref in pending:  # a cancel, Ctrl-C or a failed item: stop the rest, keep what was saved
+                ray.cancel(ref, force=True)
+            raise
+        return results
+
+    def embed_batches(self, paths, encoder, *, batch_size, num_workers):
+        """Decode and embed in ``map_batches`` on an actor pool: one model per GPU actor, CPU actors otherwise."""
+        import torch
+
+        ray = self._ray()
+        gpus = ray.cluster_resources().get("GPU", 0)
+        pool = int(gpus) if gpus >= 1 else max(1, int(ray.cluster_resources().get("CPU", 1)))  # decode is in the actor
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # chunks are flushed in order, as locally
+        # a few blocks per actor: enough to balance the pool, few enough that per-block scheduling stays cheap
+        rows = ray.data.from_items([{"i": i, "path": str(p)} for i, p in enumerate(paths)],
+                                   override_num_blocks=max(1, min(4 * pool, -(-len(paths) // batch_size))))
+        embedded = rows.map_batches(
+            _EmbedActor, fn_constructor_kwargs={"source": encoder.source}, batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=pool), num_gpus=1 if gpus >= 1 else 0, num_cpus=1,
+        )
+        expected = 0
+        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            if batch["i"].size and batch["i"][0] != expected:
+                raise RuntimeError(f"Ray Data returned rows out of order (row {batch['i'][0]}, expected {expected})")
+            expected += batch["i"].size
+            yield torch.tensor(batch["emb"]), torch.tensor(batch["ok"], dtype=torch.bool)
+
+
+class _EmbedActor:
+    """One CLIP per actor (on its GPU when it has one): decodes its batch of paths and embeds it."""
+
+    def __init__(self, source: Any) -> None:
+        from pruning_core.clip_model import ClipEncoder
+        from pruning_core.tiny_clip import register_tiny_clip
+
+        register_tiny_clip()  # the driver resolved the weights; this process must know the built-in model too
+        self.encoder = ClipEncoder(source, device="auto")
+
+    def __call__(self, batch: dict) -> dict:
+        from pruning_core.embeddings import decode_batch
+
+        images, ok = decode_batch([Path(p) for p in batch["path"]], self.encoder.preprocess)
+        emb = self.encoder.encode_image_batch(images).float().cpu().numpy()
+        return {"i": batch["i"], "emb": emb, "ok": ok.numpy()}
+
+
+LOCAL = LocalExecutor()
+_CURRENT: ContextVar[Executor] = ContextVar("prunescope_executor", default=LOCAL)
+
+
+def current() -> Executor:
+    """The executor of the job in progress (local unless a caller chose another with :func:`using`)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def using(executor: Executor) -> Iterator[Executor]:
+    """Run the enclosed job's independent items on ``executor``."""
+    token = _CURRENT.set(executor)
+    try:
+        yield executor
+    finally:
+        _CURRENT.reset(token)
+
+
+def make_executor(name: str = "local", address: Optional[str] = None) -> Executor:
+    """The executor the CLI's ``--executor``/``--ray-address`` or a page's choice names."""
+    if name == "local":
+        if address:
+            raise ValueError("--ray-address needs --executor ray")
+        return LOCAL
+    if name == "ray":
+        return RayExecutor(address)
+    raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
+
+
+def ray_cluster_reachable() -> bool:
+    """Whether a Ray cluster was started here (``ray start``) or named by ``$RAY_ADDRESS``, without importing Ray."""
+    return bool(os.environ.get("RAY_ADDRESS")) or Path("/tmp/ray/ray_current_cluster").is_file()
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (an advisory ``flock``) while one worker computes what it guards.
+
+    Two grid cells with the same inputs may run at once on a cluster; the second waits here, then
+    finds the first one's cache entry instead of training it again or writing the entry beside it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
