@@ -113,7 +113,7 @@ def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
     given = {**{f: v for f, v in given.items() if v is not None}, **fixed}
     budget = args.budget if args.budget and args.budget > 0 else None
     config = DynamicsConfig(arch=args.arch, dynunc_window=args.dynunc_window, seed=args.seed, device=args.device,
-                            budget_s=budget, **given)
+                            precision=args.precision, budget_s=budget, **given)
     plan = plan_dynamics(config, len(dataset), num_classes=len(dataset.classes), budget_s=budget, fixed=given,
                          store=_store(args), progress=TqdmProgress())
     print(f"plan: {plan.describe()}", file=sys.stderr)
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--arch", default="resnet9", choices=["resnet9", "mlp", "linear"],
                        help="proxy: resnet9 on images, or a probe on CLIP embeddings")
     from pruning_core.pipeline import DynamicsConfig
+    from pruning_core.devices import PRECISIONS
     from pruning_core.planner import DEFAULT_BUDGET_S
 
     _DYN = DynamicsConfig()
@@ -289,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"working resolution of the proxy (planned; full size {_DYN.image_size})")
     score.add_argument("--width", type=int, default=None,
                        help=f"ResNet-9 base width (planned; full size {_DYN.width})")
+    score.add_argument("--precision", default=_DYN.precision, choices=list(PRECISIONS),
+                       help="proxy arithmetic: auto = bf16 autocast where the CPU/GPU computes bf16 in hardware")
     score.add_argument("--proxy-batch-size", type=int, default=None,
                        help=f"proxy batch size (planned; full size {_DYN.batch_size})")
     score.add_argument("--dynunc-window", type=int, default=10)

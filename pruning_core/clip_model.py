@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from pruning_core.devices import autocast, resolve_device
+from pruning_core.devices import autocast, resolve_device, resolve_precision
 from pruning_core.tiny_clip import register_tiny_clip
 
 _RANDOM = {"", "none", "random", "null"}
@@ -150,6 +150,9 @@ class ClipEncoder:
 
         self.source = source
         self.device = resolve_device(device)
+        # bf16 on GPUs that compute it; CPU encoding stays fp32 until bf16 embeddings are measured against it
+        # (the cache keys of embeddings do not hold a precision yet).
+        self.precision = "fp32" if self.device.type == "cpu" else resolve_precision(self.device)
         kwargs: dict = {}
         cfg = source.pretrained_cfg or {}
         for key, arg in (("mean", "image_mean"), ("std", "image_std"), ("interpolation", "image_interpolation"),
@@ -184,7 +187,7 @@ class ClipEncoder:
     def encode_image_batch(self, images: torch.Tensor) -> torch.Tensor:
         """Preprocessed images (B,3,H,W) -> L2-normalised float32 embeddings on the device."""
         images = images.to(self.device, non_blocking=True)
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             features = self.model.encode_image(images)
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
@@ -194,7 +197,7 @@ class ClipEncoder:
         out = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
-            with autocast(self.device):
+            with autocast(self.device, self.precision):
                 features = self.model.encode_text(tokens)
             out.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
         if not out:

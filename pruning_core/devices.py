@@ -1,10 +1,19 @@
-"""Pick the compute device once, the same way everywhere."""
+"""Pick the compute device and its numeric precision once, the same way everywhere."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+from pathlib import Path
+from typing import Literal
 
 import torch
+
+Precision = Literal["auto", "bf16", "fp32"]
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+
+_CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""CPU flags (``/proc/cpuinfo``) of hardware bf16 matrix units; without them bf16 is emulated and slower."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -17,8 +26,35 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (safe for CLIP/ResNet forward passes); plain fp32 on CPU."""
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX-BF16 or AVX512-BF16)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in _CPU_BF16_FLAGS)
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """``auto``: bf16 on CUDA GPUs of compute capability >= 8 and on CPUs with bf16 hardware, else fp32.
+
+    Older GPUs (T4, V100) emulate bf16 slowly; they get fp32 until an fp16 + GradScaler path exists.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision != "auto":
+        return precision
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast where :func:`resolve_precision` says so (convolutions and matmuls); plain fp32 otherwise."""
+    if resolve_precision(device, precision) == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -252,6 +252,8 @@ class DynamicsConfig:
     dynunc_window: int = 10
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
+    """``auto`` = bf16 autocast where the hardware computes bf16 (``devices.resolve_precision``), or ``fp32``."""
     budget_s: Optional[float] = None
     """Wall-clock seconds for training and cross-fitting: a run stops when they are spent (within one
     epoch).  ``pruning_core.planner.plan_dynamics`` picks settings that fit it; None runs as set."""
@@ -289,10 +291,13 @@ def decoded_images(
 
 
 def _dynamics_params(config: DynamicsConfig, clip_identity: Optional[dict]) -> dict:
-    """Cache parameters of proxy training: its config and what it trains on (images or CLIP embeddings)."""
+    """Cache parameters of proxy training: its config, the precision it resolves to here, and its inputs."""
+    from pruning_core.devices import resolve_device, resolve_precision
+
+    params = {**config.training_params(), "precision": resolve_precision(resolve_device(config.device), config.precision)}
     if config.arch == "resnet9":
-        return {**config.training_params(), "input": f"images{config.image_size}"}
-    return {**config.training_params(), "input": "clip-image", **(clip_identity or {})}
+        return {**params, "input": f"images{config.image_size}"}
+    return {**params, "input": "clip-image", **(clip_identity or {})}
 
 
 def dynamics_score_table(
@@ -320,7 +325,7 @@ def dynamics_score_table(
         x, identity = np.nan_to_num(emb.image), emb.identity
     params = _dynamics_params(config, identity)
     train = dict(arch=config.arch, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-                 device=config.device, num_classes=len(dataset.classes), width=config.width)
+                 device=config.device, num_classes=len(dataset.classes), width=config.width, precision=config.precision)
     y = dataset.label_ids
     meta = {"dataset": dataset.name, "fingerprint": dataset.fingerprint, "params": params}
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from cache.store import ResultStore, make_key
-from pruning_core.devices import resolve_device
+from pruning_core.devices import resolve_device, resolve_precision
 from pruning_core.progress import ProgressCallback, report
 
 DEFAULT_BUDGET_S = 60.0
@@ -197,9 +197,8 @@ def measure_rates(
 
 
 def _precision(config: Any) -> dict:
-    """The config's precision choice as a trainer option, when it has one (bf16 and fp32 run at different rates)."""
-    precision = getattr(config, "precision", None)
-    return {} if precision is None else {"precision": precision}
+    """The config's precision as a trainer option (bf16 and fp32 run at different rates, so it keys the probe)."""
+    return {"precision": resolve_precision(resolve_device(config.device), config.precision)}
 
 
 def plan_dynamics(

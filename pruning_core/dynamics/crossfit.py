@@ -164,7 +164,7 @@ def train_fold(k: int, *, x: Any, y: np.ndarray, assign: np.ndarray, arch: str, 
         num_classes=num_classes, record_idx=np.zeros(0, dtype=np.int64), eval_x=take_rows(x, test),
         deadline=deadline, progress=progress, cancel=cancel, **train_kw,
     )
-    if rec.meta["stopped_by_budget"]:
+    if rec.meta.get("stopped_by_budget"):
         raise BudgetSpent()
     fold_probs = rec.heldout_probs
     assert fold_probs is not None and fold_probs.shape == (test.shape[0], num_classes)

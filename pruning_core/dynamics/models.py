@@ -53,13 +53,15 @@ class ResNet9(nn.Module):
         self.layer1 = nn.Sequential(_conv_bn(w, 2 * w), nn.MaxPool2d(2), Residual(2 * w))
         self.layer2 = nn.Sequential(_conv_bn(2 * w, 4 * w), nn.MaxPool2d(2))
         self.layer3 = nn.Sequential(_conv_bn(4 * w, 8 * w), nn.MaxPool2d(2), Residual(8 * w))
-        self.pool = nn.AdaptiveMaxPool2d(1)
         self.fc = nn.Linear(8 * w, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.prep(x))))
-        x = torch.flatten(self.pool(x), 1)
-        return self.fc(x) * self.scale
+        # Global max pool as amax: AdaptiveMaxPool2d's CUDA backward has no deterministic kernel.
+        x = x.amax(dim=(2, 3))
+        # The head runs in fp32 even under autocast: recorded margins and losses are not bf16-rounded.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.fc(x.float()) * self.scale
 
 
 class MLPProbe(nn.Module):

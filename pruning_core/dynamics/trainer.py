@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pruning_core.devices import autocast, resolve_device
+from pruning_core.devices import autocast, resolve_device, resolve_precision
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
 from .device_data import DeviceData
@@ -195,6 +195,7 @@ class ProxyTrainer:
         hidden: int = 512,
         crop_pad: Optional[int] = None,
         flip: bool = True,
+        precision: str = "auto",
     ) -> None:
         if arch not in _DEFAULT_LR:
             raise ValueError(f"unknown arch {arch!r}")
@@ -209,6 +210,7 @@ class ProxyTrainer:
         if self.y_np.min() < 0 or self.y_np.max() >= self.num_classes:
             raise ValueError("labels must be in [0, num_classes)")
         self.dev, self.n, self.arch, self.width = dev, n, arch, width
+        self.precision = resolve_precision(dev, precision)
         self.data = DeviceData(x, dev, crop_pad=crop_pad, flip=flip)
         if self.data.n != n:
             raise ValueError(f"x has {self.data.n} samples but y has {n}")
@@ -265,7 +267,7 @@ class ProxyTrainer:
         bs = min(self.batch_size, count)
         for s in range(count // bs if bs else 0):
             b = perm[s * bs : (s + 1) * bs]
-            with autocast(self.dev):
+            with autocast(self.dev, self.precision):
                 out = self.model(self.data.augmented(b, self.gen))
             out = out.float()
             if loss_fn is None:
@@ -296,7 +298,7 @@ class ProxyTrainer:
         idx = torch.arange(data.n, device=self.dev) if idx is None else idx
         step = chunk or max(1024, 2 * self.batch_size)
         for i in range(0, int(idx.shape[0]), step):
-            with autocast(self.dev):
+            with autocast(self.dev, self.precision):
                 out = self.model(data.plain(idx[i : i + step]))
             yield slice(i, min(i + step, int(idx.shape[0]))), out.float()
 
@@ -308,7 +310,7 @@ class ProxyTrainer:
 
     def meta(self) -> dict:
         return {
-            "arch": self.arch, "width": self.width, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+            "arch": self.arch, "width": self.width, "precision": self.precision, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
             "label_smoothing": self.label_smoothing, "device": str(self.dev), "num_classes": self.num_classes,
             "n_train": self.n, "data_seconds": self.data_seconds, "train_seconds": self.train_seconds,
             "samples_trained": self.samples_trained,
@@ -340,7 +342,8 @@ def proxy_trainer(
             2e-3 mlp / 5e-3 linear with AdamW), ``weight_decay`` (5e-4 / 1e-4), ``label_smoothing``
             (training loss only), ``warmup_frac``, ``num_classes`` (default max(y) + 1; pass it when a
             subset may miss classes), ``width`` (ResNet-9 base width, 64 = original), ``hidden`` (MLP
-            units), ``crop_pad`` (default round(H / 8)), ``flip``.
+            units), ``crop_pad`` (default round(H / 8)), ``flip``, ``precision`` (``"auto"``: bf16 autocast
+            where the hardware computes bf16, see :func:`pruning_core.devices.resolve_precision`; ``"fp32"``).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     with _seeded(seed, dev, deterministic):
