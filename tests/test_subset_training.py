@@ -71,12 +71,15 @@ def test_dynamic_pruning_costs_the_ratio_and_skips_inconsistent_samples():
     assert run.accuracy > 0.8
 
 
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 0.01), ("bf16", 0.02)])
 @pytest.mark.parametrize("ratio", [0.2, 0.5, 0.8])
-def test_adapruner_mask_lands_within_one_percent_of_the_target(ratio):
+def test_adapruner_mask_lands_near_the_target(ratio, precision, tolerance):
+    """Within 1 point in fp32; bf16 rounding moves where the mask freezes (0.213 at 0.2), so 2 points there."""
     x, y, noisy = gaussian_embeddings(n=2000, dim=16, classes=4, noise=0.2, seed=1)
-    pruner = AdaPruner(ratio, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, device="cpu").fit(x, y)
+    pruner = AdaPruner(ratio, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, device="cpu",
+                       precision=precision).fit(x, y)
     assert pruner.mask_logits_.shape == (2000,)
-    assert abs(pruner.kept_fraction_ - ratio) <= 0.01
+    assert abs(pruner.kept_fraction_ - ratio) <= tolerance
     assert np.array_equal(pruner.mask_, pruner.mask_logits_ > 0)
     assert len(pruner.history_) == 8
     # the -log(CE) term takes weight off what is already easy: among correctly labelled samples,
