@@ -35,10 +35,130 @@ def test_auto_precision_on_cpu_follows_the_hardware(monkeypatch, has_bf16, expec
         devices.resolve_precision(cpu, "fp8")
 
 
-@pytest.mark.parametrize("major, expected", [(7, "fp32"), (8, "bf16"), (9, "bf16")])
-def test_auto_precision_on_cuda_needs_compute_capability_8(monkeypatch, major, expected):
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 0))
-    assert devices.resolve_precision(torch.device("cuda", 0)) == expected
+GB = 10**9
+T4 = devices.DeviceFacts("cuda", 0, "Tesla T4", (7, 5), 16 * GB, 15 * GB, cpus=2, shm_bytes=64 * 2**20)
+V100 = devices.DeviceFacts("cuda", 0, "Tesla V100-SXM2-32GB", (7, 0), 32 * GB, 31 * GB, cpus=8, shm_bytes=8 * GB)
+A100 = devices.DeviceFacts("cuda", 0, "NVIDIA A100-SXM4-80GB", (8, 0), 80 * GB, 79 * GB, cpus=16, shm_bytes=32 * GB)
+H100 = devices.DeviceFacts("cuda", 1, "NVIDIA H100 80GB HBM3", (9, 0), 80 * GB, 79 * GB, cpus=32, shm_bytes=32 * GB)
+RTX = devices.DeviceFacts("cuda", 0, "NVIDIA GeForce RTX 3090", (8, 6), 24 * GB, 22 * GB, cpus=12, shm_bytes=16 * GB)
+MPS = devices.DeviceFacts("mps", None, "Apple GPU", None, 21 * GB, 12 * GB, cpus=10, shm_bytes=None)
+CPU2 = devices.DeviceFacts("cpu", None, "CPU", None, 24 * GB, 20 * GB, cpus=2, shm_bytes=64 * 2**20)
+CPU_AMX = devices.DeviceFacts("cpu", None, "CPU", None, 256 * GB, 200 * GB, cpu_bf16=True, cpus=56, shm_bytes=64 * GB)
+
+CIFAR = 50_000 * 32 * 32 * 3  # uint8 bytes
+IMAGENET64 = 1_281_167 * 64 * 64 * 3
+
+
+@pytest.mark.parametrize("facts, precision, scaler, workers", [
+    (T4, "fp16", True, 1), (V100, "fp16", True, 7), (A100, "bf16", False, 15), (H100, "bf16", False, 16),
+    (RTX, "bf16", False, 11), (MPS, "fp32", False, 9), (CPU2, "fp32", False, 1), (CPU_AMX, "bf16", False, 2),
+])
+def test_the_policy_per_device(facts, precision, scaler, workers):
+    policy = devices.decide(facts)
+    assert (policy.precision, policy.grad_scaler, policy.max_loader_workers) == (precision, scaler, workers)
+    assert devices.decide(facts, "fp32").precision == "fp32" and not devices.decide(facts, "fp32").grad_scaler
+    assert precision in policy.describe() and facts.describe()
+
+
+def test_knn_blocks_grow_with_device_memory():
+    blocks = {name: devices.decide(f).knn_block_bytes for name, f in
+              {"cpu": CPU2, "t4": T4, "rtx": RTX, "h100": H100}.items()}
+    assert blocks["cpu"] == 256 * 2**20
+    assert blocks["cpu"] < blocks["t4"] < blocks["rtx"] < blocks["h100"] == devices.MAX_KNN_BLOCK_BYTES
+
+
+def test_training_data_stays_on_the_device_only_when_it_fits_with_headroom():
+    working = 3 * GB
+    assert devices.decide(T4).data_on_device(CIFAR, working)
+    assert not devices.decide(T4).data_on_device(IMAGENET64, working)  # 15.7 GB on a 16 GB card
+    assert not devices.decide(RTX).data_on_device(IMAGENET64, working)  # 18.7 GB of 22 free: no headroom
+    assert devices.decide(H100).data_on_device(IMAGENET64, working)
+    assert devices.decide(CPU2).data_on_device(IMAGENET64, working)  # the CPU's data is in RAM anyway
+
+
+def test_loader_batches_in_flight_fit_dev_shm():
+    clip_batch = 256 * 3 * 224 * 224 * 4  # 154 MB of fp32 pixels
+    assert devices.decide(T4).loader(clip_batch) == (0, 0)  # Docker's 64 MB: decode in the main process
+    assert devices.decide(T4).loader(32 * 3 * 224 * 224 * 4) == (1, 1)
+    workers, prefetch = devices.decide(A100).loader(clip_batch)
+    assert (workers, prefetch) == (15, 4) and workers * prefetch * clip_batch <= A100.shm_bytes / 2
+    assert devices.decide(MPS).loader(clip_batch) == (9, 4)  # no /dev/shm on macOS
+
+
+def test_facts_read_here_are_the_cpus_affinity(monkeypatch):
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    facts = devices.read_facts(torch.device("cpu"))
+    assert facts.type == "cpu" and facts.cpus == 3 and facts.total_memory >= facts.free_memory > 0
+
+
+@pytest.mark.parametrize("capability, arch_list, missing", [
+    ((7, 0), ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], True),  # V100 on the cu130 wheel
+    ((7, 5), ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], False),
+    ((8, 9), ["sm_80", "sm_86", "sm_90"], False),  # an sm_86 cubin runs on sm_89
+    ((12, 0), ["sm_70", "sm_80", "sm_90"], True),
+    ((12, 0), ["sm_80", "sm_90", "compute_90"], False),  # PTX compiles for newer GPUs
+])
+def test_missing_kernels_from_the_arch_list(capability, arch_list, missing):
+    assert devices.missing_kernels(capability, arch_list) == missing
+
+
+def _fake_gpus(monkeypatch, capabilities, arch_list=("sm_75", "sm_80", "sm_90")):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(arch_list))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: f"GPU{i}")
+
+    def capability(i=None):
+        asked.append(i)
+        return capabilities[i]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    return asked
+
+
+def test_cuda_n_is_honoured_with_its_own_capability(monkeypatch):
+    asked = _fake_gpus(monkeypatch, [(8, 0), (7, 0)])
+    assert devices.resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(RuntimeError, match=r"GPU1 \(sm_70\).*sm_75, sm_80, sm_90.*whl/cu126"):
+        devices.resolve_device("cuda:1")
+    assert asked[-1] == 1
+    with pytest.raises(RuntimeError, match="only 2 CUDA GPU"):
+        devices.resolve_device("cuda:2")
+
+
+def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert devices.resolve_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert devices.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="MPS is not available"):
+        devices.resolve_device("mps")
+    _fake_gpus(monkeypatch, [(9, 0)])
+    assert devices.resolve_device("auto").type == "cuda"
+
+
+@pytest.mark.parametrize("warn_only", [False, True])
+def test_determinism_flags_are_restored_exactly(monkeypatch, warn_only):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    caller = devices.DeterminismFlags(cudnn_benchmark=False, cudnn_deterministic=False,
+                                      deterministic_algorithms=True, warn_only=warn_only)  # as a caller set them
+    before = devices.DeterminismFlags.current()
+    caller.apply()
+    try:
+        with devices.determinism(torch.device("cuda", 0), deterministic=True):
+            inside = devices.DeterminismFlags.current()
+            assert inside.deterministic_algorithms and inside.warn_only and inside.cudnn_deterministic
+            assert not inside.cudnn_benchmark
+            assert devices.os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert devices.DeterminismFlags.current() == caller
+        with devices.determinism(torch.device("cuda", 0), deterministic=False):
+            assert torch.backends.cudnn.benchmark
+        assert devices.DeterminismFlags.current() == caller
+    finally:
+        before.apply()
 
 
 def test_the_head_stays_fp32_under_bf16_autocast():
@@ -50,15 +170,22 @@ def test_the_head_stays_fp32_under_bf16_autocast():
     assert logits.dtype == torch.float32
 
 
-def test_backward_under_strict_determinism_on_cpu():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+def test_proxy_trains_under_strict_determinism_and_leaves_the_flags(one_thread):
+    before = devices.DeterminismFlags.current()
+    torch.use_deterministic_algorithms(True)  # strict: an op without a deterministic kernel raises
     try:
+        strict = devices.DeterminismFlags.current()
         model = ResNet9(3, width=8)
         model(torch.randn(4, 3, 16, 16)).sum().backward()
         assert all(p.grad is not None for p in model.parameters())
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, size=(64, 16, 16, 3), dtype=np.uint8)
+        rec = train_and_record(x, rng.integers(0, 3, 64), epochs=1, device="cpu", width=8, batch_size=32,
+                               deterministic=True)
+        assert np.isfinite(rec.loss).all()
+        assert devices.DeterminismFlags.current() == strict
     finally:
-        torch.use_deterministic_algorithms(before)
+        before.apply()
 
 
 def test_bf16_and_fp32_rank_the_noisy_samples_alike(one_thread):
