@@ -204,3 +204,107 @@ def test_bf16_and_fp32_rank_the_noisy_samples_alike(one_thread):
 
     aurocs = {p: roc_auc_score(noisy, -a) for p, a in aum.items()}
     assert aurocs["fp32"] > 0.9 and abs(aurocs["bf16"] - aurocs["fp32"]) < 0.03
+
+
+def test_fp16_with_a_grad_scaler_keeps_the_adapruner_mask_step_outside_it(one_thread):
+    """AdaPruner's unit-RMS mask step is scale-free; through ``scaler.unscale_`` it would be divided by 65,536."""
+    from synthetic import gaussian_embeddings
+
+    from pruning_core.subset_training import AdaPruner
+
+    x, y, _ = gaussian_embeddings(n=2000, dim=16, classes=4, noise=0.2, seed=1)
+    pruner = AdaPruner(0.5, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, device="cpu",
+                       precision="fp16").fit(x, y)
+    assert pruner.train_meta_["precision"] == "fp16" and pruner.train_meta_["device_policy"]["grad_scaler"]
+    assert abs(pruner.kept_fraction_ - 0.5) <= 0.02
+    assert np.ptp(pruner.mask_logits_) > 1.0  # the mask moved
+
+
+def test_the_host_memory_fallback_trains_to_the_same_record(monkeypatch, one_thread):
+    from pruning_core.dynamics.device_data import DeviceData
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(96, 16, 16, 3), dtype=np.uint8)
+    y = rng.integers(0, 3, 96)
+    kw = dict(epochs=2, device="cpu", width=8, batch_size=32, precision="fp32", eval_x=x[:10])
+    on_device = train_and_record(x, y, **kw)
+    fetched = []
+    host_rows = DeviceData._rows
+
+    def spy(self, idx):
+        fetched.append(self.on_device)
+        return host_rows(self, idx)
+
+    monkeypatch.setattr(devices.DevicePolicy, "data_on_device", lambda self, data_bytes, working_bytes=0: False)
+    monkeypatch.setattr(DeviceData, "_rows", spy)
+    on_host = train_and_record(x, y, **kw)
+    assert on_device.meta["data_on_device"] and not on_host.meta["data_on_device"]
+    assert fetched and not any(fetched)  # every batch came from host memory
+    for name in ("prob", "margin", "loss", "final_logits"):
+        np.testing.assert_array_equal(getattr(on_host, name), getattr(on_device, name))
+    np.testing.assert_array_equal(on_host.heldout_probs, on_device.heldout_probs)
+
+
+def test_crops_reflect_like_a_padded_copy():
+    from pruning_core.dynamics.device_data import DeviceData
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(8, 12, 12, 3), dtype=np.uint8)
+    data = DeviceData(x, torch.device("cpu"), crop_pad=2, flip=True)
+    gen = torch.Generator().manual_seed(0)
+    out = data.augmented(torch.arange(8), gen) * data.std + data.mean
+    padded = np.pad(x.transpose(0, 3, 1, 2), ((0, 0), (0, 0), (2, 2), (2, 2)), mode="reflect")
+    gen = torch.Generator().manual_seed(0)  # the same draws: offsets, then flips
+    oy = torch.randint(0, 5, (8, 1), generator=gen)[:, 0]
+    ox = torch.randint(0, 5, (8, 1), generator=gen)[:, 0]
+    flip = (torch.rand((8, 1), generator=gen) < 0.5)[:, 0]
+    for i in range(8):
+        crop = padded[i, :, oy[i]: oy[i] + 12, ox[i]: ox[i] + 12]
+        crop = crop[:, :, ::-1] if flip[i] else crop
+        np.testing.assert_allclose(out[i].numpy(), crop, atol=1e-3)
+    assert data.x.shape == (8, 3, 12, 12)  # stored unpadded
+
+
+def test_channel_statistics_match_float64():
+    from pruning_core.dynamics.device_data import _channel_stats
+
+    x = torch.as_tensor(np.random.default_rng(0).integers(0, 256, size=(300, 3, 8, 8), dtype=np.uint8))
+    mean, std = _channel_stats(x, chunk=64)
+    ref = x.double()
+    assert mean.dtype == torch.float32
+    np.testing.assert_allclose(mean.numpy(), ref.mean((0, 2, 3)).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(std.numpy(), ref.std((0, 2, 3), correction=0).numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_working_set_estimate_tracks_the_saved_activations(precision):
+    from pruning_core.dynamics.models import ACTIVATION_BYTES, WORKING_SET_FACTOR, training_working_bytes
+
+    width, size, batch = 16, 32, 32
+    model = ResNet9(10, width=width).to(memory_format=torch.channels_last)
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        saved[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), devices.autocast(torch.device("cpu"), precision):
+        model(x)
+    measured = sum(saved.values()) / (batch * width * size * size)
+    assert measured == pytest.approx(ACTIVATION_BYTES[precision], rel=0.1)
+    estimate = training_working_bytes("resnet9", batch_size=batch, width=width, image_size=size, precision=precision)
+    assert estimate > WORKING_SET_FACTOR * sum(saved.values())
+
+
+def test_cache_keys_differ_by_precision(monkeypatch):
+    from cache.store import make_key
+    from pruning_core.pipeline import ClipConfig, DynamicsConfig, _dynamics_params, _image_key
+
+    keys = {p: make_key("dynamics-record", "fp", _dynamics_params(DynamicsConfig(device="cpu", precision=p), None))
+            for p in ("fp32", "bf16", "fp16")}
+    assert len(set(keys.values())) == 3
+    for has_bf16, same_as in ((True, "bf16"), (False, "fp32")):  # auto resolves before keying
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda: has_bf16)
+        auto = make_key("dynamics-record", "fp", _dynamics_params(DynamicsConfig(device="cpu"), None))
+        assert auto == keys[same_as]
