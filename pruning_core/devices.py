@@ -250,6 +250,24 @@ def kernels_message(name: str, capability: tuple[int, int], arch_list: list[str]
             "- or use --device cpu.")
 
 
+def device_name(name: str) -> str:
+    """``name`` if it names a device PruneScope runs on (``auto``, ``cpu``, ``mps``, ``cuda``, ``cuda:N``): the CLI's check."""
+    kind, _, index = name.partition(":")
+    if name in ("auto", "cpu", "mps", "cuda") or (kind == "cuda" and index.isdigit()):
+        return name
+    raise ValueError(f"unknown device {name!r}: use auto, cpu, mps, cuda or cuda:N")
+
+
+def device_choices() -> list[str]:
+    """The devices a page offers: auto, the CPU, every visible GPU, and MPS where there is one."""
+    choices = ["auto", "cpu", "cuda"]
+    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        choices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        choices.append("mps")
+    return choices
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``auto``: CUDA GPU 0, else Apple's MPS, else the CPU; ``cuda:N`` picks GPU N.
 
