@@ -116,13 +116,19 @@ class DevicePolicy:
             return 0, 0
         return workers, max(1, min(MAX_PREFETCH, fit // workers))
 
-    def describe(self) -> str:
-        """One line for the plan."""
+    def describe(self, data_bytes: Optional[int] = None, working_bytes: int = 0) -> str:
+        """One line for the plan; with the run's memory needs it says where its data will live."""
         scaler = " + GradScaler" if self.grad_scaler else ""
         budget = self.data_budget_bytes
-        data = "in RAM" if budget is None else f"on the device up to {budget / GiB:.1f} GiB, else pinned host memory"
-        return (f"{self.precision}{scaler}; training data {data}; k-NN blocks {self.knn_block_bytes // MiB:,} MiB; "
-                f"up to {self.max_loader_workers} loader workers")
+        if data_bytes is None:
+            data = "in RAM" if budget is None else f"on the device up to {budget / GiB:.1f} GiB, else pinned host memory"
+        else:
+            where = ("in RAM" if budget is None else "on the device" if self.data_on_device(data_bytes, working_bytes)
+                     else f"in pinned host memory (over the device's {budget / GiB:.1f} GiB)")
+            data = f"{data_bytes / GiB:.2f} GiB {where}, {working_bytes / GiB:.2f} GiB working set"
+        workers = self.max_loader_workers
+        return (f"{self.precision}{scaler} on {self.facts.device}; training data {data}; k-NN blocks "
+                f"{self.knn_block_bytes // MiB:,} MiB; {workers} loader worker{'s' if workers != 1 else ''} at most")
 
     def as_dict(self) -> dict:
         """For cache metadata, score sidecars and the export manifest."""

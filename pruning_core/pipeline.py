@@ -349,7 +349,7 @@ def dynamics_score_table(
         notes.append(f"The {format_seconds(config.budget_s)} budget stopped proxy training after "
                      f"{record.n_epochs} of {config.epochs} epochs: give a larger budget or fewer epochs.")
     settings = {"dynamics": {**params, "epochs_done": record.n_epochs, "train_seconds": record.meta.get("train_seconds"),
-                             "device": record.meta.get("device")}}
+                             "device": record.meta.get("device"), "data_on_device": record.meta.get("data_on_device")}}
     table = ScoreTable(frame.set_axis(dataset.samples.index), infos, notes, settings)
 
     if config.folds >= 2:

@@ -117,3 +117,18 @@ def test_cross_fitting_out_of_budget_keeps_finished_folds_only(tmp_path, one_thr
     assert err.value.folds_done == 0 and not list(tmp_path.glob("fold*.npy"))
     probs = out_of_sample_probs(x, y, deadline=time.monotonic() + 600, **kw)
     assert np.isfinite(probs).all() and len(list(tmp_path.glob("fold*.npy"))) == 4
+
+
+def test_the_plan_shows_and_records_the_device_decisions(fake_machine, monkeypatch):
+    from pruning_core import devices
+
+    t4 = devices.DeviceFacts("cuda", 0, "Tesla T4", (7, 5), 16 * 10**9, 15 * 10**9, cpus=2, shm_bytes=64 * 2**20)
+    monkeypatch.setattr(planner, "device_policy", lambda device, precision="auto": devices.decide(t4, precision))
+    imagenet64 = plan_dynamics(DynamicsConfig(device="cpu", image_size=64), 1_281_167, num_classes=1000,
+                               budget_s=None)
+    assert "fp16 + GradScaler on cuda:0" in imagenet64.describe() and "pinned host memory" in imagenet64.describe()
+    recorded = imagenet64.as_dict()
+    assert recorded["device_policy"]["facts"]["capability"] == (7, 5)
+    assert recorded["memory"]["data_bytes"] == 1_281_167 * 64 * 64 * 3 and not recorded["memory"]["data_on_device"]
+    cifar = plan_dynamics(DynamicsConfig(device="cpu"), 50_000, num_classes=10, budget_s=None)
+    assert cifar.as_dict()["memory"]["data_on_device"] and "0.14 GiB on the device" in cifar.describe()
