@@ -308,3 +308,9 @@ def test_cache_keys_differ_by_precision(monkeypatch):
         monkeypatch.setattr(devices, "cpu_has_bf16", lambda: has_bf16)
         auto = make_key("dynamics-record", "fp", _dynamics_params(DynamicsConfig(device="cpu"), None))
         assert auto == keys[same_as]
+
+
+def test_executor_needs_follow_the_device_name():
+    from pruning_core.executors import Needs
+
+    assert [Needs.for_device(d).gpus for d in ("auto", "cpu", "mps", "cuda", "cuda:1")] == [None, 0.0, 0.0, 1.0, 1.0]
