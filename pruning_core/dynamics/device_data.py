@@ -7,7 +7,8 @@ padded copy) and flipped by one index operation, then normalised.  That is what 
 CIFAR run take seconds on a GPU instead of being bound by image decoding.
 
 When the data does not fit the device's memory with headroom (``DevicePolicy.data_on_device``) it
-stays in pinned host memory and each batch's images are copied over before the same augmentation:
+stays in host memory and each batch's images are gathered there, pinned and copied over before the
+same augmentation (pinning the whole set would lock as much RAM as the GPU lacked):
 slower, but the same random numbers on the device give the same batches, so the same results.
 """
 
@@ -28,14 +29,14 @@ def take_rows(x: Any, idx: np.ndarray) -> Any:
 
 
 class DeviceData:
-    """The dataset (on the device, or pinned on the host) plus the vectorised batch producers (augmented / plain).
+    """The dataset (on the device, or in host memory) plus the vectorised batch producers (augmented / plain).
 
     Args:
         x: uint8 images (N, H, W, C), float images (N, C, H, W) already normalised, or embeddings (N, D).
         device: where batches are produced.
         crop_pad: random-crop padding (default round(H / 8)).
         flip: random horizontal flips.
-        on_device: keep the data on ``device`` (False: pinned host memory, copied per batch).
+        on_device: keep the data on ``device`` (False: host memory; each batch pinned and copied).
     """
 
     def __init__(self, x: Any, device: torch.device, crop_pad: Optional[int], flip: bool,
@@ -61,7 +62,8 @@ class DeviceData:
             if pad >= min(h, w):
                 raise ValueError(f"crop padding {pad} must be smaller than the image size {min(h, w)}")
             self.pad, self.h, self.w = pad, h, w
-            self.x = t.contiguous()
+            # on the host the caller's array stays as it is (a memory map stays one): batches are gathered from it
+            self.x = t.contiguous() if on_device else t
             self.mean = mean.to(device).view(1, -1, 1, 1)
             self.std = std.to(device).view(1, -1, 1, 1)
             self.flip = flip
@@ -75,8 +77,6 @@ class DeviceData:
             self.in_dim = int(t.shape[1])
         else:
             raise ValueError(f"x must be images (N,H,W,3) uint8 / (N,C,H,W) float or embeddings (N,D); got {tuple(t.shape)}")
-        if not self.on_device and torch.cuda.is_available():
-            self.x = self.x.pin_memory()  # asynchronous copies to the GPU
         self.n = int(t.shape[0])
 
     @property
@@ -88,8 +88,8 @@ class DeviceData:
         if self.on_device:
             return self.x, idx
         rows = self.x[idx.cpu()]  # gathered on the host, one copy per batch
-        if rows.device.type == "cpu" and self.device.type == "cuda":
-            rows = rows.pin_memory()
+        if self.device.type == "cuda":
+            rows = rows.pin_memory()  # page-locked, so the copy to the GPU is asynchronous
         return rows.to(self.device, non_blocking=True), torch.arange(rows.shape[0], device=self.device)
 
     def _finish(self, xb: torch.Tensor) -> torch.Tensor:

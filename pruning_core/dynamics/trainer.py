@@ -8,7 +8,7 @@ non-augmented view.  :func:`train_and_record` produces exactly those statistics 
   CIFAR images take 150 MB); every batch is gathered, randomly cropped and flipped on the device
   by one vectorised index operation, then normalised - no DataLoader, no worker processes.  When
   the data does not fit the device with headroom (:class:`~pruning_core.devices.DevicePolicy`) it
-  stays in pinned host memory and each batch is copied over;
+  stays in host memory and each batch is gathered there, pinned and copied over;
 * images use the channels_last memory layout (tensor cores on CUDA, oneDNN on CPU); the model runs
   at the device policy's precision: bf16 autocast on CUDA cc >= 8 and bf16 CPUs, fp16 autocast
   with a GradScaler on older GPUs, fp32 elsewhere; cuDNN autotunes;
@@ -176,8 +176,11 @@ def _zero_nonfinite_grads(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _sync(dev: torch.device) -> None:
+    """Wait for the device's queued work, so that timings measure it."""
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
 
 
 class ProxyTrainer:
