@@ -105,6 +105,12 @@ def test_a_budgeted_run_stops_within_its_budget_plus_one_epoch(one_thread):
     assert rec.meta["stopped_by_budget"] and 1 <= rec.n_epochs < 200
     assert rec.prob.shape == (rec.n_epochs, len(y)) and rec.meta["epochs_done"] == rec.n_epochs
     assert elapsed <= budget + 2 * epoch_s + 0.5  # the budget, the epoch that crossed it, model set-up
+    # the final logits are those of the last epoch done (copied to the host once, after it)
+    from pruning_core.dynamics.trainer import label_stats
+    import torch
+
+    final = label_stats(torch.as_tensor(rec.final_logits), torch.as_tensor(y))["prob"].numpy()
+    np.testing.assert_allclose(final, rec.prob[-1], rtol=1e-5, atol=1e-6)
     unbudgeted = train_and_record(x, y, epochs=3, **kw)
     assert not unbudgeted.meta["stopped_by_budget"] and unbudgeted.n_epochs == 3
 
