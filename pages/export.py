@@ -73,10 +73,7 @@ def _models() -> dict:
     if any(c.startswith("clip.") for c in table.infos):
         config = state.clip_config()
         try:
-            from pruning_core.clip_model import resolve_weights, source_identity
-
-            models["clip"] = {**source_identity(resolve_weights(config.model, config.pretrained)),
-                              "adapter_epochs": config.adapter_epochs}
+            models["clip"] = {**config.identity(), "adapter_epochs": config.adapter_epochs}
         except Exception as exc:  # weights moved since scoring: record what is known
             models["clip"] = {"model": config.model, "weights": str(config.pretrained), "note": str(exc)}
     families = sorted({c.split(".", 1)[0] for c in table.infos})

@@ -74,6 +74,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             adapter_epochs=args.adapter_epochs,
+            precision=args.precision,
         )
     dynamics = None
     if args.dynamics:
@@ -241,6 +242,15 @@ def cmd_app(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def _device_arg(text: str) -> str:
+    from pruning_core.devices import device_name
+
+    try:
+        return device_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default="local", choices=["local", "ray"],
                         help="where folds, grid runs and embedding batches run: this process, or a Ray cluster "
@@ -269,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="open_clip pretrained tag, a local checkpoint path, or 'none' (random init)")
     score.add_argument("--adapter-epochs", type=int, default=0,
                        help="fit residual CLIP adapters on this dataset for N epochs before scoring (default 0: off)")
-    score.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    score.add_argument("--device", default="auto", type=_device_arg, help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
     score.add_argument("--batch-size", type=int, default=256)
     score.add_argument("--dynamics", action="store_true", help="train a proxy and add dynamics.* and cleanlab.* scores")
     score.add_argument("--arch", default="resnet9", choices=["resnet9", "mlp", "linear"],
@@ -291,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--width", type=int, default=None,
                        help=f"ResNet-9 base width (planned; full size {_DYN.width})")
     score.add_argument("--precision", default=_DYN.precision, choices=list(PRECISIONS),
-                       help="proxy arithmetic: auto = bf16 autocast where the CPU/GPU computes bf16 in hardware")
+                       help="arithmetic of the proxy and CLIP: auto = bf16 where the CPU/GPU computes bf16 in hardware, "
+                            "fp16 (proxy with a GradScaler) on CUDA GPUs older than cc 8.0, else fp32; CLIP on a CPU "
+                            "stays fp32 unless this is given")
     score.add_argument("--proxy-batch-size", type=int, default=None,
                        help=f"proxy batch size (planned; full size {_DYN.batch_size})")
     score.add_argument("--dynunc-window", type=int, default=10)
@@ -322,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--width", type=int, default=64, help="ResNet-9 base width (64 = the original)")
     evaluate.add_argument("--batch-size", type=int, default=512)
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--device", default="auto", type=_device_arg, help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
     evaluate.add_argument("--out", required=True, type=Path, help="one row per run (.csv)")
     _add_executor_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

@@ -7,7 +7,6 @@ finished chunk and the next run starts at the first missing one.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 from cache.store import atomic_save_npy
 from pruning_core import executors
 from pruning_core.clip_model import ClipEncoder
+from pruning_core.devices import device_policy
 from pruning_core.images import ImageError, load_rgb
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
@@ -33,15 +33,19 @@ class _ImageFiles(TorchDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def blank(self) -> torch.Tensor:
+        """What a file that fails to decode yields (and the size of every preprocessed image)."""
+        if self._blank is None:
+            from PIL import Image
+
+            self._blank = torch.zeros_like(self.preprocess(Image.new("RGB", (8, 8))))
+        return self._blank
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
         try:
             return self.preprocess(load_rgb(self.paths[i])), True
         except (ImageError, OSError):
-            if self._blank is None:
-                from PIL import Image
-
-                self._blank = torch.zeros_like(self.preprocess(Image.new("RGB", (8, 8))))
-            return self._blank, False
+            return self.blank(), False
 
 
 def decode_batch(paths: Sequence[Path], preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,24 +57,27 @@ def decode_batch(paths: Sequence[Path], preprocess: Callable) -> tuple[torch.Ten
 
 def local_batches(paths: Sequence[Path], encoder: ClipEncoder, *, batch_size: int,
                   num_workers: Optional[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(embeddings, ok) per batch, decoded by DataLoader workers while the model runs here."""
-    workers = default_workers(encoder.device) if num_workers is None else num_workers
+    """(embeddings, ok) per batch, decoded by DataLoader workers while the model runs here.
+
+    Workers and prefetch come from the device policy: the CPUs this process may use, and batches in
+    flight that fit /dev/shm (a worker hands each batch over through it; Docker's default 64 MB holds
+    no 256-image batch of 224-px floats, so there the images are decoded in this process).
+    """
+    files = _ImageFiles(paths, encoder.preprocess)
+    batch_bytes = batch_size * files.blank().numel() * files.blank().element_size()
+    workers, prefetch = device_policy(encoder.device).loader(batch_bytes)
+    if num_workers is not None:
+        workers, prefetch = num_workers, prefetch or 1
     loader = DataLoader(
-        _ImageFiles(paths, encoder.preprocess),
+        files,
         batch_size=batch_size,
         num_workers=workers,
         pin_memory=encoder.device.type == "cuda",
         persistent_workers=False,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=prefetch if workers else None,
     )
     for images, ok in loader:
         yield encoder.encode_image_batch(images).cpu(), ok
-
-
-def default_workers(device: torch.device) -> int:
-    """Enough decoders to feed a GPU; on CPU the model needs the cores, so one decoder suffices."""
-    cpus = os.cpu_count() or 1
-    return min(16, cpus) if device.type == "cuda" else max(1, min(2, cpus - 1))
 
 
 CHUNK_SIZE = 4096

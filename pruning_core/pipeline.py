@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cache.store import ResultStore, make_key
-from pruning_core.clip_model import WeightsSource, load_clip, resolve_weights, source_identity
+from pruning_core.clip_model import WeightsSource, clip_precision, load_clip, resolve_weights, source_identity
 from pruning_core.datasets import Dataset
 from pruning_core.embeddings import cached_chunks, embed_images
 from pruning_core.progress import CancelToken, ProgressCallback, report
@@ -38,6 +38,13 @@ class ClipConfig:
     dup_threshold: float = 0.95
     adapter_epochs: int = 0
     """0 scores in CLIP's own space; more fits residual adapters on this dataset first (Yang et al.)."""
+    precision: str = "auto"
+    """CLIP weights' precision: ``auto`` = the device policy's on accelerators, fp32 on CPUs (``clip_model.clip_precision``)."""
+
+    def identity(self, source: Optional[WeightsSource] = None) -> dict:
+        """What makes this config's embeddings what they are (weights and resolved precision), without loading CLIP."""
+        source = source or resolve_weights(self.model, self.pretrained)
+        return source_identity(source, clip_precision(self.device, self.precision))
 
 
 @dataclass
@@ -121,7 +128,7 @@ def clip_embeddings(
     from pruning_core.clip_scores.prompts import DEFAULT_TEMPLATES, class_text_embeddings
 
     source = source or resolve_weights(config.model, config.pretrained)
-    identity = source_identity(source)
+    identity = config.identity(source)
     templates = tuple(config.templates or DEFAULT_TEMPLATES)
     image_key = _image_key(dataset, identity)
     text_key = make_key("clip-texts", dataset.fingerprint, {**identity, "templates": templates, "classes": dataset.classes})
@@ -129,7 +136,7 @@ def clip_embeddings(
     encoder = None
     if image_entry is None or text_entry is None:
         report(progress, "load CLIP", 0, 1, f"{config.model} ({source.label})")
-        encoder = load_clip(config.model, config.pretrained, device=config.device)
+        encoder = load_clip(config.model, config.pretrained, device=config.device, precision=config.precision)
         report(progress, "load CLIP", 1, 1)
     if image_entry is None:
         emb, ok = embed_images(
@@ -342,7 +349,7 @@ def dynamics_score_table(
         notes.append(f"The {format_seconds(config.budget_s)} budget stopped proxy training after "
                      f"{record.n_epochs} of {config.epochs} epochs: give a larger budget or fewer epochs.")
     settings = {"dynamics": {**params, "epochs_done": record.n_epochs, "train_seconds": record.meta.get("train_seconds"),
-                             "device": record.meta.get("device")}}
+                             "device": record.meta.get("device"), "data_on_device": record.meta.get("data_on_device")}}
     table = ScoreTable(frame.set_axis(dataset.samples.index), infos, notes, settings)
 
     if config.folds >= 2:
@@ -396,7 +403,7 @@ def kept_work(
 
     kept: list[str] = []
     fp = dataset.fingerprint
-    identity = source_identity(resolve_weights(clip.model, clip.pretrained)) if clip is not None else None
+    identity = clip.identity() if clip is not None else None
     if identity is not None:
         key = _image_key(dataset, identity)
         done, total = cached_chunks(store.partial_root / key, len(dataset))

@@ -7,7 +7,8 @@ is a *time budget*: a short throughput probe on the real device measures how man
 each candidate setting trains and evaluates (a few batches, cached per device and setting), and
 :func:`plan_dynamics` picks the most capable rung of :data:`RUNGS` whose estimated time fits.  Any
 setting the user gives explicitly is kept as given; the planner only fills in the rest.  The plan
-(settings, estimate, measured rates) is shown before the run starts and recorded with its results.
+(settings, estimate, measured rates, the device policy's decisions and the memory the run needs) is
+shown before the run starts and recorded with its results.
 
 Cost model of one dynamics step over N samples with E epochs and k folds (k >= 2): the recording run
 trains E·N samples and evaluates all N after every epoch; cross-fitting trains k models on (k-1)/k
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from cache.store import ResultStore, make_key
-from pruning_core.devices import resolve_device, resolve_precision
+from pruning_core.devices import DevicePolicy, device_policy, resolve_device, resolve_precision
 from pruning_core.progress import ProgressCallback, report
 
 DEFAULT_BUDGET_S = 60.0
@@ -81,6 +82,13 @@ class DynamicsPlan:
     fixed: tuple[str, ...] = ()
     rung: int = -1
     """Index into :data:`RUNGS` (-1: nothing was planned, every setting was given)."""
+    policy: Optional[DevicePolicy] = None
+    """The device policy's decisions (precision, where the data lives, ...) for this run."""
+
+    @property
+    def memory(self) -> tuple[int, int]:
+        """(training data bytes, working-set bytes) the run needs on its device: :func:`memory_needs`."""
+        return memory_needs(self.config, self.n_samples)
 
     @property
     def fits(self) -> bool:
@@ -100,13 +108,20 @@ class DynamicsPlan:
             if not self.fits:
                 why = "with the settings you fixed" if self.fixed else "even at the cheapest settings"
                 line += f" — over budget {why}; the run stops when the budget is spent"
+        if self.policy is not None:
+            line += f". Device: {self.policy.describe(*self.memory)}"
         return line
 
     def as_dict(self) -> dict:
         """For the score sidecar and the export manifest."""
-        return {"settings": {f: getattr(self.config, f) for f in PLANNED_FIELDS}, "estimate_s": round(self.estimate_s, 1),
-                "budget_s": self.budget_s, "device": self.device, "fixed": list(self.fixed), "rung": self.rung,
-                "rates": asdict(self.rates)}
+        out = {"settings": {f: getattr(self.config, f) for f in PLANNED_FIELDS}, "estimate_s": round(self.estimate_s, 1),
+               "budget_s": self.budget_s, "device": self.device, "fixed": list(self.fixed), "rung": self.rung,
+               "rates": asdict(self.rates)}
+        if self.policy is not None:
+            data, working = self.memory
+            out.update(device_policy=self.policy.as_dict(), memory={"data_bytes": data, "working_bytes": working,
+                                                                    "data_on_device": self.policy.data_on_device(data, working)})
+        return out
 
 
 def format_seconds(seconds: float) -> str:
@@ -122,6 +137,25 @@ def estimate_seconds(config: Any, n_samples: int, rates: Rates) -> float:
     train = epochs * n_samples * max(folds, 1)
     evals = epochs * n_samples + (n_samples if folds >= 2 else 0)
     return train / rates.train + evals / rates.eval
+
+
+def memory_needs(config: Any, n_samples: int, num_classes: int = 10, in_dim: int = PROBE_EMBEDDING_DIM) -> tuple[int, int]:
+    """(bytes of the training data, bytes of one step's working set) of ``config`` over ``n_samples``.
+
+    The data is what :class:`~pruning_core.dynamics.device_data.DeviceData` holds: uint8 images, unpadded
+    (or float32 embeddings); the working set is :func:`~pruning_core.dynamics.models.training_working_bytes`.
+    """
+    from pruning_core.dynamics.models import training_working_bytes
+
+    precision = resolve_precision(resolve_device(config.device), config.precision)
+    if config.arch == "resnet9":
+        data = n_samples * config.image_size ** 2 * 3
+    else:
+        data = n_samples * in_dim * 4
+    working = training_working_bytes(config.arch, batch_size=config.batch_size, width=config.width,
+                                     image_size=config.image_size, in_dim=in_dim, num_classes=num_classes,
+                                     precision=precision)
+    return int(data), working
 
 
 def planned_batch_size(batch_size: int, n_samples: int) -> int:
@@ -220,6 +254,7 @@ def plan_dynamics(
     """
     fixed = tuple(sorted(set(fixed) & set(PLANNED_FIELDS)))
     dev = str(resolve_device(config.device))
+    policy = device_policy(config.device, config.precision)
 
     def with_rung(rung: Mapping[str, int]) -> Any:
         defaults = type(config)()
@@ -232,7 +267,7 @@ def plan_dynamics(
     def plan_of(candidate: Any, rung: int) -> DynamicsPlan:
         rates = measure_rates(candidate, num_classes=num_classes, store=store)
         return DynamicsPlan(candidate, n_samples, estimate_seconds(candidate, n_samples, rates), budget_s, rates, dev,
-                            fixed, rung)
+                            fixed, rung, policy)
 
     if budget_s is None or config.arch != "resnet9":
         return plan_of(config, -1)
