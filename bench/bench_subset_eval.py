@@ -34,6 +34,7 @@ from cifar_data import DATA, unpack  # noqa: E402
 from cache.store import ResultStore  # noqa: E402
 from pruning_core.cli import parse_weights  # noqa: E402
 from pruning_core.datasets import from_frame  # noqa: E402
+from pruning_core.evaluation import evaluate_scores  # noqa: E402
 from pruning_core.pipeline import DynamicsConfig, base_table, score_dataset  # noqa: E402
 from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
 from pruning_core.subset_training.runs import BUDGETS  # noqa: E402
@@ -92,6 +93,11 @@ def main() -> None:
     weights = {name: w for name, w in (parse_weights(args.weights) or {}).items() if name in table.infos}
     print(f"{len(dataset):,} training images ({manifest.name}), {len(test):,} test images; "
           f"scores in {t_score:.1f}s; weights {weights or 'all scores'}")
+    if "true_label" in train:  # how well the scores the subsets are ranked by find the noise
+        noisy = train.set_index("path").eval("label != true_label")
+        detection = evaluate_scores(table.frame, table.infos, table.frame["path"].map(noisy).to_numpy(dtype=bool))
+        print(detection[["score", "auroc", "average_precision", "f1"]].to_string(
+            index=False, float_format=lambda v: f"{v:.4f}"))
 
     t1 = time.perf_counter()
     results = evaluate_pruning(dataset, table, store, strategies=args.strategies.split(","),

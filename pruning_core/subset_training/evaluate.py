@@ -37,7 +37,7 @@ from cache.store import ResultStore, make_key
 from pruning_core import executors
 from pruning_core.datasets import Dataset
 from pruning_core.pipeline import ClipConfig, DynamicsConfig, ScoreTable, clip_embeddings, decoded_images
-from pruning_core.planner import DynamicsPlan, Rates, format_seconds, plan_dynamics
+from pruning_core.planner import DynamicsPlan, Rates, format_seconds, plan_dynamics, planned_batch_size
 from pruning_core.progress import CancelToken, ProgressCallback, report
 from pruning_core.selection import ADAPRUNER_COLUMN, STRATEGIES, SelectionRecipe, keep_count, run_recipe
 
@@ -190,6 +190,8 @@ class GridPlan:
     runs: int
     proxy: str
     proxy_plan: DynamicsPlan
+    batch_size: int
+    """Every run's batch (:func:`grid_batch_size`)."""
 
     @property
     def estimate_s(self) -> float:
@@ -201,9 +203,9 @@ class GridPlan:
 
     def describe(self) -> str:
         p = self.config.proxy
-        line = (f"{self.runs} training runs of a {self.proxy}, each with the steps of {p.epochs} full-data epochs "
-                f"at batch <= {p.batch_size}" if self.config.budget == "equal_steps" else
-                f"{self.runs} training runs of a {self.proxy}, {p.epochs} epochs each at batch <= {p.batch_size}")
+        each = (f"each with the steps of {p.epochs} full-data epochs" if self.config.budget == "equal_steps"
+                else f"{p.epochs} epochs each")
+        line = f"{self.runs} training runs of a {self.proxy}, {each} at batch {self.batch_size}"
         line += (f", on {self.proxy_plan.device}: about {format_seconds(self.estimate_s)} "
                  f"(measured {self.proxy_plan.rates.train:,.0f} training samples/s)")
         budget = self.config.time_budget_s
@@ -212,14 +214,21 @@ class GridPlan:
         return line
 
 
+def grid_batch_size(batch_size: int, keeps: Iterable[float], n_train: int) -> int:
+    """One batch for every run of a grid: the largest that still gives its smallest subset the floor of steps
+    per epoch.  Under equal steps every run then also sees the same number of samples, i.e. costs the same."""
+    smallest = min((keep_count(k, n_train) for k in keeps), default=n_train)
+    return planned_batch_size(batch_size, max(1, min(smallest, n_train)))
+
+
 def grid_seconds(proxy: DynamicsConfig, rates: Rates, *, runs: Sequence[RunSpec], n_train: int, n_test: int,
                  budget: str) -> float:
     """Seconds to train and test every run (cached runs included): samples each run trains / measured rates."""
     total = 0.0
+    batch = grid_batch_size(proxy.batch_size, {spec.keep for spec in runs}, n_train)
     for spec in runs:
         n = keep_count(spec.keep, n_train)
-        schedule = run_schedule(max(n, 1), n_full=n_train, epochs=proxy.epochs, batch_size=proxy.batch_size,
-                                budget=budget)
+        schedule = run_schedule(max(n, 1), n_full=n_train, epochs=proxy.epochs, batch_size=batch, budget=budget)
         total += schedule.total_steps * schedule.batch_size / rates.train + n_test / rates.eval
     fits = {spec.keep for spec in runs if spec.strategy == "adapruner"}  # one mask fit per ratio
     return total + len(fits) * proxy.epochs * n_train / rates.train
@@ -257,7 +266,8 @@ def plan_grid(
                                                    budget=config.budget),
     )
     planned = replace(config, proxy=plan.config)
-    return GridPlan(planned, len(runs), describe_proxy(planned, clip), plan)
+    return GridPlan(planned, len(runs), describe_proxy(planned, clip), plan,
+                    grid_batch_size(plan.config.batch_size, keeps, n_train))
 
 
 def consistency_column(frame: pd.DataFrame) -> Optional[str]:
@@ -348,11 +358,14 @@ def evaluate_pruning(
 ) -> pd.DataFrame:
     """One row per run (see ``RESULT_COLUMNS``); cancelling keeps every finished run in the cache.
 
-    ``config`` runs as given: plan it first with :func:`plan_grid` to fit a time budget.  ``clip`` is
+    ``config`` runs as given (its batch lowered by :func:`grid_batch_size`): plan it first with
+    :func:`plan_grid` to fit a time budget.  ``clip`` is
     needed when the proxy is a probe on CLIP embeddings.  ``results.attrs["proxy"]`` names the proxy.
     """
     data = prepare_eval_data(dataset, table, store, config, test=test, clip=clip, progress=progress, cancel=cancel)
     runs = grid_runs(strategies, keeps, config)
+    batch = grid_batch_size(config.proxy.batch_size, {r.keep for r in runs}, len(data.y))
+    config = replace(config, proxy=replace(config.proxy, batch_size=batch))
     labels = ["full data" if r.strategy == "full" else f"{r.strategy} keep {r.keep:.0%} seed {r.seed}" for r in runs]
     finished = 0
 
