@@ -198,25 +198,42 @@ def _aligned_scores(dataset, scores_path: Optional[Path]):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pruning_core.datasets import load_dataset
-    from pruning_core.pipeline import DynamicsConfig
-    from pruning_core.subset_training import EvalConfig, evaluate_pruning, summarise
+    from pruning_core.pipeline import ClipConfig, DynamicsConfig
+    from pruning_core.planner import PLANNED_FIELDS
+    from pruning_core.subset_training import EvalConfig, evaluate_pruning, plan_grid, summarise
 
-    dataset, _ = _load(args)
+    dataset, assets = _load(args)
     table = _aligned_scores(dataset, args.scores)
     test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress()) if args.test else None
+    if test is None and assets is not None and args.holdout is None:
+        test = load_dataset(assets.test_manifest)  # the demo's clean held-out set
+    given = {f: getattr(args, f) for f in PLANNED_FIELDS if f != "folds" and getattr(args, f) is not None}
+    budget = args.budget if args.budget and args.budget > 0 else None
+    defaults = EvalConfig()
     config = EvalConfig(
-        proxy=DynamicsConfig(epochs=args.epochs, image_size=args.image_size, width=args.width,
-                             batch_size=args.batch_size, seed=args.seed, device=args.device, folds=0),
-        random_seeds=args.random_seeds, holdout=args.holdout,
+        proxy=DynamicsConfig(arch=args.arch, seed=args.seed, device=args.device, precision=args.precision, folds=0,
+                             **given),
+        budget=args.train_budget, seeds=args.seeds, time_budget_s=budget,
+        holdout=args.holdout if args.holdout is not None else defaults.holdout,
     )
+    clip = None
+    if config.is_probe:
+        clip = (ClipConfig(model=assets.clip_model, pretrained=str(assets.clip_checkpoint)) if assets is not None
+                else ClipConfig(model=args.clip_model or ClipConfig.model,
+                                pretrained=args.clip_pretrained or ClipConfig.pretrained, device=args.device))
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     keeps = [float(k) for k in args.keep.split(",")]
-    results = evaluate_pruning(dataset, table, _store(args), strategies=strategies, keeps=keeps, config=config,
-                               test=test, weights=parse_weights(args.weights), balance=args.balance,
+    plan = plan_grid(config, strategies=strategies, keeps=keeps, n_samples=len(dataset),
+                     n_test=len(test) if test is not None else None, num_classes=len(dataset.classes), fixed=given,
+                     clip=clip, store=_store(args), progress=TqdmProgress())
+    print(f"plan: {plan.describe()}", file=sys.stderr)
+    results = evaluate_pruning(dataset, table, _store(args), strategies=strategies, keeps=keeps, config=plan.config,
+                               test=test, clip=clip, weights=parse_weights(args.weights), balance=args.balance,
                                progress=TqdmProgress())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out, index=False)
     summary = summarise(results)
+    print(f"proxy: {results.attrs['proxy']}; training budget: {config.budget}; {config.seeds} seeds per point")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {len(results)} runs to {args.out} ({int(results['cached'].sum())} from the cache)")
     return 0
@@ -284,9 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--dynamics", action="store_true", help="train a proxy and add dynamics.* and cleanlab.* scores")
     score.add_argument("--arch", default="resnet9", choices=["resnet9", "mlp", "linear"],
                        help="proxy: resnet9 on images, or a probe on CLIP embeddings")
-    from pruning_core.pipeline import DynamicsConfig
     from pruning_core.devices import PRECISIONS
+    from pruning_core.pipeline import DynamicsConfig
     from pruning_core.planner import DEFAULT_BUDGET_S
+    from pruning_core.subset_training import EvalConfig
+    from pruning_core.subset_training.runs import BUDGETS
 
     _DYN = DynamicsConfig()
     score.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
@@ -321,19 +340,37 @@ def build_parser() -> argparse.ArgumentParser:
                           help="score table of DATA from 'prunescope score' (needed by every strategy but random)")
     evaluate.add_argument("--test", default=None, help="held-out image folder or manifest (default: hold out --holdout)")
     evaluate.add_argument("--test-root", type=Path, default=None)
-    evaluate.add_argument("--holdout", type=float, default=0.2, help="stratified held-out fraction without --test")
+    _EVAL = EvalConfig()
+    evaluate.add_argument("--holdout", type=float, default=None,
+                          help=f"stratified held-out fraction without --test (default {_EVAL.holdout}; the demo uses "
+                               "its clean test set unless --holdout is given)")
     evaluate.add_argument("--strategies", default="easiest,ccs,random",
                           help="comma list of selection strategies, 'dynamic' and 'adapruner' (full data is always run)")
     evaluate.add_argument("--keep", default="0.3,0.5,0.7,0.9", help="comma list of kept fractions")
-    evaluate.add_argument("--random-seeds", type=int, default=3, help="seeds for the random baseline")
+    evaluate.add_argument("--seeds", type=int, default=_EVAL.seeds,
+                          help=f"runs per strategy and ratio, for the spread and the significance marks "
+                               f"(default {_EVAL.seeds})")
+    evaluate.add_argument("--train-budget", default=_EVAL.budget, choices=list(BUDGETS),
+                          help="; ".join(f"{k}: {v}" for k, v in BUDGETS.items()))
     evaluate.add_argument("--weights", default=None, help="col=w,... for the score-based strategies")
     evaluate.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
                           help="class-balanced subsets (default on)")
-    evaluate.add_argument("--epochs", type=int, default=16)
-    evaluate.add_argument("--image-size", type=int, default=32)
-    evaluate.add_argument("--width", type=int, default=64, help="ResNet-9 base width (64 = the original)")
-    evaluate.add_argument("--batch-size", type=int, default=512)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--budget", type=float, default=_EVAL.time_budget_s, metavar="SECONDS",
+                          help=f"time for the whole grid (default {_EVAL.time_budget_s:.0f}); the proxy settings below "
+                               "that are not given are planned to fit it; 0 = no budget (full-size settings)")
+    evaluate.add_argument("--arch", default=_DYN.arch, choices=["resnet9", "mlp", "linear"],
+                          help="evaluation proxy: resnet9 on images, or a probe on CLIP embeddings (seconds on a CPU)")
+    evaluate.add_argument("--clip-model", default=None, help="CLIP for a probe (default: the score step's)")
+    evaluate.add_argument("--clip-pretrained", default=None)
+    evaluate.add_argument("--epochs", type=int, default=None, help=f"full-data epochs (planned; full size {_DYN.epochs})")
+    evaluate.add_argument("--image-size", type=int, default=None,
+                          help=f"proxy resolution (planned; full size {_DYN.image_size})")
+    evaluate.add_argument("--width", type=int, default=None, help=f"ResNet-9 base width (planned; full size {_DYN.width})")
+    evaluate.add_argument("--batch-size", type=int, default=None,
+                          help=f"full-data batch; a subset's shrinks to keep a floor of steps per epoch (planned; "
+                               f"full size {_DYN.batch_size})")
+    evaluate.add_argument("--precision", default=_DYN.precision, choices=list(PRECISIONS))
+    evaluate.add_argument("--seed", type=int, default=_DYN.seed)
     evaluate.add_argument("--device", default="auto", type=_device_arg, help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
     evaluate.add_argument("--out", required=True, type=Path, help="one row per run (.csv)")
     _add_executor_args(evaluate)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -55,6 +55,9 @@ MIN_EPOCHS = 4
 
 MIN_STEPS_PER_EPOCH = 16
 """A planned batch size never leaves an epoch with fewer optimiser steps than this (small datasets)."""
+
+MIN_BATCH_SIZE = 16
+"""...unless that would take the batch below this (BatchNorm statistics of smaller batches are noise)."""
 
 PROBE_STEPS = 8
 PROBE_EMBEDDING_DIM = 512
@@ -159,11 +162,12 @@ def memory_needs(config: Any, n_samples: int, num_classes: int = 10, in_dim: int
 
 
 def planned_batch_size(batch_size: int, n_samples: int) -> int:
-    """The largest power of two <= ``batch_size`` that still gives :data:`MIN_STEPS_PER_EPOCH` steps."""
+    """``batch_size`` halved until an epoch over ``n_samples`` has :data:`MIN_STEPS_PER_EPOCH` steps (not below
+    :data:`MIN_BATCH_SIZE`): a small subset trained at a large batch gets one or two steps an epoch and learns nothing."""
     bs = int(batch_size)
-    while bs > 32 and n_samples // bs < MIN_STEPS_PER_EPOCH:
+    while bs > MIN_BATCH_SIZE and n_samples // bs < MIN_STEPS_PER_EPOCH:
         bs //= 2
-    return bs
+    return max(bs, min(MIN_BATCH_SIZE, int(batch_size)))
 
 
 def _device_signature(dev: torch.device) -> dict:
@@ -244,14 +248,17 @@ def plan_dynamics(
     fixed: Iterable[str] = (),
     store: Optional[ResultStore] = None,
     progress: Optional[ProgressCallback] = None,
+    estimate: Optional[Callable[[Any, Rates], float]] = None,
 ) -> DynamicsPlan:
     """The most capable rung of :data:`RUNGS` that fits ``budget_s``, with the ``fixed`` fields of ``config`` kept.
 
     Without a budget, ``config`` runs as given (its defaults are the full-size settings) and the
     plan only carries the estimate.  Rungs are probed cheapest first and the search stops at the
     first that does not fit: a more capable rung is never cheaper.  When even the cheapest rung is
-    over budget it is chosen anyway and :attr:`DynamicsPlan.fits` says so.
+    over budget it is chosen anyway and :attr:`DynamicsPlan.fits` says so.  ``estimate(config, rates)``
+    replaces the dynamics step's cost model (:func:`estimate_seconds`) for other training-based steps.
     """
+    cost = estimate or (lambda candidate, rates: estimate_seconds(candidate, n_samples, rates))
     fixed = tuple(sorted(set(fixed) & set(PLANNED_FIELDS)))
     dev = str(resolve_device(config.device))
     policy = device_policy(config.device, config.precision)
@@ -266,8 +273,7 @@ def plan_dynamics(
 
     def plan_of(candidate: Any, rung: int) -> DynamicsPlan:
         rates = measure_rates(candidate, num_classes=num_classes, store=store)
-        return DynamicsPlan(candidate, n_samples, estimate_seconds(candidate, n_samples, rates), budget_s, rates, dev,
-                            fixed, rung, policy)
+        return DynamicsPlan(candidate, n_samples, cost(candidate, rates), budget_s, rates, dev, fixed, rung, policy)
 
     if budget_s is None or config.arch != "resnet9":
         return plan_of(config, -1)
@@ -287,14 +293,14 @@ def plan_dynamics(
             break
     report(progress, "throughput probe", len(RUNGS), len(RUNGS))
     assert best is not None
-    return best if best.fits else _shrunk_to_fit(best)
+    return best if best.fits else _shrunk_to_fit(best, cost)
 
 
-def _shrunk_to_fit(plan: DynamicsPlan) -> DynamicsPlan:
+def _shrunk_to_fit(plan: DynamicsPlan, cost: Callable[[Any, Rates], float]) -> DynamicsPlan:
     """The cheapest rung over budget: fewer epochs, down to :data:`MIN_EPOCHS` (unless the user fixed them)."""
     if "epochs" in plan.fixed:
         return plan
     config = plan.config
     epochs = min(config.epochs, max(MIN_EPOCHS, int(config.epochs * plan.budget_s / plan.estimate_s)))
     candidate = replace(config, epochs=epochs)
-    return replace(plan, config=candidate, estimate_s=estimate_seconds(candidate, plan.n_samples, plan.rates))
+    return replace(plan, config=candidate, estimate_s=cost(candidate, plan.rates))

@@ -82,7 +82,7 @@ def test_over_budget_shrinks_epochs_down_to_a_floor(fake_machine):
 def test_batch_size_keeps_a_floor_of_steps_per_epoch():
     for n in (100, 2_395, 50_000):
         bs = planner.planned_batch_size(512, n)
-        assert bs <= 512 and (n // bs >= planner.MIN_STEPS_PER_EPOCH or bs == 32)
+        assert bs <= 512 and (n // bs >= planner.MIN_STEPS_PER_EPOCH or bs == planner.MIN_BATCH_SIZE)
 
 
 def _tiny_images(n=256, size=16, seed=0):

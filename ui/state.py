@@ -195,6 +195,17 @@ def plan_dynamics(dataset: Dataset, config: DynamicsConfig, fixed: tuple[str, ..
                     store=store())
 
 
+def plan_evaluation(dataset: Dataset, test: Optional[Dataset], config, strategies, keeps, fixed: tuple[str, ...],
+                    clip: Optional[ClipConfig]):
+    """The Evaluate grid's plan (proxy settings fitted to its time budget), shown before anything trains."""
+    from pruning_core.subset_training import plan_grid
+
+    with st.spinner("Measuring this machine's training throughput (once per setting)…"):
+        return plan_grid(config, strategies=strategies, keeps=keeps, n_samples=len(dataset),
+                         n_test=len(test) if test is not None else None, num_classes=len(dataset.classes),
+                         fixed=fixed, clip=clip, store=store())
+
+
 def compute_dynamics_scores(
     dataset: Dataset,
     config: DynamicsConfig,

@@ -203,6 +203,7 @@ class ProxyTrainer:
         arch: str = "resnet9",
         epochs: int = 16,
         samples_per_epoch: Optional[int] = None,
+        total_steps: Optional[int] = None,
         batch_size: int = 512,
         lr: Optional[float] = None,
         weight_decay: Optional[float] = None,
@@ -248,7 +249,7 @@ class ProxyTrainer:
         self.model = model
 
         self.label_smoothing = label_smoothing
-        self.total_steps = self.steps_for(samples_per_epoch or n) * epochs
+        self.total_steps = int(total_steps) if total_steps else self.steps_for(samples_per_epoch or n) * epochs
         self.lr = lr if lr is not None else _DEFAULT_LR[arch] * (self.batch_size / _REF_BATCH if arch == "resnet9" else 1.0)
         self.weight_decay = weight_decay if weight_decay is not None else _DEFAULT_WD[arch]
         if arch == "resnet9":
@@ -371,7 +372,8 @@ def proxy_trainer(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
         deterministic: on CUDA, disable cuDNN autotuning and request deterministic kernels.
         **options: ``arch`` (``"resnet9"`` for images, ``"mlp"`` / ``"linear"`` for embeddings),
-            ``epochs`` and ``samples_per_epoch`` (they size the one-cycle schedule), ``batch_size``
+            ``epochs`` and ``samples_per_epoch`` (they size the one-cycle schedule; ``total_steps`` sizes
+            it directly, for runs that stop mid-epoch), ``batch_size``
             (clipped to N), ``lr`` (peak; default 0.4 x batch/512 for resnet9 with Nesterov SGD,
             2e-3 mlp / 5e-3 linear with AdamW), ``weight_decay`` (5e-4 / 1e-4), ``label_smoothing``
             (training loss only), ``warmup_frac``, ``num_classes`` (default max(y) + 1; pass it when a
