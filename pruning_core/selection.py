@@ -58,6 +58,9 @@ def keep_count(keep: Keep, n: int) -> int:
         count = int(keep)
     elif 0.0 < float(keep) <= 1.0:
         count = int(round(float(keep) * n))
+        if count == 0 and n > 0:
+            raise ValueError(f"keep={keep!r} of {n} samples rounds to 0 samples; keep at least {1 / n:.3g} "
+                             "or give a count")
     else:
         raise ValueError(f"keep={keep!r}: give a fraction in (0, 1] or a count from 0 to {n}")
     if not 0 <= count <= n:
@@ -118,6 +121,9 @@ def combined_score(
     unknown = [name for name in weights if name not in frame or name not in infos]
     if unknown:
         raise ValueError(f"unknown score column(s) {unknown}; available: {sorted(n for n in infos if n in frame)}")
+    not_finite = [name for name, w in weights.items() if not np.isfinite(float(w))]
+    if not_finite:  # a NaN weight makes every combined score NaN: the "selection" would be file order
+        raise ValueError(f"weight of {', '.join(not_finite)} is not a finite number")
     total = sum(abs(w) for w in weights.values())
     if total == 0:
         raise ValueError("all score weights are zero; give at least one score a weight")
