@@ -22,7 +22,7 @@ import pandas as pd
 
 from cache.store import CODE_VERSION, atomic_write_bytes
 from pruning_core import __version__
-from pruning_core.safety import csv_safe
+from pruning_core.safety import CSV_QUOTING, csv_safe
 from pruning_core.selection import ScoreRanks, SelectionRecipe
 
 
@@ -169,7 +169,7 @@ def table_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
 
     fmt = fmt.lower().lstrip(".")
     if fmt == "csv":
-        return csv_safe(frame).to_csv(index=False).encode()
+        return csv_safe(frame).to_csv(index=False, quoting=CSV_QUOTING).encode()
     if fmt in ("parquet", "pq"):
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)

@@ -377,11 +377,18 @@ def decisions_for_table(
     says how many paths matched).  A relabel to a class the table does not have is refused either way.
     """
     known = set(map(str, paths))
-    fingerprints = store.fingerprints()
-    if fingerprint is None and table_fingerprint in fingerprints:
-        fingerprint = table_fingerprint
-    if fingerprint is None:
+    if fingerprint is None and table_fingerprint is None:  # a table of an older version: match by paths
         fingerprint = resolve_fingerprint(store, known)
+    elif fingerprint is None:
+        fingerprints = store.fingerprints()
+        if table_fingerprint in fingerprints:
+            fingerprint = table_fingerprint
+        else:  # only other datasets' decisions: the ones that share paths with this table are the question
+            sharing = [fp for fp in fingerprints if store.latest(fp)["path"].isin(known).any()]
+            if len(sharing) > 1:
+                raise ReviewError(f"{store.path} holds decisions of {len(sharing)} other datasets whose paths match "
+                                  f"these scores ({', '.join(sharing)}) and none of dataset {table_fingerprint}")
+            fingerprint = sharing[0] if sharing else None
     if fingerprint is None:
         return DecisionsForTable(None, 0, 0, False)
     latest = store.latest(fingerprint)

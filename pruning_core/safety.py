@@ -13,12 +13,12 @@
 
 from __future__ import annotations
 
+import csv
 import ipaddress
 import os
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -106,10 +106,12 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
         series = out[col]
         if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
             continue
-        text = series.map(lambda v: v if isinstance(v, str) else None)
-        risky = text.str.startswith(CSV_FORMULA_PREFIXES, na=False).to_numpy(dtype=bool)
+        risky = series.map(lambda v: isinstance(v, str) and v.startswith(CSV_FORMULA_PREFIXES)).astype(bool)
         if risky.any():
-            values = series.to_numpy(dtype=object, copy=True)
-            values[risky] = np.char.add("'", values[risky].astype(str)).astype(object)
-            out[col] = values
+            out[col] = series.mask(risky, "'" + series[risky].astype(str))
     return out
+
+
+CSV_QUOTING = csv.QUOTE_NONNUMERIC
+"""Every text cell quoted: a carriage return inside a label stays in its cell (pandas and Python's csv
+leave a bare CR unquoted, and spreadsheets then start a new row), and types are still inferred on reading."""
