@@ -54,6 +54,7 @@ KIND_EMPTY_CLASS = "empty class"
 KIND_SINGLE_CLASS = "single class"
 KIND_EMPTY_CAPTION = "empty caption"
 KIND_TOO_LARGE = "image too large"
+KIND_SINGLETON_CLASS = "single-sample class"
 
 _IMAGE_REASON_KIND = {
     images.REASON_EMPTY: KIND_EMPTY_FILE,
@@ -83,6 +84,7 @@ _PLURALS = {
     KIND_SINGLE_CLASS: "single class",
     KIND_EMPTY_CAPTION: "empty captions",
     KIND_TOO_LARGE: "images too large",
+    KIND_SINGLETON_CLASS: "single-sample classes",
     "valid sample": "valid samples",
     "warning": "warnings",
 }
@@ -473,6 +475,10 @@ def from_frame(
             Issue(None, None, f"only one class ('{classes[0]}'): label-noise scores need two or more",
                   "warning", KIND_SINGLE_CLASS)
         )
+    sizes_by_class = samples["label"].value_counts()
+    for c in sorted(sizes_by_class.index[sizes_by_class < 2]):
+        issues.append(Issue(None, c, f"class '{c}' has a single sample: cross-fitting cannot hold it out, so its "
+                                     "label-noise scores are unreliable", "warning", KIND_SINGLETON_CLASS))
 
     return Dataset(
         name=name or Path(root_real).name,

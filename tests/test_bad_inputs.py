@@ -295,6 +295,15 @@ def test_validate_writes_the_issues_table_without_scoring(tmp_path, capsys):
     assert not any((cache / "entries").glob("*")) if (cache / "entries").exists() else True  # nothing scored
 
 
+def test_a_single_sample_class_is_named_before_scoring(tmp_path):
+    for i in range(3):
+        _png(tmp_path / "d" / "cat" / f"{i}.png")
+    _png(tmp_path / "d" / "dog" / "only.png")
+    issues = load_dataset(tmp_path / "d").report.as_frame()
+    single = issues[issues["kind"] == "single-sample class"]
+    assert single["path"].tolist() == ["dog"] and "cross-fitting" in single["reason"].iloc[0]
+
+
 def test_decompression_bomb_is_its_own_kind(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 64 x 64 image is then more than twice the limit
     _png(tmp_path / "d" / "cat" / "bomb.png", size=(64, 64))
