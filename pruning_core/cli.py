@@ -60,6 +60,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from pruning_core.export import write_table
     from pruning_core.pipeline import ClipConfig, ScoreTable, score_dataset
 
     outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
@@ -97,26 +98,20 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     sidecar = table.save(args.out)
     if dataset.report.issues:
-        _write_issues(dataset, outputs["issues"])
+        write_table(dataset.report.as_frame(), outputs["issues"])
+        print(f"skipped/flagged inputs listed in {outputs['issues']}", file=sys.stderr)
     print(f"wrote {len(table.frame):,} rows x {len(table.infos)} scores to {args.out} (meanings in {sidecar})")
     return 0
-
-
-def _write_issues(dataset, path: Path) -> None:
-    from pruning_core.export import write_table
-
-    write_table(dataset.report.as_frame(), path)
-    print(f"skipped/flagged inputs listed in {path}", file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Load and check a dataset (missing, corrupt, duplicate, outside-root files...) without scoring it."""
     if args.data != DEMO:
         check_outputs({"issues": args.out}, [args.data])
-    dataset, _ = _load(args)
-    print(dataset.report.summary())
     from pruning_core.export import write_table
 
+    dataset, _ = _load(args)
+    print(dataset.report.summary())
     write_table(dataset.report.as_frame(), args.out)
     print(f"{len(dataset.report.issues):,} issues listed in {args.out}")
     return 0

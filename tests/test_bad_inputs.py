@@ -487,3 +487,21 @@ def test_sqlite_error_types_are_user_errors():
     from pruning_core.cli import USER_ERRORS
 
     assert issubclass(sqlite3.DatabaseError, USER_ERRORS)
+
+
+def test_scoring_recomputes_a_damaged_embedding_entry_and_gives_the_same_table(tmp_path, capsys, caplog):
+    from pruning_core.tiny_clip import TINY_CLIP_NAME
+
+    for i in range(6):
+        _png(tmp_path / "d" / ("cat", "dog")[i % 2] / f"{i}.png", value=30 * i)
+    cache = tmp_path / "cache"
+    args = ("--cache-dir", cache, "score", tmp_path / "d", "--clip-model", TINY_CLIP_NAME, "--clip-pretrained", "none",
+            "--device", "cpu")
+    assert run(*args, "--out", tmp_path / "a.parquet") == 0
+    (entry,) = (cache / "entries").glob("clip-images-*")
+    _truncate(entry / "image.npy", -7)
+    with caplog.at_level(logging.WARNING, logger="prunescope.cache"):
+        assert run(*args, "--out", tmp_path / "b.parquet") == 0
+    assert str(entry) in caplog.text
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet"))
+    assert len(list((cache / "quarantine").iterdir())) == 1 and (entry / "image.npy").is_file()
