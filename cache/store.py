@@ -352,7 +352,9 @@ class ResultStore:
         return sorted(entries, key=lambda e: e.meta.get("created", 0), reverse=True)
 
     def clear(self, step: Optional[str] = None) -> int:
-        """Delete all entries (or those of one step) and stale partial chunks; return how many."""
+        """Delete all entries (or those of one step); without a step also partial chunks and the quarantine.
+
+        Returns how many entries were removed."""
         removed = 0
         for entry in self.ls():
             if step is None or entry.meta.get("step") == step:
@@ -360,6 +362,7 @@ class ResultStore:
                 removed += 1
         if step is None:
             shutil.rmtree(self.partial_root, ignore_errors=True)
+            shutil.rmtree(self.quarantine_dir, ignore_errors=True)
             for tmp in self.entries_dir.glob(".tmp-*"):
                 shutil.rmtree(tmp, ignore_errors=True)
         return removed

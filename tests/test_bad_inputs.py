@@ -166,6 +166,13 @@ def test_bad_recipe_values_are_refused_before_anything_is_written(scores, tmp_pa
     assert not (tmp_path / "k.csv").exists() and not (tmp_path / "k.manifest.json").exists()
 
 
+def test_nan_weights_are_refused_even_where_the_strategy_ignores_them(scores, tmp_path, capsys):
+    assert run("select", scores, "--keep", "0.5", "--strategy", "random", "--weights", "test.alignment=nan",
+               "--out", tmp_path / "k.csv") == 2
+    one_line_error(capsys, "test.alignment", "not a finite number")
+    assert not (tmp_path / "k.manifest.json").exists()
+
+
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(scores, tmp_path, capsys, monkeypatch):
     import pruning_core.selection as selection
 
@@ -415,6 +422,8 @@ def test_verify_finds_same_size_damage_by_checksum(tmp_path, capsys):
     assert (chunk_dir / "emb-00000.npy").is_file() and not (chunk_dir / "emb-00001.npy").exists()
     assert run("--cache-dir", tmp_path, "cache", "verify") == 0
     assert "all intact" in capsys.readouterr().out
+    assert run("--cache-dir", tmp_path, "cache", "clear") == 0
+    assert not store.quarantine_dir.exists()
 
 
 def test_damage_seen_only_when_reading_moves_the_entry_aside(tmp_path):
