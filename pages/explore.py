@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from pruning_core.export import table_bytes
 from ui import background
 from ui import review_state as rs
 from ui import state
@@ -138,7 +139,7 @@ if len(rows):
         store.tag(fp, sel["path"], tag_name, reviewer=st.session_state.get("_" + rs.REVIEWER, ""))
         st.session_state[rs.REVIEW_SOURCE] = f"tag:{tag_name.strip()}"
         st.switch_page("pages/review.py")
-    st.download_button("Download selection (CSV)", sel.assign(decision=decision.loc[rows]).to_csv(index=False),
+    st.download_button("Download selection (CSV)", table_bytes(sel.assign(decision=decision.loc[rows]), "csv"),
                        file_name="selection.csv", mime="text/csv", on_click="ignore")
     if st.toggle(f"Samples like row {rows[0]} (the first selected; nearest CLIP neighbours)", key="explore_similar_on"):
         show_similar(dataset, frame, rows[0], decision, score=colour if colour in cols else None, key="explore_similar")

@@ -2,8 +2,6 @@
 
 import json
 from dataclasses import asdict
-from pathlib import Path
-
 import streamlit as st
 
 from pruning_core.export import (
@@ -14,6 +12,7 @@ from pruning_core.export import (
     selection_table,
     table_bytes,
 )
+from pruning_core.safety import check_in_workspace
 from pruning_core.selection import SelectionRecipe, run_recipe
 from ui import review_state as rs
 from ui import state
@@ -121,7 +120,8 @@ link_mode = f2.radio("As", ["symlink", "copy"], key="export_mode")
 if f3.button("Write folder", disabled=not out_dir.strip(), width="stretch"):
     holder = st.container()
     try:
-        result = export_folder(full[full["status"] == "kept"], dataset.root, Path(out_dir.strip()), mode=link_mode,
+        target = check_in_workspace(out_dir.strip(), "output folder")
+        result = export_folder(full[full["status"] == "kept"], dataset.root, target, mode=link_mode,
                                progress=state.StreamlitProgress(holder))
     except (OSError, ValueError) as exc:
         st.error(f"Nothing written: {exc}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 from cache.store import ResultStore
 from pruning_core.progress import TqdmProgress
+from pruning_core.safety import DEFAULT_ADDRESS, ROOTS_ENV, check_outputs, is_loopback
 
 DEMO = "demo"
 
@@ -20,18 +21,18 @@ def _store(args: argparse.Namespace) -> ResultStore:
 
 
 def parse_weights(text: Optional[str]) -> Optional[dict[str, float]]:
-    """``col=w,col=w`` as given to --weights."""
+    """``col=w,col=w`` as given to --weights (each weight a finite number: selection checks that too)."""
     if not text:
         return None
     weights = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
         if not sep:
-            raise SystemExit(f"--weights: expected column=weight, got {part!r}")
+            raise ValueError(f"--weights: expected column=weight, got {part!r}")
         try:
             weights[name.strip()] = float(value)
         except ValueError:
-            raise SystemExit(f"--weights: weight of {name!r} is not a number: {value!r}") from None
+            raise ValueError(f"--weights: weight of {name!r} is not a number: {value!r}") from None
     return weights
 
 
@@ -59,8 +60,12 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pruning_core.pipeline import ClipConfig, score_dataset
+    from pruning_core.export import write_table
+    from pruning_core.pipeline import ClipConfig, ScoreTable, score_dataset
 
+    outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
+    if args.data != DEMO:
+        check_outputs(outputs, [args.data])
     dataset, demo = _load(args)
     if demo is not None:  # the demo scores with its own tiny CLIP unless told otherwise
         args.clip_model = args.clip_model or demo.clip_model
@@ -94,10 +99,22 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     sidecar = table.save(args.out)
     if dataset.report.issues:
-        issues_path = Path(args.out).with_suffix(".issues.csv")
-        dataset.report.as_frame().to_csv(issues_path, index=False)
-        print(f"skipped/flagged inputs listed in {issues_path}", file=sys.stderr)
+        write_table(dataset.report.as_frame(), outputs["issues"])
+        print(f"skipped/flagged inputs listed in {outputs['issues']}", file=sys.stderr)
     print(f"wrote {len(table.frame):,} rows x {len(table.infos)} scores to {args.out} (meanings in {sidecar})")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Load and check a dataset (missing, corrupt, duplicate, outside-root files...) without scoring it."""
+    if args.data != DEMO:
+        check_outputs({"issues": args.out}, [args.data])
+    from pruning_core.export import write_table
+
+    dataset, _ = _load(args)
+    print(dataset.report.summary())
+    write_table(dataset.report.as_frame(), args.out)
+    print(f"{len(dataset.report.issues):,} issues listed in {args.out}")
     return 0
 
 
@@ -122,17 +139,16 @@ def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from pruning_core.export import (apply_relabels, build_manifest, check_replay, resolve_scores_path,
-                                     write_manifest, write_table)
-    from pruning_core.pipeline import ScoreTable
+    from pruning_core.export import (apply_relabels, build_manifest, check_replay, read_replay_manifest,
+                                     resolve_scores_path, write_manifest, write_table)
+    from pruning_core.pipeline import DATASET_SETTING, ScoreTable
     from pruning_core.selection import SelectionRecipe, parse_keep, run_recipe
 
     removed = None
     relabels: dict = {}
     review: Optional[dict] = None
     if args.replay:
-        manifest = json.loads(Path(args.replay).read_text())
-        recipe = SelectionRecipe(**manifest["selection"])
+        manifest, recipe = read_replay_manifest(Path(args.replay))
         # The manifest's snapshot of review decisions, never the live store: later decisions must
         # not change a replayed subset.
         removed = manifest.get("review_removed") or None
@@ -140,7 +156,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         scores_path = Path(args.scores) if args.scores else resolve_scores_path(manifest, Path(args.replay))
     else:
         if args.keep is None or args.scores is None:
-            raise SystemExit("select needs SCORES and --keep (or --replay MANIFEST)")
+            raise ValueError("select needs SCORES and --keep (or --replay MANIFEST)")
         recipe = SelectionRecipe(
             keep=parse_keep(args.keep),
             strategy=args.strategy,
@@ -149,28 +165,37 @@ def cmd_select(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         scores_path = Path(args.scores)
+    manifest_path = Path(args.manifest) if args.manifest else Path(args.out).with_suffix(".manifest.json")
+    outputs = {"kept list": Path(args.out)} if args.replay else {"kept list": Path(args.out), "manifest": manifest_path}
+    inputs = [scores_path, scores_path.with_suffix(".json"), *(Path(p) for p in (args.replay, args.decisions) if p)]
+    check_outputs(outputs, inputs)
     table = ScoreTable.load(scores_path)
     if args.decisions and not args.replay:
-        from pruning_core.review import DecisionStore, resolve_fingerprint
+        from pruning_core.review import DecisionStore, decisions_for_table
 
         if not Path(args.decisions).is_file():
             raise FileNotFoundError(f"review decisions not found: {args.decisions}")
         store = DecisionStore(args.decisions)
-        fingerprint = resolve_fingerprint(store, table.frame["path"], args.fingerprint)
-        if fingerprint is None:
+        found = decisions_for_table(store, table.frame["path"].astype(str).tolist(), table.frame["label"].astype(str),
+                                    table_fingerprint=(table.settings.get(DATASET_SETTING) or {}).get("fingerprint"),
+                                    fingerprint=args.fingerprint,
+                                    allow_other_dataset=args.decisions_from_other_dataset)
+        if found.fingerprint is None:
             print(f"no review decisions in {args.decisions} match these scores", file=sys.stderr)
         else:
-            review = store.snapshot(fingerprint)
+            if found.other_dataset:
+                print(f"warning: applying decisions made on another dataset ({found.fingerprint}): "
+                      f"{found.matched} of {found.decided} decided paths match these scores", file=sys.stderr)
+            review = store.snapshot(found.fingerprint)
             removed = review["removed"] or None
             relabels = review["relabels"]
             print(f"review decisions: {len(review['removed'])} removed, {len(relabels)} relabelled "
-                  f"(dataset {fingerprint})", file=sys.stderr)
+                  f"(dataset {found.fingerprint})", file=sys.stderr)
     mask = run_recipe(table.frame, table.infos, recipe, removed)
     kept = table.frame[mask]
     if args.replay:
         check_replay(manifest, kept)
     write_table(apply_relabels(kept, relabels) if relabels else kept, Path(args.out))
-    manifest_path = Path(args.manifest) if args.manifest else Path(args.out).with_suffix(".manifest.json")
     if not args.replay:
         manifest = build_manifest(scores_path, recipe, kept, fingerprint=review["fingerprint"] if review else None,
                                   removed_paths=removed, scoring=table.settings)
@@ -198,10 +223,12 @@ def _aligned_scores(dataset, scores_path: Optional[Path]):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pruning_core.datasets import load_dataset
+    from pruning_core.export import write_table
     from pruning_core.pipeline import ClipConfig, DynamicsConfig
     from pruning_core.planner import PLANNED_FIELDS
     from pruning_core.subset_training import EvalConfig, evaluate_pruning, plan_grid, summarise
 
+    check_outputs({"runs": args.out}, [p for p in (args.data, args.scores, args.test) if p and p != DEMO])
     dataset, assets = _load(args)
     table = _aligned_scores(dataset, args.scores)
     test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress()) if args.test else None
@@ -230,8 +257,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_pruning(dataset, table, _store(args), strategies=strategies, keeps=keeps, config=plan.config,
                                test=test, clip=clip, weights=parse_weights(args.weights), balance=args.balance,
                                progress=TqdmProgress())
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out, index=False)
+    write_table(results, Path(args.out))
     summary = summarise(results)
     print(f"proxy: {results.attrs['proxy']}; training budget: {config.budget}; {config.seeds} seeds per point")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -244,6 +270,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.action == "clear":
         print(f"removed {store.clear(args.step)} cache entries from {store.root}")
         return 0
+    if args.action == "verify":
+        report = store.verify()
+        for problem in report.problems:
+            print(f"quarantined {problem}")
+        print(f"{report.checked} entries and {report.chunks} partial chunks checked in {store.root}: "
+              + (f"{len(report.problems)} damaged, moved to {store.quarantine_dir} (they are recomputed on next use)"
+                 if report.problems else "all intact"))
+        return 0
     entries = store.ls()
     print(f"{len(entries)} entries in {store.root}")
     for entry in entries:
@@ -252,11 +286,23 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_app(args: argparse.Namespace) -> int:
+def app_command(args: argparse.Namespace) -> list[str]:
+    """The server command line for ``prunescope app``; refuses a non-loopback address without ``--allow-remote``."""
+    if not is_loopback(args.address):
+        if not args.allow_remote:
+            raise ValueError(f"--address {args.address} would let other machines reach the app, which has no "
+                             "login of its own; add --allow-remote if a reverse proxy with authentication or a "
+                             "firewall guards that address (README: Security)")
+        print(f"warning: the app listens on {args.address}:{args.port} without access control: anyone who can "
+              "reach it can browse its workspace and the review decisions; put it behind an authenticating "
+              "reverse proxy or use an SSH tunnel (README: Security)", file=sys.stderr)
     # ui.launch runs `streamlit run app.py` with Streamlit's legacy pages/ mode off (deep links work)
-    cmd = [sys.executable, "-m", "ui.launch", "--server.port", str(args.port),
-           "--server.headless", str(args.headless).lower(), "--browser.gatherUsageStats", "false"]
-    return subprocess.call(cmd)
+    return [sys.executable, "-m", "ui.launch", "--server.address", args.address, "--server.port", str(args.port),
+            "--server.headless", str(args.headless).lower(), "--browser.gatherUsageStats", "false"]
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    return subprocess.call(app_command(args))
 
 
 def _device_arg(text: str) -> str:
@@ -280,6 +326,7 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prunescope", description="Audit and prune image datasets.")
     parser.add_argument("--cache-dir", default=None, help="result store (default $PRUNESCOPE_CACHE or ~/.cache/prunescope)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build (or reuse) the built-in demo dataset and tiny CLIP")
@@ -289,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score every sample; writes a table and a .json sidecar")
     score.add_argument("data", help="image folder, CSV/parquet manifest (path,label[,caption]), or 'demo'")
     score.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
-    score.add_argument("--out", required=True, type=Path)
+    score.add_argument("--out", required=True, type=Path,
+                       help="score table (.parquet); its sidecar OUT.json and OUT.issues.csv are written next to it")
     score.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True, help="CLIP scores (default on)")
     score.add_argument("--clip-model", default=None, help="open_clip model name (default ViT-B-32)")
     score.add_argument("--clip-pretrained", default=None,
@@ -393,37 +441,73 @@ def build_parser() -> argparse.ArgumentParser:
                              "relabels are applied to the output")
     select.add_argument("--fingerprint", default=None,
                         help="with --decisions: the dataset fingerprint, when the file holds several datasets")
+    select.add_argument("--decisions-from-other-dataset", action="store_true",
+                        help="apply decisions made on another dataset (by path) instead of refusing them")
     select.set_defaults(func=cmd_select)
 
-    cache = sub.add_parser("cache", help="list or clear cached results")
-    cache.add_argument("action", choices=["ls", "clear"])
+    validate = sub.add_parser("validate", help="check a dataset and write its issues table, without scoring")
+    validate.add_argument("data", help="image folder, CSV/parquet manifest, or 'demo'")
+    validate.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
+    validate.add_argument("--out", type=Path, default=Path("issues.csv"),
+                          help="issues table (.csv, .parquet or .json; default issues.csv)")
+    validate.set_defaults(func=cmd_validate)
+
+    cache = sub.add_parser("cache", help="list, verify or clear cached results")
+    cache.add_argument("action", choices=["ls", "verify", "clear"],
+                       help="verify: re-read every entry and partial chunk against its recorded size and checksum; "
+                            "damaged ones move to the quarantine folder and are recomputed on next use")
     cache.add_argument("--step", default=None, help="with clear: only this step (e.g. clip-images)")
     cache.set_defaults(func=cmd_cache)
 
     app = sub.add_parser("app", help="start the browser app")
     app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--address", default=DEFAULT_ADDRESS,
+                     help=f"interface to listen on (default {DEFAULT_ADDRESS}: this machine only); any other needs "
+                          "--allow-remote")
+    app.add_argument("--allow-remote", action="store_true",
+                     help="allow a non-loopback --address: the app has no login, so guard it with an authenticating "
+                          f"reverse proxy (README: Security); the app reads and writes only under ${ROOTS_ENV}")
     app.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False)
     app.set_defaults(func=cmd_app)
     return parser
 
 
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, sqlite3.Error)
+"""Errors a user can fix (bad input, missing file, refused request): one line and exit 2.
+
+``DatasetError``, ``WeightsUnavailable``, ``ReviewError`` and ``UnsafeRequest`` are ``ValueError``s;
+``FileNotFoundError`` is an ``OSError``.
+"""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error message on one line, whatever the library put in it."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from pruning_core import executors
-    from pruning_core.clip_model import WeightsUnavailable
-    from pruning_core.datasets import DatasetError
     from pruning_core.progress import Cancelled
 
     try:
         with executors.using(executors.make_executor(getattr(args, "executor", "local"),
                                                      getattr(args, "ray_address", None))):
             return args.func(args)
-    except (WeightsUnavailable, DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"prunescope: error: {exc}", file=sys.stderr)
-        return 2
     except (KeyboardInterrupt, Cancelled):
         print("prunescope: interrupted; finished chunks are cached, rerun the same command to resume", file=sys.stderr)
         return 130
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"prunescope: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"prunescope: internal error: {type(exc).__name__}: {one_line(exc)} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

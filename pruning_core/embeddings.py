@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
-from cache.store import atomic_save_npy
+from cache.store import atomic_save_npy, read_chunk
 from pruning_core import executors
 from pruning_core.clip_model import ClipEncoder
 from pruning_core.devices import device_policy
@@ -112,12 +112,18 @@ def embed_images(
     """
     n = len(paths)
     n_chunks = (n + chunk_size - 1) // chunk_size
-    done = {c for c in range(n_chunks) if _chunk_done(chunk_dir, c)}
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for c in range(n_chunks):  # saved chunks; a damaged one is quarantined and embedded again
+        if _chunk_done(chunk_dir, c):
+            emb, ok = read_chunk(chunk_dir / f"emb-{c:05d}.npy"), read_chunk(chunk_dir / f"ok-{c:05d}.npy")
+            rows = min(chunk_size, n - c * chunk_size)
+            if emb is not None and ok is not None and len(emb) == len(ok) == rows:
+                results[c] = (emb, ok)
+    done = set(results)
     todo = [c for c in range(n_chunks) if c not in done]
     finished = sum(min(chunk_size, n - c * chunk_size) for c in done)
     report(progress, "image embeddings", finished, n, "resuming" if done else "")
 
-    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if todo:
         indices = [i for c in todo for i in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
         batches = executors.current().embed_batches([paths[i] for i in indices], encoder, batch_size=batch_size,
@@ -145,8 +151,6 @@ def embed_images(
                 results[current] = (chunk_emb, chunk_ok)
                 current = next(chunk_iter, None)
 
-    for c in done:
-        results[c] = (np.load(chunk_dir / f"emb-{c:05d}.npy"), np.load(chunk_dir / f"ok-{c:05d}.npy"))
     if not results:
         return np.zeros((0, encoder.embed_dim), dtype=np.float32), np.zeros(0, dtype=bool)
     embeddings = np.concatenate([results[c][0] for c in range(n_chunks)]).astype(np.float32, copy=False)

@@ -58,6 +58,9 @@ def keep_count(keep: Keep, n: int) -> int:
         count = int(keep)
     elif 0.0 < float(keep) <= 1.0:
         count = int(round(float(keep) * n))
+        if count == 0 and n > 0:
+            raise ValueError(f"keep={keep!r} of {n} samples rounds to 0 samples; keep at least {1 / n:.3g} "
+                             "or give a count")
     else:
         raise ValueError(f"keep={keep!r}: give a fraction in (0, 1] or a count from 0 to {n}")
     if not 0 <= count <= n:
@@ -103,6 +106,14 @@ class ScoreRanks:
         return self._columns[name]
 
 
+def check_weights(weights: Optional[Mapping[str, float]]) -> None:
+    """Refuse a weight that is not a finite number: a NaN makes every combined score NaN, and the
+    "selection" would silently be file order."""
+    not_finite = [name for name, w in (weights or {}).items() if not np.isfinite(float(w))]
+    if not_finite:
+        raise ValueError(f"weight of {', '.join(not_finite)} is not a finite number")
+
+
 def combined_score(
     frame: pd.DataFrame,
     infos: Mapping[str, ScoreInfo],
@@ -118,6 +129,7 @@ def combined_score(
     unknown = [name for name in weights if name not in frame or name not in infos]
     if unknown:
         raise ValueError(f"unknown score column(s) {unknown}; available: {sorted(n for n in infos if n in frame)}")
+    check_weights(weights)
     total = sum(abs(w) for w in weights.values())
     if total == 0:
         raise ValueError("all score weights are zero; give at least one score a weight")
@@ -290,6 +302,9 @@ class SelectionRecipe:
     seed: int = 0
     ccs_beta: float = 0.1
     cps_params: Optional[Mapping[str, float]] = None
+
+    def __post_init__(self) -> None:
+        check_weights(self.weights)  # before a manifest records them, whatever the strategy
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -28,6 +28,23 @@ def isolated_cache(tmp_path_factory) -> Path:
         os.environ["PRUNESCOPE_CACHE"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def workspace_includes_tmp() -> None:
+    """Test datasets live in the temporary folder (pytest's, the CIFAR copy): add it to the app's workspace roots."""
+    import tempfile
+
+    from pruning_core.safety import ROOTS_ENV
+
+    base = tempfile.gettempdir()
+    previous = os.environ.get(ROOTS_ENV)
+    os.environ[ROOTS_ENV] = os.pathsep.join([str(base), str(Path.home()), os.getcwd()])
+    yield
+    if previous is None:
+        os.environ.pop(ROOTS_ENV, None)
+    else:
+        os.environ[ROOTS_ENV] = previous
+
+
 @pytest.fixture
 def one_thread():
     """Training tests run on one torch thread: bitwise-reproducible on CPU, and faster on 2 shared cores."""

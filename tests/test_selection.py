@@ -143,7 +143,7 @@ def test_every_strategy_keeps_exactly_k_and_never_a_removed_sample(n, frac, stra
 
 @settings(max_examples=40, deadline=None)
 @given(
-    n=st.integers(min_value=1, max_value=200),
+    n=st.integers(min_value=4, max_value=200),  # keep=0.3 of fewer rounds to 0: refused
     strategy=st.sampled_from([s for s in STRATEGIES if s != "cps"]),
     balance=st.booleans(),
     seed=st.integers(min_value=0, max_value=10_000),

@@ -20,6 +20,7 @@ import streamlit as st
 from cache.store import ResultStore
 from pruning_core import executors
 from pruning_core.datasets import Dataset, DatasetError, load_dataset
+from pruning_core.safety import UnsafeRequest, check_in_workspace
 from pruning_core.pipeline import ClipConfig, DynamicsConfig, ScoreTable, base_table, kept_work, score_columns
 from pruning_core.planner import DynamicsPlan, format_seconds
 from pruning_core.progress import CancelToken, Cancelled, Progress, ProgressCallback
@@ -56,10 +57,24 @@ def demo_assets():
     return ensure_demo()
 
 
+def check_source(source: DatasetSource) -> None:
+    """Refuse (``UnsafeRequest``) a dataset whose folder, manifest or root lies outside the workspace roots.
+
+    A browser user must not be able to list or display files of the server outside the folders its
+    owner allowed (``$PRUNESCOPE_ROOTS``); a manifest's default root is its own folder.
+    """
+    if source.kind == "demo":
+        return
+    what = "dataset folder" if source.kind == "folder" else "manifest"
+    path = check_in_workspace(source.path, what)
+    check_in_workspace(source.root or (path if source.kind == "folder" else path.parent), "dataset root")
+
+
 @st.cache_resource(show_spinner="Loading and validating the dataset…", max_entries=4)
 def _load(source: DatasetSource) -> Dataset:
     if source.kind == "demo":
         return load_dataset(demo_assets().manifest)
+    check_source(source)
     return load_dataset(Path(source.path).expanduser(), root=Path(source.root).expanduser() if source.root else None)
 
 
@@ -77,7 +92,7 @@ def current_dataset() -> Optional[Dataset]:
     """The chosen dataset, or None after showing why it could not be loaded."""
     try:
         return _load(current_source())
-    except (DatasetError, FileNotFoundError) as exc:
+    except (DatasetError, FileNotFoundError, UnsafeRequest) as exc:
         st.error(f"Could not load the dataset: {exc}")
         return None
 
