@@ -249,6 +249,7 @@ def plan_dynamics(
     store: Optional[ResultStore] = None,
     progress: Optional[ProgressCallback] = None,
     estimate: Optional[Callable[[Any, Rates], float]] = None,
+    batch_samples: Optional[int] = None,
 ) -> DynamicsPlan:
     """The most capable rung of :data:`RUNGS` that fits ``budget_s``, with the ``fixed`` fields of ``config`` kept.
 
@@ -256,7 +257,9 @@ def plan_dynamics(
     plan only carries the estimate.  Rungs are probed cheapest first and the search stops at the
     first that does not fit: a more capable rung is never cheaper.  When even the cheapest rung is
     over budget it is chosen anyway and :attr:`DynamicsPlan.fits` says so.  ``estimate(config, rates)``
-    replaces the dynamics step's cost model (:func:`estimate_seconds`) for other training-based steps.
+    replaces the dynamics step's cost model (:func:`estimate_seconds`) for other training-based steps;
+    ``batch_samples`` is the sample count a planned batch must give the floor of steps (default ``n_samples``;
+    the Evaluate grid passes its smallest subset, so the probe measures the batch every run will use).
     """
     cost = estimate or (lambda candidate, rates: estimate_seconds(candidate, n_samples, rates))
     fixed = tuple(sorted(set(fixed) & set(PLANNED_FIELDS)))
@@ -268,7 +271,7 @@ def plan_dynamics(
         chosen = {f: rung.get(f, getattr(defaults, f)) for f in PLANNED_FIELDS if f not in fixed}
         candidate = replace(config, **chosen)
         if "batch_size" not in fixed:
-            candidate = replace(candidate, batch_size=planned_batch_size(candidate.batch_size, n_samples))
+            candidate = replace(candidate, batch_size=planned_batch_size(candidate.batch_size, batch_samples or n_samples))
         return candidate
 
     def plan_of(candidate: Any, rung: int) -> DynamicsPlan:

@@ -70,12 +70,15 @@ def test_evaluate_shows_the_plan_then_curves_with_their_proxy(demo_assets, isola
         proxy = page.get_by_test_id("stSelectbox").filter(has_text="Proxy")
         proxy.click()
         page.get_by_role("option", name="linear probe", exact=False).click()
-        wait_for_text(page, "training runs of a linear probe on", timeout=180_000)  # the plan, before training
+        seeds = page.get_by_label("Seeds")
+        seeds.fill("1")
+        seeds.press("Enter")
+        wait_for_text(page, "13 training runs of a linear probe on", timeout=180_000)  # the plan, before training
         assert page.locator(".js-plotly-plot").count() == 0
         page.get_by_role("button", name="Train and compare").click()
         wait_for_text(page, "Proxy: linear probe on", timeout=300_000)
         caption = page.get_by_text("Proxy: linear probe on", exact=False).first.inner_text()
-        assert "training budget: equal steps" in caption and "mean over 2 seeds" in caption
+        assert "training budget: equal steps" in caption and "mean over 1 seeds" in caption
         assert page.locator(".js-plotly-plot").count() == 1
         assert not page.get_by_text("Traceback").count()
         page.screenshot(path=str(isolated_cache / "evaluate.png"), full_page=True)

@@ -259,11 +259,15 @@ def plan_grid(
         n_samples -= n_test
     n_train = n_samples
     runs = grid_runs(strategies, keeps, config)
+    smallest = min(keep_count(spec.keep, n_train) for spec in runs)
+    proxy = config.proxy
+    if config.is_probe or "batch_size" in fixed:  # not planned: measure the batch every run will use
+        proxy = replace(proxy, batch_size=grid_batch_size(proxy.batch_size, keeps, n_train))
     plan = plan_dynamics(
-        config.proxy, n_train, num_classes=num_classes, budget_s=config.time_budget_s,
-        fixed=(*fixed, "folds"), store=store, progress=progress,
-        estimate=lambda proxy, rates: grid_seconds(proxy, rates, runs=runs, n_train=n_train, n_test=n_test,
-                                                   budget=config.budget),
+        proxy, n_train, num_classes=num_classes, budget_s=config.time_budget_s, fixed=(*fixed, "folds"),
+        store=store, progress=progress, batch_samples=smallest,
+        estimate=lambda candidate, rates: grid_seconds(candidate, rates, runs=runs, n_train=n_train, n_test=n_test,
+                                                       budget=config.budget),
     )
     planned = replace(config, proxy=plan.config)
     return GridPlan(planned, len(runs), describe_proxy(planned, clip), plan,
