@@ -2,10 +2,14 @@
 
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pruning_core.pipeline import ScoreTable
 from pruning_core.review import DecisionStore
+from pruning_core.score_info import ScoreInfo
 from review_fixtures import make_scored_dataset
 from ui import state
 
@@ -124,3 +128,19 @@ def test_export_page_counts_relabels_and_writes_a_folder(scored, tmp_path):
     assert (tmp_path / "pruned" / "fox" / "img_001.png").exists()  # relabel applied in the layout
     button(at, "Write folder").click().run()
     assert any("not empty" in e.value for e in at.error)
+
+
+def test_an_on_demand_strategy_waits_for_its_button(scored):
+    """CPS is registered as not live: Prune offers it, and runs it only when asked."""
+    dataset, manifest, table = scored
+    rng = np.random.default_rng(0)
+    frame = table.frame.assign(**{"clip.label_alignment": rng.random(len(table.frame)),
+                                  "clip.diversity": rng.random(len(table.frame))})
+    infos = {**table.infos, **{c: ScoreInfo(c, c, "low") for c in ("clip.label_alignment", "clip.diversity")}}
+    at = page("prune", (dataset, manifest, ScoreTable(frame, infos))).run()
+    at.selectbox(key="prune_strategy").set_value("cps").run()
+    assert not at.exception
+    assert not at.metric and any("runs on demand" in i.value for i in at.info)
+    button(at, "Run CPS selection").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}["Kept"] == "29 of 36"
