@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pruning_core.export import preview_selection
-from pruning_core.selection import STRATEGIES, ScoreRanks, SelectionRecipe, available_strategies
+from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies
 from ui import review_state as rs
 from ui import state
 from ui.gallery import show_gallery
@@ -86,14 +86,8 @@ recipe = SelectionRecipe(keep=keep, strategy=strategy, weights=weights or None, 
 
 # Each score is ranked once per score table (on first use); the last previews are remembered, so
 # moving a control back (or a rerun from elsewhere on the page) costs nothing.
-table_key = (id(frame), tuple(table.infos))
-cache = st.session_state.get("_prune_cache")
-if cache is None or cache["table"] != table_key:
-    cache = st.session_state["_prune_cache"] = {"table": table_key, "ranks": ScoreRanks(frame, table.infos),
-                                                "previews": {}}
-preview_key = (repr(recipe), tuple(sorted(removed)))
 t0 = time.perf_counter()
-preview = cache["previews"].get(preview_key)
+preview = state.prune_preview(table, recipe, removed)
 if preview is None:
     run_label = f"Run {strategy.upper()} selection"
     if not chosen.live and not st.button(run_label, type="primary", help=f"{chosen.description}: seconds, not live"):
@@ -101,13 +95,11 @@ if preview is None:
         st.stop()
     try:
         with _nullcontext() if chosen.live else st.spinner("Selecting…"):
-            preview = preview_selection(frame, table.infos, recipe, removed, ranks=cache["ranks"])
+            preview = preview_selection(frame, table.infos, recipe, removed, ranks=state.score_ranks(table))
     except ValueError as exc:
         st.error(str(exc))
         st.stop()
-    if len(cache["previews"]) > 16:
-        cache["previews"].pop(next(iter(cache["previews"])))
-    cache["previews"][preview_key] = preview
+    state.keep_prune_preview(table, recipe, removed, preview)
 elapsed = time.perf_counter() - t0
 st.session_state[state.RECIPE] = recipe
 

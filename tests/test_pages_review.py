@@ -130,6 +130,25 @@ def test_export_page_counts_relabels_and_writes_a_folder(scored, tmp_path):
     assert any("not empty" in e.value for e in at.error)
 
 
+def test_export_uses_the_subset_prune_previewed(scored, monkeypatch):
+    """Prune publishes its preview through ``ui.state``; Export reads it instead of selecting again."""
+    at = page("prune", scored).run()
+    at.slider(key="prune_fraction").set_value(0.5).run()
+    assert not at.exception
+    import pruning_core.selection
+
+    def no_second_selection(*args, **kwargs):
+        raise AssertionError("Export selected again instead of using the Prune preview")
+
+    monkeypatch.setattr(pruning_core.selection, "run_recipe", no_second_selection)
+    export = page("export", scored)
+    for key, value in at.session_state.items():  # the same browser session moves on to Export
+        export.session_state[key] = value
+    export.run()
+    assert not export.exception, [e.value for e in export.exception]
+    assert export.markdown[0].value.startswith("**18** of 36 samples kept by `easiest` at keep=0.5")
+
+
 def test_an_on_demand_strategy_waits_for_its_button(scored):
     """CPS is registered as not live: Prune offers it, and runs it only when asked."""
     dataset, manifest, table = scored
