@@ -163,3 +163,17 @@ def test_an_on_demand_strategy_waits_for_its_button(scored):
     button(at, "Run CPS selection").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert {m.label: m.value for m in at.metric}["Kept"] == "29 of 36"
+
+
+def test_the_reviewer_name_outlives_its_widget():
+    """Overview and Explore record tags under the name typed on Review, after its widget is gone."""
+    at = AppTest.from_string(
+        "import streamlit as st\nfrom ui import review_state as rs\n"
+        "if st.session_state.get('show_widget', True):\n    rs.reviewer_input()\n"
+        "st.markdown(f'name={rs.reviewer_name()}')\n")
+    at.run()
+    at.text_input(key="reviewer_name").set_value("ann").run()
+    at.session_state["show_widget"] = False  # another page: the widget and its state are gone
+    at.run()
+    assert not at.exception
+    assert at.markdown[0].value == "name=ann"
