@@ -34,14 +34,15 @@ dataset = state.require_dataset()
 state.report_interrupted_job()
 state.executor_choice()
 table = state.auto_scores(dataset)
-# AdaPruner and dynamic pruning train their own masks per ratio, so they need no score column here
-strategies = [s for s in available_strategies(table.frame, table.infos) if s != "adapruner"] + ["adapruner", "dynamic"]
+# Strategies fitted per ratio (AdaPruner) and dynamic pruning train their own masks, so they need no score column here
+fitted = [name for name, s in STRATEGIES.items() if s.fitted_per_ratio]
+strategies = [s for s in available_strategies(table.frame, table.infos) if s not in fitted] + fitted + ["dynamic"]
 defaults = EvalConfig()
 
 c1, c2 = st.columns([3, 2])
 chosen = c1.multiselect(
     "Strategies", strategies, default=[s for s in ("easiest", "ccs", "random") if s in strategies],
-    format_func=lambda s: f"{s} — {STRATEGIES.get(s) or TRAINING_MODES[s]}",
+    format_func=lambda s: f"{s} — {STRATEGIES[s].description if s in STRATEGIES else TRAINING_MODES[s]}",
     help="Full data is always trained as the reference. 'dynamic' picks a new subset every epoch "
          f"(label consistency from {consistency_column(table.frame) or 'none: difficulty only'}).",
 )
@@ -173,8 +174,9 @@ st.dataframe(summary, hide_index=True, width="stretch",
 
 usable = available_strategies(table.frame, table.infos)
 exportable = summary[summary["strategy"].isin(usable)].sort_values("accuracy", ascending=False)
-if "adapruner" in set(summary["strategy"]) - set(usable):
-    st.caption("To use AdaPruner's subset, learn its mask for the ratio you want on the **Score** page.")
+for name in sorted(set(summary["strategy"]).intersection(fitted) - set(usable)):
+    st.caption(f"To use {name}'s subset, learn its scores ({', '.join(STRATEGIES[name].columns)}) for the ratio "
+               "you want on the **Score** page.")
 if exportable.empty:
     st.stop()
 options = list(zip(exportable["strategy"], exportable["keep"]))

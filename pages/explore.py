@@ -133,10 +133,10 @@ if len(rows):
     a1, a2, a3 = st.columns([2, 1, 1], vertical_alignment="bottom")
     tag_name = a1.text_input("Tag name", value="explore selection", key="explore_tag_name")
     if a2.button("Tag selection", width="stretch"):
-        added = store.tag(fp, sel["path"], tag_name, reviewer=st.session_state.get("_" + rs.REVIEWER, ""))
+        added = store.tag(fp, sel["path"], tag_name, reviewer=rs.reviewer_name())
         st.toast(f"Tagged {added:,} new samples as '{tag_name.strip()}'")
     if a3.button("Send to review queue", type="primary", width="stretch"):
-        store.tag(fp, sel["path"], tag_name, reviewer=st.session_state.get("_" + rs.REVIEWER, ""))
+        store.tag(fp, sel["path"], tag_name, reviewer=rs.reviewer_name())
         st.session_state[rs.REVIEW_SOURCE] = f"tag:{tag_name.strip()}"
         st.switch_page("pages/review.py")
     st.download_button("Download selection (CSV)", table_bytes(sel.assign(decision=decision.loc[rows]), "csv"),

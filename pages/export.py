@@ -29,7 +29,7 @@ if recipe is None:
 store = rs.decision_store()
 snapshot = store.snapshot(dataset.fingerprint)
 removed, relabels = snapshot["removed"], snapshot["relabels"]
-cached = (st.session_state.get("_prune_cache") or {}).get("previews", {}).get((repr(recipe), tuple(sorted(removed))))
+cached = state.prune_preview(table, recipe, removed)
 try:
     mask = cached.mask if cached is not None else run_recipe(frame, table.infos, recipe, removed)
 except ValueError as exc:

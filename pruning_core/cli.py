@@ -352,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pruning_core.devices import PRECISIONS
     from pruning_core.pipeline import DynamicsConfig
     from pruning_core.planner import DEFAULT_BUDGET_S
+    from pruning_core.selection import STRATEGIES
     from pruning_core.subset_training import EvalConfig
+    from pruning_core.subset_training.evaluate import TRAINING_MODES
     from pruning_core.subset_training.runs import BUDGETS
 
     _DYN = DynamicsConfig()
@@ -393,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"stratified held-out fraction without --test (default {_EVAL.holdout}; the demo uses "
                                "its clean test set unless --holdout is given)")
     evaluate.add_argument("--strategies", default="easiest,ccs,random",
-                          help="comma list of selection strategies, 'dynamic' and 'adapruner' (full data is always run)")
+                          help=f"comma list of {', '.join([*STRATEGIES, *TRAINING_MODES])} (full data is always "
+                               "run as the reference)")
     evaluate.add_argument("--keep", default="0.3,0.5,0.7,0.9", help="comma list of kept fractions")
     evaluate.add_argument("--seeds", type=int, default=_EVAL.seeds,
                           help=f"runs per strategy and ratio, for the spread and the significance marks "
@@ -427,9 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     select = sub.add_parser("select", help="choose the kept subset from a score table")
     select.add_argument("scores", nargs="?", type=Path, help="score table written by 'prunescope score'")
     select.add_argument("--keep", help="fraction in (0,1] or a count")
-    from pruning_core.selection import STRATEGIES
-
-    select.add_argument("--strategy", default="easiest", choices=list(STRATEGIES))
+    select.add_argument("--strategy", default="easiest", choices=list(STRATEGIES), metavar="STRATEGY",
+                        help="; ".join(f"{name}: {s.description}" for name, s in STRATEGIES.items())
+                        + " (default easiest)")
     select.add_argument("--weights", default=None, help="col=w,... (default: all scores, equal weight)")
     select.add_argument("--balance", action="store_true", help="keep each class in proportion to its size")
     select.add_argument("--seed", type=int, default=0)
