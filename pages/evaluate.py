@@ -161,9 +161,10 @@ def accuracy_figure(summary: pd.DataFrame) -> go.Figure:
 
 
 st.plotly_chart(accuracy_figure(summary), width="stretch")
+seeds_shown = int(summary["runs"].max())
 st.caption(f"Proxy: {results.attrs.get('proxy', 'unknown')}; training budget: "
-           f"{results.attrs.get('budget', '?').replace('_', ' ')}. Lines: mean over {int(summary['runs'].max())} "
-           f"seeds, bands ±1 std. ★ beats random at that ratio, ◆ beats full data, each by more than two standard "
+           f"{results.attrs.get('budget', '?').replace('_', ' ')}. Lines: mean over {seeds_shown} "
+           f"seed{'s' if seeds_shown > 1 else ''}, bands ±1 std. ★ beats random at that ratio, ◆ beats full data, each by more than two standard "
            f"errors of the difference. {len(results)} runs, {int(results['cached'].sum())} from the cache.")
 st.dataframe(summary, hide_index=True, width="stretch",
              column_config={"accuracy": st.column_config.NumberColumn(format="%.4f"),

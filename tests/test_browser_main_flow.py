@@ -78,7 +78,7 @@ def test_evaluate_shows_the_plan_then_curves_with_their_proxy(demo_assets, isola
         page.get_by_role("button", name="Train and compare").click()
         wait_for_text(page, "Proxy: linear probe on", timeout=300_000)
         caption = page.get_by_text("Proxy: linear probe on", exact=False).first.inner_text()
-        assert "training budget: equal steps" in caption and "mean over 1 seeds" in caption
+        assert "training budget: equal steps" in caption and "mean over 1 seed," in caption
         assert page.locator(".js-plotly-plot").count() == 1
         assert not page.get_by_text("Traceback").count()
         page.screenshot(path=str(isolated_cache / "evaluate.png"), full_page=True)
