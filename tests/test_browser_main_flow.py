@@ -70,7 +70,7 @@ def test_evaluate_shows_the_plan_then_curves_with_their_proxy(demo_assets, isola
         proxy = page.get_by_test_id("stSelectbox").filter(has_text="Proxy")
         proxy.click()
         page.get_by_role("option", name="linear probe", exact=False).click()
-        seeds = page.get_by_label("Seeds")
+        seeds = page.get_by_role("spinbutton", name="Seeds")
         seeds.fill("1")
         seeds.press("Enter")
         wait_for_text(page, "13 training runs of a linear probe on", timeout=180_000)  # the plan, before training
@@ -79,6 +79,7 @@ def test_evaluate_shows_the_plan_then_curves_with_their_proxy(demo_assets, isola
         wait_for_text(page, "Proxy: linear probe on", timeout=300_000)
         caption = page.get_by_text("Proxy: linear probe on", exact=False).first.inner_text()
         assert "training budget: equal steps" in caption and "mean over 1 seed," in caption
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         assert page.locator(".js-plotly-plot").count() == 1
         assert not page.get_by_text("Traceback").count()
         page.screenshot(path=str(isolated_cache / "evaluate.png"), full_page=True)

@@ -239,7 +239,7 @@ def test_cli_evaluate_on_ray_writes_the_local_runs(ray_executor, demo_assets, on
 
     manifest = tmp_path / "small.csv"
     pd.read_csv(demo_assets.manifest).head(SMALL).to_csv(manifest, index=False)
-    args = ["evaluate", str(manifest), "--root", str(Path(demo_assets.manifest).parent), "--strategies", "random", "--keep", "0.5", "--random-seeds", "1",
+    args = ["evaluate", str(manifest), "--root", str(Path(demo_assets.manifest).parent), "--strategies", "random", "--keep", "0.5", "--seeds", "1",
             "--epochs", "1", "--width", "4", "--image-size", "16", "--batch-size", "64", "--device", "cpu"]
     assert main(["--cache-dir", str(tmp_path / "a"), *args, "--out", str(tmp_path / "local.csv")]) == 0
     assert main(["--cache-dir", str(tmp_path / "b"), *args, "--out", str(tmp_path / "ray.csv"),
