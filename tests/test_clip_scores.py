@@ -160,6 +160,77 @@ def test_blocked_knn_equals_brute_force(block_size):
     assert np.all(g[ind] == g[:, None])
 
 
+def test_faiss_knn_equals_brute_force_with_duplicates_and_self_exclusion():
+    """Exact copies tie with the row itself: self must still be dropped, the copies kept as neighbours."""
+    rng = np.random.default_rng(11)
+    x = unit_rows(rng.normal(size=(300, 16)))
+    x[[6, 7]] = x[5]  # a triple of exact copies
+    x[21] = x[20]
+    dist, ind = knn(x, x, 4, block_size=37, device="cpu")
+    bd, bi = _brute_knn(x, x, 4, True)
+    assert not np.any(ind == np.arange(300)[:, None])
+    np.testing.assert_allclose(dist, bd, atol=1e-5)
+    assert set(ind[5, :2]) == {6, 7} and set(ind[6, :2]) == {5, 7} and ind[20, 0] == 21 and ind[21, 0] == 20
+    np.testing.assert_allclose(dist[[5, 6, 7, 20, 21], 0], 0.0, atol=1e-6)
+    # same neighbour sets wherever the k-th and (k+1)-th brute-force distances are not tied
+    full_d, full_i = _brute_knn(x, x, 5, True)
+    untied = full_d[:, 4] - full_d[:, 3] > 1e-5
+    assert untied.sum() > 280
+    for r in np.flatnonzero(untied):
+        assert set(ind[r]) == set(full_i[r, :4])
+
+
+def _clustered(n, d, modes, seed):
+    rng = np.random.default_rng(seed)
+    centres = unit_rows(rng.normal(size=(modes, d)))
+    return unit_rows(centres[rng.integers(0, modes, n)] + 0.5 * unit_rows(rng.normal(size=(n, d))))
+
+
+def test_graph_search_meets_its_recall_and_falls_back_to_exact(monkeypatch):
+    """Above ``approx_min_rows`` an HNSW graph answers, with measured recall >= 0.99 against brute
+    force; when a graph cannot reach the target the exact answer comes back unchanged."""
+    import pruning_core.clip_scores.neighbors as nb
+
+    used = []
+    real = nb._graph_search
+    monkeypatch.setattr(nb, "_graph_search", lambda *a, **kw: used.append(real(*a, **kw)) or used[-1])
+    x = _clustered(3000, 24, 40, seed=12)
+    cfg = nb.KnnConfig(approx_min_rows=1000)
+    dist, ind = knn(x, x, 10, config=cfg, device="cpu")
+    assert len(used) == 1 and used[0] is not None  # the graph answered
+    _, bi = _brute_knn(x, x, 10, True)
+    recall = np.mean([np.isin(bi[r], ind[r]).mean() for r in range(len(x))])
+    assert recall >= 0.99
+    assert not np.any(ind == np.arange(len(x))[:, None])
+    # isotropic 64-d data, a graph limited to a narrow search: recall 1.0 is out of reach -> exact
+    y = unit_rows(np.random.default_rng(13).normal(size=(1500, 64)))
+    strict = nb.KnnConfig(approx_min_rows=1000, hnsw_m=4, ef_search=11, max_ef_search=11, recall_target=1.0)
+    dist, ind = knn(y, y, 10, config=strict, device="cpu")
+    assert used[-1] is None  # the graph was refused
+    bd, bi = _brute_knn(y, y, 10, True)
+    np.testing.assert_array_equal(ind, bi)
+    np.testing.assert_allclose(dist, bd, atol=1e-5)
+
+
+def test_knn_sizes_faiss_threads_like_torch_and_restores_them(monkeypatch):
+    """faiss's OpenMP pool follows torch's thread count, or the config's; after the search both are
+    as they were (imported after torch, faiss shares torch's OpenMP runtime, so a leaked setting
+    would change torch's thread count too)."""
+    import faiss
+
+    import pruning_core.clip_scores.neighbors as nb
+
+    seen = []
+    real = nb._exact_search
+    monkeypatch.setattr(nb, "_exact_search", lambda *a: seen.append(faiss.omp_get_max_threads()) or real(*a))
+    q, b = unit_rows(np.random.default_rng(14).normal(size=(50, 8))), unit_rows(np.ones((3, 8)))
+    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    knn(q, b, 2, exclude_self=False, device="cpu")
+    knn(q, b, 2, exclude_self=False, device="cpu", config=nb.KnnConfig(threads=torch_threads + 1))
+    assert seen == [torch_threads, torch_threads + 1]
+    assert torch.get_num_threads() == torch_threads and faiss.omp_get_max_threads() == faiss_threads
+
+
 def test_knn_pads_small_groups_and_tiny_blocks_bound_memory():
     x = unit_rows(np.random.default_rng(3).normal(size=(6, 8)))
     g = np.array([0, 0, 0, 1, 1, 2])
