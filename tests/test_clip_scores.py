@@ -304,6 +304,17 @@ def test_adapter_lowers_loss_keeps_auroc_and_roundtrips(hidden):
     assert again.loss_history_ == pytest.approx(ad.loss_history_)
 
 
+def test_adapter_loss_history_is_the_row_weighted_epoch_mean():
+    """The per-epoch loss is summed on the device (no host sync per batch): with lr=0 the adapters
+    stay the identity, so every epoch's figure must be the plain InfoNCE over all rows, the short
+    last batch weighted by its size."""
+    img, given_, _, text, _ = make_data(n_per_class=37, c=5)  # 185 rows: batches of 64, 64, 57
+    ad = ClipAdapter(device="cpu").fit(img, given_, text, epochs=2, lr=0.0, batch_size=64, trim=0.0)
+    logits = 100.0 * torch.as_tensor(img) @ torch.as_tensor(text).T
+    expected = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(given_)))
+    assert ad.loss_history_ == pytest.approx([expected, expected], rel=1e-5)
+
+
 def test_adapter_cancel_and_unfitted():
     img, given_, _, text, _ = make_data(n_per_class=10)
     with pytest.raises(RuntimeError):
