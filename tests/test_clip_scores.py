@@ -212,6 +212,25 @@ def test_graph_search_meets_its_recall_and_falls_back_to_exact(monkeypatch):
     np.testing.assert_allclose(dist, bd, atol=1e-5)
 
 
+def test_rows_a_graph_leaves_short_are_searched_exactly(monkeypatch):
+    """A graph search may return fewer than k results (index -1); those rows are redone exactly."""
+    import pruning_core.clip_scores.neighbors as nb
+
+    def short_graph(query, base, kk, exclude_self, config, exact, cancel):
+        def search(q, n):
+            sim, idx = exact(q, n)
+            sim[::3, -1], idx[::3, -1] = -np.inf, -1
+            return sim, idx
+        return search
+
+    monkeypatch.setattr(nb, "_graph_search", short_graph)
+    x = unit_rows(np.random.default_rng(15).normal(size=(120, 8)))
+    dist, ind = knn(x, x, 5, block_size=50, config=nb.KnnConfig(approx_min_rows=1), device="cpu")
+    bd, bi = _brute_knn(x, x, 5, True)
+    np.testing.assert_array_equal(ind, bi)
+    np.testing.assert_allclose(dist, bd, atol=1e-5)
+
+
 def test_knn_sizes_faiss_threads_like_torch_and_restores_them(monkeypatch):
     """faiss's OpenMP pool follows torch's thread count, or the config's; after the search both are
     as they were (imported after torch, faiss shares torch's OpenMP runtime, so a leaked setting

@@ -40,12 +40,14 @@ from pruning_core.progress import CancelToken, ProgressCallback, check, report
 class KnnConfig:
     """Which faiss index a k-NN search uses; the defaults are the measured ones (docs/benchmarks.md)."""
 
-    approx_min_rows: int = 30_000
-    """Exact search when the query set or the base set has fewer rows (a single query, a class,
-    the demo); an HNSW graph from there on, where exact search costs N^2 x D."""
+    approx_min_rows: int = 100_000
+    """Exact search when the query set or the base set has fewer rows (a single query, a class, the
+    demo, CIFAR-10); an HNSW graph from there on.  Exact search is BLAS-bound, N^2 x D; on 2 cores at
+    50,000 x 512 a graph reaching 0.99 recall on CLIP-like data cost as much as exact search
+    (docs/benchmarks.md), so the graph starts where the quadratic term has grown 4x past that."""
     hnsw_m: int = 32
     """Graph degree: recall per unit of search work rises with it, build time and memory too."""
-    ef_construction: int = 80
+    ef_construction: int = 40
     """Candidate list while the graph is built."""
     ef_search: int = 64
     """First candidate list of a search (at least k + 1); doubled while recall is short."""
@@ -56,8 +58,9 @@ class KnnConfig:
     recall_sample: int = 256
     """Queries checked against exact search for that measurement (a few ms of exact search)."""
     threads: int = 0
-    """faiss OpenMP threads during a search; 0 follows ``torch.get_num_threads()`` so the app's
-    one thread setting governs both (torch and faiss never run at once here)."""
+    """faiss OpenMP threads during a search; 0 follows ``torch.get_num_threads()`` so one thread
+    setting governs both libraries, and nothing is oversubscribed when faiss and torch share
+    OpenMP's runtime (they do when torch is imported first).  Restored after each search."""
 
 
 DEFAULT_KNN = KnnConfig()
@@ -116,10 +119,15 @@ def _search_rows(search: Search, q: np.ndarray, own: Optional[np.ndarray], kk: i
     return sim[keep].reshape(-1, kk), idx[keep].reshape(-1, kk)
 
 
+def _faiss_gpu(dev: torch.device) -> bool:
+    """Whether faiss searches on the GPU: CUDA asked for and a faiss build with CUDA (faiss-gpu-*)."""
+    return dev.type == "cuda" and faiss.get_num_gpus() > 0
+
+
 def _exact_search(base: np.ndarray, dev: torch.device) -> Search:
     index = faiss.IndexFlatIP(base.shape[1])
     index.add(base)
-    if dev.type == "cuda" and faiss.get_num_gpus() > 0:  # pragma: no cover - needs faiss built with CUDA
+    if _faiss_gpu(dev):  # pragma: no cover - needs faiss built with CUDA
         index = faiss.index_cpu_to_all_gpus(index)
     return index.search
 
@@ -181,14 +189,18 @@ def _knn_group(
     check(cancel)
     exact = _exact_search(b, dev)
     search = exact
-    if min(nq, m) >= config.approx_min_rows and not (dev.type == "cuda" and faiss.get_num_gpus() > 0):
+    if min(nq, m) >= config.approx_min_rows and not _faiss_gpu(dev):  # exact on a GPU is fast at any size
         search = _graph_search(q, b, kk, exclude_self, config, exact, cancel) or exact
     sims = np.empty((nq, kk), dtype=np.float32)
     idx = np.empty((nq, kk), dtype=np.int64)
     for s in range(0, nq, block_rows):
         check(cancel)
         e = min(nq, s + block_rows)
-        sims[s:e], idx[s:e] = _search_rows(search, q[s:e], np.arange(s, e) if exclude_self else None, kk)
+        own = np.arange(s, e) if exclude_self else None
+        sims[s:e], idx[s:e] = _search_rows(search, q[s:e], own, kk)
+        short = np.flatnonzero((idx[s:e] < 0).any(axis=1))  # a graph may come back with fewer than kk
+        if len(short):
+            sims[s + short], idx[s + short] = _search_rows(exact, q[s + short], None if own is None else own[short], kk)
         on_rows(e - s)
     return sims, idx
 
