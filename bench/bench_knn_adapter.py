@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--skip-graph", action="store_true", help="leave out the forced HNSW row")
     ap.add_argument("--skip-adapter", action="store_true")
     ap.add_argument("--adapter-epochs", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=1, help="k-NN before/after pairs to run, alternating")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,29 +130,36 @@ def main() -> None:
         return out
 
     exact = KnnConfig(approx_min_rows=10**12)
-    new_div = timed("faiss exact: same-class k=10 (diversity)", lambda: knn(x, x, 10, True, labels, device="cpu", config=exact)[1])
-    new_all = timed("faiss exact: all-pairs k=32 (outlier + duplicates)", lambda: knn(x, x, 32, device="cpu", config=exact)[1])
+    for rep in range(args.repeat):  # before and after alternate, so a change in load hits both
+        new_div = timed("faiss exact: same-class k=10 (diversity)", lambda: knn(x, x, 10, True, labels, device="cpu", config=exact)[1])
+        if not args.skip_old:
+            old_div = timed("torch blocked (before): same-class k=10", lambda: torch_blocked_knn(x, 10, labels))
+        new_all = timed("faiss exact: all-pairs k=32 (outlier + duplicates)", lambda: knn(x, x, 32, device="cpu", config=exact)[1])
+        if not args.skip_old:
+            old_all = timed("torch blocked (before): all-pairs k=32", lambda: torch_blocked_knn(x, 32))
     if not args.skip_old:
-        old_div = timed("torch blocked (before): same-class k=10", lambda: torch_blocked_knn(x, 10, labels))
-        old_all = timed("torch blocked (before): all-pairs k=32", lambda: torch_blocked_knn(x, 32))
         for name, a, b in (("same-class", new_div, old_div), ("all-pairs", new_all, old_all)):
             same, tied = same_sets(x, a, b)
             print(f"identical neighbour sets, faiss exact vs before, {name}: {same:.5f} of rows; "
                   f"the rest differ only by a tie (|cos difference| <= 1e-5): {tied:.3f} of them", flush=True)
     if not args.skip_graph:
         graph = KnnConfig(approx_min_rows=0)
+        notes: list[str] = []
         found = timed("faiss HNSW forced: all-pairs k=32 (build + recall check + search)",
-                      lambda: knn(x, x, 32, device="cpu", config=graph)[1])
-        print(f"HNSW recall against exact (all {args.n:,} rows, k=32): {recall(found, new_all):.4f}", flush=True)
+                      lambda: knn(x, x, 32, device="cpu", config=graph, progress=lambda p: notes.append(p.message))[1])
+        print(f"  -> {[m for m in notes if m][-1]}; recall against exact (all {args.n:,} rows, k=32): "
+              f"{recall(found, new_all):.4f}", flush=True)
     if not args.skip_adapter:
         cls = unit_rows(np.random.default_rng(1).normal(size=(args.classes, args.dim)))
         timed("first optimizer of the process (imports torch._dynamo)",
               lambda: ClipAdapter(device="cpu").fit(x[:256], labels[:256], cls, epochs=1))
         fit = lambda: ClipAdapter(device="cpu").fit(x, labels, cls, epochs=args.adapter_epochs)  # noqa: E731
-        new = timed(f"ClipAdapter.fit, {args.adapter_epochs} epochs (fused AdamW)", fit)
+        for rep in range(args.repeat):
+            new = timed(f"ClipAdapter.fit, {args.adapter_epochs} epochs (fused AdamW)", fit)
+            if not args.skip_old:
+                with unfused_adamw():
+                    old = timed(f"ClipAdapter.fit, {args.adapter_epochs} epochs (before: unfused AdamW)", fit)
         if not args.skip_old:
-            with unfused_adamw():
-                old = timed(f"ClipAdapter.fit, {args.adapter_epochs} epochs (before: unfused AdamW)", fit)
             print(f"loss histories, before vs now: {np.round(old.loss_history_, 5)} vs {np.round(new.loss_history_, 5)}")
 
     print(f"\nk-NN / adapter bench: N={args.n:,} D={args.dim} C={args.classes} data={args.data} "

@@ -196,8 +196,10 @@ def test_graph_search_meets_its_recall_and_falls_back_to_exact(monkeypatch):
     monkeypatch.setattr(nb, "_graph_search", lambda *a, **kw: used.append(real(*a, **kw)) or used[-1])
     x = _clustered(3000, 24, 40, seed=12)
     cfg = nb.KnnConfig(approx_min_rows=1000)
-    dist, ind = knn(x, x, 10, config=cfg, device="cpu")
-    assert len(used) == 1 and used[0] is not None  # the graph answered
+    events = []
+    dist, ind = knn(x, x, 10, config=cfg, device="cpu", progress=events.append)
+    assert len(used) == 1 and used[0][0] is not None  # the graph answered
+    assert events[-2].message.startswith("HNSW graph, efSearch")
     _, bi = _brute_knn(x, x, 10, True)
     recall = np.mean([np.isin(bi[r], ind[r]).mean() for r in range(len(x))])
     assert recall >= 0.99
@@ -205,8 +207,9 @@ def test_graph_search_meets_its_recall_and_falls_back_to_exact(monkeypatch):
     # isotropic 64-d data, a graph limited to a narrow search: recall 1.0 is out of reach -> exact
     y = unit_rows(np.random.default_rng(13).normal(size=(1500, 64)))
     strict = nb.KnnConfig(approx_min_rows=1000, hnsw_m=4, ef_search=11, max_ef_search=11, recall_target=1.0)
-    dist, ind = knn(y, y, 10, config=strict, device="cpu")
-    assert used[-1] is None  # the graph was refused
+    dist, ind = knn(y, y, 10, config=strict, device="cpu", progress=events.append)
+    assert used[-1][0] is None  # the graph was refused
+    assert events[-2].message.startswith("exact (the HNSW graph reached recall")
     bd, bi = _brute_knn(y, y, 10, True)
     np.testing.assert_array_equal(ind, bi)
     np.testing.assert_allclose(dist, bd, atol=1e-5)
@@ -221,7 +224,7 @@ def test_rows_a_graph_leaves_short_are_searched_exactly(monkeypatch):
             sim, idx = exact(q, n)
             sim[::3, -1], idx[::3, -1] = -np.inf, -1
             return sim, idx
-        return search
+        return search, "HNSW graph (short)"
 
     monkeypatch.setattr(nb, "_graph_search", short_graph)
     x = unit_rows(np.random.default_rng(15).normal(size=(120, 8)))

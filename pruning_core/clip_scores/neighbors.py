@@ -145,8 +145,9 @@ def _graph_search(
     config: KnnConfig,
     exact: Search,
     cancel: Optional[CancelToken],
-) -> Optional[Search]:
-    """An HNSW search whose measured recall reaches ``config.recall_target``, or None (search exactly).
+) -> tuple[Optional[Search], str]:
+    """An HNSW search whose measured recall reaches ``config.recall_target`` (None: search exactly),
+    and a line saying which and why, for the progress message.
 
     The graph is built in chunks so a cancel lands within one; the recall is measured on a fixed
     random sample of queries against ``exact``, widening ``efSearch`` until it holds.
@@ -161,13 +162,15 @@ def _graph_search(
     own = sample if exclude_self else None
     truth = _search_rows(exact, query[sample], own, kk)[1]
     ef = max(config.ef_search, kk + 1)
-    while ef <= max(config.max_ef_search, kk + 1):
+    while True:
         check(cancel)
         graph.hnsw.efSearch = ef
-        if _recall(_search_rows(graph.search, query[sample], own, kk)[1], truth) >= config.recall_target:
-            return graph.search
+        got = _recall(_search_rows(graph.search, query[sample], own, kk)[1], truth)
+        if got >= config.recall_target:
+            return graph.search, f"HNSW graph, efSearch {ef}, measured recall {got:.3f}"
+        if ef * 2 > max(config.max_ef_search, kk + 1):
+            return None, f"exact (the HNSW graph reached recall {got:.3f} < {config.recall_target} at efSearch {ef})"
         ef *= 2
-    return None
 
 
 def _knn_group(
@@ -179,7 +182,7 @@ def _knn_group(
     config: KnnConfig,
     dev: torch.device,
     cancel: Optional[CancelToken],
-    on_rows: Callable[[int], None],
+    on_rows: Callable[[int, str], None],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine similarities of every row of ``q`` in ``b`` (both unit rows), block by block."""
     nq, m = q.shape[0], b.shape[0]
@@ -188,9 +191,10 @@ def _knn_group(
         return np.zeros((nq, 0), dtype=np.float32), np.zeros((nq, 0), dtype=np.int64)
     check(cancel)
     exact = _exact_search(b, dev)
-    search = exact
+    search, note = exact, "exact"
     if min(nq, m) >= config.approx_min_rows and not _faiss_gpu(dev):  # exact on a GPU is fast at any size
-        search = _graph_search(q, b, kk, exclude_self, config, exact, cancel) or exact
+        graph, note = _graph_search(q, b, kk, exclude_self, config, exact, cancel)
+        search = graph or exact
     sims = np.empty((nq, kk), dtype=np.float32)
     idx = np.empty((nq, kk), dtype=np.int64)
     for s in range(0, nq, block_rows):
@@ -201,7 +205,7 @@ def _knn_group(
         short = np.flatnonzero((idx[s:e] < 0).any(axis=1))  # a graph may come back with fewer than kk
         if len(short):
             sims[s + short], idx[s + short] = _search_rows(exact, q[s + short], None if own is None else own[short], kk)
-        on_rows(e - s)
+        on_rows(e - s, note)
     return sims, idx
 
 
@@ -246,10 +250,10 @@ def knn(
     ind = np.full((nq, k), -1, dtype=np.int64)
     done = 0
 
-    def on_rows(r: int) -> None:
+    def on_rows(r: int, how: str = "") -> None:
         nonlocal done
         done += r
-        report(progress, "k-NN", done, nq)
+        report(progress, "k-NN", done, nq, how)
 
     if same_group is None:
         groups = [(None, None)]
