@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--skip-graph", action="store_true", help="leave out the forced HNSW row")
     ap.add_argument("--skip-adapter", action="store_true")
     ap.add_argument("--adapter-epochs", type=int, default=5)
+    ap.add_argument("--graph-ef-construction", type=int, default=KnnConfig.ef_construction,
+                    help="efConstruction of the forced HNSW row (default: KnnConfig's)")
     ap.add_argument("--repeat", type=int, default=1, help="k-NN before/after pairs to run, alternating")
     args = ap.parse_args()
     if args.threads:
@@ -143,9 +145,9 @@ def main() -> None:
             print(f"identical neighbour sets, faiss exact vs before, {name}: {same:.5f} of rows; "
                   f"the rest differ only by a tie (|cos difference| <= 1e-5): {tied:.3f} of them", flush=True)
     if not args.skip_graph:
-        graph = KnnConfig(approx_min_rows=0)
+        graph = KnnConfig(approx_min_rows=0, ef_construction=args.graph_ef_construction)
         notes: list[str] = []
-        found = timed("faiss HNSW forced: all-pairs k=32 (build + recall check + search)",
+        found = timed(f"faiss HNSW forced (efConstruction {graph.ef_construction}): all-pairs k=32",
                       lambda: knn(x, x, 32, device="cpu", config=graph, progress=lambda p: notes.append(p.message))[1])
         print(f"  -> {[m for m in notes if m][-1]}; recall against exact (all {args.n:,} rows, k=32): "
               f"{recall(found, new_all):.4f}", flush=True)

@@ -40,15 +40,17 @@ from pruning_core.progress import CancelToken, ProgressCallback, check, report
 class KnnConfig:
     """Which faiss index a k-NN search uses; the defaults are the measured ones (docs/benchmarks.md)."""
 
-    approx_min_rows: int = 100_000
+    approx_min_rows: int = 200_000
     """Exact search when the query set or the base set has fewer rows (a single query, a class, the
-    demo, CIFAR-10); an HNSW graph from there on.  Exact search is BLAS-bound, N^2 x D; on 2 cores at
-    50,000 x 512 a graph reaching 0.99 recall on CLIP-like data cost as much as exact search
-    (docs/benchmarks.md), so the graph starts where the quadratic term has grown 4x past that."""
+    demo, CIFAR-10); an HNSW graph from there on.  Exact search is BLAS-bound (N^2 x D) and the graph
+    is not: at 50,000 x 512 on 2 cores exact took 14 s and a graph reaching 0.99 recall on CLIP-like
+    data 47 s (docs/benchmarks.md).  Exact grows as N^2, the graph about as N log N, so they cross
+    near 4x that size: an extrapolation, not a measurement."""
     hnsw_m: int = 32
     """Graph degree: recall per unit of search work rises with it, build time and memory too."""
-    ef_construction: int = 40
-    """Candidate list while the graph is built."""
+    ef_construction: int = 80
+    """Candidate list while the graph is built; at 40 the graph of CLIP-like 512-d data stayed
+    below 0.99 recall even at ``max_ef_search``, at 80 it reached 0.995."""
     ef_search: int = 64
     """First candidate list of a search (at least k + 1); doubled while recall is short."""
     max_ef_search: int = 512
