@@ -7,8 +7,9 @@
   k=32 for outlier and duplicates) through the blocked torch k-NN the library used before (kept here
   alone, as the reference) and through faiss's exact ``IndexFlatIP``; then how many rows get the same
   neighbour set, and the HNSW graph forced on (``approx_min_rows=0``): time and recall against exact.
-* Adapter: ``ClipAdapter.fit`` (linear, 5 epochs) with the unfused AdamW it used before and as it is
-  now, after one throw-away fit that pays the first optimizer's one-off ``torch._dynamo`` import.
+* Adapter: ``ClipAdapter.fit`` (linear, 5 epochs) as it was before (unfused AdamW, torch's threads)
+  and as it is now (fused AdamW, ``FIT_CPU_THREADS``), after one throw-away fit that pays the first
+  optimizer's one-off ``torch._dynamo`` import.
 
 ``--data random``: isotropic unit vectors, the cost of real embeddings but the worst case for a
 graph (every point is nearly equidistant from every other).  ``clip-like``: a shared direction,
@@ -32,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pruning_core.clip_scores import ClipAdapter, KnnConfig, knn, unit_rows  # noqa: E402
+from pruning_core.clip_scores.adapter import FIT_CPU_THREADS  # noqa: E402
 
 
 def make_embeddings(kind: str, n: int, dim: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +116,7 @@ def main() -> None:
     ap.add_argument("--skip-old", action="store_true", help="leave out the 'before' k-NN and adapter rows")
     ap.add_argument("--skip-graph", action="store_true", help="leave out the forced HNSW row")
     ap.add_argument("--skip-adapter", action="store_true")
+    ap.add_argument("--skip-knn", action="store_true", help="only the adapter rows")
     ap.add_argument("--adapter-epochs", type=int, default=5)
     ap.add_argument("--graph-ef-construction", type=int, default=KnnConfig.ef_construction,
                     help="efConstruction of the forced HNSW row (default: KnnConfig's)")
@@ -132,19 +135,19 @@ def main() -> None:
         return out
 
     exact = KnnConfig(approx_min_rows=10**12)
-    for rep in range(args.repeat):  # before and after alternate, so a change in load hits both
+    for rep in range(0 if args.skip_knn else args.repeat):  # before and after alternate: load hits both
         new_div = timed("faiss exact: same-class k=10 (diversity)", lambda: knn(x, x, 10, True, labels, device="cpu", config=exact)[1])
         if not args.skip_old:
             old_div = timed("torch blocked (before): same-class k=10", lambda: torch_blocked_knn(x, 10, labels))
         new_all = timed("faiss exact: all-pairs k=32 (outlier + duplicates)", lambda: knn(x, x, 32, device="cpu", config=exact)[1])
         if not args.skip_old:
             old_all = timed("torch blocked (before): all-pairs k=32", lambda: torch_blocked_knn(x, 32))
-    if not args.skip_old:
+    if not (args.skip_old or args.skip_knn):
         for name, a, b in (("same-class", new_div, old_div), ("all-pairs", new_all, old_all)):
             same, tied = same_sets(x, a, b)
             print(f"identical neighbour sets, faiss exact vs before, {name}: {same:.5f} of rows; "
                   f"the rest differ only by a tie (|cos difference| <= 1e-5): {tied:.3f} of them", flush=True)
-    if not args.skip_graph:
+    if not (args.skip_graph or args.skip_knn):
         graph = KnnConfig(approx_min_rows=0, ef_construction=args.graph_ef_construction)
         notes: list[str] = []
         found = timed(f"faiss HNSW forced (efConstruction {graph.ef_construction}): all-pairs k=32",
@@ -155,12 +158,15 @@ def main() -> None:
         cls = unit_rows(np.random.default_rng(1).normal(size=(args.classes, args.dim)))
         timed("first optimizer of the process (imports torch._dynamo)",
               lambda: ClipAdapter(device="cpu").fit(x[:256], labels[:256], cls, epochs=1))
-        fit = lambda: ClipAdapter(device="cpu").fit(x, labels, cls, epochs=args.adapter_epochs)  # noqa: E731
+        def fit(**kw):
+            return ClipAdapter(device="cpu").fit(x, labels, cls, epochs=args.adapter_epochs, **kw)
+
         for rep in range(args.repeat):
-            new = timed(f"ClipAdapter.fit, {args.adapter_epochs} epochs (fused AdamW)", fit)
+            new = timed(f"ClipAdapter.fit, {args.adapter_epochs} epochs (fused AdamW, {FIT_CPU_THREADS} thread)", fit)
             if not args.skip_old:
                 with unfused_adamw():
-                    old = timed(f"ClipAdapter.fit, {args.adapter_epochs} epochs (before: unfused AdamW)", fit)
+                    old = timed(f"ClipAdapter.fit, {args.adapter_epochs} epochs (before: unfused, "
+                                f"{torch.get_num_threads()} threads)", lambda: fit(cpu_threads=None))
         if not args.skip_old:
             print(f"loss histories, before vs now: {np.round(old.loss_history_, 5)} vs {np.round(new.loss_history_, 5)}")
 

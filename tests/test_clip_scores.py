@@ -337,6 +337,30 @@ def test_adapter_loss_history_is_the_row_weighted_epoch_mean():
     assert ad.loss_history_ == pytest.approx([expected, expected], rel=1e-5)
 
 
+def test_adapter_fits_on_its_thread_count_and_restores_torchs(monkeypatch):
+    """Small per-step ops on several OpenMP threads stall on a busy machine, so the fit runs on
+    ``FIT_CPU_THREADS``; torch's own setting is back afterwards (also after an error)."""
+    import pruning_core.clip_scores.adapter as adapter_mod
+
+    seen = []
+    real = adapter_mod._small_loss_mean
+    monkeypatch.setattr(adapter_mod, "_small_loss_mean", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    img, given_, _, text, _ = make_data(n_per_class=10, c=3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ClipAdapter(device="cpu").fit(img, given_, text, epochs=1)
+        assert set(seen) == {adapter_mod.FIT_CPU_THREADS} and torch.get_num_threads() == 2
+        seen.clear()
+        ClipAdapter(device="cpu").fit(img, given_, text, epochs=1, cpu_threads=None)
+        assert set(seen) == {2}
+        with pytest.raises(ValueError):
+            ClipAdapter(device="cpu").fit(img, given_[:-1], text)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_adapter_cancel_and_unfitted():
     img, given_, _, text, _ = make_data(n_per_class=10)
     with pytest.raises(RuntimeError):
