@@ -34,8 +34,10 @@ from cifar_data import DATA, unpack  # noqa: E402
 from cache.store import ResultStore  # noqa: E402
 from pruning_core.cli import parse_weights  # noqa: E402
 from pruning_core.datasets import from_frame  # noqa: E402
+from pruning_core.evaluation import evaluate_scores  # noqa: E402
 from pruning_core.pipeline import DynamicsConfig, base_table, score_dataset  # noqa: E402
 from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
+from pruning_core.subset_training.runs import BUDGETS  # noqa: E402
 
 
 def stratified(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
@@ -60,7 +62,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--random-seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="runs per strategy and ratio")
+    ap.add_argument("--train-budget", default="equal_steps", choices=list(BUDGETS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -90,11 +93,16 @@ def main() -> None:
     weights = {name: w for name, w in (parse_weights(args.weights) or {}).items() if name in table.infos}
     print(f"{len(dataset):,} training images ({manifest.name}), {len(test):,} test images; "
           f"scores in {t_score:.1f}s; weights {weights or 'all scores'}")
+    if "true_label" in train:  # how well the scores the subsets are ranked by find the noise
+        noisy = train.set_index("path").eval("label != true_label")
+        detection = evaluate_scores(table.frame, table.infos, table.frame["path"].map(noisy).to_numpy(dtype=bool))
+        print(detection[["score", "auroc", "average_precision", "f1"]].to_string(
+            index=False, float_format=lambda v: f"{v:.4f}"))
 
     t1 = time.perf_counter()
     results = evaluate_pruning(dataset, table, store, strategies=args.strategies.split(","),
                                keeps=[float(k) for k in args.keep.split(",")],
-                               config=EvalConfig(proxy=proxy, random_seeds=args.random_seeds), test=test,
+                               config=EvalConfig(proxy=proxy, seeds=args.seeds, budget=args.train_budget), test=test,
                                weights=weights or None)
     print(f"grid: {len(results)} runs in {time.perf_counter() - t1:.1f}s "
           f"(training {results['train_seconds'].sum():.1f}s on {proxy.device})")
@@ -108,7 +116,8 @@ def main() -> None:
         clean_frame = train[["path"]].merge(clean_labels[["path", "label"]], on="path", how="left")
         clean = from_frame(clean_frame, root, name=f"cifar10-{Path(args.clean).stem}", check_images=False)
         reference = evaluate_pruning(clean, base_table(clean), store, strategies=[], keeps=[],
-                                     config=EvalConfig(proxy=proxy), test=test)
+                                     config=EvalConfig(proxy=proxy, seeds=args.seeds, budget=args.train_budget),
+                                     test=test)
         print(f"full data with clean labels ({args.clean}): {reference['accuracy'].iloc[0]:.4f} "
               f"(noisy labels: {full:.4f})")
     if (summary["keep"] == 0.8).any():

@@ -1,13 +1,16 @@
 """PruneScope's persistent result store (content-addressed, atomic, shared by CLI and app)."""
 
-from cache.store import CODE_VERSION, Entry, ResultStore, atomic_save_npy, atomic_write_bytes, default_cache_dir, make_key
+from cache.store import (CODE_VERSION, CacheEntryDamaged, Entry, ResultStore, atomic_save_npy, atomic_write_bytes,
+                         default_cache_dir, make_key, read_chunk)
 
 __all__ = [
     "CODE_VERSION",
+    "CacheEntryDamaged",
     "Entry",
     "ResultStore",
     "atomic_save_npy",
     "atomic_write_bytes",
     "default_cache_dir",
     "make_key",
+    "read_chunk",
 ]

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from pruning_core.safety import UnsafeRequest
 from ui import state
 from ui.cache_panel import show_cache
 from ui.gallery import show_gallery
@@ -25,8 +26,13 @@ else:
 
 if chosen != source:
     if st.button("Load dataset", type="primary", disabled=chosen.kind != "demo" and not chosen.path):
-        state.set_source(chosen)
-        st.rerun()
+        try:
+            state.check_source(chosen)
+        except UnsafeRequest as exc:
+            st.error(f"Not loaded: {exc}")
+        else:
+            state.set_source(chosen)
+            st.rerun()
     if source.kind != chosen.kind or source.path != chosen.path:
         st.caption(f"Currently loaded: {kinds[source.kind]} {source.path}")
 

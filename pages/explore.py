@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from pruning_core.export import table_bytes
 from ui import background
 from ui import review_state as rs
 from ui import state
@@ -132,13 +133,13 @@ if len(rows):
     a1, a2, a3 = st.columns([2, 1, 1], vertical_alignment="bottom")
     tag_name = a1.text_input("Tag name", value="explore selection", key="explore_tag_name")
     if a2.button("Tag selection", width="stretch"):
-        added = store.tag(fp, sel["path"], tag_name, reviewer=st.session_state.get("_" + rs.REVIEWER, ""))
+        added = store.tag(fp, sel["path"], tag_name, reviewer=rs.reviewer_name())
         st.toast(f"Tagged {added:,} new samples as '{tag_name.strip()}'")
     if a3.button("Send to review queue", type="primary", width="stretch"):
-        store.tag(fp, sel["path"], tag_name, reviewer=st.session_state.get("_" + rs.REVIEWER, ""))
+        store.tag(fp, sel["path"], tag_name, reviewer=rs.reviewer_name())
         st.session_state[rs.REVIEW_SOURCE] = f"tag:{tag_name.strip()}"
         st.switch_page("pages/review.py")
-    st.download_button("Download selection (CSV)", sel.assign(decision=decision.loc[rows]).to_csv(index=False),
+    st.download_button("Download selection (CSV)", table_bytes(sel.assign(decision=decision.loc[rows]), "csv"),
                        file_name="selection.csv", mime="text/csv", on_click="ignore")
     if st.toggle(f"Samples like row {rows[0]} (the first selected; nearest CLIP neighbours)", key="explore_similar_on"):
         show_similar(dataset, frame, rows[0], decision, score=colour if colour in cols else None, key="explore_similar")

@@ -2,8 +2,6 @@
 
 import json
 from dataclasses import asdict
-from pathlib import Path
-
 import streamlit as st
 
 from pruning_core.export import (
@@ -14,6 +12,7 @@ from pruning_core.export import (
     selection_table,
     table_bytes,
 )
+from pruning_core.safety import check_in_workspace
 from pruning_core.selection import SelectionRecipe, run_recipe
 from ui import review_state as rs
 from ui import state
@@ -30,7 +29,7 @@ if recipe is None:
 store = rs.decision_store()
 snapshot = store.snapshot(dataset.fingerprint)
 removed, relabels = snapshot["removed"], snapshot["relabels"]
-cached = (st.session_state.get("_prune_cache") or {}).get("previews", {}).get((repr(recipe), tuple(sorted(removed))))
+cached = state.prune_preview(table, recipe, removed)
 try:
     mask = cached.mask if cached is not None else run_recipe(frame, table.infos, recipe, removed)
 except ValueError as exc:
@@ -73,10 +72,7 @@ def _models() -> dict:
     if any(c.startswith("clip.") for c in table.infos):
         config = state.clip_config()
         try:
-            from pruning_core.clip_model import resolve_weights, source_identity
-
-            models["clip"] = {**source_identity(resolve_weights(config.model, config.pretrained)),
-                              "adapter_epochs": config.adapter_epochs}
+            models["clip"] = {**config.identity(), "adapter_epochs": config.adapter_epochs}
         except Exception as exc:  # weights moved since scoring: record what is known
             models["clip"] = {"model": config.model, "weights": str(config.pretrained), "note": str(exc)}
     families = sorted({c.split(".", 1)[0] for c in table.infos})
@@ -124,7 +120,8 @@ link_mode = f2.radio("As", ["symlink", "copy"], key="export_mode")
 if f3.button("Write folder", disabled=not out_dir.strip(), width="stretch"):
     holder = st.container()
     try:
-        result = export_folder(full[full["status"] == "kept"], dataset.root, Path(out_dir.strip()), mode=link_mode,
+        target = check_in_workspace(out_dir.strip(), "output folder")
+        result = export_folder(full[full["status"] == "kept"], dataset.root, target, mode=link_mode,
                                progress=state.StreamlitProgress(holder))
     except (OSError, ValueError) as exc:
         st.error(f"Nothing written: {exc}")

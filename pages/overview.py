@@ -121,7 +121,7 @@ if dup is not None and dup.count:
 
         def _resolve(keep_row: int, group_rows: list[int]) -> None:
             n = resolve_duplicates(store, dataset.fingerprint, str(frame.at[keep_row, "path"]),
-                                   paths.loc[group_rows].tolist(), reviewer=st.session_state.get("_" + rs.REVIEWER, ""))
+                                   paths.loc[group_rows].tolist(), reviewer=rs.reviewer_name())
             st.toast(f"Kept row {keep_row}, removed {n - 1}")
 
         st.button("Keep the chosen one, remove the rest", type="primary", key="dup_resolve",

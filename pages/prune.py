@@ -13,12 +13,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pruning_core.export import preview_selection
-from pruning_core.selection import STRATEGIES, ScoreRanks, SelectionRecipe, available_strategies
+from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies
 from ui import review_state as rs
 from ui import state
 from ui.gallery import show_gallery
-
-USES_WEIGHTS = {"easiest", "hardest", "ccs"}
 
 st.title("Prune")
 scored = state.require_scored_dataset()
@@ -55,15 +53,17 @@ if mode == "fraction":
     keep = float(keep)
 else:
     keep = int(c2.number_input("Keep count", min_value=0, max_value=eligible, step=100, key="prune_count"))
-strategy = c3.selectbox("Strategy", available, key="prune_strategy", format_func=lambda s: f"{s} — {STRATEGIES[s]}")
+strategy = c3.selectbox("Strategy", available, key="prune_strategy",
+                        format_func=lambda s: f"{s} — {STRATEGIES[s].description}")
+chosen = STRATEGIES[strategy]
 balance = c4.toggle("Class balance", key="prune_balance", help="keep each class in proportion to its size")
 
 prev_weights = dict(previous.weights) if previous is not None and previous.weights else None
 if prev_weights is None:
     prev_weights = {"clip.label_alignment": 1.0} if "clip.label_alignment" in cols else {c: 1.0 for c in cols}
-with st.expander("Score weights for the combined score" + ("" if strategy in USES_WEIGHTS
+with st.expander("Score weights for the combined score" + ("" if chosen.uses_weights
                                                            else f" (not used by {strategy})"),
-                 expanded=strategy in USES_WEIGHTS):
+                 expanded=chosen.uses_weights):
     st.caption("Each score is rank-normalised to [0, 1] with 1 = most suspicious (its own direction), then "
                "averaged with these weights. 0 leaves a score out.")
     weights = {}
@@ -73,11 +73,12 @@ with st.expander("Score weights for the combined score" + ("" if strategy in USE
         rs.remember(key, float(prev_weights.get(c, 0.0)))
         weights[c] = grid[i % 3].slider(c, min_value=0.0, max_value=3.0, step=0.25, key=key,
                                         help=f"{table.infos[c].description} ({table.infos[c].suspicious} = suspicious)")
-    seed = st.number_input("Seed (random, ccs)", min_value=0, step=1, key="prune_seed")
+    seeded = ", ".join(name for name, s in STRATEGIES.items() if s.uses_seed)
+    seed = st.number_input(f"Seed ({seeded})", min_value=0, step=1, key="prune_seed")
     rs.keep(*(f"prune_w_{c}" for c in cols))
 rs.keep("prune_mode", "prune_fraction", "prune_count", "prune_strategy", "prune_balance", "prune_seed")
 weights = {c: w for c, w in weights.items() if w > 0}
-if not weights and strategy in USES_WEIGHTS:
+if not weights and chosen.uses_weights:
     st.error("Give at least one score a weight above 0.")
     st.stop()
 
@@ -85,28 +86,20 @@ recipe = SelectionRecipe(keep=keep, strategy=strategy, weights=weights or None, 
 
 # Each score is ranked once per score table (on first use); the last previews are remembered, so
 # moving a control back (or a rerun from elsewhere on the page) costs nothing.
-table_key = (id(frame), tuple(table.infos))
-cache = st.session_state.get("_prune_cache")
-if cache is None or cache["table"] != table_key:
-    cache = st.session_state["_prune_cache"] = {"table": table_key, "ranks": ScoreRanks(frame, table.infos),
-                                                "previews": {}}
-preview_key = (repr(recipe), tuple(sorted(removed)))
 t0 = time.perf_counter()
-preview = cache["previews"].get(preview_key)
+preview = state.prune_preview(table, recipe, removed)
 if preview is None:
-    if strategy == "cps" and not st.button("Run CPS selection", type="primary",
-                                           help="CPS optimises a mask by gradient steps: seconds, not live"):
-        st.info("CPS takes a few seconds per run, so it runs on demand: press **Run CPS selection**.")
+    run_label = f"Run {strategy.upper()} selection"
+    if not chosen.live and not st.button(run_label, type="primary", help=f"{chosen.description}: seconds, not live"):
+        st.info(f"{strategy.upper()} takes a few seconds per run, so it runs on demand: press **{run_label}**.")
         st.stop()
     try:
-        with st.spinner("Selecting…") if strategy == "cps" else _nullcontext():
-            preview = preview_selection(frame, table.infos, recipe, removed, ranks=cache["ranks"])
+        with _nullcontext() if chosen.live else st.spinner("Selecting…"):
+            preview = preview_selection(frame, table.infos, recipe, removed, ranks=state.score_ranks(table))
     except ValueError as exc:
         st.error(str(exc))
         st.stop()
-    if len(cache["previews"]) > 16:
-        cache["previews"].pop(next(iter(cache["previews"])))
-    cache["previews"][preview_key] = preview
+    state.keep_prune_preview(table, recipe, removed, preview)
 elapsed = time.perf_counter() - t0
 st.session_state[state.RECIPE] = recipe
 

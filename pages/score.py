@@ -3,6 +3,7 @@
 import streamlit as st
 
 from pruning_core.clip_model import WeightsUnavailable
+from pruning_core.devices import device_choices
 from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_columns
 from pruning_core.planner import DEFAULT_BUDGET_S
 from ui import state
@@ -18,7 +19,8 @@ with st.form("clip"):
     c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
     model = c1.text_input("open_clip model", value=config.model)
     pretrained = c2.text_input("Pretrained tag, local checkpoint path, or 'none'", value=config.pretrained or "none")
-    device = c3.selectbox("Device", ["auto", "cpu", "cuda"], index=["auto", "cpu", "cuda"].index(config.device))
+    choices = device_choices()
+    device = c3.selectbox("Device", choices, index=choices.index(config.device) if config.device in choices else 0)
     batch = c4.number_input("Batch", min_value=1, max_value=4096, value=config.batch_size)
     adapter_epochs = st.number_input(
         "Adapter epochs (0 = score in CLIP's own space)", min_value=0, max_value=50, value=config.adapter_epochs,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 from cache.store import ResultStore
 from pruning_core.progress import TqdmProgress
+from pruning_core.safety import DEFAULT_ADDRESS, ROOTS_ENV, check_outputs, is_loopback
 
 DEMO = "demo"
 
@@ -20,18 +21,18 @@ def _store(args: argparse.Namespace) -> ResultStore:
 
 
 def parse_weights(text: Optional[str]) -> Optional[dict[str, float]]:
-    """``col=w,col=w`` as given to --weights."""
+    """``col=w,col=w`` as given to --weights (each weight a finite number: selection checks that too)."""
     if not text:
         return None
     weights = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
         if not sep:
-            raise SystemExit(f"--weights: expected column=weight, got {part!r}")
+            raise ValueError(f"--weights: expected column=weight, got {part!r}")
         try:
             weights[name.strip()] = float(value)
         except ValueError:
-            raise SystemExit(f"--weights: weight of {name!r} is not a number: {value!r}") from None
+            raise ValueError(f"--weights: weight of {name!r} is not a number: {value!r}") from None
     return weights
 
 
@@ -59,8 +60,12 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pruning_core.pipeline import ClipConfig, score_dataset
+    from pruning_core.export import write_table
+    from pruning_core.pipeline import ClipConfig, ScoreTable, score_dataset
 
+    outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
+    if args.data != DEMO:
+        check_outputs(outputs, [args.data])
     dataset, demo = _load(args)
     if demo is not None:  # the demo scores with its own tiny CLIP unless told otherwise
         args.clip_model = args.clip_model or demo.clip_model
@@ -74,6 +79,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             adapter_epochs=args.adapter_epochs,
+            precision=args.precision,
         )
     dynamics = None
     if args.dynamics:
@@ -93,10 +99,22 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     sidecar = table.save(args.out)
     if dataset.report.issues:
-        issues_path = Path(args.out).with_suffix(".issues.csv")
-        dataset.report.as_frame().to_csv(issues_path, index=False)
-        print(f"skipped/flagged inputs listed in {issues_path}", file=sys.stderr)
+        write_table(dataset.report.as_frame(), outputs["issues"])
+        print(f"skipped/flagged inputs listed in {outputs['issues']}", file=sys.stderr)
     print(f"wrote {len(table.frame):,} rows x {len(table.infos)} scores to {args.out} (meanings in {sidecar})")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Load and check a dataset (missing, corrupt, duplicate, outside-root files...) without scoring it."""
+    if args.data != DEMO:
+        check_outputs({"issues": args.out}, [args.data])
+    from pruning_core.export import write_table
+
+    dataset, _ = _load(args)
+    print(dataset.report.summary())
+    write_table(dataset.report.as_frame(), args.out)
+    print(f"{len(dataset.report.issues):,} issues listed in {args.out}")
     return 0
 
 
@@ -121,17 +139,16 @@ def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from pruning_core.export import (apply_relabels, build_manifest, check_replay, resolve_scores_path,
-                                     write_manifest, write_table)
-    from pruning_core.pipeline import ScoreTable
+    from pruning_core.export import (apply_relabels, build_manifest, check_replay, read_replay_manifest,
+                                     resolve_scores_path, write_manifest, write_table)
+    from pruning_core.pipeline import DATASET_SETTING, ScoreTable
     from pruning_core.selection import SelectionRecipe, parse_keep, run_recipe
 
     removed = None
     relabels: dict = {}
     review: Optional[dict] = None
     if args.replay:
-        manifest = json.loads(Path(args.replay).read_text())
-        recipe = SelectionRecipe(**manifest["selection"])
+        manifest, recipe = read_replay_manifest(Path(args.replay))
         # The manifest's snapshot of review decisions, never the live store: later decisions must
         # not change a replayed subset.
         removed = manifest.get("review_removed") or None
@@ -139,7 +156,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         scores_path = Path(args.scores) if args.scores else resolve_scores_path(manifest, Path(args.replay))
     else:
         if args.keep is None or args.scores is None:
-            raise SystemExit("select needs SCORES and --keep (or --replay MANIFEST)")
+            raise ValueError("select needs SCORES and --keep (or --replay MANIFEST)")
         recipe = SelectionRecipe(
             keep=parse_keep(args.keep),
             strategy=args.strategy,
@@ -148,28 +165,37 @@ def cmd_select(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         scores_path = Path(args.scores)
+    manifest_path = Path(args.manifest) if args.manifest else Path(args.out).with_suffix(".manifest.json")
+    outputs = {"kept list": Path(args.out)} if args.replay else {"kept list": Path(args.out), "manifest": manifest_path}
+    inputs = [scores_path, scores_path.with_suffix(".json"), *(Path(p) for p in (args.replay, args.decisions) if p)]
+    check_outputs(outputs, inputs)
     table = ScoreTable.load(scores_path)
     if args.decisions and not args.replay:
-        from pruning_core.review import DecisionStore, resolve_fingerprint
+        from pruning_core.review import DecisionStore, decisions_for_table
 
         if not Path(args.decisions).is_file():
             raise FileNotFoundError(f"review decisions not found: {args.decisions}")
         store = DecisionStore(args.decisions)
-        fingerprint = resolve_fingerprint(store, table.frame["path"], args.fingerprint)
-        if fingerprint is None:
+        found = decisions_for_table(store, table.frame["path"].astype(str).tolist(), table.frame["label"].astype(str),
+                                    table_fingerprint=(table.settings.get(DATASET_SETTING) or {}).get("fingerprint"),
+                                    fingerprint=args.fingerprint,
+                                    allow_other_dataset=args.decisions_from_other_dataset)
+        if found.fingerprint is None:
             print(f"no review decisions in {args.decisions} match these scores", file=sys.stderr)
         else:
-            review = store.snapshot(fingerprint)
+            if found.other_dataset:
+                print(f"warning: applying decisions made on another dataset ({found.fingerprint}): "
+                      f"{found.matched} of {found.decided} decided paths match these scores", file=sys.stderr)
+            review = store.snapshot(found.fingerprint)
             removed = review["removed"] or None
             relabels = review["relabels"]
             print(f"review decisions: {len(review['removed'])} removed, {len(relabels)} relabelled "
-                  f"(dataset {fingerprint})", file=sys.stderr)
+                  f"(dataset {found.fingerprint})", file=sys.stderr)
     mask = run_recipe(table.frame, table.infos, recipe, removed)
     kept = table.frame[mask]
     if args.replay:
         check_replay(manifest, kept)
     write_table(apply_relabels(kept, relabels) if relabels else kept, Path(args.out))
-    manifest_path = Path(args.manifest) if args.manifest else Path(args.out).with_suffix(".manifest.json")
     if not args.replay:
         manifest = build_manifest(scores_path, recipe, kept, fingerprint=review["fingerprint"] if review else None,
                                   removed_paths=removed, scoring=table.settings)
@@ -197,25 +223,43 @@ def _aligned_scores(dataset, scores_path: Optional[Path]):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pruning_core.datasets import load_dataset
-    from pruning_core.pipeline import DynamicsConfig
-    from pruning_core.subset_training import EvalConfig, evaluate_pruning, summarise
+    from pruning_core.export import write_table
+    from pruning_core.pipeline import ClipConfig, DynamicsConfig
+    from pruning_core.planner import PLANNED_FIELDS
+    from pruning_core.subset_training import EvalConfig, evaluate_pruning, plan_grid, summarise
 
-    dataset, _ = _load(args)
+    check_outputs({"runs": args.out}, [p for p in (args.data, args.scores, args.test) if p and p != DEMO])
+    dataset, assets = _load(args)
     table = _aligned_scores(dataset, args.scores)
     test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress()) if args.test else None
+    if test is None and assets is not None and args.holdout is None:
+        test = load_dataset(assets.test_manifest)  # the demo's clean held-out set
+    given = {f: getattr(args, f) for f in PLANNED_FIELDS if f != "folds" and getattr(args, f) is not None}
+    budget = args.budget if args.budget and args.budget > 0 else None
+    defaults = EvalConfig()
     config = EvalConfig(
-        proxy=DynamicsConfig(epochs=args.epochs, image_size=args.image_size, width=args.width,
-                             batch_size=args.batch_size, seed=args.seed, device=args.device, folds=0),
-        random_seeds=args.random_seeds, holdout=args.holdout,
+        proxy=DynamicsConfig(arch=args.arch, seed=args.seed, device=args.device, precision=args.precision, folds=0,
+                             **given),
+        budget=args.train_budget, seeds=args.seeds, time_budget_s=budget,
+        holdout=args.holdout if args.holdout is not None else defaults.holdout,
     )
+    clip = None
+    if config.is_probe:
+        clip = (ClipConfig(model=assets.clip_model, pretrained=str(assets.clip_checkpoint)) if assets is not None
+                else ClipConfig(model=args.clip_model or ClipConfig.model,
+                                pretrained=args.clip_pretrained or ClipConfig.pretrained, device=args.device))
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     keeps = [float(k) for k in args.keep.split(",")]
-    results = evaluate_pruning(dataset, table, _store(args), strategies=strategies, keeps=keeps, config=config,
-                               test=test, weights=parse_weights(args.weights), balance=args.balance,
+    plan = plan_grid(config, strategies=strategies, keeps=keeps, n_samples=len(dataset),
+                     n_test=len(test) if test is not None else None, num_classes=len(dataset.classes), fixed=given,
+                     clip=clip, store=_store(args), progress=TqdmProgress())
+    print(f"plan: {plan.describe()}", file=sys.stderr)
+    results = evaluate_pruning(dataset, table, _store(args), strategies=strategies, keeps=keeps, config=plan.config,
+                               test=test, clip=clip, weights=parse_weights(args.weights), balance=args.balance,
                                progress=TqdmProgress())
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out, index=False)
+    write_table(results, Path(args.out))
     summary = summarise(results)
+    print(f"proxy: {results.attrs['proxy']}; training budget: {config.budget}; {config.seeds} seeds per point")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {len(results)} runs to {args.out} ({int(results['cached'].sum())} from the cache)")
     return 0
@@ -226,6 +270,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.action == "clear":
         print(f"removed {store.clear(args.step)} cache entries from {store.root}")
         return 0
+    if args.action == "verify":
+        report = store.verify()
+        for problem in report.problems:
+            print(f"quarantined {problem}")
+        print(f"{report.checked} entries and {report.chunks} partial chunks checked in {store.root}: "
+              + (f"{len(report.problems)} damaged, moved to {store.quarantine_dir} (they are recomputed on next use)"
+                 if report.problems else "all intact"))
+        return 0
     entries = store.ls()
     print(f"{len(entries)} entries in {store.root}")
     for entry in entries:
@@ -234,11 +286,32 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_app(args: argparse.Namespace) -> int:
+def app_command(args: argparse.Namespace) -> list[str]:
+    """The server command line for ``prunescope app``; refuses a non-loopback address without ``--allow-remote``."""
+    if not is_loopback(args.address):
+        if not args.allow_remote:
+            raise ValueError(f"--address {args.address} would let other machines reach the app, which has no "
+                             "login of its own; add --allow-remote if a reverse proxy with authentication or a "
+                             "firewall guards that address (README: Security)")
+        print(f"warning: the app listens on {args.address}:{args.port} without access control: anyone who can "
+              "reach it can browse its workspace and the review decisions; put it behind an authenticating "
+              "reverse proxy or use an SSH tunnel (README: Security)", file=sys.stderr)
     # ui.launch runs `streamlit run app.py` with Streamlit's legacy pages/ mode off (deep links work)
-    cmd = [sys.executable, "-m", "ui.launch", "--server.port", str(args.port),
-           "--server.headless", str(args.headless).lower(), "--browser.gatherUsageStats", "false"]
-    return subprocess.call(cmd)
+    return [sys.executable, "-m", "ui.launch", "--server.address", args.address, "--server.port", str(args.port),
+            "--server.headless", str(args.headless).lower(), "--browser.gatherUsageStats", "false"]
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    return subprocess.call(app_command(args))
+
+
+def _device_arg(text: str) -> str:
+    from pruning_core.devices import device_name
+
+    try:
+        return device_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
@@ -253,6 +326,7 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prunescope", description="Audit and prune image datasets.")
     parser.add_argument("--cache-dir", default=None, help="result store (default $PRUNESCOPE_CACHE or ~/.cache/prunescope)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build (or reuse) the built-in demo dataset and tiny CLIP")
@@ -262,21 +336,26 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score every sample; writes a table and a .json sidecar")
     score.add_argument("data", help="image folder, CSV/parquet manifest (path,label[,caption]), or 'demo'")
     score.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
-    score.add_argument("--out", required=True, type=Path)
+    score.add_argument("--out", required=True, type=Path,
+                       help="score table (.parquet); its sidecar OUT.json and OUT.issues.csv are written next to it")
     score.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True, help="CLIP scores (default on)")
     score.add_argument("--clip-model", default=None, help="open_clip model name (default ViT-B-32)")
     score.add_argument("--clip-pretrained", default=None,
                        help="open_clip pretrained tag, a local checkpoint path, or 'none' (random init)")
     score.add_argument("--adapter-epochs", type=int, default=0,
                        help="fit residual CLIP adapters on this dataset for N epochs before scoring (default 0: off)")
-    score.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    score.add_argument("--device", default="auto", type=_device_arg, help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
     score.add_argument("--batch-size", type=int, default=256)
     score.add_argument("--dynamics", action="store_true", help="train a proxy and add dynamics.* and cleanlab.* scores")
     score.add_argument("--arch", default="resnet9", choices=["resnet9", "mlp", "linear"],
                        help="proxy: resnet9 on images, or a probe on CLIP embeddings")
-    from pruning_core.pipeline import DynamicsConfig
     from pruning_core.devices import PRECISIONS
+    from pruning_core.pipeline import DynamicsConfig
     from pruning_core.planner import DEFAULT_BUDGET_S
+    from pruning_core.selection import STRATEGIES
+    from pruning_core.subset_training import EvalConfig
+    from pruning_core.subset_training.evaluate import TRAINING_MODES
+    from pruning_core.subset_training.runs import BUDGETS
 
     _DYN = DynamicsConfig()
     score.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
@@ -291,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--width", type=int, default=None,
                        help=f"ResNet-9 base width (planned; full size {_DYN.width})")
     score.add_argument("--precision", default=_DYN.precision, choices=list(PRECISIONS),
-                       help="proxy arithmetic: auto = bf16 autocast where the CPU/GPU computes bf16 in hardware")
+                       help="arithmetic of the proxy and CLIP: auto = bf16 where the CPU/GPU computes bf16 in hardware, "
+                            "fp16 (proxy with a GradScaler) on CUDA GPUs older than cc 8.0, else fp32; CLIP on a CPU "
+                            "stays fp32 unless this is given")
     score.add_argument("--proxy-batch-size", type=int, default=None,
                        help=f"proxy batch size (planned; full size {_DYN.batch_size})")
     score.add_argument("--dynunc-window", type=int, default=10)
@@ -309,20 +390,39 @@ def build_parser() -> argparse.ArgumentParser:
                           help="score table of DATA from 'prunescope score' (needed by every strategy but random)")
     evaluate.add_argument("--test", default=None, help="held-out image folder or manifest (default: hold out --holdout)")
     evaluate.add_argument("--test-root", type=Path, default=None)
-    evaluate.add_argument("--holdout", type=float, default=0.2, help="stratified held-out fraction without --test")
+    _EVAL = EvalConfig()
+    evaluate.add_argument("--holdout", type=float, default=None,
+                          help=f"stratified held-out fraction without --test (default {_EVAL.holdout}; the demo uses "
+                               "its clean test set unless --holdout is given)")
     evaluate.add_argument("--strategies", default="easiest,ccs,random",
-                          help="comma list of selection strategies, 'dynamic' and 'adapruner' (full data is always run)")
+                          help=f"comma list of {', '.join([*STRATEGIES, *TRAINING_MODES])} (full data is always "
+                               "run as the reference)")
     evaluate.add_argument("--keep", default="0.3,0.5,0.7,0.9", help="comma list of kept fractions")
-    evaluate.add_argument("--random-seeds", type=int, default=3, help="seeds for the random baseline")
+    evaluate.add_argument("--seeds", type=int, default=_EVAL.seeds,
+                          help=f"runs per strategy and ratio, for the spread and the significance marks "
+                               f"(default {_EVAL.seeds})")
+    evaluate.add_argument("--train-budget", default=_EVAL.budget, choices=list(BUDGETS),
+                          help="; ".join(f"{k}: {v}" for k, v in BUDGETS.items()))
     evaluate.add_argument("--weights", default=None, help="col=w,... for the score-based strategies")
     evaluate.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
                           help="class-balanced subsets (default on)")
-    evaluate.add_argument("--epochs", type=int, default=16)
-    evaluate.add_argument("--image-size", type=int, default=32)
-    evaluate.add_argument("--width", type=int, default=64, help="ResNet-9 base width (64 = the original)")
-    evaluate.add_argument("--batch-size", type=int, default=512)
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--budget", type=float, default=_EVAL.time_budget_s, metavar="SECONDS",
+                          help=f"time for the whole grid (default {_EVAL.time_budget_s:.0f}); the proxy settings below "
+                               "that are not given are planned to fit it; 0 = no budget (full-size settings)")
+    evaluate.add_argument("--arch", default=_DYN.arch, choices=["resnet9", "mlp", "linear"],
+                          help="evaluation proxy: resnet9 on images, or a probe on CLIP embeddings (seconds on a CPU)")
+    evaluate.add_argument("--clip-model", default=None, help="CLIP for a probe (default: the score step's)")
+    evaluate.add_argument("--clip-pretrained", default=None)
+    evaluate.add_argument("--epochs", type=int, default=None, help=f"full-data epochs (planned; full size {_DYN.epochs})")
+    evaluate.add_argument("--image-size", type=int, default=None,
+                          help=f"proxy resolution (planned; full size {_DYN.image_size})")
+    evaluate.add_argument("--width", type=int, default=None, help=f"ResNet-9 base width (planned; full size {_DYN.width})")
+    evaluate.add_argument("--batch-size", type=int, default=None,
+                          help=f"full-data batch; a subset's shrinks to keep a floor of steps per epoch (planned; "
+                               f"full size {_DYN.batch_size})")
+    evaluate.add_argument("--precision", default=_DYN.precision, choices=list(PRECISIONS))
+    evaluate.add_argument("--seed", type=int, default=_DYN.seed)
+    evaluate.add_argument("--device", default="auto", type=_device_arg, help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
     evaluate.add_argument("--out", required=True, type=Path, help="one row per run (.csv)")
     _add_executor_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
@@ -330,9 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     select = sub.add_parser("select", help="choose the kept subset from a score table")
     select.add_argument("scores", nargs="?", type=Path, help="score table written by 'prunescope score'")
     select.add_argument("--keep", help="fraction in (0,1] or a count")
-    from pruning_core.selection import STRATEGIES
-
-    select.add_argument("--strategy", default="easiest", choices=list(STRATEGIES))
+    select.add_argument("--strategy", default="easiest", choices=list(STRATEGIES), metavar="STRATEGY",
+                        help="; ".join(f"{name}: {s.description}" for name, s in STRATEGIES.items())
+                        + " (default easiest)")
     select.add_argument("--weights", default=None, help="col=w,... (default: all scores, equal weight)")
     select.add_argument("--balance", action="store_true", help="keep each class in proportion to its size")
     select.add_argument("--seed", type=int, default=0)
@@ -344,37 +444,73 @@ def build_parser() -> argparse.ArgumentParser:
                              "relabels are applied to the output")
     select.add_argument("--fingerprint", default=None,
                         help="with --decisions: the dataset fingerprint, when the file holds several datasets")
+    select.add_argument("--decisions-from-other-dataset", action="store_true",
+                        help="apply decisions made on another dataset (by path) instead of refusing them")
     select.set_defaults(func=cmd_select)
 
-    cache = sub.add_parser("cache", help="list or clear cached results")
-    cache.add_argument("action", choices=["ls", "clear"])
+    validate = sub.add_parser("validate", help="check a dataset and write its issues table, without scoring")
+    validate.add_argument("data", help="image folder, CSV/parquet manifest, or 'demo'")
+    validate.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
+    validate.add_argument("--out", type=Path, default=Path("issues.csv"),
+                          help="issues table (.csv, .parquet or .json; default issues.csv)")
+    validate.set_defaults(func=cmd_validate)
+
+    cache = sub.add_parser("cache", help="list, verify or clear cached results")
+    cache.add_argument("action", choices=["ls", "verify", "clear"],
+                       help="verify: re-read every entry and partial chunk against its recorded size and checksum; "
+                            "damaged ones move to the quarantine folder and are recomputed on next use")
     cache.add_argument("--step", default=None, help="with clear: only this step (e.g. clip-images)")
     cache.set_defaults(func=cmd_cache)
 
     app = sub.add_parser("app", help="start the browser app")
     app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--address", default=DEFAULT_ADDRESS,
+                     help=f"interface to listen on (default {DEFAULT_ADDRESS}: this machine only); any other needs "
+                          "--allow-remote")
+    app.add_argument("--allow-remote", action="store_true",
+                     help="allow a non-loopback --address: the app has no login, so guard it with an authenticating "
+                          f"reverse proxy (README: Security); the app reads and writes only under ${ROOTS_ENV}")
     app.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False)
     app.set_defaults(func=cmd_app)
     return parser
 
 
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, sqlite3.Error)
+"""Errors a user can fix (bad input, missing file, refused request): one line and exit 2.
+
+``DatasetError``, ``WeightsUnavailable``, ``ReviewError`` and ``UnsafeRequest`` are ``ValueError``s;
+``FileNotFoundError`` is an ``OSError``.
+"""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error message on one line, whatever the library put in it."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from pruning_core import executors
-    from pruning_core.clip_model import WeightsUnavailable
-    from pruning_core.datasets import DatasetError
     from pruning_core.progress import Cancelled
 
     try:
         with executors.using(executors.make_executor(getattr(args, "executor", "local"),
                                                      getattr(args, "ray_address", None))):
             return args.func(args)
-    except (WeightsUnavailable, DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"prunescope: error: {exc}", file=sys.stderr)
-        return 2
     except (KeyboardInterrupt, Cancelled):
         print("prunescope: interrupted; finished chunks are cached, rerun the same command to resume", file=sys.stderr)
         return 130
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"prunescope: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"prunescope: internal error: {type(exc).__name__}: {one_line(exc)} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from pruning_core.devices import autocast, resolve_device, resolve_precision
+from pruning_core.devices import DTYPES, resolve_device, resolve_precision
 from pruning_core.tiny_clip import register_tiny_clip
 
 _RANDOM = {"", "none", "random", "null"}
@@ -127,10 +127,22 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def source_identity(source: WeightsSource) -> dict:
+def clip_precision(device: str | torch.device = "auto", precision: str = "auto") -> str:
+    """The precision CLIP's weights are loaded at: the device policy's on accelerators (bf16 on cc >= 8, fp16
+    on older GPUs - inference needs no loss scaling), fp32 on CPUs unless asked (bf16 embeddings on a CPU are
+    not yet measured against fp32 ones)."""
+    dev = resolve_device(device) if not isinstance(device, torch.device) else device
+    if precision == "auto" and dev.type == "cpu":
+        return "fp32"
+    return resolve_precision(dev, precision)
+
+
+def source_identity(source: WeightsSource, precision: str = "fp32") -> dict:
     """What makes an encoder's outputs what they are: part of every embedding cache key.
 
-    Known without loading the model, so a cache hit never pays for loading it.
+    Known without loading the model, so a cache hit never pays for loading it.  A precision other
+    than fp32 is part of it (fp32 is left out so that the keys of fp32 embeddings made before
+    precisions existed stay valid).
     """
     if source.kind == "file":
         stat = source.path.stat()
@@ -139,20 +151,20 @@ def source_identity(source: WeightsSource) -> dict:
         weights = f"tag:{source.tag}"
     else:
         weights = "random:seed0"
-    return {"model": source.model_name, "weights": weights}
+    identity = {"model": source.model_name, "weights": weights}
+    return identity if precision == "fp32" else {**identity, "precision": precision}
 
 
 class ClipEncoder:
     """A loaded open_clip model with its preprocessing and tokenizer, producing L2-normalised embeddings."""
 
-    def __init__(self, source: WeightsSource, device: str = "auto") -> None:
+    def __init__(self, source: WeightsSource, device: str = "auto", precision: str = "auto") -> None:
         import open_clip
 
         self.source = source
         self.device = resolve_device(device)
-        # bf16 on GPUs that compute it; CPU encoding stays fp32 until bf16 embeddings are measured against it
-        # (the cache keys of embeddings do not hold a precision yet).
-        self.precision = "fp32" if self.device.type == "cpu" else resolve_precision(self.device)
+        self.precision = clip_precision(self.device, precision)
+        self.dtype = DTYPES[self.precision]
         kwargs: dict = {}
         cfg = source.pretrained_cfg or {}
         for key, arg in (("mean", "image_mean"), ("std", "image_std"), ("interpolation", "image_interpolation"),
@@ -164,8 +176,9 @@ class ClipEncoder:
         pretrained = {"random": None, "file": str(source.path), "tag": source.tag}[source.kind]
         torch.manual_seed(0)  # a random-init model must be the same model every time (cache keys rely on it)
         try:
+            # weights loaded at the precision (LayerNorms stay fp32): no per-batch casts, half the memory
             model, _, preprocess = open_clip.create_model_and_transforms(
-                source.model_name, pretrained=pretrained, device=self.device, **kwargs
+                source.model_name, pretrained=pretrained, device=self.device, precision=self.precision, **kwargs
             )
         except Exception as exc:  # open_clip raises many types; the user needs one clear message
             raise WeightsUnavailable(f"Could not load CLIP {source.model_name} from {source.label}: {exc}") from exc
@@ -175,7 +188,7 @@ class ClipEncoder:
 
     @property
     def identity(self) -> dict:
-        return source_identity(self.source)
+        return source_identity(self.source, self.precision)
 
     @property
     def embed_dim(self) -> int:
@@ -186,9 +199,7 @@ class ClipEncoder:
     @torch.inference_mode()
     def encode_image_batch(self, images: torch.Tensor) -> torch.Tensor:
         """Preprocessed images (B,3,H,W) -> L2-normalised float32 embeddings on the device."""
-        images = images.to(self.device, non_blocking=True)
-        with autocast(self.device, self.precision):
-            features = self.model.encode_image(images)
+        features = self.model.encode_image(images.to(self.device, dtype=self.dtype, non_blocking=True))
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
     @torch.inference_mode()
@@ -197,14 +208,13 @@ class ClipEncoder:
         out = []
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
-            with autocast(self.device, self.precision):
-                features = self.model.encode_text(tokens)
+            features = self.model.encode_text(tokens)
             out.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
         if not out:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return torch.cat(out).numpy()
 
 
-def load_clip(model_name: str, pretrained: Optional[str], device: str = "auto") -> ClipEncoder:
+def load_clip(model_name: str, pretrained: Optional[str], device: str = "auto", precision: str = "auto") -> ClipEncoder:
     """Resolve and load weights in one call: the entry point the CLI and the app use."""
-    return ClipEncoder(resolve_weights(model_name, pretrained), device=device)
+    return ClipEncoder(resolve_weights(model_name, pretrained), device=device, precision=precision)

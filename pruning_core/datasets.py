@@ -53,12 +53,15 @@ KIND_IGNORED = "ignored file"
 KIND_EMPTY_CLASS = "empty class"
 KIND_SINGLE_CLASS = "single class"
 KIND_EMPTY_CAPTION = "empty caption"
+KIND_TOO_LARGE = "image too large"
+KIND_SINGLETON_CLASS = "single-sample class"
 
 _IMAGE_REASON_KIND = {
     images.REASON_EMPTY: KIND_EMPTY_FILE,
     images.REASON_NOT_IMAGE: KIND_NOT_IMAGE,
     images.REASON_CORRUPT: KIND_CORRUPT,
     images.REASON_MISSING: KIND_MISSING,
+    images.REASON_TOO_LARGE: KIND_TOO_LARGE,
 }
 
 # pandas' default NA spellings; applied to extra columns only, so a class named "NA" or
@@ -80,6 +83,8 @@ _PLURALS = {
     KIND_EMPTY_CLASS: "empty classes",
     KIND_SINGLE_CLASS: "single class",
     KIND_EMPTY_CAPTION: "empty captions",
+    KIND_TOO_LARGE: "images too large",
+    KIND_SINGLETON_CLASS: "single-sample classes",
     "valid sample": "valid samples",
     "warning": "warnings",
 }
@@ -470,6 +475,10 @@ def from_frame(
             Issue(None, None, f"only one class ('{classes[0]}'): label-noise scores need two or more",
                   "warning", KIND_SINGLE_CLASS)
         )
+    sizes_by_class = samples["label"].value_counts()
+    for c in sorted(sizes_by_class.index[sizes_by_class < 2]):
+        issues.append(Issue(None, c, f"class '{c}' has a single sample: cross-fitting cannot hold it out, so its "
+                                     "label-noise scores are unreliable", "warning", KIND_SINGLETON_CLASS))
 
     return Dataset(
         name=name or Path(root_real).name,
@@ -521,6 +530,9 @@ def _require_columns(frame: pd.DataFrame, what: str) -> None:
 # --------------------------------------------------------------------------- loaders
 
 
+_DIR_LINK_OUTSIDE = "folder symlink leads outside the dataset root; not followed"
+
+
 def load_image_folder(
     root: os.PathLike | str,
     *,
@@ -534,6 +546,8 @@ def load_image_folder(
     Image extensions (case-insensitive): jpg jpeg png bmp gif webp tif tiff.  Files directly
     under ``root`` and non-image files are ignored with a warning; hidden files and folders
     (``.DS_Store``, ``.git``) are ignored silently.  Paths are sorted, so row order is stable.
+    A folder symlink that leads outside ``root`` is one warning and is never entered, so no name
+    from outside the dataset reaches the report (links to folders inside a class are not followed).
     """
     root_path = Path(root).expanduser()
     if not root_path.exists():
@@ -548,10 +562,13 @@ def load_image_folder(
         top = sorted(os.scandir(root_path), key=lambda e: e.name)
     except OSError as exc:
         raise DatasetError(f"cannot list image folder {root_path}: {exc.strerror or exc}") from None
+    real_root = os.path.realpath(root_path)
     for entry in top:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
+        if entry.is_dir() and entry.is_symlink() and not _is_inside(os.path.realpath(entry.path), real_root):
+            issues.append(Issue(None, entry.name, _DIR_LINK_OUTSIDE, "warning", KIND_OUTSIDE))
+        elif entry.is_dir():
             class_dirs.append(entry.name)
         else:
             issues.append(
@@ -562,9 +579,13 @@ def load_image_folder(
         check(cancel)
         base = root_path / cls
         found = 0
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(base):  # never follows links to folders
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel_dir = os.path.relpath(dirpath, root_path).replace(os.sep, "/")
+            for d in dirnames:
+                link = os.path.join(dirpath, d)
+                if os.path.islink(link) and not _is_inside(os.path.realpath(link), real_root):
+                    issues.append(Issue(None, f"{rel_dir}/{d}", _DIR_LINK_OUTSIDE, "warning", KIND_OUTSIDE))
             for fname in sorted(filenames):
                 if fname.startswith("."):
                     continue

@@ -7,7 +7,6 @@ finished chunk and the next run starts at the first missing one.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -15,9 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
-from cache.store import atomic_save_npy
+from cache.store import atomic_save_npy, read_chunk
 from pruning_core import executors
 from pruning_core.clip_model import ClipEncoder
+from pruning_core.devices import device_policy
 from pruning_core.images import ImageError, load_rgb
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
@@ -33,15 +33,19 @@ class _ImageFiles(TorchDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def blank(self) -> torch.Tensor:
+        """What a file that fails to decode yields (and the size of every preprocessed image)."""
+        if self._blank is None:
+            from PIL import Image
+
+            self._blank = torch.zeros_like(self.preprocess(Image.new("RGB", (8, 8))))
+        return self._blank
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
         try:
             return self.preprocess(load_rgb(self.paths[i])), True
         except (ImageError, OSError):
-            if self._blank is None:
-                from PIL import Image
-
-                self._blank = torch.zeros_like(self.preprocess(Image.new("RGB", (8, 8))))
-            return self._blank, False
+            return self.blank(), False
 
 
 def decode_batch(paths: Sequence[Path], preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,24 +57,27 @@ def decode_batch(paths: Sequence[Path], preprocess: Callable) -> tuple[torch.Ten
 
 def local_batches(paths: Sequence[Path], encoder: ClipEncoder, *, batch_size: int,
                   num_workers: Optional[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(embeddings, ok) per batch, decoded by DataLoader workers while the model runs here."""
-    workers = default_workers(encoder.device) if num_workers is None else num_workers
+    """(embeddings, ok) per batch, decoded by DataLoader workers while the model runs here.
+
+    Workers and prefetch come from the device policy: the CPUs this process may use, and batches in
+    flight that fit /dev/shm (a worker hands each batch over through it; Docker's default 64 MB holds
+    no 256-image batch of 224-px floats, so there the images are decoded in this process).
+    """
+    files = _ImageFiles(paths, encoder.preprocess)
+    batch_bytes = batch_size * files.blank().numel() * files.blank().element_size()
+    workers, prefetch = device_policy(encoder.device).loader(batch_bytes)
+    if num_workers is not None:
+        workers, prefetch = num_workers, prefetch or 1
     loader = DataLoader(
-        _ImageFiles(paths, encoder.preprocess),
+        files,
         batch_size=batch_size,
         num_workers=workers,
         pin_memory=encoder.device.type == "cuda",
         persistent_workers=False,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=prefetch if workers else None,
     )
     for images, ok in loader:
         yield encoder.encode_image_batch(images).cpu(), ok
-
-
-def default_workers(device: torch.device) -> int:
-    """Enough decoders to feed a GPU; on CPU the model needs the cores, so one decoder suffices."""
-    cpus = os.cpu_count() or 1
-    return min(16, cpus) if device.type == "cuda" else max(1, min(2, cpus - 1))
 
 
 CHUNK_SIZE = 4096
@@ -105,12 +112,18 @@ def embed_images(
     """
     n = len(paths)
     n_chunks = (n + chunk_size - 1) // chunk_size
-    done = {c for c in range(n_chunks) if _chunk_done(chunk_dir, c)}
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for c in range(n_chunks):  # saved chunks; a damaged one is quarantined and embedded again
+        if _chunk_done(chunk_dir, c):
+            emb, ok = read_chunk(chunk_dir / f"emb-{c:05d}.npy"), read_chunk(chunk_dir / f"ok-{c:05d}.npy")
+            rows = min(chunk_size, n - c * chunk_size)
+            if emb is not None and ok is not None and len(emb) == len(ok) == rows:
+                results[c] = (emb, ok)
+    done = set(results)
     todo = [c for c in range(n_chunks) if c not in done]
     finished = sum(min(chunk_size, n - c * chunk_size) for c in done)
     report(progress, "image embeddings", finished, n, "resuming" if done else "")
 
-    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if todo:
         indices = [i for c in todo for i in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
         batches = executors.current().embed_batches([paths[i] for i in indices], encoder, batch_size=batch_size,
@@ -138,8 +151,6 @@ def embed_images(
                 results[current] = (chunk_emb, chunk_ok)
                 current = next(chunk_iter, None)
 
-    for c in done:
-        results[c] = (np.load(chunk_dir / f"emb-{c:05d}.npy"), np.load(chunk_dir / f"ok-{c:05d}.npy"))
     if not results:
         return np.zeros((0, encoder.embed_dim), dtype=np.float32), np.zeros(0, dtype=bool)
     embeddings = np.concatenate([results[c][0] for c in range(n_chunks)]).astype(np.float32, copy=False)

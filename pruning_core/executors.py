@@ -36,8 +36,10 @@ class Needs:
 
     @classmethod
     def for_device(cls, device: str, cpus: float = 1.0) -> "Needs":
-        """The needs of a training item asked to run on ``device`` ('auto', 'cpu' or 'cuda')."""
-        return cls(cpus=cpus, gpus={"cpu": 0.0, "cuda": 1.0}.get(str(device)))
+        """The needs of a training item asked to run on ``device`` ('auto', 'cpu', 'mps', 'cuda' or 'cuda:N')."""
+        name = str(device)
+        gpus = None if name == "auto" else 1.0 if name.startswith("cuda") else 0.0  # MPS is no Ray GPU
+        return cls(cpus=cpus, gpus=gpus)
 
 
 ItemFn = Callable[..., Any]
@@ -144,7 +146,7 @@ class RayExecutor:
         rows = ray.data.from_items([{"i": i, "path": str(p)} for i, p in enumerate(paths)],
                                    override_num_blocks=max(1, min(4 * pool, -(-len(paths) // batch_size))))
         embedded = rows.map_batches(
-            _EmbedActor, fn_constructor_kwargs={"source": encoder.source}, batch_size=batch_size,
+            _EmbedActor, fn_constructor_kwargs={"source": encoder.source, "precision": encoder.precision}, batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=pool), num_gpus=1 if gpus >= 1 else 0, num_cpus=1,
         )
         expected = 0
@@ -158,12 +160,13 @@ class RayExecutor:
 class _EmbedActor:
     """One CLIP per actor (on its GPU when it has one): decodes its batch of paths and embeds it."""
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: Any, precision: str) -> None:
         from pruning_core.clip_model import ClipEncoder
         from pruning_core.tiny_clip import register_tiny_clip
 
         register_tiny_clip()  # the driver resolved the weights; this process must know the built-in model too
-        self.encoder = ClipEncoder(source, device="auto")
+        # the driver's resolved precision: the embeddings must be what the cache key it computed says
+        self.encoder = ClipEncoder(source, device="auto", precision=precision)
 
     def __call__(self, batch: dict) -> dict:
         from pruning_core.embeddings import decode_batch

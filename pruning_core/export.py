@@ -22,6 +22,7 @@ import pandas as pd
 
 from cache.store import CODE_VERSION, atomic_write_bytes
 from pruning_core import __version__
+from pruning_core.safety import CSV_QUOTING, csv_safe
 from pruning_core.selection import ScoreRanks, SelectionRecipe
 
 
@@ -38,23 +39,17 @@ def paths_digest(paths: pd.Series) -> str:
     return hashlib.sha256("\n".join(sorted(paths.astype(str))).encode()).hexdigest()
 
 
-def write_table(frame: pd.DataFrame, path: Path) -> None:
-    """CSV, parquet or JSON by the file's suffix, written atomically."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        data = frame.to_csv(index=False).encode()
-    elif suffix in (".parquet", ".pq"):
-        import io
+TABLE_FORMATS = ("csv", "parquet", "pq", "json")
+"""Table formats PruneScope writes (by file suffix or the app's format choice)."""
 
-        buf = io.BytesIO()
-        frame.to_parquet(buf, index=False)
-        data = buf.getvalue()
-    elif suffix == ".json":
-        data = frame.to_json(orient="records", indent=1).encode()
-    else:
-        raise ValueError(f"cannot write {path.name}: use a .csv, .parquet or .json file name")
-    atomic_write_bytes(path, data)
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """CSV, parquet or JSON by the file's suffix, written atomically (CSV formula-safe, see :func:`table_bytes`)."""
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in TABLE_FORMATS:
+        raise ValueError(f"cannot write {path}: use a .csv, .parquet or .json file name")
+    atomic_write_bytes(path, table_bytes(frame, suffix))
 
 
 def build_manifest(
@@ -86,8 +81,33 @@ def write_manifest(manifest: Mapping[str, Any], path: Path) -> None:
     atomic_write_bytes(Path(path), json.dumps(manifest, indent=2, sort_keys=True).encode())
 
 
-def recipe_from_manifest(manifest: Mapping[str, Any]) -> SelectionRecipe:
-    return SelectionRecipe(**manifest["selection"])
+REPLAY_KEYS = ("selection", "kept_count", "kept_digest", "scores")
+"""What ``select --replay`` needs from a manifest."""
+
+
+def read_replay_manifest(path: Path) -> tuple[dict[str, Any], SelectionRecipe]:
+    """A manifest written by ``select`` or the Export page, and its recipe; ``ValueError`` naming the
+    file and the missing or malformed part otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"replay manifest not found: {path}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: the manifest is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: the manifest must be a JSON object, not a {type(manifest).__name__}")
+    missing = [k for k in REPLAY_KEYS if k not in manifest]
+    if missing:
+        raise ValueError(f"{path}: the manifest lacks {', '.join(missing)}; it was not written by 'prunescope select' "
+                         "or the Export page")
+    if not isinstance(manifest["scores"], dict) or "path" not in manifest["scores"]:
+        raise ValueError(f"{path}: the manifest's 'scores' must name the score table ({{'path': ...}})")
+    try:
+        recipe = SelectionRecipe(**manifest["selection"])
+    except TypeError as exc:
+        raise ValueError(f"{path}: the manifest's 'selection' is not a selection recipe ({exc})") from None
+    return manifest, recipe
 
 
 def check_replay(manifest: Mapping[str, Any], kept: pd.DataFrame) -> None:
@@ -140,12 +160,16 @@ def selection_table(
 
 
 def table_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
-    """The table as CSV, parquet or JSON bytes (what the app's download buttons serve)."""
+    """The table as CSV, parquet or JSON bytes (what the CLI writes and the app's download buttons serve).
+
+    CSV is for people and spreadsheets, so text cells that would run as a formula are neutralised
+    (:func:`pruning_core.safety.csv_safe`); parquet and JSON keep every value as it is.
+    """
     import io
 
     fmt = fmt.lower().lstrip(".")
     if fmt == "csv":
-        return frame.to_csv(index=False).encode()
+        return csv_safe(frame).to_csv(index=False, quoting=CSV_QUOTING).encode()
     if fmt in ("parquet", "pq"):
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
@@ -266,7 +290,7 @@ def export_folder(
     index = pd.DataFrame({"source": [str(s) for s in sources], "destination": dest.to_numpy(),
                           "label": frame["label"].to_numpy()})
     index_file = out / "index.csv"
-    index.to_csv(index_file, index=False)
+    write_table(index, index_file)
     return FolderExport(out, total, mode, index_file)
 
 

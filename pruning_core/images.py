@@ -229,7 +229,9 @@ def _resize(im: Image.Image, size: int) -> Image.Image:
 
 def default_workers() -> int:
     """Decode threads: PIL releases the GIL while decoding and resizing, so cores x 2 helps I/O."""
-    return max(1, min(16, (os.cpu_count() or 1) * 2))
+    from pruning_core.devices import affinity_cpus
+
+    return max(1, min(16, affinity_cpus() * 2))
 
 
 def load_image_array(

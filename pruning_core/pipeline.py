@@ -15,14 +15,19 @@ from typing import Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from cache.store import ResultStore, make_key
-from pruning_core.clip_model import WeightsSource, load_clip, resolve_weights, source_identity
+from cache.store import ResultStore, atomic_write_bytes, make_key
+from pruning_core.clip_model import WeightsSource, clip_precision, load_clip, resolve_weights, source_identity
 from pruning_core.datasets import Dataset
 from pruning_core.embeddings import cached_chunks, embed_images
+from pruning_core.export import table_bytes
 from pruning_core.progress import CancelToken, ProgressCallback, report
+from pruning_core.safety import check_outputs
 from pruning_core.score_info import ScoreInfo, read_sidecar, read_sidecar_settings, write_sidecar
 
 SAMPLE_COLUMNS = ("path", "label", "caption")
+SCORES_SUFFIX = ".parquet"
+DATASET_SETTING = "dataset"
+"""The settings entry that names the scored dataset (its fingerprint), next to the score families."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,13 @@ class ClipConfig:
     dup_threshold: float = 0.95
     adapter_epochs: int = 0
     """0 scores in CLIP's own space; more fits residual adapters on this dataset first (Yang et al.)."""
+    precision: str = "auto"
+    """CLIP weights' precision: ``auto`` = the device policy's on accelerators, fp32 on CPUs (``clip_model.clip_precision``)."""
+
+    def identity(self, source: Optional[WeightsSource] = None) -> dict:
+        """What makes this config's embeddings what they are (weights and resolved precision), without loading CLIP."""
+        source = source or resolve_weights(self.model, self.pretrained)
+        return source_identity(source, clip_precision(self.device, self.precision))
 
 
 @dataclass
@@ -62,26 +74,44 @@ class ScoreTable:
     settings: dict = field(default_factory=dict)
     """How each score family was made, by family (``{"dynamics": {...}}``): kept in the sidecar."""
 
-    def save(self, path: Path) -> Path:
-        """Write ``path`` (parquet or csv) and its ``.json`` sidecar; returns the sidecar path."""
+    @staticmethod
+    def output_paths(path: Path) -> dict[str, Path]:
+        """Every file ``prunescope score --out PATH`` writes, by role; refuses a name that is not ``.parquet``.
+
+        The sidecar (``.json``) and the issues list (``.issues.csv``) sit next to the table under
+        its stem, so only a ``.parquet`` name guarantees the three never land on one file.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        if path.suffix == ".csv":
-            self.frame.to_csv(tmp, index=False)
-        else:
-            self.frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-        sidecar = path.with_suffix(".json")
-        write_sidecar(sidecar, self.infos, self.settings)
-        return sidecar
+        if path.suffix.lower() != SCORES_SUFFIX:
+            raise ValueError(f"{path}: a score table is written as parquet; give --out a name ending in "
+                             f"{SCORES_SUFFIX} (its sidecar .json and .issues.csv go next to it)")
+        outputs = {"scores": path, "sidecar": path.with_suffix(".json"), "issues": path.with_suffix(".issues.csv")}
+        check_outputs(outputs)
+        return outputs
+
+    def save(self, path: Path) -> Path:
+        """Write ``path`` (parquet) and its ``.json`` sidecar atomically; returns the sidecar path."""
+        outputs = self.output_paths(path)
+        outputs["scores"].parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(outputs["scores"], table_bytes(self.frame, "parquet"))
+        write_sidecar(outputs["sidecar"], self.infos, self.settings)
+        return outputs["sidecar"]
 
     @classmethod
     def load(cls, path: Path) -> "ScoreTable":
+        """A table written by :meth:`save` (``.csv`` tables of older versions load too); bad files raise
+        ``ValueError``/``FileNotFoundError`` naming the file and the problem."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"score table not found: {path}")
-        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        try:
+            frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        except Exception as exc:  # pyarrow and the csv parser raise many types for one cause: a damaged file
+            raise ValueError(f"{path}: not a readable score table ({type(exc).__name__}: {exc})") from None
+        missing = [c for c in ("path", "label") if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: the score table has no {' or '.join(repr(c) for c in missing)} column "
+                             "(write it with 'prunescope score')")
         sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
             raise FileNotFoundError(f"{path} has no sidecar {sidecar.name}: it says which direction each score points")
@@ -96,8 +126,13 @@ class ScoreTable:
 
 
 def base_table(dataset: Dataset) -> ScoreTable:
-    """The sample columns every score table starts from (path, label, caption, extras)."""
-    return ScoreTable(dataset.samples.copy(), {})
+    """The sample columns every score table starts from (path, label, caption, extras).
+
+    Its settings name the dataset (``settings["dataset"]["fingerprint"]``), so review decisions
+    applied to the table later can be checked against the data they were made on.
+    """
+    return ScoreTable(dataset.samples.copy(), {},
+                      settings={DATASET_SETTING: {"fingerprint": dataset.fingerprint, "name": dataset.name}})
 
 
 def _clip_params(config: ClipConfig, identity: dict) -> dict:
@@ -121,7 +156,7 @@ def clip_embeddings(
     from pruning_core.clip_scores.prompts import DEFAULT_TEMPLATES, class_text_embeddings
 
     source = source or resolve_weights(config.model, config.pretrained)
-    identity = source_identity(source)
+    identity = config.identity(source)
     templates = tuple(config.templates or DEFAULT_TEMPLATES)
     image_key = _image_key(dataset, identity)
     text_key = make_key("clip-texts", dataset.fingerprint, {**identity, "templates": templates, "classes": dataset.classes})
@@ -129,7 +164,7 @@ def clip_embeddings(
     encoder = None
     if image_entry is None or text_entry is None:
         report(progress, "load CLIP", 0, 1, f"{config.model} ({source.label})")
-        encoder = load_clip(config.model, config.pretrained, device=config.device)
+        encoder = load_clip(config.model, config.pretrained, device=config.device, precision=config.precision)
         report(progress, "load CLIP", 1, 1)
     if image_entry is None:
         emb, ok = embed_images(
@@ -342,7 +377,7 @@ def dynamics_score_table(
         notes.append(f"The {format_seconds(config.budget_s)} budget stopped proxy training after "
                      f"{record.n_epochs} of {config.epochs} epochs: give a larger budget or fewer epochs.")
     settings = {"dynamics": {**params, "epochs_done": record.n_epochs, "train_seconds": record.meta.get("train_seconds"),
-                             "device": record.meta.get("device")}}
+                             "device": record.meta.get("device"), "data_on_device": record.meta.get("data_on_device")}}
     table = ScoreTable(frame.set_axis(dataset.samples.index), infos, notes, settings)
 
     if config.folds >= 2:
@@ -396,7 +431,7 @@ def kept_work(
 
     kept: list[str] = []
     fp = dataset.fingerprint
-    identity = source_identity(resolve_weights(clip.model, clip.pretrained)) if clip is not None else None
+    identity = clip.identity() if clip is not None else None
     if identity is not None:
         key = _image_key(dataset, identity)
         done, total = cached_chunks(store.partial_root / key, len(dataset))

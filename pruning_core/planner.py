@@ -7,7 +7,8 @@ is a *time budget*: a short throughput probe on the real device measures how man
 each candidate setting trains and evaluates (a few batches, cached per device and setting), and
 :func:`plan_dynamics` picks the most capable rung of :data:`RUNGS` whose estimated time fits.  Any
 setting the user gives explicitly is kept as given; the planner only fills in the rest.  The plan
-(settings, estimate, measured rates) is shown before the run starts and recorded with its results.
+(settings, estimate, measured rates, the device policy's decisions and the memory the run needs) is
+shown before the run starts and recorded with its results.
 
 Cost model of one dynamics step over N samples with E epochs and k folds (k >= 2): the recording run
 trains E·N samples and evaluates all N after every epoch; cross-fitting trains k models on (k-1)/k
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 import torch
 
 from cache.store import ResultStore, make_key
-from pruning_core.devices import resolve_device, resolve_precision
+from pruning_core.devices import DevicePolicy, device_policy, resolve_device, resolve_precision
 from pruning_core.progress import ProgressCallback, report
 
 DEFAULT_BUDGET_S = 60.0
@@ -55,6 +56,9 @@ MIN_EPOCHS = 4
 MIN_STEPS_PER_EPOCH = 16
 """A planned batch size never leaves an epoch with fewer optimiser steps than this (small datasets)."""
 
+MIN_BATCH_SIZE = 16
+"""...unless that would take the batch below this (BatchNorm statistics of smaller batches are noise)."""
+
 PROBE_STEPS = 8
 PROBE_EMBEDDING_DIM = 512
 PROBE_CODE_VERSION = 2
@@ -81,6 +85,13 @@ class DynamicsPlan:
     fixed: tuple[str, ...] = ()
     rung: int = -1
     """Index into :data:`RUNGS` (-1: nothing was planned, every setting was given)."""
+    policy: Optional[DevicePolicy] = None
+    """The device policy's decisions (precision, where the data lives, ...) for this run."""
+
+    @property
+    def memory(self) -> tuple[int, int]:
+        """(training data bytes, working-set bytes) the run needs on its device: :func:`memory_needs`."""
+        return memory_needs(self.config, self.n_samples)
 
     @property
     def fits(self) -> bool:
@@ -100,13 +111,20 @@ class DynamicsPlan:
             if not self.fits:
                 why = "with the settings you fixed" if self.fixed else "even at the cheapest settings"
                 line += f" — over budget {why}; the run stops when the budget is spent"
+        if self.policy is not None:
+            line += f". Device: {self.policy.describe(*self.memory)}"
         return line
 
     def as_dict(self) -> dict:
         """For the score sidecar and the export manifest."""
-        return {"settings": {f: getattr(self.config, f) for f in PLANNED_FIELDS}, "estimate_s": round(self.estimate_s, 1),
-                "budget_s": self.budget_s, "device": self.device, "fixed": list(self.fixed), "rung": self.rung,
-                "rates": asdict(self.rates)}
+        out = {"settings": {f: getattr(self.config, f) for f in PLANNED_FIELDS}, "estimate_s": round(self.estimate_s, 1),
+               "budget_s": self.budget_s, "device": self.device, "fixed": list(self.fixed), "rung": self.rung,
+               "rates": asdict(self.rates)}
+        if self.policy is not None:
+            data, working = self.memory
+            out.update(device_policy=self.policy.as_dict(), memory={"data_bytes": data, "working_bytes": working,
+                                                                    "data_on_device": self.policy.data_on_device(data, working)})
+        return out
 
 
 def format_seconds(seconds: float) -> str:
@@ -124,12 +142,32 @@ def estimate_seconds(config: Any, n_samples: int, rates: Rates) -> float:
     return train / rates.train + evals / rates.eval
 
 
+def memory_needs(config: Any, n_samples: int, num_classes: int = 10, in_dim: int = PROBE_EMBEDDING_DIM) -> tuple[int, int]:
+    """(bytes of the training data, bytes of one step's working set) of ``config`` over ``n_samples``.
+
+    The data is what :class:`~pruning_core.dynamics.device_data.DeviceData` holds: uint8 images, unpadded
+    (or float32 embeddings); the working set is :func:`~pruning_core.dynamics.models.training_working_bytes`.
+    """
+    from pruning_core.dynamics.models import training_working_bytes
+
+    precision = resolve_precision(resolve_device(config.device), config.precision)
+    if config.arch == "resnet9":
+        data = n_samples * config.image_size ** 2 * 3
+    else:
+        data = n_samples * in_dim * 4
+    working = training_working_bytes(config.arch, batch_size=config.batch_size, width=config.width,
+                                     image_size=config.image_size, in_dim=in_dim, num_classes=num_classes,
+                                     precision=precision)
+    return int(data), working
+
+
 def planned_batch_size(batch_size: int, n_samples: int) -> int:
-    """The largest power of two <= ``batch_size`` that still gives :data:`MIN_STEPS_PER_EPOCH` steps."""
+    """``batch_size`` halved until an epoch over ``n_samples`` has :data:`MIN_STEPS_PER_EPOCH` steps (not below
+    :data:`MIN_BATCH_SIZE`): a small subset trained at a large batch gets one or two steps an epoch and learns nothing."""
     bs = int(batch_size)
-    while bs > 32 and n_samples // bs < MIN_STEPS_PER_EPOCH:
+    while bs > MIN_BATCH_SIZE and n_samples // bs < MIN_STEPS_PER_EPOCH:
         bs //= 2
-    return bs
+    return max(bs, min(MIN_BATCH_SIZE, int(batch_size)))
 
 
 def _device_signature(dev: torch.device) -> dict:
@@ -210,29 +248,35 @@ def plan_dynamics(
     fixed: Iterable[str] = (),
     store: Optional[ResultStore] = None,
     progress: Optional[ProgressCallback] = None,
+    estimate: Optional[Callable[[Any, Rates], float]] = None,
+    batch_samples: Optional[int] = None,
 ) -> DynamicsPlan:
     """The most capable rung of :data:`RUNGS` that fits ``budget_s``, with the ``fixed`` fields of ``config`` kept.
 
     Without a budget, ``config`` runs as given (its defaults are the full-size settings) and the
     plan only carries the estimate.  Rungs are probed cheapest first and the search stops at the
     first that does not fit: a more capable rung is never cheaper.  When even the cheapest rung is
-    over budget it is chosen anyway and :attr:`DynamicsPlan.fits` says so.
+    over budget it is chosen anyway and :attr:`DynamicsPlan.fits` says so.  ``estimate(config, rates)``
+    replaces the dynamics step's cost model (:func:`estimate_seconds`) for other training-based steps;
+    ``batch_samples`` is the sample count a planned batch must give the floor of steps (default ``n_samples``;
+    the Evaluate grid passes its smallest subset, so the probe measures the batch every run will use).
     """
+    cost = estimate or (lambda candidate, rates: estimate_seconds(candidate, n_samples, rates))
     fixed = tuple(sorted(set(fixed) & set(PLANNED_FIELDS)))
     dev = str(resolve_device(config.device))
+    policy = device_policy(config.device, config.precision)
 
     def with_rung(rung: Mapping[str, int]) -> Any:
         defaults = type(config)()
         chosen = {f: rung.get(f, getattr(defaults, f)) for f in PLANNED_FIELDS if f not in fixed}
         candidate = replace(config, **chosen)
         if "batch_size" not in fixed:
-            candidate = replace(candidate, batch_size=planned_batch_size(candidate.batch_size, n_samples))
+            candidate = replace(candidate, batch_size=planned_batch_size(candidate.batch_size, batch_samples or n_samples))
         return candidate
 
     def plan_of(candidate: Any, rung: int) -> DynamicsPlan:
         rates = measure_rates(candidate, num_classes=num_classes, store=store)
-        return DynamicsPlan(candidate, n_samples, estimate_seconds(candidate, n_samples, rates), budget_s, rates, dev,
-                            fixed, rung)
+        return DynamicsPlan(candidate, n_samples, cost(candidate, rates), budget_s, rates, dev, fixed, rung, policy)
 
     if budget_s is None or config.arch != "resnet9":
         return plan_of(config, -1)
@@ -252,14 +296,14 @@ def plan_dynamics(
             break
     report(progress, "throughput probe", len(RUNGS), len(RUNGS))
     assert best is not None
-    return best if best.fits else _shrunk_to_fit(best)
+    return best if best.fits else _shrunk_to_fit(best, cost)
 
 
-def _shrunk_to_fit(plan: DynamicsPlan) -> DynamicsPlan:
+def _shrunk_to_fit(plan: DynamicsPlan, cost: Callable[[Any, Rates], float]) -> DynamicsPlan:
     """The cheapest rung over budget: fewer epochs, down to :data:`MIN_EPOCHS` (unless the user fixed them)."""
     if "epochs" in plan.fixed:
         return plan
     config = plan.config
     epochs = min(config.epochs, max(MIN_EPOCHS, int(config.epochs * plan.budget_s / plan.estimate_s)))
     candidate = replace(config, epochs=epochs)
-    return replace(plan, config=candidate, estimate_s=estimate_seconds(candidate, plan.n_samples, plan.rates))
+    return replace(plan, config=candidate, estimate_s=cost(candidate, plan.rates))

@@ -97,9 +97,12 @@ class DecisionStore:
         self.path = Path(path).expanduser() if path is not None else default_review_path()
         self.timeout = timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
+        try:
+            with self._connect() as con:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:  # "file is not a database", a damaged page, ...
+            raise ReviewError(f"{self.path}: not a readable review decisions database ({exc})") from None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -322,7 +325,7 @@ def decision_column(frame: pd.DataFrame, latest: pd.DataFrame, undecided: str = 
 
 
 def resolve_fingerprint(store: DecisionStore, paths: Iterable[str], fingerprint: Optional[str] = None) -> Optional[str]:
-    """The fingerprint whose decisions belong to a table with ``paths`` (CLI: no dataset at hand).
+    """The fingerprint whose decisions belong to a table with ``paths`` (a table that does not name its dataset).
 
     Given explicitly, it is used as is.  Otherwise the store's fingerprints whose decided
     paths all occur in the table are candidates; exactly one is required.
@@ -341,6 +344,68 @@ def resolve_fingerprint(store: DecisionStore, paths: Iterable[str], fingerprint:
             "pass --fingerprint"
         )
     return candidates[0] if candidates else None
+
+
+@dataclass(frozen=True)
+class DecisionsForTable:
+    """The decisions that apply to a score table, and what was checked to find them."""
+
+    fingerprint: Optional[str]
+    """Whose decisions apply (None: none do)."""
+    matched: int
+    """How many of those decided paths occur in the table."""
+    decided: int
+    """How many samples that fingerprint has decisions for."""
+    other_dataset: bool
+    """True when the decisions were made on another dataset (allowed explicitly)."""
+
+
+def decisions_for_table(
+    store: DecisionStore,
+    paths: Sequence[str],
+    classes: Iterable[str],
+    *,
+    table_fingerprint: Optional[str],
+    fingerprint: Optional[str] = None,
+    allow_other_dataset: bool = False,
+) -> DecisionsForTable:
+    """Bind decisions to the dataset they were made on; the one check the CLI's ``select --decisions`` runs.
+
+    A score table names its dataset (``table_fingerprint``).  Decisions stored for that fingerprint
+    apply.  Decisions of another dataset are refused, since matching by path alone carries a
+    reviewer's verdict to images it never saw, unless ``allow_other_dataset`` (then the message
+    says how many paths matched).  A relabel to a class the table does not have is refused either way.
+    """
+    known = set(map(str, paths))
+    if fingerprint is None and table_fingerprint is None:  # a table of an older version: match by paths
+        fingerprint = resolve_fingerprint(store, known)
+    elif fingerprint is None:
+        fingerprints = store.fingerprints()
+        if table_fingerprint in fingerprints:
+            fingerprint = table_fingerprint
+        else:  # only other datasets' decisions: the ones that share paths with this table are the question
+            sharing = [fp for fp in fingerprints if store.latest(fp)["path"].isin(known).any()]
+            if len(sharing) > 1:
+                raise ReviewError(f"{store.path} holds decisions of {len(sharing)} other datasets whose paths match "
+                                  f"these scores ({', '.join(sharing)}) and none of dataset {table_fingerprint}")
+            fingerprint = sharing[0] if sharing else None
+    if fingerprint is None:
+        return DecisionsForTable(None, 0, 0, False)
+    latest = store.latest(fingerprint)
+    matched = int(latest["path"].isin(known).sum())
+    other = table_fingerprint is not None and fingerprint != table_fingerprint
+    if other and not allow_other_dataset:
+        raise ReviewError(
+            f"{store.path}: its decisions were made on dataset {fingerprint}, not on the scored dataset "
+            f"{table_fingerprint} ({matched} of {len(latest)} decided paths match); pass "
+            "--decisions-from-other-dataset to apply them anyway"
+        )
+    relabels = latest.loc[latest["action"] == "relabel"]
+    unknown = sorted(set(relabels.loc[relabels["path"].isin(known), "new_label"]) - set(map(str, classes)))
+    if unknown:
+        raise ReviewError(f"{store.path}: relabel to class(es) {', '.join(map(repr, unknown))} that the scored "
+                          "dataset does not have; undo those decisions in the Review page")
+    return DecisionsForTable(fingerprint, matched, int(len(latest)), other)
 
 
 def resolve_duplicates(

@@ -43,11 +43,39 @@ def write_sidecar(path: Path, infos: Mapping[str, ScoreInfo], settings: Optional
     atomic_write_bytes(Path(path), json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
 
 
+_INFO_FIELDS = {"description", "suspicious"}
+
+
+def _read_sidecar_json(path: Path) -> dict[str, Any]:
+    """The sidecar as a dict, or ``ValueError`` naming the file and what is wrong with it."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: the score sidecar is not valid JSON ({exc}); rewrite it with 'prunescope score'") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the score sidecar must be a JSON object of score name -> "
+                         f"{{description, suspicious}}, not a {type(raw).__name__}")
+    for name, fields in raw.items():
+        if name == SETTINGS_KEY:
+            if not isinstance(fields, dict):
+                raise ValueError(f"{path}: '{SETTINGS_KEY}' must be an object")
+            continue
+        if not isinstance(fields, dict) or set(fields) != _INFO_FIELDS:
+            got = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
+            raise ValueError(f"{path}: score {name!r} must have exactly the keys description and suspicious "
+                             f"(got {got})")
+    return raw
+
+
 def read_sidecar(path: Path) -> dict[str, ScoreInfo]:
-    raw = json.loads(Path(path).read_text())
-    return {name: ScoreInfo(name=name, **fields) for name, fields in raw.items() if name != SETTINGS_KEY}
+    raw = _read_sidecar_json(path)
+    try:
+        return {name: ScoreInfo(name=name, **fields) for name, fields in raw.items() if name != SETTINGS_KEY}
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def read_sidecar_settings(path: Path) -> dict[str, Any]:
     """How each score family in the table was made (e.g. the planned proxy settings), by family."""
-    return dict(json.loads(Path(path).read_text()).get(SETTINGS_KEY) or {})
+    return dict(_read_sidecar_json(path).get(SETTINGS_KEY) or {})

@@ -20,32 +20,124 @@ Keep = Union[int, float]
 
 DYN_UNC_COLUMN = "dynamics.dyn_unc"
 ADAPRUNER_COLUMN = "adapruner.keep_logit"
-
-STRATEGIES: dict[str, str] = {
-    "easiest": "keep the least suspicious samples (drops likely noise and the hardest samples)",
-    "hardest": "keep the most difficult samples (for clean data and small budgets)",
-    "ccs": "coverage-centric: cut the hardest beta fraction as likely noise, then sample evenly across score strata",
-    "dyn_unc": "keep the samples with the highest Dynamic Uncertainty (He et al.)",
-    "cps": "CLIP-powered selection: optimised mask over label alignment and diversity (Yang et al.)",
-    "adapruner": "AdaPruner: the keep mask learned jointly with a proxy model (highest mask logits kept)",
-    "random": "uniform random sample (the baseline every strategy must beat)",
-}
+CPS_COLUMNS = ("clip.label_alignment", "clip.diversity")
 
 
-REQUIRED_COLUMNS: dict[str, list[str]] = {
-    "dyn_unc": [DYN_UNC_COLUMN],
-    "cps": ["clip.label_alignment", "clip.diversity"],
-    "adapruner": [ADAPRUNER_COLUMN],
-}
-"""Score columns a strategy is defined on (the others rank by the weighted combination)."""
+@dataclass(frozen=True)
+class Group:
+    """One group's selection problem, what a :class:`Strategy`'s ``pick`` receives.
+
+    A group is every eligible sample, or one class when the selection is class-balanced; the
+    arrays are over its members, in their order, and ``rng`` is shared by all groups of one call.
+    """
+
+    score: np.ndarray
+    """The weighted combined score (1 = most suspicious) for strategies that use weights, else zeros."""
+    columns: Mapping[str, np.ndarray]
+    """The strategy's own score columns."""
+    k: int
+    rng: np.random.Generator
+    seed: int
+    ccs_beta: float
+    ccs_strata: int
+    cps_params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A pruning strategy: what it needs, how the app may run it, and how it picks.
+
+    The pages, the CLI and :func:`select` read these fields instead of testing strategy names, so
+    a new strategy is one entry in :data:`STRATEGIES`.
+    """
+
+    name: str
+    description: str
+    pick: Callable[[Group], np.ndarray]
+    """Indices (into the group) of exactly ``group.k`` members to keep."""
+    columns: tuple[str, ...] = ()
+    """Score columns the strategy is defined on; it cannot run without them."""
+    uses_weights: bool = False
+    """Ranks by the weighted combination of all score columns (needs at least one score)."""
+    uses_seed: bool = False
+    """The seed changes which samples are kept."""
+    live: bool = True
+    """Cheap enough (milliseconds) to rerun on every change of the Prune page; else it runs on demand."""
+    fitted_per_ratio: bool = False
+    """Its columns depend on the keep ratio, so Evaluate learns them per run instead of reading the table."""
+
+    def runnable_on(self, frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> bool:
+        """Its own columns exist in ``frame`` and, if it combines scores, there is one to combine."""
+        return (all(c in frame for c in self.columns)
+                and (not self.uses_weights or any(name in frame for name in infos)))
+
+
+def _stable_order(score: np.ndarray, descending: bool) -> np.ndarray:
+    return np.argsort(-score if descending else score, kind="stable")
+
+
+def _lowest(group: Group) -> np.ndarray:
+    return _stable_order(group.score, descending=False)[: group.k]
+
+
+def _highest(group: Group) -> np.ndarray:
+    return _stable_order(group.score, descending=True)[: group.k]
+
+
+def _highest_column(column: str) -> Callable[[Group], np.ndarray]:
+    """Keep the members with the highest value of one score column."""
+    def pick(group: Group) -> np.ndarray:
+        return _stable_order(np.asarray(group.columns[column], dtype=np.float64), descending=True)[: group.k]
+    return pick
+
+
+def _random(group: Group) -> np.ndarray:
+    return group.rng.choice(len(group.score), size=group.k, replace=False)
+
+
+def _ccs_pick(group: Group) -> np.ndarray:
+    return _ccs(group.score, group.k, group.rng, group.ccs_beta, group.ccs_strata)
+
+
+def _cps_pick(group: Group) -> np.ndarray:
+    # Imported here: the CPS optimiser needs torch, which no other strategy should pay for.
+    from pruning_core.clip_scores.cps import cps_select
+
+    alignment, diversity = (group.columns[c] for c in CPS_COLUMNS)
+    chosen = cps_select(alignment, diversity, group.k, seed=group.seed, **group.cps_params)
+    return np.flatnonzero(np.asarray(chosen, dtype=bool))
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("easiest", "keep the least suspicious samples (drops likely noise and the hardest samples)",
+             _lowest, uses_weights=True),
+    Strategy("hardest", "keep the most difficult samples (for clean data and small budgets)",
+             _highest, uses_weights=True),
+    Strategy("ccs", "coverage-centric: cut the hardest beta fraction as likely noise, then sample evenly across "
+             "score strata", _ccs_pick, uses_weights=True, uses_seed=True),
+    Strategy("dyn_unc", "keep the samples with the highest Dynamic Uncertainty (He et al.)",
+             _highest_column(DYN_UNC_COLUMN), columns=(DYN_UNC_COLUMN,)),
+    Strategy("cps", "CLIP-powered selection: optimised mask over label alignment and diversity (Yang et al.)",
+             _cps_pick, columns=CPS_COLUMNS, uses_seed=True, live=False),
+    Strategy("adapruner", "AdaPruner: the keep mask learned jointly with a proxy model (highest mask logits kept)",
+             _highest_column(ADAPRUNER_COLUMN), columns=(ADAPRUNER_COLUMN,), fitted_per_ratio=True),
+    Strategy("random", "uniform random sample (the baseline every strategy must beat)", _random, uses_seed=True),
+)}
+"""Every strategy by name, in the order the app and the CLI list them."""
+
+
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy ``name``, or a one-line error listing the choices."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}") from None
 
 
 def available_strategies(frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> list[str]:
     """The strategies ``frame`` can run, in ``STRATEGIES`` order: their own columns exist, and the
     ones ranking by the weighted combination have at least one score to combine."""
-    combined = any(name in frame for name in infos)
-    return [s for s in STRATEGIES
-            if all(c in frame for c in REQUIRED_COLUMNS.get(s, [])) and (combined or s in REQUIRED_COLUMNS or s == "random")]
+    return [name for name, s in STRATEGIES.items() if s.runnable_on(frame, infos)]
 
 
 def keep_count(keep: Keep, n: int) -> int:
@@ -58,6 +150,9 @@ def keep_count(keep: Keep, n: int) -> int:
         count = int(keep)
     elif 0.0 < float(keep) <= 1.0:
         count = int(round(float(keep) * n))
+        if count == 0 and n > 0:
+            raise ValueError(f"keep={keep!r} of {n} samples rounds to 0 samples; keep at least {1 / n:.3g} "
+                             "or give a count")
     else:
         raise ValueError(f"keep={keep!r}: give a fraction in (0, 1] or a count from 0 to {n}")
     if not 0 <= count <= n:
@@ -103,6 +198,14 @@ class ScoreRanks:
         return self._columns[name]
 
 
+def check_weights(weights: Optional[Mapping[str, float]]) -> None:
+    """Refuse a weight that is not a finite number: a NaN makes every combined score NaN, and the
+    "selection" would silently be file order."""
+    not_finite = [name for name, w in (weights or {}).items() if not np.isfinite(float(w))]
+    if not_finite:
+        raise ValueError(f"weight of {', '.join(not_finite)} is not a finite number")
+
+
 def combined_score(
     frame: pd.DataFrame,
     infos: Mapping[str, ScoreInfo],
@@ -118,6 +221,7 @@ def combined_score(
     unknown = [name for name in weights if name not in frame or name not in infos]
     if unknown:
         raise ValueError(f"unknown score column(s) {unknown}; available: {sorted(n for n in infos if n in frame)}")
+    check_weights(weights)
     total = sum(abs(w) for w in weights.values())
     if total == 0:
         raise ValueError("all score weights are zero; give at least one score a weight")
@@ -128,10 +232,6 @@ def combined_score(
     for name, weight in weights.items():
         combined += weight * ranks[name]
     return combined / total
-
-
-def _stable_order(score: np.ndarray, descending: bool) -> np.ndarray:
-    return np.argsort(-score if descending else score, kind="stable")
 
 
 def _ccs(score: np.ndarray, k: int, rng: np.random.Generator, beta: float, strata: int) -> np.ndarray:
@@ -165,19 +265,6 @@ def _ccs(score: np.ndarray, k: int, rng: np.random.Generator, beta: float, strat
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     position = np.arange(len(pool)) - starts[bins[order]]
     return pool[order[position < quota[bins[order]]]]
-
-
-def _pick(strategy: str, score: np.ndarray, k: int, rng: np.random.Generator, *, beta: float, strata: int) -> np.ndarray:
-    """Indices (into ``score``) of the k samples one group keeps."""
-    if strategy in ("easiest",):
-        return _stable_order(score, descending=False)[:k]
-    if strategy in ("hardest", "dyn_unc", "adapruner"):
-        return _stable_order(score, descending=True)[:k]
-    if strategy == "random":
-        return rng.choice(len(score), size=k, replace=False)
-    if strategy == "ccs":
-        return _ccs(score, k, rng, beta, strata)
-    raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
 
 
 def _largest_remainder(counts: np.ndarray, k: int) -> np.ndarray:
@@ -216,7 +303,6 @@ def select(
     seed: int = 0,
     ccs_beta: float = 0.1,
     ccs_strata: int = 50,
-    cps_select: Optional[Callable[..., np.ndarray]] = None,
     cps_params: Optional[Mapping[str, float]] = None,
     ranks: Optional[ScoreRanks] = None,
 ) -> np.ndarray:
@@ -226,15 +312,16 @@ def select(
     decisions) are never kept, and asking for more than remain is an error, not a silent
     shortfall.  ``balance`` keeps each class in proportion to its size.  ``ranks`` (one
     :class:`ScoreRanks` per table, kept by the caller) makes repeated calls cheap.
+    ``strategy`` names an entry of :data:`STRATEGIES`, which picks within each group.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    chosen = get_strategy(strategy)
     n = len(frame)
     k = keep_count(keep, n)
     eligible = np.ones(n, dtype=bool) if removed is None else ~np.asarray(removed, dtype=bool)
     if k > eligible.sum():
         raise ValueError(f"cannot keep {k} samples: only {int(eligible.sum())} remain after review removals")
-    score = _strategy_score(frame, infos, strategy, weights, ranks)
+    score = _strategy_score(frame, infos, chosen, weights, ranks)
+    columns = {c: frame[c].to_numpy() for c in chosen.columns}
     rng = np.random.default_rng(seed)
     idx = np.flatnonzero(eligible)
     groups = [(idx, k)]
@@ -242,37 +329,24 @@ def select(
         groups = _class_groups(idx, frame["label"].to_numpy()[idx], k)
     mask = np.zeros(n, dtype=bool)
     for members, quota in groups:
-        if strategy == "cps":
-            if cps_select is None:
-                raise ValueError("the cps strategy needs the CLIP scores module (pruning_core.clip_scores)")
-            chosen = cps_select(
-                frame["clip.label_alignment"].to_numpy()[members],
-                frame["clip.diversity"].to_numpy()[members],
-                quota,
-                seed=seed,
-                **(cps_params or {}),
-            )
-            mask[members[np.asarray(chosen, dtype=bool)]] = True
-        else:
-            mask[members[_pick(strategy, score[members], quota, rng, beta=ccs_beta, strata=ccs_strata)]] = True
+        group = Group(score=score[members], columns={c: v[members] for c, v in columns.items()}, k=quota, rng=rng,
+                      seed=seed, ccs_beta=ccs_beta, ccs_strata=ccs_strata, cps_params=cps_params or {})
+        mask[members[chosen.pick(group)]] = True
     return mask
 
 
 def _strategy_score(
     frame: pd.DataFrame,
     infos: Mapping[str, ScoreInfo],
-    strategy: str,
+    strategy: Strategy,
     weights: Optional[Mapping[str, float]],
     ranks: Optional[ScoreRanks],
 ) -> np.ndarray:
-    """The score a strategy ranks by: the weighted combination, or the one score it is defined on."""
-    required = REQUIRED_COLUMNS.get(strategy, [])
-    missing = [c for c in required if c not in frame]
+    """The weighted combination for a strategy that ranks by it, else zeros; first, its columns must exist."""
+    missing = [c for c in strategy.columns if c not in frame]
     if missing:
-        raise ValueError(f"strategy {strategy!r} needs score column(s) {missing}; compute them on the Score step")
-    if strategy in ("dyn_unc", "adapruner"):  # defined on their one column
-        return frame[required[0]].to_numpy(dtype=np.float64)
-    if strategy in ("random", "cps"):
+        raise ValueError(f"strategy {strategy.name!r} needs score column(s) {missing}; compute them on the Score step")
+    if not strategy.uses_weights:
         return np.zeros(len(frame))
     if not infos:
         raise ValueError("no score columns to rank by; compute scores first or use strategy 'random'")
@@ -290,6 +364,9 @@ class SelectionRecipe:
     seed: int = 0
     ccs_beta: float = 0.1
     cps_params: Optional[Mapping[str, float]] = None
+
+    def __post_init__(self) -> None:
+        check_weights(self.weights)  # before a manifest records them, whatever the strategy
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -317,9 +394,6 @@ def run_recipe(
     ranks: Optional[ScoreRanks] = None,
 ) -> np.ndarray:
     """``select`` driven by a stored recipe: the one call the CLI, the app and replay share."""
-    cps = None
-    if recipe.strategy == "cps":
-        from pruning_core.clip_scores.cps import cps_select as cps
     return select(
         frame,
         infos,
@@ -330,7 +404,6 @@ def run_recipe(
         removed=removed_mask(frame, removed_paths),
         seed=recipe.seed,
         ccs_beta=recipe.ccs_beta,
-        cps_select=cps,
         cps_params=recipe.cps_params,
         ranks=ranks,
     )

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/prunescope demo
 .venv/bin/prunescope score demo --out "${PRUNESCOPE_CACHE:-$HOME/.cache/prunescope}/demo-scores.parquet"
+# Listens on 127.0.0.1 only, as .streamlit/config.toml says (README: Security); --address/--allow-remote change it.
 exec .venv/bin/prunescope app "$@"

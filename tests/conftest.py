@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
-CIFAR_SHARED = Path(os.environ.get("PRUNESCOPE_CIFAR_SHARED", "/work/shared/data/cifar10"))
+_SHARED_CANDIDATES = (Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10",
+                      Path("/work/shared/data/cifar10"))
+CIFAR_SHARED = Path(os.environ.get("PRUNESCOPE_CIFAR_SHARED")
+                    or next((p for p in _SHARED_CANDIDATES if p.is_dir()), _SHARED_CANDIDATES[-1]))
 CIFAR_UNPACKED = Path(os.environ.get("PRUNESCOPE_CIFAR_DIR", "/tmp/cifar"))
+
+
+def _absent(reason: str) -> None:
+    """Skip where the shared data is not given; under CI (``CI=true``, where it is) a missing input fails."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,6 +38,23 @@ def isolated_cache(tmp_path_factory) -> Path:
         os.environ["PRUNESCOPE_CACHE"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def workspace_includes_tmp() -> None:
+    """Test datasets live in the temporary folder (pytest's, the CIFAR copy): add it to the app's workspace roots."""
+    import tempfile
+
+    from pruning_core.safety import ROOTS_ENV
+
+    base = tempfile.gettempdir()
+    previous = os.environ.get(ROOTS_ENV)
+    os.environ[ROOTS_ENV] = os.pathsep.join([str(base), str(Path.home()), os.getcwd()])
+    yield
+    if previous is None:
+        os.environ.pop(ROOTS_ENV, None)
+    else:
+        os.environ[ROOTS_ENV] = previous
+
+
 @pytest.fixture
 def one_thread():
     """Training tests run on one torch thread: bitwise-reproducible on CPU, and faster on 2 shared cores."""
@@ -41,13 +68,19 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def cifar_dir() -> Path:
-    """Unpacked real CIFAR-10 (``<dir>/train/<class>/NNNN.jpg``); skips when it is absent.
+    """Unpacked real CIFAR-10 (``<dir>/train/<class>/NNNN.jpg``), extracted from the shared tarball on first use.
 
-    Point ``PRUNESCOPE_CIFAR_DIR`` at an unpacked copy (default ``/tmp/cifar``); the
-    manifests are read from ``PRUNESCOPE_CIFAR_SHARED`` (default ``/work/shared/data/cifar10``).
+    ``PRUNESCOPE_CIFAR_DIR`` is where it is unpacked (default ``/tmp/cifar``); the tarball and the
+    manifests are read from ``PRUNESCOPE_CIFAR_SHARED`` (default: ``shared/`` beside the checkout).
     """
+    tarball = CIFAR_SHARED / "cifar10-jpeg.tar.gz"
+    if not (CIFAR_UNPACKED / "train").is_dir() and tarball.is_file():
+        import subprocess
+
+        CIFAR_UNPACKED.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["tar", "-xzf", str(tarball), "-C", str(CIFAR_UNPACKED)], check=True)
     if not (CIFAR_SHARED / "train_sym20.csv").is_file() or not (CIFAR_UNPACKED / "train").is_dir():
-        pytest.skip(f"real CIFAR-10 not available (need {CIFAR_SHARED} and {CIFAR_UNPACKED}/train)")
+        _absent(f"real CIFAR-10 not available (need {CIFAR_SHARED} and {CIFAR_UNPACKED}/train)")
     return CIFAR_UNPACKED
 
 
@@ -55,7 +88,7 @@ def cifar_dir() -> Path:
 def cifar_manifests() -> Path:
     """Folder with the CIFAR-10 manifests (train_clean/sym20/sym40/asym40.csv); skips if absent."""
     if not (CIFAR_SHARED / "train_sym20.csv").is_file():
-        pytest.skip(f"CIFAR-10 manifests not available at {CIFAR_SHARED}")
+        _absent(f"CIFAR-10 manifests not available at {CIFAR_SHARED}")
     return CIFAR_SHARED
 
 

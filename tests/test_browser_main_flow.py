@@ -60,3 +60,25 @@ def test_a_bookmarked_page_opens_with_the_app_navigation(demo_assets, isolated_c
         nav.get_by_text("Dataset", exact=True).wait_for(timeout=30_000)
         assert nav.get_by_text("app", exact=True).count() == 0  # no file-name navigation
         assert page.get_by_text("audit and prune image datasets").count() == 1  # app.py's sidebar ran
+
+
+def test_evaluate_shows_the_plan_then_curves_with_their_proxy(demo_assets, isolated_cache):
+    """Evaluate on the demo with the CLIP probe: the plan before training, then bands, marks and the proxy's name."""
+    with running_app(isolated_cache) as url, browser_page(height=1600) as page:
+        page.goto(f"{url}/evaluate")
+        page.get_by_role("heading", name="Evaluate").wait_for(timeout=120_000)
+        proxy = page.get_by_test_id("stSelectbox").filter(has_text="Proxy")
+        proxy.click()
+        page.get_by_role("option", name="linear probe", exact=False).click()
+        seeds = page.get_by_label("Seeds")
+        seeds.fill("1")
+        seeds.press("Enter")
+        wait_for_text(page, "13 training runs of a linear probe on", timeout=180_000)  # the plan, before training
+        assert page.locator(".js-plotly-plot").count() == 0
+        page.get_by_role("button", name="Train and compare").click()
+        wait_for_text(page, "Proxy: linear probe on", timeout=300_000)
+        caption = page.get_by_text("Proxy: linear probe on", exact=False).first.inner_text()
+        assert "training budget: equal steps" in caption and "mean over 1 seed," in caption
+        assert page.locator(".js-plotly-plot").count() == 1
+        assert not page.get_by_text("Traceback").count()
+        page.screenshot(path=str(isolated_cache / "evaluate.png"), full_page=True)

@@ -79,3 +79,17 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsUnavailable, match=f"Could not load CLIP {TINY_CLIP_NAME} from .*broken.pt"):
         load_clip(TINY_CLIP_NAME, str(ckpt), device="cpu")
+
+
+def test_weights_load_at_the_chosen_precision_and_key_it():
+    fp32 = load_clip(TINY_CLIP_NAME, "none", device="cpu")
+    bf16 = load_clip(TINY_CLIP_NAME, "none", device="cpu", precision="bf16")
+    assert fp32.precision == "fp32" and "precision" not in fp32.identity  # CPU default: fp32, keys as before
+    assert bf16.identity == {**fp32.identity, "precision": "bf16"}
+    dtypes = {p.dtype for p in bf16.model.parameters()}
+    assert torch.bfloat16 in dtypes  # weights stored in bf16 (LayerNorms stay fp32)
+    size = bf16.model.visual.image_size
+    size = size if isinstance(size, int) else size[0]
+    images = torch.randn(4, 3, size, size)
+    a, b = fp32.encode_image_batch(images), bf16.encode_image_batch(images)
+    assert b.dtype == torch.float32 and torch.allclose((a * b).sum(1), torch.ones(4), atol=1e-2)

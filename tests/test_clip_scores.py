@@ -456,3 +456,36 @@ def test_read_only_memmapped_embeddings_score_without_a_torch_warning(tmp_path):
         sds = diversity_sds(mapped_img, mapped_ids, 3, device="cpu")
     np.testing.assert_array_equal(sas, label_alignment(img, given_, text, device="cpu"))
     np.testing.assert_array_equal(sds, diversity_sds(img, given_, 3, device="cpu"))
+
+
+def test_block_progress_is_throttled_but_ends_at_the_total():
+    from pruning_core.clip_scores._common import throttled
+    from pruning_core.progress import Progress
+
+    now = [0.0]
+    seen = []
+    forward = throttled(seen.append, interval_s=1.0, clock=lambda: now[0])
+    for done in range(1, 101):  # 100 blocks in 0.99 s: the first, one a second later, and the last
+        now[0] = done / 100
+        forward(Progress("k-NN", done, 100))
+    assert [p.done for p in seen] == [1, 100]
+    assert throttled(None) is None
+
+
+def test_clip_scores_use_the_device_policys_blocks_and_a_throttled_knn_progress(monkeypatch):
+    import pruning_core.clip_scores as cs
+    from pruning_core.devices import CPU_KNN_BLOCK_BYTES
+
+    img, given_, _, text, _ = make_data(seed=8)
+    used, events = [], []
+    real_knn = cs.knn
+
+    def spy(*args, **kwargs):
+        used.append(kwargs.get("block_bytes"))
+        return real_knn(*args, **kwargs)
+
+    monkeypatch.setattr(cs, "knn", spy)
+    cs.clip_scores(img, given_, CLASSES, text, k=5, device="cpu", progress=events.append)
+    assert used == [CPU_KNN_BLOCK_BYTES]
+    knn_events = [e for e in events if e.stage == "k-NN"]
+    assert knn_events and knn_events[-1].done == knn_events[-1].total == len(img)

@@ -207,7 +207,9 @@ def test_image_folder_symlink_outside_root_is_skipped(tmp_path):
     ds = load_image_folder(root)
     errs = {i.path: i.reason for i in ds.report.errors}
     assert "outside the dataset root" in errs["cat/link.png"]
-    assert "outside the dataset root" in errs["linked_class/x.png"]
+    warnings = {i.path: (i.kind, i.reason) for i in ds.report.warnings}  # the folder link: one entry, not followed
+    assert warnings["linked_class"] == ("outside root", "folder symlink leads outside the dataset root; not followed")
+    assert not any("x.png" in str(i.path) for i in ds.report.issues)
     assert "cat/inner_link.png" in set(ds.samples.path)
 
 
@@ -265,7 +267,8 @@ def test_manifest_bad_rows_are_skipped_with_row_numbers(tmp_path):
     assert ds.samples.true_label.tolist() == ["cat", "dog", "cat"]  # extra column carried through
     assert ds.report.n_skipped == 7
     frame = ds.report.as_frame()
-    assert frame.row.tolist() == [2, 3, 4, 5, 6, 7, 9]
+    assert frame[frame.severity == "error"].row.tolist() == [2, 3, 4, 5, 6, 7, 9]
+    assert frame[frame.severity == "warning"].path.tolist() == ["cat"]  # one valid cat left: a single-sample class
     summary = ds.report.summary()
     assert summary.startswith("3 valid samples; 7 skipped: ")
     assert "1 missing file" in summary and "3 outside root" in summary and "1 duplicate path" in summary

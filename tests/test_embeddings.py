@@ -66,3 +66,22 @@ def test_cancelled_job_resumes_from_finished_chunks(encoder, image_paths, tmp_pa
     assert sum(batches) == 8  # only the two unfinished chunks were embedded again
     full, _ = embed_images(image_paths, encoder, batch_size=4, num_workers=0)
     np.testing.assert_allclose(resumed[ok], full[ok], atol=1e-5)
+
+
+def test_loader_settings_come_from_the_policy_and_fit_dev_shm(monkeypatch, encoder, image_paths):
+    """With Docker's 64 MB /dev/shm a batch of 4096 images cannot be handed over: decode in this process."""
+    from pruning_core import devices, embeddings
+
+    made = []
+    real_loader = embeddings.DataLoader
+
+    def spy(*args, **kwargs):
+        made.append((kwargs["num_workers"], kwargs["prefetch_factor"]))
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr(embeddings, "DataLoader", spy)
+    monkeypatch.setattr(devices, "affinity_cpus", lambda: 8)
+    for shm, expected in ((64 * 2**20, (0, None)), (2**40, (2, 4))):  # a CPU device: at most two decoders
+        monkeypatch.setattr(devices, "shm_free_bytes", lambda path="/dev/shm", shm=shm: shm)
+        list(embeddings.local_batches(image_paths[:2], encoder, batch_size=4096, num_workers=None))
+        assert made[-1] == expected

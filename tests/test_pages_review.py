@@ -2,10 +2,14 @@
 
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pruning_core.pipeline import ScoreTable
 from pruning_core.review import DecisionStore
+from pruning_core.score_info import ScoreInfo
 from review_fixtures import make_scored_dataset
 from ui import state
 
@@ -124,3 +128,52 @@ def test_export_page_counts_relabels_and_writes_a_folder(scored, tmp_path):
     assert (tmp_path / "pruned" / "fox" / "img_001.png").exists()  # relabel applied in the layout
     button(at, "Write folder").click().run()
     assert any("not empty" in e.value for e in at.error)
+
+
+def test_export_uses_the_subset_prune_previewed(scored, monkeypatch):
+    """Prune publishes its preview through ``ui.state``; Export reads it instead of selecting again."""
+    at = page("prune", scored).run()
+    at.slider(key="prune_fraction").set_value(0.5).run()
+    assert not at.exception
+    import pruning_core.selection
+
+    def no_second_selection(*args, **kwargs):
+        raise AssertionError("Export selected again instead of using the Prune preview")
+
+    monkeypatch.setattr(pruning_core.selection, "run_recipe", no_second_selection)
+    export = page("export", scored)
+    for key, value in at.session_state.items():  # the same browser session moves on to Export
+        export.session_state[key] = value
+    export.run()
+    assert not export.exception, [e.value for e in export.exception]
+    assert export.markdown[0].value.startswith("**18** of 36 samples kept by `easiest` at keep=0.5")
+
+
+def test_an_on_demand_strategy_waits_for_its_button(scored):
+    """CPS is registered as not live: Prune offers it, and runs it only when asked."""
+    dataset, manifest, table = scored
+    rng = np.random.default_rng(0)
+    frame = table.frame.assign(**{"clip.label_alignment": rng.random(len(table.frame)),
+                                  "clip.diversity": rng.random(len(table.frame))})
+    infos = {**table.infos, **{c: ScoreInfo(c, c, "low") for c in ("clip.label_alignment", "clip.diversity")}}
+    at = page("prune", (dataset, manifest, ScoreTable(frame, infos))).run()
+    at.selectbox(key="prune_strategy").set_value("cps").run()
+    assert not at.exception
+    assert not at.metric and any("runs on demand" in i.value for i in at.info)
+    button(at, "Run CPS selection").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}["Kept"] == "29 of 36"
+
+
+def test_the_reviewer_name_outlives_its_widget():
+    """Overview and Explore record tags under the name typed on Review, after its widget is gone."""
+    at = AppTest.from_string(
+        "import streamlit as st\nfrom ui import review_state as rs\n"
+        "if st.session_state.get('show_widget', True):\n    rs.reviewer_input()\n"
+        "st.markdown(f'name={rs.reviewer_name()}')\n")
+    at.run()
+    at.text_input(key="reviewer_name").set_value("ann").run()
+    at.session_state["show_widget"] = False  # another page: the widget and its state are gone
+    at.run()
+    assert not at.exception
+    assert at.markdown[0].value == "name=ann"

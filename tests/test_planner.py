@@ -82,7 +82,7 @@ def test_over_budget_shrinks_epochs_down_to_a_floor(fake_machine):
 def test_batch_size_keeps_a_floor_of_steps_per_epoch():
     for n in (100, 2_395, 50_000):
         bs = planner.planned_batch_size(512, n)
-        assert bs <= 512 and (n // bs >= planner.MIN_STEPS_PER_EPOCH or bs == 32)
+        assert bs <= 512 and (n // bs >= planner.MIN_STEPS_PER_EPOCH or bs == planner.MIN_BATCH_SIZE)
 
 
 def _tiny_images(n=256, size=16, seed=0):
@@ -105,6 +105,12 @@ def test_a_budgeted_run_stops_within_its_budget_plus_one_epoch(one_thread):
     assert rec.meta["stopped_by_budget"] and 1 <= rec.n_epochs < 200
     assert rec.prob.shape == (rec.n_epochs, len(y)) and rec.meta["epochs_done"] == rec.n_epochs
     assert elapsed <= budget + 2 * epoch_s + 0.5  # the budget, the epoch that crossed it, model set-up
+    # the final logits are those of the last epoch done (copied to the host once, after it)
+    from pruning_core.dynamics.trainer import label_stats
+    import torch
+
+    final = label_stats(torch.as_tensor(rec.final_logits), torch.as_tensor(y))["prob"].numpy()
+    np.testing.assert_allclose(final, rec.prob[-1], rtol=1e-5, atol=1e-6)
     unbudgeted = train_and_record(x, y, epochs=3, **kw)
     assert not unbudgeted.meta["stopped_by_budget"] and unbudgeted.n_epochs == 3
 
@@ -117,3 +123,18 @@ def test_cross_fitting_out_of_budget_keeps_finished_folds_only(tmp_path, one_thr
     assert err.value.folds_done == 0 and not list(tmp_path.glob("fold*.npy"))
     probs = out_of_sample_probs(x, y, deadline=time.monotonic() + 600, **kw)
     assert np.isfinite(probs).all() and len(list(tmp_path.glob("fold*.npy"))) == 4
+
+
+def test_the_plan_shows_and_records_the_device_decisions(fake_machine, monkeypatch):
+    from pruning_core import devices
+
+    t4 = devices.DeviceFacts("cuda", 0, "Tesla T4", (7, 5), 16 * 10**9, 15 * 10**9, cpus=2, shm_bytes=64 * 2**20)
+    monkeypatch.setattr(planner, "device_policy", lambda device, precision="auto": devices.decide(t4, precision))
+    imagenet64 = plan_dynamics(DynamicsConfig(device="cpu", image_size=64), 1_281_167, num_classes=1000,
+                               budget_s=None)
+    assert "fp16 + GradScaler on cuda:0" in imagenet64.describe() and "pinned host memory" in imagenet64.describe()
+    recorded = imagenet64.as_dict()
+    assert recorded["device_policy"]["facts"]["capability"] == (7, 5)
+    assert recorded["memory"]["data_bytes"] == 1_281_167 * 64 * 64 * 3 and not recorded["memory"]["data_on_device"]
+    cifar = plan_dynamics(DynamicsConfig(device="cpu"), 50_000, num_classes=10, budget_s=None)
+    assert cifar.as_dict()["memory"]["data_on_device"] and "0.14 GiB on the device" in cifar.describe()

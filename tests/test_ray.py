@@ -167,20 +167,20 @@ def test_evaluate_grid_on_ray_equals_local_and_shares_identical_runs(ray_executo
 
     dataset, _ = small_demo
     config = EvalConfig(proxy=DynamicsConfig(epochs=1, image_size=16, width=4, batch_size=64, device="cpu", folds=0),
-                        random_seeds=2)
+                        seeds=2)
     grid = dict(strategies=["random"], keeps=[0.5], config=config)
     local = evaluate_pruning(dataset, base_table(dataset), ResultStore(tmp_path / "local"), **grid)
     with executors.using(ray_executor):
         remote = evaluate_pruning(dataset, base_table(dataset), ResultStore(tmp_path / "ray"), **grid)
     columns = ["strategy", "keep", "seed", "n_train", "accuracy", "samples_trained"]
     pd.testing.assert_frame_equal(remote[columns], local[columns], check_exact=True)
-    assert len(remote) == 3 and not remote["cached"].any()
+    assert len(remote) == 4 and not remote["cached"].any()  # full and random, 2 seeds each
 
     # random at keep 1.0 keeps every sample, so it is the full-data run; on 2 CPUs both cells start at
     # once, and the second waits for the first's entry instead of training it again
     with executors.using(ray_executor):
         same = evaluate_pruning(dataset, base_table(dataset), ResultStore(tmp_path / "same"),
-                                strategies=["random"], keeps=[1.0], config=replace(config, random_seeds=1))
+                                strategies=["random"], keeps=[1.0], config=replace(config, seeds=1))
     assert len(same) == 2 and same["cached"].sum() == 1 and same["accuracy"].nunique() == 1
     assert len(list((tmp_path / "same" / "entries").glob("subset-eval-*"))) == 1
 

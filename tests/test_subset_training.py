@@ -6,12 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cache.store import ResultStore
 from pruning_core.datasets import load_image_folder
 from pruning_core.pipeline import DynamicsConfig, ScoreTable, base_table
 from pruning_core.score_info import ScoreInfo
-from pruning_core.selection import ADAPRUNER_COLUMN, select
+from pruning_core.planner import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH
+from pruning_core.selection import ADAPRUNER_COLUMN, keep_count, select
 from pruning_core.subset_training import (
     AdaPruner,
     EvalConfig,
@@ -24,6 +27,7 @@ from pruning_core.subset_training import (
 from pruning_core.subset_training import evaluate as evaluate_mod
 from pruning_core.subset_training.dynamic import epoch_subset, percentile_ranks
 from pruning_core.subset_training.evaluate import grid_runs, heldout_label_ids
+from pruning_core.subset_training.runs import BUDGETS, run_schedule
 from synthetic import gaussian_embeddings, synthetic_images, write_image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,11 +43,62 @@ def test_subset_training_reports_accuracy_and_cost():
     keep[:150] = True
     run = train_on_subset(x, y, keep, test_x=tx, test_y=ty, epochs=6, num_classes=3, **IMG)
     assert run.n_train == 150
-    assert run.samples_trained == 6 * (150 // 32) * 32  # the last incomplete batch is dropped
+    # equal steps: full data (300 at batch 16, the floor of 16 steps an epoch) takes 6 x 18 steps; so does the half
+    assert run.meta["steps"] == 6 * (300 // 16) and run.meta["batch_size"] == 16
+    assert run.samples_trained == run.meta["steps"] * 16
     assert run.heldout_probs.shape == (120, 3)
     assert run.accuracy > 0.8  # the three stripe classes are easy
     with pytest.raises(ValueError, match="empty"):
         train_on_subset(x, y, np.zeros(300, bool), epochs=1, **IMG)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n_full=st.integers(1, 200_000), keep=st.floats(0.01, 1.0), epochs=st.integers(1, 40),
+       batch_exp=st.integers(4, 11), budget=st.sampled_from(list(BUDGETS)))
+def test_no_run_is_step_starved_and_equal_steps_means_equal_steps(n_full, keep, epochs, batch_exp, budget):
+    n = max(1, keep_count(keep, n_full))
+    schedule = run_schedule(n, n_full=n_full, epochs=epochs, batch_size=2 ** batch_exp, budget=budget)
+    full = run_schedule(n_full, n_full=n_full, epochs=epochs, batch_size=2 ** batch_exp, budget=budget)
+    assert 1 <= schedule.batch_size <= min(2 ** batch_exp, n)
+    # the floor of steps per epoch, unless the batch is already at its minimum (or the subset smaller than it)
+    assert schedule.steps_per_epoch >= MIN_STEPS_PER_EPOCH or schedule.batch_size == min(MIN_BATCH_SIZE, n)
+    if budget == "equal_steps":
+        assert schedule.total_steps == full.total_steps
+    else:
+        assert schedule.total_steps == epochs * schedule.steps_per_epoch
+    assert full.total_steps == epochs * full.steps_per_epoch  # full data is the same run under both budgets
+
+
+def test_equal_steps_runs_take_the_same_optimiser_steps_whatever_the_ratio():
+    x, y, _ = synthetic_images(n=256, noise=0.0, seed=2)
+    steps = {}
+    for keep, budget in [(0.25, "equal_steps"), (0.5, "equal_steps"), (1.0, "equal_steps"), (0.25, "equal_epochs")]:
+        mask = np.zeros(256, bool)
+        mask[: int(256 * keep)] = True
+        run = train_on_subset(x, y, mask, epochs=2, budget=budget, num_classes=3, **IMG)
+        steps[keep, budget] = run.meta["steps"]
+        assert run.samples_trained == run.meta["steps"] * run.meta["batch_size"]
+    assert steps[0.25, "equal_steps"] == steps[0.5, "equal_steps"] == steps[1.0, "equal_steps"] == 2 * (256 // 16)
+    assert steps[0.25, "equal_epochs"] == 2 * (64 // 16)  # 64 samples at the minimum batch: 4 steps an epoch
+
+
+def test_significance_marks_come_from_the_seeds_shown():
+    rows = []
+    for strategy, keep, accs in [("full", 1.0, [0.60, 0.61, 0.59]), ("random", 0.5, [0.50, 0.52, 0.51]),
+                                 ("easiest", 0.5, [0.70, 0.71, 0.69]), ("ccs", 0.5, [0.52, 0.49, 0.55]),
+                                 ("hardest", 0.5, [0.9])]:
+        rows += [{"strategy": strategy, "keep": keep, "seed": i, "n_train": 10, "accuracy": a, "steps": 5,
+                  "batch_size": 2, "epochs": 1.0, "samples_trained": 10, "train_seconds": 1.0, "cached": False}
+                 for i, a in enumerate(accs)]
+    summary = summarise(pd.DataFrame(rows)).set_index("strategy")
+    easiest, random, full = summary.loc["easiest"], summary.loc["random"], summary.loc["full"]
+    assert easiest["accuracy_sem"] == pytest.approx(np.std([0.70, 0.71, 0.69], ddof=1) / np.sqrt(3))
+    margin = 2 * np.hypot(easiest["accuracy_sem"], random["accuracy_sem"])
+    assert easiest["accuracy"] - random["accuracy"] > margin and easiest["beats_random"]
+    assert easiest["beats_full"] and not random["beats_full"]
+    assert not summary.loc["ccs", "beats_random"]  # 0.52 +- 0.03 vs 0.51 +- 0.01: within noise
+    assert not summary.loc["hardest", "beats_random"]  # one run has no standard error
+    assert not full["beats_full"] and not random["beats_random"]
 
 
 def test_epoch_subset_prefers_unseen_then_hard_and_consistent_samples():
@@ -64,19 +119,23 @@ def test_dynamic_pruning_costs_the_ratio_and_skips_inconsistent_samples():
     run = train_with_dynamic_pruning(x, y, 0.5, consistency=(~noisy).astype(float), explore=0.0,
                                      test_x=tx, test_y=ty, epochs=4, num_classes=3, **IMG)
     assert run.n_train == 160
-    assert run.samples_trained == 4 * (160 // 32) * 32
+    assert run.meta["steps"] == 4 * (320 // 16)  # equal steps: those of 4 full-data epochs at batch 16
+    assert run.samples_trained == run.meta["steps"] * 16
     # an oracle consistency keeps every noisy sample out of every epoch, and unseen samples go
     # first, so exactly the clean ones are visited (240 clean > 160 per epoch)
     assert run.meta["visited_fraction"] == pytest.approx((~noisy).mean(), abs=1e-6)
     assert run.accuracy > 0.8
 
 
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 0.01), ("bf16", 0.02)])
 @pytest.mark.parametrize("ratio", [0.2, 0.5, 0.8])
-def test_adapruner_mask_lands_within_one_percent_of_the_target(ratio):
+def test_adapruner_mask_lands_near_the_target(ratio, precision, tolerance):
+    """Within 1 point in fp32; bf16 rounding moves where the mask freezes (0.213 at 0.2), so 2 points there."""
     x, y, noisy = gaussian_embeddings(n=2000, dim=16, classes=4, noise=0.2, seed=1)
-    pruner = AdaPruner(ratio, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, device="cpu").fit(x, y)
+    pruner = AdaPruner(ratio, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, device="cpu",
+                       precision=precision).fit(x, y)
     assert pruner.mask_logits_.shape == (2000,)
-    assert abs(pruner.kept_fraction_ - ratio) <= 0.01
+    assert abs(pruner.kept_fraction_ - ratio) <= tolerance
     assert np.array_equal(pruner.mask_, pruner.mask_logits_ > 0)
     assert len(pruner.history_) == 8
     # the -log(CE) term takes weight off what is already easy: among correctly labelled samples,
@@ -115,7 +174,7 @@ def scored_folder(tmp_path):
 
 
 CONFIG = EvalConfig(proxy=DynamicsConfig(epochs=2, image_size=16, width=8, batch_size=32, folds=0, device="cpu"),
-                    random_seeds=2)
+                    seeds=2)
 
 
 def test_grid_trains_each_cell_once_and_reuses_the_cache(scored_folder, tmp_path, monkeypatch):
@@ -124,8 +183,9 @@ def test_grid_trains_each_cell_once_and_reuses_the_cache(scored_folder, tmp_path
     seen = []
     results = evaluate_pruning(dataset, table, store, strategies=["easiest", "random", "dynamic"], keeps=[0.5, 1.0],
                                config=CONFIG, test=test, progress=seen.append)
-    # full + per ratio: easiest, 2 random seeds, dynamic
-    assert len(results) == 1 + 2 * 4
+    # full, and per ratio easiest, random and dynamic: each over 2 seeds
+    assert len(results) == 2 * (1 + 2 * 3)
+    assert (results.groupby(["strategy", "keep"]).size() == 2).all()
     assert results["accuracy"].between(0, 1).all()
     assert set(results.loc[results["keep"] == 0.5, "n_train"]) == {75}
     # keeping everything is the same subset as the full run, so it is not trained again
@@ -143,7 +203,7 @@ def test_grid_trains_each_cell_once_and_reuses_the_cache(scored_folder, tmp_path
     pd.testing.assert_series_equal(again["accuracy"], results["accuracy"])
 
     summary = summarise(results)
-    assert summary.loc[(summary["strategy"] == "random") & (summary["keep"] == 0.5), "runs"].item() == 2
+    assert (summary["runs"] == 2).all()
     best = best_configuration(results, keep=0.5)
     assert best["strategy"] in ("easiest", "random") and best["keep"] == 0.5
 
@@ -152,7 +212,7 @@ def test_grid_without_a_test_set_holds_out_a_stratified_split(scored_folder, tmp
     dataset, _, table = scored_folder
     results = evaluate_pruning(dataset, table, ResultStore(tmp_path / "cache"), strategies=["easiest"], keeps=[0.5],
                                config=CONFIG)
-    assert list(results["n_train"]) == [120, 60]  # 80% of 150 trains, half of it is kept
+    assert list(results["n_train"]) == [120, 120, 60, 60]  # 80% of 150 trains, half of it is kept; 2 seeds each
 
 
 def test_grid_inputs_are_checked_with_clear_messages(scored_folder, tmp_path):
@@ -178,7 +238,7 @@ def test_cli_evaluate_writes_curves_and_reruns_from_the_cache(scored_folder, tmp
     table = pd.read_parquet(scores)
     assert "adapruner.keep_logit" in table and "dynamics.aum" in table
     args = [*common, "evaluate", dataset.root, "--scores", scores, "--test", test.root, "--strategies",
-            "easiest,adapruner,random", "--keep", "0.5", "--random-seeds", 1, "--epochs", 2, "--image-size", 16,
+            "easiest,adapruner,random", "--keep", "0.5", "--seeds", 1, "--epochs", 2, "--image-size", 16,
             "--width", 8, "--batch-size", 32, "--device", "cpu", "--out", curves]
     assert main([str(a) for a in args]) == 0
     first = pd.read_csv(curves)
@@ -209,15 +269,38 @@ def test_evaluate_page_trains_the_grid_and_hands_a_recipe_to_export(tmp_path):
     assert offered == ["random", "adapruner", "dynamic"]  # no scores yet: only what needs no ranking
     at.multiselect[0].set_value(["random", "dynamic"])
     at.multiselect[1].set_value([0.5])
-    for i, value in enumerate([1, 4, 16, 1]):  # epochs, width, resolution, random seeds
+    for i, value in enumerate([1, 180, 1, 4, 16]):  # seeds, time budget, epochs, width, resolution
         at.number_input[i].set_value(value)
-    at.selectbox[0].set_value("cpu")
+    at.selectbox[1].set_value("cpu")
+    at.run()
+    plan = next(box.value for box in at.info if "Plan:" in box.value)
+    assert "3 training runs of a ResNet-9 width 4 at 16 px" in plan and "budget 3.0 min" in plan
     at.button[0].click().run()
     assert not at.exception
     results = at.session_state["evaluate_results"]["results"]
     assert list(results["strategy"]) == ["full", "random", "dynamic"]
     assert (results.loc[results["strategy"] != "full", "n_train"] == 36).all()  # half of the 80% split
+    assert results["steps"].nunique() == 1  # equal steps: every run as many as full data
     assert len(at.get("plotly_chart")) == 1
+    assert any("Proxy: ResNet-9 width 4 at 16 px; training budget: equal steps" in c.value for c in at.caption)
     at.button[1].click().run()  # "Use this configuration": random is the only exportable one
     recipe = at.session_state[state.RECIPE]
     assert recipe.strategy == "random" and recipe.keep == 0.5
+
+
+def test_a_probe_on_clip_embeddings_evaluates_the_demo_above_chance(demo_assets, tmp_path):
+    """The second evaluation model: a linear probe on the cached CLIP embeddings, named in the results."""
+    from pruning_core.datasets import load_dataset
+    from pruning_core.pipeline import ClipConfig
+
+    dataset, test = load_dataset(demo_assets.manifest), load_dataset(demo_assets.test_manifest)
+    clip = ClipConfig(model=demo_assets.clip_model, pretrained=str(demo_assets.clip_checkpoint), batch_size=512)
+    config = EvalConfig(proxy=DynamicsConfig(arch="linear", epochs=4, folds=0, device="cpu"), seeds=2)
+    results = evaluate_pruning(dataset, base_table(dataset), ResultStore(tmp_path / "cache"), strategies=["random"],
+                               keeps=[0.5], config=config, test=test, clip=clip)
+    assert results.attrs["proxy"] == f"linear probe on {demo_assets.clip_model} image embeddings"
+    assert len(results) == 4 and results["steps"].nunique() == 1
+    assert (results["accuracy"] > 3 / len(dataset.classes)).all()  # chance is 1/8
+    with pytest.raises(ValueError, match="give a CLIP model"):
+        evaluate_pruning(dataset, base_table(dataset), ResultStore(tmp_path / "cache"), strategies=["random"],
+                         keeps=[0.5], config=config, test=test)

@@ -62,15 +62,24 @@ def review_set() -> tuple[str, tuple[str, ...]] | None:
     return st.session_state.get(REVIEW_SET)
 
 
+_REVIEWER_KEPT = "_" + REVIEWER
+"""The reviewer's name outside the widget: it survives leaving the page (widget state does not)."""
+
+
 def reviewer_input(container=None) -> str:
     """The reviewer's name (kept for the session; recorded with every decision)."""
     container = container or st.sidebar
     if REVIEWER not in st.session_state:
-        st.session_state[REVIEWER] = st.session_state.get("_" + REVIEWER, "")
+        st.session_state[REVIEWER] = reviewer_name()
     name = container.text_input("Reviewer", key=REVIEWER, placeholder="your name",
                                 help="Stored with each decision you make")
-    st.session_state["_" + REVIEWER] = name  # survives leaving the page (widget state does not)
+    st.session_state[_REVIEWER_KEPT] = name
     return name.strip()
+
+
+def reviewer_name() -> str:
+    """The name last typed into :func:`reviewer_input`, for pages that record actions without showing it."""
+    return st.session_state.get(_REVIEWER_KEPT, "")
 
 
 def keyboard_shortcuts(keys: dict[str, str]) -> None:

@@ -20,9 +20,12 @@ import streamlit as st
 from cache.store import ResultStore
 from pruning_core import executors
 from pruning_core.datasets import Dataset, DatasetError, load_dataset
+from pruning_core.export import SelectionPreview
+from pruning_core.safety import UnsafeRequest, check_in_workspace
 from pruning_core.pipeline import ClipConfig, DynamicsConfig, ScoreTable, base_table, kept_work, score_columns
 from pruning_core.planner import DynamicsPlan, format_seconds
 from pruning_core.progress import CancelToken, Cancelled, Progress, ProgressCallback
+from pruning_core.selection import ScoreRanks, SelectionRecipe
 
 DATASET = "dataset_source"
 TABLE = "score_table"
@@ -30,6 +33,9 @@ CLIP = "clip_config"
 RECIPE = "recipe"
 PAGE_JOB = "page_job"
 EXECUTOR = "executor"
+_PRUNE_PREVIEWS = "_prune_previews"
+"""The Prune page's score ranks and last previews; read and written only through the functions below."""
+PRUNE_PREVIEWS_KEPT = 16
 STOP_WAIT_S = 60.0
 """How long the run after a click waits for the interrupted job to stop (it checks between chunks)."""
 
@@ -56,10 +62,24 @@ def demo_assets():
     return ensure_demo()
 
 
+def check_source(source: DatasetSource) -> None:
+    """Refuse (``UnsafeRequest``) a dataset whose folder, manifest or root lies outside the workspace roots.
+
+    A browser user must not be able to list or display files of the server outside the folders its
+    owner allowed (``$PRUNESCOPE_ROOTS``); a manifest's default root is its own folder.
+    """
+    if source.kind == "demo":
+        return
+    what = "dataset folder" if source.kind == "folder" else "manifest"
+    path = check_in_workspace(source.path, what)
+    check_in_workspace(source.root or (path if source.kind == "folder" else path.parent), "dataset root")
+
+
 @st.cache_resource(show_spinner="Loading and validating the dataset…", max_entries=4)
 def _load(source: DatasetSource) -> Dataset:
     if source.kind == "demo":
         return load_dataset(demo_assets().manifest)
+    check_source(source)
     return load_dataset(Path(source.path).expanduser(), root=Path(source.root).expanduser() if source.root else None)
 
 
@@ -77,7 +97,7 @@ def current_dataset() -> Optional[Dataset]:
     """The chosen dataset, or None after showing why it could not be loaded."""
     try:
         return _load(current_source())
-    except (DatasetError, FileNotFoundError) as exc:
+    except (DatasetError, FileNotFoundError, UnsafeRequest) as exc:
         st.error(f"Could not load the dataset: {exc}")
         return None
 
@@ -164,6 +184,51 @@ def require_scored_dataset() -> ScoredDataset:
     return ScoredDataset(dataset, table, score_columns(table.frame, table.infos))
 
 
+def _table_key(table: ScoreTable) -> tuple:
+    return id(table.frame), tuple(table.infos)
+
+
+def _preview_key(recipe: SelectionRecipe, removed: list[str]) -> tuple:
+    return repr(recipe), tuple(sorted(removed))
+
+
+def _prune_previews(table: ScoreTable) -> Optional[dict]:
+    """The preview cache of ``table``, or None when it was made for another score table."""
+    cache = st.session_state.get(_PRUNE_PREVIEWS)
+    return cache if cache is not None and cache["table"] == _table_key(table) else None
+
+
+def score_ranks(table: ScoreTable) -> ScoreRanks:
+    """One :class:`ScoreRanks` per score table: each score is ranked once, however often the recipe changes.
+
+    A new score table starts a new cache, so ranks and previews of old scores are never reused.
+    """
+    cache = _prune_previews(table)
+    if cache is None:
+        cache = st.session_state[_PRUNE_PREVIEWS] = {"table": _table_key(table),
+                                                     "ranks": ScoreRanks(table.frame, table.infos), "previews": {}}
+    return cache["ranks"]
+
+
+def prune_preview(table: ScoreTable, recipe: SelectionRecipe, removed: list[str]) -> Optional[SelectionPreview]:
+    """The preview Prune computed for this recipe, reviewer removals and score table, if it is still kept.
+
+    Export reads it so the subset it writes is the one the user saw, without selecting again.
+    """
+    cache = _prune_previews(table)
+    return cache["previews"].get(_preview_key(recipe, removed)) if cache is not None else None
+
+
+def keep_prune_preview(table: ScoreTable, recipe: SelectionRecipe, removed: list[str],
+                       preview: SelectionPreview) -> None:
+    """Remember a preview (the last ``PRUNE_PREVIEWS_KEPT`` or so), so moving a control back costs nothing."""
+    score_ranks(table)  # starts the cache for this table if needed
+    previews = st.session_state[_PRUNE_PREVIEWS]["previews"]
+    if len(previews) > PRUNE_PREVIEWS_KEPT:
+        previews.pop(next(iter(previews)))
+    previews[_preview_key(recipe, removed)] = preview
+
+
 def _replace_family(dataset: Dataset, new: ScoreTable) -> ScoreTable:
     """This session's table with ``new``'s columns replacing any earlier ones of the same names."""
     table = score_table(dataset)
@@ -193,6 +258,17 @@ def plan_dynamics(dataset: Dataset, config: DynamicsConfig, fixed: tuple[str, ..
     with st.spinner("Measuring this machine's training throughput (once per setting)…"):
         return plan(config, len(dataset), num_classes=len(dataset.classes), budget_s=config.budget_s, fixed=fixed,
                     store=store())
+
+
+def plan_evaluation(dataset: Dataset, test: Optional[Dataset], config, strategies, keeps, fixed: tuple[str, ...],
+                    clip: Optional[ClipConfig]):
+    """The Evaluate grid's plan (proxy settings fitted to its time budget), shown before anything trains."""
+    from pruning_core.subset_training import plan_grid
+
+    with st.spinner("Measuring this machine's training throughput (once per setting)…"):
+        return plan_grid(config, strategies=strategies, keeps=keeps, n_samples=len(dataset),
+                         n_test=len(test) if test is not None else None, num_classes=len(dataset.classes),
+                         fixed=fixed, clip=clip, store=store())
 
 
 def compute_dynamics_scores(

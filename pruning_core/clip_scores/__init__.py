@@ -37,7 +37,7 @@ import torch
 from pruning_core.clip_scores.adapter import ClipAdapter
 from pruning_core.clip_scores.alignment import ZeroShot, caption_alignment, label_alignment, zero_shot
 from pruning_core.clip_scores.cps import CPSResult, cps_optimize, cps_select, standardize
-from pruning_core.clip_scores._common import unit_rows
+from pruning_core.clip_scores._common import knn_block_bytes, throttled, unit_rows
 from pruning_core.clip_scores.neighbors import (
     DEFAULT_KNN,
     KnnConfig,
@@ -155,12 +155,13 @@ def clip_scores(
         done += 1
 
     step(stages[done])
-    cols["clip.diversity"] = diversity_sds(img, label_ids, k, device=device, cancel=cancel)
+    blocks = knn_block_bytes(device)
+    cols["clip.diversity"] = diversity_sds(img, label_ids, k, device=device, block_bytes=blocks, cancel=cancel)
     done += 1
 
     step(stages[done])
     kk = max(k, max_dup_neighbors)
-    dist, ind = knn(img, img, kk, True, device=device, cancel=cancel)
+    dist, ind = knn(img, img, kk, True, device=device, block_bytes=blocks, progress=throttled(progress), cancel=cancel)
     cols["clip.outlier"] = mean_distance(dist[:, :k])
     group, count = near_duplicate_groups(img, dup_threshold, neighbors=(dist, ind))
     cols["clip.duplicate_group"] = group

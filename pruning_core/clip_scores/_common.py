@@ -1,18 +1,24 @@
-"""Small helpers shared by the CLIP score modules: tensors on a device, normalisation, block sizes."""
+"""Small helpers shared by the CLIP score modules: tensors on a device, normalisation, block sizes, progress."""
 
 from __future__ import annotations
 
-from typing import Union
+import time
+from typing import Optional, Union
 
 import numpy as np
 import torch
 
-from pruning_core.devices import resolve_device
+from pruning_core.devices import CPU_KNN_BLOCK_BYTES, device_policy, resolve_device
+from pruning_core.progress import Progress, ProgressCallback
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-DEFAULT_BLOCK_BYTES = 256 * 2**20
-"""Target size of one similarity block (rows x base) in bytes: bounded memory whatever N is."""
+DEFAULT_BLOCK_BYTES = CPU_KNN_BLOCK_BYTES
+"""Target size of one similarity block (rows x base) in bytes: bounded memory whatever N is.  The CPU's
+size; :func:`knn_block_bytes` gives a device's own (larger on a GPU: fewer, longer matmuls)."""
+
+PROGRESS_INTERVAL_S = 0.25
+"""At most this often a blocked pass forwards its progress: a GPU finishes blocks far faster than a page redraws."""
 
 
 def device_of(device: Union[str, torch.device]) -> torch.device:
@@ -42,6 +48,27 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """Row-wise L2 normalisation; cached embeddings already are, but raw features then work too."""
     return torch.nn.functional.normalize(x, dim=-1, eps=1e-12)
+
+
+def knn_block_bytes(device: Union[str, torch.device]) -> int:
+    """The device policy's similarity block size for ``device`` (see :func:`pruning_core.devices.decide`)."""
+    return device_policy(device_of(device)).knn_block_bytes
+
+
+def throttled(progress: Optional[ProgressCallback], interval_s: float = PROGRESS_INTERVAL_S,
+              clock=time.monotonic) -> Optional[ProgressCallback]:
+    """``progress`` forwarding the first report, the last (``done == total``) and at most one per ``interval_s``."""
+    if progress is None:
+        return None
+    last = [float("-inf")]
+
+    def forward(p: Progress) -> None:
+        now = clock()
+        if p.done >= p.total or now - last[0] >= interval_s:
+            last[0] = now
+            progress(p)
+
+    return forward
 
 
 def rows_per_block(n_cols: int, block_bytes: int = DEFAULT_BLOCK_BYTES, bytes_per_item: int = 4) -> int:

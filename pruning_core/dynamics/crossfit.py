@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 
-from cache.store import atomic_save_npy
+from cache.store import atomic_save_npy, read_chunk
 from pruning_core import executors
 from pruning_core.progress import CancelToken, ProgressCallback, report
 
@@ -102,8 +102,9 @@ def out_of_sample_probs(
 
     if fold_cache is not None and not callable(fold_cache):
         apath = Path(fold_cache) / "assignment.npy"
-        if apath.is_file() and not np.array_equal(np.load(apath), assign):
-            for k in range(folds):  # a different split: the cached folds are not valid here
+        saved = read_chunk(apath) if apath.is_file() else assign
+        if saved is None or not np.array_equal(saved, assign):
+            for k in range(folds):  # a different (or unknown) split: the cached folds are not valid here
                 Path(fold_cache, f"fold{k}.npy").unlink(missing_ok=True)
         atomic_save_npy(apath, assign)
 
@@ -112,7 +113,7 @@ def out_of_sample_probs(
     todo = []
     for k in range(folds):
         path = _fold_path(fold_cache, k)
-        cached = np.load(path) if path is not None and path.is_file() else None
+        cached = read_chunk(path) if path is not None else None  # a damaged fold is quarantined and retrained
         if cached is not None and cached.shape == (int(np.sum(assign == k)), c):
             probs[assign == k] = cached
             report(progress, "cross-fit", (k + 1) * epochs, total, f"fold {k + 1}/{folds} (cached)")

@@ -84,6 +84,34 @@ class MLPProbe(nn.Module):
         return self.net(x)
 
 
+ACTIVATION_BYTES = {"fp32": 66, "bf16": 37, "fp16": 37}
+"""Bytes ResNet-9 saves for its backward pass per sample and per ``width x H x W``, by precision: measured
+with ``torch.autograd.graph.saved_tensors_hooks`` on CPU (65.5 fp32, 36.3 bf16 at width 64 and 32 px; the
+test keeps the table honest)."""
+
+WORKING_SET_FACTOR = 2.0
+"""Peak over saved activations: the backward pass holds gradients of about their size, plus allocator slack."""
+
+
+def training_working_bytes(arch: str, *, batch_size: int, width: int = 64, image_size: int = 32,
+                           in_dim: int = 512, num_classes: int = 10, hidden: int = 512,
+                           precision: str = "fp32") -> int:
+    """Device memory one training step needs besides the data: activations, weights, gradients, optimiser state.
+
+    An estimate for placing data (``DevicePolicy.data_on_device``) and for the plan; ``bench/bench_gpu.py``
+    compares it with the peak a GPU reports.
+    """
+    if arch == "resnet9":
+        w = int(width)
+        params = 27 * w + 9 * (2 * w * w + 2 * (2 * w) ** 2 + 8 * w * w + 32 * w * w + 2 * (8 * w) ** 2) + 8 * w * num_classes
+        activations = ACTIVATION_BYTES[precision] * w * image_size * image_size * batch_size
+    else:
+        params = in_dim * hidden + hidden * num_classes if arch == "mlp" else in_dim * num_classes
+        activations = 4 * batch_size * (in_dim + 3 * hidden + num_classes)
+    # weights, gradients and the optimiser's one or two state tensors, in fp32
+    return int(WORKING_SET_FACTOR * activations + 4 * 4 * params)
+
+
 def build_model(
     arch: str,
     num_classes: int,

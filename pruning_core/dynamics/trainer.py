@@ -4,11 +4,14 @@ Training-dynamics scores (confidence, AUM, forgetting, EL2N, Dyn-Unc; research.m
 all functions of per-epoch, per-sample statistics of the given label, measured in eval mode on the
 non-augmented view.  :func:`train_and_record` produces exactly those statistics in one run:
 
-* the whole dataset is moved to the device **once** (images stay uint8, reflect-padded, so 50k
-  CIFAR images take 240 MB); every batch is gathered, randomly cropped and flipped on the device
-  by one vectorised index operation, then normalised - no DataLoader, no worker processes;
-* images use the channels_last memory layout (tensor cores on CUDA, oneDNN on CPU); on CUDA the
-  model runs in bf16 autocast with cuDNN autotuning;
+* the whole dataset is moved to the device **once** (images stay uint8 and unpadded, so 50k
+  CIFAR images take 150 MB); every batch is gathered, randomly cropped and flipped on the device
+  by one vectorised index operation, then normalised - no DataLoader, no worker processes.  When
+  the data does not fit the device with headroom (:class:`~pruning_core.devices.DevicePolicy`) it
+  stays in host memory and each batch is gathered there, pinned and copied over;
+* images use the channels_last memory layout (tensor cores on CUDA, oneDNN on CPU); the model runs
+  at the device policy's precision: bf16 autocast on CUDA cc >= 8 and bf16 CPUs, fp16 autocast
+  with a GradScaler on older GPUs, fp32 elsewhere; cuDNN autotunes;
   the loop never synchronises with the host (no ``.item()``), statistics stay on the device
   until the end;
 * the per-epoch statistics are computed vectorised from the logits (no loop over samples);
@@ -20,7 +23,8 @@ Determinism: all randomness (initialisation, shuffling, augmentation, dropout) c
 (tested).  On CUDA results are reproducible only up to floating-point noise: cuDNN autotuning
 picks algorithms by timing and several backward kernels use atomics, so the scores of two GPU
 runs agree closely but not bitwise.  Pass ``deterministic=True`` to trade speed for bitwise GPU
-reproducibility (turns autotuning off and requests deterministic algorithms).
+reproducibility (turns autotuning off and requests deterministic algorithms; see
+:func:`pruning_core.devices.determinism`, which restores the caller's flags exactly).
 
 The loop itself lives in :class:`ProxyTrainer` so that subset evaluation, dynamic pruning and
 AdaPruner (``pruning_core.subset_training``) train exactly the way the scores were recorded.
@@ -37,11 +41,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pruning_core.devices import autocast, resolve_device, resolve_precision
+from pruning_core.devices import autocast, decide, determinism, read_facts, resolve_device
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
 from .device_data import DeviceData
-from .models import build_model
+from .models import build_model, training_working_bytes
 
 # Per-arch defaults, tuned for short schedules (<= ~30 epochs).
 _DEFAULT_LR = {"resnet9": 0.4, "mlp": 2e-3, "linear": 5e-3}
@@ -62,7 +66,7 @@ class TrainingRecord:
         correct: (E, N) bool, ``margin > 0`` (argmax equals the given label; ties count as wrong).
         loss: (E, N) float32, cross-entropy of the given label (no label smoothing).
         el2n: (E, N) float32, ``||softmax(z) - onehot(y)||_2``.
-        final_logits: (N, C) float32, logits after the last epoch.
+        final_logits: (N, C) float32, logits after the last epoch (copied to the host once, after it).
         labels: (N,) int64, the given labels of the recorded samples.
         record_idx: (N,) int64, indices into the training set.
         heldout_probs: (M, C) float32 softmax of the final model on ``eval_x``, or None.
@@ -142,27 +146,41 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @contextlib.contextmanager
 def _seeded(seed: int, dev: torch.device, deterministic: bool) -> Iterator[None]:
-    """Seed torch's global RNG (initialisation, dropout) for one run, then restore it and cuDNN flags."""
-    cudnn_state = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    det_state = torch.are_deterministic_algorithms_enabled()
-    try:
-        if dev.type == "cuda":
-            torch.backends.cudnn.benchmark = not deterministic
-            torch.backends.cudnn.deterministic = deterministic
-            if deterministic:
-                torch.use_deterministic_algorithms(True, warn_only=True)
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_state
-        if dev.type == "cuda" and deterministic:
-            torch.use_deterministic_algorithms(det_state)
+    """Seed torch's global RNG (initialisation, dropout) for one run; restore it and the determinism flags exactly."""
+    with determinism(dev, deterministic), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _memory_needs(x: Any, arch: str, batch_size: int, width: int, hidden: int, num_classes: int,
+                  precision: str) -> tuple[int, int]:
+    """(bytes of the training data on the device, bytes of one training step's working set)."""
+    x = x if hasattr(x, "shape") else np.asarray(x)
+    shape = tuple(x.shape)
+    itemsize = 1 if x.dtype in (np.uint8, torch.uint8) else 4
+    data_bytes = int(np.prod(shape)) * itemsize
+    size = shape[1] if len(shape) == 4 and itemsize == 1 else shape[-1]
+    working = training_working_bytes(arch, batch_size=batch_size, width=width, image_size=int(size),
+                                     in_dim=int(shape[-1]), num_classes=num_classes, hidden=hidden, precision=precision)
+    return data_bytes, working
+
+
+def _zero_nonfinite_grads(optimizer: torch.optim.Optimizer) -> None:
+    """Zero every gradient of ``optimizer`` when any is inf/NaN (an overflowed fp16 step), without a host sync."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return
+    finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+    for g in grads:
+        g.copy_(torch.where(finite, g, torch.zeros_like(g)))
 
 
 def _sync(dev: torch.device) -> None:
+    """Wait for the device's queued work, so that timings measure it."""
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
 
 
 class ProxyTrainer:
@@ -185,6 +203,7 @@ class ProxyTrainer:
         arch: str = "resnet9",
         epochs: int = 16,
         samples_per_epoch: Optional[int] = None,
+        total_steps: Optional[int] = None,
         batch_size: int = 512,
         lr: Optional[float] = None,
         weight_decay: Optional[float] = None,
@@ -210,8 +229,12 @@ class ProxyTrainer:
         if self.y_np.min() < 0 or self.y_np.max() >= self.num_classes:
             raise ValueError("labels must be in [0, num_classes)")
         self.dev, self.n, self.arch, self.width = dev, n, arch, width
-        self.precision = resolve_precision(dev, precision)
-        self.data = DeviceData(x, dev, crop_pad=crop_pad, flip=flip)
+        self.policy = decide(read_facts(dev), precision)
+        self.precision = self.policy.precision
+        self.batch_size = max(1, min(int(batch_size), n))
+        data_bytes, working = _memory_needs(x, arch, self.batch_size, width, hidden, self.num_classes, self.precision)
+        self.data = DeviceData(x, dev, crop_pad=crop_pad, flip=flip,
+                               on_device=self.policy.data_on_device(data_bytes, working))
         if self.data.n != n:
             raise ValueError(f"x has {self.data.n} samples but y has {n}")
         if (self.data.kind == "image") != (arch == "resnet9"):
@@ -225,9 +248,8 @@ class ProxyTrainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
 
-        self.batch_size = max(1, min(int(batch_size), n))
         self.label_smoothing = label_smoothing
-        self.total_steps = self.steps_for(samples_per_epoch or n) * epochs
+        self.total_steps = int(total_steps) if total_steps else self.steps_for(samples_per_epoch or n) * epochs
         self.lr = lr if lr is not None else _DEFAULT_LR[arch] * (self.batch_size / _REF_BATCH if arch == "resnet9" else 1.0)
         self.weight_decay = weight_decay if weight_decay is not None else _DEFAULT_WD[arch]
         if arch == "resnet9":
@@ -235,6 +257,8 @@ class ProxyTrainer:
                 model.parameters(), lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.weight_decay)
         else:
             self.opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # fp16 needs loss scaling (its gradients underflow); a disabled scaler is a plain pass-through
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.policy.grad_scaler)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
             self.opt, max_lr=self.lr, total_steps=self.total_steps, pct_start=min(max(warmup_frac, 2 / self.total_steps), 0.99),  # >= 1 warm-up step
             anneal_strategy="linear", cycle_momentum=False, div_factor=10.0, final_div_factor=100.0,
@@ -258,7 +282,14 @@ class ProxyTrainer:
         extra_optimizer: Optional[torch.optim.Optimizer] = None,
         cancel: Optional[CancelToken] = None,
     ) -> None:
-        """One pass over samples ``idx`` (default all), shuffled; ``extra_optimizer`` steps with the model's."""
+        """One pass over samples ``idx`` (default all), shuffled; ``extra_optimizer`` steps with the model's.
+
+        With fp16's GradScaler the model's step goes through the scaler, ``extra_optimizer``'s does not:
+        its parameters' gradients are those of the *scaled* loss, so its update must be scale-free
+        (AdaPruner normalises its mask gradient to unit RMS; ``scaler.unscale_`` would divide that
+        already-normalised gradient by the scale, 65,536, and freeze the mask).  Where the scaled
+        backward overflowed, the scaler skips the model's step and the extra step is zeroed too.
+        """
         t1 = time.perf_counter()
         self.model.train()
         order = torch.randperm(self.n if idx is None else int(idx.shape[0]), device=self.dev, generator=self.gen)
@@ -277,9 +308,12 @@ class ProxyTrainer:
             self.opt.zero_grad(set_to_none=True)
             if extra_optimizer is not None:
                 extra_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
             if extra_optimizer is not None:
+                if self.scaler.is_enabled():
+                    _zero_nonfinite_grads(extra_optimizer)
                 extra_optimizer.step()
             if self.steps_done < self.total_steps:  # a caller's epochs may be a little longer than planned
                 self.sched.step()
@@ -310,7 +344,8 @@ class ProxyTrainer:
 
     def meta(self) -> dict:
         return {
-            "arch": self.arch, "width": self.width, "precision": self.precision, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+            "arch": self.arch, "width": self.width, "precision": self.precision, "data_on_device": self.data.on_device,
+            "device_policy": self.policy.as_dict(), "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
             "label_smoothing": self.label_smoothing, "device": str(self.dev), "num_classes": self.num_classes,
             "n_train": self.n, "data_seconds": self.data_seconds, "train_seconds": self.train_seconds,
             "samples_trained": self.samples_trained,
@@ -334,16 +369,17 @@ def proxy_trainer(
             already normalised, or float embeddings (N, D) (standardised here per feature).
         y: (N,) int class indices in ``[0, num_classes)``.
         seed: seeds initialisation, shuffling, augmentation and dropout.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
         deterministic: on CUDA, disable cuDNN autotuning and request deterministic kernels.
         **options: ``arch`` (``"resnet9"`` for images, ``"mlp"`` / ``"linear"`` for embeddings),
-            ``epochs`` and ``samples_per_epoch`` (they size the one-cycle schedule), ``batch_size``
+            ``epochs`` and ``samples_per_epoch`` (they size the one-cycle schedule; ``total_steps`` sizes
+            it directly, for runs that stop mid-epoch), ``batch_size``
             (clipped to N), ``lr`` (peak; default 0.4 x batch/512 for resnet9 with Nesterov SGD,
             2e-3 mlp / 5e-3 linear with AdamW), ``weight_decay`` (5e-4 / 1e-4), ``label_smoothing``
             (training loss only), ``warmup_frac``, ``num_classes`` (default max(y) + 1; pass it when a
             subset may miss classes), ``width`` (ResNet-9 base width, 64 = original), ``hidden`` (MLP
-            units), ``crop_pad`` (default round(H / 8)), ``flip``, ``precision`` (``"auto"``: bf16 autocast
-            where the hardware computes bf16, see :func:`pruning_core.devices.resolve_precision`; ``"fp32"``).
+            units), ``crop_pad`` (default round(H / 8)), ``flip``, ``precision`` (``"auto"``: the device
+            policy's, see :func:`pruning_core.devices.decide`; or ``"bf16"``, ``"fp16"``, ``"fp32"``).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     with _seeded(seed, dev, deterministic):
@@ -387,28 +423,31 @@ def train_and_record(
         n_rec = int(rec_idx.shape[0])
         stats = {k: torch.empty((epochs, n_rec), device=t.dev, dtype=torch.bool if k == "correct" else torch.float32)
                  for k in ("prob", "margin", "correct", "loss", "el2n")}
-        final_logits = torch.empty((n_rec, t.num_classes), device=t.dev, dtype=torch.float32)
+        final_logits = np.empty((n_rec, t.num_classes), dtype=np.float32)  # on the host: read once, at the end
         t_record = 0.0
         done = 0
         for epoch in range(epochs):
             check(cancel)
-            if deadline is not None and done and time.monotonic() >= deadline:
-                break
             t.train_epoch(cancel=cancel)
+            # the last epoch: the planned one, or the one in which the budget ran out
+            last = epoch == epochs - 1 or (deadline is not None and time.monotonic() >= deadline)
             t2 = time.perf_counter()
             for pos, logits in t.logits(rec_dev):
                 for k, v in label_stats(logits, y_rec[pos]).items():
                     stats[k][epoch, pos] = v
-                final_logits[pos] = logits
+                if last:
+                    final_logits[pos] = logits.cpu().numpy()
             _sync(t.dev)
             t_record += time.perf_counter() - t2
             done = epoch + 1
             report(progress, "train", done, epochs, f"{t.arch} epoch {done}/{epochs}")
+            if last:
+                break
         heldout = t.predict_probs(eval_x) if eval_x is not None else None
         out = {k: v[:done].cpu().numpy() for k, v in stats.items()}
         return TrainingRecord(
             prob=out["prob"], margin=out["margin"], correct=out["correct"], loss=out["loss"], el2n=out["el2n"],
-            final_logits=final_logits.cpu().numpy(), labels=t.y_np[rec_idx].copy(), record_idx=rec_idx.copy(),
+            final_logits=final_logits, labels=t.y_np[rec_idx].copy(), record_idx=rec_idx.copy(),
             heldout_probs=heldout,
             meta={**t.meta(), "epochs": epochs, "epochs_done": done, "stopped_by_budget": done < epochs, "seed": seed,
                   "record_seconds": t_record},

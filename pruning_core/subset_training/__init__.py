@@ -8,7 +8,7 @@
 
 from .adapruner import AdaPruner
 from .dynamic import train_with_dynamic_pruning
-from .evaluate import EvalConfig, best_configuration, evaluate_pruning, summarise
+from .evaluate import EvalConfig, GridPlan, best_configuration, evaluate_pruning, plan_grid, summarise
 from .mask_scores import adapruner_score_table
 from .runs import TrainingRun, accuracy, train_on_subset
 
@@ -18,8 +18,10 @@ __all__ = [
     "TrainingRun",
     "accuracy",
     "adapruner_score_table",
+    "GridPlan",
     "best_configuration",
     "evaluate_pruning",
+    "plan_grid",
     "summarise",
     "train_on_subset",
     "train_with_dynamic_pruning",

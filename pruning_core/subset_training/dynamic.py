@@ -27,7 +27,7 @@ from pruning_core.dynamics.trainer import proxy_trainer
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 from pruning_core.selection import keep_count
 
-from .runs import TrainingRun
+from .runs import TrainingRun, run_schedule, train_for_schedule
 
 
 def percentile_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -76,17 +76,20 @@ def train_with_dynamic_pruning(
     test_x: Any = None,
     test_y: Any = None,
     epochs: int = 16,
+    batch_size: int = 512,
+    budget: str = "equal_steps",
     seed: int = 0,
     device: str | torch.device = "auto",
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     **options: Any,
 ) -> TrainingRun:
-    """Train for ``epochs``, each on the ``ratio`` fraction of samples with the highest priority.
+    """Train epochs that each visit the ``ratio`` fraction of samples with the highest priority.
 
     Args:
-        ratio: fraction (or count) of the training set visited per epoch; the cost of the run
-            is ``ratio`` times that of full-data training.
+        ratio: fraction (or count) of the training set visited per epoch.
+        epochs, batch_size, budget: as for :func:`~pruning_core.subset_training.runs.train_on_subset`;
+            under ``equal_epochs`` the run costs ``ratio`` times full-data training.
         consistency: (N,) label-consistency score, high = the label fits the sample (e.g.
             ``clip.label_alignment``); NaN counts as average.  Without it, priority is difficulty alone.
         explore: share of each epoch's budget drawn at random from the samples not selected.
@@ -94,12 +97,14 @@ def train_with_dynamic_pruning(
     """
     y_np = np.asarray(y).astype(np.int64, copy=False)
     n = int(y_np.shape[0])
-    budget = keep_count(ratio, n)
-    if budget == 0:
+    budget_mode, per_epoch = budget, keep_count(ratio, n)
+    if per_epoch == 0:
         raise ValueError("a dynamic-pruning ratio must keep at least one sample per epoch")
     if not 0.0 <= explore < 1.0:
         raise ValueError("explore must be in [0, 1)")
-    with proxy_trainer(x, y_np, epochs=epochs, samples_per_epoch=budget, seed=seed, device=device, **options) as t:
+    schedule = run_schedule(per_epoch, n_full=n, epochs=epochs, batch_size=batch_size, budget=budget_mode)
+    with proxy_trainer(x, y_np, epochs=epochs, total_steps=schedule.total_steps, batch_size=schedule.batch_size,
+                       seed=seed, device=device, **options) as t:
         cons_rank = None
         if consistency is not None:
             c = torch.as_tensor(np.asarray(consistency, dtype=np.float32), device=t.dev)
@@ -107,20 +112,21 @@ def train_with_dynamic_pruning(
                 raise ValueError(f"consistency has {c.shape[0]} values for {n} samples")
             cons_rank = percentile_ranks(torch.nan_to_num(c, nan=float(np.nanmedian(consistency))))
         last_loss = torch.full((n,), float("inf"), device=t.dev)
+        visited = torch.zeros(n, dtype=torch.bool, device=t.dev)
 
         def loss_fn(logits: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             ce = F.cross_entropy(logits, labels, reduction="none")
             last_loss[idx] = ce.detach()
+            visited[idx] = True
             return ce.mean()
 
-        visited = torch.zeros(n, dtype=torch.bool, device=t.dev)
-        for epoch in range(epochs):
-            check(cancel)
-            idx = epoch_subset(last_loss, cons_rank, budget, explore, t.gen)
-            visited[idx] = True
-            t.train_epoch(idx, loss_fn=loss_fn, cancel=cancel)
-            report(progress, "train", epoch + 1, epochs, f"dynamic pruning epoch {epoch + 1}/{epochs}, {budget:,} samples")
+        def epoch_samples() -> torch.Tensor:
+            return epoch_subset(last_loss, cons_rank, per_epoch, explore, t.gen)
+
+        done = train_for_schedule(t, schedule, epoch_samples, label=f"dynamic pruning, {per_epoch:,} samples, ",
+                                  loss_fn=loss_fn, progress=progress, cancel=cancel)
         return TrainingRun.from_trainer(
-            t, budget, test_x, test_y, epochs=epochs, seed=seed, mode="dynamic", explore=explore,
-            visited_fraction=float(visited.float().mean()), with_consistency=consistency is not None,
+            t, per_epoch, test_x, test_y, epochs=done, seed=seed, budget=budget_mode, steps=t.steps_done,
+            mode="dynamic", explore=explore, visited_fraction=float(visited.float().mean()),
+            with_consistency=consistency is not None,
         )

@@ -1,21 +1,32 @@
 """Strategies x keep ratios -> held-out accuracy curves, every training run cached by its content.
 
 For each keep ratio, each strategy picks its subset of the training split, the proxy trains on
-it for the same number of epochs, and the held-out accuracy is recorded; training on all of it
-(``full``) and class-balanced random subsets over several seeds are the baselines every pruning
-method must beat.  ``dynamic`` (a new subset per epoch) and ``adapruner`` (a learned mask) are
-training modes, compared at the same per-epoch budget.
+it, and the held-out accuracy is recorded; training on all of it (``full``) and class-balanced
+random subsets are the baselines every pruning method must beat.  ``dynamic`` (a new subset per
+epoch) and ``adapruner`` (a learned mask) are training modes, compared at the same budget.
 
-A run's cache key is what determines its result: the training data (dataset fingerprint and
-split), the exact subset (a hash of its mask) or the dynamic-pruning inputs, and the proxy
-settings.  Two strategies that keep the same samples share one run, and widening a grid only
-trains the new cells.
+What makes the curves mean something:
+
+* **the training budget** (:data:`~pruning_core.subset_training.runs.BUDGETS`): by default every
+  run takes the optimiser steps of full-data training, so accuracy differs by *which* samples were
+  kept, not by how long the model trained; no run gets fewer than a floor of steps per epoch;
+* **seeds**: every strategy runs over ``EvalConfig.seeds`` seeds (the subset's and the training's),
+  and :func:`summarise` marks a strategy as beating random or full data only beyond two standard
+  errors of the difference of means;
+* **the proxy is named**: the image ResNet-9 the dynamics scores were recorded with, or a probe
+  (``arch`` ``linear``/``mlp``) on cached CLIP embeddings that answers in seconds on a CPU.
+
+A run's cache key is what determines its result: the training data (dataset fingerprint, split
+and input), the exact subset (a hash of its mask) or the dynamic-pruning inputs, the proxy
+settings and the budget.  Two strategies that keep the same samples share one run, and widening a
+grid only trains the new cells.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -25,13 +36,14 @@ from sklearn.model_selection import train_test_split
 from cache.store import ResultStore, make_key
 from pruning_core import executors
 from pruning_core.datasets import Dataset
-from pruning_core.pipeline import DynamicsConfig, ScoreTable, decoded_images
+from pruning_core.pipeline import ClipConfig, DynamicsConfig, ScoreTable, clip_embeddings, decoded_images
+from pruning_core.planner import DynamicsPlan, Rates, format_seconds, plan_dynamics, planned_batch_size
 from pruning_core.progress import CancelToken, ProgressCallback, report
-from pruning_core.selection import ADAPRUNER_COLUMN, STRATEGIES, SelectionRecipe, run_recipe
+from pruning_core.selection import ADAPRUNER_COLUMN, STRATEGIES, SelectionRecipe, keep_count, run_recipe
 
 from .dynamic import train_with_dynamic_pruning
 from .mask_scores import adapruner_info, adapruner_logits
-from .runs import TrainingRun, train_on_subset
+from .runs import BUDGETS, TrainingRun, run_schedule, train_on_subset
 
 TRAINING_MODES = {
     "full": "train on every training sample (the reference)",
@@ -40,22 +52,33 @@ TRAINING_MODES = {
 CONSISTENCY_COLUMNS = ("clip.label_alignment", "cleanlab.label_quality", "dynamics.aum")
 """Label-consistency scores dynamic pruning uses, in order of preference (CLIP's is the paper's)."""
 
-RESULT_COLUMNS = ["strategy", "keep", "seed", "n_train", "accuracy", "train_seconds", "samples_trained", "cached"]
+RESULT_COLUMNS = ["strategy", "keep", "seed", "n_train", "accuracy", "steps", "batch_size", "epochs",
+                  "samples_trained", "train_seconds", "cached"]
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """How subsets are compared: the proxy (as for the dynamics scores) and the held-out data."""
+    """How subsets are compared: the proxy (as for the dynamics scores), the budget, the seeds, the held-out data."""
 
     proxy: DynamicsConfig = field(default_factory=lambda: DynamicsConfig(folds=0))
-    random_seeds: int = 3
+    budget: str = "equal_steps"
+    """What each subset trains for, see :data:`~pruning_core.subset_training.runs.BUDGETS`."""
+    seeds: int = 2
+    """Runs per strategy and ratio (the subset's and the training's seed): the spread on the curves."""
     holdout: float = 0.2
     """Fraction of the dataset held out (stratified) when no test set is given."""
+    time_budget_s: Optional[float] = 180.0
+    """Seconds the whole grid may take: :func:`plan_grid` sizes the image proxy to fit (None: as set)."""
+
+    @property
+    def is_probe(self) -> bool:
+        """The proxy is a probe on CLIP embeddings rather than the image ResNet-9."""
+        return self.proxy.arch != "resnet9"
 
 
 @dataclass
 class EvalData:
-    """The training split with its score rows, and the held-out images and labels."""
+    """The training split with its score rows, and the held-out inputs and labels."""
 
     x: np.ndarray
     y: np.ndarray
@@ -64,8 +87,10 @@ class EvalData:
     test_x: np.ndarray
     test_y: np.ndarray
     fingerprint: str
-    """Identifies the training split (dataset + test set or holdout) in cache keys."""
+    """Identifies the training split and its input (dataset, test set or holdout, images or embeddings)."""
     num_classes: int
+    proxy: str
+    """What the curves were measured with, for the page and the CLI."""
 
 
 def heldout_label_ids(test: Dataset, classes: Sequence[str]) -> np.ndarray:
@@ -79,6 +104,26 @@ def heldout_label_ids(test: Dataset, classes: Sequence[str]) -> np.ndarray:
     return labels.map(index).to_numpy(dtype=np.int64)
 
 
+def describe_proxy(config: EvalConfig, clip: Optional[ClipConfig] = None) -> str:
+    """The evaluation model in words, e.g. 'ResNet-9 width 16 at 16 px' or 'linear probe on ViT-B-32 embeddings'."""
+    p = config.proxy
+    if not config.is_probe:
+        return f"ResNet-9 width {p.width} at {p.image_size} px"
+    return f"{p.arch} probe on {clip.model if clip else 'CLIP'} image embeddings"
+
+
+def _inputs(dataset: Dataset, config: EvalConfig, store: ResultStore, clip: Optional[ClipConfig], progress,
+            cancel) -> tuple[np.ndarray, str]:
+    """The proxy's input for every sample of ``dataset`` (decoded images or CLIP embeddings) and its identity."""
+    if not config.is_probe:
+        size = config.proxy.image_size
+        return decoded_images(dataset, size, store, progress=progress, cancel=cancel), f"images{size}"
+    if clip is None:
+        raise ValueError(f"the {config.proxy.arch!r} probe trains on CLIP embeddings: give a CLIP model too")
+    emb = clip_embeddings(dataset, clip, store, progress=progress, cancel=cancel)
+    return np.nan_to_num(np.asarray(emb.image, dtype=np.float32)), json.dumps(emb.identity, sort_keys=True)
+
+
 def prepare_eval_data(
     dataset: Dataset,
     table: ScoreTable,
@@ -86,17 +131,16 @@ def prepare_eval_data(
     config: EvalConfig,
     *,
     test: Optional[Dataset] = None,
+    clip: Optional[ClipConfig] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> EvalData:
-    """Decode (cached) and split: the whole dataset trains when a test set is given, else a holdout."""
-    if config.proxy.arch != "resnet9":
-        raise ValueError("subset evaluation trains the image proxy: use arch 'resnet9'")
-    x = decoded_images(dataset, config.proxy.image_size, store, progress=progress, cancel=cancel)
+    """Inputs (cached) and split: the whole dataset trains when a test set is given, else a holdout."""
+    x, input_id = _inputs(dataset, config, store, clip, progress, cancel)
     y = dataset.label_ids
     train_idx: slice | np.ndarray = slice(None)  # with a test set the whole dataset trains
     if test is not None:
-        test_x = decoded_images(test, config.proxy.image_size, store, progress=progress, cancel=cancel)
+        test_x, _ = _inputs(test, config, store, clip, progress, cancel)
         test_y = heldout_label_ids(test, dataset.classes)
         split = f"test:{test.fingerprint}"
     else:
@@ -108,9 +152,10 @@ def prepare_eval_data(
         test_x, test_y = x[test_idx], y[test_idx]
         split = f"holdout:{config.holdout}:{config.proxy.seed}"
     frame = table.frame.iloc[train_idx].reset_index(drop=True)
-    fingerprint = hashlib.sha256(f"{dataset.fingerprint}|{split}".encode()).hexdigest()[:24]
+    fingerprint = hashlib.sha256(f"{dataset.fingerprint}|{split}|{input_id}".encode()).hexdigest()[:24]
     return EvalData(x=x[train_idx], y=y[train_idx], frame=frame, infos=dict(table.infos),
-                    test_x=test_x, test_y=test_y, fingerprint=fingerprint, num_classes=len(dataset.classes))
+                    test_x=test_x, test_y=test_y, fingerprint=fingerprint, num_classes=len(dataset.classes),
+                    proxy=describe_proxy(config, clip))
 
 
 @dataclass(frozen=True)
@@ -121,20 +166,112 @@ class RunSpec:
 
 
 def grid_runs(strategies: Iterable[str], keeps: Iterable[float], config: EvalConfig) -> list[RunSpec]:
-    """The runs of a grid: the full-data reference, then every strategy at every ratio (random over seeds)."""
-    base = config.proxy.seed
-    runs = [RunSpec("full", 1.0, base)]
+    """The runs of a grid: full data, then every strategy at every ratio, each over ``config.seeds`` seeds."""
+    if config.seeds < 1:
+        raise ValueError(f"seeds must be >= 1; got {config.seeds}")
+    seeds = range(config.proxy.seed, config.proxy.seed + config.seeds)
+    runs = [RunSpec("full", 1.0, s) for s in seeds]
     for keep in sorted(set(float(k) for k in keeps)):
         if not 0.0 < keep <= 1.0:
             raise ValueError(f"keep ratios must be fractions in (0, 1]; got {keep}")
         for strategy in strategies:
             if strategy not in STRATEGIES and strategy not in TRAINING_MODES:
                 raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join([*STRATEGIES, 'dynamic'])}")
-            if strategy == "full":
-                continue
-            seeds = range(base, base + config.random_seeds) if strategy == "random" else [base]
-            runs.extend(RunSpec(strategy, keep, s) for s in seeds)
+            if strategy != "full":
+                runs.extend(RunSpec(strategy, keep, s) for s in seeds)
     return runs
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """What an Evaluate grid will train and about how long it will take, shown before it starts."""
+
+    config: EvalConfig
+    runs: int
+    proxy: str
+    proxy_plan: DynamicsPlan
+    batch_size: int
+    """Every run's batch (:func:`grid_batch_size`)."""
+
+    @property
+    def estimate_s(self) -> float:
+        return self.proxy_plan.estimate_s
+
+    @property
+    def fits(self) -> bool:
+        return self.proxy_plan.fits
+
+    def describe(self) -> str:
+        p = self.config.proxy
+        each = (f"each with the steps of {p.epochs} full-data epochs" if self.config.budget == "equal_steps"
+                else f"{p.epochs} epochs each")
+        line = f"{self.runs} training runs of a {self.proxy}, {each} at batch {self.batch_size}"
+        line += (f", on {self.proxy_plan.device}: about {format_seconds(self.estimate_s)} "
+                 f"(measured {self.proxy_plan.rates.train:,.0f} training samples/s)")
+        budget = self.config.time_budget_s
+        if budget is not None:
+            line += f"; budget {format_seconds(budget)}" + ("" if self.fits else " — over budget")
+        return line
+
+
+def grid_batch_size(batch_size: int, keeps: Iterable[float], n_train: int) -> int:
+    """One batch for every run of a grid: the largest that still gives its smallest subset the floor of steps
+    per epoch.  Under equal steps every run then also sees the same number of samples, i.e. costs the same."""
+    smallest = min((keep_count(k, n_train) for k in keeps), default=n_train)
+    return planned_batch_size(batch_size, max(1, min(smallest, n_train)))
+
+
+def grid_seconds(proxy: DynamicsConfig, rates: Rates, *, runs: Sequence[RunSpec], n_train: int, n_test: int,
+                 budget: str) -> float:
+    """Seconds to train and test every run (cached runs included): samples each run trains / measured rates."""
+    total = 0.0
+    batch = grid_batch_size(proxy.batch_size, {spec.keep for spec in runs}, n_train)
+    for spec in runs:
+        n = keep_count(spec.keep, n_train)
+        schedule = run_schedule(max(n, 1), n_full=n_train, epochs=proxy.epochs, batch_size=batch, budget=budget)
+        total += schedule.total_steps * schedule.batch_size / rates.train + n_test / rates.eval
+    fits = {spec.keep for spec in runs if spec.strategy == "adapruner"}  # one mask fit per ratio
+    return total + len(fits) * proxy.epochs * n_train / rates.train
+
+
+def plan_grid(
+    config: EvalConfig,
+    *,
+    strategies: Sequence[str],
+    keeps: Sequence[float],
+    n_samples: int,
+    n_test: Optional[int],
+    num_classes: int,
+    fixed: Iterable[str] = (),
+    clip: Optional[ClipConfig] = None,
+    store: Optional[ResultStore] = None,
+    progress: Optional[ProgressCallback] = None,
+) -> GridPlan:
+    """The image proxy's settings (resolution, width, epochs, batch) that fit ``config.time_budget_s``.
+
+    The same throughput probe and rungs as the dynamics step (:func:`pruning_core.planner.plan_dynamics`),
+    with the grid's cost: every run's training samples under the chosen budget, plus its test pass.
+    Settings named in ``fixed`` are kept; a probe on embeddings is not resized, only estimated.
+    ``n_test`` is the test set's size, or None when ``config.holdout`` of the ``n_samples`` is held out.
+    """
+    if n_test is None:
+        n_test = round(n_samples * config.holdout)
+        n_samples -= n_test
+    n_train = n_samples
+    runs = grid_runs(strategies, keeps, config)
+    smallest = min(keep_count(spec.keep, n_train) for spec in runs)
+    proxy = config.proxy
+    if config.is_probe or "batch_size" in fixed:  # not planned: measure the batch every run will use
+        proxy = replace(proxy, batch_size=grid_batch_size(proxy.batch_size, keeps, n_train))
+    plan = plan_dynamics(
+        proxy, n_train, num_classes=num_classes, budget_s=config.time_budget_s, fixed=(*fixed, "folds"),
+        store=store, progress=progress, batch_samples=smallest,
+        estimate=lambda candidate, rates: grid_seconds(candidate, rates, runs=runs, n_train=n_train, n_test=n_test,
+                                                       budget=config.budget),
+    )
+    planned = replace(config, proxy=plan.config)
+    return GridPlan(planned, len(runs), describe_proxy(planned, clip), plan,
+                    grid_batch_size(plan.config.batch_size, keeps, n_train))
 
 
 def consistency_column(frame: pd.DataFrame) -> Optional[str]:
@@ -172,9 +309,10 @@ def run_one(
 ) -> dict:
     """Train (or look up) one cell of the grid; returns its result row."""
     proxy = config.proxy
-    train = dict(epochs=proxy.epochs, seed=spec.seed, device=proxy.device, arch=proxy.arch, width=proxy.width,
-                 batch_size=proxy.batch_size, num_classes=data.num_classes)
-    params: dict = {**proxy.training_params(), "seed": spec.seed}
+    train = dict(epochs=proxy.epochs, batch_size=proxy.batch_size, budget=config.budget, seed=spec.seed,
+                 device=proxy.device, arch=proxy.arch, width=proxy.width, precision=proxy.precision,
+                 num_classes=data.num_classes)
+    params: dict = {**proxy.training_params(), "seed": spec.seed, "budget": config.budget}
     if spec.strategy == "dynamic":
         column = consistency_column(data.frame)
         consistency = data.frame[column].to_numpy(dtype=np.float64) if column else None
@@ -202,8 +340,9 @@ def run_one(
                                      "train": run.meta})
     m = entry.meta
     return {"strategy": spec.strategy, "keep": spec.keep, "seed": spec.seed, "n_train": m["n_train"],
-            "accuracy": m["accuracy"], "train_seconds": m["train_seconds"],
-            "samples_trained": m["samples_trained"], "cached": cached}
+            "accuracy": m["accuracy"], "steps": m["train"]["steps"], "batch_size": m["train"]["batch_size"],
+            "epochs": m["samples_trained"] / m["n_train"], "samples_trained": m["samples_trained"],
+            "train_seconds": m["train_seconds"], "cached": cached}
 
 
 def evaluate_pruning(
@@ -215,14 +354,22 @@ def evaluate_pruning(
     keeps: Sequence[float],
     config: EvalConfig = EvalConfig(),
     test: Optional[Dataset] = None,
+    clip: Optional[ClipConfig] = None,
     weights: Optional[dict] = None,
     balance: bool = True,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> pd.DataFrame:
-    """One row per run (see ``RESULT_COLUMNS``); cancelling keeps every finished run in the cache."""
-    data = prepare_eval_data(dataset, table, store, config, test=test, progress=progress, cancel=cancel)
+    """One row per run (see ``RESULT_COLUMNS``); cancelling keeps every finished run in the cache.
+
+    ``config`` runs as given (its batch lowered by :func:`grid_batch_size`): plan it first with
+    :func:`plan_grid` to fit a time budget.  ``clip`` is
+    needed when the proxy is a probe on CLIP embeddings.  ``results.attrs["proxy"]`` names the proxy.
+    """
+    data = prepare_eval_data(dataset, table, store, config, test=test, clip=clip, progress=progress, cancel=cancel)
     runs = grid_runs(strategies, keeps, config)
+    batch = grid_batch_size(config.proxy.batch_size, {r.keep for r in runs}, len(data.y))
+    config = replace(config, proxy=replace(config.proxy, batch_size=batch))
     labels = ["full data" if r.strategy == "full" else f"{r.strategy} keep {r.keep:.0%} seed {r.seed}" for r in runs]
     finished = 0
 
@@ -243,15 +390,42 @@ def evaluate_pruning(
         run_one, runs, common=dict(data=data, config=config, store=store, weights=weights, balance=balance),
         needs=executors.Needs.for_device(config.proxy.device), on_start=started, on_done=ended, cancel=cancel,
     )
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    results.attrs.update(proxy=data.proxy, budget=config.budget)
+    return results
+
+
+SUMMARY_COLUMNS = ["strategy", "keep", "accuracy", "accuracy_std", "accuracy_sem", "runs", "n_train", "steps",
+                   "epochs", "train_seconds", "beats_random", "beats_full"]
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread of accuracy per strategy and ratio (random has one row per seed)."""
+    """Mean, spread and standard error of accuracy per strategy and ratio, with significance markers.
+
+    ``beats_random`` / ``beats_full``: the mean exceeds random's at the same ratio / full data's by
+    more than two standard errors of the difference (``2 * sqrt(sem_a^2 + sem_b^2)``), computed from
+    exactly the seeds in ``results``; False where either side has fewer than two runs.
+    """
     grouped = results.groupby(["strategy", "keep"], sort=True)
     out = grouped.agg(accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), runs=("accuracy", "size"),
-                      n_train=("n_train", "first"), train_seconds=("train_seconds", "mean"))
-    return out.reset_index().fillna({"accuracy_std": 0.0})
+                      n_train=("n_train", "first"), steps=("steps", "mean"), epochs=("epochs", "mean"),
+                      train_seconds=("train_seconds", "mean")).reset_index()
+    out["accuracy_std"] = out["accuracy_std"].fillna(0.0)
+    out["accuracy_sem"] = out["accuracy_std"] / np.sqrt(out["runs"])
+    random = out[out["strategy"] == "random"].set_index("keep")
+    full = out[out["strategy"] == "full"]
+
+    def beats(row: pd.Series, ref: Optional[pd.Series]) -> bool:
+        if ref is None or row["runs"] < 2 or ref["runs"] < 2:
+            return False
+        return bool(row["accuracy"] - ref["accuracy"] > 2 * np.hypot(row["accuracy_sem"], ref["accuracy_sem"]))
+
+    out["beats_random"] = [row["strategy"] not in ("random", "full")
+                           and beats(row, random.loc[row["keep"]] if row["keep"] in random.index else None)
+                           for _, row in out.iterrows()]
+    out["beats_full"] = [row["strategy"] != "full" and beats(row, full.iloc[0] if len(full) else None)
+                         for _, row in out.iterrows()]
+    return out[SUMMARY_COLUMNS]
 
 
 def best_configuration(results: pd.DataFrame, keep: Optional[float] = None) -> pd.Series:
