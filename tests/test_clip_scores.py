@@ -180,6 +180,18 @@ def test_faiss_knn_equals_brute_force_with_duplicates_and_self_exclusion():
         assert set(ind[r]) == set(full_i[r, :4])
 
 
+def test_the_gpu_matmul_search_equals_faiss_exact():
+    """The search a CUDA device uses with CPU-only faiss (run here on the CPU): faiss's exact answers."""
+    from pruning_core.clip_scores.neighbors import _exact_search, _matmul_search
+
+    rng = np.random.default_rng(3)
+    base, queries = unit_rows(rng.normal(size=(500, 32))), unit_rows(rng.normal(size=(40, 32)))
+    sims, idx = _matmul_search(base, torch.device("cpu"))(queries, 7)
+    faiss_sims, faiss_idx = _exact_search(base, torch.device("cpu"))(queries, 7)
+    np.testing.assert_allclose(sims, faiss_sims, atol=1e-5)
+    np.testing.assert_array_equal(idx, faiss_idx)
+
+
 def _clustered(n, d, modes, seed):
     rng = np.random.default_rng(seed)
     centres = unit_rows(rng.normal(size=(modes, d)))
