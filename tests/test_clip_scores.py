@@ -160,6 +160,111 @@ def test_blocked_knn_equals_brute_force(block_size):
     assert np.all(g[ind] == g[:, None])
 
 
+def test_faiss_knn_equals_brute_force_with_duplicates_and_self_exclusion():
+    """Exact copies tie with the row itself: self must still be dropped, the copies kept as neighbours."""
+    rng = np.random.default_rng(11)
+    x = unit_rows(rng.normal(size=(300, 16)))
+    x[[6, 7]] = x[5]  # a triple of exact copies
+    x[21] = x[20]
+    dist, ind = knn(x, x, 4, block_size=37, device="cpu")
+    bd, bi = _brute_knn(x, x, 4, True)
+    assert not np.any(ind == np.arange(300)[:, None])
+    np.testing.assert_allclose(dist, bd, atol=1e-5)
+    assert set(ind[5, :2]) == {6, 7} and set(ind[6, :2]) == {5, 7} and ind[20, 0] == 21 and ind[21, 0] == 20
+    np.testing.assert_allclose(dist[[5, 6, 7, 20, 21], 0], 0.0, atol=1e-6)
+    # same neighbour sets wherever the k-th and (k+1)-th brute-force distances are not tied
+    full_d, full_i = _brute_knn(x, x, 5, True)
+    untied = full_d[:, 4] - full_d[:, 3] > 1e-5
+    assert untied.sum() > 280
+    for r in np.flatnonzero(untied):
+        assert set(ind[r]) == set(full_i[r, :4])
+
+
+def test_the_gpu_matmul_search_equals_faiss_exact():
+    """The search a CUDA device uses with CPU-only faiss (run here on the CPU): faiss's exact answers."""
+    from pruning_core.clip_scores.neighbors import _exact_search, _matmul_search
+
+    rng = np.random.default_rng(3)
+    base, queries = unit_rows(rng.normal(size=(500, 32))), unit_rows(rng.normal(size=(40, 32)))
+    sims, idx = _matmul_search(base, torch.device("cpu"))(queries, 7)
+    faiss_sims, faiss_idx = _exact_search(base, torch.device("cpu"))(queries, 7)
+    np.testing.assert_allclose(sims, faiss_sims, atol=1e-5)
+    np.testing.assert_array_equal(idx, faiss_idx)
+
+
+def _clustered(n, d, modes, seed):
+    rng = np.random.default_rng(seed)
+    centres = unit_rows(rng.normal(size=(modes, d)))
+    return unit_rows(centres[rng.integers(0, modes, n)] + 0.5 * unit_rows(rng.normal(size=(n, d))))
+
+
+def test_graph_search_meets_its_recall_and_falls_back_to_exact(monkeypatch):
+    """Above ``approx_min_rows`` an HNSW graph answers, with measured recall >= 0.99 against brute
+    force; when a graph cannot reach the target the exact answer comes back unchanged."""
+    import pruning_core.clip_scores.neighbors as nb
+
+    used = []
+    real = nb._graph_search
+    monkeypatch.setattr(nb, "_graph_search", lambda *a, **kw: used.append(real(*a, **kw)) or used[-1])
+    x = _clustered(3000, 24, 40, seed=12)
+    cfg = nb.KnnConfig(approx_min_rows=1000)
+    events = []
+    dist, ind = knn(x, x, 10, config=cfg, device="cpu", progress=events.append)
+    assert len(used) == 1 and used[0][0] is not None  # the graph answered
+    assert events[-2].message.startswith("HNSW graph, efSearch")
+    _, bi = _brute_knn(x, x, 10, True)
+    recall = np.mean([np.isin(bi[r], ind[r]).mean() for r in range(len(x))])
+    assert recall >= 0.99
+    assert not np.any(ind == np.arange(len(x))[:, None])
+    # isotropic 64-d data, a graph limited to a narrow search: recall 1.0 is out of reach -> exact
+    y = unit_rows(np.random.default_rng(13).normal(size=(1500, 64)))
+    strict = nb.KnnConfig(approx_min_rows=1000, hnsw_m=4, ef_search=11, max_ef_search=11, recall_target=1.0)
+    dist, ind = knn(y, y, 10, config=strict, device="cpu", progress=events.append)
+    assert used[-1][0] is None  # the graph was refused
+    assert events[-2].message.startswith("exact (the HNSW graph reached recall")
+    bd, bi = _brute_knn(y, y, 10, True)
+    np.testing.assert_array_equal(ind, bi)
+    np.testing.assert_allclose(dist, bd, atol=1e-5)
+
+
+def test_rows_a_graph_leaves_short_are_searched_exactly(monkeypatch):
+    """A graph search may return fewer than k results (index -1); those rows are redone exactly."""
+    import pruning_core.clip_scores.neighbors as nb
+
+    def short_graph(query, base, kk, exclude_self, config, exact, cancel):
+        def search(q, n):
+            sim, idx = exact(q, n)
+            sim[::3, -1], idx[::3, -1] = -np.inf, -1
+            return sim, idx
+        return search, "HNSW graph (short)"
+
+    monkeypatch.setattr(nb, "_graph_search", short_graph)
+    x = unit_rows(np.random.default_rng(15).normal(size=(120, 8)))
+    dist, ind = knn(x, x, 5, block_size=50, config=nb.KnnConfig(approx_min_rows=1), device="cpu")
+    bd, bi = _brute_knn(x, x, 5, True)
+    np.testing.assert_array_equal(ind, bi)
+    np.testing.assert_allclose(dist, bd, atol=1e-5)
+
+
+def test_knn_sizes_faiss_threads_like_torch_and_restores_them(monkeypatch):
+    """faiss's OpenMP pool follows torch's thread count, or the config's; after the search both are
+    as they were (imported after torch, faiss shares torch's OpenMP runtime, so a leaked setting
+    would change torch's thread count too)."""
+    import faiss
+
+    import pruning_core.clip_scores.neighbors as nb
+
+    seen = []
+    real = nb._exact_search
+    monkeypatch.setattr(nb, "_exact_search", lambda *a: seen.append(faiss.omp_get_max_threads()) or real(*a))
+    q, b = unit_rows(np.random.default_rng(14).normal(size=(50, 8))), unit_rows(np.ones((3, 8)))
+    torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    knn(q, b, 2, exclude_self=False, device="cpu")
+    knn(q, b, 2, exclude_self=False, device="cpu", config=nb.KnnConfig(threads=torch_threads + 1))
+    assert seen == [torch_threads, torch_threads + 1]
+    assert torch.get_num_threads() == torch_threads and faiss.omp_get_max_threads() == faiss_threads
+
+
 def test_knn_pads_small_groups_and_tiny_blocks_bound_memory():
     x = unit_rows(np.random.default_rng(3).normal(size=(6, 8)))
     g = np.array([0, 0, 0, 1, 1, 2])
@@ -231,6 +336,41 @@ def test_adapter_lowers_loss_keeps_auroc_and_roundtrips(hidden):
     np.testing.assert_allclose(again.transform_images(img), zi, atol=1e-6)
     np.testing.assert_allclose(again.transform_text(text), zt, atol=1e-6)
     assert again.loss_history_ == pytest.approx(ad.loss_history_)
+
+
+def test_adapter_loss_history_is_the_row_weighted_epoch_mean():
+    """The per-epoch loss is summed on the device (no host sync per batch): with lr=0 the adapters
+    stay the identity, so every epoch's figure must be the plain InfoNCE over all rows, the short
+    last batch weighted by its size."""
+    img, given_, _, text, _ = make_data(n_per_class=37, c=5)  # 185 rows: batches of 64, 64, 57
+    ad = ClipAdapter(device="cpu").fit(img, given_, text, epochs=2, lr=0.0, batch_size=64, trim=0.0)
+    logits = 100.0 * torch.as_tensor(img) @ torch.as_tensor(text).T
+    expected = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(given_)))
+    assert ad.loss_history_ == pytest.approx([expected, expected], rel=1e-5)
+
+
+def test_adapter_fits_on_its_thread_count_and_restores_torchs(monkeypatch):
+    """Small per-step ops on several OpenMP threads stall on a busy machine, so the fit runs on
+    ``FIT_CPU_THREADS``; torch's own setting is back afterwards (also after an error)."""
+    import pruning_core.clip_scores.adapter as adapter_mod
+
+    seen = []
+    real = adapter_mod._small_loss_mean
+    monkeypatch.setattr(adapter_mod, "_small_loss_mean", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    img, given_, _, text, _ = make_data(n_per_class=10, c=3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ClipAdapter(device="cpu").fit(img, given_, text, epochs=1)
+        assert set(seen) == {adapter_mod.FIT_CPU_THREADS} and torch.get_num_threads() == 2
+        seen.clear()
+        ClipAdapter(device="cpu").fit(img, given_, text, epochs=1, cpu_threads=None)
+        assert set(seen) == {2}
+        with pytest.raises(ValueError):
+            ClipAdapter(device="cpu").fit(img, given_[:-1], text)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_adapter_cancel_and_unfitted():

@@ -39,6 +39,8 @@ from pruning_core.clip_scores.alignment import ZeroShot, caption_alignment, labe
 from pruning_core.clip_scores.cps import CPSResult, cps_optimize, cps_select, standardize
 from pruning_core.clip_scores._common import knn_block_bytes, throttled, unit_rows
 from pruning_core.clip_scores.neighbors import (
+    DEFAULT_KNN,
+    KnnConfig,
     KnnOptions,
     diversity_sds,
     groups_from_pairs,
@@ -54,7 +56,9 @@ from pruning_core.score_info import ScoreInfo
 __all__ = [
     "CPSResult",
     "ClipAdapter",
+    "DEFAULT_KNN",
     "DEFAULT_TEMPLATES",
+    "KnnConfig",
     "KnnOptions",
     "SCORE_INFOS",
     "ZeroShot",

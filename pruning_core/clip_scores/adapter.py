@@ -13,8 +13,9 @@ adapter should learn the dataset's domain shift, not memorise the mislabelled sa
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -22,6 +23,26 @@ from torch import nn
 
 from pruning_core.clip_scores._common import ArrayLike, as_label_ids, device_of, normalize, to_tensor
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
+
+
+FIT_CPU_THREADS = 1
+"""torch CPU threads while an adapter fits.  A step works on 256 x 512 tensors: each of its ~100
+ops is tens of microseconds of work, less than a barrier between OpenMP threads costs when other
+processes hold the cores.  On the shared 2-core VM, 5 epochs on 50,000 x 512 took 103-132 s on 2
+threads (load 3-4) and 6-9 s on one (load 1-2.6); on the idle machine 2 threads saved at most ~15%
+(docs/benchmarks.md)."""
+
+
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int], dev: torch.device) -> Iterator[None]:
+    """torch's CPU thread count set to ``n`` for a block on the CPU, then restored (None: unchanged)."""
+    before = torch.get_num_threads()
+    if n is not None and dev.type == "cpu":
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _ResidualAdapter(nn.Module):
@@ -99,6 +120,7 @@ class ClipAdapter:
         weight_decay: float = 0.0,
         trim: float = 0.1,
         seed: int = 0,
+        cpu_threads: Optional[int] = FIT_CPU_THREADS,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelToken] = None,
     ) -> "ClipAdapter":
@@ -110,57 +132,60 @@ class ClipAdapter:
         towards zero would fight the residual design.  ``trim`` drops that fraction of the
         highest-loss pairs from each batch (the small-loss trick): the user's labels and captions
         are noisy, and fitting the mismatched pairs would hide exactly what the scores must find.
+        ``cpu_threads``: torch threads while fitting on the CPU (see ``FIT_CPU_THREADS``; None keeps
+        torch's setting).
         """
         dev = device_of(self.device)
-        torch.manual_seed(seed)
-        x = normalize(to_tensor(img_emb, dev))
-        n, dim = x.shape
-        y = torch.as_tensor(as_label_ids(label_ids, n), device=dev)
-        t = normalize(to_tensor(class_text_emb, dev))
-        if t.shape[1] != dim:
-            raise ValueError(f"class_text_emb has dim {t.shape[1]}, images {dim}")
-        if n and (int(y.min()) < 0 or int(y.max()) >= t.shape[0]):
-            raise ValueError("label_ids out of range of class_text_emb")
-        cap = None
-        if captions_emb is not None:
-            cap = normalize(to_tensor(captions_emb, dev))
-            if tuple(cap.shape) != (n, dim):
-                raise ValueError("captions_emb must have the shape of img_emb")
-        self._build(dim, dev)
-        params = list(self.image_adapter_.parameters()) + list(self.text_adapter_.parameters())
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        ce = nn.functional.cross_entropy
-        self.loss_history_ = []
-        self.image_adapter_.train()
-        self.text_adapter_.train()
-        for epoch in range(epochs):
-            perm = torch.randperm(n, generator=gen).to(dev)
-            total, count = 0.0, 0
-            for s in range(0, n, batch_size):
-                check(cancel)
-                bi = perm[s : s + batch_size]
-                zi = self.image_adapter_(x[bi])
-                zt = self.text_adapter_(t)
-                loss = _small_loss_mean(ce(self.temperature * zi @ zt.T, y[bi], reduction="none"), trim)
-                if cap is not None and caption_weight > 0 and len(bi) > 1:
-                    zc = self.text_adapter_(cap[bi])
-                    logits = self.temperature * zi @ zc.T
-                    target = torch.arange(len(bi), device=dev)
-                    pair = 0.5 * (ce(logits, target, reduction="none") + ce(logits.T, target, reduction="none"))
-                    loss = loss + caption_weight * _small_loss_mean(pair, trim)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(bi)
-                count += len(bi)
-            self.loss_history_.append(total / max(count, 1))
-            report(progress, "CLIP adapter", epoch + 1, epochs, f"loss {self.loss_history_[-1]:.4f}")
-        if epochs == 0:
-            report(progress, "CLIP adapter", 0, 0)
-        self.image_adapter_.eval()
-        self.text_adapter_.eval()
-        return self
+        with _torch_threads(cpu_threads, dev):
+            torch.manual_seed(seed)
+            x = normalize(to_tensor(img_emb, dev))
+            n, dim = x.shape
+            y = torch.as_tensor(as_label_ids(label_ids, n), device=dev)
+            t = normalize(to_tensor(class_text_emb, dev))
+            if t.shape[1] != dim:
+                raise ValueError(f"class_text_emb has dim {t.shape[1]}, images {dim}")
+            if n and (int(y.min()) < 0 or int(y.max()) >= t.shape[0]):
+                raise ValueError("label_ids out of range of class_text_emb")
+            cap = None
+            if captions_emb is not None:
+                cap = normalize(to_tensor(captions_emb, dev))
+                if tuple(cap.shape) != (n, dim):
+                    raise ValueError("captions_emb must have the shape of img_emb")
+            self._build(dim, dev)
+            params = list(self.image_adapter_.parameters()) + list(self.text_adapter_.parameters())
+            # fused: one kernel per step for all parameters instead of ~6 elementwise ops per tensor.
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            ce = nn.functional.cross_entropy
+            self.loss_history_ = []
+            self.image_adapter_.train()
+            self.text_adapter_.train()
+            for epoch in range(epochs):
+                perm = torch.randperm(n, generator=gen).to(dev)
+                total = torch.zeros((), device=dev)  # summed on the device: no host sync per batch
+                for s in range(0, n, batch_size):
+                    check(cancel)
+                    bi = perm[s : s + batch_size]
+                    zi = self.image_adapter_(x[bi])
+                    zt = self.text_adapter_(t)
+                    loss = _small_loss_mean(ce(self.temperature * zi @ zt.T, y[bi], reduction="none"), trim)
+                    if cap is not None and caption_weight > 0 and len(bi) > 1:
+                        zc = self.text_adapter_(cap[bi])
+                        logits = self.temperature * zi @ zc.T
+                        target = torch.arange(len(bi), device=dev)
+                        pair = 0.5 * (ce(logits, target, reduction="none") + ce(logits.T, target, reduction="none"))
+                        loss = loss + caption_weight * _small_loss_mean(pair, trim)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += loss.detach() * len(bi)
+                self.loss_history_.append(float(total) / max(n, 1))
+                report(progress, "CLIP adapter", epoch + 1, epochs, f"loss {self.loss_history_[-1]:.4f}")
+            if epochs == 0:
+                report(progress, "CLIP adapter", 0, 0)
+            self.image_adapter_.eval()
+            self.text_adapter_.eval()
+            return self
 
     # -- inference --------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
