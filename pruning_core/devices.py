@@ -29,7 +29,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Iterator, Literal, Optional
 
 import torch
 
@@ -372,3 +372,22 @@ def determinism(device: torch.device, deterministic: bool):
             yield
         finally:
             saved.apply()
+
+
+SMALL_OP_CPU_THREADS = 1
+"""torch CPU threads for training loops whose steps are many small ops (the CLIP adapter, probes on
+embeddings): each op is tens of microseconds of work, less than a barrier between OpenMP threads costs
+when other processes (or the app's background UMAP) hold the cores, so a second thread makes them
+10x slower there and saves at most ~15 % on an idle machine (docs/benchmarks.md)."""
+
+
+@contextlib.contextmanager
+def cpu_threads_for(n: Optional[int], dev: torch.device) -> Iterator[None]:
+    """torch's CPU thread count set to ``n`` for a block on the CPU, then restored (None: unchanged)."""
+    before = torch.get_num_threads()
+    if n is not None and dev.type == "cpu":
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

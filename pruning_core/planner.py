@@ -19,7 +19,7 @@ of the data, i.e. E·N·(k-1) more training samples, and evaluates each held-out
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np

@@ -14,7 +14,7 @@ from pruning_core.datasets import load_image_folder
 from pruning_core.pipeline import DynamicsConfig, ScoreTable, base_table
 from pruning_core.score_info import ScoreInfo
 from pruning_core.planner import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH
-from pruning_core.selection import ADAPRUNER_COLUMN, keep_count, select
+from pruning_core.selection import ADAPRUNER_COLUMN, select
 from pruning_core.subset_training import (
     AdaPruner,
     EvalConfig,
@@ -56,7 +56,7 @@ def test_subset_training_reports_accuracy_and_cost():
 @given(n_full=st.integers(1, 200_000), keep=st.floats(0.01, 1.0), epochs=st.integers(1, 40),
        batch_exp=st.integers(4, 11), budget=st.sampled_from(list(BUDGETS)))
 def test_no_run_is_step_starved_and_equal_steps_means_equal_steps(n_full, keep, epochs, batch_exp, budget):
-    n = max(1, keep_count(keep, n_full))
+    n = max(1, round(keep * n_full))
     schedule = run_schedule(n, n_full=n_full, epochs=epochs, batch_size=2 ** batch_exp, budget=budget)
     full = run_schedule(n_full, n_full=n_full, epochs=epochs, batch_size=2 ** batch_exp, budget=budget)
     assert 1 <= schedule.batch_size <= min(2 ** batch_exp, n)

@@ -13,36 +13,23 @@ adapter should learn the dataset's domain shift, not memorise the mislabelled sa
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from pruning_core.clip_scores._common import ArrayLike, as_label_ids, device_of, normalize, to_tensor
+from pruning_core.devices import SMALL_OP_CPU_THREADS, cpu_threads_for
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
 
-FIT_CPU_THREADS = 1
-"""torch CPU threads while an adapter fits.  A step works on 256 x 512 tensors: each of its ~100
-ops is tens of microseconds of work, less than a barrier between OpenMP threads costs when other
-processes hold the cores.  On the shared 2-core VM, 5 epochs on 50,000 x 512 took 103-132 s on 2
-threads (load 3-4) and 6-9 s on one (load 1-2.6); on the idle machine 2 threads saved at most ~15%
-(docs/benchmarks.md)."""
-
-
-@contextlib.contextmanager
-def _torch_threads(n: Optional[int], dev: torch.device) -> Iterator[None]:
-    """torch's CPU thread count set to ``n`` for a block on the CPU, then restored (None: unchanged)."""
-    before = torch.get_num_threads()
-    if n is not None and dev.type == "cpu":
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+FIT_CPU_THREADS = SMALL_OP_CPU_THREADS
+"""torch CPU threads while an adapter fits: a step works on 256 x 512 tensors, see
+:data:`pruning_core.devices.SMALL_OP_CPU_THREADS`.  On the shared 2-core VM, 5 epochs on 50,000 x 512
+took 103-132 s on 2 threads (load 3-4) and 6-9 s on one (load 1-2.6); on the idle machine 2 threads
+saved at most ~15% (docs/benchmarks.md)."""
 
 
 class _ResidualAdapter(nn.Module):
@@ -136,7 +123,7 @@ class ClipAdapter:
         torch's setting).
         """
         dev = device_of(self.device)
-        with _torch_threads(cpu_threads, dev):
+        with cpu_threads_for(cpu_threads, dev):
             torch.manual_seed(seed)
             x = normalize(to_tensor(img_emb, dev))
             n, dim = x.shape

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pruning_core.devices import autocast, decide, determinism, read_facts, resolve_device
+from pruning_core.devices import (SMALL_OP_CPU_THREADS, autocast, cpu_threads_for, decide, determinism, read_facts,
+                                  resolve_device)
 from pruning_core.progress import CancelToken, ProgressCallback, check, report
 
 from .device_data import DeviceData
@@ -382,7 +383,8 @@ def proxy_trainer(
             policy's, see :func:`pruning_core.devices.decide`; or ``"bf16"``, ``"fp16"``, ``"fp32"``).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    with _seeded(seed, dev, deterministic):
+    small_ops = options.get("arch", "resnet9") != "resnet9"  # a probe on embeddings: see SMALL_OP_CPU_THREADS
+    with _seeded(seed, dev, deterministic), cpu_threads_for(SMALL_OP_CPU_THREADS if small_ops else None, dev):
         yield ProxyTrainer(x, y, dev=dev, seed=seed, **options)
 
 

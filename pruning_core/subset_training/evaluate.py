@@ -43,7 +43,7 @@ from pruning_core.selection import ADAPRUNER_COLUMN, STRATEGIES, SelectionRecipe
 
 from .dynamic import train_with_dynamic_pruning
 from .mask_scores import adapruner_info, adapruner_logits
-from .runs import BUDGETS, TrainingRun, run_schedule, train_on_subset
+from .runs import TrainingRun, run_schedule, train_on_subset
 
 TRAINING_MODES = {
     "full": "train on every training sample (the reference)",
