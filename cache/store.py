@@ -86,7 +86,8 @@ def read_chunk(path: Path) -> Optional[np.ndarray]:
         return None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks (cache entries record it; manifests name their inputs by it)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -139,7 +140,7 @@ def entry_problem(path: Path, *, deep: bool = False) -> Optional[str]:
                 size = os.path.getsize(path / name)
                 if size != record["bytes"]:
                     return f"{name} has {size} bytes, {record['bytes']} were written"
-                if deep and _sha256(path / name) != record["sha256"]:
+                if deep and file_sha256(path / name) != record["sha256"]:
                     return f"{name} does not match its checksum"
         else:
             for artifact in path.iterdir():
@@ -281,7 +282,7 @@ class ResultStore:
                 np.save(tmp / f"{name}.npy", np.asarray(arr), allow_pickle=False)
             for name, df in (frames or {}).items():
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
-            files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+            files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
             full_meta = {"key": key, "created": time.time(), **(meta or {}), _FILES: files}
             (tmp / _META).write_text(json.dumps(full_meta, indent=1, default=str))
             final = self.entries_dir / key

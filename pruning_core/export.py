@@ -20,18 +20,10 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from cache.store import CODE_VERSION, atomic_write_bytes
+from cache.store import CODE_VERSION, atomic_write_bytes, file_sha256
 from pruning_core import __version__
 from pruning_core.safety import CSV_QUOTING, csv_safe
 from pruning_core.selection import ScoreRanks, SelectionRecipe
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def paths_digest(paths: pd.Series) -> str:
