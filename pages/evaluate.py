@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import hex_to_rgb, qualitative
 
-from pruning_core.datasets import Dataset, DatasetError, load_dataset
+from pruning_core.datasets import Dataset, DatasetError
 from pruning_core.pipeline import ClipConfig, DynamicsConfig
 from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies
 from pruning_core.subset_training import EvalConfig, GridPlan, evaluate_pruning, summarise
@@ -81,15 +81,11 @@ test_path = st.text_input(
 balance = st.checkbox("Class-balanced subsets", value=True)
 
 
-def held_out() -> Optional[Dataset]:
-    return load_dataset(test_path) if test_path else None
-
-
 config = EvalConfig(proxy=DynamicsConfig(arch=arch, device=device, folds=0, **given), budget=budget_mode,
                     seeds=int(seeds), time_budget_s=float(time_budget))
 clip: Optional[ClipConfig] = state.clip_config() if config.is_probe else None
 try:
-    test = held_out()
+    test = state.heldout_dataset(test_path) if test_path else None
     plan: Optional[GridPlan] = state.plan_evaluation(dataset, test, config, chosen, keeps, tuple(given), clip)
 except (DatasetError, FileNotFoundError, ValueError) as exc:
     st.error(str(exc))

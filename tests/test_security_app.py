@@ -157,3 +157,16 @@ def test_export_page_refuses_an_output_folder_outside_the_workspace(tmp_path, mo
     at.text_input(key="export_dir").set_value(str(tmp_path / "pruned")).run()
     next(b for b in at.button if b.label == "Write folder").click().run()
     assert at.success and (tmp_path / "pruned" / "index.csv").is_file()
+
+
+def test_evaluate_page_refuses_a_held_out_set_outside_the_workspace(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNESCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(ROOTS_ENV, str(tmp_path))
+    _, manifest, table = make_scored_dataset(tmp_path / "data")
+    at = AppTest.from_file(str(REPO / "pages" / "evaluate.py"), default_timeout=60)
+    at.session_state[state.DATASET] = state.DatasetSource("manifest", str(manifest))
+    at.session_state[state.TABLE] = table
+    at.run()
+    at.text_input[0].set_value("/etc").run()
+    assert any("outside the workspace" in e.value for e in at.error), [e.value for e in at.error]
+    assert not any("Plan:" in box.value for box in at.info)  # nothing planned or trained on /etc

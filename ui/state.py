@@ -83,6 +83,22 @@ def _load(source: DatasetSource) -> Dataset:
     return load_dataset(Path(source.path).expanduser(), root=Path(source.root).expanduser() if source.root else None)
 
 
+def heldout_dataset(path: str) -> Dataset:
+    """A held-out set the user typed (Evaluate): inside the workspace like any dataset, validated once (cached).
+
+    The demo's own clean test set lives in the result store and is trusted as the demo is.
+    """
+    p = Path(path).expanduser()
+    if current_source().kind == "demo" and p == demo_assets().test_manifest:
+        return _load_trusted(str(p))
+    return _load(DatasetSource("folder" if p.is_dir() else "manifest", str(p)))
+
+
+@st.cache_resource(show_spinner="Loading and validating the held-out set…", max_entries=2)
+def _load_trusted(manifest: str) -> Dataset:
+    return load_dataset(Path(manifest))
+
+
 def current_source() -> DatasetSource:
     return st.session_state.setdefault(DATASET, DatasetSource("demo"))
 
