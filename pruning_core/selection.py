@@ -21,6 +21,7 @@ Keep = Union[int, float]
 DYN_UNC_COLUMN = "dynamics.dyn_unc"
 ADAPRUNER_COLUMN = "adapruner.keep_logit"
 CPS_COLUMNS = ("clip.label_alignment", "clip.diversity")
+DUPLICATE_GROUP_COLUMN = "clip.duplicate_group"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Strategy:
     """Indices (into the group) of exactly ``group.k`` members to keep."""
     columns: tuple[str, ...] = ()
     """Score columns the strategy is defined on; it cannot run without them."""
+    optional_columns: tuple[str, ...] = ()
+    """Columns it uses where the table has them and runs without (``Group.columns`` then lacks them)."""
     uses_weights: bool = False
     """Ranks by the weighted combination of all score columns (needs at least one score)."""
     uses_seed: bool = False
@@ -104,7 +107,8 @@ def _cps_pick(group: Group) -> np.ndarray:
     from pruning_core.clip_scores.cps import cps_select
 
     alignment, diversity = (group.columns[c] for c in CPS_COLUMNS)
-    chosen = cps_select(alignment, diversity, group.k, seed=group.seed, **group.cps_params)
+    chosen = cps_select(alignment, diversity, group.k, groups=group.columns.get(DUPLICATE_GROUP_COLUMN),
+                        seed=group.seed, **group.cps_params)
     return np.flatnonzero(np.asarray(chosen, dtype=bool))
 
 
@@ -117,8 +121,10 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              "score strata", _ccs_pick, uses_weights=True, uses_seed=True),
     Strategy("dyn_unc", "keep the samples with the highest Dynamic Uncertainty (He et al.)",
              _highest_column(DYN_UNC_COLUMN), columns=(DYN_UNC_COLUMN,)),
-    Strategy("cps", "CLIP-powered selection: optimised mask over label alignment and diversity (Yang et al.)",
-             _cps_pick, columns=CPS_COLUMNS, uses_seed=True, live=False),
+    Strategy("cps", "CLIP-powered selection (Yang et al.): an optimised mask over label alignment and diversity "
+             "that pays for each near-duplicate pair it keeps (one copy of a duplicate, not all)", _cps_pick,
+             columns=CPS_COLUMNS,
+             optional_columns=(DUPLICATE_GROUP_COLUMN,), uses_seed=True, live=False),
     Strategy("adapruner", "AdaPruner: the keep mask learned jointly with a proxy model (highest mask logits kept)",
              _highest_column(ADAPRUNER_COLUMN), columns=(ADAPRUNER_COLUMN,), fitted_per_ratio=True),
     Strategy("random", "uniform random sample (the baseline every strategy must beat)", _random, uses_seed=True),
@@ -321,7 +327,7 @@ def select(
     if k > eligible.sum():
         raise ValueError(f"cannot keep {k} samples: only {int(eligible.sum())} remain after review removals")
     score = _strategy_score(frame, infos, chosen, weights, ranks)
-    columns = {c: frame[c].to_numpy() for c in chosen.columns}
+    columns = {c: frame[c].to_numpy() for c in chosen.columns + chosen.optional_columns if c in frame}
     rng = np.random.default_rng(seed)
     idx = np.flatnonzero(eligible)
     groups = [(idx, k)]

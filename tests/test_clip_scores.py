@@ -6,6 +6,7 @@ import hashlib
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -28,6 +29,7 @@ from pruning_core.clip_scores import (
     unit_rows,
     zero_shot,
 )
+from pruning_core.clip_scores.cps import duplicate_pairs
 from pruning_core.progress import CancelToken, Cancelled
 
 CLASSES = [f"class_{i}" for i in range(8)]
@@ -420,6 +422,69 @@ def test_cps_prefers_high_sas_and_diversity():
     assert (only_sas & top).sum() >= 0.95 * 600
     with pytest.raises(ValueError):
         cps_select(sas, sds, 2001)
+
+
+def _duplicated_scores(n=1000, clusters=40, copies=5, seed=0):
+    """SAS/SDS with ``clusters`` groups of ``copies`` near-identical samples among the best-scored ones,
+    so a ranking keeps every copy; returns ``(sas, sds, groups)``."""
+    rng = np.random.default_rng(seed)
+    sas, sds = rng.normal(size=n), rng.normal(size=n)
+    groups = np.full(n, -1)
+    best = np.argsort(-(sas + sds))[: clusters * copies].reshape(clusters, copies)
+    for g, members in enumerate(best):
+        groups[members] = g
+        sas[members] = sas[members[0]] + 0.01 * rng.normal(size=copies)
+    return sas, sds, groups
+
+
+def _best_with_pair_cost(combined, groups, keep, gamma):
+    """The exact maximiser of ``sum(combined[kept]) - gamma * pairs``: within a group the j-th best copy
+    adds ``combined - gamma * j``, gains that fall within each group, so the top ``keep`` gains are optimal."""
+    gain = combined.copy()
+    for g in np.unique(groups[groups >= 0]):
+        members = np.flatnonzero(groups == g)
+        gain[members[np.argsort(-combined[members])]] -= gamma * np.arange(len(members))
+    best = np.zeros(len(combined), bool)
+    best[np.argsort(-gain)[:keep]] = True
+    return best
+
+
+def test_cps_pair_cost_keeps_one_copy_where_the_weighted_top_k_keeps_all():
+    """The near-duplicate pair term is what the optimiser adds over a sort: it reaches the exact optimum
+    of the objective, which differs from the weighted top-k and keeps a fraction of its duplicate pairs."""
+    sas, sds, groups = _duplicated_scores()
+    keep, gamma = 300, 1.0
+    res = cps_optimize(sas, sds, keep, groups=groups, gamma=gamma, device="cpu")
+    top = np.zeros(len(sas), bool)
+    top[np.argsort(-res.combined, kind="stable")[:keep]] = True
+
+    def objective(mask):
+        return res.combined[mask].sum() - gamma * duplicate_pairs(mask, groups)
+
+    assert res.mask.sum() == keep and res.duplicate_pairs == duplicate_pairs(res.mask, groups)
+    assert duplicate_pairs(top, groups) >= 300  # of 400: a ranking keeps (nearly) every copy
+    assert (res.mask & ~top).sum() >= 50  # the freed places go to distinct samples
+    assert res.duplicate_pairs <= duplicate_pairs(top, groups) / 4
+    assert objective(res.mask) >= objective(top) + 100
+    assert objective(res.mask) >= objective(_best_with_pair_cost(res.combined, groups, keep, gamma)) - 0.5
+    # without the term (the paper's linear loss) the optimiser is the weighted top-k, nothing more
+    np.testing.assert_array_equal(cps_select(sas, sds, keep, groups=groups, gamma=0.0, device="cpu"), top)
+
+
+def test_cps_strategy_reads_the_duplicate_groups_of_the_table():
+    from pruning_core.score_info import ScoreInfo
+    from pruning_core.selection import select
+
+    sas, sds, groups = _duplicated_scores(n=400, clusters=16)
+    frame = pd.DataFrame({"path": [f"{i}.png" for i in range(400)], "label": ["a"] * 400,
+                          "clip.label_alignment": sas, "clip.diversity": sds,
+                          "clip.duplicate_group": groups})
+    infos = {c: ScoreInfo(c, c, "low") for c in ("clip.label_alignment", "clip.diversity")}
+    with_groups = select(frame, infos, 120, strategy="cps", cps_params={"steps": 100})
+    without = select(frame.drop(columns=["clip.duplicate_group"]), infos, 120, strategy="cps",
+                     cps_params={"steps": 100})
+    assert with_groups.sum() == without.sum() == 120
+    assert duplicate_pairs(with_groups, groups) <= duplicate_pairs(without, groups) / 4
 
 
 # -- producer -------------------------------------------------------------------------------------

@@ -3,7 +3,20 @@
 A learnable logit ``d_i`` per sample, binarised ``m_i = 1[sigmoid(d_i) > 0.5]`` in the forward pass
 with a straight-through estimator (the gradient flows as if ``m = sigmoid(d)``), trained by Adam on
 
-    L = -mean(m * SAS) - alpha * mean(m * SDS) + beta * (mean(m) - s)^2,      s = keep / N.
+    L = -mean(m * SAS) - alpha * mean(m * SDS) + gamma * P(m) / N + beta * (mean(m) - s)^2,   s = keep / N
+    P(m) = sum over near-duplicate groups g of c_g (c_g - 1) / 2,   c_g = kept members of g.
+
+Why the ``P`` term: the paper's two score terms are linear in ``m`` (each sample's SAS and SDS are
+fixed numbers), so with them alone the minimiser under a count constraint is exactly the top-``keep``
+by ``z_SAS + alpha * z_SDS`` and the optimiser adds nothing a sort does not.  SDS judges a sample by
+its neighbours in the whole dataset: every copy of a duplicated image is "redundant", the last one
+kept included, and a top-k over it keeps all copies of a well-aligned image or none.  ``P`` counts the
+near-duplicate pairs the selection itself keeps (groups from ``clip.duplicate_group``), so a copy
+costs ``gamma`` per kept sibling and nothing once it is the only one left: the interaction between
+samples (the paper's "group effect") that a per-sample score cannot express.  Its gradient for a
+member of ``g`` is ``gamma * (c_g - m_i) / N``, so the optimiser drops the weaker copies first and
+spends the freed places on distinct samples.  Our extension of the paper's loss (research.md gives
+the linear form); ``gamma = 0`` or no groups gives the paper's form back.
 
 Normalisation: SAS (cosines, a narrow band such as 0.2..0.35) and SDS (mean cosine distances, another
 narrow band) live on unrelated scales, so each is standardised over the dataset first,
@@ -54,6 +67,37 @@ class CPSResult:
     """``(steps,)`` loss per step."""
     optimizer_kept: int
     """How many samples the binarised mask kept before the exact-count finish."""
+    duplicate_pairs: int
+    """Near-duplicate pairs ``P`` the final mask keeps (0 without groups)."""
+
+
+def _group_ids(groups: ArrayLike, n: int) -> np.ndarray:
+    """``(n,)`` int64 group ids; NaN (a table read back with gaps) and negatives -> -1, "in none"."""
+    g = np.asarray(groups, dtype=np.float64).ravel()
+    if g.shape[0] != n:
+        raise ValueError(f"groups has {g.shape[0]} rows, the scores {n}")
+    return np.where(np.isfinite(g) & (g >= 0), g, -1).astype(np.int64)
+
+
+def duplicate_pairs(mask: np.ndarray, groups: Optional[ArrayLike]) -> int:
+    """``P``: pairs of kept samples that share a near-duplicate group (id -1 = in none)."""
+    mask = np.asarray(mask, dtype=bool)
+    if groups is None:
+        return 0
+    g = _group_ids(groups, mask.shape[0])[mask]
+    counts = np.bincount(g[g >= 0]).astype(np.int64)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _group_index(groups: Optional[ArrayLike], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Members of groups with at least two members, and their group renumbered 0..G-1."""
+    if groups is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    g = _group_ids(groups, n)
+    size = np.bincount(g[g >= 0])
+    members = np.flatnonzero((g >= 0) & (size[np.maximum(g, 0)] > 1)) if size.size else np.zeros(0, np.int64)
+    _, renumbered = np.unique(g[members], return_inverse=True)
+    return members, renumbered.astype(np.int64).ravel()
 
 
 def cps_optimize(
@@ -61,7 +105,9 @@ def cps_optimize(
     sds: ArrayLike,
     keep: int,
     *,
+    groups: Optional[ArrayLike] = None,
     alpha: float = 1.0,
+    gamma: float = 1.0,
     beta: float = 100.0,
     steps: int = 300,
     lr: float = 0.05,
@@ -73,7 +119,9 @@ def cps_optimize(
 ) -> CPSResult:
     """Run the optimisation and return the exact-count mask with its diagnostics.
 
+    ``groups``: ``(N,)`` near-duplicate group id per sample, -1 for none (``clip.duplicate_group``);
     ``alpha``: weight of diversity relative to alignment (both standardised, see module docstring);
+    ``gamma``: cost of each kept near-duplicate pair, in the same standardised units;
     ``beta``: weight of the kept-fraction penalty.  ``d`` starts at 0 (plus ``N(0, init_std)`` noise from ``seed`` when ``init_std > 0``); the whole
     run is a few hundred elementwise steps on ``device``, so it takes well under a second per
     million samples on a GPU.
@@ -87,6 +135,7 @@ def cps_optimize(
     if not 0 <= keep <= n:
         raise ValueError(f"keep must be in [0, {n}], got {keep}")
     combined = z_sas + alpha * z_sds
+    members, member_group = _group_index(groups, n)
     history = np.zeros(0, dtype=np.float64)
     d_np = np.zeros(n, dtype=np.float32)
     kept = 0
@@ -96,6 +145,11 @@ def cps_optimize(
         a = torch.as_tensor(z_sas, dtype=torch.float32, device=dev)
         b = torch.as_tensor(z_sds, dtype=torch.float32, device=dev)
         d = torch.zeros(n, dtype=torch.float32, device=dev)
+        paired = gamma != 0 and members.size > 0
+        if paired:
+            who = torch.as_tensor(members, device=dev)
+            which = torch.as_tensor(member_group, device=dev)
+            n_groups = int(member_group.max()) + 1
         if init_std > 0:
             gen = torch.Generator(device="cpu").manual_seed(seed)
             d += init_std * torch.randn(n, generator=gen).to(dev)
@@ -110,6 +164,10 @@ def cps_optimize(
             p = torch.sigmoid(d)
             m = (p > 0.5).to(p.dtype) + p - p.detach()  # straight-through: forward hard, backward soft
             loss = -(m * a).mean() - alpha * (m * b).mean() + beta * (m.mean() - s) ** 2
+            if paired:
+                mg = m[who]
+                kept_in = torch.zeros(n_groups, dtype=m.dtype, device=dev).index_add(0, which, mg)
+                loss = loss + gamma * 0.5 * (mg * (kept_in[which] - mg)).sum() / n
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -123,14 +181,15 @@ def cps_optimize(
         # lexsort: last key is primary -> sort by -d, then -combined, then index (ascending).
         order = np.lexsort((np.arange(n), -combined, -d_np.astype(np.float64)))
         mask[order[:keep]] = True
-    return CPSResult(mask=mask, logits=d_np, combined=combined, loss_history=history, optimizer_kept=kept)
+    return CPSResult(mask=mask, logits=d_np, combined=combined, loss_history=history, optimizer_kept=kept,
+                     duplicate_pairs=duplicate_pairs(mask, groups))
 
 
 def cps_select(sas: ArrayLike, sds: ArrayLike, keep: int, **options: Any) -> np.ndarray:
-    """Boolean keep-mask ``(N,)`` with exactly ``keep`` True, preferring high SAS and high SDS.
+    """Boolean keep-mask ``(N,)`` with exactly ``keep`` True: high SAS and SDS, few near-duplicate pairs.
 
     The mask alone, for callers (``selection.select``) that take any mask-returning strategy;
-    ``options`` are :func:`cps_optimize`'s keywords (``alpha``, ``beta``, ``steps``, ``seed``,
+    ``options`` are :func:`cps_optimize`'s keywords (``groups``, ``alpha``, ``gamma``, ``beta``, ``steps``, ``seed``,
     ``device``, ...), with its defaults.  ``keep`` 0 or N short-cuts the optimisation.
     """
     return cps_optimize(sas, sds, keep, **options).mask
