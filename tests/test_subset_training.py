@@ -204,8 +204,25 @@ def test_grid_trains_each_cell_once_and_reuses_the_cache(scored_folder, tmp_path
 
     summary = summarise(results)
     assert (summary["runs"] == 2).all()
+    at_half = summary[(summary["keep"] == 0.5) & summary["strategy"].isin(["easiest", "random"])]
     best = best_configuration(results, keep=0.5)
-    assert best["strategy"] in ("easiest", "random") and best["keep"] == 0.5
+    assert (best["strategy"], best["keep"]) == tuple(at_half.loc[at_half["accuracy"].idxmax(), ["strategy", "keep"]])
+
+
+def test_best_configuration_is_the_highest_mean_pruning_choice():
+    """A known answer: the best mean over seeds (not the best single run), among pruning strategies
+    (full data is the reference, never the answer), at the asked ratio."""
+    runs = {("full", 1.0): [0.99, 0.97], ("random", 0.5): [0.70, 0.72], ("easiest", 0.5): [0.80, 0.60],
+            ("ccs", 0.5): [0.75, 0.73], ("easiest", 0.8): [0.90, 0.92], ("hardest", 0.8): [0.99, 0.50]}
+    results = pd.DataFrame([{"strategy": s, "keep": k, "seed": i, "accuracy": a, "n_train": int(100 * k),
+                             "steps": 10, "epochs": 1, "train_seconds": 1.0}
+                            for (s, k), accs in runs.items() for i, a in enumerate(accs)])
+    at_half = best_configuration(results, keep=0.5)
+    assert (at_half["strategy"], at_half["keep"]) == ("ccs", 0.5) and at_half["accuracy"] == pytest.approx(0.74)
+    overall = best_configuration(results)
+    assert (overall["strategy"], overall["keep"]) == ("easiest", 0.8)
+    with pytest.raises(ValueError, match="keep=0.3"):
+        best_configuration(results, keep=0.3)
 
 
 def test_grid_without_a_test_set_holds_out_a_stratified_split(scored_folder, tmp_path):
