@@ -394,15 +394,17 @@ def test_adapter_cancel_and_unfitted():
     frac=st.floats(min_value=0.0, max_value=1.0),
     seed=st.integers(min_value=0, max_value=3),
     ties=st.booleans(),
+    duplicates=st.booleans(),
 )
-def test_cps_mask_has_exactly_keep_true(n, frac, seed, ties):
+def test_cps_mask_has_exactly_keep_true(n, frac, seed, ties, duplicates):
     rng = np.random.default_rng(seed)
     keep = int(round(frac * n))
     sas = rng.integers(0, 3, n).astype(float) if ties else rng.normal(size=n)
     sds = np.zeros(n) if ties else rng.normal(size=n)
-    mask = cps_select(sas, sds, keep, steps=25, device="cpu")
+    groups = rng.integers(-1, 4, n) if duplicates else None  # the pair term on, large groups
+    mask = cps_select(sas, sds, keep, groups=groups, steps=25, device="cpu")
     assert mask.dtype == bool and mask.shape == (n,) and int(mask.sum()) == keep
-    again = cps_select(sas, sds, keep, steps=25, device="cpu")
+    again = cps_select(sas, sds, keep, groups=groups, steps=25, device="cpu")
     np.testing.assert_array_equal(mask, again)  # deterministic, ties included
 
 
@@ -422,6 +424,10 @@ def test_cps_prefers_high_sas_and_diversity():
     assert (only_sas & top).sum() >= 0.95 * 600
     with pytest.raises(ValueError):
         cps_select(sas, sds, 2001)
+    with pytest.raises(ValueError, match="groups has 3 rows, the scores 2000"):
+        cps_select(sas, sds, 600, groups=[0, 0, 1])
+    # a group column read back as floats with gaps: NaN is "in no group", like -1
+    assert duplicate_pairs(np.ones(4, bool), [0.0, np.nan, 0.0, np.nan]) == 1
 
 
 def _duplicated_scores(n=1000, clusters=40, copies=5, seed=0):
