@@ -84,6 +84,10 @@ def main() -> None:
     keep = args.n // 2
     res = timed(f"CPS mask ({args.cps_steps} steps, keep {keep})", lambda: cps_optimize(sas, sds, keep, steps=args.cps_steps, device=dev))
     assert res.mask.sum() == keep
+    planted = np.where(np.arange(args.n) < args.n // 25, np.arange(args.n) // 4, -1)  # 4 % of rows, groups of 4
+    res = timed(f"CPS mask + pair term ({args.n // 100:,} duplicate groups)",
+                lambda: cps_optimize(sas, sds, keep, groups=planted, steps=args.cps_steps, device=dev))
+    assert res.mask.sum() == keep
     if not args.skip_full:
         timed("clip_scores() end-to-end (+captions)", lambda: clip_scores(img, labels, names, cls, captions_emb=caps, k=args.k, device=dev))
 
