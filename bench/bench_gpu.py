@@ -39,7 +39,7 @@ from pruning_core.clip_scores.neighbors import knn  # noqa: E402
 from pruning_core.devices import device_policy, resolve_device  # noqa: E402
 from pruning_core.dynamics import dynamics_scores, train_and_record  # noqa: E402
 from pruning_core.images import load_image_array  # noqa: E402
-from pruning_core.pipeline import DynamicsConfig  # noqa: E402
+from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
 from pruning_core.planner import memory_needs  # noqa: E402
 
 

@@ -4,8 +4,10 @@ import streamlit as st
 
 from pruning_core.clip_model import WeightsUnavailable
 from pruning_core.devices import device_choices
-from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_columns
+from pruning_core.dynamics.config import DynamicsConfig
+from pruning_core.pipeline import ClipConfig
 from pruning_core.planner import DEFAULT_BUDGET_S
+from pruning_core.score_table import score_columns
 from ui import state
 
 st.title("Score")

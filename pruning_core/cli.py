@@ -61,7 +61,8 @@ def _load(args: argparse.Namespace):
 
 def cmd_score(args: argparse.Namespace) -> int:
     from pruning_core.export import write_table
-    from pruning_core.pipeline import ClipConfig, ScoreTable, score_dataset
+    from pruning_core.pipeline import ClipConfig, score_dataset
+    from pruning_core.score_table import ScoreTable
 
     outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
     if args.data != DEMO:
@@ -85,16 +86,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.dynamics:
         plan = _planned_dynamics(args, dataset)
         dynamics = plan.config
-    if clip is None and dynamics is None and args.adapruner is None:
+    adapruner = None
+    if args.adapruner is not None:  # one training run, no cross-fitting
+        adapruner = (args.adapruner, _planned_dynamics(args, dataset, folds=0).config)
+    if clip is None and dynamics is None and adapruner is None:
         raise ValueError("nothing to score: enable --clip, --dynamics and/or --adapruner RATIO")
-    table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, progress=TqdmProgress())
+    table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, adapruner=adapruner,
+                          progress=TqdmProgress())
     if dynamics is not None:
         table.settings["dynamics"]["plan"] = plan.as_dict()
-    if args.adapruner is not None:
-        from pruning_core.subset_training import adapruner_score_table
-
-        proxy = _planned_dynamics(args, dataset, folds=0).config  # one training run, no cross-fitting
-        table = table.merged(adapruner_score_table(dataset, args.adapruner, proxy, _store(args), progress=TqdmProgress()))
     for note in table.notes:
         print(f"note: {note}", file=sys.stderr)
     sidecar = table.save(args.out)
@@ -124,7 +124,7 @@ _PROXY_FLAG = {"batch_size": "proxy_batch_size"}
 
 def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
     """Proxy settings from the flags given (and ``fixed``), the rest planned to fit ``--budget``; prints the plan."""
-    from pruning_core.pipeline import DynamicsConfig
+    from pruning_core.dynamics.config import DynamicsConfig
     from pruning_core.planner import PLANNED_FIELDS, plan_dynamics
 
     given = {f: getattr(args, _PROXY_FLAG.get(f, f)) for f in PLANNED_FIELDS}
@@ -141,7 +141,7 @@ def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
 def cmd_select(args: argparse.Namespace) -> int:
     from pruning_core.export import (apply_relabels, build_manifest, check_replay, read_replay_manifest,
                                      resolve_scores_path, write_manifest, write_table)
-    from pruning_core.pipeline import DATASET_SETTING, ScoreTable
+    from pruning_core.score_table import DATASET_SETTING, ScoreTable
     from pruning_core.selection import SelectionRecipe, parse_keep, run_recipe
 
     removed = None
@@ -210,7 +210,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 def _aligned_scores(dataset, scores_path: Optional[Path]):
     """The score table for ``dataset`` (or just its sample columns); refuses a table of other samples."""
-    from pruning_core.pipeline import ScoreTable, base_table
+    from pruning_core.score_table import ScoreTable, base_table
 
     if scores_path is None:
         return base_table(dataset)
@@ -223,8 +223,9 @@ def _aligned_scores(dataset, scores_path: Optional[Path]):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pruning_core.datasets import load_dataset
+    from pruning_core.dynamics.config import DynamicsConfig
     from pruning_core.export import write_table
-    from pruning_core.pipeline import ClipConfig, DynamicsConfig
+    from pruning_core.pipeline import ClipConfig
     from pruning_core.planner import PLANNED_FIELDS
     from pruning_core.subset_training import EvalConfig, evaluate_pruning, plan_grid, summarise
 
@@ -350,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--arch", default="resnet9", choices=["resnet9", "mlp", "linear"],
                        help="proxy: resnet9 on images, or a probe on CLIP embeddings")
     from pruning_core.devices import PRECISIONS
-    from pruning_core.pipeline import DynamicsConfig
+    from pruning_core.dynamics.config import DynamicsConfig
     from pruning_core.planner import DEFAULT_BUDGET_S
     from pruning_core.selection import STRATEGIES
     from pruning_core.subset_training import EvalConfig

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import numpy as np
 import torch
 
-from cache.store import ResultStore, make_key
+from cache.steps import CachedStep, Computed
+from cache.store import ResultStore
 from pruning_core.devices import DevicePolicy, device_policy, resolve_device, resolve_precision
 from pruning_core.progress import ProgressCallback, report
 
@@ -194,15 +195,21 @@ def measure_rates(
     and augmentation as a real run) for two warm-up and :data:`PROBE_STEPS` timed steps on random images,
     each step timed alone.  Fewer steps read 2x slow on CPU (first-iteration allocator and oneDNN costs).
     """
-    from pruning_core.dynamics.trainer import proxy_trainer
-
     dev = resolve_device(config.device)
     params = {"image_size": config.image_size, "width": config.width, "batch_size": config.batch_size,
               "arch": config.arch, "num_classes": num_classes, "version": PROBE_CODE_VERSION,
               **_precision(config), **_device_signature(dev)}
-    key = make_key("throughput-probe", "machine", params)
-    if store is not None and (entry := store.load(key)) is not None:
-        return Rates(**entry.meta["rates"])
+    if store is None:
+        return _timed_steps(config, dev, num_classes)
+    entry = CachedStep("throughput-probe", "machine", params).run(
+        store, lambda: Computed(meta={"rates": asdict(_timed_steps(config, dev, num_classes))}))
+    return Rates(**entry.meta["rates"])
+
+
+def _timed_steps(config: Any, dev: torch.device, num_classes: int) -> Rates:
+    """Rates from :data:`PROBE_STEPS` timed training and evaluation steps on random inputs (see :func:`measure_rates`)."""
+    from pruning_core.dynamics.trainer import proxy_trainer
+
     bs = int(config.batch_size)
     n = bs * (PROBE_STEPS + 2)
     rng = np.random.default_rng(0)
@@ -228,10 +235,7 @@ def measure_rates(
                 train_s.append(t1 - t0)
                 eval_s.append(time.perf_counter() - t1)
     # The median step: a burst of load from another process on a shared machine moves it little.
-    rates = Rates(train=bs / max(float(np.median(train_s)), 1e-9), eval=bs / max(float(np.median(eval_s)), 1e-9))
-    if store is not None:
-        store.save(key, meta={"step": "throughput-probe", "params": params, "rates": asdict(rates)})
-    return rates
+    return Rates(train=bs / max(float(np.median(train_s)), 1e-9), eval=bs / max(float(np.median(eval_s)), 1e-9))
 
 
 def _precision(config: Any) -> dict:

@@ -20,10 +20,10 @@ from PIL import Image
 from cache.store import CacheEntryDamaged, ResultStore, atomic_save_npy
 from pruning_core.cli import main
 from pruning_core.datasets import load_dataset
-from pruning_core.pipeline import ScoreTable
 from pruning_core.review import DecisionStore
 from pruning_core.safety import csv_safe
 from pruning_core.score_info import ScoreInfo
+from pruning_core.score_table import ScoreTable
 
 INFOS = {"test.alignment": ScoreInfo("test.alignment", "agreement", "low")}
 

@@ -299,7 +299,8 @@ def test_the_working_set_estimate_tracks_the_saved_activations(precision):
 
 def test_cache_keys_differ_by_precision(monkeypatch):
     from cache.store import make_key
-    from pruning_core.pipeline import DynamicsConfig, _dynamics_params
+    from pruning_core.dynamics.config import DynamicsConfig
+    from pruning_core.pipeline import _dynamics_params
 
     keys = {p: make_key("dynamics-record", "fp", _dynamics_params(DynamicsConfig(device="cpu", precision=p), None))
             for p in ("fp32", "bf16", "fp16")}

@@ -9,8 +9,8 @@ import pytest
 
 from pruning_core import planner
 from pruning_core.dynamics import out_of_sample_probs, train_and_record
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.crossfit import BudgetSpent
-from pruning_core.pipeline import DynamicsConfig
 from pruning_core.planner import RUNGS, Rates, estimate_seconds, plan_dynamics
 
 

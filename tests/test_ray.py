@@ -24,8 +24,9 @@ import pytest
 from cache.store import ResultStore
 from pruning_core import executors
 from pruning_core.datasets import load_dataset
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.crossfit import out_of_sample_probs
-from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_dataset
+from pruning_core.pipeline import ClipConfig, score_dataset
 from tests.synthetic import synthetic_images
 
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -162,7 +163,7 @@ def test_embedding_chunks_resume_across_executors(ray_executor, small_demo, tmp_
 
 
 def test_evaluate_grid_on_ray_equals_local_and_shares_identical_runs(ray_executor, small_demo, one_thread, tmp_path):
-    from pruning_core.pipeline import base_table
+    from pruning_core.score_table import base_table
     from pruning_core.subset_training import EvalConfig, evaluate_pruning
 
     dataset, _ = small_demo

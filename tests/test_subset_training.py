@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from cache.store import ResultStore
 from pruning_core.datasets import load_image_folder
-from pruning_core.pipeline import DynamicsConfig, ScoreTable, base_table
-from pruning_core.score_info import ScoreInfo
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.planner import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH
+from pruning_core.score_info import ScoreInfo
+from pruning_core.score_table import ScoreTable, base_table
 from pruning_core.selection import ADAPRUNER_COLUMN, select
 from pruning_core.subset_training import (
     AdaPruner,
