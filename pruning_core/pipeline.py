@@ -243,8 +243,7 @@ def dynamics_score_table(
         emb = clip_embeddings(dataset, clip, store, progress=progress, cancel=cancel)
         x, identity = np.nan_to_num(emb.image), emb.identity
     record_step, oos_step = dynamics_steps(dataset, config, identity)
-    train = dict(arch=config.arch, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-                 device=config.device, num_classes=len(dataset.classes), width=config.width, precision=config.precision)
+    train = {**config.trainer_options(), "num_classes": len(dataset.classes)}
     y = dataset.label_ids
     deadline = time.monotonic() + config.budget_s if config.budget_s is not None else None
 

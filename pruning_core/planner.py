@@ -1,7 +1,7 @@
 """Plan a training-based step so it finishes in the time the user gave it, on the machine at hand.
 
 The proxy's full-size settings (ResNet-9 width 64 at 32 px, 16 epochs, 4 cross-fitting folds: the
-defaults of :class:`~pruning_core.pipeline.DynamicsConfig`) take seconds on a GPU and tens of
+defaults of :class:`~pruning_core.dynamics.config.DynamicsConfig`) take seconds on a GPU and tens of
 minutes on a 2-core CPU.  Rather than one set of defaults that is wrong on one of them, the default
 is a *time budget*: a short throughput probe on the real device measures how many images per second
 each candidate setting trains and evaluates (a few batches, cached per device and setting), and
@@ -219,8 +219,8 @@ def _timed_steps(config: Any, dev: torch.device, num_classes: int) -> Rates:
         x = rng.standard_normal((n, PROBE_EMBEDDING_DIM), dtype=np.float32)
     y = rng.integers(0, num_classes, size=n)
     batches = torch.arange(n).view(-1, bs)
-    with proxy_trainer(x, y, device=dev, epochs=1, num_classes=num_classes, arch=config.arch, width=config.width,
-                       batch_size=bs, **_precision(config)) as trainer:
+    with proxy_trainer(x, y, device=dev, seed=0, epochs=1, num_classes=num_classes, arch=config.arch,
+                       width=config.width, batch_size=bs, **_precision(config)) as trainer:
         batches = batches.to(trainer.dev)
         train_s, eval_s = [], []
         for i, batch in enumerate(batches):  # the first two warm up: allocator, oneDNN/cuDNN kernel choice

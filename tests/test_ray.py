@@ -74,7 +74,7 @@ def _images(n: int = 240) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-TRAIN = dict(arch="resnet9", epochs=2, width=8, batch_size=64, device="cpu")
+TRAIN = DynamicsConfig(epochs=2, width=8, batch_size=64, device="cpu").trainer_options()
 
 
 def test_crossfit_on_ray_equals_local_and_saves_each_fold(ray_executor, one_thread, tmp_path):
@@ -196,7 +196,8 @@ def test_local_path_does_not_import_ray(tmp_path):
         "import pruning_core.subset_training, pruning_core.embeddings, pruning_core.pipeline\n"
         "x, y, _ = synthetic_images(n=60, size=8)\n"
         "with executors.using(executors.make_executor('local')):\n"
-        "    out_of_sample_probs(x, y, folds=2, arch='resnet9', epochs=1, width=4, device='cpu')\n"
+        "    out_of_sample_probs(x, y, folds=2, arch='resnet9', epochs=1, width=4, device='cpu', seed=0, "
+        "batch_size=512, precision='auto')\n"
         "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))\n"
     )
     root = Path(__file__).resolve().parents[1]

@@ -29,6 +29,11 @@ class DynamicsConfig:
     """Wall-clock seconds for training and cross-fitting: a run stops when they are spent (within one
     epoch).  ``pruning_core.planner.plan_dynamics`` picks settings that fit it; None runs as set."""
 
+    def trainer_options(self) -> dict:
+        """Keyword arguments of the proxy trainer (``proxy_trainer``, ``train_and_record``, ``out_of_sample_probs``)."""
+        return dict(arch=self.arch, epochs=self.epochs, batch_size=self.batch_size, width=self.width, seed=self.seed,
+                    device=self.device, precision=self.precision)
+
     def training_params(self) -> dict:
         params = asdict(self)
         params.pop("device")

@@ -56,6 +56,10 @@ TRAINING_MODES = {
 CONSISTENCY_COLUMNS = ("clip.label_alignment", "cleanlab.label_quality", "dynamics.aum")
 """Label-consistency scores dynamic pruning uses, in order of preference (CLIP's is the paper's)."""
 
+DEFAULT_STRATEGIES = ("easiest", "ccs", "random")
+DEFAULT_KEEPS = (0.3, 0.5, 0.7, 0.9)
+"""The grid the CLI and the Evaluate page start from."""
+
 RESULT_COLUMNS = ["strategy", "keep", "seed", "n_train", "accuracy", "steps", "batch_size", "epochs",
                   "samples_trained", "train_seconds", "cached"]
 
@@ -313,9 +317,7 @@ def run_one(
 ) -> dict:
     """Train (or look up) one cell of the grid; returns its result row."""
     proxy = config.proxy
-    train = dict(epochs=proxy.epochs, batch_size=proxy.batch_size, budget=config.budget, seed=spec.seed,
-                 device=proxy.device, arch=proxy.arch, width=proxy.width, precision=proxy.precision,
-                 num_classes=data.num_classes)
+    train = {**proxy.trainer_options(), "seed": spec.seed, "budget": config.budget, "num_classes": data.num_classes}
     params: dict = {**proxy.training_params(), "seed": spec.seed, "budget": config.budget}
     if spec.strategy == "dynamic":
         column = consistency_column(data.frame)

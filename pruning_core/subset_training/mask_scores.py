@@ -57,7 +57,7 @@ def adapruner_logits(
         pruner = AdaPruner(
             ratio, warmup_epochs=warmup, mask_epochs=max(1, config.epochs - warmup), seed=config.seed,
             device=config.device, arch=config.arch, width=config.width, batch_size=config.batch_size,
-            num_classes=num_classes,
+            precision=config.precision, num_classes=num_classes,
         ).fit(x, y, progress=progress, cancel=cancel)
         return Computed(arrays={"logits": pruner.mask_logits_},
                         meta={"kept_fraction": pruner.kept_fraction_, "history": pruner.history_,
