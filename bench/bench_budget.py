@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar_data import DATA, unpack  # noqa: E402
 
 from pruning_core.evaluation import evaluate_scores  # noqa: E402
-from pruning_core.pipeline import ScoreTable  # noqa: E402
+from pruning_core.score_table import ScoreTable  # noqa: E402
 
 
 def noise_truth(data: str, cifar_root: Path) -> tuple[list[str], pd.Series, Path]:

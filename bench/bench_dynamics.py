@@ -30,6 +30,7 @@ from cifar_data import DATA, unpack  # noqa: E402
 
 from pruning_core.devices import resolve_device  # noqa: E402
 from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record  # noqa: E402
+from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
 from pruning_core.evaluation import evaluate_scores  # noqa: E402
 from pruning_core.images import load_image_array  # noqa: E402
 
@@ -106,11 +107,11 @@ def main() -> None:
     print(f"N={len(y)} classes={len(classes)} noisy={noisy.mean():.1%} arch={args.arch} width={args.width} "
           f"epochs={args.epochs} batch={args.batch_size}")
     kw = dict(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, width=args.width,
-              label_smoothing=args.label_smoothing, device=device)
+              label_smoothing=args.label_smoothing, device=device, precision=DynamicsConfig.precision)
 
     t0 = time.perf_counter()
     rec = train_and_record(images, y, seed=args.seed, **kw)
-    frame, infos = dynamics_scores(rec)
+    frame, infos = dynamics_scores(rec, dynunc_window=DynamicsConfig.dynunc_window)
     t_run = time.perf_counter() - t0
     m = rec.meta
     print(f"in-sample run: train {m['train_seconds']:.2f}s ({args.epochs / m['train_seconds']:.2f} epochs/s, "

@@ -39,7 +39,7 @@ from pruning_core.clip_scores.neighbors import knn  # noqa: E402
 from pruning_core.devices import device_policy, resolve_device  # noqa: E402
 from pruning_core.dynamics import dynamics_scores, train_and_record  # noqa: E402
 from pruning_core.images import load_image_array  # noqa: E402
-from pruning_core.pipeline import DynamicsConfig  # noqa: E402
+from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
 from pruning_core.planner import memory_needs  # noqa: E402
 
 
@@ -101,8 +101,8 @@ def main() -> None:
     print(f"data: {what}")
     print(f"policy: {policy.describe(data_bytes, working_bytes)}")
 
-    kw = dict(device=dev, epochs=args.epochs, width=args.width, batch_size=args.batch_size, num_classes=10,
-              seed=args.seed)
+    kw = dict(device=dev, arch="resnet9", epochs=args.epochs, width=args.width, batch_size=args.batch_size,
+              num_classes=10, seed=args.seed)
     aum, results = {}, []
     for precision in dict.fromkeys((policy.precision, "fp32")):
         if dev.type == "cuda":
@@ -114,7 +114,7 @@ def main() -> None:
         sync(dev)
         wall = time.perf_counter() - t0
         peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
-        aum[precision] = dynamics_scores(record)[0]["dynamics.aum"].to_numpy()
+        aum[precision] = dynamics_scores(record, dynunc_window=config.dynunc_window)[0]["dynamics.aum"].to_numpy()
         results.append({"precision": precision, "wall_s": wall, "train_s": record.meta["train_seconds"],
                         "record_s": record.meta["record_seconds"], "data_s": record.meta["data_seconds"],
                         "data_on_device": record.meta["data_on_device"],

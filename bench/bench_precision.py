@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pruning_core.devices import cpu_has_bf16  # noqa: E402
 from pruning_core.dynamics import dynamics_scores, train_and_record  # noqa: E402
+from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
 from pruning_core.dynamics.trainer import proxy_trainer  # noqa: E402
 from pruning_core.evaluation import evaluate_scores  # noqa: E402
 
@@ -35,8 +36,9 @@ def step_seconds(size: int, width: int, batch: int, steps: int) -> dict[str, flo
     x = rng.integers(0, 256, size=(batch * 2, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, 10, size=batch * 2)
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    with proxy_trainer(x, y, device="cpu", width=width, batch_size=batch, num_classes=10, precision="fp32") as f32, \
-            proxy_trainer(x, y, device="cpu", width=width, batch_size=batch, num_classes=10, precision="bf16") as b16:
+    kw = dict(arch="resnet9", epochs=DynamicsConfig.epochs, seed=0, device="cpu", width=width, batch_size=batch,
+              num_classes=10)
+    with proxy_trainer(x, y, precision="fp32", **kw) as f32, proxy_trainer(x, y, precision="bf16", **kw) as b16:
         idx = torch.arange(batch)
         for i in range(steps + 2):
             for name, trainer in (("fp32", f32), ("bf16", b16)):
@@ -60,10 +62,10 @@ def demo_quality(epochs: int) -> pd.DataFrame:
     rows = []
     for precision in ("fp32", "bf16"):
         t0 = time.perf_counter()
-        rec = train_and_record(x, dataset.label_ids, epochs=epochs, device="cpu", width=16, batch_size=128,
-                               num_classes=len(dataset.classes), precision=precision)
+        rec = train_and_record(x, dataset.label_ids, arch="resnet9", epochs=epochs, seed=0, device="cpu", width=16,
+                               batch_size=128, num_classes=len(dataset.classes), precision=precision)
         seconds = time.perf_counter() - t0
-        frame, infos = dynamics_scores(rec)
+        frame, infos = dynamics_scores(rec, dynunc_window=DynamicsConfig.dynunc_window)
         metrics = evaluate_scores(frame, infos, noisy).set_index("score")["auroc"]
         rows.append({"precision": precision, "seconds": seconds, **metrics.to_dict()})
     return pd.DataFrame(rows).set_index("precision")

@@ -31,14 +31,14 @@ from pruning_core.datasets import load_dataset  # noqa: E402
 from pruning_core.demo import ensure_demo  # noqa: E402
 from pruning_core.dynamics.crossfit import out_of_sample_probs  # noqa: E402
 from pruning_core.embeddings import embed_images  # noqa: E402
-from pruning_core.pipeline import decoded_images  # noqa: E402
+from pruning_core.images import decoded_images  # noqa: E402
 
 
 def run_jobs(args, x, y, paths, encoder) -> dict:
     """Wall seconds of each job on the executor in use, and its results."""
     t0 = time.perf_counter()
     probs = out_of_sample_probs(x, y, folds=args.folds, arch="resnet9", epochs=args.epochs, width=args.width,
-                                batch_size=128, device="cpu")
+                                batch_size=128, seed=0, precision="auto", device="cpu")
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as chunks:
         emb, _ = embed_images(paths, encoder, chunk_dir=Path(chunks), chunk_size=600, batch_size=100, num_workers=0)

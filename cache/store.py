@@ -299,19 +299,6 @@ class ResultStore:
         assert entry is not None
         return entry
 
-    def get_or_compute(
-        self,
-        key: str,
-        compute: Callable[[], tuple[Mapping[str, np.ndarray], Mapping[str, pd.DataFrame]]],
-        meta: Optional[Mapping[str, Any]] = None,
-    ) -> Entry:
-        """Return the entry for ``key``, computing and saving it only when it is missing."""
-        entry = self.load(key)
-        if entry is not None:
-            return entry
-        arrays, frames = compute()
-        return self.save(key, arrays=arrays, frames=frames, meta=meta)
-
     def partial_dir(self, key: str) -> Path:
         """Where a long job keeps finished chunks until its entry is complete."""
         path = self.partial_root / key

@@ -14,16 +14,16 @@ import streamlit as st
 from plotly.colors import hex_to_rgb, qualitative
 
 from pruning_core.datasets import Dataset, DatasetError
-from pruning_core.pipeline import ClipConfig, DynamicsConfig
+from pruning_core.dynamics.config import DynamicsConfig
+from pruning_core.pipeline import ClipConfig
 from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies
 from pruning_core.subset_training import EvalConfig, GridPlan, evaluate_pruning, summarise
-from pruning_core.subset_training.evaluate import TRAINING_MODES, consistency_column
+from pruning_core.subset_training.evaluate import DEFAULT_KEEPS, DEFAULT_STRATEGIES, TRAINING_MODES, consistency_column
 from pruning_core.subset_training.runs import BUDGETS
 from ui import state
 
 RESULTS = "evaluate_results"
 COLOURS = qualitative.Plotly
-DEFAULT_KEEPS = [0.3, 0.5, 0.7, 0.9]
 PROXIES = {"resnet9": "ResNet-9 on the images (the dynamics proxy)",
            "linear": "linear probe on the CLIP embeddings (seconds on a CPU)"}
 
@@ -41,12 +41,12 @@ defaults = EvalConfig()
 
 c1, c2 = st.columns([3, 2])
 chosen = c1.multiselect(
-    "Strategies", strategies, default=[s for s in ("easiest", "ccs", "random") if s in strategies],
+    "Strategies", strategies, default=[s for s in DEFAULT_STRATEGIES if s in strategies],
     format_func=lambda s: f"{s} — {STRATEGIES[s].description if s in STRATEGIES else TRAINING_MODES[s]}",
     help="Full data is always trained as the reference. 'dynamic' picks a new subset every epoch "
          f"(label consistency from {consistency_column(table.frame) or 'none: difficulty only'}).",
 )
-keeps = c2.multiselect("Keep ratios", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], default=DEFAULT_KEEPS)
+keeps = c2.multiselect("Keep ratios", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], default=list(DEFAULT_KEEPS))
 b1, b2, b3, b4 = st.columns([3, 3, 1, 2])
 arch = b1.selectbox("Proxy", list(PROXIES), format_func=PROXIES.get)
 budget_mode = b2.radio("Training budget", list(BUDGETS), format_func=lambda b: b.replace("_", " "),
@@ -65,7 +65,7 @@ with st.expander("Proxy settings (empty = planned)"):
         "epochs": p1.number_input("Epochs", min_value=1, max_value=200, value=None, placeholder=planned,
                                   help="Of full-data training; the budget says what a subset gets."),
         "width": p2.number_input("ResNet-9 width", min_value=4, max_value=128, value=None, placeholder=planned,
-                                 help="64 = the original network"),
+                                 help=f"{DynamicsConfig().width} = the original network"),
         "image_size": p3.number_input("Resolution", min_value=8, max_value=224, value=None, placeholder=planned),
         "batch_size": p4.number_input("Batch", min_value=8, max_value=4096, value=None, placeholder=planned,
                                       help="Of full-data training; a small subset's batch shrinks so every epoch "
@@ -75,7 +75,7 @@ with st.expander("Proxy settings (empty = planned)"):
 given = {name: int(value) for name, value in given.items() if value is not None}
 demo_test = state.demo_assets().test_manifest if state.current_source().kind == "demo" else None
 test_path = st.text_input(
-    "Held-out set: a test folder or manifest (empty = hold out a stratified 20% of this dataset)",
+    f"Held-out set: a test folder or manifest (empty = hold out a stratified {defaults.holdout:.0%} of this dataset)",
     value=str(demo_test) if demo_test else "",
 ).strip()
 balance = st.checkbox("Class-balanced subsets", value=True)

@@ -4,8 +4,11 @@ import streamlit as st
 
 from pruning_core.clip_model import WeightsUnavailable
 from pruning_core.devices import device_choices
-from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_columns
+from pruning_core.dynamics.config import DynamicsConfig
+from pruning_core.dynamics.models import ARCHS
+from pruning_core.pipeline import ClipConfig
 from pruning_core.planner import DEFAULT_BUDGET_S
+from pruning_core.score_table import score_columns
 from ui import state
 
 st.title("Score")
@@ -51,7 +54,7 @@ d0, d1, d2 = st.columns([2, 2, 1])
 budget = d0.number_input("Time budget (seconds)", min_value=5, max_value=24 * 3600, value=int(DEFAULT_BUDGET_S), step=10,
                          help="Settings you leave empty are planned to fit this, from a throughput measured on "
                               "this machine; the run stops when the budget is spent.")
-arch = d1.selectbox("Proxy", ["resnet9", "mlp", "linear"], help="mlp/linear train on the CLIP embeddings")
+arch = d1.selectbox("Proxy", list(ARCHS), index=ARCHS.index(full.arch), help="mlp/linear train on the CLIP embeddings")
 window = d2.number_input("Dyn-Unc window", min_value=2, max_value=100, value=full.dynunc_window)
 planned = "planned"
 p1, p2, p3, p4, p5 = st.columns(5)

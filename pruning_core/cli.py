@@ -61,7 +61,8 @@ def _load(args: argparse.Namespace):
 
 def cmd_score(args: argparse.Namespace) -> int:
     from pruning_core.export import write_table
-    from pruning_core.pipeline import ClipConfig, ScoreTable, score_dataset
+    from pruning_core.pipeline import ClipConfig, score_dataset
+    from pruning_core.score_table import ScoreTable
 
     outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
     if args.data != DEMO:
@@ -85,16 +86,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.dynamics:
         plan = _planned_dynamics(args, dataset)
         dynamics = plan.config
-    if clip is None and dynamics is None and args.adapruner is None:
+    adapruner = None
+    if args.adapruner is not None:  # one training run, no cross-fitting
+        adapruner = (args.adapruner, _planned_dynamics(args, dataset, folds=0).config)
+    if clip is None and dynamics is None and adapruner is None:
         raise ValueError("nothing to score: enable --clip, --dynamics and/or --adapruner RATIO")
-    table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, progress=TqdmProgress())
+    table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, adapruner=adapruner,
+                          progress=TqdmProgress())
     if dynamics is not None:
         table.settings["dynamics"]["plan"] = plan.as_dict()
-    if args.adapruner is not None:
-        from pruning_core.subset_training import adapruner_score_table
-
-        proxy = _planned_dynamics(args, dataset, folds=0).config  # one training run, no cross-fitting
-        table = table.merged(adapruner_score_table(dataset, args.adapruner, proxy, _store(args), progress=TqdmProgress()))
     for note in table.notes:
         print(f"note: {note}", file=sys.stderr)
     sidecar = table.save(args.out)
@@ -124,7 +124,7 @@ _PROXY_FLAG = {"batch_size": "proxy_batch_size"}
 
 def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
     """Proxy settings from the flags given (and ``fixed``), the rest planned to fit ``--budget``; prints the plan."""
-    from pruning_core.pipeline import DynamicsConfig
+    from pruning_core.dynamics.config import DynamicsConfig
     from pruning_core.planner import PLANNED_FIELDS, plan_dynamics
 
     given = {f: getattr(args, _PROXY_FLAG.get(f, f)) for f in PLANNED_FIELDS}
@@ -141,7 +141,7 @@ def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
 def cmd_select(args: argparse.Namespace) -> int:
     from pruning_core.export import (apply_relabels, build_manifest, check_replay, read_replay_manifest,
                                      resolve_scores_path, write_manifest, write_table)
-    from pruning_core.pipeline import DATASET_SETTING, ScoreTable
+    from pruning_core.score_table import DATASET_SETTING, ScoreTable
     from pruning_core.selection import SelectionRecipe, parse_keep, run_recipe
 
     removed = None
@@ -210,7 +210,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 def _aligned_scores(dataset, scores_path: Optional[Path]):
     """The score table for ``dataset`` (or just its sample columns); refuses a table of other samples."""
-    from pruning_core.pipeline import ScoreTable, base_table
+    from pruning_core.score_table import ScoreTable, base_table
 
     if scores_path is None:
         return base_table(dataset)
@@ -223,8 +223,9 @@ def _aligned_scores(dataset, scores_path: Optional[Path]):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pruning_core.datasets import load_dataset
+    from pruning_core.dynamics.config import DynamicsConfig
     from pruning_core.export import write_table
-    from pruning_core.pipeline import ClipConfig, DynamicsConfig
+    from pruning_core.pipeline import ClipConfig
     from pruning_core.planner import PLANNED_FIELDS
     from pruning_core.subset_training import EvalConfig, evaluate_pruning, plan_grid, summarise
 
@@ -333,31 +334,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=None)
     demo.set_defaults(func=cmd_demo)
 
+    from pruning_core.devices import PRECISIONS
+    from pruning_core.dynamics.config import DynamicsConfig
+    from pruning_core.dynamics.models import ARCHS
+    from pruning_core.pipeline import ClipConfig
+    from pruning_core.planner import DEFAULT_BUDGET_S
+    from pruning_core.selection import STRATEGIES
+    from pruning_core.subset_training import EvalConfig
+    from pruning_core.subset_training.evaluate import DEFAULT_KEEPS, DEFAULT_STRATEGIES, TRAINING_MODES
+    from pruning_core.subset_training.runs import BUDGETS
+
+    _DYN, _CLIP, _EVAL = DynamicsConfig(), ClipConfig(), EvalConfig()
     score = sub.add_parser("score", help="score every sample; writes a table and a .json sidecar")
     score.add_argument("data", help="image folder, CSV/parquet manifest (path,label[,caption]), or 'demo'")
     score.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
     score.add_argument("--out", required=True, type=Path,
                        help="score table (.parquet); its sidecar OUT.json and OUT.issues.csv are written next to it")
     score.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True, help="CLIP scores (default on)")
-    score.add_argument("--clip-model", default=None, help="open_clip model name (default ViT-B-32)")
+    score.add_argument("--clip-model", default=None, help=f"open_clip model name (default {_CLIP.model})")
     score.add_argument("--clip-pretrained", default=None,
                        help="open_clip pretrained tag, a local checkpoint path, or 'none' (random init)")
-    score.add_argument("--adapter-epochs", type=int, default=0,
-                       help="fit residual CLIP adapters on this dataset for N epochs before scoring (default 0: off)")
-    score.add_argument("--device", default="auto", type=_device_arg, help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
-    score.add_argument("--batch-size", type=int, default=256)
+    score.add_argument("--adapter-epochs", type=int, default=_CLIP.adapter_epochs,
+                       help=f"fit residual CLIP adapters on this dataset for N epochs before scoring "
+                            f"(default {_CLIP.adapter_epochs}: off)")
+    score.add_argument("--device", default=_CLIP.device, type=_device_arg,
+                       help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
+    score.add_argument("--batch-size", type=int, default=_CLIP.batch_size, help="CLIP's batch")
     score.add_argument("--dynamics", action="store_true", help="train a proxy and add dynamics.* and cleanlab.* scores")
-    score.add_argument("--arch", default="resnet9", choices=["resnet9", "mlp", "linear"],
+    score.add_argument("--arch", default=_DYN.arch, choices=list(ARCHS),
                        help="proxy: resnet9 on images, or a probe on CLIP embeddings")
-    from pruning_core.devices import PRECISIONS
-    from pruning_core.pipeline import DynamicsConfig
-    from pruning_core.planner import DEFAULT_BUDGET_S
-    from pruning_core.selection import STRATEGIES
-    from pruning_core.subset_training import EvalConfig
-    from pruning_core.subset_training.evaluate import TRAINING_MODES
-    from pruning_core.subset_training.runs import BUDGETS
-
-    _DYN = DynamicsConfig()
     score.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
                        help=f"time for proxy training + cross-fitting (default {DEFAULT_BUDGET_S:.0f}); the settings "
                             "below that are not given are planned to fit it from a measured throughput; 0 = no "
@@ -375,8 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "stays fp32 unless this is given")
     score.add_argument("--proxy-batch-size", type=int, default=None,
                        help=f"proxy batch size (planned; full size {_DYN.batch_size})")
-    score.add_argument("--dynunc-window", type=int, default=10)
-    score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--dynunc-window", type=int, default=_DYN.dynunc_window)
+    score.add_argument("--seed", type=int, default=_DYN.seed)
     score.add_argument("--adapruner", type=float, default=None, metavar="RATIO",
                        help="learn an AdaPruner mask for keeping RATIO (adds adapruner.keep_logit; uses --epochs, "
                             "--image-size, --seed)")
@@ -390,14 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="score table of DATA from 'prunescope score' (needed by every strategy but random)")
     evaluate.add_argument("--test", default=None, help="held-out image folder or manifest (default: hold out --holdout)")
     evaluate.add_argument("--test-root", type=Path, default=None)
-    _EVAL = EvalConfig()
     evaluate.add_argument("--holdout", type=float, default=None,
                           help=f"stratified held-out fraction without --test (default {_EVAL.holdout}; the demo uses "
                                "its clean test set unless --holdout is given)")
-    evaluate.add_argument("--strategies", default="easiest,ccs,random",
+    evaluate.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                           help=f"comma list of {', '.join([*STRATEGIES, *TRAINING_MODES])} (full data is always "
                                "run as the reference)")
-    evaluate.add_argument("--keep", default="0.3,0.5,0.7,0.9", help="comma list of kept fractions")
+    evaluate.add_argument("--keep", default=",".join(map(str, DEFAULT_KEEPS)), help="comma list of kept fractions")
     evaluate.add_argument("--seeds", type=int, default=_EVAL.seeds,
                           help=f"runs per strategy and ratio, for the spread and the significance marks "
                                f"(default {_EVAL.seeds})")
@@ -409,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--budget", type=float, default=_EVAL.time_budget_s, metavar="SECONDS",
                           help=f"time for the whole grid (default {_EVAL.time_budget_s:.0f}); the proxy settings below "
                                "that are not given are planned to fit it; 0 = no budget (full-size settings)")
-    evaluate.add_argument("--arch", default=_DYN.arch, choices=["resnet9", "mlp", "linear"],
+    evaluate.add_argument("--arch", default=_DYN.arch, choices=list(ARCHS),
                           help="evaluation proxy: resnet9 on images, or a probe on CLIP embeddings (seconds on a CPU)")
     evaluate.add_argument("--clip-model", default=None, help="CLIP for a probe (default: the score step's)")
     evaluate.add_argument("--clip-pretrained", default=None)
@@ -422,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                                f"full size {_DYN.batch_size})")
     evaluate.add_argument("--precision", default=_DYN.precision, choices=list(PRECISIONS))
     evaluate.add_argument("--seed", type=int, default=_DYN.seed)
-    evaluate.add_argument("--device", default="auto", type=_device_arg, help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
+    evaluate.add_argument("--device", default=_DYN.device, type=_device_arg,
+                          help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
     evaluate.add_argument("--out", required=True, type=Path, help="one row per run (.csv)")
     _add_executor_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

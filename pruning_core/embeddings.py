@@ -100,7 +100,7 @@ def embed_images(
     *,
     chunk_dir: Optional[Path] = None,
     chunk_size: int = CHUNK_SIZE,
-    batch_size: int = 256,
+    batch_size: int,
     num_workers: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,

@@ -1,7 +1,7 @@
 """Plan a training-based step so it finishes in the time the user gave it, on the machine at hand.
 
 The proxy's full-size settings (ResNet-9 width 64 at 32 px, 16 epochs, 4 cross-fitting folds: the
-defaults of :class:`~pruning_core.pipeline.DynamicsConfig`) take seconds on a GPU and tens of
+defaults of :class:`~pruning_core.dynamics.config.DynamicsConfig`) take seconds on a GPU and tens of
 minutes on a 2-core CPU.  Rather than one set of defaults that is wrong on one of them, the default
 is a *time budget*: a short throughput probe on the real device measures how many images per second
 each candidate setting trains and evaluates (a few batches, cached per device and setting), and
@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import numpy as np
 import torch
 
-from cache.store import ResultStore, make_key
+from cache.steps import CachedStep, Computed
+from cache.store import ResultStore
 from pruning_core.devices import DevicePolicy, device_policy, resolve_device, resolve_precision
 from pruning_core.progress import ProgressCallback, report
 
@@ -194,15 +195,21 @@ def measure_rates(
     and augmentation as a real run) for two warm-up and :data:`PROBE_STEPS` timed steps on random images,
     each step timed alone.  Fewer steps read 2x slow on CPU (first-iteration allocator and oneDNN costs).
     """
-    from pruning_core.dynamics.trainer import proxy_trainer
-
     dev = resolve_device(config.device)
     params = {"image_size": config.image_size, "width": config.width, "batch_size": config.batch_size,
               "arch": config.arch, "num_classes": num_classes, "version": PROBE_CODE_VERSION,
               **_precision(config), **_device_signature(dev)}
-    key = make_key("throughput-probe", "machine", params)
-    if store is not None and (entry := store.load(key)) is not None:
-        return Rates(**entry.meta["rates"])
+    if store is None:
+        return _timed_steps(config, dev, num_classes)
+    entry = CachedStep("throughput-probe", "machine", params).run(
+        store, lambda: Computed(meta={"rates": asdict(_timed_steps(config, dev, num_classes))}))
+    return Rates(**entry.meta["rates"])
+
+
+def _timed_steps(config: Any, dev: torch.device, num_classes: int) -> Rates:
+    """Rates from :data:`PROBE_STEPS` timed training and evaluation steps on random inputs (see :func:`measure_rates`)."""
+    from pruning_core.dynamics.trainer import proxy_trainer
+
     bs = int(config.batch_size)
     n = bs * (PROBE_STEPS + 2)
     rng = np.random.default_rng(0)
@@ -212,8 +219,8 @@ def measure_rates(
         x = rng.standard_normal((n, PROBE_EMBEDDING_DIM), dtype=np.float32)
     y = rng.integers(0, num_classes, size=n)
     batches = torch.arange(n).view(-1, bs)
-    with proxy_trainer(x, y, device=dev, epochs=1, num_classes=num_classes, arch=config.arch, width=config.width,
-                       batch_size=bs, **_precision(config)) as trainer:
+    with proxy_trainer(x, y, device=dev, seed=0, epochs=1, num_classes=num_classes, arch=config.arch,
+                       width=config.width, batch_size=bs, **_precision(config)) as trainer:
         batches = batches.to(trainer.dev)
         train_s, eval_s = [], []
         for i, batch in enumerate(batches):  # the first two warm up: allocator, oneDNN/cuDNN kernel choice
@@ -228,10 +235,7 @@ def measure_rates(
                 train_s.append(t1 - t0)
                 eval_s.append(time.perf_counter() - t1)
     # The median step: a burst of load from another process on a shared machine moves it little.
-    rates = Rates(train=bs / max(float(np.median(train_s)), 1e-9), eval=bs / max(float(np.median(eval_s)), 1e-9))
-    if store is not None:
-        store.save(key, meta={"step": "throughput-probe", "params": params, "rates": asdict(rates)})
-    return rates
+    return Rates(train=bs / max(float(np.median(train_s)), 1e-9), eval=bs / max(float(np.median(eval_s)), 1e-9))
 
 
 def _precision(config: Any) -> dict:

@@ -11,7 +11,8 @@ from typing import Optional
 
 import numpy as np
 
-from cache.store import ResultStore, make_key
+from cache.steps import CachedStep, Computed
+from cache.store import ResultStore
 from pruning_core.progress import ProgressCallback, report
 
 PCA_DIMS = 50
@@ -103,14 +104,11 @@ def warm_umap() -> None:
     umap_coords(points, n_neighbors=5, n_epochs=5, pca_dims=4)
 
 
-def _umap_params(source: dict, n_neighbors: int, min_dist: float, seed: int) -> dict:
-    return {**source, "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "pca_dims": PCA_DIMS,
-            "n_epochs": UMAP_EPOCHS}
-
-
-def umap_key(fingerprint: str, source: dict, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0) -> str:
-    """The store key of a UMAP of this dataset's embedding ``source`` with these parameters."""
-    return make_key("umap", fingerprint, _umap_params(source, n_neighbors, min_dist, seed))
+def umap_step(fingerprint: str, source: dict, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0
+              ) -> CachedStep:
+    """The cache step of a UMAP of this dataset's embedding ``source`` with these parameters."""
+    return CachedStep("umap", fingerprint, {**source, "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed,
+                                            "pca_dims": PCA_DIMS, "n_epochs": UMAP_EPOCHS})
 
 
 def cached_umap(
@@ -125,12 +123,12 @@ def cached_umap(
     progress: Optional[ProgressCallback] = None,
 ) -> np.ndarray:
     """UMAP of ``embeddings`` keyed by the dataset, where the embedding came from, and the parameters."""
-    params = _umap_params(source, n_neighbors, min_dist, seed)
-    key = make_key("umap", fingerprint, params)
-    entry = store.load(key)
-    if entry is None:
+
+    def fit() -> Computed:
         report(progress, "UMAP", 0, 1, f"{len(embeddings):,} points")
         coords = umap_coords(embeddings, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
-        entry = store.save(key, arrays={"coords": coords}, meta={"step": "umap", "fingerprint": fingerprint, "params": params})
         report(progress, "UMAP", 1, 1)
-    return entry.array("coords")
+        return Computed(arrays={"coords": coords})
+
+    step = umap_step(fingerprint, source, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
+    return step.run(store, fit).array("coords")

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cache.steps import CachedStep, Computed
 from cache.store import ResultStore, atomic_save_npy, atomic_write_bytes, make_key
 
 
@@ -28,17 +29,51 @@ def test_save_load_round_trip(tmp_path):
     assert entry.meta["step"] == "demo-step" and entry.names() == ["emb", "scores"]
 
 
-def test_get_or_compute_computes_once(tmp_path):
+def test_a_cached_step_computes_once_and_records_how_it_was_made(tmp_path):
     store = ResultStore(tmp_path)
+    step = CachedStep("demo", "fp", {"k": 3}, dataset="demo set")
     calls = []
 
     def compute():
         calls.append(1)
-        return {"a": np.ones(3)}, {}
+        return Computed(arrays={"a": np.ones(3)}, meta={"extra": 7})
 
-    store.get_or_compute("k", compute)
-    store.get_or_compute("k", compute)
-    assert len(calls) == 1
+    assert not step.is_cached(store)
+    first = step.run(store, compute)
+    again = CachedStep("demo", "fp", {"k": 3}).run(store, compute)  # the same inputs, built anew
+    assert calls == [1] and again.key == first.key == make_key("demo", "fp", {"k": 3})
+    assert step.is_cached(store) and not CachedStep("demo", "fp", {"k": 4}).is_cached(store)
+    assert {k: again.meta[k] for k in ("step", "dataset", "fingerprint", "params", "extra")} == {
+        "step": "demo", "dataset": "demo set", "fingerprint": "fp", "params": {"k": 3}, "extra": 7}
+    np.testing.assert_array_equal(again.array("a"), np.ones(3))
+
+
+def test_a_cached_step_recomputes_a_damaged_entry(tmp_path):
+    store = ResultStore(tmp_path)
+    step = CachedStep("demo", "fp", {})
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return Computed(arrays={"a": np.arange(1000.0)})
+
+    entry = step.run(store, compute)
+    with open(entry.path / "a.npy", "r+b") as fh:  # a disk's damage: the file loses its tail
+        fh.truncate(200)
+    again = step.run(store, compute)
+    assert calls == [1, 1] and len(list(store.quarantine_dir.iterdir())) == 1
+    np.testing.assert_array_equal(again.array("a"), np.arange(1000.0))
+
+
+def test_a_cached_step_reports_its_entry_or_its_chunks_and_drops_the_chunks_when_saved(tmp_path):
+    store = ResultStore(tmp_path)
+    step = CachedStep("demo", "fp", {}, label="the demo",
+                      chunks=lambda folder: f"{len(list(folder.glob('*.npy')))} chunks" if any(folder.iterdir()) else None)
+    assert step.kept(store) is None
+    np.save(step.partial_dir(store) / "c0.npy", np.ones(2))
+    assert step.kept(store) == "1 chunks"
+    step.run(store, lambda: Computed(arrays={"a": np.ones(2)}))
+    assert step.kept(store) == "the demo" and not (store.partial_root / step.key).exists()
 
 
 def test_failed_save_leaves_no_entry(tmp_path):

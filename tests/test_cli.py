@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from pruning_core.cli import main
-from pruning_core.pipeline import ScoreTable
+from pruning_core.score_table import ScoreTable
 from pruning_core.tiny_clip import TINY_CLIP_NAME
 
 

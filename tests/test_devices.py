@@ -9,6 +9,7 @@ from scipy.stats import spearmanr
 
 from pruning_core import devices
 from pruning_core.dynamics import dynamics_scores, train_and_record
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.models import ResNet9
 
 
@@ -180,8 +181,8 @@ def test_proxy_trains_under_strict_determinism_and_leaves_the_flags(one_thread):
         assert all(p.grad is not None for p in model.parameters())
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, size=(64, 16, 16, 3), dtype=np.uint8)
-        rec = train_and_record(x, rng.integers(0, 3, 64), epochs=1, device="cpu", width=8, batch_size=32,
-                               deterministic=True)
+        rec = train_and_record(x, rng.integers(0, 3, 64), arch="resnet9", epochs=1, seed=0, device="cpu", width=8,
+                               batch_size=32, precision="auto", deterministic=True)
         assert np.isfinite(rec.loss).all()
         assert devices.DeterminismFlags.current() == strict
     finally:
@@ -195,8 +196,10 @@ def test_bf16_and_fp32_rank_the_noisy_samples_alike(one_thread):
     x = (rng.integers(0, 50, size=(n, 16, 16, 3)) + 50 * y_true[:, None, None, None]).astype(np.uint8)
     noisy = rng.random(n) < 0.15
     y = np.where(noisy, (y_true + 1) % c, y_true)
-    kw = dict(device="cpu", width=8, batch_size=32, num_classes=c, epochs=6)
-    aum = {p: dynamics_scores(train_and_record(x, y, precision=p, **kw))[0]["dynamics.aum"].to_numpy()
+    kw = DynamicsConfig(device="cpu", width=8, batch_size=32, epochs=6).trainer_options()
+    window = DynamicsConfig().dynunc_window
+    aum = {p: dynamics_scores(train_and_record(x, y, **{**kw, "precision": p}, num_classes=c),
+                              dynunc_window=window)[0]["dynamics.aum"].to_numpy()
            for p in ("fp32", "bf16")}
     rho = spearmanr(aum["fp32"], aum["bf16"]).statistic
     assert rho > 0.9
@@ -213,8 +216,8 @@ def test_fp16_with_a_grad_scaler_keeps_the_adapruner_mask_step_outside_it(one_th
     from pruning_core.subset_training import AdaPruner
 
     x, y, _ = gaussian_embeddings(n=2000, dim=16, classes=4, noise=0.2, seed=1)
-    pruner = AdaPruner(0.5, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, device="cpu",
-                       precision="fp16").fit(x, y)
+    pruner = AdaPruner(0.5, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, width=64, seed=0,
+                       device="cpu", precision="fp16").fit(x, y)
     assert pruner.train_meta_["precision"] == "fp16" and pruner.train_meta_["device_policy"]["grad_scaler"]
     assert abs(pruner.kept_fraction_ - 0.5) <= 0.02
     assert np.ptp(pruner.mask_logits_) > 1.0  # the mask moved
@@ -226,7 +229,7 @@ def test_the_host_memory_fallback_trains_to_the_same_record(monkeypatch, one_thr
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(96, 16, 16, 3), dtype=np.uint8)
     y = rng.integers(0, 3, 96)
-    kw = dict(epochs=2, device="cpu", width=8, batch_size=32, precision="fp32", eval_x=x[:10])
+    kw = dict(arch="resnet9", epochs=2, seed=0, device="cpu", width=8, batch_size=32, precision="fp32", eval_x=x[:10])
     on_device = train_and_record(x, y, **kw)
     fetched = []
     host_rows = DeviceData._rows
@@ -299,7 +302,7 @@ def test_the_working_set_estimate_tracks_the_saved_activations(precision):
 
 def test_cache_keys_differ_by_precision(monkeypatch):
     from cache.store import make_key
-    from pruning_core.pipeline import DynamicsConfig, _dynamics_params
+    from pruning_core.pipeline import _dynamics_params
 
     keys = {p: make_key("dynamics-record", "fp", _dynamics_params(DynamicsConfig(device="cpu", precision=p), None))
             for p in ("fp32", "bf16", "fp16")}

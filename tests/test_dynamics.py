@@ -24,6 +24,7 @@ from pruning_core.dynamics import (
     train_and_record,
 )
 from pruning_core.dynamics import crossfit as crossfit_mod
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.evaluation import detection_metrics, evaluate_scores
 from synthetic import gaussian_embeddings, synthetic_images
 
@@ -69,7 +70,7 @@ def test_scores_match_hand_computation():
 
 def test_dyn_unc_windows_and_short_run_fallback():
     # K <= J: one window over all K epochs (unbiased std), documented fallback
-    frame, infos = dynamics_scores(tiny_record())  # default J = 10 > K = 3
+    frame, infos = dynamics_scores(tiny_record(), dynunc_window=DynamicsConfig().dynunc_window)  # J = 10 > K = 3
     np.testing.assert_allclose(frame["dynamics.dyn_unc"], PROB.astype(np.float64).std(axis=0, ddof=1), rtol=1e-5)
     assert "J=3" in infos["dynamics.dyn_unc"].description
     # K = 5, J = 2: windows k = 0, 1, 2 (K - J of them), mean of |p_k - p_{k+1}| / sqrt(2)
@@ -98,7 +99,7 @@ def test_label_stats_vectorised_values():
 
 def test_resnet9_trainer_is_deterministic_and_records_every_epoch():
     x, y, noisy = synthetic_images()
-    kw = dict(arch="resnet9", epochs=3, batch_size=48, width=8, seed=3, device="cpu")
+    kw = DynamicsConfig(arch="resnet9", epochs=3, batch_size=48, width=8, seed=3, device="cpu").trainer_options()
     seen = []
     a = train_and_record(x, y, progress=seen.append, **kw)
     b = train_and_record(torch.as_tensor(x), y, **kw)
@@ -120,8 +121,9 @@ def test_resnet9_trainer_is_deterministic_and_records_every_epoch():
 
 def test_images_noise_is_found_by_in_sample_dynamics():
     x, y, noisy = synthetic_images(n=300, seed=1)
-    rec = train_and_record(x, y, epochs=4, batch_size=50, width=8, seed=0, device="cpu")
-    frame, infos = dynamics_scores(rec)
+    config = DynamicsConfig(epochs=4, batch_size=50, width=8, seed=0, device="cpu")
+    rec = train_and_record(x, y, **config.trainer_options())
+    frame, infos = dynamics_scores(rec, dynunc_window=config.dynunc_window)
     res = evaluate_scores(frame, infos, noisy).set_index("score")
     assert res.loc["dynamics.aum", "auroc"] >= 0.85
     assert res.loc["dynamics.confidence", "auroc"] >= 0.85
@@ -150,14 +152,16 @@ def test_dynamics_step_finds_the_demos_injected_label_noise(demo_assets, tmp_pat
 
 def test_embedding_probe_deterministic_record_subset_and_heldout():
     x, y, _ = gaussian_embeddings(n=200)
-    kw = dict(arch="mlp", epochs=3, batch_size=32, seed=0, device="cpu", record_idx=[5, 7, 9], eval_x=x[:10])
+    kw = dict(**DynamicsConfig(arch="mlp", epochs=3, batch_size=32, seed=0, device="cpu").trainer_options(),
+              record_idx=[5, 7, 9], eval_x=x[:10])
     a = train_and_record(x, y, **kw)
     b = train_and_record(x, y, **kw)
     assert a.prob.shape == (3, 3) and a.labels.tolist() == list(y[[5, 7, 9]])
     np.testing.assert_array_equal(a.prob, b.prob)
     assert a.heldout_probs.shape == (10, 4)
     np.testing.assert_allclose(a.heldout_probs.sum(1), 1.0, rtol=1e-5)
-    lin = train_and_record(x, y, arch="linear", epochs=2, device="cpu", record_idx=np.zeros(0, int))
+    lin = train_and_record(x, y, **DynamicsConfig(arch="linear", epochs=2, device="cpu").trainer_options(),
+                           record_idx=np.zeros(0, int))
     assert lin.prob.shape == (2, 0)
 
 
@@ -179,7 +183,7 @@ def test_crossfit_never_predicts_a_sample_with_a_model_that_saw_it(monkeypatch, 
                               heldout_probs=probs)
 
     monkeypatch.setattr(crossfit_mod, "train_and_record", fake_train)
-    probs = out_of_sample_probs(x, y, folds=4, arch="mlp", fold_cache=tmp_path)
+    probs = out_of_sample_probs(x, y, folds=4, arch="mlp", epochs=16, seed=0, fold_cache=tmp_path)
     assign = fold_assignment(y, 4, 0)
     assert len(calls) == 4 and probs.shape == (n, 3) and not np.isnan(probs).any()
     predicted = np.concatenate([t for _, t in calls])
@@ -195,14 +199,15 @@ def test_crossfit_never_predicts_a_sample_with_a_model_that_saw_it(monkeypatch, 
     # resume: finished folds are loaded, only the missing one is retrained
     (tmp_path / "fold2.npy").unlink()
     calls.clear()
-    again = out_of_sample_probs(x, y, folds=4, arch="mlp", fold_cache=tmp_path)
+    again = out_of_sample_probs(x, y, folds=4, arch="mlp", epochs=16, seed=0, fold_cache=tmp_path)
     assert len(calls) == 1 and set(calls[0][1].tolist()) == set(np.flatnonzero(assign == 2).tolist())
     np.testing.assert_array_equal(again, probs)
 
 
 def test_out_of_sample_label_quality_finds_noise():
     x, y, noisy = gaussian_embeddings(n=600, noise=0.2, seed=0)
-    probs = out_of_sample_probs(x, y, folds=4, arch="mlp", epochs=12, batch_size=64, seed=0, device="cpu")
+    probs = out_of_sample_probs(x, y, folds=4, **DynamicsConfig(arch="mlp", epochs=12, batch_size=64, seed=0,
+                                                                device="cpu").trainer_options())
     assert probs.shape == (600, 4)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     frame, infos = label_issue_scores(y, probs, ["a", "b", "c", "d"])

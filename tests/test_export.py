@@ -24,9 +24,9 @@ from pruning_core.export import (
     selection_table,
     table_bytes,
 )
-from pruning_core.pipeline import ScoreTable
 from pruning_core.review import DecisionStore
 from pruning_core.score_info import ScoreInfo
+from pruning_core.score_table import ScoreTable
 from pruning_core.selection import STRATEGIES, SelectionRecipe, run_recipe
 
 CLASSES = ["cat", "dog", "fox"]

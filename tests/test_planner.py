@@ -9,8 +9,8 @@ import pytest
 
 from pruning_core import planner
 from pruning_core.dynamics import out_of_sample_probs, train_and_record
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.crossfit import BudgetSpent
-from pruning_core.pipeline import DynamicsConfig
 from pruning_core.planner import RUNGS, Rates, estimate_seconds, plan_dynamics
 
 
@@ -94,7 +94,7 @@ def _tiny_images(n=256, size=16, seed=0):
 
 def test_a_budgeted_run_stops_within_its_budget_plus_one_epoch(one_thread):
     x, y = _tiny_images()
-    kw = dict(device="cpu", width=8, batch_size=32, num_classes=4)
+    kw = dict(arch="resnet9", seed=0, device="cpu", width=8, batch_size=32, precision="auto", num_classes=4)
     t0 = time.perf_counter()
     train_and_record(x, y, epochs=2, **kw)
     epoch_s = (time.perf_counter() - t0) / 2  # one epoch with its recording pass
@@ -117,7 +117,8 @@ def test_a_budgeted_run_stops_within_its_budget_plus_one_epoch(one_thread):
 
 def test_cross_fitting_out_of_budget_keeps_finished_folds_only(tmp_path, one_thread):
     x, y = _tiny_images()
-    kw = dict(device="cpu", width=8, batch_size=32, num_classes=4, epochs=2, folds=4, fold_cache=tmp_path)
+    kw = dict(**DynamicsConfig(device="cpu", width=8, batch_size=32, epochs=2).trainer_options(), num_classes=4,
+              folds=4, fold_cache=tmp_path)
     with pytest.raises(BudgetSpent) as err:
         out_of_sample_probs(x, y, deadline=time.monotonic() - 1, **kw)
     assert err.value.folds_done == 0 and not list(tmp_path.glob("fold*.npy"))

@@ -24,8 +24,9 @@ import pytest
 from cache.store import ResultStore
 from pruning_core import executors
 from pruning_core.datasets import load_dataset
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.crossfit import out_of_sample_probs
-from pruning_core.pipeline import ClipConfig, DynamicsConfig, score_dataset
+from pruning_core.pipeline import ClipConfig, score_dataset
 from tests.synthetic import synthetic_images
 
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -73,7 +74,7 @@ def _images(n: int = 240) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-TRAIN = dict(arch="resnet9", epochs=2, width=8, batch_size=64, device="cpu")
+TRAIN = DynamicsConfig(epochs=2, width=8, batch_size=64, device="cpu").trainer_options()
 
 
 def test_crossfit_on_ray_equals_local_and_saves_each_fold(ray_executor, one_thread, tmp_path):
@@ -162,7 +163,7 @@ def test_embedding_chunks_resume_across_executors(ray_executor, small_demo, tmp_
 
 
 def test_evaluate_grid_on_ray_equals_local_and_shares_identical_runs(ray_executor, small_demo, one_thread, tmp_path):
-    from pruning_core.pipeline import base_table
+    from pruning_core.score_table import base_table
     from pruning_core.subset_training import EvalConfig, evaluate_pruning
 
     dataset, _ = small_demo
@@ -195,7 +196,8 @@ def test_local_path_does_not_import_ray(tmp_path):
         "import pruning_core.subset_training, pruning_core.embeddings, pruning_core.pipeline\n"
         "x, y, _ = synthetic_images(n=60, size=8)\n"
         "with executors.using(executors.make_executor('local')):\n"
-        "    out_of_sample_probs(x, y, folds=2, arch='resnet9', epochs=1, width=4, device='cpu')\n"
+        "    out_of_sample_probs(x, y, folds=2, arch='resnet9', epochs=1, width=4, device='cpu', seed=0, "
+        "batch_size=512, precision='auto')\n"
         "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))\n"
     )
     root = Path(__file__).resolve().parents[1]

@@ -7,8 +7,9 @@ from streamlit.testing.v1 import AppTest
 
 from cache.store import ResultStore
 from pruning_core.datasets import load_dataset
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.embeddings import cached_chunks
-from pruning_core.pipeline import ClipConfig, DynamicsConfig, dynamics_score_table, kept_work
+from pruning_core.pipeline import ClipConfig, dynamics_score_table, kept_work, scoring_steps
 from pruning_core.progress import CancelToken, Cancelled, Progress
 from pruning_core.tiny_clip import TINY_CLIP_NAME
 from ui import state
@@ -49,6 +50,28 @@ def test_a_cancel_between_folds_keeps_the_finished_ones_and_the_next_run_resumes
     assert "cleanlab.label_quality" in table.infos and len(table.frame) == len(dataset)
     messages = [p.message for p in resumed if p.stage == "cross-fit"]
     assert "fold 1/3 (cached)" in messages and not any(m.startswith("fold 1/3, epoch") for m in messages)
+    assert kept_work(dataset, store, clip=CLIP, dynamics=PROBE) == [
+        "the image embeddings", "the proxy-training record", "the cross-fitted probabilities"]
+
+
+def test_a_cancel_during_proxy_training_keeps_exactly_the_finished_steps(dataset, tmp_path):
+    """kept_work lists the steps the run finished, by the keys the run wrote, and nothing it did not finish."""
+    store = ResultStore(tmp_path / "cache")
+    token = CancelToken()
+
+    def cancel_in_training(p: Progress) -> None:
+        if p.stage == "train":
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        dynamics_score_table(dataset, PROBE, store, clip=CLIP, progress=cancel_in_training, cancel=token)
+    assert kept_work(dataset, store, clip=CLIP, dynamics=PROBE) == ["the image embeddings"]
+
+    dynamics_score_table(dataset, PROBE, store, clip=CLIP)
+    steps = scoring_steps(dataset, clip=CLIP, dynamics=PROBE)
+    assert [s.step for s in steps] == ["clip-images", "dynamics-record", "dynamics-oos"]
+    written = {entry.key for entry in store.ls()}
+    assert {s.key for s in steps} <= written  # the keys kept_work reads are the ones the run wrote
     assert kept_work(dataset, store, clip=CLIP, dynamics=PROBE) == [
         "the image embeddings", "the proxy-training record", "the cross-fitted probabilities"]
 

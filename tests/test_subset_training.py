@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from cache.store import ResultStore
 from pruning_core.datasets import load_image_folder
-from pruning_core.pipeline import DynamicsConfig, ScoreTable, base_table
-from pruning_core.score_info import ScoreInfo
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.planner import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH
+from pruning_core.score_info import ScoreInfo
+from pruning_core.score_table import ScoreTable, base_table
 from pruning_core.selection import ADAPRUNER_COLUMN, select
 from pruning_core.subset_training import (
     AdaPruner,
@@ -33,7 +34,7 @@ from synthetic import gaussian_embeddings, synthetic_images, write_image_folder
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-IMG = dict(arch="resnet9", width=8, batch_size=32, device="cpu")
+IMG = dict(arch="resnet9", width=8, batch_size=32, device="cpu", seed=0, precision="auto")
 
 
 def test_subset_training_reports_accuracy_and_cost():
@@ -41,7 +42,7 @@ def test_subset_training_reports_accuracy_and_cost():
     tx, ty, _ = synthetic_images(n=120, noise=0.0, seed=3)
     keep = np.zeros(300, bool)
     keep[:150] = True
-    run = train_on_subset(x, y, keep, test_x=tx, test_y=ty, epochs=6, num_classes=3, **IMG)
+    run = train_on_subset(x, y, keep, test_x=tx, test_y=ty, epochs=6, budget="equal_steps", num_classes=3, **IMG)
     assert run.n_train == 150
     # equal steps: full data (300 at batch 16, the floor of 16 steps an epoch) takes 6 x 18 steps; so does the half
     assert run.meta["steps"] == 6 * (300 // 16) and run.meta["batch_size"] == 16
@@ -49,7 +50,7 @@ def test_subset_training_reports_accuracy_and_cost():
     assert run.heldout_probs.shape == (120, 3)
     assert run.accuracy > 0.8  # the three stripe classes are easy
     with pytest.raises(ValueError, match="empty"):
-        train_on_subset(x, y, np.zeros(300, bool), epochs=1, **IMG)
+        train_on_subset(x, y, np.zeros(300, bool), epochs=1, budget="equal_steps", **IMG)
 
 
 @settings(max_examples=200, deadline=None)
@@ -117,7 +118,7 @@ def test_dynamic_pruning_costs_the_ratio_and_skips_inconsistent_samples():
     x, y, noisy = synthetic_images(n=320, noise=0.25, seed=4)
     tx, ty, _ = synthetic_images(n=120, noise=0.0, seed=5)
     run = train_with_dynamic_pruning(x, y, 0.5, consistency=(~noisy).astype(float), explore=0.0,
-                                     test_x=tx, test_y=ty, epochs=4, num_classes=3, **IMG)
+                                     test_x=tx, test_y=ty, epochs=4, budget="equal_steps", num_classes=3, **IMG)
     assert run.n_train == 160
     assert run.meta["steps"] == 4 * (320 // 16)  # equal steps: those of 4 full-data epochs at batch 16
     assert run.samples_trained == run.meta["steps"] * 16
@@ -132,8 +133,8 @@ def test_dynamic_pruning_costs_the_ratio_and_skips_inconsistent_samples():
 def test_adapruner_mask_lands_near_the_target(ratio, precision, tolerance):
     """Within 1 point in fp32; bf16 rounding moves where the mask freezes (0.213 at 0.2), so 2 points there."""
     x, y, noisy = gaussian_embeddings(n=2000, dim=16, classes=4, noise=0.2, seed=1)
-    pruner = AdaPruner(ratio, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, device="cpu",
-                       precision=precision).fit(x, y)
+    pruner = AdaPruner(ratio, arch="mlp", warmup_epochs=2, mask_epochs=8, batch_size=128, width=64, seed=0,
+                       device="cpu", precision=precision).fit(x, y)
     assert pruner.mask_logits_.shape == (2000,)
     assert abs(pruner.kept_fraction_ - ratio) <= tolerance
     assert np.array_equal(pruner.mask_, pruner.mask_logits_ > 0)

@@ -20,7 +20,7 @@ import streamlit as st
 from cache.store import ResultStore
 from pruning_core.datasets import Dataset
 from pruning_core.pipeline import ClipConfig, ClipEmbeddings, clip_embeddings
-from pruning_core.projection import cached_umap, umap_key, warm_umap
+from pruning_core.projection import cached_umap, umap_step, warm_umap
 
 WARM = "warm-umap"
 
@@ -57,9 +57,10 @@ def clip_umap_or_start(dataset: Dataset, config: ClipConfig, store: ResultStore
 def umap_or_start(embeddings: np.ndarray, store: ResultStore, *, fingerprint: str, source: dict
                   ) -> tuple[Optional[np.ndarray], Optional[Future]]:
     """The cached UMAP coordinates, or ``(None, future)`` of the background fit that will cache them."""
-    entry = store.load(umap_key(fingerprint, source))
+    step = umap_step(fingerprint, source)
+    entry = step.load(store)
     if entry is not None:
         return entry.array("coords"), None
-    job = submit(umap_key(fingerprint, source),
+    job = submit(step.key,
                  lambda: cached_umap(embeddings, store, fingerprint=fingerprint, source=source))
     return None, job

@@ -20,11 +20,13 @@ import streamlit as st
 from cache.store import ResultStore
 from pruning_core import executors
 from pruning_core.datasets import Dataset, DatasetError, load_dataset
+from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.export import SelectionPreview
-from pruning_core.safety import UnsafeRequest, check_in_workspace
-from pruning_core.pipeline import ClipConfig, DynamicsConfig, ScoreTable, base_table, kept_work, score_columns
+from pruning_core.pipeline import ClipConfig, kept_work
 from pruning_core.planner import DynamicsPlan, format_seconds
 from pruning_core.progress import CancelToken, Cancelled, Progress, ProgressCallback
+from pruning_core.safety import UnsafeRequest, check_in_workspace
+from pruning_core.score_table import ScoreTable, base_table, score_columns
 from pruning_core.selection import ScoreRanks, SelectionRecipe
 
 DATASET = "dataset_source"

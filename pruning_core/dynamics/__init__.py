@@ -3,9 +3,11 @@ out-of-sample probabilities by cross-fitting, and cleanlab label issues.
 
 Typical use (images decoded by ``pruning_core.images.load_image_array``)::
 
-    rec = train_and_record(images_u8, label_ids, epochs=16)
-    frame, infos = dynamics_scores(rec)
-    probs = out_of_sample_probs(images_u8, label_ids, folds=4, fold_cache=store.partial_dir(key))
+    config = DynamicsConfig()
+    rec = train_and_record(images_u8, label_ids, **config.trainer_options())
+    frame, infos = dynamics_scores(rec, dynunc_window=config.dynunc_window)
+    probs = out_of_sample_probs(images_u8, label_ids, folds=config.folds, fold_cache=step.partial_dir(store),
+                                **config.trainer_options())
     cl_frame, cl_infos = label_issue_scores(label_ids, probs, dataset.classes)
 """
 

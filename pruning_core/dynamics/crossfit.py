@@ -39,7 +39,7 @@ class BudgetSpent(RuntimeError):
         self.folds_done, self.folds = folds_done, folds
 
 
-def fold_assignment(y: Any, folds: int = 4, seed: int = 0) -> np.ndarray:
+def fold_assignment(y: Any, folds: int, seed: int) -> np.ndarray:
     """(N,) int fold id of every sample: stratified by label, shuffled with ``seed``."""
     y_np = np.asarray(y).astype(np.int64, copy=False)
     if folds < 2:
@@ -68,10 +68,10 @@ def out_of_sample_probs(
     x: Any,
     y: Any,
     *,
-    folds: int = 4,
-    arch: str = "resnet9",
-    epochs: int = 16,
-    seed: int = 0,
+    folds: int,
+    arch: str,
+    epochs: int,
+    seed: int,
     device: str | torch.device = "auto",
     num_classes: Optional[int] = None,
     fold_cache: FoldCache = None,

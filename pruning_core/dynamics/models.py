@@ -45,7 +45,7 @@ class ResNet9(nn.Module):
     Works for any input size >= 8 px: the head pools adaptively.
     """
 
-    def __init__(self, num_classes: int, width: int = 64, in_channels: int = 3, scale: float = 0.125) -> None:
+    def __init__(self, num_classes: int, width: int, in_channels: int = 3, scale: float = 0.125) -> None:
         super().__init__()
         w = int(width)
         self.scale = float(scale)
@@ -93,7 +93,7 @@ WORKING_SET_FACTOR = 2.0
 """Peak over saved activations: the backward pass holds gradients of about their size, plus allocator slack."""
 
 
-def training_working_bytes(arch: str, *, batch_size: int, width: int = 64, image_size: int = 32,
+def training_working_bytes(arch: str, *, batch_size: int, width: int, image_size: int,
                            in_dim: int = 512, num_classes: int = 10, hidden: int = 512,
                            precision: str = "fp32") -> int:
     """Device memory one training step needs besides the data: activations, weights, gradients, optimiser state.
@@ -117,7 +117,7 @@ def build_model(
     num_classes: int,
     in_dim: Optional[int] = None,
     *,
-    width: int = 64,
+    width: int,
     hidden: int = 512,
 ) -> nn.Module:
     """Build a proxy network.

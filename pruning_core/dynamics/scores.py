@@ -29,8 +29,6 @@ from pruning_core.score_info import ScoreInfo
 
 from .trainer import TrainingRecord
 
-DEFAULT_DYNUNC_WINDOW = 10
-
 
 def default_el2n_epoch(n_epochs: int) -> int:
     """EL2N is meant to be read early (epoch 20 of 200 in Paul et al.): ~1/8 of the run, >= 1."""
@@ -45,7 +43,7 @@ def forgetting_events(correct: np.ndarray) -> np.ndarray:
     return (c[:-1] & ~c[1:]).sum(axis=0).astype(np.int64)
 
 
-def dynamic_uncertainty(prob: np.ndarray, window: int = DEFAULT_DYNUNC_WINDOW) -> tuple[np.ndarray, int]:
+def dynamic_uncertainty(prob: np.ndarray, window: int) -> tuple[np.ndarray, int]:
     """Dyn-Unc (He et al.) of (K, N) per-epoch given-label probabilities.
 
     ``U_k = std(p_k, ..., p_{k+J-1})`` (unbiased, ddof=1) for ``k = 0 .. K-J-1`` and
@@ -73,7 +71,7 @@ def dynamics_scores(
     record: TrainingRecord,
     *,
     el2n_epoch: Optional[int] = None,
-    dynunc_window: int = DEFAULT_DYNUNC_WINDOW,
+    dynunc_window: int,
 ) -> tuple[pd.DataFrame, dict[str, ScoreInfo]]:
     """Score every recorded sample from its training dynamics.
 

@@ -201,21 +201,21 @@ class ProxyTrainer:
         *,
         dev: torch.device,
         seed: int,
-        arch: str = "resnet9",
-        epochs: int = 16,
+        arch: str,
+        epochs: int,
+        batch_size: int,
+        width: int,
+        precision: str,
         samples_per_epoch: Optional[int] = None,
         total_steps: Optional[int] = None,
-        batch_size: int = 512,
         lr: Optional[float] = None,
         weight_decay: Optional[float] = None,
         label_smoothing: float = 0.0,
         warmup_frac: float = 0.25,
         num_classes: Optional[int] = None,
-        width: int = 64,
         hidden: int = 512,
         crop_pad: Optional[int] = None,
         flip: bool = True,
-        precision: str = "auto",
     ) -> None:
         if arch not in _DEFAULT_LR:
             raise ValueError(f"unknown arch {arch!r}")
@@ -358,7 +358,7 @@ def proxy_trainer(
     x: Any,
     y: Any,
     *,
-    seed: int = 0,
+    seed: int,
     device: str | torch.device = "auto",
     deterministic: bool = False,
     **options: Any,
@@ -383,7 +383,7 @@ def proxy_trainer(
             policy's, see :func:`pruning_core.devices.decide`; or ``"bf16"``, ``"fp16"``, ``"fp32"``).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    small_ops = options.get("arch", "resnet9") != "resnet9"  # a probe on embeddings: see SMALL_OP_CPU_THREADS
+    small_ops = options["arch"] != "resnet9"  # a probe on embeddings: see SMALL_OP_CPU_THREADS
     with _seeded(seed, dev, deterministic), cpu_threads_for(SMALL_OP_CPU_THREADS if small_ops else None, dev):
         yield ProxyTrainer(x, y, dev=dev, seed=seed, **options)
 
@@ -392,8 +392,8 @@ def train_and_record(
     x: Any,
     y: Any,
     *,
-    epochs: int = 16,
-    seed: int = 0,
+    epochs: int,
+    seed: int,
     device: str | torch.device = "auto",
     deterministic: bool = False,
     record_idx: Optional[Sequence[int] | np.ndarray] = None,

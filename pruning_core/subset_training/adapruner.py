@@ -53,10 +53,10 @@ class AdaPruner:
 
     def __init__(
         self,
-        ratio: float = 0.8,
+        ratio: float,
         *,
-        warmup_epochs: int = 8,
-        mask_epochs: int = 8,
+        warmup_epochs: int,
+        mask_epochs: int,
         temperature: tuple[float, float] = (0.1, 5.0),
         mask_lr: float = 30.0,
         penalty: float = 1.0,
@@ -64,7 +64,7 @@ class AdaPruner:
         tolerance: float = 0.005,
         max_penalty: float = 1e4,
         eps: float = 1e-4,
-        seed: int = 0,
+        seed: int,
         device: str | torch.device = "auto",
         **options: Any,
     ) -> None:

@@ -33,12 +33,16 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from cache.store import ResultStore, make_key
+from cache.steps import CachedStep, Computed
+from cache.store import ResultStore
 from pruning_core import executors
 from pruning_core.datasets import Dataset
-from pruning_core.pipeline import ClipConfig, DynamicsConfig, ScoreTable, clip_embeddings, decoded_images
+from pruning_core.dynamics.config import DynamicsConfig
+from pruning_core.images import decoded_images
+from pruning_core.pipeline import ClipConfig, clip_embeddings
 from pruning_core.planner import DynamicsPlan, Rates, format_seconds, plan_dynamics, planned_batch_size
 from pruning_core.progress import CancelToken, ProgressCallback, report
+from pruning_core.score_table import ScoreTable
 from pruning_core.selection import ADAPRUNER_COLUMN, STRATEGIES, SelectionRecipe, keep_count, run_recipe
 
 from .dynamic import train_with_dynamic_pruning
@@ -51,6 +55,10 @@ TRAINING_MODES = {
 }
 CONSISTENCY_COLUMNS = ("clip.label_alignment", "cleanlab.label_quality", "dynamics.aum")
 """Label-consistency scores dynamic pruning uses, in order of preference (CLIP's is the paper's)."""
+
+DEFAULT_STRATEGIES = ("easiest", "ccs", "random")
+DEFAULT_KEEPS = (0.3, 0.5, 0.7, 0.9)
+"""The grid the CLI and the Evaluate page start from."""
 
 RESULT_COLUMNS = ["strategy", "keep", "seed", "n_train", "accuracy", "steps", "batch_size", "epochs",
                   "samples_trained", "train_seconds", "cached"]
@@ -309,9 +317,7 @@ def run_one(
 ) -> dict:
     """Train (or look up) one cell of the grid; returns its result row."""
     proxy = config.proxy
-    train = dict(epochs=proxy.epochs, batch_size=proxy.batch_size, budget=config.budget, seed=spec.seed,
-                 device=proxy.device, arch=proxy.arch, width=proxy.width, precision=proxy.precision,
-                 num_classes=data.num_classes)
+    train = {**proxy.trainer_options(), "seed": spec.seed, "budget": config.budget, "num_classes": data.num_classes}
     params: dict = {**proxy.training_params(), "seed": spec.seed, "budget": config.budget}
     if spec.strategy == "dynamic":
         column = consistency_column(data.frame)
@@ -321,23 +327,23 @@ def run_one(
     else:
         mask = _subset_mask(spec, data, config, store, weights, balance, progress, cancel)
         params |= {"mode": "static", "subset": _mask_hash(mask)}
-    key = make_key("subset-eval", data.fingerprint, params)
-    with executors.exclusive(store.partial_root / f"{key}.lock"):  # one training per key, even on a cluster
-        entry = store.load(key)
-        cached = entry is not None
-        if entry is None:
-            if spec.strategy == "dynamic":
-                run: TrainingRun = train_with_dynamic_pruning(data.x, data.y, spec.keep, consistency=consistency,
-                                                              test_x=data.test_x, test_y=data.test_y,
-                                                              progress=progress, cancel=cancel, **train)
-            else:
-                run = train_on_subset(data.x, data.y, mask, test_x=data.test_x, test_y=data.test_y,
-                                      progress=progress, cancel=cancel, **train)
-            entry = store.save(key, arrays={"heldout_probs": run.heldout_probs},
-                               meta={"step": "subset-eval", "fingerprint": data.fingerprint, "params": params,
-                                     "accuracy": run.accuracy, "n_train": run.n_train,
-                                     "samples_trained": run.samples_trained, "train_seconds": run.train_seconds,
-                                     "train": run.meta})
+    step = CachedStep("subset-eval", data.fingerprint, params)
+
+    def train_run() -> Computed:
+        if spec.strategy == "dynamic":
+            run: TrainingRun = train_with_dynamic_pruning(data.x, data.y, spec.keep, consistency=consistency,
+                                                          test_x=data.test_x, test_y=data.test_y,
+                                                          progress=progress, cancel=cancel, **train)
+        else:
+            run = train_on_subset(data.x, data.y, mask, test_x=data.test_x, test_y=data.test_y,
+                                  progress=progress, cancel=cancel, **train)
+        return Computed(arrays={"heldout_probs": run.heldout_probs},
+                        meta={"accuracy": run.accuracy, "n_train": run.n_train, "samples_trained": run.samples_trained,
+                              "train_seconds": run.train_seconds, "train": run.meta})
+
+    with executors.exclusive(store.partial_root / f"{step.key}.lock"):  # one training per key, even on a cluster
+        cached = step.is_cached(store)
+        entry = step.run(store, train_run)
     m = entry.meta
     return {"strategy": spec.strategy, "keep": spec.keep, "seed": spec.seed, "n_train": m["n_train"],
             "accuracy": m["accuracy"], "steps": m["train"]["steps"], "batch_size": m["train"]["batch_size"],

@@ -12,11 +12,14 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from cache.store import ResultStore, make_key
+from cache.steps import CachedStep, Computed
+from cache.store import ResultStore
 from pruning_core.datasets import Dataset
-from pruning_core.pipeline import DynamicsConfig, ScoreTable, decoded_images
+from pruning_core.dynamics.config import DynamicsConfig
+from pruning_core.images import decoded_images
 from pruning_core.progress import CancelToken, ProgressCallback
 from pruning_core.score_info import ScoreInfo
+from pruning_core.score_table import ScoreTable
 from pruning_core.selection import ADAPRUNER_COLUMN
 
 from .adapruner import AdaPruner
@@ -48,20 +51,19 @@ def adapruner_logits(
     ``fingerprint`` identifies the training data (a dataset, or a split of one) in the cache key.
     """
     params = {**config.training_params(), "ratio": float(ratio), "method": "adapruner"}
-    key = make_key("adapruner", fingerprint, params)
-    entry = store.load(key)
-    if entry is None:
+
+    def fit() -> Computed:
         warmup = config.epochs // 2
         pruner = AdaPruner(
             ratio, warmup_epochs=warmup, mask_epochs=max(1, config.epochs - warmup), seed=config.seed,
             device=config.device, arch=config.arch, width=config.width, batch_size=config.batch_size,
-            num_classes=num_classes,
+            precision=config.precision, num_classes=num_classes,
         ).fit(x, y, progress=progress, cancel=cancel)
-        entry = store.save(key, arrays={"logits": pruner.mask_logits_},
-                           meta={"step": "adapruner", "fingerprint": fingerprint, "params": params,
-                                 "kept_fraction": pruner.kept_fraction_, "history": pruner.history_,
-                                 "train": pruner.train_meta_})
-    return entry.array("logits")
+        return Computed(arrays={"logits": pruner.mask_logits_},
+                        meta={"kept_fraction": pruner.kept_fraction_, "history": pruner.history_,
+                              "train": pruner.train_meta_})
+
+    return CachedStep("adapruner", fingerprint, params).run(store, fit).array("logits")
 
 
 def adapruner_score_table(

@@ -49,8 +49,7 @@ class RunSchedule:
         return self.total_steps / self.steps_per_epoch
 
 
-def run_schedule(n_per_epoch: int, *, n_full: int, epochs: int, batch_size: int,
-                 budget: str = "equal_steps") -> RunSchedule:
+def run_schedule(n_per_epoch: int, *, n_full: int, epochs: int, batch_size: int, budget: str) -> RunSchedule:
     """The schedule of a run visiting ``n_per_epoch`` samples an epoch, against full-data training on ``n_full``.
 
     Full-data training takes ``epochs`` epochs at ``planned_batch_size(batch_size, n_full)``; see the
@@ -143,10 +142,10 @@ def train_on_subset(
     *,
     test_x: Any = None,
     test_y: Any = None,
-    epochs: int = 16,
-    batch_size: int = 512,
-    budget: str = "equal_steps",
-    seed: int = 0,
+    epochs: int,
+    batch_size: int,
+    budget: str,
+    seed: int,
     device: str | torch.device = "auto",
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,

@@ -1,0 +1,41 @@
+"""The proxy-training settings of the ``dynamics.*`` and ``cleanlab.*`` scores, AdaPruner and Evaluate.
+
+One frozen dataclass whose field defaults are the only place those defaults are written: the CLI's
+flags, the Score and Evaluate pages' widgets and the trainers read them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """Proxy training for the ``dynamics.*`` and ``cleanlab.*`` columns (all fields but device key the cache)."""
+
+    arch: str = "resnet9"  # or "mlp" / "linear": a probe on CLIP image embeddings
+    epochs: int = 16
+    folds: int = 4  # cross-fitting folds for out-of-sample probabilities; 0 skips cleanlab
+    image_size: int = 32
+    width: int = 64
+    batch_size: int = 512
+    dynunc_window: int = 10
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    """``auto`` = bf16 autocast where the hardware computes bf16 (``devices.resolve_precision``), or ``fp32``."""
+    budget_s: Optional[float] = None
+    """Wall-clock seconds for training and cross-fitting: a run stops when they are spent (within one
+    epoch).  ``pruning_core.planner.plan_dynamics`` picks settings that fit it; None runs as set."""
+
+    def trainer_options(self) -> dict:
+        """Keyword arguments of the proxy trainer (``proxy_trainer``, ``train_and_record``, ``out_of_sample_probs``)."""
+        return dict(arch=self.arch, epochs=self.epochs, batch_size=self.batch_size, width=self.width, seed=self.seed,
+                    device=self.device, precision=self.precision)
+
+    def training_params(self) -> dict:
+        params = asdict(self)
+        params.pop("device")
+        params.pop("dynunc_window")  # derived from the cached records, never retrained for
+        return params
