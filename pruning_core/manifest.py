@@ -83,11 +83,10 @@ class Manifest:
     scores_sha256: str
     """:func:`table_sha256` of the score table the subset was selected from."""
     n_samples: int
-    dataset_fingerprint: Optional[str]
-    """The scored dataset, as the score table's settings name it (None for tables of older versions)."""
     scoring: dict
-    """The score table's settings, by family (``dataset``, ``clip``, ``dynamics``, ``adapruner``): how each
-    family was made, model and weights identity and seeds included, exactly as its sidecar records them."""
+    """The score table's settings, by family (``dataset``, ``clip``, ``dynamics``, ``adapruner``): the scored
+    dataset's fingerprint and how each family was made, model and weights identity and seeds included,
+    exactly as its sidecar records them."""
     recipe: SelectionRecipe
     review: Optional[dict]
     """A :meth:`DecisionStore.snapshot` (removed paths, relabels), or None when no decisions were applied."""
@@ -117,13 +116,17 @@ class Manifest:
             scores_file=str(scores_file),
             scores_sha256=table_sha256(table.frame, table.infos),
             n_samples=int(len(table.frame)),
-            dataset_fingerprint=(settings.get(DATASET_SETTING) or {}).get("fingerprint"),
             scoring=settings,
             recipe=recipe,
             review=dict(review) if review is not None else None,
             kept_count=int(mask.sum()),
             kept_digest=paths_digest(kept),
         )
+
+    @property
+    def dataset_fingerprint(self) -> Optional[str]:
+        """The scored dataset, as the score table's settings name it (None for tables of older versions)."""
+        return (self.scoring.get(DATASET_SETTING) or {}).get("fingerprint")
 
     @property
     def removed(self) -> list[str]:
@@ -141,8 +144,7 @@ class Manifest:
             "manifest_version": MANIFEST_VERSION,
             "created_at": self.created_at,
             "versions": dict(self.versions),
-            "dataset": {"fingerprint": self.dataset_fingerprint, "n_samples": self.n_samples},
-            "scores": {"file": self.scores_file, "sha256": self.scores_sha256},
+            "scores": {"file": self.scores_file, "rows": self.n_samples, "sha256": self.scores_sha256},
             "scoring": self.scoring,
             "selection": self.recipe.as_dict(),
             "review": self.review,
@@ -176,8 +178,7 @@ class Manifest:
             manifest = cls(
                 scores_file=str(doc["scores"]["file"]),
                 scores_sha256=str(doc["scores"]["sha256"]),
-                n_samples=int(doc["dataset"]["n_samples"]),
-                dataset_fingerprint=doc["dataset"]["fingerprint"],
+                n_samples=int(doc["scores"]["rows"]),
                 scoring=dict(doc["scoring"]),
                 recipe=recipe,
                 review=dict(doc["review"]) if doc["review"] is not None else None,

@@ -46,7 +46,7 @@ def test_score_select_replay_and_cache(folder, tmp_path, capsys):
 
     manifest = json.loads((tmp_path / "kept.manifest.json").read_text())
     assert manifest["scoring"]["clip"]["model"] == TINY_CLIP_NAME and manifest["scoring"]["clip"]["weights"]
-    assert manifest["dataset"]["fingerprint"] == table.settings["dataset"]["fingerprint"]
+    assert manifest["scoring"]["dataset"]["fingerprint"] == table.settings["dataset"]["fingerprint"]
     assert manifest["scores"]["file"] == "scores.parquet"  # beside the manifest: the folder moves as one
 
     again = tmp_path / "again.csv"

@@ -80,7 +80,7 @@ def test_cli_and_app_write_one_document_and_each_replays_the_other(session, tmp_
     app_doc = json.loads(at.json[0].value)
     assert undated(cli_doc) == undated(app_doc)  # the same manifest, apart from when it was written
     assert cli_doc["manifest_version"] == MANIFEST_VERSION and cli_doc["created_at"]
-    assert cli_doc["dataset"]["fingerprint"] == session["dataset"].fingerprint
+    assert cli_doc["scoring"]["dataset"]["fingerprint"] == session["dataset"].fingerprint
     assert cli_doc["scoring"]["clip"]["weights"] == "tag:laion2b_s34b_b79k"  # from the score table's settings
     assert cli_doc["scoring"]["dynamics"]["plan"] == {"estimate_s": 12.5}
     assert cli_doc["review"]["removed"] == [session["removed"]]
