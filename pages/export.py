@@ -1,18 +1,11 @@
 """Export step: kept and removed samples (relabels applied), an image folder, and the replay manifest."""
 
-import json
-from dataclasses import asdict
 import streamlit as st
 
-from pruning_core.export import (
-    bundle_zip,
-    export_folder,
-    frame_sha256,
-    selection_manifest,
-    selection_table,
-    table_bytes,
-)
+from pruning_core.export import bundle_zip, export_folder, table_bytes
+from pruning_core.manifest import BUNDLE_SCORES, Manifest, kept_rows
 from pruning_core.safety import check_in_workspace
+from pruning_core.score_info import sidecar_bytes
 from pruning_core.selection import SelectionRecipe, run_recipe
 from ui import review_state as rs
 from ui import state
@@ -28,14 +21,16 @@ if recipe is None:
     st.info("No recipe from the **Prune** page yet: using the default (keep 80%, easiest, class-balanced).")
 store = rs.decision_store()
 snapshot = store.snapshot(dataset.fingerprint)
-removed, relabels = snapshot["removed"], snapshot["relabels"]
+removed = snapshot["removed"]
 cached = state.prune_preview(table, recipe, removed)
 try:
     mask = cached.mask if cached is not None else run_recipe(frame, table.infos, recipe, removed)
 except ValueError as exc:
     st.error(f"{exc}\n\nAdjust the recipe on the **Prune** page.")
     st.stop()
-full = selection_table(frame, mask, removed_paths=removed, relabels=relabels)
+# The same manifest `prunescope select` writes for this recipe and these decisions; it also gives the tables.
+manifest = Manifest.build(table, recipe, mask, scores_file=BUNDLE_SCORES, review=snapshot)
+full = manifest.selection_table(frame, mask)
 n_kept = int(mask.sum())
 st.markdown(
     f"**{n_kept:,}** of {len(frame):,} samples kept by `{recipe.strategy}` at keep={recipe.keep}"
@@ -49,7 +44,7 @@ st.subheader("Manifests")
 c1, c2 = st.columns(2)
 which = c1.radio("Rows", ["kept", "removed", "all (with a status column)"], horizontal=True, key="export_rows")
 fmt = c2.radio("Format", ["csv", "parquet", "json"], horizontal=True, key="export_format")
-rows = full if which.startswith("all") else full[full["status"] == which]
+rows = full if which.startswith("all") else kept_rows(full) if which == "kept" else full[full["status"] == which]
 st.download_button(
     f"Download {which.split(' ')[0]} manifest ({len(rows):,} rows, {fmt})",
     lambda: table_bytes(rows, fmt),  # built on click, not on every rerun
@@ -67,34 +62,13 @@ if len(rows) > 200:
 st.subheader("Reproduce this subset")
 
 
-def _models() -> dict:
-    models = {}
-    if any(c.startswith("clip.") for c in table.infos):
-        config = state.clip_config()
-        try:
-            models["clip"] = {**config.identity(), "adapter_epochs": config.adapter_epochs}
-        except Exception as exc:  # weights moved since scoring: record what is known
-            models["clip"] = {"model": config.model, "weights": str(config.pretrained), "note": str(exc)}
-    families = sorted({c.split(".", 1)[0] for c in table.infos})
-    models["score_families"] = families
-    return models
-
-
-kept = frame[mask]
-manifest = selection_manifest(recipe, kept, scores_file="scores.parquet", scores_sha256=frame_sha256(frame),
-                              fingerprint=dataset.fingerprint, models=_models(), review=snapshot, n_samples=len(frame),
-                              scoring=table.settings)
-manifest_json = json.dumps(manifest, indent=2, sort_keys=True)
-
-
 def _bundle() -> bytes:
     """Everything replay needs, zipped on click: the manifest, the exact scores and their sidecar."""
-    sidecar = {name: {k: v for k, v in asdict(info).items() if k != "name"} for name, info in table.infos.items()}
     return bundle_zip({
-        "selection.manifest.json": manifest_json.encode(),
-        "scores.parquet": table_bytes(frame, "parquet"),
-        "scores.json": json.dumps(sidecar, indent=2, sort_keys=True).encode(),
-        "kept.csv": table_bytes(full[full["status"] == "kept"], "csv"),
+        "selection.manifest.json": manifest.to_json().encode(),
+        BUNDLE_SCORES: table_bytes(frame, "parquet"),
+        "scores.json": sidecar_bytes(table.infos, table.settings),
+        "kept.csv": table_bytes(kept_rows(full), "csv"),
         "removed.csv": table_bytes(full[full["status"] == "removed"], "csv"),
     })
 
@@ -102,13 +76,30 @@ def _bundle() -> bytes:
 r1, r2 = st.columns(2)
 r1.download_button("Download reproducibility bundle (zip)", _bundle, file_name="prunescope-selection.zip",
                    mime="application/zip", on_click="ignore", key="download_bundle")
-r2.download_button("Download manifest only (JSON)", manifest_json.encode(), file_name="selection.manifest.json",
-                   mime="application/json", on_click="ignore", key="download_recipe")
+r2.download_button("Download manifest only (JSON)", lambda: manifest.to_json().encode(),
+                   file_name="selection.manifest.json", mime="application/json", on_click="ignore",
+                   key="download_recipe")
 st.caption("Unzip and run `prunescope select --replay selection.manifest.json --out kept.csv`: it re-runs the "
            "selection on the bundled scores with the review decisions recorded here and refuses to write a "
            "subset that differs.")
 with st.expander("Manifest"):
-    st.json(manifest, expanded=1)
+    st.json(manifest.to_dict(), expanded=1)
+
+uploaded = st.file_uploader("Replay a manifest (from `prunescope select` or this page) on this session's scores",
+                            type=["json"], key="replay_manifest")
+if uploaded is not None:
+    try:
+        replayed = Manifest.from_json(uploaded.getvalue(), source=uploaded.name)
+        replayed_mask = replayed.replay(table, "this session's scores", fingerprint=dataset.fingerprint,
+                                        ranks=state.score_ranks(table))
+    except ValueError as exc:
+        st.error(f"Not replayed: {exc}")
+    else:
+        replayed_kept = kept_rows(replayed.selection_table(frame, replayed_mask))
+        st.success(f"Replayed {uploaded.name}: the {len(replayed_kept):,} samples it recorded (same digest), "
+                   f"with its {len(replayed.removed):,} reviewer removals and {len(replayed.relabels):,} relabels.")
+        st.download_button("Download the replayed kept list (csv)", lambda: table_bytes(replayed_kept, "csv"),
+                           file_name="kept.csv", mime=MIME["csv"], on_click="ignore", key="download_replayed")
 
 # ----------------------------------------------------------------------------- image folder
 st.subheader("Image folder")
@@ -121,7 +112,7 @@ if f3.button("Write folder", disabled=not out_dir.strip(), width="stretch"):
     holder = st.container()
     try:
         target = check_in_workspace(out_dir.strip(), "output folder")
-        result = export_folder(full[full["status"] == "kept"], dataset.root, target, mode=link_mode,
+        result = export_folder(kept_rows(full), dataset.root, target, mode=link_mode,
                                progress=state.StreamlitProgress(holder))
     except (OSError, ValueError) as exc:
         st.error(f"Nothing written: {exc}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import subprocess
 import sys
@@ -139,21 +140,15 @@ def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from pruning_core.export import (apply_relabels, build_manifest, check_replay, read_replay_manifest,
-                                     resolve_scores_path, write_manifest, write_table)
-    from pruning_core.score_table import DATASET_SETTING, ScoreTable
+    """Select a subset and write its manifest, or replay a manifest (``--replay``): both through ``Manifest``."""
+    from pruning_core.export import write_table
+    from pruning_core.manifest import Manifest, kept_rows
+    from pruning_core.score_table import ScoreTable
     from pruning_core.selection import SelectionRecipe, parse_keep, run_recipe
 
-    removed = None
-    relabels: dict = {}
-    review: Optional[dict] = None
     if args.replay:
-        manifest, recipe = read_replay_manifest(Path(args.replay))
-        # The manifest's snapshot of review decisions, never the live store: later decisions must
-        # not change a replayed subset.
-        removed = manifest.get("review_removed") or None
-        relabels = manifest.get("review_relabels") or {}
-        scores_path = Path(args.scores) if args.scores else resolve_scores_path(manifest, Path(args.replay))
+        manifest = Manifest.read(args.replay)
+        scores_path = Path(args.scores) if args.scores else manifest.scores_path(args.replay)
     else:
         if args.keep is None or args.scores is None:
             raise ValueError("select needs SCORES and --keep (or --replay MANIFEST)")
@@ -170,42 +165,45 @@ def cmd_select(args: argparse.Namespace) -> int:
     inputs = [scores_path, scores_path.with_suffix(".json"), *(Path(p) for p in (args.replay, args.decisions) if p)]
     check_outputs(outputs, inputs)
     table = ScoreTable.load(scores_path)
-    if args.decisions and not args.replay:
-        from pruning_core.review import DecisionStore, decisions_for_table
-
-        if not Path(args.decisions).is_file():
-            raise FileNotFoundError(f"review decisions not found: {args.decisions}")
-        store = DecisionStore(args.decisions)
-        found = decisions_for_table(store, table.frame["path"].astype(str).tolist(), table.frame["label"].astype(str),
-                                    table_fingerprint=(table.settings.get(DATASET_SETTING) or {}).get("fingerprint"),
-                                    fingerprint=args.fingerprint,
-                                    allow_other_dataset=args.decisions_from_other_dataset)
-        if found.fingerprint is None:
-            print(f"no review decisions in {args.decisions} match these scores", file=sys.stderr)
-        else:
-            if found.other_dataset:
-                print(f"warning: applying decisions made on another dataset ({found.fingerprint}): "
-                      f"{found.matched} of {found.decided} decided paths match these scores", file=sys.stderr)
-            review = store.snapshot(found.fingerprint)
-            removed = review["removed"] or None
-            relabels = review["relabels"]
-            print(f"review decisions: {len(review['removed'])} removed, {len(relabels)} relabelled "
-                  f"(dataset {found.fingerprint})", file=sys.stderr)
-    mask = run_recipe(table.frame, table.infos, recipe, removed)
-    kept = table.frame[mask]
     if args.replay:
-        check_replay(manifest, kept)
-    write_table(apply_relabels(kept, relabels) if relabels else kept, Path(args.out))
+        # The manifest's snapshot of review decisions, never the live store: later decisions must
+        # not change a replayed subset.
+        mask = manifest.replay(table, str(scores_path))
+    else:
+        review = _review_snapshot(args, table) if args.decisions else None
+        mask = run_recipe(table.frame, table.infos, recipe, (review or {}).get("removed") or None)
+        scores_file = os.path.relpath(scores_path.resolve(), manifest_path.resolve().parent)
+        manifest = Manifest.build(table, recipe, mask, scores_file=scores_file, review=review)
+    write_table(kept_rows(manifest.selection_table(table.frame, mask)), Path(args.out))
     if not args.replay:
-        manifest = build_manifest(scores_path, recipe, kept, fingerprint=review["fingerprint"] if review else None,
-                                  removed_paths=removed, scoring=table.settings)
-        if review:
-            manifest["review"] = review
-            manifest["review_relabels"] = review["relabels"]
-        write_manifest(manifest, manifest_path)
-    print(f"kept {len(kept):,} of {len(table.frame):,} samples -> {args.out}"
+        manifest.write(manifest_path)
+    print(f"kept {manifest.kept_count:,} of {len(table.frame):,} samples -> {args.out}"
           + ("" if args.replay else f" (replay with: prunescope select --replay {manifest_path} --out FILE)"))
     return 0
+
+
+def _review_snapshot(args: argparse.Namespace, table) -> Optional[dict]:
+    """The decisions in ``--decisions`` bound to ``table``'s dataset, as the manifest records them (None: none match)."""
+    from pruning_core.score_table import DATASET_SETTING
+    from pruning_core.review import DecisionStore, decisions_for_table
+
+    if not Path(args.decisions).is_file():
+        raise FileNotFoundError(f"review decisions not found: {args.decisions}")
+    store = DecisionStore(args.decisions)
+    found = decisions_for_table(store, table.frame["path"].astype(str).tolist(), table.frame["label"].astype(str),
+                                table_fingerprint=(table.settings.get(DATASET_SETTING) or {}).get("fingerprint"),
+                                fingerprint=args.fingerprint,
+                                allow_other_dataset=args.decisions_from_other_dataset)
+    if found.fingerprint is None:
+        print(f"no review decisions in {args.decisions} match these scores", file=sys.stderr)
+        return None
+    if found.other_dataset:
+        print(f"warning: applying decisions made on another dataset ({found.fingerprint}): "
+              f"{found.matched} of {found.decided} decided paths match these scores", file=sys.stderr)
+    review = store.snapshot(found.fingerprint)
+    print(f"review decisions: {len(review['removed'])} removed, {len(review['relabels'])} relabelled "
+          f"(dataset {found.fingerprint})", file=sys.stderr)
+    return review
 
 
 def _aligned_scores(dataset, scores_path: Optional[Path]):
@@ -433,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     select = sub.add_parser("select", help="choose the kept subset from a score table")
-    select.add_argument("scores", nargs="?", type=Path, help="score table written by 'prunescope score'")
+    select.add_argument("scores", nargs="?", type=Path,
+                        help="score table written by 'prunescope score' (with --replay: in place of the one the "
+                             "manifest names; it must have the same content)")
     select.add_argument("--keep", help="fraction in (0,1] or a count")
     select.add_argument("--strategy", default="easiest", choices=list(STRATEGIES), metavar="STRATEGY",
                         help="; ".join(f"{name}: {s.description}" for name, s in STRATEGIES.items())
@@ -443,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--seed", type=int, default=0)
     select.add_argument("--out", required=True, type=Path, help="kept list (.csv, .parquet or .json)")
     select.add_argument("--manifest", default=None, help="reproducibility manifest (default: OUT.manifest.json)")
-    select.add_argument("--replay", default=None, help="re-create the subset a manifest describes")
+    select.add_argument("--replay", default=None,
+                        help="re-create the subset a manifest describes (from 'select' or the app's Export page): "
+                             "same scores, recipe and recorded review decisions, or a one-line refusal")
     select.add_argument("--decisions", default=None,
                         help="review decisions (reviews.sqlite from the app): removed samples are never kept, "
                              "relabels are applied to the output")

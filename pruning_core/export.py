@@ -1,15 +1,11 @@
-"""Write a kept subset and the manifest that reproduces it.
+"""Write a kept subset: kept/removed tables with relabels, image folders, the bundle, the Prune preview.
 
-The reproducibility manifest records everything ``select`` depended on: the score table
-(by content hash), the strategy and its parameters, the seed and the code version, plus a
-digest of the kept paths.  ``replay`` re-runs the selection and refuses to return a subset
-whose digest differs, so a manifest either reproduces its subset exactly or says why not.
+The reproducibility manifest that names what a subset depended on is ``pruning_core.manifest``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import unicodedata
@@ -20,8 +16,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from cache.store import CODE_VERSION, atomic_write_bytes, file_sha256
-from pruning_core import __version__
+from cache.store import atomic_write_bytes
 from pruning_core.safety import CSV_QUOTING, csv_safe
 from pruning_core.selection import ScoreRanks, SelectionRecipe
 
@@ -42,73 +37,6 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     if suffix not in TABLE_FORMATS:
         raise ValueError(f"cannot write {path}: use a .csv, .parquet or .json file name")
     atomic_write_bytes(path, table_bytes(frame, suffix))
-
-
-def build_manifest(
-    scores_path: Path,
-    recipe: SelectionRecipe,
-    kept: pd.DataFrame,
-    *,
-    fingerprint: Optional[str] = None,
-    models: Optional[Mapping[str, Any]] = None,
-    removed_paths: Optional[list[str]] = None,
-    scoring: Optional[Mapping[str, Any]] = None,
-) -> dict[str, Any]:
-    """``scoring`` is the score table's ``settings`` (how each family was made, the planned proxy included)."""
-    return {
-        "prunescope_version": __version__,
-        "code_version": CODE_VERSION,
-        "dataset_fingerprint": fingerprint,
-        "scores": {"path": str(Path(scores_path).resolve()), "sha256": file_sha256(Path(scores_path))},
-        "models": dict(models or {}),
-        "scoring": dict(scoring or {}),
-        "selection": recipe.as_dict(),
-        "review_removed": sorted(removed_paths or []),
-        "kept_count": int(len(kept)),
-        "kept_digest": paths_digest(kept["path"]),
-    }
-
-
-def write_manifest(manifest: Mapping[str, Any], path: Path) -> None:
-    atomic_write_bytes(Path(path), json.dumps(manifest, indent=2, sort_keys=True).encode())
-
-
-REPLAY_KEYS = ("selection", "kept_count", "kept_digest", "scores")
-"""What ``select --replay`` needs from a manifest."""
-
-
-def read_replay_manifest(path: Path) -> tuple[dict[str, Any], SelectionRecipe]:
-    """A manifest written by ``select`` or the Export page, and its recipe; ``ValueError`` naming the
-    file and the missing or malformed part otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"replay manifest not found: {path}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: the manifest is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: the manifest must be a JSON object, not a {type(manifest).__name__}")
-    missing = [k for k in REPLAY_KEYS if k not in manifest]
-    if missing:
-        raise ValueError(f"{path}: the manifest lacks {', '.join(missing)}; it was not written by 'prunescope select' "
-                         "or the Export page")
-    if not isinstance(manifest["scores"], dict) or "path" not in manifest["scores"]:
-        raise ValueError(f"{path}: the manifest's 'scores' must name the score table ({{'path': ...}})")
-    try:
-        recipe = SelectionRecipe(**manifest["selection"])
-    except TypeError as exc:
-        raise ValueError(f"{path}: the manifest's 'selection' is not a selection recipe ({exc})") from None
-    return manifest, recipe
-
-
-def check_replay(manifest: Mapping[str, Any], kept: pd.DataFrame) -> None:
-    """Raise if a replayed subset differs from the one the manifest recorded."""
-    if paths_digest(kept["path"]) != manifest["kept_digest"] or len(kept) != manifest["kept_count"]:
-        raise ValueError(
-            f"replay produced {len(kept)} samples with a different digest than the manifest's "
-            f"{manifest['kept_count']}: the scores or the code changed since it was written"
-        )
 
 
 # ----------------------------------------------------------------------------- kept + removed tables
@@ -286,47 +214,7 @@ def export_folder(
     return FolderExport(out, total, mode, index_file)
 
 
-# ----------------------------------------------------------------------------- app manifest / bundle
-
-def frame_sha256(frame: pd.DataFrame) -> str:
-    """Content hash of a score table as the parquet file it is saved as."""
-    return hashlib.sha256(table_bytes(frame, "parquet")).hexdigest()
-
-
-def selection_manifest(
-    recipe: SelectionRecipe,
-    kept: pd.DataFrame,
-    *,
-    scores_file: str,
-    scores_sha256: str,
-    fingerprint: Optional[str],
-    models: Optional[Mapping[str, Any]] = None,
-    review: Optional[Mapping[str, Any]] = None,
-    n_samples: Optional[int] = None,
-    scoring: Optional[Mapping[str, Any]] = None,
-) -> dict[str, Any]:
-    """The reproducibility manifest: everything ``prunescope select --replay`` needs.
-
-    ``review`` is a :meth:`DecisionStore.snapshot`: the removals and relabels in force, so a
-    replay reproduces the subset even after later review decisions.
-    """
-    review = dict(review or {})
-    return {
-        "prunescope_version": __version__,
-        "code_version": CODE_VERSION,
-        "dataset_fingerprint": fingerprint,
-        "n_samples": n_samples,
-        "scores": {"path": scores_file, "sha256": scores_sha256},
-        "models": dict(models or {}),
-        "scoring": dict(scoring or {}),
-        "selection": recipe.as_dict(),
-        "review": review,
-        "review_removed": sorted(review.get("removed", [])),
-        "review_relabels": dict(sorted((review.get("relabels") or {}).items())),
-        "kept_count": int(len(kept)),
-        "kept_digest": paths_digest(kept["path"]),
-    }
-
+# ----------------------------------------------------------------------------- bundle
 
 def bundle_zip(files: Mapping[str, bytes]) -> bytes:
     """A zip of named files (the app's one-click reproducibility bundle)."""
@@ -338,12 +226,6 @@ def bundle_zip(files: Mapping[str, bytes]) -> bytes:
         for name, data in files.items():
             zf.writestr(name, data)
     return buf.getvalue()
-
-
-def resolve_scores_path(manifest: Mapping[str, Any], manifest_path: Path) -> Path:
-    """A manifest's score table: absolute as written, or relative to the manifest's folder."""
-    path = Path(manifest["scores"]["path"])
-    return path if path.is_absolute() else Path(manifest_path).resolve().parent / path
 
 
 # ----------------------------------------------------------------------------- live preview of a selection

@@ -160,7 +160,8 @@ def clip_score_table(
 
     entry = CachedStep("clip-scores", dataset.fingerprint, params, dataset=dataset.name).run(store, score)
     infos = {n: ScoreInfo(**i) for n, i in entry.meta["infos"].items()}
-    return ScoreTable(entry.frame("scores"), infos)
+    # The model and weights identity, adapter and k-NN settings reach the sidecar and the manifest from here.
+    return ScoreTable(entry.frame("scores"), infos, settings={"clip": params})
 
 
 def fit_adapter(

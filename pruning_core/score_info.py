@@ -36,11 +36,16 @@ SETTINGS_KEY = "settings"
 """The sidecar's entry for how each score family was made (never a score name: those are ``family.score``)."""
 
 
-def write_sidecar(path: Path, infos: Mapping[str, ScoreInfo], settings: Optional[Mapping[str, Any]] = None) -> None:
+def sidecar_bytes(infos: Mapping[str, ScoreInfo], settings: Optional[Mapping[str, Any]] = None) -> bytes:
+    """The sidecar's JSON: what ``prunescope score`` writes and the Export page's bundle holds."""
     payload: dict[str, Any] = {name: {k: v for k, v in asdict(info).items() if k != "name"} for name, info in infos.items()}
     if settings:
         payload[SETTINGS_KEY] = dict(settings)
-    atomic_write_bytes(Path(path), json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+    return json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
+
+
+def write_sidecar(path: Path, infos: Mapping[str, ScoreInfo], settings: Optional[Mapping[str, Any]] = None) -> None:
+    atomic_write_bytes(Path(path), sidecar_bytes(infos, settings))
 
 
 _INFO_FIELDS = {"description", "suspicious"}

@@ -104,7 +104,7 @@ def test_select_names_a_malformed_sidecar(scores, tmp_path, capsys, sidecar, pro
     one_line_error(capsys, "scores.json", problem.replace("not a list", "list"))
 
 
-@pytest.mark.parametrize("drop", ["selection", "kept_digest", "scores"])
+@pytest.mark.parametrize("drop", ["selection", "kept", "scores"])
 def test_replay_names_a_manifest_missing_keys(scores, tmp_path, capsys, drop):
     assert run("select", scores, "--keep", "0.5", "--out", tmp_path / "k.csv") == 0
     manifest = tmp_path / "k.manifest.json"
@@ -121,10 +121,23 @@ def test_replay_names_a_manifest_that_is_not_json_or_has_a_bad_recipe(scores, tm
     manifest.write_text("{not json")
     assert run("select", "--replay", manifest, "--out", tmp_path / "a.csv") == 2
     one_line_error(capsys, "m.json", "not valid JSON")
-    manifest.write_text(json.dumps({"selection": {"keep": 0.5, "strategy": "easiest", "colour": 1}, "kept_count": 1,
-                                    "kept_digest": "x", "scores": {"path": str(scores)}}))
+    assert run("select", scores, "--keep", "0.5", "--out", tmp_path / "k.csv") == 0
+    data = json.loads((tmp_path / "k.manifest.json").read_text())
+    data["selection"]["colour"] = 1
+    manifest.write_text(json.dumps(data))
+    capsys.readouterr()
     assert run("select", "--replay", manifest, "--out", tmp_path / "a.csv") == 2
     one_line_error(capsys, "m.json", "selection")
+
+
+def test_replay_refuses_a_manifest_of_an_older_version(scores, tmp_path, capsys):
+    """Manifests written before the one Manifest type (no manifest_version) are refused in one line."""
+    manifest = tmp_path / "old.json"
+    manifest.write_text(json.dumps({"selection": {"keep": 0.5, "strategy": "easiest"}, "kept_count": 1,
+                                    "kept_digest": "x", "scores": {"path": str(scores), "sha256": "y"}}))
+    assert run("select", "--replay", manifest, "--out", tmp_path / "a.csv") == 2
+    one_line_error(capsys, "old.json", "manifest version 1 is unsupported")
+    assert not (tmp_path / "a.csv").exists()
 
 
 @pytest.mark.parametrize("columns", [["label", "test.alignment"], ["path", "test.alignment"]])

@@ -44,9 +44,14 @@ def test_score_select_replay_and_cache(folder, tmp_path, capsys):
     kept_frame = pd.read_csv(kept)
     assert len(kept_frame) == 6 and kept_frame["label"].value_counts().to_dict() == {"red": 3, "blue": 3}
 
+    manifest = json.loads((tmp_path / "kept.manifest.json").read_text())
+    assert manifest["scoring"]["clip"]["model"] == TINY_CLIP_NAME and manifest["scoring"]["clip"]["weights"]
+    assert manifest["scoring"]["dataset"]["fingerprint"] == table.settings["dataset"]["fingerprint"]
+    assert manifest["scores"]["file"] == "scores.parquet"  # beside the manifest: the folder moves as one
+
     again = tmp_path / "again.csv"
     assert run("select", "--replay", tmp_path / "kept.manifest.json", "--out", again) == 0
-    pd.testing.assert_frame_equal(pd.read_csv(again), kept_frame)
+    assert again.read_bytes() == kept.read_bytes()
 
     capsys.readouterr()
     assert run("--cache-dir", cache, "cache", "ls") == 0

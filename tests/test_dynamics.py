@@ -137,7 +137,8 @@ def test_dynamics_step_finds_the_demos_injected_label_noise(demo_assets, tmp_pat
     so nothing comes from a cache."""
     from cache.store import ResultStore
     from pruning_core.datasets import load_dataset
-    from pruning_core.pipeline import DynamicsConfig, dynamics_score_table
+    from pruning_core.dynamics.config import DynamicsConfig
+    from pruning_core.pipeline import dynamics_score_table
 
     dataset = load_dataset(demo_assets.manifest)
     truth = pd.read_csv(demo_assets.ground_truth, keep_default_na=False).set_index("path")

@@ -1,7 +1,6 @@
 """Exports: kept + removed tables with relabels, path-safe image folders, manifests that replay exactly."""
 
 import io
-import json
 import tempfile
 import zipfile
 from pathlib import Path
@@ -17,16 +16,15 @@ from pruning_core.export import (
     bundle_zip,
     export_folder,
     folder_layout,
-    frame_sha256,
     preview_selection,
     safe_name,
-    selection_manifest,
     selection_table,
     table_bytes,
 )
-from pruning_core.review import DecisionStore
-from pruning_core.score_info import ScoreInfo
+from pruning_core.manifest import BUNDLE_SCORES, Manifest, kept_rows, table_sha256
 from pruning_core.score_table import ScoreTable
+from pruning_core.review import DecisionStore
+from pruning_core.score_info import ScoreInfo, sidecar_bytes
 from pruning_core.selection import STRATEGIES, SelectionRecipe, run_recipe
 
 CLASSES = ["cat", "dog", "fox"]
@@ -120,25 +118,28 @@ def test_cli_select_applies_review_decisions_and_replay_uses_the_snapshot(tmp_pa
     scores = _save_scores(table, tmp_path / "scores.parquet")
     db = tmp_path / "reviews.sqlite"
     store = DecisionStore(db)
-    best = table.frame["path"][table.frame["clip.label_alignment"].idxmax()]  # would surely be kept
+    by_alignment = table.frame.sort_values("clip.label_alignment", ascending=False)["path"].tolist()
+    best, second = by_alignment[:2]  # the two surely kept by "easiest" on this score alone
+    relabelled_from = table.frame.set_index("path").loc[second, "label"]
+    new_label = next(c for c in CLASSES if c != relabelled_from)
     store.decide("fp", best, "remove")
-    store.decide("fp", "img/0001.png", "relabel", new_label="fox", classes=CLASSES)
+    store.decide("fp", second, "relabel", new_label=new_label, classes=CLASSES)
     out = tmp_path / "kept.csv"
     assert cli(["select", str(scores), "--keep", "30", "--weights", "clip.label_alignment=1", "--decisions", str(db),
                 "--out", str(out)]) == 0
     kept = pd.read_csv(out)
     assert len(kept) == 30 and best not in set(kept["path"])
-    if "img/0001.png" in set(kept["path"]):
-        row = kept.set_index("path").loc["img/0001.png"]
-        assert row["label"] == "fox" and row["original_label"] == "dog"
-    manifest = json.loads(out.with_suffix(".manifest.json").read_text())
-    assert manifest["review"]["removed"] == [best] and manifest["review_relabels"] == {"img/0001.png": "fox"}
+    row = kept.set_index("path").loc[second]  # the relabelled sample is kept, with its new label
+    assert row["label"] == new_label and row["original_label"] == relabelled_from
+    assert (kept["label"] == kept["original_label"]).sum() == 29
+    manifest = Manifest.read(out.with_suffix(".manifest.json"))
+    assert manifest.removed == [best] and manifest.relabels == {second: new_label}
 
     store.undo("fp", path=best)  # later decisions must not change a replay
-    store.decide("fp", "img/0002.png", "remove")
+    store.decide("fp", by_alignment[2], "remove")
     again = tmp_path / "again.csv"
     assert cli(["select", "--replay", str(out.with_suffix(".manifest.json")), "--out", str(again)]) == 0
-    assert pd.read_csv(again).equals(kept)
+    assert again.read_bytes() == out.read_bytes()
 
 
 def test_app_bundle_replays_to_the_identical_subset(tmp_path, monkeypatch):
@@ -148,23 +149,26 @@ def test_app_bundle_replays_to_the_identical_subset(tmp_path, monkeypatch):
                              balance=True, seed=7)
     removed = list(table.frame["path"][:5])
     mask = run_recipe(table.frame, table.infos, recipe, removed)
-    kept = table.frame[mask]
-    review = {"removed": removed, "relabels": {"img/0010.png": "cat"}}
-    manifest = selection_manifest(recipe, kept, scores_file="scores.parquet", scores_sha256=frame_sha256(table.frame),
-                                  fingerprint="fp", review=review, n_samples=len(table.frame))
-    sidecar = {n: {"description": i.description, "suspicious": i.suspicious} for n, i in table.infos.items()}
-    data = bundle_zip({"selection.manifest.json": json.dumps(manifest).encode(),
-                       "scores.parquet": table_bytes(table.frame, "parquet"),
-                       "scores.json": json.dumps(sidecar).encode()})
+    relabelled = table.frame["path"][mask].iloc[0]  # a kept sample: its new label must reach the kept list
+    old_label = table.frame.set_index("path").loc[relabelled, "label"]
+    new_label = next(c for c in CLASSES if c != old_label)
+    manifest = Manifest.build(table, recipe, mask, scores_file=BUNDLE_SCORES,
+                              review={"removed": removed, "relabels": {relabelled: new_label}})
+    full = manifest.selection_table(table.frame, mask)
+    data = bundle_zip({"selection.manifest.json": manifest.to_json().encode(),
+                       BUNDLE_SCORES: table_bytes(table.frame, "parquet"),
+                       "scores.json": sidecar_bytes(table.infos, table.settings),
+                       "kept.csv": table_bytes(kept_rows(full), "csv")})
     zipfile.ZipFile(io.BytesIO(data)).extractall(tmp_path / "bundle")
-    assert frame_sha256(pd.read_parquet(tmp_path / "bundle" / "scores.parquet")) == manifest["scores"]["sha256"]
+    loaded = ScoreTable.load(tmp_path / "bundle" / BUNDLE_SCORES)
+    assert table_sha256(loaded.frame, loaded.infos) == manifest.scores_sha256
     monkeypatch.chdir(tmp_path)  # the manifest's relative scores path resolves against its own folder
     assert cli(["select", "--replay", str(tmp_path / "bundle" / "selection.manifest.json"),
-                "--out", str(tmp_path / "replayed.parquet")]) == 0
-    replayed = pd.read_parquet(tmp_path / "replayed.parquet")
-    assert sorted(replayed["path"]) == sorted(kept["path"])
-    assert replayed.set_index("path").loc["img/0010.png", "label"] == "cat" if "img/0010.png" in set(
-        replayed["path"]) else True
+                "--out", str(tmp_path / "replayed.csv")]) == 0
+    assert (tmp_path / "replayed.csv").read_bytes() == (tmp_path / "bundle" / "kept.csv").read_bytes()
+    replayed = pd.read_csv(tmp_path / "replayed.csv").set_index("path")
+    assert replayed.loc[relabelled, "label"] == new_label and replayed.loc[relabelled, "original_label"] == old_label
+    assert not set(replayed.index) & set(removed)
 
 
 STRATEGY_NAMES = list(STRATEGIES)

@@ -59,6 +59,9 @@ def test_score_page_computes_clip_scores_with_a_tiny_model(folder):
     assert any("scores for 10 samples" in s.value for s in at.success)
     table = at.session_state[state.TABLE]
     assert "clip.label_alignment" in table.infos and len(table.frame) == 10
+    # how the scores were made reaches the sidecar and the manifest, beside the dataset they were made on
+    assert table.settings["clip"]["model"] == TINY_CLIP_NAME and table.settings["clip"]["adapter_epochs"] == 0
+    assert table.settings["dataset"]["fingerprint"]
 
 
 def test_score_page_explains_unavailable_weights(folder, tmp_path):

@@ -82,4 +82,5 @@ def adapruner_score_table(
     logits = adapruner_logits(x, dataset.label_ids, ratio, config, store, fingerprint=dataset.fingerprint,
                               num_classes=len(dataset.classes), progress=progress, cancel=cancel)
     frame = pd.DataFrame({ADAPRUNER_COLUMN: logits}, index=dataset.samples.index)
-    return ScoreTable(frame, {ADAPRUNER_COLUMN: adapruner_info(ratio)})
+    settings = {"adapruner": {**config.training_params(), "ratio": float(ratio)}}  # reaches the sidecar and manifest
+    return ScoreTable(frame, {ADAPRUNER_COLUMN: adapruner_info(ratio)}, settings=settings)
