@@ -40,7 +40,9 @@ def ray_executor():
     """A fresh local Ray cluster with 2 CPUs on 127.0.0.1, no dashboard; shut down after the module.
 
     Ray turns 127.0.0.1 into the host's reachable address unless it is told this is no cluster
-    (the variable Ray reads at import, before the import); workers get this checkout on their path.
+    (the variable Ray reads at import, before the import); workers get this checkout on their path
+    and one OpenMP thread, like the local runs under ``one_thread`` (Ray gives a worker the caller's
+    ``OMP_NUM_THREADS`` when it is set, and float sums over 2 threads differ in the last bits).
     """
     previous = os.environ.get(LOOPBACK_ONLY)
     os.environ[LOOPBACK_ONLY] = "0"
@@ -48,7 +50,8 @@ def ray_executor():
 
     root = str(Path(__file__).resolve().parents[1])
     executor = executors.RayExecutor("local", num_cpus=2,
-                                     runtime_env={"env_vars": {"PYTHONPATH": root, "HF_HUB_OFFLINE": "1"}})
+                                     runtime_env={"env_vars": {"PYTHONPATH": root, "HF_HUB_OFFLINE": "1",
+                                                              "OMP_NUM_THREADS": "1"}})
     executor._ray()
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
     yield executor
