@@ -80,6 +80,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             adapter_epochs=args.adapter_epochs,
             precision=args.precision,
+            k=args.knn_k,
+            dup_threshold=args.duplicate_threshold,
         )
     dynamics = None
     if args.dynamics:
@@ -138,6 +140,29 @@ def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
     return plan
 
 
+_CPS_FLAGS = {"alpha": "cps_alpha", "beta": "cps_beta"}
+"""The strategy settings (``CPSConfig`` fields) the select command takes as flags."""
+
+
+def strategy_settings(args: argparse.Namespace) -> Optional[dict]:
+    """The chosen strategy's settings (its defaults, overridden by the flags given) for the recipe, or None.
+
+    Recorded whole in the manifest so a replay does not depend on the defaults of a later version.
+    """
+    from dataclasses import asdict, replace
+
+    from pruning_core.selection import get_strategy
+
+    given = {name: getattr(args, flag) for name, flag in _CPS_FLAGS.items() if getattr(args, flag) is not None}
+    settings = get_strategy(args.strategy).settings
+    if settings is None:
+        if given:
+            raise ValueError(f"--{'/--'.join(f.replace('_', '-') for f in _CPS_FLAGS.values())} set the CPS loss; "
+                             f"strategy {args.strategy!r} has no such settings")
+        return None
+    return asdict(replace(settings(), **given))
+
+
 def cmd_select(args: argparse.Namespace) -> int:
     from pruning_core.export import (apply_relabels, build_manifest, check_replay, read_replay_manifest,
                                      resolve_scores_path, write_manifest, write_table)
@@ -163,6 +188,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             weights=parse_weights(args.weights),
             balance=args.balance,
             seed=args.seed,
+            cps_params=strategy_settings(args),
         )
         scores_path = Path(args.scores)
     manifest_path = Path(args.manifest) if args.manifest else Path(args.out).with_suffix(".manifest.json")
@@ -314,6 +340,20 @@ def _device_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _cosine(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine threshold in (0, 1], got {text}")
+    return value
+
+
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default="local", choices=["local", "ray"],
                         help="where folds, grid runs and embedding batches run: this process, or a Ray cluster "
@@ -346,6 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fit residual CLIP adapters on this dataset for N epochs before scoring (default 0: off)")
     score.add_argument("--device", default="auto", type=_device_arg, help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
     score.add_argument("--batch-size", type=int, default=256)
+    from pruning_core.pipeline import ClipConfig
+
+    _CLIP = ClipConfig()
+    score.add_argument("--knn-k", type=_positive_int, default=_CLIP.k, metavar="K",
+                       help=f"neighbours behind clip.outlier and clip.diversity (default {_CLIP.k})")
+    score.add_argument("--duplicate-threshold", type=_cosine, default=_CLIP.dup_threshold, metavar="COS",
+                       help=f"image cosine at or above which two samples are near duplicates "
+                            f"(default {_CLIP.dup_threshold:g})")
     score.add_argument("--dynamics", action="store_true", help="train a proxy and add dynamics.* and cleanlab.* scores")
     score.add_argument("--arch", default="resnet9", choices=["resnet9", "mlp", "linear"],
                        help="proxy: resnet9 on images, or a probe on CLIP embeddings")
@@ -436,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--weights", default=None, help="col=w,... (default: all scores, equal weight)")
     select.add_argument("--balance", action="store_true", help="keep each class in proportion to its size")
     select.add_argument("--seed", type=int, default=0)
+    from pruning_core.clip_scores.cps import CPSConfig
+
+    _CPS = CPSConfig()
+    select.add_argument("--cps-alpha", type=float, default=None,
+                        help=f"with --strategy cps: weight of diversity against label alignment (default {_CPS.alpha:g})")
+    select.add_argument("--cps-beta", type=float, default=None,
+                        help=f"with --strategy cps: weight of the kept-fraction penalty (default {_CPS.beta:g})")
     select.add_argument("--out", required=True, type=Path, help="kept list (.csv, .parquet or .json)")
     select.add_argument("--manifest", default=None, help="reproducibility manifest (default: OUT.manifest.json)")
     select.add_argument("--replay", default=None, help="re-create the subset a manifest describes")

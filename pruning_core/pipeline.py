@@ -244,7 +244,7 @@ def clip_score_table(
                   "infos": {n: asdict(i) for n, i in infos.items()}},
         )
     infos = {n: ScoreInfo(**i) for n, i in entry.meta["infos"].items()}
-    return ScoreTable(entry.frame("scores"), infos)
+    return ScoreTable(entry.frame("scores"), infos, settings={"clip": params})  # k, threshold...: sidecar, manifest
 
 
 def fit_adapter(

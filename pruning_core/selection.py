@@ -65,6 +65,10 @@ class Strategy:
     """Cheap enough (milliseconds) to rerun on every change of the Prune page; else it runs on demand."""
     fitted_per_ratio: bool = False
     """Its columns depend on the keep ratio, so Evaluate learns them per run instead of reading the table."""
+    settings: Optional[Callable[[], Any]] = None
+    """Returns the default instance of the frozen dataclass of its user-facing settings (CPS: ``CPSConfig``,
+    imported only when asked, as it needs torch); the Prune page and the CLI offer its fields, and the
+    values chosen reach ``pick`` as ``Group.cps_params`` (the recipe records them)."""
 
     def runnable_on(self, frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> bool:
         """Its own columns exist in ``frame`` and, if it combines scores, there is one to combine."""
@@ -99,6 +103,12 @@ def _ccs_pick(group: Group) -> np.ndarray:
     return _ccs(group.score, group.k, group.rng, group.ccs_beta, group.ccs_strata)
 
 
+def _cps_settings() -> Any:
+    from pruning_core.clip_scores.cps import CPSConfig
+
+    return CPSConfig()
+
+
 def _cps_pick(group: Group) -> np.ndarray:
     # Imported here: the CPS optimiser needs torch, which no other strategy should pay for.
     from pruning_core.clip_scores.cps import cps_select
@@ -118,7 +128,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("dyn_unc", "keep the samples with the highest Dynamic Uncertainty (He et al.)",
              _highest_column(DYN_UNC_COLUMN), columns=(DYN_UNC_COLUMN,)),
     Strategy("cps", "CLIP-powered selection: optimised mask over label alignment and diversity (Yang et al.)",
-             _cps_pick, columns=CPS_COLUMNS, uses_seed=True, live=False),
+             _cps_pick, columns=CPS_COLUMNS, uses_seed=True, live=False, settings=_cps_settings),
     Strategy("adapruner", "AdaPruner: the keep mask learned jointly with a proxy model (highest mask logits kept)",
              _highest_column(ADAPRUNER_COLUMN), columns=(ADAPRUNER_COLUMN,), fitted_per_ratio=True),
     Strategy("random", "uniform random sample (the baseline every strategy must beat)", _random, uses_seed=True),

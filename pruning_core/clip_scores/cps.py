@@ -43,6 +43,23 @@ def standardize(x: ArrayLike) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class CPSConfig:
+    """The user-facing settings of the CPS loss (defaults live here only; the CLI and the Prune page read them)."""
+
+    alpha: float = 1.0
+    """Weight of diversity (SDS) against alignment (SAS), both standardised: 0 ranks by alignment alone."""
+    beta: float = 100.0
+    """Weight of the kept-fraction penalty: larger holds the optimiser's mask nearer the requested size
+    (the exact count is enforced afterwards by ranking either way)."""
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"CPS alpha must be a finite number >= 0, got {self.alpha}")
+        if not (np.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"CPS beta must be a finite number >= 0, got {self.beta}")
+
+
+@dataclass(frozen=True)
 class CPSResult:
     mask: np.ndarray
     """``(N,)`` bool, exactly ``keep`` True."""
@@ -61,8 +78,8 @@ def cps_optimize(
     sds: ArrayLike,
     keep: int,
     *,
-    alpha: float = 1.0,
-    beta: float = 100.0,
+    alpha: float = CPSConfig.alpha,
+    beta: float = CPSConfig.beta,
     steps: int = 300,
     lr: float = 0.05,
     seed: int = 0,
