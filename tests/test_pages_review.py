@@ -163,6 +163,18 @@ def test_an_on_demand_strategy_waits_for_its_button(scored):
     button(at, "Run CPS selection").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert {m.label: m.value for m in at.metric}["Kept"] == "29 of 36"
+    from dataclasses import asdict
+
+    from pruning_core.clip_scores.cps import CPSConfig
+
+    assert at.number_input(key="prune_cps_alpha").value == CPSConfig().alpha  # defaults: the config's
+    assert at.session_state[state.RECIPE].cps_params == asdict(CPSConfig())
+    at.number_input(key="prune_cps_alpha").set_value(0.0).run()
+    assert any("runs on demand" in i.value for i in at.info)  # another recipe: not previewed yet
+    button(at, "Run CPS selection").click().run()
+    assert at.session_state[state.RECIPE].cps_params == {"alpha": 0.0, "beta": CPSConfig().beta}
+    at.selectbox(key="prune_strategy").set_value("easiest").run()
+    assert at.session_state[state.RECIPE].cps_params is None  # only the strategy that has settings records them
 
 
 def test_the_reviewer_name_outlives_its_widget():

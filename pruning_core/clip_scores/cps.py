@@ -18,7 +18,7 @@ and then by the lower index, so the result is deterministic and has exactly ``ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -44,13 +44,17 @@ def standardize(x: ArrayLike) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CPSConfig:
-    """The user-facing settings of the CPS loss (defaults live here only; the CLI and the Prune page read them)."""
+    """The user-facing settings of the CPS loss.
 
-    alpha: float = 1.0
-    """Weight of diversity (SDS) against alignment (SAS), both standardised: 0 ranks by alignment alone."""
-    beta: float = 100.0
-    """Weight of the kept-fraction penalty: larger holds the optimiser's mask nearer the requested size
-    (the exact count is enforced afterwards by ranking either way)."""
+    Defaults live here only: the CLI's flags and the Prune page read them, the page also each field's
+    ``metadata`` label and help.
+    """
+
+    alpha: float = field(default=1.0, metadata={"label": "α (diversity weight)", "help": (
+        "Weight of diversity (SDS) against label alignment (SAS), both standardised: 0 keeps by alignment alone.")})
+    beta: float = field(default=100.0, metadata={"label": "β (size penalty)", "help": (
+        "Weight of the kept-fraction penalty: larger holds the optimiser's mask nearer the requested size "
+        "(the exact count is enforced afterwards by ranking either way).")})
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.alpha) and self.alpha >= 0):
