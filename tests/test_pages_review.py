@@ -189,3 +189,51 @@ def test_the_reviewer_name_outlives_its_widget():
     at.run()
     assert not at.exception
     assert at.markdown[0].value == "name=ann"
+
+
+def _image_captions(at: AppTest) -> list[str]:
+    return [img.caption for el in at.get("image") for img in el.proto.imgs]
+
+
+def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(scored):
+    """'Samples like this one' (single view) and 'like one of these' (the grid) show the nearest samples by
+    cosine of the cached CLIP embeddings (the k-NN the scores use), with label, distance and decision,
+    and a button that reviews exactly them."""
+    from cache.store import ResultStore
+    from pruning_core.pipeline import ClipConfig, clip_embeddings
+    from pruning_core.similar import nearest_samples
+    from pruning_core.tiny_clip import TINY_CLIP_NAME
+    from ui import review_state as rs
+    from ui.similar import NEIGHBOURS
+
+    dataset, _, table = scored
+    state.store.clear()  # the app's store is a process-wide resource: make it this test's cache
+    config = ClipConfig(model=TINY_CLIP_NAME, pretrained="none", device="cpu", batch_size=64)
+    emb = clip_embeddings(dataset, config, ResultStore()).image
+    store = DecisionStore()
+    at = page("review", scored)
+    at.session_state[state.CLIP] = config
+    at.run()
+    current = int(position(at).split("row ")[1])
+    at.toggle(key="review_similar_on").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    rows, dist = nearest_samples(emb, current, NEIGHBOURS)
+    shown = _image_captions(at)[1 : 1 + NEIGHBOURS]  # after the sample itself, before the grid
+    assert len(shown) == NEIGHBOURS
+    for caption, r, d in zip(shown, rows, dist):
+        assert caption.startswith(f"{table.frame.at[r, 'label']} · d {d:.3f}") and caption.endswith("undecided")
+
+    store.decide(dataset.fingerprint, table.frame.at[rows[0], "path"], "remove")  # a neighbour's decision shows
+    at.run()
+    assert _image_captions(at)[1].endswith("remove")
+
+    like = int(rows[-1])
+    at.toggle(key="review_similar_on").set_value(False).run()
+    at.selectbox(key="review_grid_like").set_value(like).run()
+    assert not at.exception, [e.value for e in at.exception]
+    rows, dist = nearest_samples(emb, like, NEIGHBOURS)
+    shown = _image_captions(at)[-NEIGHBOURS:]
+    assert [c.split(" · d ")[1][:5] for c in shown] == [f"{d:.3f}" for d in dist]
+    button(at, f"Review these {NEIGHBOURS} with row {like}").click().run()
+    name, paths = at.session_state[rs.REVIEW_SET]
+    assert paths == tuple(table.frame.loc[[like, *rows], "path"])
