@@ -294,7 +294,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.action == "clear":
-        print(f"removed {store.clear(args.step)} cache entries from {store.root}")
+        print(f"removed {store.clear(args.step, keys=args.key)} cache entries from {store.root}")
         return 0
     if args.action == "verify":
         report = store.verify()
@@ -515,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="verify: re-read every entry and partial chunk against its recorded size and checksum; "
                             "damaged ones move to the quarantine folder and are recomputed on next use")
     cache.add_argument("--step", default=None, help="with clear: only this step (e.g. clip-images)")
+    cache.add_argument("--key", action="append", default=None,
+                       help="with clear: only this entry (the key 'cache ls' lists; repeat for several)")
     cache.set_defaults(func=cmd_cache)
 
     app = sub.add_parser("app", help="start the browser app")

@@ -180,3 +180,14 @@ def test_knn_k_and_duplicate_threshold_key_the_cache_and_reach_sidecar_and_manif
     for bad in (("--knn-k", "0"), ("--duplicate-threshold", "1.5")):
         with pytest.raises(SystemExit):
             run(*base, *bad, "--out", tmp_path / "bad.parquet")
+
+
+def test_cache_clear_one_entry_by_key(tmp_path, capsys):
+    from cache.store import ResultStore
+
+    store = ResultStore(tmp_path / "cache")
+    for key, step in (("k1", "umap"), ("k2", "umap"), ("k3", "clip-scores")):
+        store.save(key, arrays={"x": np.ones(2)}, meta={"step": step, "dataset": "toy"})
+    assert run("--cache-dir", tmp_path / "cache", "cache", "clear", "--key", "k2", "--key", "k3") == 0
+    assert "removed 2 cache entries" in capsys.readouterr().out
+    assert [e.key for e in store.ls()] == ["k1"]
