@@ -191,37 +191,49 @@ def test_the_reviewer_name_outlives_its_widget():
     assert at.markdown[0].value == "name=ann"
 
 
+
 def _image_captions(at: AppTest) -> list[str]:
     return [img.caption for el in at.get("image") for img in el.proto.imgs]
 
 
-def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(scored):
+@pytest.fixture
+def clip_space(scored, monkeypatch):
+    """Random unit embeddings as the cached CLIP embeddings (distinct distances, unlike an untrained CLIP's)."""
+    from pruning_core import pipeline
+
+    dataset = scored[0]
+    rng = np.random.default_rng(3)
+    unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    emb = pipeline.ClipEmbeddings(image=unit(rng.standard_normal((len(dataset), 16))), image_ok=np.ones(len(dataset), bool),
+                                  class_text=unit(rng.standard_normal((len(dataset.classes), 16))), captions=None,
+                                  identity={"model": "fake", "weights": "random"})
+    monkeypatch.setattr(pipeline, "clip_embeddings", lambda *a, **k: emb)
+    state.store.clear()  # the app's store is a process-wide resource: make it this test's cache
+    return emb
+
+
+def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(scored, clip_space):
     """'Samples like this one' (single view) and 'like one of these' (the grid) show the nearest samples by
     cosine of the cached CLIP embeddings (the k-NN the scores use), with label, distance and decision,
     and a button that reviews exactly them."""
-    from cache.store import ResultStore
-    from pruning_core.pipeline import ClipConfig, clip_embeddings
+    from pruning_core.pipeline import ClipConfig
     from pruning_core.similar import nearest_samples
-    from pruning_core.tiny_clip import TINY_CLIP_NAME
     from ui import review_state as rs
     from ui.similar import NEIGHBOURS
 
     dataset, _, table = scored
-    state.store.clear()  # the app's store is a process-wide resource: make it this test's cache
-    config = ClipConfig(model=TINY_CLIP_NAME, pretrained="none", device="cpu", batch_size=64)
-    emb = clip_embeddings(dataset, config, ResultStore()).image
     store = DecisionStore()
     at = page("review", scored)
-    at.session_state[state.CLIP] = config
+    at.session_state[state.CLIP] = ClipConfig(model="fake")
     at.run()
     current = int(position(at).split("row ")[1])
     at.toggle(key="review_similar_on").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
-    rows, dist = nearest_samples(emb, current, NEIGHBOURS)
+    rows, dist = nearest_samples(clip_space.image, current, NEIGHBOURS)
+    assert len(set(np.round(dist, 3))) > NEIGHBOURS // 2  # distances that tell neighbours apart
     shown = _image_captions(at)[1 : 1 + NEIGHBOURS]  # after the sample itself, before the grid
-    assert len(shown) == NEIGHBOURS
-    for caption, r, d in zip(shown, rows, dist):
-        assert caption.startswith(f"{table.frame.at[r, 'label']} · d {d:.3f}") and caption.endswith("undecided")
+    assert [c.split(" · ")[:2] for c in shown] == [[table.frame.at[r, "label"], f"d {d:.3f}"] for r, d in zip(rows, dist)]
+    assert all(c.endswith("undecided") for c in shown)
 
     store.decide(dataset.fingerprint, table.frame.at[rows[0], "path"], "remove")  # a neighbour's decision shows
     at.run()
@@ -231,9 +243,30 @@ def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(sco
     at.toggle(key="review_similar_on").set_value(False).run()
     at.selectbox(key="review_grid_like").set_value(like).run()
     assert not at.exception, [e.value for e in at.exception]
-    rows, dist = nearest_samples(emb, like, NEIGHBOURS)
+    rows, dist = nearest_samples(clip_space.image, like, NEIGHBOURS)
     shown = _image_captions(at)[-NEIGHBOURS:]
-    assert [c.split(" · d ")[1][:5] for c in shown] == [f"{d:.3f}" for d in dist]
+    assert [c.split(" · ")[1] for c in shown] == [f"d {d:.3f}" for d in dist]
     button(at, f"Review these {NEIGHBOURS} with row {like}").click().run()
     name, paths = at.session_state[rs.REVIEW_SET]
     assert paths == tuple(table.frame.loc[[like, *rows], "path"])
+
+
+def test_similarity_search_uses_the_adapted_space_when_the_scores_did(scored, clip_space):
+    """With adapter epochs the k-NN scores run on adapted embeddings; "samples like this one" searches there too."""
+    from cache.store import ResultStore
+    from pruning_core.pipeline import ClipConfig, fit_adapter
+    from pruning_core.similar import nearest_samples
+    from ui.similar import NEIGHBOURS
+
+    dataset, _, table = scored
+    config = ClipConfig(model="fake", device="cpu", adapter_epochs=20)
+    adapted = fit_adapter(dataset, clip_space, config, ResultStore()).transform_images(clip_space.image)
+    at = page("review", scored)
+    at.session_state[state.CLIP] = config
+    at.run()
+    current = int(position(at).split("row ")[1])
+    expected = [f"d {d:.3f}" for d in nearest_samples(adapted, current, NEIGHBOURS)[1]]
+    assert expected != [f"d {d:.3f}" for d in nearest_samples(clip_space.image, current, NEIGHBOURS)[1]]
+    at.toggle(key="review_similar_on").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [c.split(" · ")[1] for c in _image_captions(at)[1 : 1 + NEIGHBOURS]] == expected
