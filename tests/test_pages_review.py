@@ -270,3 +270,15 @@ def test_similarity_search_uses_the_adapted_space_when_the_scores_did(scored, cl
     at.toggle(key="review_similar_on").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     assert [c.split(" · ")[1] for c in _image_captions(at)[1 : 1 + NEIGHBOURS]] == expected
+
+
+def test_similarity_search_without_the_weights_says_why(scored, tmp_path):
+    """Scores in the table but the session's CLIP weights absent here: a caption, not a crashed page."""
+    from pruning_core.pipeline import ClipConfig
+
+    at = page("review", scored)  # the fixture's table has a clip.* column
+    at.session_state[state.CLIP] = ClipConfig(pretrained=str(tmp_path / "missing.pt"))
+    at.run()
+    at.toggle(key="review_similar_on").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("cannot be made here" in c.value for c in at.caption)

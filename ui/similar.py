@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from pruning_core.clip_model import WeightsUnavailable
 from pruning_core.datasets import Dataset
 from pruning_core.similar import nearest_samples
 from ui import review_state as rs
@@ -52,7 +53,11 @@ def _adapted(_dataset: Dataset, fingerprint: str, config) -> np.ndarray:
 def show_similar(dataset: Dataset, frame: pd.DataFrame, row: int, decisions: pd.Series,
                  score: Optional[str] = None, key: str = "similar") -> None:
     """The nearest neighbours of ``row`` with label, distance, ``score`` and decision; a button reviews them."""
-    embeddings = clip_image_embeddings(dataset, frame)
+    try:
+        embeddings = clip_image_embeddings(dataset, frame)
+    except WeightsUnavailable as exc:  # the session's CLIP settings name weights this machine lacks
+        st.caption(f"Similarity search needs the CLIP embeddings, which cannot be made here: {exc}")
+        return
     if embeddings is None:
         st.caption("Similarity search needs CLIP embeddings (Score page).")
         return
