@@ -208,7 +208,8 @@ with grid:
     show_gallery(dataset, top, frame=frame, columns=8, caption_fn=_grid_caption)
     like = st.selectbox("Samples like one of these (nearest CLIP neighbours)", [None, *top.tolist()],
                         key="review_grid_like",
-                        format_func=lambda r: "choose a sample…" if r is None else f"row {r} · {frame.at[r, 'label']}")
+                        format_func=lambda r: "choose a sample…" if r is None
+                        else f"row {r} · {frame.at[r, 'label']}")
     if like is not None:
         show_similar(dataset, frame, like, rs.decisions_for(dataset, frame), score=detector, key="review_grid_similar")
 

@@ -488,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _CPS = CPSConfig()
     select.add_argument("--cps-alpha", type=float, default=None,
-                        help=f"with --strategy cps: weight of diversity against label alignment (default {_CPS.alpha:g})")
+                        help=f"with --strategy cps: weight of diversity against label alignment "
+                             f"(default {_CPS.alpha:g})")
     select.add_argument("--cps-beta", type=float, default=None,
                         help=f"with --strategy cps: weight of the kept-fraction penalty (default {_CPS.beta:g})")
     select.add_argument("--out", required=True, type=Path, help="kept list (.csv, .parquet or .json)")

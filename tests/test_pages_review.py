@@ -204,7 +204,8 @@ def clip_space(scored, monkeypatch):
     dataset = scored[0]
     rng = np.random.default_rng(3)
     unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
-    emb = pipeline.ClipEmbeddings(image=unit(rng.standard_normal((len(dataset), 16))), image_ok=np.ones(len(dataset), bool),
+    emb = pipeline.ClipEmbeddings(image=unit(rng.standard_normal((len(dataset), 16))),
+                                  image_ok=np.ones(len(dataset), bool),
                                   class_text=unit(rng.standard_normal((len(dataset.classes), 16))), captions=None,
                                   identity={"model": "fake", "weights": "random"})
     monkeypatch.setattr(pipeline, "clip_embeddings", lambda *a, **k: emb)
@@ -232,7 +233,8 @@ def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(sco
     rows, dist = nearest_samples(clip_space.image, current, NEIGHBOURS)
     assert len(set(np.round(dist, 3))) > NEIGHBOURS // 2  # distances that tell neighbours apart
     shown = _image_captions(at)[1 : 1 + NEIGHBOURS]  # after the sample itself, before the grid
-    assert [c.split(" · ")[:2] for c in shown] == [[table.frame.at[r, "label"], f"d {d:.3f}"] for r, d in zip(rows, dist)]
+    assert [c.split(" · ")[:2] for c in shown] == [[table.frame.at[r, "label"], f"d {d:.3f}"]
+                                                   for r, d in zip(rows, dist)]
     assert all(c.endswith("undecided") for c in shown)
 
     store.decide(dataset.fingerprint, table.frame.at[rows[0], "path"], "remove")  # a neighbour's decision shows

@@ -252,7 +252,7 @@ def _replace_family(dataset: Dataset, new: ScoreTable) -> ScoreTable:
     table = score_table(dataset)
     frame = table.frame.drop(columns=[c for c in new.frame.columns if c in table.frame.columns])
     infos = {n: i for n, i in table.infos.items() if n not in new.frame.columns}
-    merged = ScoreTable(frame, infos, settings=table.settings).merged(new)  # the dataset and other families' settings stay
+    merged = ScoreTable(frame, infos, settings=table.settings).merged(new)  # the dataset's, other families' stay
     set_score_table(merged)
     return merged
 
