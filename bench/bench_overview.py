@@ -48,7 +48,8 @@ def main() -> None:
     times = []
     for _ in range(args.repeat):
         t = time.perf_counter()
-        ov = overview(frame, SCORE_INFOS, decisions=decisions, skipped={"corrupt image": 3}, dup_threshold=0.95)
+        ov = overview(frame, SCORE_INFOS, decisions=decisions, skipped={"corrupt image": 3},
+                      scoring={"clip": {"k": 10, "dup_threshold": 0.95}})
         report_json(ov), report_markdown(ov)
         times.append(time.perf_counter() - t)
     print(f"overview of {args.n:,} samples, {args.classes} classes: median {np.median(times):.3f} s, "

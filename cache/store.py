@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -339,16 +339,18 @@ class ResultStore:
                 entries.append(entry)
         return sorted(entries, key=lambda e: e.meta.get("created", 0), reverse=True)
 
-    def clear(self, step: Optional[str] = None) -> int:
-        """Delete all entries (or those of one step); without a step also partial chunks and the quarantine.
+    def clear(self, step: Optional[str] = None, *, keys: Optional[Iterable[str]] = None) -> int:
+        """Delete all entries, or those of one ``step`` and/or with one of ``keys``; clearing everything also
+        removes partial chunks and the quarantine.
 
         Returns how many entries were removed."""
+        keys = None if keys is None else set(keys)
         removed = 0
         for entry in self.ls():
-            if step is None or entry.meta.get("step") == step:
+            if (step is None or entry.meta.get("step") == step) and (keys is None or entry.key in keys):
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed += 1
-        if step is None:
+        if step is None and keys is None:
             shutil.rmtree(self.partial_root, ignore_errors=True)
             shutil.rmtree(self.quarantine_dir, ignore_errors=True)
             for tmp in self.entries_dir.glob(".tmp-*"):

@@ -25,8 +25,7 @@ dataset, table, frame = scored.dataset, scored.table, scored.frame
 store = rs.decision_store()
 decisions = rs.decisions_for(dataset, frame)
 skipped = Counter(i.kind or i.reason for i in dataset.report.errors)
-ov = overview(frame, table.infos, decisions=decisions, skipped=skipped,
-              dup_threshold=state.clip_config().dup_threshold)
+ov = overview(frame, table.infos, decisions=decisions, skipped=skipped, scoring=table.settings)
 paths = frame["path"]
 
 # ----------------------------------------------------------------------------- health summary

@@ -7,6 +7,7 @@ removed samples, and the samples on either side of the cut.
 
 import time
 from contextlib import nullcontext as _nullcontext
+from dataclasses import asdict, fields, replace
 
 import numpy as np
 import plotly.graph_objects as go
@@ -77,12 +78,26 @@ with st.expander("Score weights for the combined score" + ("" if chosen.uses_wei
     seed = st.number_input(f"Seed ({seeded})", min_value=0, step=1, key="prune_seed")
     rs.keep(*(f"prune_w_{c}" for c in cols))
 rs.keep("prune_mode", "prune_fraction", "prune_count", "prune_strategy", "prune_balance", "prune_seed")
+strategy_settings = None
+if chosen.settings is not None:  # e.g. CPS's alpha / beta: defaults from its config dataclass
+    defaults = chosen.settings()
+    before = dict(previous.cps_params or {}) if previous is not None and previous.strategy == strategy else {}
+    boxes = st.columns(len(fields(defaults)) + 2)
+    values = {}
+    for box, f in zip(boxes, fields(defaults)):
+        key = f"prune_{strategy}_{f.name}"
+        rs.remember(key, float(before.get(f.name, getattr(defaults, f.name))))
+        values[f.name] = box.number_input(f"{strategy.upper()} {f.metadata.get('label', f.name)}", min_value=0.0,
+                                          key=key, help=f.metadata.get("help"))
+        rs.keep(key)
+    strategy_settings = asdict(replace(defaults, **values))
 weights = {c: w for c, w in weights.items() if w > 0}
 if not weights and chosen.uses_weights:
     st.error("Give at least one score a weight above 0.")
     st.stop()
 
-recipe = SelectionRecipe(keep=keep, strategy=strategy, weights=weights or None, balance=balance, seed=int(seed))
+recipe = SelectionRecipe(keep=keep, strategy=strategy, weights=weights or None, balance=balance, seed=int(seed),
+                         cps_params=strategy_settings)
 
 # Each score is ranked once per score table (on first use); the last previews are remembered, so
 # moving a control back (or a rerun from elsewhere on the page) costs nothing.

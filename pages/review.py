@@ -203,9 +203,15 @@ with grid:
 
     def _grid_caption(r: pd.Series) -> str:
         value = r[detector]
-        return f"{ICONS[top_decisions[r.name]]} {r['label']} · {value:.3f}"
+        return f"{ICONS[top_decisions[r.name]]} row {r.name} · {r['label']} · {value:.3f}"
 
     show_gallery(dataset, top, frame=frame, columns=8, caption_fn=_grid_caption)
+    like = st.selectbox("Samples like one of these (nearest CLIP neighbours)", [None, *top.tolist()],
+                        key="review_grid_like",
+                        format_func=lambda r: "choose a sample…" if r is None
+                        else f"row {r} · {frame.at[r, 'label']}")
+    if like is not None:
+        show_similar(dataset, frame, like, rs.decisions_for(dataset, frame), score=detector, key="review_grid_similar")
 
 with st.expander("Recent decisions"):
     history = store.history(fp).tail(50).iloc[::-1]

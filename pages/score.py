@@ -30,11 +30,17 @@ with st.form("clip"):
         help="Fits small residual image/text adapters on your data and labels first (CLIP-powered selection, "
              "Yang et al.). Keep it short: your labels may be noisy.",
     )
+    k1, k2 = st.columns(2)
+    knn_k = k1.number_input("k nearest neighbours", min_value=1, max_value=1000, value=config.k, key="clip_k",
+                            help="How many neighbours clip.outlier and clip.diversity average over.")
+    dup_threshold = k2.number_input("Duplicate threshold (image cosine)", min_value=0.5, max_value=1.0, step=0.005,
+                                    format="%.3f", value=float(config.dup_threshold), key="clip_dup_threshold",
+                                    help="Two images at or above this cosine are near duplicates (one group).")
     run = st.form_submit_button("Compute CLIP scores", type="primary")
 
 if run:
     config = ClipConfig(model=model.strip(), pretrained=pretrained.strip(), device=device, batch_size=int(batch),
-                        adapter_epochs=int(adapter_epochs))
+                        adapter_epochs=int(adapter_epochs), k=int(knn_k), dup_threshold=float(dup_threshold))
     st.session_state[state.CLIP] = config
     holder = st.container()
     holder.caption("Cancel, Stop or leaving the page stops the run; finished chunks are kept and the next run resumes.")

@@ -82,6 +82,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             adapter_epochs=args.adapter_epochs,
             precision=args.precision,
+            k=args.knn_k,
+            dup_threshold=args.duplicate_threshold,
         )
     dynamics = None
     if args.dynamics:
@@ -139,6 +141,35 @@ def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
     return plan
 
 
+def _cps_flags() -> dict[str, str]:
+    """The strategy settings the select command takes as flags: each ``CPSConfig`` field as ``--cps-<field>``."""
+    from dataclasses import fields
+
+    from pruning_core.clip_scores.cps import CPSConfig
+
+    return {f.name: f"cps_{f.name}" for f in fields(CPSConfig)}
+
+
+def strategy_settings(args: argparse.Namespace) -> Optional[dict]:
+    """The chosen strategy's settings (its defaults, overridden by the flags given) for the recipe, or None.
+
+    Recorded whole in the manifest so a replay does not depend on the defaults of a later version.
+    """
+    from dataclasses import asdict, replace
+
+    from pruning_core.selection import get_strategy
+
+    flags = _cps_flags()
+    given = {name: getattr(args, flag) for name, flag in flags.items() if getattr(args, flag) is not None}
+    settings = get_strategy(args.strategy).settings
+    if settings is None:
+        if given:
+            raise ValueError(f"--{'/--'.join(f.replace('_', '-') for f in flags.values())} set the CPS loss; "
+                             f"strategy {args.strategy!r} has no such settings")
+        return None
+    return asdict(replace(settings(), **given))
+
+
 def cmd_select(args: argparse.Namespace) -> int:
     """Select a subset and write its manifest, or replay a manifest (``--replay``): both through ``Manifest``."""
     from pruning_core.export import write_table
@@ -158,6 +189,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             weights=parse_weights(args.weights),
             balance=args.balance,
             seed=args.seed,
+            cps_params=strategy_settings(args),
         )
         scores_path = Path(args.scores)
     manifest_path = Path(args.manifest) if args.manifest else Path(args.out).with_suffix(".manifest.json")
@@ -267,7 +299,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.action == "clear":
-        print(f"removed {store.clear(args.step)} cache entries from {store.root}")
+        print(f"removed {store.clear(args.step, keys=args.key)} cache entries from {store.root}")
         return 0
     if args.action == "verify":
         report = store.verify()
@@ -311,6 +343,20 @@ def _device_arg(text: str) -> str:
         return device_name(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _cosine(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a cosine threshold in (0, 1], got {text}")
+    return value
 
 
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
@@ -358,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--device", default=_CLIP.device, type=_device_arg,
                        help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
     score.add_argument("--batch-size", type=int, default=_CLIP.batch_size, help="CLIP's batch")
+    score.add_argument("--knn-k", type=_positive_int, default=_CLIP.k, metavar="K",
+                       help=f"neighbours behind clip.outlier and clip.diversity (default {_CLIP.k})")
+    score.add_argument("--duplicate-threshold", type=_cosine, default=_CLIP.dup_threshold, metavar="COS",
+                       help=f"image cosine at or above which two samples are near duplicates "
+                            f"(default {_CLIP.dup_threshold:g})")
     score.add_argument("--dynamics", action="store_true", help="train a proxy and add dynamics.* and cleanlab.* scores")
     score.add_argument("--arch", default=_DYN.arch, choices=list(ARCHS),
                        help="proxy: resnet9 on images, or a probe on CLIP embeddings")
@@ -441,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--weights", default=None, help="col=w,... (default: all scores, equal weight)")
     select.add_argument("--balance", action="store_true", help="keep each class in proportion to its size")
     select.add_argument("--seed", type=int, default=0)
+    from dataclasses import fields
+
+    from pruning_core.clip_scores.cps import CPSConfig
+
+    for f in fields(CPSConfig):
+        select.add_argument(f"--cps-{f.name}", type=float, default=None,
+                            help=f"with --strategy cps: {f.metadata['help']} (default {f.default:g})")
     select.add_argument("--out", required=True, type=Path, help="kept list (.csv, .parquet or .json)")
     select.add_argument("--manifest", default=None, help="reproducibility manifest (default: OUT.manifest.json)")
     select.add_argument("--replay", default=None,
@@ -467,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="verify: re-read every entry and partial chunk against its recorded size and checksum; "
                             "damaged ones move to the quarantine folder and are recomputed on next use")
     cache.add_argument("--step", default=None, help="with clear: only this step (e.g. clip-images)")
+    cache.add_argument("--key", action="append", default=None,
+                       help="with clear: only this entry (the key 'cache ls' lists; repeat for several)")
     cache.set_defaults(func=cmd_cache)
 
     app = sub.add_parser("app", help="start the browser app")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,8 @@ class Finding:
     open: int
     """Flagged samples without a review decision yet (equal to ``count`` for unreadable files)."""
     groups: Optional[int] = None  # near-duplicate groups only
+    threshold: Optional[float] = None
+    """The number in ``rule`` (a margin, a score value, a cosine), for a report a program reads."""
 
     def summary(self) -> dict:
         """The JSON-able numbers (no row list)."""
@@ -70,6 +72,7 @@ class Mislabels:
     score: str
     suggested: str  # column of suggested class names
     rule: str
+    threshold: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ class Overview:
     flips: pd.DataFrame
     """given label (rows) x suggested label (columns): flagged samples still without a decision."""
     mislabels: Optional[Mislabels]
+    settings: dict = field(default_factory=dict)
+    """What the numbers depend on: the thresholds (``OverviewConfig``) and how the scores were made
+    (the score table's settings: k, duplicate cosine, CLIP weights, proxy plan...), for the report."""
 
     def finding(self, kind: str) -> Optional[Finding]:
         return next((f for f in self.findings if f.kind == kind), None)
@@ -109,19 +115,20 @@ def mislabels(frame: pd.DataFrame, config: OverviewConfig = OverviewConfig()) ->
         differs = frame["clip.suggested_label"].astype(str).to_numpy() != frame["label"].astype(str).to_numpy()
         mask = differs & (margin >= config.mislabel_margin)
         return Mislabels(mask, "clip.zero_shot_margin", "clip.suggested_label",
-                         f"zero-shot top-1 ≠ label and clip.zero_shot_margin ≥ {config.mislabel_margin:g}")
+                         f"zero-shot top-1 ≠ label and clip.zero_shot_margin ≥ {config.mislabel_margin:g}",
+                         config.mislabel_margin)
     return None
 
 
 def _finding(kind: str, title: str, score: str, rule: str, mask: np.ndarray, frame: pd.DataFrame,
-             undecided: np.ndarray, groups: Optional[int] = None) -> Finding:
+             undecided: np.ndarray, groups: Optional[int] = None, threshold: Optional[float] = None) -> Finding:
     return Finding(kind, title, score, rule, frame.index[mask].to_numpy(), int(mask.sum()),
-                   int((mask & undecided).sum()), groups)
+                   int((mask & undecided).sum()), groups, threshold)
 
 
 def _z_finding(kind: str, title: str, col: str, frame: pd.DataFrame, infos: Mapping[str, ScoreInfo], z: float,
-               undecided: np.ndarray) -> Optional[Finding]:
-    """Samples whose ``col`` is more than ``z`` robust sigmas to its suspicious side."""
+               undecided: np.ndarray, note: str = "") -> Optional[Finding]:
+    """Samples whose ``col`` is more than ``z`` robust sigmas to its suspicious side (``note`` ends the rule)."""
     if col not in frame or col not in infos:
         return None
     values = frame[col].to_numpy(dtype=float)
@@ -129,8 +136,8 @@ def _z_finding(kind: str, title: str, col: str, frame: pd.DataFrame, infos: Mapp
     cut = robust_threshold(values, side, z)
     mask = values > cut if side == "high" else values < cut
     rule = f"{col} {'>' if side == 'high' else '<'} {cut:.3f} (robust z {'>' if side == 'high' else '<'} " \
-           f"{'' if side == 'high' else '-'}{z:g})"
-    return _finding(kind, title, col, rule, mask, frame, undecided)
+           f"{'' if side == 'high' else '-'}{z:g}{note})"
+    return _finding(kind, title, col, rule, mask, frame, undecided, threshold=cut)
 
 
 def class_quality(frame: pd.DataFrame, flagged: np.ndarray) -> pd.DataFrame:
@@ -164,7 +171,7 @@ def overview(
     *,
     decisions: Optional[pd.Series] = None,
     skipped: Optional[Mapping[str, int]] = None,
-    dup_threshold: Optional[float] = None,
+    scoring: Optional[Mapping[str, Any]] = None,
     config: OverviewConfig = OverviewConfig(),
 ) -> Overview:
     """The health summary of a scored dataset.
@@ -172,15 +179,21 @@ def overview(
     ``decisions`` (aligned with ``frame``; "undecided" where none) makes each finding count its
     still-open samples and restricts the flip matrix to them, so reviewing shrinks the numbers.
     ``skipped`` is the loader's count of unreadable files per kind (they have no row);
-    ``dup_threshold`` the cosine the duplicate groups were found at (``ClipConfig.dup_threshold``).
+    ``scoring`` the score table's settings (``ScoreTable.settings``): the rules quote the k of the
+    k-NN scores and the cosine the duplicate groups were found at from its ``"clip"`` entry, and the
+    report carries it whole.
     """
+    clip = dict((scoring or {}).get("clip") or {})
+    dup_threshold, k = clip.get("dup_threshold"), clip.get("k")
     undecided = (np.ones(len(frame), dtype=bool) if decisions is None
                  else (decisions.reindex(frame.index).fillna(UNDECIDED) == UNDECIDED).to_numpy())
     findings: list[Finding] = []
     mis = mislabels(frame, config)
     if mis is not None:
-        findings.append(_finding("mislabelled", "Likely mislabelled", mis.score, mis.rule, mis.mask, frame, undecided))
-    outliers = _z_finding("outliers", "Outliers", "clip.outlier", frame, infos, config.outlier_z, undecided)
+        findings.append(_finding("mislabelled", "Likely mislabelled", mis.score, mis.rule, mis.mask, frame, undecided,
+                                 threshold=mis.threshold))
+    outliers = _z_finding("outliers", "Outliers", "clip.outlier", frame, infos, config.outlier_z, undecided,
+                          f"; mean distance to k = {k} neighbours" if k is not None else "")
     if outliers is not None:
         findings.append(outliers)
     if "clip.duplicate_group" in frame:
@@ -189,7 +202,7 @@ def overview(
         at = f"{dup_threshold:g}" if dup_threshold is not None else "the scoring's duplicate threshold"
         findings.append(_finding("duplicates", "Near-duplicate groups", "clip.duplicate_group",
                                  f"image cosine ≥ {at} to another member", mask, frame,
-                                 undecided, groups=int(len(np.unique(group[mask])))))
+                                 undecided, groups=int(len(np.unique(group[mask]))), threshold=dup_threshold))
     captions = _z_finding("caption mismatch", "Caption mismatches", "clip.caption_alignment", frame, infos,
                           config.caption_z, undecided)
     if captions is not None:
@@ -202,13 +215,15 @@ def overview(
     flagged = mis.mask if mis is not None else np.zeros(len(frame), dtype=bool)
     flips = (flip_matrix(frame, frame.index[flagged & undecided].to_numpy(), mis.suggested)
              if mis is not None else pd.DataFrame(dtype=int))
-    return Overview(len(frame), findings, class_quality(frame, flagged), flips, mis)
+    settings = {"thresholds": asdict(config), "scoring": dict(scoring or {})}
+    return Overview(len(frame), findings, class_quality(frame, flagged), flips, mis, settings)
 
 
 def report_dict(ov: Overview) -> dict:
-    """The overview's numbers as plain JSON-able data (no sample lists)."""
+    """The overview's numbers as plain JSON-able data (no sample lists), with the settings they depend on."""
     return {
         "samples": ov.n_samples,
+        "settings": ov.settings,
         "findings": [f.summary() for f in ov.findings],
         "class_quality": [{"label": str(k), **{c: (float(v) if c == "label_quality" else int(v))
                                                for c, v in row.items()}}
@@ -219,7 +234,7 @@ def report_dict(ov: Overview) -> dict:
 
 
 def report_json(ov: Overview) -> str:
-    return json.dumps(report_dict(ov), indent=2)
+    return json.dumps(report_dict(ov), indent=2, default=str)
 
 
 def report_markdown(ov: Overview, name: str = "dataset") -> str:
@@ -237,4 +252,17 @@ def report_markdown(ov: Overview, name: str = "dataset") -> str:
     if flips:
         lines += ["", "## Most frequent class flips (open)", "", "| given | suggested | samples |", "|---|---|---:|"]
         lines += [f"| {x['given']} | {x['suggested']} | {x['open']:,} |" for x in flips]
+    lines += ["", "## Settings", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {name} | `{value}` |" for name, value in _flat(ov.settings)]
     return "\n".join(lines) + "\n"
+
+
+def _flat(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested settings as ``(dotted.name, value)`` rows, in order."""
+    rows: list[tuple[str, Any]] = []
+    for name, value in settings.items():
+        if isinstance(value, Mapping):
+            rows += _flat(value, f"{prefix}{name}.")
+        else:
+            rows.append((f"{prefix}{name}", value))
+    return rows

@@ -68,6 +68,10 @@ class Strategy:
     """Cheap enough (milliseconds) to rerun on every change of the Prune page; else it runs on demand."""
     fitted_per_ratio: bool = False
     """Its columns depend on the keep ratio, so Evaluate learns them per run instead of reading the table."""
+    settings: Optional[Callable[[], Any]] = None
+    """Returns the default instance of the frozen dataclass of its user-facing settings (CPS: ``CPSConfig``,
+    imported only when asked, as it needs torch); the Prune page and the CLI offer its fields, and the
+    values chosen reach ``pick`` as ``Group.cps_params`` (the recipe records them)."""
 
     def runnable_on(self, frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> bool:
         """Its own columns exist in ``frame`` and, if it combines scores, there is one to combine."""
@@ -102,6 +106,12 @@ def _ccs_pick(group: Group) -> np.ndarray:
     return _ccs(group.score, group.k, group.rng, group.ccs_beta, group.ccs_strata)
 
 
+def _cps_settings() -> Any:
+    from pruning_core.clip_scores.cps import CPSConfig
+
+    return CPSConfig()
+
+
 def _cps_pick(group: Group) -> np.ndarray:
     # Imported here: the CPS optimiser needs torch, which no other strategy should pay for.
     from pruning_core.clip_scores.cps import cps_select
@@ -124,7 +134,8 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("cps", "CLIP-powered selection (Yang et al.): an optimised mask over label alignment and diversity "
              "that pays for each near-duplicate pair it keeps (one copy of a duplicate, not all)", _cps_pick,
              columns=CPS_COLUMNS,
-             optional_columns=(DUPLICATE_GROUP_COLUMN,), uses_seed=True, live=False),
+             optional_columns=(DUPLICATE_GROUP_COLUMN,), uses_seed=True, live=False,
+             settings=_cps_settings),
     Strategy("adapruner", "AdaPruner: the keep mask learned jointly with a proxy model (highest mask logits kept)",
              _highest_column(ADAPRUNER_COLUMN), columns=(ADAPRUNER_COLUMN,), fitted_per_ratio=True),
     Strategy("random", "uniform random sample (the baseline every strategy must beat)", _random, uses_seed=True),

@@ -141,3 +141,58 @@ def test_budgeted_dynamics_prints_its_plan_and_records_it(folder, tmp_path, caps
     assert run("select", out, "--keep", "0.5", "--strategy", "easiest", "--out", kept) == 0
     manifest = json.loads((tmp_path / "kept.manifest.json").read_text())
     assert manifest["scoring"]["dynamics"]["plan"] == settings["plan"]
+
+
+def test_knn_k_and_duplicate_threshold_key_the_cache_and_reach_sidecar_and_manifest(folder, tmp_path, capsys):
+    """--knn-k / --duplicate-threshold (defaults: ClipConfig's) make another cache entry, are recorded in the
+    sidecar and travel into the select manifest; --cps-alpha/--cps-beta (defaults: CPSConfig's) into its recipe."""
+    from cache.store import ResultStore
+    from pruning_core.clip_scores.cps import CPSConfig
+    from pruning_core.pipeline import ClipConfig
+
+    cache = tmp_path / "cache"
+    base = ("--cache-dir", cache, "score", folder, "--clip-model", TINY_CLIP_NAME, "--clip-pretrained", "none",
+            "--device", "cpu")
+    assert run(*base, "--out", tmp_path / "default.parquet") == 0
+    assert run(*base, "--knn-k", "3", "--duplicate-threshold", "1", "--out", tmp_path / "k3.parquet") == 0
+    assert sorted(e.meta["step"] for e in ResultStore(cache).ls()).count("clip-scores") == 2
+    default, k3 = ScoreTable.load(tmp_path / "default.parquet"), ScoreTable.load(tmp_path / "k3.parquet")
+    assert (default.settings["clip"]["k"], default.settings["clip"]["dup_threshold"]) == \
+        (ClipConfig().k, ClipConfig().dup_threshold)
+    assert (k3.settings["clip"]["k"], k3.settings["clip"]["dup_threshold"]) == (3, 1.0)
+    assert k3.settings["dataset"]["fingerprint"] == default.settings["dataset"]["fingerprint"]
+    assert not np.allclose(default.frame["clip.outlier"], k3.frame["clip.outlier"])
+    assert k3.frame["clip.duplicate_count"].sum() < default.frame["clip.duplicate_count"].sum()  # fewer links
+
+    kept = tmp_path / "kept.csv"
+    assert run("select", tmp_path / "k3.parquet", "--keep", "6", "--strategy", "cps", "--cps-alpha", "0",
+               "--out", kept) == 0
+    manifest = json.loads((tmp_path / "kept.manifest.json").read_text())
+    assert manifest["selection"]["cps_params"] == {"alpha": 0.0, "beta": CPSConfig().beta}
+    assert manifest["scoring"]["clip"]["k"] == 3 and manifest["scoring"]["clip"]["dup_threshold"] == 1.0
+    by_alignment = k3.frame.nlargest(6, "clip.label_alignment")["path"]  # alpha 0: alignment alone decides
+    assert set(pd.read_csv(kept)["path"]) == set(by_alignment)
+    again = tmp_path / "again.csv"
+    assert run("select", "--replay", tmp_path / "kept.manifest.json", "--out", again) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(again), pd.read_csv(kept))
+
+    capsys.readouterr()
+    assert run("select", tmp_path / "k3.parquet", "--keep", "6", "--cps-beta", "5", "--out", tmp_path / "e.csv") == 2
+    assert "'easiest' has no such settings" in capsys.readouterr().err
+    assert run("select", tmp_path / "k3.parquet", "--keep", "6", "--strategy", "cps", "--cps-alpha", "-1",
+               "--out", tmp_path / "n.csv") == 2
+    assert "alpha must be a finite number >= 0" in capsys.readouterr().err
+    for bad in (("--knn-k", "0"), ("--duplicate-threshold", "1.5")):
+        with pytest.raises(SystemExit):
+            run(*base, *bad, "--out", tmp_path / "bad.parquet")
+
+
+def test_cache_clear_one_entry_by_key(tmp_path, capsys):
+    from cache.store import ResultStore
+
+    store = ResultStore(tmp_path / "cache")
+    for key, step in (("k1", "umap"), ("k2", "umap"), ("k3", "clip-scores")):
+        store.save(key, arrays={"x": np.ones(2)}, meta={"step": step, "dataset": "toy"})
+    assert run("--cache-dir", tmp_path / "cache", "cache", "clear", "--key", "k2", "--key", "k3") == 0
+    assert "removed 2 cache entries" in capsys.readouterr().out
+    assert [e.key for e in store.ls()] == ["k1"]

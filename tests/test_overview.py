@@ -11,6 +11,7 @@ from pruning_core.overview import (
     flip_rows,
     overview,
     report_dict,
+    report_json,
     report_markdown,
     robust_threshold,
 )
@@ -51,14 +52,17 @@ def frame():
 
 
 def test_each_finding_counts_the_rows_its_rule_names(frame):
-    ov = overview(frame, INFOS, skipped={"corrupt image": 2}, dup_threshold=0.95)
+    ov = overview(frame, INFOS, skipped={"corrupt image": 2}, scoring={"clip": {"k": 7, "dup_threshold": 0.95}})
     mis = ov.finding("mislabelled")
     assert sorted(mis.rows) == [0, 1, 2, 4]  # row 3's margin 0.2 is under the 0.5 threshold
     assert "0.5" in mis.rule
     assert list(ov.finding("outliers").rows) == [5] and ">" in ov.finding("outliers").rule
     assert list(ov.finding("caption mismatch").rows) == [6]
     dup = ov.finding("duplicates")
-    assert dup.count == 5 and dup.groups == 2 and "0.95" in dup.rule
+    assert dup.count == 5 and dup.groups == 2 and "0.95" in dup.rule and dup.threshold == 0.95
+    assert "k = 7" in ov.finding("outliers").rule  # the k the outlier score averaged over
+    assert ov.finding("outliers").threshold == pytest.approx(robust_threshold(frame["clip.outlier"], "high", 3.0))
+    assert mis.threshold == 0.5
     assert ov.finding("unreadable").count == 2 and "corrupt image" in ov.finding("unreadable").rule
     lower = overview(frame, INFOS, config=OverviewConfig(mislabel_margin=0.1))
     assert sorted(lower.finding("mislabelled").rows) == [0, 1, 2, 3, 4]
@@ -103,6 +107,21 @@ def test_reports_carry_the_numbers(frame):
     assert next(f for f in data["findings"] if f["kind"] == "mislabelled")["count"] == 4
     md = report_markdown(ov, "toy")
     assert "| cat | dog | 3 |" in md and "Likely mislabelled | 4 | 4 |" in md
+
+
+def test_reports_carry_the_settings_the_numbers_depend_on(frame):
+    """A report read later says at which thresholds and with which k-NN settings it was counted."""
+    scoring = {"clip": {"k": 7, "dup_threshold": 0.9, "model": "ViT-B-32"}, "dataset": {"fingerprint": "abc"}}
+    ov = overview(frame, INFOS, scoring=scoring, config=OverviewConfig(mislabel_margin=0.4, outlier_z=2.5))
+    data = json.loads(report_json(ov))
+    assert data["settings"]["thresholds"] == {"mislabel_margin": 0.4, "outlier_z": 2.5, "caption_z": 3.0}
+    assert data["settings"]["scoring"]["clip"] == scoring["clip"]
+    by_kind = {f["kind"]: f for f in data["findings"]}
+    assert by_kind["duplicates"]["threshold"] == 0.9 and by_kind["mislabelled"]["threshold"] == 0.4
+    md = report_markdown(ov, "toy")
+    for row in ("| thresholds.mislabel_margin | `0.4` |", "| thresholds.outlier_z | `2.5` |",
+                "| scoring.clip.k | `7` |", "| scoring.clip.dup_threshold | `0.9` |"):
+        assert row in md, md
 
 
 def test_resolve_duplicates_keeps_one_and_removes_the_rest(tmp_path):

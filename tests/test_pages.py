@@ -54,6 +54,10 @@ def test_score_page_computes_clip_scores_with_a_tiny_model(folder):
     config = ClipConfig(model=TINY_CLIP_NAME, pretrained="none", device="cpu", batch_size=4)
     at = page("score", state.DatasetSource("folder", str(folder)), **{state.CLIP: config}).run()
     assert not at.exception
+    assert at.number_input(key="clip_k").value == ClipConfig().k  # the settings' defaults are the config's
+    assert at.number_input(key="clip_dup_threshold").value == ClipConfig().dup_threshold
+    at.number_input(key="clip_k").set_value(3)
+    at.number_input(key="clip_dup_threshold").set_value(0.99)
     at.button[0].click().run()  # "Compute CLIP scores" (the form's submit button)
     assert not at.exception
     assert any("scores for 10 samples" in s.value for s in at.success)
@@ -61,7 +65,9 @@ def test_score_page_computes_clip_scores_with_a_tiny_model(folder):
     assert "clip.label_alignment" in table.infos and len(table.frame) == 10
     # how the scores were made reaches the sidecar and the manifest, beside the dataset they were made on
     assert table.settings["clip"]["model"] == TINY_CLIP_NAME and table.settings["clip"]["adapter_epochs"] == 0
-    assert table.settings["dataset"]["fingerprint"]
+    assert (at.session_state[state.CLIP].k, at.session_state[state.CLIP].dup_threshold) == (3, 0.99)
+    assert (table.settings["clip"]["k"], table.settings["clip"]["dup_threshold"]) == (3, 0.99)  # for the manifest
+    assert table.settings["dataset"]["fingerprint"]  # the base table's settings survive the new family
 
 
 def test_score_page_explains_unavailable_weights(folder, tmp_path):

@@ -54,15 +54,27 @@ def test_overview_counts_open_flags_and_review_shows_exactly_the_sent_set(scored
     assert "0 of 2 reviewed" in review.get("progress")[0].proto.text
 
 
-def test_cache_panel_lists_and_clears_a_step(scored):
+def test_cache_panel_lists_and_clears_an_entry_a_step_or_all(scored):
     state.store.clear()  # the app's store is a process-wide resource: make it this test's cache
     store = ResultStore()
-    store.save("a", arrays={"x": np.ones(3)}, meta={"step": "umap", "dataset": "toy"})
+    store.save("a", arrays={"x": np.ones(250_000)}, meta={"step": "umap", "dataset": "toy"})
     store.save("b", arrays={"x": np.ones(3)}, meta={"step": "clip-scores", "dataset": "toy"})
+    store.save("c", arrays={"x": np.ones(3)}, meta={"step": "clip-scores", "dataset": "other"})
+    store.save("d", arrays={"x": np.ones(3)}, meta={"step": "images", "dataset": "toy"})
     at = page("dataset", scored).run()
     assert not at.exception
-    listed = next(d.value for d in at.dataframe if "step" in d.value.columns)
-    assert sorted(listed["step"]) == ["clip-scores", "umap"] and set(listed["dataset"]) == {"toy"}
+
+    def listed():
+        return next(d.value for d in at.dataframe if "step" in d.value.columns).set_index("key")
+
+    assert sorted(listed()["step"]) == ["clip-scores", "clip-scores", "images", "umap"]
+    assert listed().at["c", "dataset"] == "other" and listed().at["a", "MB"] == pytest.approx(2.0, abs=0.01)
+    at.multiselect(key="cache_entries").set_value(["c"]).run()
+    next(b for b in at.button if b.key == "cache_clear_entries").click().run()
+    assert not at.exception
+    assert sorted(e.key for e in ResultStore().ls()) == ["a", "b", "d"] and sorted(listed().index) == ["a", "b", "d"]
     at.selectbox(key="cache_step").set_value("umap").run()
     next(b for b in at.button if b.key == "cache_clear_step").click().run()
-    assert [e.meta["step"] for e in ResultStore().ls()] == ["clip-scores"]
+    assert sorted(e.meta["step"] for e in ResultStore().ls()) == ["clip-scores", "images"]
+    next(b for b in at.button if b.key == "cache_clear_all").click().run()
+    assert not at.exception and ResultStore().ls() == [] and listed().empty

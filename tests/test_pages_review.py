@@ -163,6 +163,18 @@ def test_an_on_demand_strategy_waits_for_its_button(scored):
     button(at, "Run CPS selection").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert {m.label: m.value for m in at.metric}["Kept"] == "29 of 36"
+    from dataclasses import asdict
+
+    from pruning_core.clip_scores.cps import CPSConfig
+
+    assert at.number_input(key="prune_cps_alpha").value == CPSConfig().alpha  # defaults: the config's
+    assert at.session_state[state.RECIPE].cps_params == asdict(CPSConfig())
+    at.number_input(key="prune_cps_alpha").set_value(0.0).run()
+    assert any("runs on demand" in i.value for i in at.info)  # another recipe: not previewed yet
+    button(at, "Run CPS selection").click().run()
+    assert at.session_state[state.RECIPE].cps_params == {"alpha": 0.0, "beta": CPSConfig().beta}
+    at.selectbox(key="prune_strategy").set_value("easiest").run()
+    assert at.session_state[state.RECIPE].cps_params is None  # only the strategy that has settings records them
 
 
 def test_the_reviewer_name_outlives_its_widget():
@@ -177,3 +189,98 @@ def test_the_reviewer_name_outlives_its_widget():
     at.run()
     assert not at.exception
     assert at.markdown[0].value == "name=ann"
+
+
+
+def _image_captions(at: AppTest) -> list[str]:
+    return [img.caption for el in at.get("image") for img in el.proto.imgs]
+
+
+@pytest.fixture
+def clip_space(scored, monkeypatch):
+    """Random unit embeddings as the cached CLIP embeddings (distinct distances, unlike an untrained CLIP's)."""
+    from pruning_core import pipeline
+
+    dataset = scored[0]
+    rng = np.random.default_rng(3)
+    unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    emb = pipeline.ClipEmbeddings(image=unit(rng.standard_normal((len(dataset), 16))),
+                                  image_ok=np.ones(len(dataset), bool),
+                                  class_text=unit(rng.standard_normal((len(dataset.classes), 16))), captions=None,
+                                  identity={"model": "fake", "weights": "random"})
+    monkeypatch.setattr(pipeline, "clip_embeddings", lambda *a, **k: emb)
+    state.store.clear()  # the app's store is a process-wide resource: make it this test's cache
+    return emb
+
+
+def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(scored, clip_space):
+    """'Samples like this one' (single view) and 'like one of these' (the grid) show the nearest samples by
+    cosine of the cached CLIP embeddings (the k-NN the scores use), with label, distance and decision,
+    and a button that reviews exactly them."""
+    from pruning_core.pipeline import ClipConfig
+    from pruning_core.similar import nearest_samples
+    from ui import review_state as rs
+    from ui.similar import NEIGHBOURS
+
+    dataset, _, table = scored
+    store = DecisionStore()
+    at = page("review", scored)
+    at.session_state[state.CLIP] = ClipConfig(model="fake")
+    at.run()
+    current = int(position(at).split("row ")[1])
+    at.toggle(key="review_similar_on").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    rows, dist = nearest_samples(clip_space.image, current, NEIGHBOURS)
+    assert len(set(np.round(dist, 3))) > NEIGHBOURS // 2  # distances that tell neighbours apart
+    shown = _image_captions(at)[1 : 1 + NEIGHBOURS]  # after the sample itself, before the grid
+    assert [c.split(" · ")[:2] for c in shown] == [[table.frame.at[r, "label"], f"d {d:.3f}"]
+                                                   for r, d in zip(rows, dist)]
+    assert all(c.endswith("undecided") for c in shown)
+
+    store.decide(dataset.fingerprint, table.frame.at[rows[0], "path"], "remove")  # a neighbour's decision shows
+    at.run()
+    assert _image_captions(at)[1].endswith("remove")
+
+    like = int(rows[-1])
+    at.toggle(key="review_similar_on").set_value(False).run()
+    at.selectbox(key="review_grid_like").set_value(like).run()
+    assert not at.exception, [e.value for e in at.exception]
+    rows, dist = nearest_samples(clip_space.image, like, NEIGHBOURS)
+    shown = _image_captions(at)[-NEIGHBOURS:]
+    assert [c.split(" · ")[1] for c in shown] == [f"d {d:.3f}" for d in dist]
+    button(at, f"Review these {NEIGHBOURS} with row {like}").click().run()
+    name, paths = at.session_state[rs.REVIEW_SET]
+    assert paths == tuple(table.frame.loc[[like, *rows], "path"])
+
+
+def test_similarity_search_uses_the_adapted_space_when_the_scores_did(scored, clip_space):
+    """With adapter epochs the k-NN scores run on adapted embeddings; "samples like this one" searches there too."""
+    from cache.store import ResultStore
+    from pruning_core.pipeline import ClipConfig, fit_adapter
+    from pruning_core.similar import nearest_samples
+    from ui.similar import NEIGHBOURS
+
+    dataset, _, table = scored
+    config = ClipConfig(model="fake", device="cpu", adapter_epochs=20)
+    adapted = fit_adapter(dataset, clip_space, config, ResultStore()).transform_images(clip_space.image)
+    at = page("review", scored)
+    at.session_state[state.CLIP] = config
+    at.run()
+    current = int(position(at).split("row ")[1])
+    expected = [f"d {d:.3f}" for d in nearest_samples(adapted, current, NEIGHBOURS)[1]]
+    assert expected != [f"d {d:.3f}" for d in nearest_samples(clip_space.image, current, NEIGHBOURS)[1]]
+    at.toggle(key="review_similar_on").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [c.split(" · ")[1] for c in _image_captions(at)[1 : 1 + NEIGHBOURS]] == expected
+
+
+def test_similarity_search_without_the_weights_says_why(scored, tmp_path):
+    """Scores in the table but the session's CLIP weights absent here: a caption, not a crashed page."""
+    from pruning_core.pipeline import ClipConfig
+
+    at = page("review", scored)  # the fixture's table has a clip.* column
+    at.session_state[state.CLIP] = ClipConfig(pretrained=str(tmp_path / "missing.pt"))
+    at.run()
+    at.toggle(key="review_similar_on").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("cannot be made here" in c.value for c in at.caption)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from pruning_core.clip_model import WeightsUnavailable
 from pruning_core.datasets import Dataset
 from pruning_core.similar import nearest_samples
 from ui import review_state as rs
@@ -17,19 +18,46 @@ NEIGHBOURS = 8
 
 
 def clip_image_embeddings(dataset: Dataset, frame: pd.DataFrame) -> Optional[np.ndarray]:
-    """The cached CLIP image embeddings when CLIP scores exist (None otherwise: nothing to search)."""
+    """The image embeddings the k-NN scores were computed on, when CLIP scores exist (None otherwise).
+
+    CLIP's own (the cached, memory-mapped array), or the adapted ones when the scores were made
+    through a fitted adapter, so the neighbours shown are the ones behind ``clip.outlier`` and the
+    duplicate groups.
+    """
     if not any(c.startswith("clip.") for c in frame.columns):
         return None
     from pruning_core.pipeline import clip_embeddings
     from ui import state
 
-    return clip_embeddings(dataset, state.clip_config(), state.store()).image
+    config = state.clip_config()
+    if config.adapter_epochs > 0:
+        return _adapted(dataset, dataset.fingerprint, config)
+    return clip_embeddings(dataset, config, state.store()).image
+
+
+@st.cache_resource(show_spinner=False, max_entries=1)
+def _adapted(_dataset: Dataset, fingerprint: str, config) -> np.ndarray:
+    """CLIP image embeddings through the cached adapter of ``config`` (computed once per dataset and config);
+    rows without an embedding stay NaN, so the search leaves them out."""
+    from pruning_core.pipeline import clip_embeddings, fit_adapter
+    from ui import state
+
+    emb = clip_embeddings(_dataset, config, state.store())
+    image = np.asarray(emb.image, dtype=np.float32)
+    missing = np.isnan(image).any(axis=1)
+    adapted = fit_adapter(_dataset, emb, config, state.store()).transform_images(np.nan_to_num(image))
+    adapted[missing] = np.nan
+    return adapted
 
 
 def show_similar(dataset: Dataset, frame: pd.DataFrame, row: int, decisions: pd.Series,
                  score: Optional[str] = None, key: str = "similar") -> None:
     """The nearest neighbours of ``row`` with label, distance, ``score`` and decision; a button reviews them."""
-    embeddings = clip_image_embeddings(dataset, frame)
+    try:
+        embeddings = clip_image_embeddings(dataset, frame)
+    except WeightsUnavailable as exc:  # the session's CLIP settings name weights this machine lacks
+        st.caption(f"Similarity search needs the CLIP embeddings, which cannot be made here: {exc}")
+        return
     if embeddings is None:
         st.caption("Similarity search needs CLIP embeddings (Score page).")
         return

@@ -120,12 +120,14 @@ def current_dataset() -> Optional[Dataset]:
         return None
 
 
+def demo_clip_config(assets) -> ClipConfig:
+    """The demo's own tiny CLIP, as the app scores the demo with it (tests read the same scores back)."""
+    return ClipConfig(model=assets.clip_model, pretrained=str(assets.clip_checkpoint), batch_size=512)
+
+
 def default_clip_config() -> ClipConfig:
     """The demo scores with its own tiny CLIP; other data defaults to a real ViT-B-32."""
-    if current_source().kind == "demo":
-        assets = demo_assets()
-        return ClipConfig(model=assets.clip_model, pretrained=str(assets.clip_checkpoint), batch_size=512)
-    return ClipConfig()
+    return demo_clip_config(demo_assets()) if current_source().kind == "demo" else ClipConfig()
 
 
 def clip_config() -> ClipConfig:

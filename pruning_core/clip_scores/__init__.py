@@ -36,7 +36,7 @@ import torch
 
 from pruning_core.clip_scores.adapter import ClipAdapter
 from pruning_core.clip_scores.alignment import ZeroShot, caption_alignment, label_alignment, zero_shot
-from pruning_core.clip_scores.cps import CPSResult, cps_optimize, cps_select, standardize
+from pruning_core.clip_scores.cps import CPSConfig, CPSResult, cps_optimize, cps_select, standardize
 from pruning_core.clip_scores._common import knn_block_bytes, throttled, unit_rows
 from pruning_core.clip_scores.neighbors import (
     DEFAULT_KNN,
@@ -54,6 +54,7 @@ from pruning_core.progress import CancelToken, ProgressCallback, check, report
 from pruning_core.score_info import ScoreInfo
 
 __all__ = [
+    "CPSConfig",
     "CPSResult",
     "ClipAdapter",
     "DEFAULT_KNN",

@@ -31,7 +31,7 @@ and then by the lower index, so the result is deterministic and has exactly ``ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -53,6 +53,30 @@ def standardize(x: ArrayLike) -> np.ndarray:
     if sd > 0:
         out[finite] = (x[finite] - mu) / sd
     return out
+
+
+@dataclass(frozen=True)
+class CPSConfig:
+    """The user-facing settings of the CPS loss.
+
+    Defaults live here only: the CLI's flags and the Prune page read them, the page also each field's
+    ``metadata`` label and help.
+    """
+
+    alpha: float = field(default=1.0, metadata={"label": "α (diversity weight)", "help": (
+        "Weight of diversity (SDS) against label alignment (SAS), both standardised: 0 keeps by alignment alone.")})
+    beta: float = field(default=100.0, metadata={"label": "β (size penalty)", "help": (
+        "Weight of the kept-fraction penalty: larger holds the optimiser's mask nearer the requested size "
+        "(the exact count is enforced afterwards by ranking either way).")})
+    gamma: float = field(default=1.0, metadata={"label": "γ (near-duplicate pair cost)", "help": (
+        "Cost of each pair of near-duplicates (clip.duplicate_group) the selection keeps: 0 is the paper's linear "
+        "form, which ranks like a weighted sort and keeps every copy.")})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"CPS {f.name} must be a finite number >= 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -106,9 +130,9 @@ def cps_optimize(
     keep: int,
     *,
     groups: Optional[ArrayLike] = None,
-    alpha: float = 1.0,
-    gamma: float = 1.0,
-    beta: float = 100.0,
+    alpha: float = CPSConfig.alpha,
+    gamma: float = CPSConfig.gamma,
+    beta: float = CPSConfig.beta,
     steps: int = 300,
     lr: float = 0.05,
     seed: int = 0,
