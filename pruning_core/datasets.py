@@ -21,7 +21,6 @@ import hashlib
 import os
 import posixpath
 import stat as stat_mod
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pruning_core import images
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.progress import CancelToken, ProgressCallback, check
 
 Severity = Literal["error", "warning"]
 
@@ -249,10 +248,6 @@ def _check_files(
     mtimes = np.zeros(n, dtype=np.int64)
     kinds = np.full(n, None, dtype=object)
     reasons = np.full(n, None, dtype=object)
-    report(progress, CHECK_STAGE, 0, n, "decoding images" if check_images else "stat")
-    if n == 0:
-        return sizes, mtimes, kinds, reasons
-    check(cancel)
 
     def work(start: int, stop: int) -> None:
         for i in range(start, stop):
@@ -260,24 +255,8 @@ def _check_files(
                 return
             sizes[i], mtimes[i], kinds[i], reasons[i] = _check_one(abspaths[i], real_root, check_images)
 
-    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    done = 0
-    n_workers = workers or images.default_workers()
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="check") as pool:
-        pending = {pool.submit(work, s, e): e - s for s, e in bounds}
-        try:
-            while pending:
-                finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    fut.result()
-                    done += pending.pop(fut)
-                if finished:
-                    report(progress, CHECK_STAGE, done, n)
-                check(cancel)
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+    images.map_file_chunks(n, work, chunk=chunk, workers=workers, stage=CHECK_STAGE, progress=progress,
+                           cancel=cancel, thread_name="check", message="decoding images" if check_images else "stat")
     return sizes, mtimes, kinds, reasons
 
 

@@ -26,7 +26,7 @@ import struct
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,6 +34,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.progress import CancelToken, Cancelled, ProgressCallback, check, report
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:  # datasets imports this module
     from pruning_core.datasets import Dataset
@@ -239,6 +241,50 @@ def default_workers() -> int:
     return max(1, min(16, affinity_cpus() * 2))
 
 
+def map_file_chunks(
+    n: int,
+    work: Callable[[int, int], T],
+    *,
+    chunk: int,
+    workers: Optional[int],
+    stage: str,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[CancelToken],
+    thread_name: str,
+    message: str = "",
+) -> list[T]:
+    """Run ``work(start, stop)`` over chunks of ``range(n)`` in a thread pool; the chunks' results in the
+    order they finished.
+
+    File work (stat, decode) releases the GIL, so threads use every core without copying the data.
+    Progress is reported per finished chunk and ``cancel`` is checked between chunks (raises
+    :class:`Cancelled`; chunks not started are dropped, and ``work`` should stop early on a cancel).
+    """
+    report(progress, stage, 0, n, message)
+    if n == 0:
+        return []
+    check(cancel)
+    results: list[T] = []
+    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix=thread_name) as pool:
+        pending = {pool.submit(work, s, e): e - s for s, e in bounds}
+        try:
+            while pending:
+                finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    results.append(fut.result())
+                    done += pending.pop(fut)
+                if finished:
+                    report(progress, stage, done, n)
+                check(cancel)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+    return results
+
+
 def load_image_array(
     paths: Sequence[os.PathLike | str],
     size: int,
@@ -259,11 +305,6 @@ def load_image_array(
     """
     n = len(paths)
     out = np.zeros((n, size, size, 3), dtype=np.uint8)
-    failed: dict[int, str] = {}
-    report(progress, stage, 0, n)
-    if n == 0:
-        return out, failed
-    check(cancel)
 
     def work(start: int, stop: int) -> dict[int, str]:
         errors: dict[int, str] = {}
@@ -277,24 +318,10 @@ def load_image_array(
                 errors[i] = exc.reason
         return errors
 
-    n_workers = workers or default_workers()
-    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    done = 0
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="decode") as pool:
-        pending = {pool.submit(work, s, e): e - s for s, e in bounds}
-        try:
-            while pending:
-                finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    failed.update(fut.result())
-                    done += pending.pop(fut)
-                if finished:
-                    report(progress, stage, done, n)
-                check(cancel)
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+    failed: dict[int, str] = {}
+    for errors in map_file_chunks(n, work, chunk=chunk, workers=workers, stage=stage, progress=progress,
+                                  cancel=cancel, thread_name="decode"):
+        failed.update(errors)
     return out, dict(sorted(failed.items()))
 
 
