@@ -353,7 +353,9 @@ def from_frame(
     This is what both loaders end in, and what code that writes its own files (the demo
     dataset) uses.  ``rows`` gives the row number each issue reports (default 1..N, None
     for image folders); ``expected_classes`` are classes that should exist (image folders)
-    and get a warning when they end up with no valid sample.
+    and get a warning when they end up with no valid sample.  Cheap vectorised checks run
+    first and each row keeps the first reason that applies, so the per-file work (stat,
+    decode) only touches rows that are still valid.
     """
     root_path = Path(root).expanduser()
     root_lexical = os.path.abspath(root_path)
@@ -367,33 +369,71 @@ def from_frame(
     frame = frame.reset_index(drop=True)
     row_no = np.arange(1, n + 1, dtype=object) if rows is None else np.asarray(list(rows), dtype=object)
 
-    # Cheap, vectorised checks first; each row keeps the first reason that applies.
     probs = _Problems(n)
     labels = _normalise_labels(frame["label"])
     rel = _rel_paths(frame["path"], root_lexical, root_real, probs)
     probs.flag(labels.isna().to_numpy(), KIND_EMPTY_LABEL, "empty or missing label")
-
-    ok = probs.ok
-    dup = ok & rel.where(ok).duplicated(keep="first").to_numpy()
-    if dup.any():
-        first_of = pd.Series(np.flatnonzero(ok & ~dup), index=rel[ok & ~dup].to_numpy())
-        firsts = rel[dup].map(first_of).to_numpy(dtype=np.int64)
-        msgs = []
-        for fi, lab in zip(firsts, labels[dup]):
-            where = f"row {row_no[fi]}" if row_no[fi] is not None else "an earlier entry"
-            fl = labels.iat[fi]
-            msgs.append(f"duplicate of {where}" + (f" (labelled {fl!r} there, {lab!r} here)" if fl != lab else ""))
-        reasons = np.full(n, None, dtype=object)
-        reasons[dup] = msgs
-        _flag_each(probs, dup, KIND_DUPLICATE, reasons)
-
+    _flag_duplicates(rel, labels, row_no, probs)
     probs.flag(
         _real_dirs_outside(rel, probs.ok, root_lexical, root_real),
         KIND_OUTSIDE,
         "folder resolves outside the dataset root (symlink)",
     )
+    sizes, mtimes = _check_valid_files(rel, root_lexical, root_real, probs, check_images, progress, cancel, workers)
 
-    # Per-file work: one lstat (+ realpath for symlinks) and an optional decode, threaded.
+    issues = [*(extra_issues or []), *_row_issues(frame["path"], row_no, probs)]
+    if not probs.ok.any():
+        errs = [i for i in issues if i.severity == "error"][:5] or issues[:5]
+        first = "; ".join(
+            (f"row {i.row}: " if i.row is not None else "") + f"{i.path or ''}: {i.reason}" for i in errs
+        )
+        raise DatasetError(f"no valid samples among {n:,} rows. First problems: {first}")
+
+    keep = np.flatnonzero(probs.ok)
+    samples, caption_issues = _assemble_samples(frame, rel, labels, keep, row_no)
+    issues += caption_issues
+    classes = sorted(samples["label"].unique().tolist())
+    issues += _class_warnings(samples["label"], classes, expected_classes or [])
+    return Dataset(
+        name=name or Path(root_real).name,
+        root=Path(root_real),
+        samples=samples,
+        classes=classes,
+        report=ValidationReport(issues=issues, n_valid=len(samples)),
+        fingerprint=_fingerprint(samples, sizes[keep], mtimes[keep]),
+    )
+
+
+def _flag_duplicates(rel: pd.Series, labels: pd.Series, row_no: np.ndarray, probs: _Problems) -> None:
+    """Flag every repeat of a path after its first valid row, naming that row and both labels."""
+    ok = probs.ok
+    dup = ok & rel.where(ok).duplicated(keep="first").to_numpy()
+    if not dup.any():
+        return
+    first_of = pd.Series(np.flatnonzero(ok & ~dup), index=rel[ok & ~dup].to_numpy())
+    firsts = rel[dup].map(first_of).to_numpy(dtype=np.int64)
+    msgs = []
+    for fi, lab in zip(firsts, labels[dup]):
+        where = f"row {row_no[fi]}" if row_no[fi] is not None else "an earlier entry"
+        fl = labels.iat[fi]
+        msgs.append(f"duplicate of {where}" + (f" (labelled {fl!r} there, {lab!r} here)" if fl != lab else ""))
+    reasons = np.full(len(rel), None, dtype=object)
+    reasons[dup] = msgs
+    _flag_each(probs, dup, KIND_DUPLICATE, reasons)
+
+
+def _check_valid_files(
+    rel: pd.Series,
+    root_lexical: str,
+    root_real: str,
+    probs: _Problems,
+    check_images: bool,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[CancelToken],
+    workers: Optional[int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stat (and optionally decode) the rows still valid, threaded; flag failures; return sizes and mtimes."""
+    n = len(rel)
     idx = np.flatnonzero(probs.ok)
     abspaths = [os.path.join(root_lexical, p) for p in rel.to_numpy()[idx]]
     sizes_c, mtimes_c, kinds_c, reasons_c = _check_files(
@@ -402,27 +442,27 @@ def from_frame(
     sizes = np.zeros(n, dtype=np.int64)
     mtimes = np.zeros(n, dtype=np.int64)
     sizes[idx], mtimes[idx] = sizes_c, mtimes_c
-    bad = idx[np.not_equal(kinds_c, None)]
-    probs.kind[bad] = kinds_c[np.not_equal(kinds_c, None)]
-    probs.reason[bad] = reasons_c[np.not_equal(kinds_c, None)]
-    valid = probs.ok
+    failed = np.not_equal(kinds_c, None)
+    probs.kind[idx[failed]] = kinds_c[failed]
+    probs.reason[idx[failed]] = reasons_c[failed]
+    return sizes, mtimes
 
-    issues: list[Issue] = list(extra_issues or [])
-    raw_paths = frame["path"].astype(object).where(frame["path"].notna(), None).to_numpy()
-    for i in np.flatnonzero(~valid):
-        p = raw_paths[i]
-        issues.append(Issue(row_no[i], None if p is None else str(p), probs.reason[i], "error", probs.kind[i]))
 
-    if not valid.any():
-        errs = [i for i in issues if i.severity == "error"][:5] or issues[:5]
-        first = "; ".join(
-            (f"row {i.row}: " if i.row is not None else "") + f"{i.path or ''}: {i.reason}" for i in errs
-        )
-        raise DatasetError(f"no valid samples among {n:,} rows. First problems: {first}")
+def _row_issues(raw_paths: pd.Series, row_no: np.ndarray, probs: _Problems) -> list[Issue]:
+    """One error per skipped row, with the path as the user wrote it."""
+    paths = raw_paths.astype(object).where(raw_paths.notna(), None).to_numpy()
+    return [
+        Issue(row_no[i], None if paths[i] is None else str(paths[i]), probs.reason[i], "error", probs.kind[i])
+        for i in np.flatnonzero(~probs.ok)
+    ]
 
-    # Assemble the samples table: path, label, [caption], extras unchanged.
-    keep = np.flatnonzero(valid)
+
+def _assemble_samples(
+    frame: pd.DataFrame, rel: pd.Series, labels: pd.Series, keep: np.ndarray, row_no: np.ndarray
+) -> tuple[pd.DataFrame, list[Issue]]:
+    """The samples table (path, label, [caption], extra columns unchanged) and a warning for empty captions."""
     samples = pd.DataFrame({"path": rel.to_numpy()[keep].astype(object), "label": labels.to_numpy()[keep]})
+    issues: list[Issue] = []
     if "caption" in frame.columns:
         cap = frame["caption"].iloc[keep].reset_index(drop=True)
         cap = cap.astype(object).where(cap.notna(), "").astype(str)
@@ -444,29 +484,23 @@ def from_frame(
     for col in frame.columns:
         if col not in ("path", "label", "caption"):
             samples[col] = frame[col].iloc[keep].reset_index(drop=True)
+    return samples, issues
 
-    classes = sorted(samples["label"].unique().tolist())
-    for c in expected_classes or []:
-        if c not in classes:
-            issues.append(Issue(None, c, f"class '{c}' has no valid images", "warning", KIND_EMPTY_CLASS))
+
+def _class_warnings(labels: pd.Series, classes: list[str], expected_classes: list[str]) -> list[Issue]:
+    """Warnings about classes the label-noise scores cannot serve: empty, the only one, or a single sample."""
+    issues = [Issue(None, c, f"class '{c}' has no valid images", "warning", KIND_EMPTY_CLASS)
+              for c in expected_classes if c not in classes]
     if len(classes) == 1:
         issues.append(
             Issue(None, None, f"only one class ('{classes[0]}'): label-noise scores need two or more",
                   "warning", KIND_SINGLE_CLASS)
         )
-    sizes_by_class = samples["label"].value_counts()
+    sizes_by_class = labels.value_counts()
     for c in sorted(sizes_by_class.index[sizes_by_class < 2]):
         issues.append(Issue(None, c, f"class '{c}' has a single sample: cross-fitting cannot hold it out, so its "
                                      "label-noise scores are unreliable", "warning", KIND_SINGLETON_CLASS))
-
-    return Dataset(
-        name=name or Path(root_real).name,
-        root=Path(root_real),
-        samples=samples,
-        classes=classes,
-        report=ValidationReport(issues=issues, n_valid=len(samples)),
-        fingerprint=_fingerprint(samples, sizes[keep], mtimes[keep]),
-    )
+    return issues
 
 
 def _flag_each(probs: _Problems, mask: np.ndarray, kind: str, reasons: np.ndarray) -> None:
