@@ -1,4 +1,5 @@
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -168,7 +169,7 @@ def test_knn_k_and_duplicate_threshold_key_the_cache_and_reach_sidecar_and_manif
     assert run("select", tmp_path / "k3.parquet", "--keep", "6", "--strategy", "cps", "--cps-alpha", "0",
                "--out", kept) == 0
     manifest = json.loads((tmp_path / "kept.manifest.json").read_text())
-    assert manifest["selection"]["cps_params"] == {"alpha": 0.0, "beta": CPSConfig().beta}
+    assert manifest["selection"]["cps_params"] == {**asdict(CPSConfig()), "alpha": 0.0}  # every setting recorded
     assert manifest["scoring"]["clip"]["k"] == 3 and manifest["scoring"]["clip"]["dup_threshold"] == 1.0
     by_alignment = k3.frame.nlargest(6, "clip.label_alignment")["path"]  # alpha 0: alignment alone decides
     assert set(pd.read_csv(kept)["path"]) == set(by_alignment)

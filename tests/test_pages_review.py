@@ -172,7 +172,7 @@ def test_an_on_demand_strategy_waits_for_its_button(scored):
     at.number_input(key="prune_cps_alpha").set_value(0.0).run()
     assert any("runs on demand" in i.value for i in at.info)  # another recipe: not previewed yet
     button(at, "Run CPS selection").click().run()
-    assert at.session_state[state.RECIPE].cps_params == {"alpha": 0.0, "beta": CPSConfig().beta}
+    assert at.session_state[state.RECIPE].cps_params == {**asdict(CPSConfig()), "alpha": 0.0}
     at.selectbox(key="prune_strategy").set_value("easiest").run()
     assert at.session_state[state.RECIPE].cps_params is None  # only the strategy that has settings records them
 
