@@ -89,7 +89,8 @@ def main() -> None:
                 lambda: cps_optimize(sas, sds, keep, groups=planted, steps=args.cps_steps, device=dev))
     assert res.mask.sum() == keep
     if not args.skip_full:
-        timed("clip_scores() end-to-end (+captions)", lambda: clip_scores(img, labels, names, cls, captions_emb=caps, k=args.k, device=dev))
+        timed("clip_scores() end-to-end (+captions)",
+              lambda: clip_scores(img, labels, names, cls, captions_emb=caps, k=args.k, dup_threshold=0.95, device=dev))
 
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     gpu = f", peak GPU {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if dev.type == "cuda" else ""

@@ -36,7 +36,9 @@ class ClipConfig:
     batch_size: int = 256
     templates: Optional[tuple[str, ...]] = None
     k: int = 10
+    """Neighbours behind ``clip.outlier`` and ``clip.diversity``."""
     dup_threshold: float = 0.95
+    """Image cosine at or above which two samples are near duplicates (``clip.duplicate_group``)."""
     adapter_epochs: int = 0
     """0 scores in CLIP's own space; more fits residual adapters on this dataset first (Yang et al.)."""
     precision: str = "auto"

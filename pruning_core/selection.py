@@ -22,6 +22,8 @@ DYN_UNC_COLUMN = "dynamics.dyn_unc"
 ADAPRUNER_COLUMN = "adapruner.keep_logit"
 CPS_COLUMNS = ("clip.label_alignment", "clip.diversity")
 DUPLICATE_GROUP_COLUMN = "clip.duplicate_group"
+CCS_BETA = 0.1
+"""CCS's hard cut-off: the fraction of the hardest samples dropped before stratified sampling (Zheng et al.)."""
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,7 @@ def select(
     balance: bool = False,
     removed: Optional[np.ndarray] = None,
     seed: int = 0,
-    ccs_beta: float = 0.1,
+    ccs_beta: float = CCS_BETA,
     ccs_strata: int = 50,
     cps_params: Optional[Mapping[str, float]] = None,
     ranks: Optional[ScoreRanks] = None,
@@ -379,7 +381,7 @@ class SelectionRecipe:
     weights: Optional[Mapping[str, float]] = None
     balance: bool = False
     seed: int = 0
-    ccs_beta: float = 0.1
+    ccs_beta: float = CCS_BETA
     cps_params: Optional[Mapping[str, float]] = None
 
     def __post_init__(self) -> None:

@@ -501,7 +501,8 @@ def test_clip_scores_table_and_infos():
     img = img.copy()
     img[1] = img[0]
     events = []
-    table, infos = clip_scores(img, given_, CLASSES, text, captions_emb=captions, k=5, device="cpu", progress=events.append)
+    table, infos = clip_scores(img, given_, CLASSES, text, captions_emb=captions, k=5, dup_threshold=0.95, device="cpu",
+                               progress=events.append)
     expected = {
         "clip.label_alignment", "clip.zero_shot_disagreement", "clip.zero_shot_margin",
         "clip.zero_shot_confidence", "clip.suggested_label", "clip.caption_alignment",
@@ -517,12 +518,12 @@ def test_clip_scores_table_and_infos():
     bad = given_ != true
     assert roc_auc_score(bad, -table["clip.label_alignment"]) >= 0.9
     assert events[-1].done == events[-1].total == 5 and len({e.message for e in events}) >= 5
-    no_caps, infos2 = clip_scores(img, given_, CLASSES, text, k=5, device="cpu")
+    no_caps, infos2 = clip_scores(img, given_, CLASSES, text, k=5, dup_threshold=0.95, device="cpu")
     assert "clip.caption_alignment" not in no_caps.columns and "clip.caption_alignment" not in infos2
     tok = CancelToken()
     tok.cancel()
     with pytest.raises(Cancelled):
-        clip_scores(img, given_, CLASSES, text, device="cpu", cancel=tok)
+        clip_scores(img, given_, CLASSES, text, k=5, dup_threshold=0.95, device="cpu", cancel=tok)
 
 
 def test_read_only_memmapped_embeddings_score_without_a_torch_warning(tmp_path):
@@ -568,7 +569,7 @@ def test_clip_scores_use_the_device_policys_blocks_and_a_throttled_knn_progress(
         return real_knn(*args, **kwargs)
 
     monkeypatch.setattr(cs, "knn", spy)
-    cs.clip_scores(img, given_, CLASSES, text, k=5, device="cpu", progress=events.append)
+    cs.clip_scores(img, given_, CLASSES, text, k=5, dup_threshold=0.95, device="cpu", progress=events.append)
     assert used == [CPU_KNN_BLOCK_BYTES]
     knn_events = [e for e in events if e.stage == "k-NN"]
     assert knn_events and knn_events[-1].done == knn_events[-1].total == len(img)

@@ -319,7 +319,7 @@ def mean_distance(dist: np.ndarray) -> np.ndarray:
         return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan).astype(np.float32)
 
 
-def diversity_sds(img: ArrayLike, label_ids: ArrayLike, k: int = 10, **options: Unpack[KnnOptions]) -> np.ndarray:
+def diversity_sds(img: ArrayLike, label_ids: ArrayLike, k: int, **options: Unpack[KnnOptions]) -> np.ndarray:
     """SDS ``(N,)``: mean cosine distance to the ``k`` nearest same-class neighbours. Low = redundant.
 
     A class with fewer than k+1 members uses the neighbours it has; a sample alone in its class
@@ -329,7 +329,7 @@ def diversity_sds(img: ArrayLike, label_ids: ArrayLike, k: int = 10, **options: 
     return mean_distance(knn(img, img, k, True, ids, **options)[0])
 
 
-def outlier_score(img: ArrayLike, k: int = 10, **options: Unpack[KnnOptions]) -> np.ndarray:
+def outlier_score(img: ArrayLike, k: int, **options: Unpack[KnnOptions]) -> np.ndarray:
     """``(N,)`` mean cosine distance to the ``k`` nearest neighbours among all samples. High = outlier."""
     return mean_distance(knn(img, img, k, True, **options)[0])
 
@@ -361,7 +361,7 @@ def groups_from_pairs(n: int, rows: np.ndarray, cols: np.ndarray) -> tuple[np.nd
 
 def near_duplicate_groups(
     img: ArrayLike,
-    threshold: float = 0.95,
+    threshold: float,
     *,
     max_neighbors: int = 32,
     neighbors: Optional[tuple[np.ndarray, np.ndarray]] = None,
