@@ -24,8 +24,8 @@ DECISION_COLOURS = {"undecided": "#c8c8c8", "keep": "#2ca02c", "remove": "#d6272
                     "skip": "#1f77b4"}
 SCORES = "two scores"
 MAP_KEY = "explore_map_events"
-FULL_RUN = "_explore_map_full_run"  # set by each full run: the map fragment then sends the points
-DRAWN = "_explore_map_drawn_selection"  # the selection the page below the map was drawn for
+SENT = "_explore_map_sent"  # the version of the points the browser has
+ASKED = "_explore_map_asked"  # the event in which a remounted map last asked for its points
 
 st.title("Explore")
 scored = state.require_scored_dataset()
@@ -104,30 +104,25 @@ if preview is not None:
 
     _swap_in_umap()
 else:
-    st.container()  # holds the preview notice's place, so the map keeps its position (and its iframe) when the UMAP lands
+    st.container()  # holds the preview notice's place: the map keeps its position (and its iframe) when the UMAP lands
 
 
-@st.fragment
-def _map() -> list[int]:
-    """The map; a hover reruns only this (the points stay in the browser), a new selection reruns the page."""
-    full = st.session_state.pop(FULL_RUN, False)
-    events = st.session_state.get(MAP_KEY) or {}
-    hovered = events.get("hover")
-    hover = None
-    if hovered is not None and int(hovered) in frame.index:
-        extra = colour_values if colour in flags and colour != "label" else None
-        hover = hover_detail(dataset, frame, int(hovered), hover_scores, extra)
-    events = scatter_map(payload if full or events.get("need_points") else None, hover=hover,
-                         selected=events.get("selected", st.session_state.get(DRAWN, [])), height=MAP_HEIGHT, key=MAP_KEY) or {}
-    selected = [int(r) for r in events.get("selected", [])]
-    if not full and selected != st.session_state.get(DRAWN, []):
-        st.rerun(scope="app")
-    return selected
-
-
-st.session_state[FULL_RUN] = True
-selected = _map()
-st.session_state[DRAWN] = selected
+# A hover or a selection reruns the page; the points go to the browser only when they changed (or a
+# remounted map asks for them), so a hover costs the page script and one thumbnail, not a 6 MB resend.
+# (Not a fragment: Streamlit remounts a component inside a fragment on every full run, losing zoom.)
+events = st.session_state.get(MAP_KEY) or {}
+hover = None
+if events.get("hover") is not None and int(events["hover"]) in frame.index:
+    hover = hover_detail(dataset, frame, int(events["hover"]), hover_scores,
+                         colour_values if colour in flags and colour != "label" else None)
+asked = events.get("need_points") and events.get("seq") != st.session_state.get(ASKED)
+if asked:
+    st.session_state[ASKED] = events.get("seq")
+send = asked or st.session_state.get(SENT) != payload["version"]
+events = scatter_map(payload if send else None, hover=hover, selected=events.get("selected", []), height=MAP_HEIGHT,
+                     key=MAP_KEY) or {}
+st.session_state[SENT] = payload["version"]
+selected = [int(r) for r in events.get("selected", [])]
 rows = pd.Index(selected).intersection(frame.index)
 st.subheader(f"Selection: {len(rows):,} samples" if len(rows) else "Lasso or box-select points to see them here")
 if len(rows):

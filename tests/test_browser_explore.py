@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from browser_support import MAP_IFRAME, app_page, browser_page, map_frame, running_app, shot, wait_idle
+from browser_support import MAP_IFRAME, app_page, browser_page, map_frame, open_page, running_app, shot, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -95,6 +95,11 @@ def test_lasso_selection_fills_the_actions_below(demo_assets, isolated_cache):
         assert inside > 0 and abs(n - inside) <= 2 + inside // 100, (n, inside)  # the points inside the lasso
         page.get_by_role("button", name="Send to review queue").wait_for()
         assert page.get_by_test_id("stImage").count() >= min(n, 48)  # the gallery shows them
+        open_page(page, "Dataset")  # the map's iframe goes; coming back, the new one asks for its points
+        open_page(page, "Explore")
+        assert map_frame(page, timeout=60_000).evaluate("() => window.mapRowAt(0, 0)") is not None
+        page.get_by_role("heading", name="Lasso or box-select points to see them here").wait_for()  # as Streamlit
+        # forgets a widget's value when its page is left, the selection starts afresh (map and page agree)
 
 
 def test_explore_draws_a_preview_at_once_and_swaps_in_the_umap(demo_assets, isolated_cache):
