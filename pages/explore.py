@@ -46,6 +46,10 @@ else:
     npy = ""
     if map_kind == map_sources.FILE:
         npy = m2.text_input(".npy file (one row per sample, in the dataset's order)", key="explore_npy")
+        if not npy.strip():
+            st.info("Name a .npy file inside the workspace: one row of numbers per sample, in the dataset's order "
+                    "(2 columns are drawn as they are; more are mapped by UMAP).")
+            st.stop()
     try:
         source = map_sources.resolve(map_kind, dataset, npy)
     except ValueError as exc:
