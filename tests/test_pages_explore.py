@@ -71,3 +71,20 @@ def test_the_map_can_be_drawn_from_adapted_clip(tmp_path):
     at.selectbox(key="explore_map").select(map_sources.ADAPTED).run()
     assert not at.exception and not at.error
     assert any("All 10 points drawn" in c.value for c in at.caption)
+
+
+def test_the_map_can_be_drawn_from_a_manifest_column_of_vectors(scored, tmp_path):
+    _, config, _ = scored
+    root = tmp_path / "imgs"
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    rows = [f'{p},{p.split("/")[0]},"[{i}, {i % 3}, {i * i % 7}]"' for i, p in enumerate(paths)]
+    (tmp_path / "m.csv").write_text("path,label,emb\n" + "\n".join(rows) + "\n")
+    source = state.DatasetSource("manifest", str(tmp_path / "m.csv"), str(root))
+    score = AppTest.from_file(str(REPO / "pages" / "score.py"), default_timeout=120)
+    score.session_state[state.DATASET], score.session_state[state.CLIP] = source, config
+    score.run().button[0].click().run()
+    at = explore(source, config, score.session_state[state.TABLE])
+    assert map_sources.COLUMN + "emb" in at.selectbox(key="explore_map").options
+    at.selectbox(key="explore_map").select(map_sources.COLUMN + "emb").run()
+    assert not at.exception and not at.error
+    assert any("All 10 points drawn" in c.value for c in at.caption)
