@@ -47,11 +47,13 @@ def test_hovering_a_point_shows_its_own_thumbnail(demo_assets, isolated_cache):
         frame = umap_frame(page)
         point = isolated_point(frame)
         box = page.locator(MAP_IFRAME).first.bounding_box()
+        start = time.time()
         for dx in (3, 1, 0):  # plotly hovers on mouse movement
             page.mouse.move(box["x"] + point["x"] + dx, box["y"] + point["y"])
             page.wait_for_timeout(150)
         thumb = frame.locator(f'#tip img.map-thumb[data-row="{point["row"]}"]')
         thumb.wait_for(timeout=30_000)
+        print(f"thumbnail shown {time.time() - start:.2f} s after the pointer arrived (0.45 s of it moving)")
         shot(page, "explore-hover")
         path = samples.loc[point["row"], "path"]
         assert thumb.get_attribute("alt") == path
