@@ -1,10 +1,10 @@
 """The Explore map as a Streamlit component: plotly.js WebGL with a thumbnail on hover and lasso selection.
 
 Why not ``st.plotly_chart``: its hover cannot show images.  Why not embedding-atlas: see the README's
-dependency list (it needs pandas >= 3 and an LLM/sentence-transformers stack, and its selection comes
-back as SQL for DuckDB).  This component draws the same plotly.js scattergl, fed compact base64
-arrays instead of a figure JSON (so 200,000 points cost ~3 MB and no per-point hover text), and
-asks the server for one thumbnail at a time when the pointer rests on a point.
+dependency list (it brings 60 packages, an LLM/sentence-transformers stack among them, and its
+selection comes back as SQL for DuckDB).  This component draws the same plotly.js scattergl, fed
+compact base64 arrays instead of a figure JSON (so 200,000 points cost ~6 MB and no per-point hover
+text), and asks the server for one thumbnail at a time when the pointer rests on a point.
 
 Safety: thumbnails are made by the server for a *row of the dataset* (never a path from the browser)
 and sent inline as data URIs; the component's folder holds only its page and plotly.js, which
