@@ -7,13 +7,18 @@ umap-learn compiles its numba kernels on first use in a process (about 20 s on 2
 
 from __future__ import annotations
 
-from typing import Optional
+import hashlib
+import json
+import os
+from typing import Optional, Sequence
 
 import numpy as np
+import pandas as pd
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.progress import ProgressCallback, report
+from pruning_core.safety import check_in_workspace
 
 PCA_DIMS = 50
 """UMAP runs on this many principal components of the unit-normalised embeddings: the neighbour
@@ -132,3 +137,92 @@ def cached_umap(
 
     step = umap_step(fingerprint, source, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
     return step.run(store, fit).array("coords")
+
+
+# ----------------------------------------------------------------------------- embeddings a user brings
+# The map can be drawn from any per-sample vectors: CLIP's (the app passes those), a manifest column
+# of vectors, or a .npy file.  (The proxy's penultimate features would be a natural fourth, but
+# proxy training keeps only per-epoch label statistics and logits, not features.)
+
+
+def digest(embeddings: np.ndarray) -> str:
+    """A short content hash of ``embeddings``: part of a UMAP's cache key when nothing else names them."""
+    array = np.ascontiguousarray(embeddings, dtype=np.float32)
+    return hashlib.blake2b(array.tobytes() + str(array.shape).encode(), digest_size=12).hexdigest()
+
+
+def _as_vector(value: object) -> Optional[np.ndarray]:
+    """``value`` as a 1-D float vector (a list/array, or a string such as "[0.1, 0.2]"), else None."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.startswith("[") and text.endswith("]")):
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        try:
+            vector = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            return None
+        return vector if vector.ndim == 1 and len(vector) >= 2 else None
+    return None
+
+
+def embedding_columns(samples: pd.DataFrame) -> list[str]:
+    """Manifest columns whose first non-empty value is a vector of at least 2 numbers (checked fully on use)."""
+    found = []
+    for col in samples.columns:
+        if col in ("path", "label", "caption") or samples[col].dtype.kind in "biufcmM":
+            continue
+        first = samples[col].dropna()
+        if len(first) and _as_vector(first.iloc[0]) is not None:
+            found.append(str(col))
+    return found
+
+
+def column_embeddings(samples: pd.DataFrame, col: str) -> np.ndarray:
+    """(N, D) float32 from the manifest column ``col``; an empty cell is a NaN row (not drawn).
+
+    Raises ValueError naming the column and the first bad row: every vector must have the same length.
+    """
+    vectors = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else _as_vector(v)
+               for v in samples[col].tolist()]
+    lengths = {len(v) for v in vectors if v is not None}
+    for row, (raw, vector) in enumerate(zip(samples[col].tolist(), vectors)):
+        if vector is None and not (raw is None or (isinstance(raw, float) and np.isnan(raw))):
+            raise ValueError(f"manifest column {col!r}: row {row} is not a list of numbers")
+    if len(lengths) != 1:
+        raise ValueError(f"manifest column {col!r}: vectors of different lengths {sorted(lengths)[:5]}")
+    dim = lengths.pop()
+    out = np.full((len(vectors), dim), np.nan, dtype=np.float32)
+    for row, vector in enumerate(vectors):
+        if vector is not None:
+            out[row] = vector
+    return out
+
+
+def load_embedding_file(path: os.PathLike | str, n_rows: int, roots: Optional[Sequence] = None) -> np.ndarray:
+    """(N, D) float32 from a ``.npy`` file inside the workspace, one row per sample in dataset order.
+
+    Raises ValueError (its message is one line naming the file and the problem): outside the
+    workspace, missing, not a .npy array, not numeric, not 2-D, the wrong number of rows, or
+    fewer than 2 columns.  The file is memory-mapped, so only a valid one is read whole.
+    """
+    resolved = check_in_workspace(path, "embedding file", roots)
+    if resolved.suffix.lower() != ".npy":
+        raise ValueError(f"embedding file {resolved}: not a .npy file")
+    if not resolved.is_file():
+        raise ValueError(f"embedding file {resolved}: no such file")
+    try:
+        array = np.load(resolved, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"embedding file {resolved}: not a readable .npy array ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"embedding file {resolved}: dtype {array.dtype} is not numeric")
+    if array.ndim != 2 or array.shape[1] < 2:
+        raise ValueError(f"embedding file {resolved}: shape {array.shape}, expected (samples, dims >= 2)")
+    if array.shape[0] != n_rows:
+        raise ValueError(f"embedding file {resolved}: {array.shape[0]:,} rows for {n_rows:,} samples")
+    return np.asarray(array, dtype=np.float32)

@@ -114,3 +114,14 @@ def app_page(cache_dir: Path, name: str, *, height: int = 1300, fresh_reviews: b
         wait_idle(page)
         open_page(page, name)
         yield page
+
+
+MAP_IFRAME = 'iframe[title*="prunescope_map"]'  # the Explore map (ui/map_component)
+
+
+def map_frame(page, timeout: float = 240_000):
+    """The map component's frame once its points are drawn."""
+    page.locator(MAP_IFRAME).first.wait_for(timeout=timeout)
+    frame = next(f for f in page.frames if "prunescope_map" in f.url)
+    frame.wait_for_function("window.mapReady", timeout=timeout)
+    return frame

@@ -2,7 +2,7 @@
 
 import pytest
 
-from browser_support import browser_page, running_app
+from browser_support import browser_page, map_frame, running_app
 
 pytestmark = pytest.mark.browser
 
@@ -22,9 +22,8 @@ def test_demo_dataset_score_explore(demo_assets, isolated_cache, tmp_path):
         wait_for_text(page, "scores for")  # the success line; tables render on a canvas, not as DOM text
 
         page.get_by_role("link", name="Explore").click()
-        page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
-        page.wait_for_timeout(1500)
-        assert page.locator(".js-plotly-plot .scatterlayer, .js-plotly-plot canvas").count() > 0
+        frame = map_frame(page, timeout=180_000)
+        assert frame.locator(".js-plotly-plot canvas").count() > 0
         page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
         assert not page.get_by_text("Traceback").count()
 

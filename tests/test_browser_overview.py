@@ -2,11 +2,10 @@
 a decision there shrinks the cell, and a near-duplicate group is resolved in one click."""
 
 import re
-import time
 
 import pytest
 
-from browser_support import app_page, browser_page, open_page, running_app, shot, wait_idle
+from browser_support import app_page, open_page, shot, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -108,23 +107,3 @@ def test_duplicate_group_resolved_in_one_action(demo_assets, isolated_cache):
     assert decisions(dataset, isolated_cache) == {frame.at[r, "path"]: "keep" if r == members[0] else "remove"
                                                  for r in members}
 
-
-def test_explore_draws_a_preview_at_once_and_swaps_in_the_umap(demo_assets, isolated_cache):
-    """No numba pause: with no UMAP cached, a fresh server shows a PCA preview, then the background UMAP."""
-    from cache.store import ResultStore
-
-    ResultStore(isolated_cache).clear("umap")
-    with running_app(isolated_cache) as url, browser_page(height=1300) as page:
-        page.goto(url)
-        wait_idle(page)
-        start = time.time()
-        page.get_by_role("link", name="Explore").click()
-        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-        first_paint = time.time() - start
-        shot(page, "explore-preview")
-        preview = page.get_by_text("A PCA preview").count()
-        page.get_by_text("A PCA preview").wait_for(state="detached", timeout=240_000)
-        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-        print(f"first paint {first_paint:.1f} s; UMAP in {time.time() - start:.1f} s; preview shown: {preview}")
-        assert preview  # the map did not wait for the UMAP
-    assert [e.meta["step"] for e in ResultStore(isolated_cache).ls()].count("umap") == 1  # fitted once, cached

@@ -49,18 +49,21 @@ def clip_umap_or_start(dataset: Dataset, config: ClipConfig, store: ResultStore
                        ) -> tuple[ClipEmbeddings, Optional[np.ndarray], Optional[Future]]:
     """The CLIP image embeddings and their cached UMAP, or ``None`` and the future of the fit that will cache it."""
     embeddings = clip_embeddings(dataset, config, store)
-    coords, job = umap_or_start(embeddings.image, store, fingerprint=dataset.fingerprint,
+    coords, job = umap_or_start(lambda: embeddings.image, store, fingerprint=dataset.fingerprint,
                                 source={"embedding": "clip-image", **embeddings.identity})
     return embeddings, coords, job
 
 
-def umap_or_start(embeddings: np.ndarray, store: ResultStore, *, fingerprint: str, source: dict
+def umap_or_start(load: Callable[[], np.ndarray], store: ResultStore, *, fingerprint: str, source: dict
                   ) -> tuple[Optional[np.ndarray], Optional[Future]]:
-    """The cached UMAP coordinates, or ``(None, future)`` of the background fit that will cache them."""
+    """The cached UMAP coordinates, or ``(None, future)`` of the background fit that will cache them.
+
+    ``load`` gives the embeddings; it is called only when the UMAP is not cached yet (reading
+    200,000 x 512 CLIP embeddings costs more than the rest of a map rerun).
+    """
     step = umap_step(fingerprint, source)
     entry = step.load(store)
     if entry is not None:
         return entry.array("coords"), None
-    job = submit(step.key,
-                 lambda: cached_umap(embeddings, store, fingerprint=fingerprint, source=source))
+    job = submit(step.key, lambda: cached_umap(load(), store, fingerprint=fingerprint, source=source))
     return None, job

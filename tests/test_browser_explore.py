@@ -1,0 +1,125 @@
+"""The Explore map in a real browser on the demo: a PCA preview at once, the UMAP swapped in, a thumbnail on
+hover (the hovered sample's own image), and a lasso selection that fills the actions below the map."""
+
+import base64
+import io
+import time
+
+import numpy as np
+import pytest
+
+from browser_support import MAP_IFRAME, app_page, browser_page, map_frame, open_page, running_app, shot, wait_idle
+
+pytestmark = pytest.mark.browser
+
+def isolated_point(frame) -> dict:
+    """The screen position (inside the iframe) and row of the drawn point farthest from any other."""
+    return frame.evaluate("""() => {
+        const gd = document.getElementById('map'), fl = gd._fullLayout, pts = [];
+        gd._fullData.forEach((t, c) => { for (let i = 0; i < t.x.length; i++)
+            pts.push([fl.xaxis.l2p(t.x[i]) + fl.margin.l, fl.yaxis.l2p(t.y[i]) + fl.margin.t, c, i]); });
+        let best = null, bestGap = -1;
+        for (const p of pts) {
+            let gap = Infinity;
+            for (const q of pts) if (q !== p) gap = Math.min(gap, Math.hypot(p[0] - q[0], p[1] - q[1]));
+            if (gap > bestGap) { bestGap = gap; best = p; }
+        }
+        return {x: best[0], y: best[1], row: window.mapRowAt(best[2], best[3]), gap: bestGap};
+    }""")
+
+
+def umap_frame(page):
+    """The map's frame once the UMAP (not the PCA preview) is drawn and the page is idle."""
+    map_frame(page)
+    page.get_by_text("A PCA preview").wait_for(state="detached", timeout=240_000)
+    wait_idle(page)
+    return map_frame(page)
+
+
+def test_hovering_a_point_shows_its_own_thumbnail(demo_assets, isolated_cache):
+    from PIL import Image
+
+    from pruning_core.datasets import load_dataset
+    from ui.map_component import THUMB_SIZE
+
+    samples = load_dataset(demo_assets.manifest, root=demo_assets.root).samples
+    with app_page(isolated_cache, "Explore", height=1300) as page:
+        frame = umap_frame(page)
+        point = isolated_point(frame)
+        box = page.locator(MAP_IFRAME).first.bounding_box()
+        start = time.time()
+        for dx in (3, 1, 0):  # plotly hovers on mouse movement
+            page.mouse.move(box["x"] + point["x"] + dx, box["y"] + point["y"])
+            page.wait_for_timeout(150)
+        thumb = frame.locator(f'#tip img.map-thumb[data-row="{point["row"]}"]')
+        thumb.wait_for(timeout=30_000)
+        print(f"thumbnail shown {time.time() - start:.2f} s after the pointer arrived (0.45 s of it moving)")
+        shot(page, "explore-hover")
+        path = samples.loc[point["row"], "path"]
+        assert thumb.get_attribute("alt") == path
+        assert f"row {point['row']} · {samples.loc[point['row'], 'label']}" in frame.locator("#tip").inner_text()
+        src = thumb.get_attribute("src")
+        assert src.startswith("data:image/jpeg;base64,")  # inline: no file URL the browser could vary
+        shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"), float)
+        assert max(shown.shape[:2]) == THUMB_SIZE
+        own = Image.open(demo_assets.root / path).convert("RGB")
+        other = Image.open(demo_assets.root / samples.loc[(point["row"] + 1) % len(samples), "path"]).convert("RGB")
+
+        def distance(image):
+            return np.abs(np.asarray(image.resize(shown.shape[1::-1], Image.NEAREST), float) - shown).mean()
+
+        assert distance(own) < 8 < distance(other), (distance(own), distance(other))
+
+
+def test_lasso_selection_fills_the_actions_below(demo_assets, isolated_cache):
+    with app_page(isolated_cache, "Explore", height=1300) as page:
+        frame = umap_frame(page)
+        box = page.locator(MAP_IFRAME).first.bounding_box()
+        plot = frame.evaluate("() => { const s = document.querySelector('.nsewdrag').getBoundingClientRect();"
+                              " return {x: s.x, y: s.y, w: s.width, h: s.height}; }")
+        cx, cy = box["x"] + plot["x"] + plot["w"] / 2, box["y"] + plot["y"] + plot["h"] / 2
+        r = min(plot["w"], plot["h"]) / 4
+        page.mouse.move(cx - r, cy - r)
+        page.mouse.down()
+        for px, py in ((cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r), (cx - r, cy - r)):
+            page.mouse.move(px, py, steps=8)
+        page.mouse.up()
+        heading = page.get_by_role("heading", name="Selection:")
+        heading.wait_for(timeout=60_000)
+        wait_idle(page)
+        n = int(heading.inner_text().split(":")[1].split()[0].replace(",", ""))
+        inside = frame.evaluate("""([x0, y0, r]) => { const gd = document.getElementById('map'), fl = gd._fullLayout;
+            let n = 0; gd._fullData.forEach(t => { for (let i = 0; i < t.x.length; i++) {
+                const px = fl.xaxis.l2p(t.x[i]) + fl.margin.l, py = fl.yaxis.l2p(t.y[i]) + fl.margin.t;
+                if (Math.abs(px - x0) < r && Math.abs(py - y0) < r) n++; } }); return n; }""",
+                                [cx - box["x"], cy - box["y"], r])
+        shot(page, "explore-lasso")
+        assert inside > 0 and abs(n - inside) <= 2 + inside // 100, (n, inside)  # the points inside the lasso
+        page.get_by_role("button", name="Send to review queue").wait_for()
+        assert page.get_by_test_id("stImage").count() >= min(n, 48)  # the gallery shows them
+        open_page(page, "Dataset")  # the map's iframe goes; coming back, the new one asks for its points
+        open_page(page, "Explore")
+        assert map_frame(page, timeout=60_000).evaluate("() => window.mapRowAt(0, 0)") is not None
+        page.get_by_role("heading", name="Lasso or box-select points to see them here").wait_for()  # as Streamlit
+        # forgets a widget's value when its page is left, the selection starts afresh (map and page agree)
+
+
+def test_explore_draws_a_preview_at_once_and_swaps_in_the_umap(demo_assets, isolated_cache):
+    """No numba pause: with no UMAP cached, a fresh server shows a PCA preview, then the background UMAP."""
+    from cache.store import ResultStore
+
+    ResultStore(isolated_cache).clear("umap")
+    with running_app(isolated_cache) as url, browser_page(height=1300) as page:
+        page.goto(url)
+        wait_idle(page)
+        start = time.time()
+        page.get_by_role("link", name="Explore").click()
+        map_frame(page, timeout=60_000)
+        first_paint = time.time() - start
+        shot(page, "explore-preview")
+        preview = page.get_by_text("A PCA preview").count()
+        page.get_by_text("A PCA preview").wait_for(state="detached", timeout=240_000)
+        map_frame(page, timeout=60_000)
+        print(f"first paint {first_paint:.1f} s; UMAP in {time.time() - start:.1f} s; preview shown: {preview}")
+        assert preview  # the map did not wait for the UMAP
+    assert [e.meta["step"] for e in ResultStore(isolated_cache).ls()].count("umap") == 1  # fitted once, cached
