@@ -24,6 +24,10 @@ PCA_DIMS = 50
 """UMAP runs on this many principal components of the unit-normalised embeddings: the neighbour
 search is ~10x cheaper than on 512 dims, and euclidean distance between unit vectors ranks
 neighbours as cosine does (bench/bench_map.py measures the time)."""
+N_NEIGHBORS = 15
+"""UMAP's neighbourhood size (umap-learn's default): local structure within a class, global layout kept."""
+MIN_DIST = 0.1
+"""How tightly UMAP packs neighbours (umap-learn's default): clusters read as clusters, points stay hoverable."""
 UMAP_EPOCHS = 100
 """Optimisation epochs: umap-learn's default (200 above 10,000 points) takes 24.5 s on 50,000 x 512 on
 2 cores, 100 epochs 15.1 s (bench/bench_map.py), inside the 20 s target; the layout is settled by then."""
@@ -58,8 +62,8 @@ def pca_coords(embeddings: np.ndarray) -> np.ndarray:
 def umap_coords(
     embeddings: np.ndarray,
     *,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
+    n_neighbors: int = N_NEIGHBORS,
+    min_dist: float = MIN_DIST,
     seed: int = 0,
     pca_dims: Optional[int] = PCA_DIMS,
     n_epochs: Optional[int] = UMAP_EPOCHS,
@@ -109,8 +113,8 @@ def warm_umap() -> None:
     umap_coords(points, n_neighbors=5, n_epochs=5, pca_dims=4)
 
 
-def umap_step(fingerprint: str, source: dict, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0
-              ) -> CachedStep:
+def umap_step(fingerprint: str, source: dict, *, n_neighbors: int = N_NEIGHBORS, min_dist: float = MIN_DIST,
+              seed: int = 0) -> CachedStep:
     """The cache step of a UMAP of this dataset's embedding ``source`` with these parameters."""
     return CachedStep("umap", fingerprint, {**source, "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed,
                                             "pca_dims": PCA_DIMS, "n_epochs": UMAP_EPOCHS})
@@ -122,8 +126,8 @@ def cached_umap(
     *,
     fingerprint: str,
     source: dict,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
+    n_neighbors: int = N_NEIGHBORS,
+    min_dist: float = MIN_DIST,
     seed: int = 0,
     progress: Optional[ProgressCallback] = None,
 ) -> np.ndarray:
