@@ -29,14 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cifar_data import DATA, unpack  # noqa: E402
 
-from pruning_core.evaluation import evaluate_scores  # noqa: E402
-from pruning_core.score_table import ScoreTable  # noqa: E402
+from pruning_core.scoring.detection import evaluate_scores  # noqa: E402
+from pruning_core.scoring.score_table import ScoreTable  # noqa: E402
 
 
 def noise_truth(data: str, cifar_root: Path) -> tuple[list[str], pd.Series, Path]:
     """(CLI arguments naming the data, noisy flag by path, demo folder to seed the store with)."""
     if data == "demo":
-        from pruning_core.demo import ensure_demo
+        from pruning_core.demo.dataset import ensure_demo
 
         assets = ensure_demo()
         truth = pd.read_csv(assets.ground_truth)

@@ -33,7 +33,7 @@ from pruning_core.clip_scores import (  # noqa: E402
     unit_rows,
     zero_shot,
 )
-from pruning_core.devices import resolve_device  # noqa: E402
+from pruning_core.runtime.devices import resolve_device  # noqa: E402
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pruning_core.datasets import load_image_folder, load_manifest  # noqa: E402
-from pruning_core.images import default_workers, load_image_array  # noqa: E402
+from pruning_core.data.datasets import load_image_folder, load_manifest  # noqa: E402
+from pruning_core.data.images import default_workers, load_image_array  # noqa: E402
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/cifar10/train_sym20.csv"
 if not MANIFEST.exists():

@@ -9,7 +9,7 @@ Prints data-loading time apart, the synchronised training time per run and epoch
 AUROC / AP / F1 (top-k, k = #noisy) of every score (dynamics.* from one in-sample run,
 cleanlab.* from k-fold out-of-sample probabilities).  ``--demo`` instead times the whole
 dynamics step (decode + train + score) on the offline demo dataset's images
-(``pruning_core.demo.write_demo_dataset``; ``--demo-dir`` reuses an existing one).
+(``pruning_core.demo.dataset.write_demo_dataset``; ``--demo-dir`` reuses an existing one).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cifar_data import DATA, unpack  # noqa: E402
 
-from pruning_core.devices import resolve_device  # noqa: E402
+from pruning_core.runtime.devices import resolve_device  # noqa: E402
 from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record  # noqa: E402
 from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
-from pruning_core.evaluation import evaluate_scores  # noqa: E402
-from pruning_core.images import load_image_array  # noqa: E402
+from pruning_core.scoring.detection import evaluate_scores  # noqa: E402
+from pruning_core.data.images import load_image_array  # noqa: E402
 
 def load_cifar(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     root = unpack(Path(args.root))
@@ -52,7 +52,7 @@ def load_cifar(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
 
 
 def load_demo(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], float]:
-    from pruning_core.demo import write_demo_dataset
+    from pruning_core.demo.dataset import write_demo_dataset
 
     t0 = time.perf_counter()
     if args.demo_dir:

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from pruning_core.clip_model import load_clip
-from pruning_core.datasets import load_dataset
-from pruning_core.embeddings import embed_images
+from pruning_core.embeddings.clip_model import load_clip
+from pruning_core.data.datasets import load_dataset
+from pruning_core.embeddings.encode import embed_images
 
 
 def sync(device: torch.device) -> None:

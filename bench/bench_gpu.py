@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar_data import DATA, unpack  # noqa: E402
 
 from pruning_core.clip_scores.neighbors import knn  # noqa: E402
-from pruning_core.devices import device_policy, resolve_device  # noqa: E402
+from pruning_core.runtime.devices import device_policy, resolve_device  # noqa: E402
 from pruning_core.dynamics import dynamics_scores, train_and_record  # noqa: E402
-from pruning_core.images import load_image_array  # noqa: E402
+from pruning_core.data.images import load_image_array  # noqa: E402
 from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
-from pruning_core.planner import memory_needs  # noqa: E402
+from pruning_core.runtime.planner import memory_needs  # noqa: E402
 
 
 def cifar_or_synthetic(n: int, size: int, root: Path, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:

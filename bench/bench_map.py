@@ -71,8 +71,8 @@ def page_update(n: int, repeats: int) -> None:
 
     from cache.steps import Computed
     from cache.store import ResultStore
-    from pruning_core.projection import umap_step
-    from pruning_core.review import decision_column
+    from pruning_core.audit.projection import umap_step
+    from pruning_core.audit.review import decision_column
     from ui.background import umap_or_start
     from ui.map_component import colour_flags, map_payload
 
@@ -181,8 +181,7 @@ def main() -> None:
     if args.page:
         page_update(args.page, args.repeats)
         return
-    from pruning_core import projection
-
+    from pruning_core.audit import projection
     x = clustered(args.n, args.dim)
     t = time.perf_counter()
     projection.warm_umap()

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pruning_core.clip_scores import SCORE_INFOS
-from pruning_core.overview import overview, report_json, report_markdown
+from pruning_core.audit.overview import overview, report_json, report_markdown
 
 
 def synthetic_table(n: int, classes: int, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:

@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pruning_core.devices import cpu_has_bf16  # noqa: E402
+from pruning_core.runtime.devices import cpu_has_bf16  # noqa: E402
 from pruning_core.dynamics import dynamics_scores, train_and_record  # noqa: E402
 from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
 from pruning_core.dynamics.trainer import proxy_trainer  # noqa: E402
-from pruning_core.evaluation import evaluate_scores  # noqa: E402
+from pruning_core.scoring.detection import evaluate_scores  # noqa: E402
 
 SETTINGS = ((16, 16, 256), (32, 64, 512))  # (image_size, width, batch): the planner's CPU rung, the full size
 
@@ -50,9 +50,9 @@ def step_seconds(size: int, width: int, batch: int, steps: int) -> dict[str, flo
 
 
 def demo_quality(epochs: int) -> pd.DataFrame:
-    from pruning_core.datasets import load_dataset
-    from pruning_core.demo import ensure_demo
-    from pruning_core.images import load_image_array
+    from pruning_core.data.datasets import load_dataset
+    from pruning_core.demo.dataset import ensure_demo
+    from pruning_core.data.images import load_image_array
 
     assets = ensure_demo()
     dataset = load_dataset(assets.manifest)

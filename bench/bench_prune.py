@@ -23,8 +23,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pruning_core.export import preview_selection  # noqa: E402
-from pruning_core.score_info import ScoreInfo  # noqa: E402
+from pruning_core.selection import preview_selection  # noqa: E402
+from pruning_core.scoring.score_info import ScoreInfo  # noqa: E402
 from pruning_core.selection import ScoreRanks, SelectionRecipe, available_strategies, combined_score, run_recipe  # noqa: E402
 
 

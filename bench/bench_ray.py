@@ -25,13 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cache.store import ResultStore  # noqa: E402
-from pruning_core import executors  # noqa: E402
-from pruning_core.clip_model import load_clip  # noqa: E402
-from pruning_core.datasets import load_dataset  # noqa: E402
-from pruning_core.demo import ensure_demo  # noqa: E402
+from pruning_core.runtime import executors  # noqa: E402
+from pruning_core.embeddings.clip_model import load_clip  # noqa: E402
+from pruning_core.data.datasets import load_dataset  # noqa: E402
+from pruning_core.demo.dataset import ensure_demo  # noqa: E402
 from pruning_core.dynamics.crossfit import out_of_sample_probs  # noqa: E402
-from pruning_core.embeddings import embed_images  # noqa: E402
-from pruning_core.images import decoded_images  # noqa: E402
+from pruning_core.embeddings.encode import embed_images  # noqa: E402
+from pruning_core.data.images import decoded_images  # noqa: E402
 
 
 def run_jobs(args, x, y, paths, encoder) -> dict:

@@ -33,11 +33,11 @@ from cifar_data import DATA, unpack  # noqa: E402
 
 from cache.store import ResultStore  # noqa: E402
 from pruning_core.cli import parse_weights  # noqa: E402
-from pruning_core.datasets import from_frame  # noqa: E402
-from pruning_core.evaluation import evaluate_scores  # noqa: E402
+from pruning_core.data.datasets import from_frame  # noqa: E402
+from pruning_core.scoring.detection import evaluate_scores  # noqa: E402
 from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
-from pruning_core.score_table import base_table  # noqa: E402
-from pruning_core.pipeline import score_dataset  # noqa: E402
+from pruning_core.scoring.score_table import base_table  # noqa: E402
+from pruning_core.scoring.pipeline import score_dataset  # noqa: E402
 from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
 from pruning_core.subset_training.runs import BUDGETS  # noqa: E402
 

@@ -14,7 +14,7 @@ import streamlit as st
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 from bench_map import clustered, synthetic_table  # noqa: E402
-from pruning_core.review import decision_column  # noqa: E402
+from pruning_core.audit.review import decision_column  # noqa: E402
 from ui.map_component import colour_flags, map_payload, scatter_map  # noqa: E402
 
 N = int(os.environ.get("BENCH_MAP_POINTS", "200000"))

@@ -3,7 +3,7 @@
 A step is named by what makes its result (step name, dataset fingerprint, parameters), so the
 same object answers every question about it: its key, whether the store holds it, where its
 resumable chunks go, what its entry records, and what a cancelled run left of it.  Computing
-functions and :func:`pruning_core.pipeline.kept_work` build their steps with the same function,
+functions and :func:`pruning_core.scoring.pipeline.kept_work` build their steps with the same function,
 so the key a job writes is the key the cancel message reads, never a second copy of it.
 """
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from pruning_core.safety import UnsafeRequest
+from pruning_core.runtime.safety import UnsafeRequest
 from ui import state
 from ui.cache_panel import show_cache
 from ui.gallery import show_gallery

@@ -13,9 +13,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import hex_to_rgb, qualitative
 
-from pruning_core.datasets import Dataset, DatasetError
+from pruning_core.data.datasets import Dataset, DatasetError
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.pipeline import ClipConfig
+from pruning_core.scoring.pipeline import ClipConfig
 from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies
 from pruning_core.subset_training import EvalConfig, GridPlan, evaluate_pruning, summarise
 from pruning_core.subset_training.evaluate import DEFAULT_KEEPS, DEFAULT_STRATEGIES, TRAINING_MODES, consistency_column

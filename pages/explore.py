@@ -9,7 +9,7 @@ fills the gallery and the tag / review / export actions below.
 import pandas as pd
 import streamlit as st
 
-from pruning_core.export import table_bytes
+from pruning_core.export.subset import table_bytes
 from ui import background, map_sources
 from ui import review_state as rs
 from ui import state
@@ -58,7 +58,7 @@ else:
     coords, preview = background.umap_or_start(source.load, state.store(), fingerprint=fp, source=source.source)
     x_label, y_label = "UMAP 1", "UMAP 2"
     if coords is None:
-        from pruning_core.projection import pca_coords
+        from pruning_core.audit.projection import pca_coords
 
         coords = pca_coords(source.load())
         x_label, y_label = "PCA 1", "PCA 2"

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from pruning_core.export import bundle_zip, export_folder, table_bytes
-from pruning_core.manifest import BUNDLE_SCORES, Manifest, kept_rows
-from pruning_core.safety import check_in_workspace
-from pruning_core.score_info import sidecar_bytes
+from pruning_core.export.subset import bundle_zip, export_folder, table_bytes
+from pruning_core.export.manifest import BUNDLE_SCORES, Manifest, kept_rows
+from pruning_core.runtime.safety import check_in_workspace
+from pruning_core.scoring.score_info import sidecar_bytes
 from pruning_core.selection import SelectionRecipe, run_recipe
 from ui import review_state as rs
 from ui import state

@@ -1,6 +1,6 @@
 """Overview step: how healthy is the data, where are the problems, and which to look at first.
 
-The numbers come from ``pruning_core.overview`` (plain functions over the score table); this page
+The numbers come from ``pruning_core.audit.overview`` (plain functions over the score table); this page
 draws them and turns every count into a button that opens exactly those samples in Review.
 Counts say how many flagged samples are still *open* (no decision yet), so reviewing shrinks them.
 """
@@ -10,8 +10,8 @@ from collections import Counter
 import plotly.express as px
 import streamlit as st
 
-from pruning_core.overview import flip_rows, overview, report_json, report_markdown
-from pruning_core.review import resolve_duplicates
+from pruning_core.audit.overview import flip_rows, overview, report_json, report_markdown
+from pruning_core.audit.review import resolve_duplicates
 from ui import review_state as rs
 from ui import state
 from ui.gallery import image_for

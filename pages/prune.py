@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pruning_core.export import preview_selection
+from pruning_core.selection import preview_selection
 from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies
 from ui import review_state as rs
 from ui import state

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pruning_core.review import ReviewError
+from pruning_core.audit.review import ReviewError
 from ui import review_state as rs
 from ui import state
 from ui.gallery import image_for, show_gallery

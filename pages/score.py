@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from pruning_core.clip_model import WeightsUnavailable
-from pruning_core.devices import device_choices
+from pruning_core.embeddings.clip_model import WeightsUnavailable
+from pruning_core.runtime.devices import device_choices
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.models import ARCHS
-from pruning_core.pipeline import ClipConfig
-from pruning_core.planner import DEFAULT_BUDGET_S
-from pruning_core.score_table import score_columns
+from pruning_core.scoring.pipeline import ClipConfig
+from pruning_core.runtime.planner import DEFAULT_BUDGET_S
+from pruning_core.scoring.score_table import score_columns
 from ui import state
 
 st.title("Score")

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from cache.store import ResultStore
-from pruning_core.progress import TqdmProgress
-from pruning_core.safety import DEFAULT_ADDRESS, ROOTS_ENV, check_outputs, is_loopback
+from pruning_core.runtime.progress import TqdmProgress
+from pruning_core.runtime.safety import DEFAULT_ADDRESS, ROOTS_ENV, check_outputs, is_loopback
 
 DEMO = "demo"
 
@@ -38,7 +38,7 @@ def parse_weights(text: Optional[str]) -> Optional[dict[str, float]]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pruning_core.demo import ensure_demo
+    from pruning_core.demo.dataset import ensure_demo
 
     assets = ensure_demo(args.dir, progress=TqdmProgress())
     print(f"demo dataset root: {assets.root}")
@@ -50,10 +50,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):
     """The dataset named on the command line ('demo' builds or reuses the built-in one), and the demo's assets."""
-    from pruning_core.datasets import load_dataset
+    from pruning_core.data.datasets import load_dataset
 
     if args.data == DEMO:
-        from pruning_core.demo import ensure_demo
+        from pruning_core.demo.dataset import ensure_demo
 
         assets = ensure_demo(progress=TqdmProgress())
         return load_dataset(assets.manifest, progress=TqdmProgress()), assets
@@ -61,9 +61,9 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pruning_core.export import write_table
-    from pruning_core.pipeline import ClipConfig, score_dataset
-    from pruning_core.score_table import ScoreTable
+    from pruning_core.export.subset import write_table
+    from pruning_core.scoring.pipeline import ClipConfig, score_dataset
+    from pruning_core.scoring.score_table import ScoreTable
 
     outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
     if args.data != DEMO:
@@ -112,7 +112,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Load and check a dataset (missing, corrupt, duplicate, outside-root files...) without scoring it."""
     if args.data != DEMO:
         check_outputs({"issues": args.out}, [args.data])
-    from pruning_core.export import write_table
+    from pruning_core.export.subset import write_table
 
     dataset, _ = _load(args)
     print(dataset.report.summary())
@@ -128,7 +128,7 @@ _PROXY_FLAG = {"batch_size": "proxy_batch_size"}
 def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
     """Proxy settings from the flags given (and ``fixed``), the rest planned to fit ``--budget``; prints the plan."""
     from pruning_core.dynamics.config import DynamicsConfig
-    from pruning_core.planner import PLANNED_FIELDS, plan_dynamics
+    from pruning_core.runtime.planner import PLANNED_FIELDS, plan_dynamics
 
     given = {f: getattr(args, _PROXY_FLAG.get(f, f)) for f in PLANNED_FIELDS}
     given = {**{f: v for f, v in given.items() if v is not None}, **fixed}
@@ -172,9 +172,9 @@ def strategy_settings(args: argparse.Namespace) -> Optional[dict]:
 
 def cmd_select(args: argparse.Namespace) -> int:
     """Select a subset and write its manifest, or replay a manifest (``--replay``): both through ``Manifest``."""
-    from pruning_core.export import write_table
-    from pruning_core.manifest import Manifest, kept_rows
-    from pruning_core.score_table import ScoreTable
+    from pruning_core.export.subset import write_table
+    from pruning_core.export.manifest import Manifest, kept_rows
+    from pruning_core.scoring.score_table import ScoreTable
     from pruning_core.selection import SelectionRecipe, parse_keep, run_recipe
 
     if args.replay:
@@ -216,8 +216,8 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 def _review_snapshot(args: argparse.Namespace, table) -> Optional[dict]:
     """The decisions in ``--decisions`` bound to ``table``'s dataset, as the manifest records them (None: none match)."""
-    from pruning_core.score_table import DATASET_SETTING
-    from pruning_core.review import DecisionStore, decisions_for_table
+    from pruning_core.scoring.score_table import DATASET_SETTING
+    from pruning_core.audit.review import DecisionStore, decisions_for_table
 
     if not Path(args.decisions).is_file():
         raise FileNotFoundError(f"review decisions not found: {args.decisions}")
@@ -240,7 +240,7 @@ def _review_snapshot(args: argparse.Namespace, table) -> Optional[dict]:
 
 def _aligned_scores(dataset, scores_path: Optional[Path]):
     """The score table for ``dataset`` (or just its sample columns); refuses a table of other samples."""
-    from pruning_core.score_table import ScoreTable, base_table
+    from pruning_core.scoring.score_table import ScoreTable, base_table
 
     if scores_path is None:
         return base_table(dataset)
@@ -252,11 +252,11 @@ def _aligned_scores(dataset, scores_path: Optional[Path]):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pruning_core.datasets import load_dataset
+    from pruning_core.data.datasets import load_dataset
     from pruning_core.dynamics.config import DynamicsConfig
-    from pruning_core.export import write_table
-    from pruning_core.pipeline import ClipConfig
-    from pruning_core.planner import PLANNED_FIELDS
+    from pruning_core.export.subset import write_table
+    from pruning_core.scoring.pipeline import ClipConfig
+    from pruning_core.runtime.planner import PLANNED_FIELDS
     from pruning_core.subset_training import EvalConfig, evaluate_pruning, plan_grid, summarise
 
     check_outputs({"runs": args.out}, [p for p in (args.data, args.scores, args.test) if p and p != DEMO])
@@ -337,7 +337,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def _device_arg(text: str) -> str:
-    from pruning_core.devices import device_name
+    from pruning_core.runtime.devices import device_name
 
     try:
         return device_name(text)
@@ -378,11 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=None)
     demo.set_defaults(func=cmd_demo)
 
-    from pruning_core.devices import PRECISIONS
+    from pruning_core.runtime.devices import PRECISIONS
     from pruning_core.dynamics.config import DynamicsConfig
     from pruning_core.dynamics.models import ARCHS
-    from pruning_core.pipeline import ClipConfig
-    from pruning_core.planner import DEFAULT_BUDGET_S
+    from pruning_core.scoring.pipeline import ClipConfig
+    from pruning_core.runtime.planner import DEFAULT_BUDGET_S
     from pruning_core.selection import STRATEGIES
     from pruning_core.subset_training import EvalConfig
     from pruning_core.subset_training.evaluate import DEFAULT_KEEPS, DEFAULT_STRATEGIES, TRAINING_MODES
@@ -557,8 +557,8 @@ def one_line(exc: BaseException) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from pruning_core import executors
-    from pruning_core.progress import Cancelled
+    from pruning_core.runtime import executors
+    from pruning_core.runtime.progress import Cancelled
 
     try:
         with executors.using(executors.make_executor(getattr(args, "executor", "local"),

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 import pandas as pd
 
-from pruning_core.score_info import ScoreInfo
+from pruning_core.scoring.score_info import ScoreInfo
 
 Keep = Union[int, float]
 
@@ -426,3 +426,71 @@ def run_recipe(
         cps_params=recipe.cps_params,
         ranks=ranks,
     )
+
+
+@dataclass
+class SelectionPreview:
+    """What the Prune page draws for one recipe: computed without Streamlit so it can be benchmarked."""
+
+    mask: np.ndarray  # kept
+    removed_by_review: np.ndarray
+    combined: np.ndarray  # the weighted, rank-normalised score (1 = most suspicious)
+    per_class: pd.DataFrame  # index class; columns kept, removed by selection, removed by review
+    hist_edges: np.ndarray
+    hist_kept: np.ndarray
+    hist_removed: np.ndarray
+    borderline_kept: np.ndarray  # row positions, the kept samples nearest the cut
+    borderline_removed: np.ndarray  # row positions, the removed samples nearest the cut
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.mask.sum())
+
+
+def preview_selection(
+    frame: pd.DataFrame,
+    infos: Mapping[str, Any],
+    recipe: SelectionRecipe,
+    removed_paths: Optional[list[str]] = None,
+    *,
+    bins: int = 40,
+    n_border: int = 8,
+    ranks: Optional[ScoreRanks] = None,
+) -> SelectionPreview:
+    """Run the recipe and summarise it: per-class counts, score histograms, samples at the cut.
+
+    ``ranks`` (one :class:`ScoreRanks` per score table, kept by the caller) saves re-ranking
+    every column on each call: the selection and the combined-score histogram share it.
+    """
+    mask = run_recipe(frame, infos, recipe, removed_paths, ranks=ranks)
+    reviewed = removed_mask(frame, removed_paths)
+    reviewed = np.zeros(len(frame), dtype=bool) if reviewed is None else reviewed
+    combined = combined_score(frame, infos, recipe.weights, ranks=ranks) if infos else np.zeros(len(frame))
+    by_selection = ~mask & ~reviewed
+    codes, uniques = pd.factorize(frame["label"].astype(str), sort=True)
+    classes, inverse = np.asarray(uniques), codes
+    per_class = pd.DataFrame(
+        {
+            "kept": np.bincount(inverse, weights=mask, minlength=len(classes)).astype(np.int64),
+            "removed by selection": np.bincount(inverse, weights=by_selection, minlength=len(classes)).astype(np.int64),
+            "removed by review": np.bincount(inverse, weights=reviewed, minlength=len(classes)).astype(np.int64),
+        },
+        index=pd.Index(classes, name="class"),
+    )
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    hist_kept = np.histogram(combined[mask], bins=edges)[0]
+    hist_removed = np.histogram(combined[~mask], bins=edges)[0]
+    # The cut: where kept and removed meet on the combined score.  Strategies that keep the
+    # least suspicious (easiest, ccs) have their boundary at the kept maximum; those that keep
+    # the hardest at the kept minimum.
+    kept_pos, removed_pos = np.flatnonzero(mask), np.flatnonzero(by_selection)
+    keeps_low = (len(kept_pos) == 0 or len(removed_pos) == 0
+                 or combined[kept_pos].mean() <= combined[removed_pos].mean())
+    if keeps_low:
+        border_kept = kept_pos[np.argsort(-combined[kept_pos], kind="stable")[:n_border]]
+        border_removed = removed_pos[np.argsort(combined[removed_pos], kind="stable")[:n_border]]
+    else:
+        border_kept = kept_pos[np.argsort(combined[kept_pos], kind="stable")[:n_border]]
+        border_removed = removed_pos[np.argsort(-combined[removed_pos], kind="stable")[:n_border]]
+    return SelectionPreview(mask, reviewed, combined, per_class, edges, hist_kept, hist_removed,
+                            border_kept, border_removed)

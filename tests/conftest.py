@@ -43,7 +43,7 @@ def workspace_includes_tmp() -> None:
     """Test datasets live in the temporary folder (pytest's, the CIFAR copy): add it to the app's workspace roots."""
     import tempfile
 
-    from pruning_core.safety import ROOTS_ENV
+    from pruning_core.runtime.safety import ROOTS_ENV
 
     base = tempfile.gettempdir()
     previous = os.environ.get(ROOTS_ENV)
@@ -99,6 +99,6 @@ def demo_assets(isolated_cache):
     Built where the app looks for it (the test run's result store), so the AppTest and browser
     tests find it instead of building it again.
     """
-    from pruning_core.demo import ensure_demo
+    from pruning_core.demo.dataset import ensure_demo
 
     return ensure_demo()

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pruning_core.datasets import load_dataset
-from pruning_core.score_info import ScoreInfo
-from pruning_core.score_table import ScoreTable
+from pruning_core.data.datasets import load_dataset
+from pruning_core.scoring.score_info import ScoreInfo
+from pruning_core.scoring.score_table import ScoreTable
 
 CLASSES = ("cat", "dog", "fox")
 

@@ -19,11 +19,11 @@ from PIL import Image
 
 from cache.store import CacheEntryDamaged, ResultStore, atomic_save_npy
 from pruning_core.cli import main
-from pruning_core.datasets import load_dataset
-from pruning_core.review import DecisionStore
-from pruning_core.safety import csv_safe
-from pruning_core.score_info import ScoreInfo
-from pruning_core.score_table import ScoreTable
+from pruning_core.data.datasets import load_dataset
+from pruning_core.audit.review import DecisionStore
+from pruning_core.runtime.safety import csv_safe
+from pruning_core.scoring.score_info import ScoreInfo
+from pruning_core.scoring.score_table import ScoreTable
 
 INFOS = {"test.alignment": ScoreInfo("test.alignment", "agreement", "low")}
 
@@ -477,7 +477,7 @@ def test_a_damaged_crossfit_fold_is_retrained_and_the_others_kept(tmp_path, monk
 def test_a_damaged_embedding_chunk_is_embedded_again(tmp_path):
     import torch
 
-    from pruning_core.embeddings import embed_images
+    from pruning_core.embeddings.encode import embed_images
 
     class Encoder:  # the interface embed_images uses; the feature is the image's mean colour
         device = torch.device("cpu")
@@ -510,7 +510,7 @@ def test_sqlite_error_types_are_user_errors():
 
 
 def test_scoring_recomputes_a_damaged_embedding_entry_and_gives_the_same_table(tmp_path, capsys, caplog):
-    from pruning_core.tiny_clip import TINY_CLIP_NAME
+    from pruning_core.demo.tiny_clip import TINY_CLIP_NAME
 
     for i in range(6):
         _png(tmp_path / "d" / ("cat", "dog")[i % 2] / f"{i}.png", value=30 * i)

@@ -39,7 +39,7 @@ def umap_frame(page):
 def test_hovering_a_point_shows_its_own_thumbnail(demo_assets, isolated_cache):
     from PIL import Image
 
-    from pruning_core.datasets import load_dataset
+    from pruning_core.data.datasets import load_dataset
     from ui.map_component import THUMB_SIZE
 
     samples = load_dataset(demo_assets.manifest, root=demo_assets.root).samples

@@ -21,8 +21,8 @@ def first_flip_cell(page):
 def demo_scores(demo_assets, cache):
     """The demo's dataset and CLIP score table as the app computed them (read back from the result store)."""
     from cache.store import ResultStore
-    from pruning_core.datasets import load_dataset
-    from pruning_core.pipeline import base_table, clip_score_table
+    from pruning_core.data.datasets import load_dataset
+    from pruning_core.scoring.pipeline import base_table, clip_score_table
     from ui.state import demo_clip_config
 
     dataset = load_dataset(demo_assets.manifest)
@@ -32,7 +32,7 @@ def demo_scores(demo_assets, cache):
 
 def decisions(dataset, cache) -> dict[str, str]:
     """Path -> latest action in the app's decision store."""
-    from pruning_core.review import DecisionStore
+    from pruning_core.audit.review import DecisionStore
 
     latest = DecisionStore(cache / "reviews.sqlite").latest(dataset.fingerprint)
     return dict(zip(latest["path"], latest["action"]))
@@ -45,7 +45,7 @@ def open_count(page) -> int:
 
 
 def test_flip_cell_reviews_exactly_its_samples_and_the_count_drops(demo_assets, isolated_cache):
-    from pruning_core.overview import flip_rows, mislabels
+    from pruning_core.audit.overview import flip_rows, mislabels
 
     with app_page(isolated_cache, "Overview", height=1400) as page:
         key, n = first_flip_cell(page)

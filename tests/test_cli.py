@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from pruning_core.cli import main
-from pruning_core.score_table import ScoreTable
-from pruning_core.tiny_clip import TINY_CLIP_NAME
+from pruning_core.scoring.score_table import ScoreTable
+from pruning_core.demo.tiny_clip import TINY_CLIP_NAME
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_rescoring_hits_the_cache(folder, tmp_path, monkeypatch):
             "--device", "cpu")
     assert run(*args, "--out", tmp_path / "a.parquet") == 0
 
-    import pruning_core.pipeline as pipeline
+    import pruning_core.scoring.pipeline as pipeline
 
     def no_model(*a, **k):
         raise AssertionError("a cached result must not load the model again")
@@ -149,7 +149,7 @@ def test_knn_k_and_duplicate_threshold_key_the_cache_and_reach_sidecar_and_manif
     sidecar and travel into the select manifest; --cps-alpha/--cps-beta (defaults: CPSConfig's) into its recipe."""
     from cache.store import ResultStore
     from pruning_core.clip_scores.cps import CPSConfig
-    from pruning_core.pipeline import ClipConfig
+    from pruning_core.scoring.pipeline import ClipConfig
 
     cache = tmp_path / "cache"
     base = ("--cache-dir", cache, "score", folder, "--clip-model", TINY_CLIP_NAME, "--clip-pretrained", "none",

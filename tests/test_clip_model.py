@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-import pruning_core.clip_model as clip_model
-from pruning_core.clip_model import WeightsUnavailable, load_clip, resolve_weights, source_identity
-from pruning_core.tiny_clip import TINY_CLIP_NAME
+import pruning_core.embeddings.clip_model as clip_model
+from pruning_core.embeddings.clip_model import WeightsUnavailable, load_clip, resolve_weights, source_identity
+from pruning_core.demo.tiny_clip import TINY_CLIP_NAME
 
 
 def test_none_means_random_init():

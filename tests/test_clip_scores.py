@@ -30,7 +30,7 @@ from pruning_core.clip_scores import (
     zero_shot,
 )
 from pruning_core.clip_scores.cps import duplicate_pairs
-from pruning_core.progress import CancelToken, Cancelled
+from pruning_core.runtime.progress import CancelToken, Cancelled
 
 CLASSES = [f"class_{i}" for i in range(8)]
 
@@ -478,7 +478,7 @@ def test_cps_pair_cost_keeps_one_copy_where_the_weighted_top_k_keeps_all():
 
 
 def test_cps_strategy_reads_the_duplicate_groups_of_the_table():
-    from pruning_core.score_info import ScoreInfo
+    from pruning_core.scoring.score_info import ScoreInfo
     from pruning_core.selection import select
 
     sas, sds, groups = _duplicated_scores(n=400, clusters=16)
@@ -544,7 +544,7 @@ def test_read_only_memmapped_embeddings_score_without_a_torch_warning(tmp_path):
 
 def test_block_progress_is_throttled_but_ends_at_the_total():
     from pruning_core.clip_scores._common import throttled
-    from pruning_core.progress import Progress
+    from pruning_core.runtime.progress import Progress
 
     now = [0.0]
     seen = []
@@ -558,7 +558,7 @@ def test_block_progress_is_throttled_but_ends_at_the_total():
 
 def test_clip_scores_use_the_device_policys_blocks_and_a_throttled_knn_progress(monkeypatch):
     import pruning_core.clip_scores as cs
-    from pruning_core.devices import CPU_KNN_BLOCK_BYTES
+    from pruning_core.runtime.devices import CPU_KNN_BLOCK_BYTES
 
     img, given_, _, text, _ = make_data(seed=8)
     used, events = [], []

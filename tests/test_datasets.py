@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from pruning_core.datasets import (
+from pruning_core.data.datasets import (
     Dataset,
     DatasetError,
     load_dataset,
     load_image_folder,
     load_manifest,
 )
-from pruning_core.images import ImageError, check_image, load_image_array, load_rgb
-from pruning_core.progress import CancelToken, Cancelled, Progress
+from pruning_core.data.images import ImageError, check_image, load_image_array, load_rgb
+from pruning_core.runtime.progress import CancelToken, Cancelled, Progress
 
 RNG = np.random.default_rng(0)
 
@@ -362,7 +362,7 @@ def test_fingerprint_stable_and_sensitive(tmp_path):
     assert len(fp) == 64 and int(fp, 16) >= 0
     # same in another process
     code = (
-        "import sys; from pruning_core.datasets import load_manifest;"
+        "import sys; from pruning_core.data.datasets import load_manifest;"
         "print(load_manifest(sys.argv[1]).fingerprint)"
     )
     out = subprocess.run(

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from pruning_core import demo
-from pruning_core.progress import CancelToken, Cancelled
-from pruning_core.tiny_clip import (
+from pruning_core.demo import dataset as demo
+from pruning_core.runtime.progress import CancelToken, Cancelled
+from pruning_core.demo.tiny_clip import (
     TINY_CLIP_CONFIG,
     TINY_CLIP_NAME,
     create_tiny_clip,
@@ -123,7 +123,7 @@ def test_ground_truth_is_consistent(demo_assets, tables):
 
 def test_clean_test_set(demo_assets, tables):
     """The held-out set: balanced, correctly labelled, readable, its own images, paths relative to ``root``."""
-    from pruning_core.datasets import load_dataset
+    from pruning_core.data.datasets import load_dataset
 
     manifest, _ = tables
     test = pd.read_csv(demo_assets.test_manifest, keep_default_na=False)
@@ -186,8 +186,8 @@ def scored(demo_assets, tables):
     import dataclasses
 
     from cache.store import ResultStore
-    from pruning_core.datasets import load_dataset
-    from pruning_core.pipeline import ClipConfig, clip_embeddings, clip_score_table, fit_adapter
+    from pruning_core.data.datasets import load_dataset
+    from pruning_core.scoring.pipeline import ClipConfig, clip_embeddings, clip_score_table, fit_adapter
 
     manifest, truth = tables
     dataset = load_dataset(demo_assets.manifest)  # drops the 5 corrupted files
@@ -203,7 +203,7 @@ def scored(demo_assets, tables):
 
 
 def _detection(frame: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
-    from pruning_core.evaluation import detection_metrics
+    from pruning_core.scoring.detection import detection_metrics
 
     return {
         "label": detection_metrics(frame["clip.label_alignment"], truth.label_noisy.astype(bool))["auroc"],
@@ -225,7 +225,7 @@ def test_tiny_clip_finds_the_injected_problems(scored):
 def test_near_duplicates_at_the_default_threshold(scored):
     """``clip.duplicate_count`` at the default cosine 0.95 groups the injected copies with their originals
     and flags few others (before the tiny CLIP's instance term it flagged ~95% of the demo)."""
-    from pruning_core.evaluation import detection_metrics
+    from pruning_core.scoring.detection import detection_metrics
 
     frames, truth, _, _ = scored
     frame = frames[0]

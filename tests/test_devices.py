@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from pruning_core import devices
+from pruning_core.runtime import devices
 from pruning_core.dynamics import dynamics_scores, train_and_record
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.models import ResNet9
@@ -302,7 +302,7 @@ def test_the_working_set_estimate_tracks_the_saved_activations(precision):
 
 def test_cache_keys_differ_by_precision(monkeypatch):
     from cache.store import make_key
-    from pruning_core.pipeline import _dynamics_params
+    from pruning_core.scoring.pipeline import _dynamics_params
 
     keys = {p: make_key("dynamics-record", "fp", _dynamics_params(DynamicsConfig(device="cpu", precision=p), None))
             for p in ("fp32", "bf16", "fp16")}
@@ -314,6 +314,6 @@ def test_cache_keys_differ_by_precision(monkeypatch):
 
 
 def test_executor_needs_follow_the_device_name():
-    from pruning_core.executors import Needs
+    from pruning_core.runtime.executors import Needs
 
     assert [Needs.for_device(d).gpus for d in ("auto", "cpu", "mps", "cuda", "cuda:1")] == [None, 0.0, 0.0, 1.0, 1.0]

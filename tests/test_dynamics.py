@@ -25,7 +25,7 @@ from pruning_core.dynamics import (
 )
 from pruning_core.dynamics import crossfit as crossfit_mod
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.evaluation import detection_metrics, evaluate_scores
+from pruning_core.scoring.detection import detection_metrics, evaluate_scores
 from synthetic import gaussian_embeddings, synthetic_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,9 +136,9 @@ def test_dynamics_step_finds_the_demos_injected_label_noise(demo_assets, tmp_pat
     Small settings (ResNet-9 width 8 at 16 px, 6 epochs, 2 folds: ~15 s on one thread); a fresh store,
     so nothing comes from a cache."""
     from cache.store import ResultStore
-    from pruning_core.datasets import load_dataset
+    from pruning_core.data.datasets import load_dataset
     from pruning_core.dynamics.config import DynamicsConfig
-    from pruning_core.pipeline import dynamics_score_table
+    from pruning_core.scoring.pipeline import dynamics_score_table
 
     dataset = load_dataset(demo_assets.manifest)
     truth = pd.read_csv(demo_assets.ground_truth, keep_default_na=False).set_index("path")

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pruning_core.clip_model import load_clip
-from pruning_core.embeddings import embed_images
-from pruning_core.progress import CancelToken, Cancelled
-from pruning_core.tiny_clip import TINY_CLIP_NAME
+from pruning_core.embeddings.clip_model import load_clip
+from pruning_core.embeddings.encode import embed_images
+from pruning_core.runtime.progress import CancelToken, Cancelled
+from pruning_core.demo.tiny_clip import TINY_CLIP_NAME
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,8 @@ def test_cancelled_job_resumes_from_finished_chunks(encoder, image_paths, tmp_pa
 
 def test_loader_settings_come_from_the_policy_and_fit_dev_shm(monkeypatch, encoder, image_paths):
     """With Docker's 64 MB /dev/shm a batch of 4096 images cannot be handed over: decode in this process."""
-    from pruning_core import devices, embeddings
-
+    from pruning_core.runtime import devices
+    from pruning_core.embeddings import encode as embeddings
     made = []
     real_loader = embeddings.DataLoader
 

@@ -12,19 +12,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pruning_core.cli import main as cli
-from pruning_core.export import (
+from pruning_core.export.subset import (
     bundle_zip,
     export_folder,
     folder_layout,
-    preview_selection,
     safe_name,
     selection_table,
     table_bytes,
 )
-from pruning_core.manifest import BUNDLE_SCORES, Manifest, kept_rows, table_sha256
-from pruning_core.score_table import ScoreTable
-from pruning_core.review import DecisionStore
-from pruning_core.score_info import ScoreInfo, sidecar_bytes
+from pruning_core.export.manifest import BUNDLE_SCORES, Manifest, kept_rows, table_sha256
+from pruning_core.scoring.score_table import ScoreTable
+from pruning_core.audit.review import DecisionStore
+from pruning_core.selection import preview_selection
+from pruning_core.scoring.score_info import ScoreInfo, sidecar_bytes
 from pruning_core.selection import STRATEGIES, SelectionRecipe, run_recipe
 
 CLASSES = ["cat", "dog", "fox"]

@@ -8,11 +8,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pruning_core.cli import main
-from pruning_core.export import table_bytes
-from pruning_core.manifest import BUNDLE_SCORES, MANIFEST_VERSION, Manifest, kept_rows, table_sha256
-from pruning_core.score_table import ScoreTable, base_table
-from pruning_core.review import DecisionStore, default_review_path
-from pruning_core.score_info import ScoreInfo, sidecar_bytes
+from pruning_core.export.subset import table_bytes
+from pruning_core.export.manifest import BUNDLE_SCORES, MANIFEST_VERSION, Manifest, kept_rows, table_sha256
+from pruning_core.scoring.score_table import ScoreTable, base_table
+from pruning_core.audit.review import DecisionStore, default_review_path
+from pruning_core.scoring.score_info import ScoreInfo, sidecar_bytes
 from pruning_core.selection import SelectionRecipe, run_recipe
 from review_fixtures import make_scored_dataset
 from ui import state

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning_core.projection import column_embeddings, embedding_columns, load_embedding_file
-from pruning_core.review import decision_column
+from pruning_core.audit.projection import column_embeddings, embedding_columns, load_embedding_file
+from pruning_core.audit.review import decision_column
 
 
 def _decode(b64: str, dtype) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""pruning_core.overview: findings with their thresholds, class quality, flip matrix, reports; resolve_duplicates."""
+"""pruning_core.audit.overview: findings with their thresholds, class quality, flip matrix, reports; resolve_duplicates."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruning_core.overview import (
+from pruning_core.audit.overview import (
     OverviewConfig,
     flip_rows,
     overview,
@@ -15,8 +15,8 @@ from pruning_core.overview import (
     report_markdown,
     robust_threshold,
 )
-from pruning_core.review import DecisionStore, resolve_duplicates
-from pruning_core.score_info import ScoreInfo
+from pruning_core.audit.review import DecisionStore, resolve_duplicates
+from pruning_core.scoring.score_info import ScoreInfo
 
 INFOS = {
     "clip.zero_shot_margin": ScoreInfo("clip.zero_shot_margin", "m", "high"),
@@ -132,7 +132,7 @@ def test_resolve_duplicates_keeps_one_and_removes_the_rest(tmp_path):
 
 
 def test_nearest_samples_are_the_cosine_neighbours_without_the_query():
-    from pruning_core.similar import nearest_samples
+    from pruning_core.audit.similar import nearest_samples
 
     emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.7, 0.3], [np.nan, np.nan]], dtype=np.float32)
     rows, dist = nearest_samples(emb, 0, k=3)
@@ -141,7 +141,7 @@ def test_nearest_samples_are_the_cosine_neighbours_without_the_query():
 
 
 def test_pca_preview_and_umap_keep_missing_rows_missing():
-    from pruning_core.projection import pca_coords, umap_coords
+    from pruning_core.audit.projection import pca_coords, umap_coords
 
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((40, 16)).astype(np.float32)

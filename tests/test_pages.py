@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from pruning_core.pipeline import ClipConfig
-from pruning_core.tiny_clip import TINY_CLIP_NAME
+from pruning_core.scoring.pipeline import ClipConfig
+from pruning_core.demo.tiny_clip import TINY_CLIP_NAME
 from ui import state
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,9 +7,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cache.store import ResultStore
-from pruning_core.review import DecisionStore
-from pruning_core.score_info import ScoreInfo
-from pruning_core.score_table import ScoreTable
+from pruning_core.audit.review import DecisionStore
+from pruning_core.scoring.score_info import ScoreInfo
+from pruning_core.scoring.score_table import ScoreTable
 from review_fixtures import make_scored_dataset
 from ui import review_state as rs
 from ui import state

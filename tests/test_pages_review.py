@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pruning_core.review import DecisionStore
-from pruning_core.score_info import ScoreInfo
-from pruning_core.score_table import ScoreTable
+from pruning_core.audit.review import DecisionStore
+from pruning_core.scoring.score_info import ScoreInfo
+from pruning_core.scoring.score_table import ScoreTable
 from review_fixtures import make_scored_dataset
 from ui import state
 
@@ -199,8 +199,7 @@ def _image_captions(at: AppTest) -> list[str]:
 @pytest.fixture
 def clip_space(scored, monkeypatch):
     """Random unit embeddings as the cached CLIP embeddings (distinct distances, unlike an untrained CLIP's)."""
-    from pruning_core import pipeline
-
+    from pruning_core.scoring import pipeline
     dataset = scored[0]
     rng = np.random.default_rng(3)
     unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
@@ -217,8 +216,8 @@ def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(sco
     """'Samples like this one' (single view) and 'like one of these' (the grid) show the nearest samples by
     cosine of the cached CLIP embeddings (the k-NN the scores use), with label, distance and decision,
     and a button that reviews exactly them."""
-    from pruning_core.pipeline import ClipConfig
-    from pruning_core.similar import nearest_samples
+    from pruning_core.scoring.pipeline import ClipConfig
+    from pruning_core.audit.similar import nearest_samples
     from ui import review_state as rs
     from ui.similar import NEIGHBOURS
 
@@ -256,8 +255,8 @@ def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(sco
 def test_similarity_search_uses_the_adapted_space_when_the_scores_did(scored, clip_space):
     """With adapter epochs the k-NN scores run on adapted embeddings; "samples like this one" searches there too."""
     from cache.store import ResultStore
-    from pruning_core.pipeline import ClipConfig, fit_adapter
-    from pruning_core.similar import nearest_samples
+    from pruning_core.scoring.pipeline import ClipConfig, fit_adapter
+    from pruning_core.audit.similar import nearest_samples
     from ui.similar import NEIGHBOURS
 
     dataset, _, table = scored
@@ -276,7 +275,7 @@ def test_similarity_search_uses_the_adapted_space_when_the_scores_did(scored, cl
 
 def test_similarity_search_without_the_weights_says_why(scored, tmp_path):
     """Scores in the table but the session's CLIP weights absent here: a caption, not a crashed page."""
-    from pruning_core.pipeline import ClipConfig
+    from pruning_core.scoring.pipeline import ClipConfig
 
     at = page("review", scored)  # the fixture's table has a clip.* column
     at.session_state[state.CLIP] = ClipConfig(pretrained=str(tmp_path / "missing.pt"))

@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from pruning_core import planner
+from pruning_core.runtime import planner
 from pruning_core.dynamics import out_of_sample_probs, train_and_record
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.crossfit import BudgetSpent
-from pruning_core.planner import RUNGS, Rates, estimate_seconds, plan_dynamics
+from pruning_core.runtime.planner import RUNGS, Rates, estimate_seconds, plan_dynamics
 
 
 def synthetic_rates(config, *, num_classes, store=None) -> Rates:
@@ -127,8 +127,7 @@ def test_cross_fitting_out_of_budget_keeps_finished_folds_only(tmp_path, one_thr
 
 
 def test_the_plan_shows_and_records_the_device_decisions(fake_machine, monkeypatch):
-    from pruning_core import devices
-
+    from pruning_core.runtime import devices
     t4 = devices.DeviceFacts("cuda", 0, "Tesla T4", (7, 5), 16 * 10**9, 15 * 10**9, cpus=2, shm_bytes=64 * 2**20)
     monkeypatch.setattr(planner, "device_policy", lambda device, precision="auto": devices.decide(t4, precision))
     imagenet64 = plan_dynamics(DynamicsConfig(device="cpu", image_size=64), 1_281_167, num_classes=1000,

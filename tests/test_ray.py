@@ -22,11 +22,11 @@ import pandas as pd
 import pytest
 
 from cache.store import ResultStore
-from pruning_core import executors
-from pruning_core.datasets import load_dataset
+from pruning_core.runtime import executors
+from pruning_core.data.datasets import load_dataset
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.crossfit import out_of_sample_probs
-from pruning_core.pipeline import ClipConfig, score_dataset
+from pruning_core.scoring.pipeline import ClipConfig, score_dataset
 from tests.synthetic import synthetic_images
 
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -144,8 +144,8 @@ def test_score_on_ray_equals_local(ray_executor, small_demo, one_thread, tmp_pat
 
 def test_embedding_chunks_resume_across_executors(ray_executor, small_demo, tmp_path):
     """Chunks written by one executor are reused by the other: a cluster run resumes locally and back."""
-    from pruning_core.clip_model import load_clip
-    from pruning_core.embeddings import embed_images
+    from pruning_core.embeddings.clip_model import load_clip
+    from pruning_core.embeddings.encode import embed_images
 
     dataset, clip = small_demo
     encoder = load_clip(clip.model, clip.pretrained, device="cpu")
@@ -166,7 +166,7 @@ def test_embedding_chunks_resume_across_executors(ray_executor, small_demo, tmp_
 
 
 def test_evaluate_grid_on_ray_equals_local_and_shares_identical_runs(ray_executor, small_demo, one_thread, tmp_path):
-    from pruning_core.score_table import base_table
+    from pruning_core.scoring.score_table import base_table
     from pruning_core.subset_training import EvalConfig, evaluate_pruning
 
     dataset, _ = small_demo
@@ -194,9 +194,9 @@ def test_local_path_does_not_import_ray(tmp_path):
         "import sys\n"
         "from tests.synthetic import synthetic_images\n"
         "from pruning_core.cli import build_parser\n"
-        "from pruning_core import executors\n"
+        "from pruning_core.runtime import executors\n"
         "from pruning_core.dynamics.crossfit import out_of_sample_probs\n"
-        "import pruning_core.subset_training, pruning_core.embeddings, pruning_core.pipeline\n"
+        "import pruning_core.subset_training, pruning_core.embeddings.encode, pruning_core.scoring.pipeline\n"
         "x, y, _ = synthetic_images(n=60, size=8)\n"
         "with executors.using(executors.make_executor('local')):\n"
         "    out_of_sample_probs(x, y, folds=2, arch='resnet9', epochs=1, width=4, device='cpu', seed=0, "
@@ -211,7 +211,7 @@ def test_local_path_does_not_import_ray(tmp_path):
 def test_score_page_offers_the_cluster_only_when_one_is_reachable(ray_executor, monkeypatch, tmp_path):
     from streamlit.testing.v1 import AppTest
 
-    from pruning_core.tiny_clip import TINY_CLIP_NAME
+    from pruning_core.demo.tiny_clip import TINY_CLIP_NAME
     from ui import state
 
     x, y = _images(12)
@@ -256,7 +256,7 @@ def test_cli_evaluate_on_ray_writes_the_local_runs(ray_executor, demo_assets, on
 
 
 def test_cancel_on_ray_keeps_finished_folds_and_a_local_run_resumes(ray_executor, one_thread, tmp_path):
-    from pruning_core.progress import Cancelled, CancelToken
+    from pruning_core.runtime.progress import Cancelled, CancelToken
 
     x, y = _images()
     cancel = CancelToken()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pruning_core.review import DecisionStore, ReviewError, decision_column, resolve_fingerprint
+from pruning_core.audit.review import DecisionStore, ReviewError, decision_column, resolve_fingerprint
 
 FP = "fp-1"
 CLASSES = ["cat", "dog", "fox"]
@@ -88,7 +88,7 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     db = tmp_path / "r.sqlite"
     DecisionStore(db)
     script = (
-        "import sys; from pruning_core.review import DecisionStore\n"
+        "import sys; from pruning_core.audit.review import DecisionStore\n"
         "s = DecisionStore(sys.argv[1])\n"
         "for i in range(150): s.decide('fp', f'{sys.argv[2]}-{i}.png', 'remove', reviewer=sys.argv[2])\n"
     )

@@ -6,12 +6,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from cache.store import ResultStore
-from pruning_core.datasets import load_dataset
+from pruning_core.data.datasets import load_dataset
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.embeddings import cached_chunks
-from pruning_core.pipeline import ClipConfig, dynamics_score_table, kept_work, scoring_steps
-from pruning_core.progress import CancelToken, Cancelled, Progress
-from pruning_core.tiny_clip import TINY_CLIP_NAME
+from pruning_core.embeddings.encode import cached_chunks
+from pruning_core.scoring.pipeline import ClipConfig, dynamics_score_table, kept_work, scoring_steps
+from pruning_core.runtime.progress import CancelToken, Cancelled, Progress
+from pruning_core.demo.tiny_clip import TINY_CLIP_NAME
 from ui import state
 
 
@@ -95,7 +95,7 @@ def _job_page() -> None:
     """A Score-like page: its job is interrupted the way a click's rerun interrupts it."""
     import streamlit as st
 
-    from pruning_core.progress import Cancelled, Progress
+    from pruning_core.runtime.progress import Cancelled, Progress
     from ui import state
 
     state.report_interrupted_job()

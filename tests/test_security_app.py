@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pruning_core.cli import build_parser, main
-from pruning_core.safety import DEFAULT_ADDRESS, ROOTS_ENV, UnsafeRequest, check_in_workspace, is_loopback, workspace_roots
+from pruning_core.runtime.safety import DEFAULT_ADDRESS, ROOTS_ENV, UnsafeRequest, check_in_workspace, is_loopback, workspace_roots
 from review_fixtures import make_scored_dataset
 from ui import state
 

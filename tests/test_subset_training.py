@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cache.store import ResultStore
-from pruning_core.datasets import load_image_folder
+from pruning_core.data.datasets import load_image_folder
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.planner import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH
-from pruning_core.score_info import ScoreInfo
-from pruning_core.score_table import ScoreTable, base_table
+from pruning_core.runtime.planner import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH
+from pruning_core.scoring.score_info import ScoreInfo
+from pruning_core.scoring.score_table import ScoreTable, base_table
 from pruning_core.selection import ADAPRUNER_COLUMN, select
 from pruning_core.subset_training import (
     AdaPruner,
@@ -308,8 +308,8 @@ def test_evaluate_page_trains_the_grid_and_hands_a_recipe_to_export(tmp_path):
 
 def test_a_probe_on_clip_embeddings_evaluates_the_demo_above_chance(demo_assets, tmp_path):
     """The second evaluation model: a linear probe on the cached CLIP embeddings, named in the results."""
-    from pruning_core.datasets import load_dataset
-    from pruning_core.pipeline import ClipConfig
+    from pruning_core.data.datasets import load_dataset
+    from pruning_core.scoring.pipeline import ClipConfig
 
     dataset, test = load_dataset(demo_assets.manifest), load_dataset(demo_assets.test_manifest)
     clip = ClipConfig(model=demo_assets.clip_model, pretrained=str(demo_assets.clip_checkpoint), batch_size=512)

@@ -18,9 +18,9 @@ import numpy as np
 import streamlit as st
 
 from cache.store import ResultStore
-from pruning_core.datasets import Dataset
-from pruning_core.pipeline import ClipConfig, ClipEmbeddings, clip_embeddings
-from pruning_core.projection import cached_umap, umap_step, warm_umap
+from pruning_core.data.datasets import Dataset
+from pruning_core.scoring.pipeline import ClipConfig, ClipEmbeddings, clip_embeddings
+from pruning_core.audit.projection import cached_umap, umap_step, warm_umap
 
 WARM = "warm-umap"
 

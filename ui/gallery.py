@@ -7,8 +7,8 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 import streamlit as st
 
-from pruning_core.datasets import Dataset
-from pruning_core.images import ImageError, load_rgb
+from pruning_core.data.datasets import Dataset
+from pruning_core.data.images import ImageError, load_rgb
 
 
 @st.cache_data(show_spinner=False, max_entries=5000)

@@ -27,7 +27,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from pruning_core.datasets import Dataset
+from pruning_core.data.datasets import Dataset
 
 PAGE = Path(__file__).with_name("map_component") / "index.html"
 THUMB_SIZE = 128

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pruning_core.datasets import Dataset
-from pruning_core.projection import column_embeddings, digest, embedding_columns, load_embedding_file
+from pruning_core.data.datasets import Dataset
+from pruning_core.audit.projection import column_embeddings, digest, embedding_columns, load_embedding_file
 
 CLIP = "CLIP image embeddings"
 ADAPTED = "adapted CLIP image embeddings"
@@ -42,7 +42,7 @@ def choices(dataset: Dataset, has_clip: bool, adapter_epochs: int) -> list[str]:
 
 
 def _clip_source(dataset: Dataset, adapted: bool) -> MapSource:
-    from pruning_core.pipeline import clip_embeddings, fit_adapter
+    from pruning_core.scoring.pipeline import clip_embeddings, fit_adapter
     from ui import state
 
     config, store = state.clip_config(), state.store()
@@ -87,7 +87,7 @@ def resolve(name: str, dataset: Dataset, npy_path: str = "") -> MapSource:
     if name == FILE:
         if not npy_path.strip():
             raise ValueError("name a .npy file: one row of numbers per sample, in the dataset's order")
-        from pruning_core.safety import check_in_workspace
+        from pruning_core.runtime.safety import check_in_workspace
 
         resolved = check_in_workspace(npy_path.strip(), "embedding file")
         stat: Optional[os.stat_result] = resolved.stat() if resolved.is_file() else None

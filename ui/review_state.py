@@ -8,8 +8,8 @@ from typing import Sequence
 import pandas as pd
 import streamlit as st
 
-from pruning_core.datasets import Dataset
-from pruning_core.review import DecisionStore, decision_column, default_review_path
+from pruning_core.data.datasets import Dataset
+from pruning_core.audit.review import DecisionStore, decision_column, default_review_path
 
 REVIEWER = "reviewer_name"
 REVIEW_SOURCE = "review_source"  # "all", "tag:<name>" or "set:<name>": what another page sends to the queue

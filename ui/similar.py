@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pruning_core.clip_model import WeightsUnavailable
-from pruning_core.datasets import Dataset
-from pruning_core.similar import nearest_samples
+from pruning_core.embeddings.clip_model import WeightsUnavailable
+from pruning_core.data.datasets import Dataset
+from pruning_core.audit.similar import nearest_samples
 from ui import review_state as rs
 from ui.gallery import show_gallery
 
@@ -26,7 +26,7 @@ def clip_image_embeddings(dataset: Dataset, frame: pd.DataFrame) -> Optional[np.
     """
     if not any(c.startswith("clip.") for c in frame.columns):
         return None
-    from pruning_core.pipeline import clip_embeddings
+    from pruning_core.scoring.pipeline import clip_embeddings
     from ui import state
 
     config = state.clip_config()
@@ -39,7 +39,7 @@ def clip_image_embeddings(dataset: Dataset, frame: pd.DataFrame) -> Optional[np.
 def _adapted(_dataset: Dataset, fingerprint: str, config) -> np.ndarray:
     """CLIP image embeddings through the cached adapter of ``config`` (computed once per dataset and config);
     rows without an embedding stay NaN, so the search leaves them out."""
-    from pruning_core.pipeline import clip_embeddings, fit_adapter
+    from pruning_core.scoring.pipeline import clip_embeddings, fit_adapter
     from ui import state
 
     emb = clip_embeddings(_dataset, config, state.store())

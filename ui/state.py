@@ -18,15 +18,15 @@ import pandas as pd
 import streamlit as st
 
 from cache.store import ResultStore
-from pruning_core import executors
-from pruning_core.datasets import Dataset, DatasetError, load_dataset
+from pruning_core.runtime import executors
+from pruning_core.data.datasets import Dataset, DatasetError, load_dataset
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.export import SelectionPreview
-from pruning_core.pipeline import ClipConfig, kept_work
-from pruning_core.planner import DynamicsPlan, format_seconds
-from pruning_core.progress import CancelToken, Cancelled, Progress, ProgressCallback
-from pruning_core.safety import UnsafeRequest, check_in_workspace
-from pruning_core.score_table import ScoreTable, base_table, score_columns
+from pruning_core.selection import SelectionPreview
+from pruning_core.scoring.pipeline import ClipConfig, kept_work
+from pruning_core.runtime.planner import DynamicsPlan, format_seconds
+from pruning_core.runtime.progress import CancelToken, Cancelled, Progress, ProgressCallback
+from pruning_core.runtime.safety import UnsafeRequest, check_in_workspace
+from pruning_core.scoring.score_table import ScoreTable, base_table, score_columns
 from pruning_core.selection import ScoreRanks, SelectionRecipe
 
 DATASET = "dataset_source"
@@ -59,7 +59,7 @@ def store() -> ResultStore:
 @st.cache_resource(show_spinner="Building the demo dataset and training its tiny CLIP (first run only)…")
 def demo_assets():
     """The built-in demo; built once per machine (``prunescope demo`` or the start script do it ahead)."""
-    from pruning_core.demo import ensure_demo
+    from pruning_core.demo.dataset import ensure_demo
 
     return ensure_demo()
 
@@ -263,7 +263,7 @@ def compute_clip_scores(
     dataset: Dataset, config: ClipConfig, progress: ProgressCallback, cancel: Optional[CancelToken] = None
 ) -> ScoreTable:
     """Run (or fetch from the store) the CLIP scores and add them to this session's table."""
-    from pruning_core.pipeline import clip_score_table
+    from pruning_core.scoring.pipeline import clip_score_table
     from ui.background import clip_umap_or_start
 
     table = _replace_family(dataset, clip_score_table(dataset, config, store(), progress=progress, cancel=cancel))
@@ -273,7 +273,7 @@ def compute_clip_scores(
 
 def plan_dynamics(dataset: Dataset, config: DynamicsConfig, fixed: tuple[str, ...]) -> DynamicsPlan:
     """The plan for ``config`` on this dataset, shown before the run (the first call measures the machine)."""
-    from pruning_core.planner import plan_dynamics as plan
+    from pruning_core.runtime.planner import plan_dynamics as plan
 
     with st.spinner("Measuring this machine's training throughput (once per setting)…"):
         return plan(config, len(dataset), num_classes=len(dataset.classes), budget_s=config.budget_s, fixed=fixed,
@@ -300,7 +300,7 @@ def compute_dynamics_scores(
     cancel: Optional[CancelToken] = None,
 ) -> ScoreTable:
     """Run (or fetch) proxy training, dynamics scores and cleanlab issues; add them to the table."""
-    from pruning_core.pipeline import dynamics_score_table
+    from pruning_core.scoring.pipeline import dynamics_score_table
 
     table = dynamics_score_table(dataset, config, store(), clip=clip, progress=progress, cancel=cancel)
     if plan is not None:
@@ -395,7 +395,7 @@ def report_interrupted_job() -> None:
 def scoring_kept(
     dataset: Dataset, clip: Optional[ClipConfig] = None, dynamics: Optional[DynamicsConfig] = None
 ) -> Callable[[], list[str]]:
-    """A scoring job's ``kept``: what the store holds of its work (:func:`pruning_core.pipeline.kept_work`)."""
+    """A scoring job's ``kept``: what the store holds of its work (:func:`pruning_core.scoring.pipeline.kept_work`)."""
     return lambda: kept_work(dataset, store(), clip=clip, dynamics=dynamics)
 
 

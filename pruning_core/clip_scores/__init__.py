@@ -3,7 +3,7 @@
 Everything here works on arrays (L2-normalised image embeddings, prompt / caption embeddings,
 int label ids) so it never loads a model; text encoding, where needed, is an injected callable.
 :func:`clip_scores` is the producer the pipeline calls: one DataFrame column per score plus a
-:class:`~pruning_core.score_info.ScoreInfo` for each numeric one.
+:class:`~pruning_core.scoring.score_info.ScoreInfo` for each numeric one.
 
 Columns (rows aligned with the samples):
 
@@ -50,8 +50,8 @@ from pruning_core.clip_scores.neighbors import (
     outlier_score,
 )
 from pruning_core.clip_scores.prompts import DEFAULT_TEMPLATES, class_text_embeddings
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
-from pruning_core.score_info import ScoreInfo
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.scoring.score_info import ScoreInfo
 
 __all__ = [
     "CPSConfig",

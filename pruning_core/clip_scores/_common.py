@@ -8,8 +8,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from pruning_core.devices import CPU_KNN_BLOCK_BYTES, device_policy, resolve_device
-from pruning_core.progress import Progress, ProgressCallback
+from pruning_core.runtime.devices import CPU_KNN_BLOCK_BYTES, device_policy, resolve_device
+from pruning_core.runtime.progress import Progress, ProgressCallback
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -51,7 +51,7 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def knn_block_bytes(device: Union[str, torch.device]) -> int:
-    """The device policy's similarity block size for ``device`` (see :func:`pruning_core.devices.decide`)."""
+    """The device policy's similarity block size for ``device`` (see :func:`pruning_core.runtime.devices.decide`)."""
     return device_policy(device_of(device)).knn_block_bytes
 
 

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from pruning_core.clip_scores._common import ArrayLike, as_label_ids, device_of, normalize, to_tensor
-from pruning_core.devices import SMALL_OP_CPU_THREADS, cpu_threads_for
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.runtime.devices import SMALL_OP_CPU_THREADS, cpu_threads_for
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 
 FIT_CPU_THREADS = SMALL_OP_CPU_THREADS
 """torch CPU threads while an adapter fits: a step works on 256 x 512 tensors, see
-:data:`pruning_core.devices.SMALL_OP_CPU_THREADS`.  On the shared 2-core VM, 5 epochs on 50,000 x 512
+:data:`pruning_core.runtime.devices.SMALL_OP_CPU_THREADS`.  On the shared 2-core VM, 5 epochs on 50,000 x 512
 took 103-132 s on 2 threads (load 3-4) and 6-9 s on one (load 1-2.6); on the idle machine 2 threads
 saved at most ~15% (docs/benchmarks.md)."""
 

@@ -24,7 +24,7 @@ from pruning_core.clip_scores._common import (
     normalize,
     to_tensor,
 )
-from pruning_core.progress import CancelToken, check
+from pruning_core.runtime.progress import CancelToken, check
 
 _ROWS = 65_536
 """Rows per block for the row-wise scores: (rows x D) and (rows x C) floats, a few tens of MB."""

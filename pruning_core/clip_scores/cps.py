@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from pruning_core.clip_scores._common import ArrayLike, device_of
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 
 def standardize(x: ArrayLike) -> np.ndarray:

@@ -33,7 +33,7 @@ from pruning_core.clip_scores._common import (
     rows_per_block,
     unit_rows,
 )
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Training-dynamics scoring: proxy training with per-epoch records, dynamics scores,
 out-of-sample probabilities by cross-fitting, and cleanlab label issues.
 
-Typical use (images decoded by ``pruning_core.images.load_image_array``)::
+Typical use (images decoded by ``pruning_core.data.images.load_image_array``)::
 
     config = DynamicsConfig()
     rec = train_and_record(images_u8, label_ids, **config.trainer_options())

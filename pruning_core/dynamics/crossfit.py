@@ -20,8 +20,8 @@ import torch
 from sklearn.model_selection import StratifiedKFold
 
 from cache.store import atomic_save_npy, read_chunk
-from pruning_core import executors
-from pruning_core.progress import CancelToken, ProgressCallback, report
+from pruning_core.runtime import executors
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
 
 from .device_data import take_rows
 from .trainer import train_and_record

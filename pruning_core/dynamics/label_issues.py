@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from pruning_core.score_info import ScoreInfo
+from pruning_core.scoring.score_info import ScoreInfo
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from pruning_core.score_info import ScoreInfo
+from pruning_core.scoring.score_info import ScoreInfo
 
 from .trainer import TrainingRecord
 

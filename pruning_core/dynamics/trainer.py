@@ -7,7 +7,7 @@ non-augmented view.  :func:`train_and_record` produces exactly those statistics 
 * the whole dataset is moved to the device **once** (images stay uint8 and unpadded, so 50k
   CIFAR images take 150 MB); every batch is gathered, randomly cropped and flipped on the device
   by one vectorised index operation, then normalised - no DataLoader, no worker processes.  When
-  the data does not fit the device with headroom (:class:`~pruning_core.devices.DevicePolicy`) it
+  the data does not fit the device with headroom (:class:`~pruning_core.runtime.devices.DevicePolicy`) it
   stays in host memory and each batch is gathered there, pinned and copied over;
 * images use the channels_last memory layout (tensor cores on CUDA, oneDNN on CPU); the model runs
   at the device policy's precision: bf16 autocast on CUDA cc >= 8 and bf16 CPUs, fp16 autocast
@@ -24,7 +24,7 @@ Determinism: all randomness (initialisation, shuffling, augmentation, dropout) c
 picks algorithms by timing and several backward kernels use atomics, so the scores of two GPU
 runs agree closely but not bitwise.  Pass ``deterministic=True`` to trade speed for bitwise GPU
 reproducibility (turns autotuning off and requests deterministic algorithms; see
-:func:`pruning_core.devices.determinism`, which restores the caller's flags exactly).
+:func:`pruning_core.runtime.devices.determinism`, which restores the caller's flags exactly).
 
 The loop itself lives in :class:`ProxyTrainer` so that subset evaluation, dynamic pruning and
 AdaPruner (``pruning_core.subset_training``) train exactly the way the scores were recorded.
@@ -41,9 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pruning_core.devices import (SMALL_OP_CPU_THREADS, autocast, cpu_threads_for, decide, determinism, read_facts,
+from pruning_core.runtime.devices import (SMALL_OP_CPU_THREADS, autocast, cpu_threads_for, decide, determinism, read_facts,
                                   resolve_device)
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 from .device_data import DeviceData
 from .models import build_model, training_working_bytes
@@ -380,7 +380,7 @@ def proxy_trainer(
             (training loss only), ``warmup_frac``, ``num_classes`` (default max(y) + 1; pass it when a
             subset may miss classes), ``width`` (ResNet-9 base width, 64 = original), ``hidden`` (MLP
             units), ``crop_pad`` (default round(H / 8)), ``flip``, ``precision`` (``"auto"``: the device
-            policy's, see :func:`pruning_core.devices.decide`; or ``"bf16"``, ``"fp16"``, ``"fp32"``).
+            policy's, see :func:`pruning_core.runtime.devices.decide`; or ``"bf16"``, ``"fp16"``, ``"fp32"``).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     small_ops = options["arch"] != "resnet9"  # a probe on embeddings: see SMALL_OP_CPU_THREADS

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from pruning_core.dynamics.trainer import proxy_trainer
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 
 class AdaPruner:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from pruning_core.dynamics.trainer import proxy_trainer
-from pruning_core.progress import CancelToken, ProgressCallback
+from pruning_core.runtime.progress import CancelToken, ProgressCallback
 from pruning_core.selection import keep_count
 
 from .runs import TrainingRun, run_schedule, train_for_schedule

@@ -35,14 +35,14 @@ from sklearn.model_selection import train_test_split
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
-from pruning_core import executors
-from pruning_core.datasets import Dataset
+from pruning_core.runtime import executors
+from pruning_core.data.datasets import Dataset
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.images import decoded_images
-from pruning_core.pipeline import ClipConfig, clip_embeddings
-from pruning_core.planner import DynamicsPlan, Rates, format_seconds, plan_dynamics, planned_batch_size
-from pruning_core.progress import CancelToken, ProgressCallback, report
-from pruning_core.score_table import ScoreTable
+from pruning_core.data.images import decoded_images
+from pruning_core.scoring.pipeline import ClipConfig, clip_embeddings
+from pruning_core.runtime.planner import DynamicsPlan, Rates, format_seconds, plan_dynamics, planned_batch_size
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
+from pruning_core.scoring.score_table import ScoreTable
 from pruning_core.selection import ADAPRUNER_COLUMN, STRATEGIES, SelectionRecipe, keep_count, run_recipe
 
 from .dynamic import train_with_dynamic_pruning
@@ -257,7 +257,7 @@ def plan_grid(
 ) -> GridPlan:
     """The image proxy's settings (resolution, width, epochs, batch) that fit ``config.time_budget_s``.
 
-    The same throughput probe and rungs as the dynamics step (:func:`pruning_core.planner.plan_dynamics`),
+    The same throughput probe and rungs as the dynamics step (:func:`pruning_core.runtime.planner.plan_dynamics`),
     with the grid's cost: every run's training samples under the chosen budget, plus its test pass.
     Settings named in ``fixed`` are kept; a probe on embeddings is not resized, only estimated.
     ``n_test`` is the test set's size, or None when ``config.holdout`` of the ``n_samples`` is held out.

@@ -26,8 +26,8 @@ import torch
 
 from pruning_core.dynamics.device_data import take_rows
 from pruning_core.dynamics.trainer import ProxyTrainer, proxy_trainer
-from pruning_core.planner import planned_batch_size
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.runtime.planner import planned_batch_size
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 BUDGETS = {
     "equal_steps": "every subset takes the optimiser steps of full-data training: compares data quality",

@@ -27,8 +27,8 @@ import torch
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
-from pruning_core.devices import DevicePolicy, device_policy, resolve_device, resolve_precision
-from pruning_core.progress import ProgressCallback, report
+from pruning_core.runtime.devices import DevicePolicy, device_policy, resolve_device, resolve_precision
+from pruning_core.runtime.progress import ProgressCallback, report
 
 DEFAULT_BUDGET_S = 60.0
 """What the CLI and the Score page give a training-based step unless told otherwise: on a 2-core CPU the

@@ -5,7 +5,7 @@ few thousand 32×32 shape images (8 visually distinct classes, random colours, s
 positions, rotations and background textures), each with a class label and a natural
 caption, then injects problems whose truth it records: label noise, mismatched captions,
 corrupted files, near/exact duplicates, and a few grey/palette images.  It also trains the
-built-in tiny CLIP (:mod:`pruning_core.tiny_clip`) on a *separate*, clean set from the
+built-in tiny CLIP (:mod:`pruning_core.demo.tiny_clip`) on a *separate*, clean set from the
 same generator, playing the part of a CLIP pretrained on "the world" rather than on the
 user's noisy data, so the demo's CLIP scores are meaningful.
 
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 DEMO_VERSION = 3
 """Bumped whenever the generator or the training changes what a build produces."""
@@ -44,7 +44,7 @@ TRAIN_EPOCHS = 5
 TRAIN_BATCH_SIZE = 64
 TRAIN_LR = 2e-3
 TRAIN_INSTANCE_WEIGHT = 1.0
-"""Weight of the image-vs-noisy-copy term (:func:`pruning_core.tiny_clip.instance_loss`), which keeps
+"""Weight of the image-vs-noisy-copy term (:func:`pruning_core.demo.tiny_clip.instance_loss`), which keeps
 distinct images apart so the demo's near-duplicate score flags its real duplicates."""
 
 LABEL_NOISE_RATE = 0.10
@@ -458,7 +458,7 @@ def _is_complete(directory: Path, seed: int) -> bool:
 
 
 def _assets(directory: Path) -> DemoAssets:
-    from pruning_core.tiny_clip import TINY_CLIP_NAME, register_tiny_clip
+    from pruning_core.demo.tiny_clip import TINY_CLIP_NAME, register_tiny_clip
 
     register_tiny_clip()
     root = directory / "dataset"
@@ -495,7 +495,7 @@ def ensure_demo(directory: Optional[Path] = None, *, seed: int = DEMO_SEED,
     if _is_complete(directory, seed):
         return _assets(directory)
 
-    from pruning_core.tiny_clip import save_checkpoint, train_tiny_clip
+    from pruning_core.demo.tiny_clip import save_checkpoint, train_tiny_clip
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:12]}"

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 TINY_CLIP_NAME = "prunescope-tiny"
 """The open_clip model name of the built-in tiny architecture (after :func:`register_tiny_clip`)."""

@@ -17,8 +17,8 @@ import pandas as pd
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
-from pruning_core.progress import ProgressCallback, report
-from pruning_core.safety import check_in_workspace
+from pruning_core.runtime.progress import ProgressCallback, report
+from pruning_core.runtime.safety import check_in_workspace
 
 PCA_DIMS = 50
 """UMAP runs on this many principal components of the unit-normalised embeddings: the neighbour

@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from pruning_core.devices import DTYPES, resolve_device, resolve_precision
-from pruning_core.tiny_clip import register_tiny_clip
+from pruning_core.runtime.devices import DTYPES, resolve_device, resolve_precision
+from pruning_core.demo.tiny_clip import register_tiny_clip
 
 _RANDOM = {"", "none", "random", "null"}
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")

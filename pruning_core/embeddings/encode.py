@@ -15,11 +15,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from cache.store import atomic_save_npy, read_chunk
-from pruning_core import executors
-from pruning_core.clip_model import ClipEncoder
-from pruning_core.devices import device_policy
-from pruning_core.images import ImageError, load_rgb
-from pruning_core.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.runtime import executors
+from pruning_core.embeddings.clip_model import ClipEncoder
+from pruning_core.runtime.devices import device_policy
+from pruning_core.data.images import ImageError, load_rgb
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 
 class _ImageFiles(TorchDataset):

@@ -1,6 +1,6 @@
-"""Write a kept subset: kept/removed tables with relabels, image folders, the bundle, the Prune preview.
+"""Write a kept subset: kept/removed tables with relabels, path-safe image folders, the bundle zip.
 
-The reproducibility manifest that names what a subset depended on is ``pruning_core.manifest``.
+The reproducibility manifest that names what a subset depended on is ``pruning_core.export.manifest``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd
 
 from cache.store import atomic_write_bytes
-from pruning_core.safety import CSV_QUOTING, csv_safe
-from pruning_core.selection import ScoreRanks, SelectionRecipe
+from pruning_core.runtime.safety import CSV_QUOTING, csv_safe
 
 
 def paths_digest(paths: pd.Series) -> str:
@@ -66,8 +65,6 @@ def selection_table(
     Columns: path, label (after relabel), original_label, status, removed_by, then the rest of
     ``frame`` (caption, scores) in their order.
     """
-    import numpy as np
-
     mask = np.asarray(mask, dtype=bool)
     if len(mask) != len(frame):
         raise ValueError(f"mask has {len(mask)} entries for {len(frame)} samples")
@@ -83,7 +80,7 @@ def table_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
     """The table as CSV, parquet or JSON bytes (what the CLI writes and the app's download buttons serve).
 
     CSV is for people and spreadsheets, so text cells that would run as a formula are neutralised
-    (:func:`pruning_core.safety.csv_safe`); parquet and JSON keep every value as it is.
+    (:func:`pruning_core.runtime.safety.csv_safe`); parquet and JSON keep every value as it is.
     """
     import io
 
@@ -181,7 +178,7 @@ def export_folder(
     """
     import shutil
 
-    from pruning_core.progress import check, report
+    from pruning_core.runtime.progress import check, report
 
     if mode not in ("symlink", "copy"):
         raise ValueError(f"mode must be 'symlink' or 'copy', not {mode!r}")
@@ -229,74 +226,3 @@ def bundle_zip(files: Mapping[str, bytes]) -> bytes:
 
 
 # ----------------------------------------------------------------------------- live preview of a selection
-
-@dataclass
-class SelectionPreview:
-    """What the Prune page draws for one recipe: computed without Streamlit so it can be benchmarked."""
-
-    mask: np.ndarray  # kept
-    removed_by_review: np.ndarray
-    combined: np.ndarray  # the weighted, rank-normalised score (1 = most suspicious)
-    per_class: pd.DataFrame  # index class; columns kept, removed by selection, removed by review
-    hist_edges: np.ndarray
-    hist_kept: np.ndarray
-    hist_removed: np.ndarray
-    borderline_kept: np.ndarray  # row positions, the kept samples nearest the cut
-    borderline_removed: np.ndarray  # row positions, the removed samples nearest the cut
-
-    @property
-    def n_kept(self) -> int:
-        return int(self.mask.sum())
-
-
-def preview_selection(
-    frame: pd.DataFrame,
-    infos: Mapping[str, Any],
-    recipe: SelectionRecipe,
-    removed_paths: Optional[list[str]] = None,
-    *,
-    bins: int = 40,
-    n_border: int = 8,
-    ranks: Optional[ScoreRanks] = None,
-) -> SelectionPreview:
-    """Run the recipe and summarise it: per-class counts, score histograms, samples at the cut.
-
-    ``ranks`` (one :class:`ScoreRanks` per score table, kept by the caller) saves re-ranking
-    every column on each call: the selection and the combined-score histogram share it.
-    """
-    import numpy as np
-
-    from pruning_core.selection import combined_score, removed_mask, run_recipe
-
-    mask = run_recipe(frame, infos, recipe, removed_paths, ranks=ranks)
-    reviewed = removed_mask(frame, removed_paths)
-    reviewed = np.zeros(len(frame), dtype=bool) if reviewed is None else reviewed
-    combined = combined_score(frame, infos, recipe.weights, ranks=ranks) if infos else np.zeros(len(frame))
-    by_selection = ~mask & ~reviewed
-    codes, uniques = pd.factorize(frame["label"].astype(str), sort=True)
-    classes, inverse = np.asarray(uniques), codes
-    per_class = pd.DataFrame(
-        {
-            "kept": np.bincount(inverse, weights=mask, minlength=len(classes)).astype(np.int64),
-            "removed by selection": np.bincount(inverse, weights=by_selection, minlength=len(classes)).astype(np.int64),
-            "removed by review": np.bincount(inverse, weights=reviewed, minlength=len(classes)).astype(np.int64),
-        },
-        index=pd.Index(classes, name="class"),
-    )
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    hist_kept = np.histogram(combined[mask], bins=edges)[0]
-    hist_removed = np.histogram(combined[~mask], bins=edges)[0]
-    # The cut: where kept and removed meet on the combined score.  Strategies that keep the
-    # least suspicious (easiest, ccs) have their boundary at the kept maximum; those that keep
-    # the hardest at the kept minimum.
-    kept_pos, removed_pos = np.flatnonzero(mask), np.flatnonzero(by_selection)
-    keeps_low = (len(kept_pos) == 0 or len(removed_pos) == 0
-                 or combined[kept_pos].mean() <= combined[removed_pos].mean())
-    if keeps_low:
-        border_kept = kept_pos[np.argsort(-combined[kept_pos], kind="stable")[:n_border]]
-        border_removed = removed_pos[np.argsort(combined[removed_pos], kind="stable")[:n_border]]
-    else:
-        border_kept = kept_pos[np.argsort(combined[kept_pos], kind="stable")[:n_border]]
-        border_removed = removed_pos[np.argsort(-combined[removed_pos], kind="stable")[:n_border]]
-    return SelectionPreview(mask, reviewed, combined, per_class, edges, hist_kept, hist_removed,
-                            border_kept, border_removed)

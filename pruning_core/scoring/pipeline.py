@@ -16,14 +16,14 @@ import numpy as np
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
-from pruning_core.clip_model import WeightsSource, clip_precision, load_clip, resolve_weights, source_identity
-from pruning_core.datasets import Dataset
+from pruning_core.embeddings.clip_model import WeightsSource, clip_precision, load_clip, resolve_weights, source_identity
+from pruning_core.data.datasets import Dataset
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.embeddings import cached_chunks, embed_images
-from pruning_core.images import decoded_images, decoded_images_step
-from pruning_core.progress import CancelToken, ProgressCallback, report
-from pruning_core.score_info import ScoreInfo
-from pruning_core.score_table import ScoreTable, base_table
+from pruning_core.embeddings.encode import cached_chunks, embed_images
+from pruning_core.data.images import decoded_images, decoded_images_step
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
+from pruning_core.scoring.score_info import ScoreInfo
+from pruning_core.scoring.score_table import ScoreTable, base_table
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def fit_adapter(
 
 def _dynamics_params(config: DynamicsConfig, clip_identity: Optional[dict]) -> dict:
     """Cache parameters of proxy training: its config, the precision it resolves to here, and its inputs."""
-    from pruning_core.devices import resolve_device, resolve_precision
+    from pruning_core.runtime.devices import resolve_device, resolve_precision
 
     params = {**config.training_params(), "precision": resolve_precision(resolve_device(config.device), config.precision)}
     if config.arch == "resnet9":
@@ -235,7 +235,7 @@ def dynamics_score_table(
     from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record
     from pruning_core.dynamics.crossfit import BudgetSpent
     from pruning_core.dynamics.trainer import TrainingRecord
-    from pruning_core.planner import format_seconds
+    from pruning_core.runtime.planner import format_seconds
 
     if config.arch == "resnet9":
         x = decoded_images(dataset, config.image_size, store, progress=progress, cancel=cancel)

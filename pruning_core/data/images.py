@@ -33,12 +33,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
-from pruning_core.progress import CancelToken, Cancelled, ProgressCallback, check, report
+from pruning_core.runtime.progress import CancelToken, Cancelled, ProgressCallback, check, report
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:  # datasets imports this module
-    from pruning_core.datasets import Dataset
+    from pruning_core.data.datasets import Dataset
 
 WHITE = (255, 255, 255)
 """Background that transparent pixels are composited onto (see the module docstring)."""
@@ -236,7 +236,7 @@ def _resize(im: Image.Image, size: int) -> Image.Image:
 
 def default_workers() -> int:
     """Decode threads: PIL releases the GIL while decoding and resizing, so cores x 2 helps I/O."""
-    from pruning_core.devices import affinity_cpus
+    from pruning_core.runtime.devices import affinity_cpus
 
     return max(1, min(16, affinity_cpus() * 2))
 

@@ -28,8 +28,8 @@ import pandas as pd
 
 from cache.store import CODE_VERSION, atomic_write_bytes
 from pruning_core import __version__
-from pruning_core.export import paths_digest, selection_table
-from pruning_core.score_table import DATASET_SETTING, ScoreTable
+from pruning_core.export.subset import paths_digest, selection_table
+from pruning_core.scoring.score_table import DATASET_SETTING, ScoreTable
 from pruning_core.selection import ScoreRanks, SelectionRecipe, run_recipe
 
 MANIFEST_VERSION = 2

@@ -28,8 +28,8 @@ from typing import Literal, Optional
 import numpy as np
 import pandas as pd
 
-from pruning_core import images
-from pruning_core.progress import CancelToken, ProgressCallback, check
+from pruning_core.data import images
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check
 
 Severity = Literal["error", "warning"]
 

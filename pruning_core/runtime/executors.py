@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence
 
-from pruning_core.progress import CancelToken, ProgressCallback, check
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check
 
 EXECUTORS = ("local", "ray")
 
@@ -76,7 +76,7 @@ class LocalExecutor:
         return results
 
     def embed_batches(self, paths, encoder, *, batch_size, num_workers):
-        from pruning_core.embeddings import local_batches
+        from pruning_core.embeddings.encode import local_batches
 
         return local_batches(paths, encoder, batch_size=batch_size, num_workers=num_workers)
 
@@ -161,15 +161,15 @@ class _EmbedActor:
     """One CLIP per actor (on its GPU when it has one): decodes its batch of paths and embeds it."""
 
     def __init__(self, source: Any, precision: str) -> None:
-        from pruning_core.clip_model import ClipEncoder
-        from pruning_core.tiny_clip import register_tiny_clip
+        from pruning_core.embeddings.clip_model import ClipEncoder
+        from pruning_core.demo.tiny_clip import register_tiny_clip
 
         register_tiny_clip()  # the driver resolved the weights; this process must know the built-in model too
         # the driver's resolved precision: the embeddings must be what the cache key it computed says
         self.encoder = ClipEncoder(source, device="auto", precision=precision)
 
     def __call__(self, batch: dict) -> dict:
-        from pruning_core.embeddings import decode_batch
+        from pruning_core.embeddings.encode import decode_batch
 
         images, ok = decode_batch([Path(p) for p in batch["path"]], self.encoder.preprocess)
         emb = self.encoder.encode_image_batch(images).float().cpu().numpy()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pruning_core.score_info import ScoreInfo
+from pruning_core.scoring.score_info import ScoreInfo
 
 Flagged = Union[None, float, np.ndarray]
 

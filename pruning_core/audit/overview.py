@@ -1,7 +1,7 @@
 """The audit at a glance: which samples each detector flags, per-class label quality, class flips, a report.
 
 Plain functions over a score table (``frame`` with ``<family>.<score>`` columns and their
-:class:`~pruning_core.score_info.ScoreInfo`), so the app, the CLI and a notebook all get the
+:class:`~pruning_core.scoring.score_info.ScoreInfo`), so the app, the CLI and a notebook all get the
 same numbers.  Every finding carries the score and the threshold that flags it, so the report
 says *why* a sample is counted, and the rows it flags, so a page can open exactly those.
 
@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from pruning_core.score_info import ScoreInfo
+from pruning_core.scoring.score_info import ScoreInfo
 
 UNDECIDED = "undecided"
 MAD_TO_SIGMA = 1.4826

@@ -1,7 +1,7 @@
 """A score table: the dataset's samples with one column per score, and what each score means.
 
 Every score producer (CLIP, dynamics, cleanlab, AdaPruner) returns one and the pipeline merges
-them; the CLI and the pages read and write it.  It lives beside :mod:`pruning_core.score_info`
+them; the CLI and the pages read and write it.  It lives beside :mod:`pruning_core.scoring.score_info`
 (the sidecar it saves), below every producer, so a producer never imports the pipeline for it.
 """
 
@@ -14,10 +14,10 @@ from typing import Mapping
 import pandas as pd
 
 from cache.store import atomic_write_bytes
-from pruning_core.datasets import Dataset
-from pruning_core.export import table_bytes
-from pruning_core.safety import check_outputs
-from pruning_core.score_info import ScoreInfo, read_sidecar, read_sidecar_settings, write_sidecar
+from pruning_core.data.datasets import Dataset
+from pruning_core.export.subset import table_bytes
+from pruning_core.runtime.safety import check_outputs
+from pruning_core.scoring.score_info import ScoreInfo, read_sidecar, read_sidecar_settings, write_sidecar
 
 SCORES_SUFFIX = ".parquet"
 DATASET_SETTING = "dataset"

@@ -1,0 +1,1 @@
+"""The built-in offline demo: a procedural dataset and its tiny open_clip model."""

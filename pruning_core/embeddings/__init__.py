@@ -1,0 +1,1 @@
+"""CLIP weights and the batched, resumable image / text embeddings."""

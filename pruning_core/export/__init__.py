@@ -1,0 +1,1 @@
+"""Export: the kept subset as tables, folders and a zip, and the manifest that reproduces it."""
