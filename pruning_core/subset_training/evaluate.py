@@ -238,7 +238,7 @@ def grid_seconds(proxy: DynamicsConfig, rates: Rates, *, runs: Sequence[RunSpec]
         n = keep_count(spec.keep, n_train)
         schedule = run_schedule(max(n, 1), n_full=n_train, epochs=proxy.epochs, batch_size=batch, budget=budget)
         total += schedule.total_steps * schedule.batch_size / rates.train + n_test / rates.eval
-    fits = {spec.keep for spec in runs if spec.strategy == "adapruner"}  # one mask fit per ratio
+    fits = {spec.keep for spec in runs if _fitted_per_ratio(spec.strategy)}  # one mask fit per ratio
     return total + len(fits) * proxy.epochs * n_train / rates.train
 
 
@@ -282,6 +282,10 @@ def plan_grid(
                     grid_batch_size(plan.config.batch_size, keeps, n_train))
 
 
+def _fitted_per_ratio(strategy: str) -> bool:
+    return strategy in STRATEGIES and STRATEGIES[strategy].fitted_per_ratio
+
+
 def consistency_column(frame: pd.DataFrame) -> Optional[str]:
     return next((c for c in CONSISTENCY_COLUMNS if c in frame), None)
 
@@ -295,7 +299,7 @@ def _subset_mask(spec: RunSpec, data: EvalData, config: EvalConfig, store: Resul
     if spec.strategy == "full":
         return np.ones(len(data.y), dtype=bool)
     frame, infos = data.frame, data.infos
-    if spec.strategy == "adapruner":
+    if _fitted_per_ratio(spec.strategy):  # AdaPruner, the one registered strategy whose column is learned per ratio
         logits = adapruner_logits(data.x, data.y, spec.keep, config.proxy, store, fingerprint=data.fingerprint,
                                   num_classes=data.num_classes, progress=progress, cancel=cancel)
         frame = frame.assign(**{ADAPRUNER_COLUMN: logits})
