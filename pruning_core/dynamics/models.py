@@ -64,10 +64,14 @@ class ResNet9(nn.Module):
             return self.fc(x.float()) * self.scale
 
 
+PROBE_HIDDEN = 512
+"""Hidden units of the MLP probe on embeddings (as wide as a CLIP ViT-B embedding)."""
+
+
 class MLPProbe(nn.Module):
     """One hidden layer (LayerNorm + GELU + dropout) on embeddings; ``hidden=0`` gives a linear probe."""
 
-    def __init__(self, in_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.1) -> None:
+    def __init__(self, in_dim: int, num_classes: int, hidden: int = PROBE_HIDDEN, dropout: float = 0.1) -> None:
         super().__init__()
         if hidden and hidden > 0:
             self.net: nn.Module = nn.Sequential(
@@ -94,7 +98,7 @@ WORKING_SET_FACTOR = 2.0
 
 
 def training_working_bytes(arch: str, *, batch_size: int, width: int, image_size: int,
-                           in_dim: int = 512, num_classes: int = 10, hidden: int = 512,
+                           in_dim: int = 512, num_classes: int = 10, hidden: int = PROBE_HIDDEN,
                            precision: str = "fp32") -> int:
     """Device memory one training step needs besides the data: activations, weights, gradients, optimiser state.
 
@@ -118,7 +122,7 @@ def build_model(
     in_dim: Optional[int] = None,
     *,
     width: int,
-    hidden: int = 512,
+    hidden: int = PROBE_HIDDEN,
 ) -> nn.Module:
     """Build a proxy network.
 

@@ -46,7 +46,7 @@ from pruning_core.runtime.devices import (SMALL_OP_CPU_THREADS, autocast, cpu_th
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 from .device_data import DeviceData
-from .models import build_model, training_working_bytes
+from .models import PROBE_HIDDEN, build_model, training_working_bytes
 
 # Per-arch defaults, tuned for short schedules (<= ~30 epochs).
 _DEFAULT_LR = {"resnet9": 0.4, "mlp": 2e-3, "linear": 5e-3}
@@ -213,7 +213,7 @@ class ProxyTrainer:
         label_smoothing: float = 0.0,
         warmup_frac: float = 0.25,
         num_classes: Optional[int] = None,
-        hidden: int = 512,
+        hidden: int = PROBE_HIDDEN,
         crop_pad: Optional[int] = None,
         flip: bool = True,
     ) -> None:
