@@ -131,12 +131,16 @@ rows = pd.Index(selected).intersection(frame.index)
 st.subheader(f"Selection: {len(rows):,} samples" if len(rows) else "Lasso or box-select points to see them here")
 if len(rows):
     sel = frame.loc[rows]
-    a1, a2, a3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    a1, a2, a3, a4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
     tag_name = a1.text_input("Tag name", value="explore selection", key="explore_tag_name")
     if a2.button("Tag selection", width="stretch"):
         added = store.tag(fp, sel["path"], tag_name, reviewer=rs.reviewer_name())
         st.toast(f"Tagged {added:,} new samples as '{tag_name.strip()}'")
-    if a3.button("Send to review queue", type="primary", width="stretch"):
+    if a3.button(f"Remove {len(rows):,}", width="stretch",
+                 help="Record a 'remove' decision for every selected sample (Review shows and can change each)"):
+        removed = store.decide_many(fp, sel["path"], "remove", reviewer=rs.reviewer_name())
+        st.toast(f"Recorded {removed:,} removals: they are never kept by Prune or Export")
+    if a4.button("Send to review queue", type="primary", width="stretch"):
         store.tag(fp, sel["path"], tag_name, reviewer=rs.reviewer_name())
         st.session_state[rs.REVIEW_SOURCE] = f"tag:{tag_name.strip()}"
         st.switch_page("pages/review.py")

@@ -72,6 +72,9 @@ def test_hovering_a_point_shows_its_own_thumbnail(demo_assets, isolated_cache):
 
 
 def test_lasso_selection_fills_the_actions_below(demo_assets, isolated_cache):
+    from pruning_core.audit.review import DecisionStore
+    from pruning_core.data.datasets import load_dataset
+
     with app_page(isolated_cache, "Explore", height=1300) as page:
         frame = umap_frame(page)
         box = page.locator(MAP_IFRAME).first.bounding_box()
@@ -97,6 +100,10 @@ def test_lasso_selection_fills_the_actions_below(demo_assets, isolated_cache):
         assert inside > 0 and abs(n - inside) <= 2 + inside // 100, (n, inside)  # the points inside the lasso
         page.get_by_role("button", name="Send to review queue").wait_for()
         assert page.get_by_test_id("stImage").count() >= min(n, 48)  # the gallery shows them
+        page.get_by_role("button", name=f"Remove {n:,}").click()  # the action bar records a decision per sample
+        page.get_by_text(f"Recorded {n:,} removals").wait_for(timeout=30_000)
+        latest = DecisionStore(isolated_cache / "reviews.sqlite").latest(load_dataset(demo_assets.manifest).fingerprint)
+        assert len(latest) == n and set(latest["action"]) == {"remove"}
         open_page(page, "Dataset")  # the map's iframe goes; coming back, the new one asks for its points
         open_page(page, "Explore")
         assert map_frame(page, timeout=60_000).evaluate("() => window.mapRowAt(0, 0)") is not None
