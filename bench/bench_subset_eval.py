@@ -38,6 +38,7 @@ from pruning_core.datasets import from_frame  # noqa: E402
 from pruning_core.evaluation import evaluate_scores  # noqa: E402
 from pruning_core.pipeline import DynamicsConfig, base_table, score_dataset  # noqa: E402
 from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
+from pruning_core.subset_training.evaluate import grid_batch_size  # noqa: E402
 from pruning_core.subset_training.runs import BUDGETS  # noqa: E402
 
 
@@ -107,10 +108,23 @@ def main() -> None:
             index=False, float_format=lambda v: f"{v:.4f}"))
 
     t1 = time.perf_counter()
-    evaluation = EvalConfig(proxy=replace(proxy, epochs=args.eval_epochs or args.epochs), seeds=args.seeds,
-                            budget=args.train_budget)
-    results = evaluate_pruning(dataset, table, store, strategies=args.strategies.split(","),
-                               keeps=[float(k) for k in args.keep.split(",")],
+    keeps = [float(k) for k in args.keep.split(",")]
+    # The grid's batch for the ceiling too, so that it trains exactly like the grid's full-data runs.
+    evaluation = EvalConfig(proxy=replace(proxy, epochs=args.eval_epochs or args.epochs,
+                                          batch_size=grid_batch_size(args.batch_size, keeps, len(dataset))),
+                            seeds=args.seeds, budget=args.train_budget)
+    ceiling = None
+    if args.clean:  # first, so that a grid cut short still has its reference
+        clean_labels = pd.read_csv(DATA / args.clean if not Path(args.clean).is_file() else args.clean)
+        clean_frame = train[["path"]].merge(clean_labels[["path", "label"]], on="path", how="left")
+        clean = from_frame(clean_frame, root, name=f"cifar10-{Path(args.clean).stem}", check_images=False)
+        reference = evaluate_pruning(clean, base_table(clean), store, strategies=[], keeps=[], config=evaluation,
+                                     test=test)
+        ceiling = float(reference["accuracy"].mean())
+        print(f"full data with clean labels ({args.clean}): {ceiling:.4f} ± {reference['accuracy'].std():.4f} "
+              f"over {len(reference)} seeds, batch {int(reference['batch_size'].iloc[0])}, "
+              f"{int(reference['steps'].iloc[0])} steps", flush=True)
+    results = evaluate_pruning(dataset, table, store, strategies=args.strategies.split(","), keeps=keeps,
                                config=evaluation, test=test, weights=weights or None)
     print(f"grid: {len(results)} runs in {time.perf_counter() - t1:.1f}s "
           f"(training {results['train_seconds'].sum():.1f}s on {proxy.device})")
@@ -119,15 +133,8 @@ def main() -> None:
     summary = summarise(results)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     full = float(summary.loc[summary["strategy"] == "full", "accuracy"].iloc[0])
-    if args.clean:
-        clean_labels = pd.read_csv(DATA / args.clean if not Path(args.clean).is_file() else args.clean)
-        clean_frame = train[["path"]].merge(clean_labels[["path", "label"]], on="path", how="left")
-        clean = from_frame(clean_frame, root, name=f"cifar10-{Path(args.clean).stem}", check_images=False)
-        reference = evaluate_pruning(clean, base_table(clean), store, strategies=[], keeps=[], config=evaluation,
-                                     test=test)
-        ceiling = float(reference["accuracy"].mean())
-        print(f"full data with clean labels ({args.clean}): {ceiling:.4f} ± {reference['accuracy'].std():.4f} "
-              f"over {len(reference)} seeds (noisy labels: {full:.4f})")
+    if ceiling is not None:
+        print(f"ceiling (true labels) {ceiling:.4f}, full noisy data {full:.4f}")
         for _, row in summary[~summary["strategy"].isin(["full", "random", "dynamic"])].iterrows():
             print(f"{row['strategy']} keep {row['keep']:.1f}: {100 * (row['accuracy'] - full):+.2f} points vs full "
                   f"noisy data{' (beyond 2 SE)' if row['beats_full'] else ''}, "
