@@ -124,9 +124,10 @@ def main() -> None:
         print(f"full data with clean labels ({args.clean}): {ceiling:.4f} ± {reference['accuracy'].std():.4f} "
               f"over {len(reference)} seeds, batch {int(reference['batch_size'].iloc[0])}, "
               f"{int(reference['steps'].iloc[0])} steps", flush=True)
+    t2 = time.perf_counter()
     results = evaluate_pruning(dataset, table, store, strategies=args.strategies.split(","), keeps=keeps,
                                config=evaluation, test=test, weights=weights or None)
-    print(f"grid: {len(results)} runs in {time.perf_counter() - t1:.1f}s "
+    print(f"grid: {len(results)} runs in {time.perf_counter() - t2:.1f}s "
           f"(training {results['train_seconds'].sum():.1f}s on {proxy.device})")
     if args.out:
         results.to_csv(args.out, index=False)
