@@ -22,6 +22,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -39,14 +40,18 @@ from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
 from pruning_core.scoring.score_table import base_table  # noqa: E402
 from pruning_core.scoring.pipeline import score_dataset  # noqa: E402
 from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
+from pruning_core.subset_training.evaluate import grid_batch_size  # noqa: E402
 from pruning_core.subset_training.runs import BUDGETS  # noqa: E402
 
 
 def stratified(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
+    """A class-stratified sample of ``limit`` rows.  Strata are the true classes when the manifest has them, so
+    every noise manifest yields the same images (and the true-label ceiling is one cached run for all of them)."""
     if not limit or limit >= len(frame):
         return frame
     share = limit / len(frame)
-    return frame.groupby("label", group_keys=False).sample(frac=share, random_state=seed).sort_index()
+    by = "true_label" if "true_label" in frame else "label"
+    return frame.groupby(by, group_keys=False).sample(frac=share, random_state=seed).sort_index()
 
 
 def main() -> None:
@@ -59,7 +64,10 @@ def main() -> None:
     ap.add_argument("--weights", default="cleanlab.label_quality=1,dynamics.aum=1",
                     help="score weights of easiest/hardest/ccs; columns that were not computed are dropped")
     ap.add_argument("--keep", default="0.3,0.5,0.7,0.8,0.9")
-    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=16, help="the scoring proxy's epochs (dynamics and cross-fitting)")
+    ap.add_argument("--eval-epochs", type=int, default=0,
+                    help="full-data epochs of every evaluation run (0 = --epochs); under equal steps a subset gets "
+                         "the same steps.  Literature evaluations train long enough for full noisy data to memorise")
     ap.add_argument("--folds", type=int, default=4, help="cross-fitting folds for cleanlab scores (0 = skip)")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--width", type=int, default=64)
@@ -102,26 +110,40 @@ def main() -> None:
             index=False, float_format=lambda v: f"{v:.4f}"))
 
     t1 = time.perf_counter()
-    results = evaluate_pruning(dataset, table, store, strategies=args.strategies.split(","),
-                               keeps=[float(k) for k in args.keep.split(",")],
-                               config=EvalConfig(proxy=proxy, seeds=args.seeds, budget=args.train_budget), test=test,
-                               weights=weights or None)
-    print(f"grid: {len(results)} runs in {time.perf_counter() - t1:.1f}s "
+    keeps = [float(k) for k in args.keep.split(",")]
+    # The grid's batch for the ceiling too, so that it trains exactly like the grid's full-data runs.
+    evaluation = EvalConfig(proxy=replace(proxy, epochs=args.eval_epochs or args.epochs,
+                                          batch_size=grid_batch_size(args.batch_size, keeps, len(dataset))),
+                            seeds=args.seeds, budget=args.train_budget)
+    ceiling = None
+    if args.clean:  # first, so that a grid cut short still has its reference
+        clean_labels = pd.read_csv(DATA / args.clean if not Path(args.clean).is_file() else args.clean)
+        clean_frame = train[["path"]].merge(clean_labels[["path", "label"]], on="path", how="left")
+        clean = from_frame(clean_frame, root, name=f"cifar10-{Path(args.clean).stem}", check_images=False)
+        reference = evaluate_pruning(clean, base_table(clean), store, strategies=[], keeps=[], config=evaluation,
+                                     test=test)
+        ceiling = float(reference["accuracy"].mean())
+        print(f"full data with clean labels ({args.clean}): {ceiling:.4f} ± {reference['accuracy'].std():.4f} "
+              f"over {len(reference)} seeds, batch {int(reference['batch_size'].iloc[0])}, "
+              f"{int(reference['steps'].iloc[0])} steps", flush=True)
+    t2 = time.perf_counter()
+    results = evaluate_pruning(dataset, table, store, strategies=args.strategies.split(","), keeps=keeps,
+                               config=evaluation, test=test, weights=weights or None)
+    print(f"grid: {len(results)} runs in {time.perf_counter() - t2:.1f}s "
           f"(training {results['train_seconds'].sum():.1f}s on {proxy.device})")
     if args.out:
         results.to_csv(args.out, index=False)
     summary = summarise(results)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     full = float(summary.loc[summary["strategy"] == "full", "accuracy"].iloc[0])
-    if args.clean:
-        clean_labels = pd.read_csv(DATA / args.clean if not Path(args.clean).is_file() else args.clean)
-        clean_frame = train[["path"]].merge(clean_labels[["path", "label"]], on="path", how="left")
-        clean = from_frame(clean_frame, root, name=f"cifar10-{Path(args.clean).stem}", check_images=False)
-        reference = evaluate_pruning(clean, base_table(clean), store, strategies=[], keeps=[],
-                                     config=EvalConfig(proxy=proxy, seeds=args.seeds, budget=args.train_budget),
-                                     test=test)
-        print(f"full data with clean labels ({args.clean}): {reference['accuracy'].iloc[0]:.4f} "
-              f"(noisy labels: {full:.4f})")
+    if ceiling is not None:
+        print(f"ceiling (true labels) {ceiling:.4f}, full noisy data {full:.4f}")
+        for _, row in summary[~summary["strategy"].isin(["full", "random", "dynamic"])].iterrows():
+            print(f"{row['strategy']} keep {row['keep']:.1f}: {100 * (row['accuracy'] - full):+.2f} points vs full "
+                  f"noisy data{' (beyond 2 SE)' if row['beats_full'] else ''}, "
+                  + (f"{(row['accuracy'] - full) / (ceiling - full):.0%} of the gap to the ceiling" if ceiling > full
+                     else "no gap to the ceiling"))
+    print(f"grid and ceiling: {time.perf_counter() - t1:.1f}s; total {time.perf_counter() - t0:.1f}s")
     if (summary["keep"] == 0.8).any():
         best = best_configuration(results.query("strategy != 'random'"), keep=0.8)
         print(f"keep 0.8: best strategy {best['strategy']} {best['accuracy']:.4f} vs full {full:.4f} "
