@@ -34,7 +34,7 @@ store = rs.decision_store()
 fp = dataset.fingerprint
 
 has_clip = any(c.startswith("clip.") for c in table.infos)
-maps = [*map_sources.choices(dataset, has_clip, state.clip_config().adapter_epochs), SCORES]
+maps = [*map_sources.choices(dataset, has_clip, state.clip_config().adapter_epochs), SCORES, map_sources.FILE]
 m1, m2, m3 = st.columns([2, 2, 2])
 map_kind = m1.selectbox("Map of", maps, key="explore_map")
 preview = None  # the background UMAP fit while a PCA preview is drawn

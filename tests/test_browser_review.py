@@ -1,4 +1,5 @@
-"""Review, Prune/Export and Explore in a real browser on the demo (Playwright + Debian chromium)."""
+"""Review and Prune/Export in a real browser on the demo (Playwright + Debian chromium); the Explore map's
+hover and lasso are tests/test_browser_explore.py."""
 
 import pandas as pd
 import pytest
@@ -56,30 +57,3 @@ def test_keep_fraction_slider_sets_the_exported_rows(demo_assets, isolated_cache
     kept = pd.read_csv(target)
     assert len(kept) == n
     assert n == round(0.70 * 2395)  # the slider moved ten steps down from 0.80
-
-
-def test_box_select_on_the_map_fills_the_gallery(demo_assets, isolated_cache):
-    with running_app(isolated_cache) as url, browser_page(height=1300) as page:
-        page.goto(url)
-        wait_idle(page)
-        open_page(page, "Explore")
-        plot = page.locator(".js-plotly-plot").first
-        plot.wait_for(timeout=240_000)
-        wait_idle(page)
-        page.get_by_text("Lasso or box-select points to see them here").wait_for()
-        box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
-        # a lasso around the middle half of the plot area, drawn with the mouse
-        x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
-        path = [(x0 + w * fx, y0 + h * fy) for fx, fy in
-                [(0.2, 0.2), (0.8, 0.2), (0.8, 0.8), (0.2, 0.8), (0.2, 0.21)]]
-        page.mouse.move(*path[0])
-        page.mouse.down()
-        for x, y in path[1:]:
-            page.mouse.move(x, y, steps=8)
-        page.mouse.up()
-        page.get_by_text("Selection: ").first.wait_for(timeout=60_000)
-        wait_idle(page)
-        heading = page.get_by_text("Selection: ").first.inner_text()
-        assert int(heading.split(": ")[1].split(" ")[0].replace(",", "")) > 0
-        assert page.locator('[data-testid="stImage"]').count() > 0
-        shot(page, "explore")

@@ -86,11 +86,15 @@ def test_explore_colours_by_flags_and_scores(scored):
     colour = at.selectbox(key="explore_colour")
     assert {"label", "review decision", "CLIP disagrees with label", "test.alignment"} <= set(colour.options)
     colour.set_value("review decision").run()
+    import base64
     import json
 
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert {t["name"] for t in spec["data"]} == {"undecided", "remove"}
-    assert spec["data"][0]["customdata"][0][0] in range(36)  # row first: what the selection reads
+    data = json.loads(at.get("component_instance")[0].proto.json_args)["data"]  # what the map component draws
+    assert {t["name"] for t in data["traces"]} == {"undecided", "remove"}
+    rows = np.frombuffer(base64.b64decode(data["rows"]), dtype=np.int32)
+    removed = rows[np.frombuffer(base64.b64decode(next(t["pos"] for t in data["traces"] if t["name"] == "remove")),
+                                 dtype=np.int32)]
+    assert removed.tolist() == [1]  # the removed sample's row: what hover and selection report
 
 
 def test_prune_preview_and_recipe(scored):

@@ -36,9 +36,10 @@ class MapSource:
 
 
 def choices(dataset: Dataset, has_clip: bool, adapter_epochs: int) -> list[str]:
-    """The embeddings on offer for this dataset (the page adds "Two scores")."""
+    """The embeddings this dataset already has (CLIP, adapted CLIP, vector columns); the page adds "two
+    scores" and, last, a .npy file the user names (never the default: it waits for a path)."""
     out = [CLIP] + ([ADAPTED] if adapter_epochs > 0 else []) if has_clip else []
-    return [*out, *(COLUMN + c for c in embedding_columns(dataset.samples)), FILE]
+    return [*out, *(COLUMN + c for c in embedding_columns(dataset.samples))]
 
 
 def _clip_source(dataset: Dataset, adapted: bool) -> MapSource:
