@@ -14,20 +14,25 @@ from ui import map_sources, state
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def scored(tmp_path):
-    """A 10-image folder, its source, the CLIP config and its CLIP score table (computed through the Score page)."""
-    rng = np.random.default_rng(1)
+def score_folder(root: Path, seed: int, **clip) -> tuple:
+    """A 10-image folder under ``root``, its source, the CLIP config and its CLIP score table (computed
+    through the Score page)."""
+    rng = np.random.default_rng(seed)
     for cls in ("cat", "dog"):
-        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        (root / "imgs" / cls).mkdir(parents=True)
         for i in range(5):
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
-    source = state.DatasetSource("folder", str(tmp_path / "imgs"))
-    config = ClipConfig(model=TINY_CLIP_NAME, pretrained="none", device="cpu", batch_size=4)
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "imgs" / cls / f"{i}.png")
+    source = state.DatasetSource("folder", str(root / "imgs"))
+    config = ClipConfig(model=TINY_CLIP_NAME, pretrained="none", device="cpu", batch_size=4, **clip)
     score = AppTest.from_file(str(REPO / "pages" / "score.py"), default_timeout=120)
     score.session_state[state.DATASET], score.session_state[state.CLIP] = source, config
     score.run().button[0].click().run()
     return source, config, score.session_state[state.TABLE]
+
+
+@pytest.fixture
+def scored(tmp_path):
+    return score_folder(tmp_path, seed=1)
 
 
 def explore(source, config, table) -> AppTest:
@@ -57,17 +62,7 @@ def test_the_map_can_be_drawn_from_a_users_npy_file(scored, tmp_path):
 
 def test_the_map_can_be_drawn_from_adapted_clip(tmp_path):
     """With an adapter fitted by the Score page, Explore offers its adapted embeddings and maps them."""
-    rng = np.random.default_rng(2)
-    for cls in ("cat", "dog"):
-        (tmp_path / "imgs" / cls).mkdir(parents=True)
-        for i in range(5):
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
-    source = state.DatasetSource("folder", str(tmp_path / "imgs"))
-    config = ClipConfig(model=TINY_CLIP_NAME, pretrained="none", device="cpu", batch_size=4, adapter_epochs=1)
-    score = AppTest.from_file(str(REPO / "pages" / "score.py"), default_timeout=120)
-    score.session_state[state.DATASET], score.session_state[state.CLIP] = source, config
-    score.run().button[0].click().run()
-    at = explore(source, config, score.session_state[state.TABLE])
+    at = explore(*score_folder(tmp_path, seed=2, adapter_epochs=1))
     at.selectbox(key="explore_map").select(map_sources.ADAPTED).run()
     assert not at.exception and not at.error
     assert any("All 10 points drawn" in c.value for c in at.caption)
