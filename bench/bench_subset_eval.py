@@ -68,6 +68,10 @@ def main() -> None:
     ap.add_argument("--eval-epochs", type=int, default=0,
                     help="full-data epochs of every evaluation run (0 = --epochs); under equal steps a subset gets "
                          "the same steps.  Literature evaluations train long enough for full noisy data to memorise")
+    ap.add_argument("--eval-image-size", type=int, default=0,
+                    help="working resolution of every evaluation run (0 = --image-size): the scoring proxy can be "
+                         "larger than the model the subsets train, as a user scores once and trains many times")
+    ap.add_argument("--eval-width", type=int, default=0, help="ResNet-9 width of every evaluation run (0 = --width)")
     ap.add_argument("--folds", type=int, default=4, help="cross-fitting folds for cleanlab scores (0 = skip)")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--width", type=int, default=64)
@@ -113,6 +117,8 @@ def main() -> None:
     keeps = [float(k) for k in args.keep.split(",")]
     # The grid's batch for the ceiling too, so that it trains exactly like the grid's full-data runs.
     evaluation = EvalConfig(proxy=replace(proxy, epochs=args.eval_epochs or args.epochs,
+                                          image_size=args.eval_image_size or args.image_size,
+                                          width=args.eval_width or args.width,
                                           batch_size=grid_batch_size(args.batch_size, keeps, len(dataset))),
                             seeds=args.seeds, budget=args.train_budget)
     ceiling = None
