@@ -18,6 +18,7 @@ cancel keep their granularity; same-class searches run class by class, C times c
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, TypedDict, Union, Unpack
 
@@ -60,16 +61,21 @@ class KnnConfig:
     """Least recall of the true k neighbours, measured against exact search, the graph must reach."""
     recall_sample: int = 256
     """Queries checked against exact search for that measurement (a few ms of exact search)."""
-    tile_rows: int = 1024
+    symmetric: bool = True
+    """A set searched against itself on the CPU (below ``approx_min_rows``) goes to the half-matrix
+    search of :func:`_self_search`; False sends it to faiss's ``IndexFlatIP`` like any other exact
+    search (the reference ``bench/bench_knn_adapter.py`` times it against)."""
+    tile_rows: int = 2048
     """Rows per tile of the exact self-search (:func:`_self_search`): it computes only the tiles on and
     above the diagonal of the similarity matrix, a fraction (T + 1) / 2T of them for T row blocks, so
-    smaller tiles save more of the product while still feeding the GEMM well.  Also the unit of
-    progress and cancel there (``block_size`` overrides it)."""
+    smaller tiles save more of the product; but each tile is a few short parallel sections, and on a
+    busy 2-core machine 2048 beat 1024 by 20 % at 50,000 rows (1024 by 4x over 512).  Also the unit
+    of progress and cancel there (``block_size`` overrides it); at most ``block_bytes`` per tile."""
     bf16_screen: bool = True
     """On a CPU with bf16 hardware (:func:`~pruning_core.runtime.devices.cpu_has_bf16`), screen the
     self-search in bf16 (twice the fp32 GEMM rate) and rerank in fp32 within a proven error bound; off,
     or without the hardware, the self-search runs in fp32 throughout."""
-    screen_width: int = 64
+    screen_width: int = 96
     """Candidates each row keeps from the bf16 screen (at least k).  A row whose kept candidates do not
     reach below the error margin under its k-th best (many near-ties) is searched again exactly, so
     this trades the screen's bookkeeping against those re-searches (docs/benchmarks.md)."""
@@ -245,7 +251,7 @@ def _self_search(
     config: KnnConfig,
     exact: Callable[[], Search],
     cancel: Optional[CancelToken],
-    on_rows: Callable[[int, str], None],
+    on_rows: Callable[[int, str, int], None],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``kk`` of every row of ``x`` among the others (self excluded): the common case, a
     set searched against itself, in about half the work of ``IndexFlatIP``.
@@ -260,7 +266,8 @@ def _self_search(
     ``config.screen_width`` best screen values; a row block's candidates within the proven margin
     of :func:`screen_floor` are then rescored in fp32 and the top ``kk`` taken.  Exactness needs
     every candidate a row's heap dropped to lie below the floor, i.e. its last kept value does; a
-    row where that fails (more near-ties than the width) is searched again with ``exact()``.
+    row where that fails (more near-ties than the width) is searched again with ``exact()`` and
+    counted in ``on_rows``'s third argument.
     Without bf16 the tiles are fp32, the heaps ``kk`` wide, and their values are the result.
     """
     n = x.shape[0]
@@ -275,7 +282,6 @@ def _self_search(
     heaps.heapify()
     sims = np.empty((n, kk), dtype=np.float32)
     idx = np.empty((n, kk), dtype=np.int64)
-    searched_again = 0
     for s in range(0, n, tile):
         check(cancel)
         e = min(n, s + tile)
@@ -304,13 +310,10 @@ def _self_search(
                                          faiss.swig_ptr(cand), x.shape[1], e - s, w)
         top = torch.from_numpy(rescored).topk(kk, dim=1)
         sims[s:e], idx[s:e] = top.values.numpy(), np.take_along_axis(cand, top.indices.numpy(), axis=1)
-        if width < n - 1:
-            again = s + np.flatnonzero(val[s:e, -1] >= floor)
-            if len(again):
-                sims[again], idx[again] = _search_rows(exact(), x[again], again, kk)
-                searched_again += len(again)
-        on_rows(e - s, f"exact (bf16 screen, fp32 rerank, half the similarity matrix; "
-                       f"{searched_again} rows searched again)")
+        again = s + np.flatnonzero(val[s:e, -1] >= floor) if width < n - 1 else np.zeros(0, dtype=np.int64)
+        if len(again):
+            sims[again], idx[again] = _search_rows(exact(), x[again], again, kk)
+        on_rows(e - s, "exact (bf16 screen, fp32 rerank, half the similarity matrix)", len(again))
     return sims, idx
 
 
@@ -365,7 +368,7 @@ def _knn_group(
     config: KnnConfig,
     dev: torch.device,
     cancel: Optional[CancelToken],
-    on_rows: Callable[[int, str], None],
+    on_rows: Callable[[int, str, int], None],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine similarities of every row of ``q`` in ``b`` (both unit rows), block by block.
 
@@ -379,8 +382,8 @@ def _knn_group(
         return np.zeros((nq, 0), dtype=np.float32), np.zeros((nq, 0), dtype=np.int64)
     check(cancel)
     approx = min(nq, m) >= config.approx_min_rows and dev.type != "cuda"  # exact on a GPU is fast at any size
-    if exclude_self and not approx and dev.type != "cuda":
-        tile = block_rows or min(config.tile_rows, rows_per_block(m, block_bytes))
+    if exclude_self and config.symmetric and not approx and dev.type != "cuda":
+        tile = block_rows or min(config.tile_rows, math.isqrt(max(1, block_bytes // 4)))
         return _self_search(q, kk, tile, config, lambda: _exact_search(b, dev), cancel, on_rows)
     block_rows = block_rows or rows_per_block(m, block_bytes)
     exact = _exact_search(b, dev)
@@ -441,12 +444,13 @@ def knn(
         raise ValueError("exclude_self=True needs query and base to be the same set of rows")
     dist = np.full((nq, k), np.nan, dtype=np.float32)
     ind = np.full((nq, k), -1, dtype=np.int64)
-    done = 0
+    done = again = 0
 
-    def on_rows(r: int, how: str = "") -> None:
-        nonlocal done
+    def on_rows(r: int, how: str = "", searched_again: int = 0) -> None:
+        nonlocal done, again
         done += r
-        report(progress, "k-NN", done, nq, how)
+        again += searched_again
+        report(progress, "k-NN", done, nq, f"{how}; {again} rows searched again" if again else how)
 
     if same_group is None:
         groups = [(None, None)]
