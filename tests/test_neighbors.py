@@ -18,7 +18,8 @@ import pruning_core.clip_scores.neighbors as nb
 from pruning_core.clip_scores import knn, unit_rows
 from pruning_core.runtime.progress import CancelToken, Cancelled
 
-SCREENS = {"bf16": nb.KnnConfig(), "fp32": nb.KnnConfig(bf16_screen=False)}
+SCREENS = {"bf16": nb.KnnConfig(screen_max_width=10**9), "fp32": nb.KnnConfig(bf16_screen=False)}
+"""The bf16 screen at whatever width its pilot asks for, and fp32 throughout."""
 
 
 @pytest.fixture(params=sorted(SCREENS))
@@ -28,9 +29,9 @@ def screen(request, monkeypatch) -> nb.KnnConfig:
     return SCREENS[request.param]
 
 
-def _search(x, k, config, groups=None, **kw):
+def _search(x, k, config, groups=None, notes=None, **kw):
     """``knn(x, x, k)`` and the number of rows the screen sent back to exact search."""
-    notes = []
+    notes = [] if notes is None else notes
     dist, ind = knn(x, x, k, True, groups, device="cpu", config=config, progress=lambda p: notes.append(p.message), **kw)
     again = [int(m.split(" rows searched again")[0].rsplit(" ", 1)[-1]) for m in notes if "rows searched again" in m]
     return dist, ind, (again[-1] if again else 0)
@@ -109,6 +110,22 @@ def test_rows_the_screen_cannot_certify_are_searched_again(monkeypatch):
     assert_exact(x, 4, dist, ind)
     _, _, wide = _search(x, 4, nb.KnnConfig(screen_width=64), block_size=64)
     assert wide < again  # a wider buffer certifies more rows
+
+
+def test_the_pilot_sizes_the_screen_and_wide_bands_run_in_fp32(monkeypatch):
+    """The pilot's width holds the margin band of nearly every row (few re-searches); where the band is
+    wider than ``screen_max_width`` (a clump of near-copies) the search runs in fp32, exact either way."""
+    monkeypatch.setattr(nb, "cpu_has_bf16", lambda: True)
+    x = unit_rows(np.random.default_rng(9).normal(size=(1500, 64)))
+    notes = []
+    dist, ind, again = _search(x, 8, nb.KnnConfig(), notes=notes, block_size=256)
+    assert "bf16 screen" in notes[-2] and again <= 15
+    assert_exact(x, 8, dist, ind)
+    clumps = _clustered_with_copies(400, 64, 10, noise=0.02)
+    notes = []
+    dist, ind, again = _search(clumps, 8, nb.KnnConfig(screen_max_width=12), notes=notes, block_size=64)
+    assert "fp32" in notes[-2] and again == 0
+    assert_exact(clumps, 8, dist, ind)
 
 
 def test_the_screen_error_bound_holds_and_is_tight():

@@ -75,10 +75,17 @@ class KnnConfig:
     """On a CPU with bf16 hardware (:func:`~pruning_core.runtime.devices.cpu_has_bf16`), screen the
     self-search in bf16 (twice the fp32 GEMM rate) and rerank in fp32 within a proven error bound; off,
     or without the hardware, the self-search runs in fp32 throughout."""
-    screen_width: int = 96
-    """Candidates each row keeps from the bf16 screen (at least k).  A row whose kept candidates do not
-    reach below the error margin under its k-th best (many near-ties) is searched again exactly, so
-    this trades the screen's bookkeeping against those re-searches (docs/benchmarks.md)."""
+    screen_width: Optional[int] = None
+    """Candidates each row keeps from the bf16 screen (at least k).  None sizes it from a pilot
+    (:func:`_screen_width`); a row whose kept candidates do not reach below the error margin under
+    its k-th best is searched again exactly, so a fixed width (tests) trades bookkeeping for those."""
+    screen_max_width: int = 160
+    """Widest bf16 buffer worth it: past it the screen's heaps and rerank cost what the bf16 product
+    saves, and the self-search runs in fp32.  The margin band is ~65 rows for k = 32 on random data
+    (bf16 1.4x faster than fp32) but ~140 on CLIP-like data, where a 288-wide screen only tied fp32
+    (docs/benchmarks.md)."""
+    pilot_rows: int = 256
+    """Rows whose margin band is counted, against all rows, to size the screen (``screen_width=None``)."""
     threads: int = 0
     """faiss OpenMP threads during a search; 0 follows ``torch.get_num_threads()`` so one thread
     setting governs both libraries, and nothing is oversubscribed when faiss and torch share
@@ -244,6 +251,19 @@ def _as_float32(t: torch.Tensor) -> np.ndarray:
     return np.left_shift(bits, 16, dtype=np.uint32).view(np.float32)
 
 
+def _screen_width(xs: torch.Tensor, kk: int, e0: float, config: KnnConfig) -> int:
+    """The buffer width the bf16 screen needs: the 99th percentile of the margin band (rows within
+    :func:`screen_floor` of the k-th best) over ``config.pilot_rows`` rows searched in full, plus a
+    quarter.  The band is a property of the data (dense clusters widen it), not of N alone."""
+    n = xs.shape[0]
+    pilot = np.sort(np.random.default_rng(0).choice(n, min(config.pilot_rows, n), replace=False))
+    screen = _as_float32(xs[pilot] @ xs.T)
+    screen[np.arange(len(pilot)), pilot] = -np.inf
+    kth = -np.partition(-screen, kk - 1, axis=1)[:, kk - 1]
+    band = (screen >= screen_floor(kth, e0)[:, None]).sum(axis=1)
+    return int(np.ceil(1.25 * np.quantile(band, 0.99)))
+
+
 def _self_search(
     x: np.ndarray,
     kk: int,
@@ -263,7 +283,8 @@ def _self_search(
     is reported then, and cancel is checked between row blocks.
 
     With bf16 screening (:func:`_screen_dtype`) the products are bf16 and each heap keeps the
-    ``config.screen_width`` best screen values; a row block's candidates within the proven margin
+    best screen values, as many as :func:`_screen_width` finds the data needs (fp32 throughout when
+    that is past ``config.screen_max_width``); a row block's candidates within the proven margin
     of :func:`screen_floor` are then rescored in fp32 and the top ``kk`` taken.  Exactness needs
     every candidate a row's heap dropped to lie below the floor, i.e. its last kept value does; a
     row where that fails (more near-ties than the width) is searched again with ``exact()`` and
@@ -271,11 +292,15 @@ def _self_search(
     Without bf16 the tiles are fp32, the heaps ``kk`` wide, and their values are the result.
     """
     n = x.shape[0]
-    screened = _screen_dtype(config) == torch.bfloat16
-    width = min(max(config.screen_width, kk), n - 1) if screened else kk
     xt = torch.from_numpy(x)
-    xs = xt.bfloat16() if screened else xt
-    e0 = screen_error(x, xs) if screened else 0.0
+    xs, width, e0 = xt, kk, 0.0
+    if _screen_dtype(config) == torch.bfloat16:
+        xs = xt.bfloat16()
+        e0 = screen_error(x, xs)
+        width = min(max(config.screen_width or _screen_width(xs, kk, e0, config), kk), n - 1)
+        if config.screen_width is None and width > config.screen_max_width:
+            xs, width, e0 = xt, kk, 0.0
+    screened = xs.dtype == torch.bfloat16
     val = np.empty((n, width), dtype=np.float32)
     ids = np.empty((n, width), dtype=np.int64)
     heaps = _heaps(val, ids)
