@@ -119,12 +119,12 @@ def test_the_pilot_sizes_the_screen_and_wide_bands_run_in_fp32(monkeypatch):
     x = unit_rows(np.random.default_rng(9).normal(size=(1500, 64)))
     notes = []
     dist, ind, again = _search(x, 8, nb.KnnConfig(), notes=notes, block_size=256)
-    assert "bf16 screen" in notes[-2] and again <= 15
+    assert notes[-2].startswith("exact (bf16 screen") and again <= 15
     assert_exact(x, 8, dist, ind)
     clumps = _clustered_with_copies(400, 64, 10, noise=0.02)
     notes = []
     dist, ind, again = _search(clumps, 8, nb.KnnConfig(screen_max_width=12), notes=notes, block_size=64)
-    assert "fp32" in notes[-2] and again == 0
+    assert notes[-2].startswith("exact (fp32") and again == 0
     assert_exact(clumps, 8, dist, ind)
 
 
