@@ -1,13 +1,20 @@
-"""k-nearest neighbours in cosine space (faiss) and the scores built on them.
+"""k-nearest neighbours in cosine space and the scores built on them.
 
-Search is faiss's: exact inner product (``IndexFlatIP``, BLAS tiles, so the similarity matrix of N
-images is never held whole) by default, and an HNSW graph once both the query and the base set have
-``KnnConfig.approx_min_rows`` rows, where exact search grows as N^2.  The graph's recall is measured
-on every call against exact search for a sample of queries; below ``KnnConfig.recall_target`` the
-graph searches wider, and falls back to exact search when even that does not reach it (isotropic
-data, where no graph helps).  With CUDA and a faiss build that has GPU support, the exact index runs
-on the GPU at any size.  Queries go in blocks (``rows_per_block`` of the base) so progress and
-cancel keep their granularity; same-class searches run class by class, C times cheaper.
+Every score here searches a set against itself (``exclude_self``), and on the CPU that search is
+:func:`_self_search`: exact, over only the tiles on and above the diagonal of the similarity matrix
+(it is symmetric), each tile's rows and columns offered to faiss's C++ heap arrays.  Where the CPU
+multiplies bf16 in hardware, the tiles are bf16 products (twice the fp32 rate) screened with a
+proven error bound (:func:`screen_error`, :func:`screen_floor`), the candidates within it rescored
+in fp32, and a row the screen cannot certify searched again exactly; a pilot of rows sizes the
+screen to the data, and data too clustered for it (CLIP-like) runs the half matrix in fp32.
+Other searches are faiss's: exact inner product (``IndexFlatIP``, BLAS tiles, so the similarity
+matrix is never held whole) for a separate query set, and an HNSW graph once both the query and the
+base set have ``KnnConfig.approx_min_rows`` rows, where exact search grows as N^2.  The graph's
+recall is measured on every call against exact search for a sample of queries; below
+``KnnConfig.recall_target`` the graph searches wider, and falls back to exact search when even that
+does not reach it (isotropic data, where no graph helps).  With CUDA and a faiss build that has GPU
+support, the exact index runs on the GPU at any size (a plain matrix product without it).  Blocks of
+rows keep progress and cancel granular; same-class searches run class by class, C times cheaper.
 
 * ``diversity_sds``: mean cosine distance to the k nearest SAME-CLASS neighbours (the SDS of
   CLIP-powered selection, our reading). Low = the sample is redundant within its class.
@@ -257,10 +264,13 @@ def _screen_width(xs: torch.Tensor, kk: int, e0: float, config: KnnConfig) -> in
     quarter.  The band is a property of the data (dense clusters widen it), not of N alone."""
     n = xs.shape[0]
     pilot = np.sort(np.random.default_rng(0).choice(n, min(config.pilot_rows, n), replace=False))
-    screen = _as_float32(xs[pilot] @ xs.T)
-    screen[np.arange(len(pilot)), pilot] = -np.inf
-    kth = -np.partition(-screen, kk - 1, axis=1)[:, kk - 1]
-    band = (screen >= screen_floor(kth, e0)[:, None]).sum(axis=1)
+    band = np.empty(len(pilot), dtype=np.int64)
+    for s in range(0, len(pilot), 32):  # 32 rows of N similarities at a time: bounded memory
+        rows = pilot[s : s + 32]
+        screen = _as_float32(xs[rows] @ xs.T)
+        screen[np.arange(len(rows)), rows] = -np.inf
+        kth = -np.partition(-screen, kk - 1, axis=1)[:, kk - 1]
+        band[s : s + 32] = (screen >= screen_floor(kth, e0)[:, None]).sum(axis=1)
     return int(np.ceil(1.25 * np.quantile(band, 0.99)))
 
 
