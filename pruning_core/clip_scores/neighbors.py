@@ -76,7 +76,7 @@ class KnnConfig:
     """Rows per tile of the exact self-search (:func:`_self_search`): it computes only the tiles on and
     above the diagonal of the similarity matrix, a fraction (T + 1) / 2T of them for T row blocks, so
     smaller tiles save more of the product; but each tile is a few short parallel sections, and on a
-    busy 2-core machine 2048 beat 1024 by 20 % at 50,000 rows (1024 by 4x over 512).  Also the unit
+    busy 2-core machine 2048 beat 1024 by 20 % at 50,000 rows (1024 by 4x over 512 at 20,000).  Also the unit
     of progress and cancel there (``block_size`` overrides it); at most ``block_bytes`` per tile."""
     bf16_screen: bool = True
     """On a CPU with bf16 hardware (:func:`~pruning_core.runtime.devices.cpu_has_bf16`), screen the
@@ -90,7 +90,7 @@ class KnnConfig:
     """Widest bf16 buffer worth it: past it the screen's heaps and rerank cost what the bf16 product
     saves, and the self-search runs in fp32.  The margin band is ~65 rows for k = 32 on random data
     (bf16 1.4x faster than fp32) but ~140 on CLIP-like data, where a 288-wide screen only tied fp32
-    (docs/benchmarks.md)."""
+    (50,000 x 512, 2 busy cores; ``bench/bench_knn_adapter.py``)."""
     pilot_rows: int = 256
     """Rows whose margin band is counted, against all rows, to size the screen (``screen_width=None``)."""
     threads: int = 0
