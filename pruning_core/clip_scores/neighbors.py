@@ -92,7 +92,8 @@ class KnnConfig:
     (bf16 1.4x faster than fp32) but ~140 on CLIP-like data, where a 288-wide screen only tied fp32
     (50,000 x 512, 2 busy cores; ``bench/bench_knn_adapter.py``)."""
     pilot_rows: int = 256
-    """Rows whose margin band is counted, against all rows, to size the screen (``screen_width=None``)."""
+    """Rows whose margin band is counted, against all rows, to size the screen (``screen_width=None``);
+    fewer (N / 20, at least 64) in a small set, where they would be a large part of the work."""
     threads: int = 0
     """faiss OpenMP threads during a search; 0 follows ``torch.get_num_threads()`` so one thread
     setting governs both libraries, and nothing is oversubscribed when faiss and torch share
@@ -263,14 +264,15 @@ def _screen_width(xs: torch.Tensor, kk: int, e0: float, config: KnnConfig) -> in
     :func:`screen_floor` of the k-th best) over ``config.pilot_rows`` rows searched in full, plus a
     quarter.  The band is a property of the data (dense clusters widen it), not of N alone."""
     n = xs.shape[0]
-    pilot = np.sort(np.random.default_rng(0).choice(n, min(config.pilot_rows, n), replace=False))
+    size = min(config.pilot_rows, max(64, n // 20), n)  # at most ~5 % of the half matrix's work
+    pilot = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
     band = np.empty(len(pilot), dtype=np.int64)
-    for s in range(0, len(pilot), 32):  # 32 rows of N similarities at a time: bounded memory
-        rows = pilot[s : s + 32]
+    for s in range(0, len(pilot), 128):  # bounded memory; a smaller product repacks all of xs per call
+        rows = pilot[s : s + 128]
         screen = _as_float32(xs[rows] @ xs.T)
         screen[np.arange(len(rows)), rows] = -np.inf
         kth = -np.partition(-screen, kk - 1, axis=1)[:, kk - 1]
-        band[s : s + 32] = (screen >= screen_floor(kth, e0)[:, None]).sum(axis=1)
+        band[s : s + 128] = (screen >= screen_floor(kth, e0)[:, None]).sum(axis=1)
     return int(np.ceil(1.25 * np.quantile(band, 0.99)))
 
 
