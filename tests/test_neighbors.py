@@ -18,7 +18,7 @@ import pruning_core.clip_scores.neighbors as nb
 from pruning_core.clip_scores import knn, unit_rows
 from pruning_core.runtime.progress import CancelToken, Cancelled
 
-SCREENS = {"bf16": nb.KnnConfig(screen_max_width=10**9), "fp32": nb.KnnConfig(bf16_screen=False)}
+SCREENS = {"bf16": nb.KnnConfig(screen_max_width=10**9, screen_min_rows=0), "fp32": nb.KnnConfig(bf16_screen=False)}
 """The bf16 screen at whatever width its pilot asks for, and fp32 throughout."""
 
 
@@ -114,18 +114,22 @@ def test_rows_the_screen_cannot_certify_are_searched_again(monkeypatch):
 
 def test_the_pilot_sizes_the_screen_and_wide_bands_run_in_fp32(monkeypatch):
     """The pilot's width holds the margin band of nearly every row (few re-searches); where the band is
-    wider than ``screen_max_width`` (a clump of near-copies) the search runs in fp32, exact either way."""
+    wider than ``screen_max_width`` (a clump of near-copies), or the set is small, the search runs in
+    fp32, exact either way."""
     monkeypatch.setattr(nb, "cpu_has_bf16", lambda: True)
     x = unit_rows(np.random.default_rng(9).normal(size=(1500, 64)))
     notes = []
-    dist, ind, again = _search(x, 8, nb.KnnConfig(), notes=notes, block_size=256)
+    dist, ind, again = _search(x, 8, nb.KnnConfig(screen_min_rows=1000), notes=notes, block_size=256)
     assert notes[-2].startswith("exact (bf16 screen") and again <= 15
     assert_exact(x, 8, dist, ind)
     clumps = _clustered_with_copies(400, 64, 10, noise=0.02)
     notes = []
-    dist, ind, again = _search(clumps, 8, nb.KnnConfig(screen_max_width=12), notes=notes, block_size=64)
+    dist, ind, again = _search(clumps, 8, nb.KnnConfig(screen_max_width=12, screen_min_rows=0), notes=notes, block_size=64)
     assert notes[-2].startswith("exact (fp32") and again == 0
     assert_exact(clumps, 8, dist, ind)
+    notes = []
+    _search(x[:999], 8, nb.KnnConfig(screen_min_rows=1000), notes=notes)
+    assert notes[-2].startswith("exact (fp32")
 
 
 def test_the_screen_error_bound_holds_and_is_tight():

@@ -85,12 +85,16 @@ class KnnConfig:
     screen_width: Optional[int] = None
     """Candidates each row keeps from the bf16 screen (at least k).  None sizes it from a pilot
     (:func:`_screen_width`); a row whose kept candidates do not reach below the error margin under
-    its k-th best is searched again exactly, so a fixed width (tests) trades bookkeeping for those."""
+    its k-th best is searched again exactly, so a fixed width (tests) trades bookkeeping for those.
+    A fixed width screens whatever the set's size (``screen_min_rows``, ``screen_max_width``)."""
     screen_max_width: int = 160
     """Widest bf16 buffer worth it: past it the screen's heaps and rerank cost what the bf16 product
     saves, and the self-search runs in fp32.  The margin band is ~65 rows for k = 32 on random data
     (bf16 1.4x faster than fp32) but ~140 on CLIP-like data, where a 288-wide screen only tied fp32
     (50,000 x 512, 2 busy cores; ``bench/bench_knn_adapter.py``)."""
+    screen_min_rows: int = 10_000
+    """Smaller sets (a class of CIFAR-10) run in fp32: the bf16 product saves less there than the
+    pilot, the error bound and the rerank cost (5,000 rows: fp32 0.75 s, bf16 0.9-1.1 s, faiss 0.9 s)."""
     pilot_rows: int = 256
     """Rows whose margin band is counted, against all rows, to size the screen (``screen_width=None``);
     fewer (N / 20, at least 64) in a small set, where they would be a large part of the work."""
@@ -306,7 +310,7 @@ def _self_search(
     n = x.shape[0]
     xt = torch.from_numpy(x)
     xs, width, e0 = xt, kk, 0.0
-    if _screen_dtype(config) == torch.bfloat16:
+    if _screen_dtype(config) == torch.bfloat16 and (n >= config.screen_min_rows or config.screen_width):
         xs = xt.bfloat16()
         e0 = screen_error(x, xs)
         width = min(max(config.screen_width or _screen_width(xs, kk, e0, config), kk), n - 1)
@@ -319,6 +323,7 @@ def _self_search(
     heaps.heapify()
     sims = np.empty((n, kk), dtype=np.float32)
     idx = np.empty((n, kk), dtype=np.int64)
+    index: Optional[Search] = None  # built on the first row that needs it
     for s in range(0, n, tile):
         check(cancel)
         e = min(n, s + tile)
@@ -349,7 +354,8 @@ def _self_search(
         sims[s:e], idx[s:e] = top.values.numpy(), np.take_along_axis(cand, top.indices.numpy(), axis=1)
         again = s + np.flatnonzero(val[s:e, -1] >= floor) if width < n - 1 else np.zeros(0, dtype=np.int64)
         if len(again):
-            sims[again], idx[again] = _search_rows(exact(), x[again], again, kk)
+            index = index or exact()
+            sims[again], idx[again] = _search_rows(index, x[again], again, kk)
         on_rows(e - s, "exact (bf16 screen, fp32 rerank, half the similarity matrix)", len(again))
     return sims, idx
 
