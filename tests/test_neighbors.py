@@ -183,3 +183,17 @@ def test_the_half_matrix_search_is_the_default_and_faiss_remains_the_reference(m
     knn(x[:20], x, 6, exclude_self=False, device="cpu")
     assert calls == [1]
     np.testing.assert_allclose(np.sort(d_half, axis=1), np.sort(d_faiss, axis=1), atol=2e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kth=st.floats(-1.0, 1.0), e0=st.floats(0.0, 0.01))
+def test_the_screen_floor_is_sound_and_not_loose(kth, e0):
+    """With screen values off by at most ``u|v| + E0`` each way: a candidate just under the floor is
+    below the k-th best in every case, and one a tenth of the margin above it may not be."""
+    u = nb.BF16_ROUNDOFF
+    floor = float(nb.screen_floor(np.float64(kth), e0))
+    worst_kth = kth - u * abs(kth) - e0  # the least the k-th best's true similarity can be
+    v = floor - 1e-12  # just under (the bound is reached at the floor itself)
+    assert v + u * abs(v) + e0 < worst_kth
+    above = kth - 0.9 * (kth - floor)
+    assert above + u * abs(above) + e0 >= worst_kth
