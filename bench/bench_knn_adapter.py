@@ -2,11 +2,14 @@
 
     python bench/bench_knn_adapter.py --threads 2                      # N=50,000, D=512, random
     python bench/bench_knn_adapter.py --threads 2 --data clip-like --skip-old
+    python bench/bench_knn_adapter.py --threads 2 --skip-old --skip-graph --skip-adapter --repeat 2
 
 * k-NN scores: the two passes :func:`clip_scores` makes (same-class k=10 for diversity, all-pairs
   k=32 for outlier and duplicates) through the blocked torch k-NN the library used before (kept here
-  alone, as the reference) and through faiss's exact ``IndexFlatIP``; then how many rows get the same
-  neighbour set, and the HNSW graph forced on (``approx_min_rows=0``): time and recall against exact.
+  alone, as the reference), through faiss's exact ``IndexFlatIP`` (``KnnConfig(symmetric=False)``)
+  and through the half-matrix self-search the library now uses (bf16 screen where the CPU has it);
+  then how many rows get the same neighbour set, how many rows the screen sent back to exact
+  search, and the HNSW graph forced on (``approx_min_rows=0``): time and recall against exact.
 * Adapter: ``ClipAdapter.fit`` (linear, 5 epochs) as it was before (unfused AdamW, torch's threads)
   and as it is now (fused AdamW, ``FIT_CPU_THREADS``), after one throw-away fit that pays the first
   optimizer's one-off ``torch._dynamo`` import.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -134,14 +138,32 @@ def main() -> None:
         print(f"{name}: {rows[-1][1]:.2f} s {note}", flush=True)
         return out
 
-    exact = KnnConfig(approx_min_rows=10**12)
-    for rep in range(0 if args.skip_knn else args.repeat):  # before and after alternate: load hits both
+    exact = KnnConfig(approx_min_rows=10**12, symmetric=False)  # faiss IndexFlatIP, the full matrix
+    half = KnnConfig(approx_min_rows=10**12)  # the half-matrix self-search (bf16 screen where the CPU has it)
+    again: dict[str, int] = {}
+
+    def self_search(k: int, groups, name: str):
+        notes: list[str] = []
+        out = knn(x, x, k, True, groups, device="cpu", config=half, progress=lambda p: notes.append(p.message))[1]
+        counts = [int(m.group(1)) for m in map(re.compile(r"(\d+) rows searched again").search, notes) if m]
+        again[name] = counts[-1] if counts else 0
+        return out
+
+    for rep in range(0 if args.skip_knn else args.repeat):  # the variants alternate: load hits them all
         new_div = timed("faiss exact: same-class k=10 (diversity)", lambda: knn(x, x, 10, True, labels, device="cpu", config=exact)[1])
+        half_div = timed("half-matrix self-search: same-class k=10", lambda: self_search(10, labels, "same-class"))
         if not args.skip_old:
             old_div = timed("torch blocked (before): same-class k=10", lambda: torch_blocked_knn(x, 10, labels))
         new_all = timed("faiss exact: all-pairs k=32 (outlier + duplicates)", lambda: knn(x, x, 32, device="cpu", config=exact)[1])
+        half_all = timed("half-matrix self-search: all-pairs k=32", lambda: self_search(32, None, "all-pairs"))
         if not args.skip_old:
             old_all = timed("torch blocked (before): all-pairs k=32", lambda: torch_blocked_knn(x, 32))
+    if not args.skip_knn:
+        for name, a, b in (("same-class", half_div, new_div), ("all-pairs", half_all, new_all)):
+            same, tied = same_sets(x, a, b)
+            print(f"identical neighbour sets, half-matrix vs faiss exact, {name}: {same:.5f} of rows; the rest "
+                  f"differ only by a tie (|cos difference| <= 1e-5): {tied:.3f} of them; rows searched again "
+                  f"after the bf16 screen: {again[name]} of {args.n:,}", flush=True)
     if not (args.skip_old or args.skip_knn):
         for name, a, b in (("same-class", new_div, old_div), ("all-pairs", new_all, old_all)):
             same, tied = same_sets(x, a, b)
