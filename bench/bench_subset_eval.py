@@ -37,11 +37,16 @@ from pruning_core.cli import parse_weights  # noqa: E402
 from pruning_core.data.datasets import from_frame  # noqa: E402
 from pruning_core.scoring.detection import evaluate_scores  # noqa: E402
 from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
-from pruning_core.scoring.score_table import base_table  # noqa: E402
+from pruning_core.scoring.score_info import ScoreInfo  # noqa: E402
+from pruning_core.scoring.score_table import ScoreTable, base_table  # noqa: E402
 from pruning_core.scoring.pipeline import score_dataset  # noqa: E402
 from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
 from pruning_core.subset_training.evaluate import grid_batch_size  # noqa: E402
 from pruning_core.subset_training.runs import BUDGETS  # noqa: E402
+
+
+ORACLE = "truth.wrong_label"
+"""The ground-truth column ``--oracle`` ranks by (known only in a benchmark)."""
 
 
 def stratified(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
@@ -83,6 +88,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--cache", default=None, help="result store (default: a fresh temporary one)")
     ap.add_argument("--out", default=None, help="write every run to this CSV")
+    ap.add_argument("--oracle", default="",
+                    help="keep ratios at which to also train the subset ranked by the ground truth (the samples whose "
+                         "label is right first, class-balanced like the grid): what perfect detection would give")
     ap.add_argument("--clean", default="train_clean.csv",
                     help="manifest with the true labels: full-data training on the same sample gives the noise-free "
                          "reference ('' to skip)")
@@ -137,6 +145,14 @@ def main() -> None:
                                config=evaluation, test=test, weights=weights or None)
     print(f"grid: {len(results)} runs in {time.perf_counter() - t2:.1f}s "
           f"(training {results['train_seconds'].sum():.1f}s on {proxy.device})")
+    if args.oracle and "true_label" in train:
+        wrong = train.set_index("path").eval("label != true_label").astype(float)
+        truth = ScoreTable(table.frame.assign(**{ORACLE: table.frame["path"].map(wrong).to_numpy()}),
+                           {**table.infos, ORACLE: ScoreInfo(ORACLE, "1 where the given label is wrong", "high")},
+                           settings=table.settings)
+        oracle = evaluate_pruning(dataset, truth, store, strategies=["easiest"], keeps=[float(k) for k in args.oracle.split(",")],
+                                  config=evaluation, test=test, weights={ORACLE: 1.0})
+        results = pd.concat([results, oracle[oracle["strategy"] == "easiest"].assign(strategy="oracle")], ignore_index=True)
     if args.out:
         results.to_csv(args.out, index=False)
     summary = summarise(results)
@@ -151,7 +167,7 @@ def main() -> None:
                      else "no gap to the ceiling"))
     print(f"grid and ceiling: {time.perf_counter() - t1:.1f}s; total {time.perf_counter() - t0:.1f}s")
     if (summary["keep"] == 0.8).any():
-        best = best_configuration(results.query("strategy != 'random'"), keep=0.8)
+        best = best_configuration(results.query("strategy not in ['random', 'oracle']"), keep=0.8)
         print(f"keep 0.8: best strategy {best['strategy']} {best['accuracy']:.4f} vs full {full:.4f} "
               f"-> {100 * (best['accuracy'] - full):+.2f} points (target on sym20: >= +3)")
 
