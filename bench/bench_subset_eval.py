@@ -49,6 +49,11 @@ ORACLE = "truth.wrong_label"
 """The ground-truth column ``--oracle`` ranks by (known only in a benchmark)."""
 
 
+def ratios(text: str) -> list[float]:
+    """``"0.5,0.8"`` -> ``[0.5, 0.8]`` (``--keep`` and ``--oracle``)."""
+    return [float(k) for k in text.split(",")]
+
+
 def stratified(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     """A class-stratified sample of ``limit`` rows.  Strata are the true classes when the manifest has them, so
     every noise manifest yields the same images (and the true-label ceiling is one cached run for all of them)."""
@@ -122,7 +127,7 @@ def main() -> None:
             index=False, float_format=lambda v: f"{v:.4f}"))
 
     t1 = time.perf_counter()
-    keeps = [float(k) for k in args.keep.split(",")]
+    keeps = ratios(args.keep)
     # The grid's batch for the ceiling too, so that it trains exactly like the grid's full-data runs.
     evaluation = EvalConfig(proxy=replace(proxy, epochs=args.eval_epochs or args.epochs,
                                           image_size=args.eval_image_size or args.image_size,
@@ -147,10 +152,9 @@ def main() -> None:
           f"(training {results['train_seconds'].sum():.1f}s on {proxy.device})")
     if args.oracle and "true_label" in train:
         wrong = train.set_index("path").eval("label != true_label").astype(float)
-        truth = ScoreTable(table.frame.assign(**{ORACLE: table.frame["path"].map(wrong).to_numpy()}),
-                           {**table.infos, ORACLE: ScoreInfo(ORACLE, "1 where the given label is wrong", "high")},
-                           settings=table.settings)
-        oracle = evaluate_pruning(dataset, truth, store, strategies=["easiest"], keeps=[float(k) for k in args.oracle.split(",")],
+        truth = table.merged(ScoreTable(pd.DataFrame({ORACLE: table.frame["path"].map(wrong).to_numpy()}),
+                                        {ORACLE: ScoreInfo(ORACLE, "1 where the given label is wrong", "high")}))
+        oracle = evaluate_pruning(dataset, truth, store, strategies=["easiest"], keeps=ratios(args.oracle),
                                   config=evaluation, test=test, weights={ORACLE: 1.0})
         results = pd.concat([results, oracle[oracle["strategy"] == "easiest"].assign(strategy="oracle")], ignore_index=True)
     if args.out:
