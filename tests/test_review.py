@@ -127,3 +127,40 @@ def test_decide_many(store):
     assert sorted(store.removed_paths(FP)) == ["a", "b", "c"]
     with pytest.raises(ReviewError):
         store.decide_many(FP, ["a"], "relabel", new_label="wolf", classes=CLASSES)
+
+
+def test_undo_action_reverts_a_whole_bulk_action_and_nothing_before_it(store):
+    store.decide(FP, "a", "keep", reviewer="ann")
+    store.decide_many(FP, ["b", "c", "d"], "remove", reviewer="ann", source="map")
+    store.decide(FP, "b", "keep", reviewer="ann")  # a later single decision on a sample of the batch
+    assert [d.path for d in store.undo_action(FP, reviewer="ann")] == ["b"]  # the single one first
+    undone = store.undo_action(FP, reviewer="ann")
+    assert sorted(d.path for d in undone) == ["b", "c", "d"]
+    assert store.latest(FP)[["path", "action"]].values.tolist() == [["a", "keep"]]
+    history = store.history(FP)
+    assert set(history.loc[history["action"] == "remove", "source"]) == {"map"}
+
+
+def test_record_checks_every_item_before_writing(store):
+    with pytest.raises(ReviewError, match="wolf"):
+        store.record(FP, [("a", "relabel", "cat"), ("b", "relabel", "wolf")], classes=CLASSES)
+    assert store.latest(FP).empty
+    recorded = store.record(FP, [("a", "relabel", "cat"), ("b", "remove", None)], classes=CLASSES, source="suggestion")
+    assert [d.action for d in recorded] == ["relabel", "remove"]
+    assert len(store.undo_action(FP)) == 2 and store.latest(FP).empty
+
+
+def test_a_store_written_before_action_ids_is_migrated(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript("""CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint TEXT NOT NULL,
+        path TEXT NOT NULL, action TEXT NOT NULL, new_label TEXT, reviewer TEXT NOT NULL DEFAULT '',
+        ts REAL NOT NULL, undoes INTEGER);
+        INSERT INTO decisions (fingerprint, path, action, reviewer, ts) VALUES ('fp', 'x', 'remove', '', 1.0);
+        INSERT INTO decisions (fingerprint, path, action, reviewer, ts) VALUES ('fp', 'y', 'remove', '', 2.0);""")
+    con.commit()
+    con.close()
+    old = DecisionStore(path)
+    assert [d.path for d in old.undo_action("fp")] == ["y"]  # no action id: one decision at a time
+    assert old.latest("fp")["path"].tolist() == ["x"]

@@ -7,7 +7,10 @@ the busy timeout makes a concurrent writer wait instead of failing.
 
 The decision table is append-only.  ``undo`` appends an ``undo`` row pointing at the
 decision it cancels, so the sample's previous decision (if any) becomes current again and
-the full history stays auditable.  Decisions are keyed by the dataset fingerprint and the
+the full history stays auditable.  Every user action (one click on one sample, or one bulk
+action: a lasso removal, a resolved duplicate group, accepted suggestions) shares one
+``action_id`` and names its ``source``, so :meth:`DecisionStore.undo_action` reverts a whole
+batch in one step and the history says where each decision came from.  Decisions are keyed by the dataset fingerprint and the
 sample's relative path, so they follow the data, not a row number.
 
 Tags (named sets of samples, e.g. an Explore selection sent to the review queue) live in
@@ -40,7 +43,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     new_label   TEXT,                        -- relabel only
     reviewer    TEXT    NOT NULL DEFAULT '',
     ts          REAL    NOT NULL,
-    undoes      INTEGER REFERENCES decisions(id)  -- undo rows only: the decision they cancel
+    undoes      INTEGER REFERENCES decisions(id),  -- undo rows only: the decision they cancel
+    action_id   INTEGER,                     -- one user action (a click, a bulk action) shares one id
+    source      TEXT    NOT NULL DEFAULT 'review'  -- review | map | duplicates | suggestion | ...
 );
 CREATE INDEX IF NOT EXISTS decisions_fp_path ON decisions (fingerprint, path, id);
 CREATE INDEX IF NOT EXISTS decisions_undoes ON decisions (undoes);
@@ -63,6 +68,12 @@ WHERE d.fingerprint = ? AND d.action != 'undo'
 """
 
 LATEST_COLUMNS = ["path", "action", "new_label", "reviewer", "ts", "id"]
+HISTORY_COLUMNS = ["id", "path", "action", "new_label", "reviewer", "ts", "undoes", "action_id", "source"]
+
+_ADDED_COLUMNS = {  # columns later versions added: a store written before them is migrated in place
+    "action_id": "ALTER TABLE decisions ADD COLUMN action_id INTEGER",
+    "source": "ALTER TABLE decisions ADD COLUMN source TEXT NOT NULL DEFAULT 'review'",
+}
 
 
 class ReviewError(ValueError):
@@ -102,6 +113,11 @@ class DecisionStore:
             with self._connect() as con:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.executescript(_SCHEMA)
+                have = {r[1] for r in con.execute("PRAGMA table_info(decisions)")}
+                for column, statement in _ADDED_COLUMNS.items():
+                    if column not in have:
+                        con.execute(statement)
+                con.execute("CREATE INDEX IF NOT EXISTS decisions_action ON decisions (fingerprint, action_id)")
         except sqlite3.DatabaseError as exc:  # "file is not a database", a damaged page, ...
             raise ReviewError(f"{self.path}: not a readable review decisions database ({exc})") from None
 
@@ -132,31 +148,15 @@ class DecisionStore:
         new_label: Optional[str] = None,
         reviewer: str = "",
         classes: Optional[Sequence[str]] = None,
+        source: str = "review",
     ) -> Decision:
-        """Record one decision (committed before returning).
+        """Record one decision (committed before returning); it is one action of its own.
 
         ``relabel`` needs ``new_label`` and the dataset's ``classes`` to check it against: a
         label outside them would silently create a new class in every export.
         """
-        if action not in ACTIONS:
-            raise ReviewError(f"unknown action {action!r}; choose from {', '.join(ACTIONS)}")
-        if action == "relabel":
-            if not new_label:
-                raise ReviewError("relabel needs the new label")
-            if classes is None:
-                raise ReviewError("relabel needs the dataset's classes to check the new label against")
-            if new_label not in set(classes):
-                shown = ", ".join(list(classes)[:20]) + (" …" if len(classes) > 20 else "")
-                raise ReviewError(f"cannot relabel {path!r} to unknown class {new_label!r}; known classes: {shown}")
-        else:
-            new_label = None
-        ts = time.time()
-        with self._connect() as con:
-            cur = con.execute(
-                "INSERT INTO decisions (fingerprint, path, action, new_label, reviewer, ts) VALUES (?,?,?,?,?,?)",
-                (fingerprint, str(path), action, new_label, reviewer or "", ts),
-            )
-            return Decision(int(cur.lastrowid), fingerprint, str(path), action, new_label, reviewer or "", ts)
+        return self.record(fingerprint, [(path, action, new_label)], reviewer=reviewer, classes=classes,
+                           source=source)[0]
 
     def decide_many(
         self,
@@ -167,21 +167,73 @@ class DecisionStore:
         new_label: Optional[str] = None,
         reviewer: str = "",
         classes: Optional[Sequence[str]] = None,
+        source: str = "review",
     ) -> int:
-        """The same decision for many samples in one transaction; returns how many."""
-        paths = [str(p) for p in paths]
-        if not paths:
-            return 0
-        first = self.decide(fingerprint, paths[0], action, new_label=new_label, reviewer=reviewer, classes=classes)
+        """The same decision for many samples as one action (one transaction, one undo); returns how many."""
+        return len(self.record(fingerprint, [(p, action, new_label) for p in paths], reviewer=reviewer,
+                               classes=classes, source=source))
+
+    def record(
+        self,
+        fingerprint: str,
+        items: Sequence[tuple[str, str, Optional[str]]],
+        *,
+        reviewer: str = "",
+        classes: Optional[Sequence[str]] = None,
+        source: str = "review",
+    ) -> list[Decision]:
+        """Record ``(path, action, new_label)`` items as ONE action: one transaction, one ``action_id``.
+
+        Every item is checked before anything is written, so a bad item records nothing.
+        """
+        checked = [(str(path), action, _checked_label(str(path), action, new_label, classes))
+                   for path, action, new_label in items]
+        if not checked:
+            return []
         ts = time.time()
         with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")
+            con.execute("BEGIN IMMEDIATE")  # the action id and its rows: no other writer in between
+            action_id = int(con.execute("SELECT COALESCE(MAX(action_id), 0) + 1 FROM decisions").fetchone()[0])
+            first = con.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM decisions").fetchone()[0]
             con.executemany(
-                "INSERT INTO decisions (fingerprint, path, action, new_label, reviewer, ts) VALUES (?,?,?,?,?,?)",
-                [(fingerprint, p, action, first.new_label, reviewer or "", ts) for p in paths[1:]],
+                "INSERT INTO decisions (fingerprint, path, action, new_label, reviewer, ts, action_id, source) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(fingerprint, p, a, lab, reviewer or "", ts, action_id, source) for p, a, lab in checked],
+            )
+            ids = [int(r[0]) for r in con.execute(
+                "SELECT id FROM decisions WHERE action_id = ? AND id >= ? ORDER BY id", (action_id, first))]
+            con.execute("COMMIT")
+        return [Decision(i, fingerprint, p, a, lab, reviewer or "", ts) for i, (p, a, lab) in zip(ids, checked)]
+
+    def undo_action(self, fingerprint: str, *, reviewer: Optional[str] = None) -> list[Decision]:
+        """Cancel the most recent action (of one reviewer, if given) as a whole: every live decision it recorded.
+
+        A bulk action (a lasso removal, a resolved duplicate group, accepted suggestions) is undone in
+        one step and one transaction; the samples' earlier decisions are current again.  Returns the
+        cancelled decisions (empty when there is nothing to undo).
+        """
+        query = _LIVE + (" AND d.reviewer = ?" if reviewer is not None else "") + " ORDER BY d.id DESC LIMIT 1"
+        params: list = [fingerprint] + ([reviewer] if reviewer is not None else [])
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            last = con.execute(query, params).fetchone()
+            if last is None:
+                con.execute("COMMIT")
+                return []
+            if last["action_id"] is None:  # written before actions had ids: that decision alone
+                rows = [last]
+            else:
+                rows = con.execute(_LIVE + " AND d.action_id = ? ORDER BY d.id", (fingerprint, last["action_id"])).fetchall()
+            now = time.time()
+            con.executemany(
+                "INSERT INTO decisions (fingerprint, path, action, new_label, reviewer, ts, undoes, source) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(fingerprint, r["path"], "undo", None, reviewer if reviewer is not None else r["reviewer"], now,
+                  r["id"], r["source"]) for r in rows],
             )
             con.execute("COMMIT")
-        return len(paths)
+        return [Decision(r["id"], fingerprint, r["path"], r["action"], r["new_label"], r["reviewer"], r["ts"])
+                for r in rows]
 
     def undo(self, fingerprint: str, *, path: Optional[str] = None, reviewer: Optional[str] = None) -> Optional[Decision]:
         """Cancel the most recent live decision (of one sample / one reviewer, if given).
@@ -230,14 +282,14 @@ class DecisionStore:
 
     def history(self, fingerprint: str, path: Optional[str] = None) -> pd.DataFrame:
         """Every row (undo rows included), oldest first: the audit trail."""
-        query = "SELECT id, path, action, new_label, reviewer, ts, undoes FROM decisions WHERE fingerprint = ?"
+        query = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM decisions WHERE fingerprint = ?"
         params: list = [fingerprint]
         if path is not None:
             query += " AND path = ?"
             params.append(str(path))
         with self._connect() as con:
             rows = con.execute(query + " ORDER BY id", params).fetchall()
-        return pd.DataFrame([tuple(r) for r in rows], columns=["id", "path", "action", "new_label", "reviewer", "ts", "undoes"])
+        return pd.DataFrame([tuple(r) for r in rows], columns=HISTORY_COLUMNS)
 
     def removed_paths(self, fingerprint: str) -> list[str]:
         """Samples whose current decision is ``remove``: never kept by any selection."""
@@ -316,6 +368,22 @@ class DecisionStore:
             rows = con.execute("SELECT path FROM tags WHERE fingerprint=? AND tag=? ORDER BY id",
                                (fingerprint, tag)).fetchall()
         return [r[0] for r in rows]
+
+
+def _checked_label(path: str, action: str, new_label: Optional[str], classes: Optional[Sequence[str]]) -> Optional[str]:
+    """The new label a decision stores (None unless relabel), or a :class:`ReviewError` naming the sample."""
+    if action not in ACTIONS:
+        raise ReviewError(f"unknown action {action!r}; choose from {', '.join(ACTIONS)}")
+    if action != "relabel":
+        return None
+    if not new_label:
+        raise ReviewError(f"relabel of {path!r} needs the new label")
+    if classes is None:
+        raise ReviewError("relabel needs the dataset's classes to check the new label against")
+    if new_label not in set(classes):
+        shown = ", ".join(list(classes)[:20]) + (" …" if len(classes) > 20 else "")
+        raise ReviewError(f"cannot relabel {path!r} to unknown class {new_label!r}; known classes: {shown}")
+    return str(new_label)
 
 
 def decision_column(frame: pd.DataFrame, latest: pd.DataFrame, undecided: str = "undecided") -> pd.Series:
@@ -415,8 +483,8 @@ def resolve_duplicates(
 ) -> int:
     """Keep one member of a near-duplicate group and remove the others: one decision each, all recorded.
 
-    Returns how many samples were decided (the kept one included).
+    One action: :meth:`DecisionStore.undo_action` reverts the whole group.  Returns how many
+    samples were decided (the kept one included).
     """
-    remove = [str(p) for p in remove if str(p) != str(keep)]
-    store.decide(fingerprint, keep, "keep", reviewer=reviewer)
-    return 1 + store.decide_many(fingerprint, remove, "remove", reviewer=reviewer)
+    items = [(str(keep), "keep", None)] + [(str(p), "remove", None) for p in remove if str(p) != str(keep)]
+    return len(store.record(fingerprint, items, reviewer=reviewer, source="duplicates"))
