@@ -9,7 +9,7 @@
    synchronised, data transfer apart;
 3. the policy's precision against fp32 on the same data and seed: Spearman of AUM and AUROC of
    AUM against the injected noise for both;
-4. the peak device memory of the run against the planner's estimate (``planner.memory_needs``);
+4. the peak device memory of the run against the planner's estimate (``PROXY_PROBE.memory``);
 5. all-pairs k-NN (k = 10) on 300K random 512-d unit rows at the policy's block size.
 
 Targets (docs/benchmarks.md): 16-epoch CIFAR-10 <= 6 s on an H100-class GPU; AUM Spearman >= 0.95 and
@@ -40,7 +40,7 @@ from pruning_core.runtime.devices import device_policy, resolve_device  # noqa: 
 from pruning_core.dynamics import dynamics_scores, train_and_record  # noqa: E402
 from pruning_core.data.images import load_image_array  # noqa: E402
 from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
-from pruning_core.runtime.planner import memory_needs  # noqa: E402
+from pruning_core.dynamics.probe import PROXY_PROBE  # noqa: E402
 
 
 def cifar_or_synthetic(n: int, size: int, root: Path, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -97,7 +97,7 @@ def main() -> None:
     images, y, noisy, what = cifar_or_synthetic(args.n, args.image_size, Path(args.root), args.seed)
     config = DynamicsConfig(device=str(dev), epochs=args.epochs, width=args.width, image_size=args.image_size,
                             batch_size=args.batch_size)
-    data_bytes, working_bytes = memory_needs(config, len(y), num_classes=10)
+    data_bytes, working_bytes = PROXY_PROBE.memory(config, len(y), num_classes=10)
     print(f"data: {what}")
     print(f"policy: {policy.describe(data_bytes, working_bytes)}")
 

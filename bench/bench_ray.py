@@ -31,7 +31,7 @@ from pruning_core.data.datasets import load_dataset  # noqa: E402
 from pruning_core.demo.dataset import ensure_demo  # noqa: E402
 from pruning_core.dynamics.crossfit import out_of_sample_probs  # noqa: E402
 from pruning_core.embeddings.encode import embed_images  # noqa: E402
-from pruning_core.data.images import decoded_images  # noqa: E402
+from pruning_core.data.datasets import decoded_images  # noqa: E402
 
 
 def run_jobs(args, x, y, paths, encoder) -> dict:

@@ -40,7 +40,7 @@ from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
 from pruning_core.scoring.score_info import ScoreInfo  # noqa: E402
 from pruning_core.scoring.score_table import ScoreTable, base_table  # noqa: E402
 from pruning_core.scoring.pipeline import score_dataset  # noqa: E402
-from pruning_core.subset_training import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
+from pruning_core.subset_training.evaluate import EvalConfig, best_configuration, evaluate_pruning, summarise  # noqa: E402
 from pruning_core.subset_training.evaluate import grid_batch_size  # noqa: E402
 from pruning_core.subset_training.runs import BUDGETS  # noqa: E402
 

@@ -72,13 +72,24 @@ class CachedStep:
         named = {"dataset": self.dataset} if self.dataset is not None else {}
         return {"step": self.step, **named, "fingerprint": self.fingerprint, "params": dict(self.params)}
 
-    def run(self, store: ResultStore, compute: Callable[[], Computed]) -> Entry:
-        """The cached entry, or ``compute()`` saved as one (atomically; the partial chunks are then dropped)."""
+    def run(self, store: ResultStore, compute: Callable[[], Computed], *,
+            reuse: Optional[Callable[[Entry], bool]] = None) -> Entry:
+        """The cached entry, or ``compute()`` saved as one (atomically; the partial chunks are then dropped).
+
+        ``reuse(entry)`` False says a loaded entry is out of date (a measurement of a machine that has
+        changed since): it is dropped and computed again.
+        """
         entry = self.load(store)
-        if entry is not None:
+        if entry is not None and (reuse is None or reuse(entry)):
             return entry
+        if entry is not None:
+            self.forget(store)
         result = compute()
         return store.save(self.key, arrays=result.arrays, frames=result.frames, meta={**self.meta(), **result.meta})
+
+    def forget(self, store: ResultStore) -> None:
+        """Drop the finished entry (the next :meth:`run` computes it again)."""
+        store.clear(keys=[self.key])
 
     def kept(self, store: ResultStore) -> Optional[str]:
         """What the store holds of this step's work after an interrupted run, in words; None for nothing."""

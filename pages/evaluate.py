@@ -17,7 +17,7 @@ from pruning_core.data.datasets import Dataset, DatasetError
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.scoring.pipeline import ClipConfig
 from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies
-from pruning_core.subset_training import EvalConfig, GridPlan, evaluate_pruning, summarise
+from pruning_core.subset_training.evaluate import EvalConfig, GridPlan, evaluate_pruning, summarise
 from pruning_core.subset_training.evaluate import DEFAULT_KEEPS, DEFAULT_STRATEGIES, TRAINING_MODES, consistency_column
 from pruning_core.subset_training.runs import BUDGETS
 from ui import state

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -65,6 +66,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from pruning_core.scoring.pipeline import ClipConfig, score_dataset
     from pruning_core.scoring.score_table import ScoreTable
 
+    started = time.monotonic()  # --budget covers the whole dynamics step: loading and probing count
     outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
     if args.data != DEMO:
         check_outputs(outputs, [args.data])
@@ -87,17 +89,21 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
     dynamics = None
     if args.dynamics:
-        plan = _planned_dynamics(args, dataset)
+        plan = _planned_dynamics(args, dataset, started)
         dynamics = plan.config
     adapruner = None
     if args.adapruner is not None:  # one training run, no cross-fitting
-        adapruner = (args.adapruner, _planned_dynamics(args, dataset, folds=0).config)
+        adapruner = (args.adapruner, _planned_dynamics(args, dataset, None, folds=0).config)
     if clip is None and dynamics is None and adapruner is None:
         raise ValueError("nothing to score: enable --clip, --dynamics and/or --adapruner RATIO")
     table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, adapruner=adapruner,
+                          dynamics_spent_s=plan.spent_s if dynamics is not None else 0.0,
                           progress=TqdmProgress())
     if dynamics is not None:
-        table.settings["dynamics"]["plan"] = plan.as_dict()
+        from pruning_core.runtime.planner import check_run_rate
+
+        run = check_run_rate(plan, table.settings["dynamics"], _store(args))
+        table.settings["dynamics"]["plan"] = {**plan.as_dict(), "run": run}
     for note in table.notes:
         print(f"note: {note}", file=sys.stderr)
     sidecar = table.save(args.out)
@@ -125,10 +131,15 @@ _PROXY_FLAG = {"batch_size": "proxy_batch_size"}
 """DynamicsConfig fields whose flag has another name (--batch-size is CLIP's)."""
 
 
-def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
-    """Proxy settings from the flags given (and ``fixed``), the rest planned to fit ``--budget``; prints the plan."""
+def _planned_dynamics(args: argparse.Namespace, dataset, started: Optional[float], **fixed: int):
+    """Proxy settings from the flags given (and ``fixed``), the rest planned to fit ``--budget``; prints the plan.
+
+    ``started``: when the step's budget clock started (None: now).
+    """
     from pruning_core.dynamics.config import DynamicsConfig
+    from pruning_core.dynamics.probe import PROXY_PROBE
     from pruning_core.runtime.planner import PLANNED_FIELDS, plan_dynamics
+    from pruning_core.scoring.pipeline import decoding_seconds
 
     given = {f: getattr(args, _PROXY_FLAG.get(f, f)) for f in PLANNED_FIELDS}
     given = {**{f: v for f, v in given.items() if v is not None}, **fixed}
@@ -136,7 +147,8 @@ def _planned_dynamics(args: argparse.Namespace, dataset, **fixed: int):
     config = DynamicsConfig(arch=args.arch, dynunc_window=args.dynunc_window, seed=args.seed, device=args.device,
                             precision=args.precision, budget_s=budget, **given)
     plan = plan_dynamics(config, len(dataset), num_classes=len(dataset.classes), budget_s=budget, fixed=given,
-                         store=_store(args), progress=TqdmProgress())
+                         store=_store(args), progress=TqdmProgress(), probe=PROXY_PROBE, started=started,
+                         overhead_s=decoding_seconds(dataset, _store(args)))
     print(f"plan: {plan.describe()}", file=sys.stderr)
     return plan
 
@@ -257,7 +269,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pruning_core.export.subset import write_table
     from pruning_core.scoring.pipeline import ClipConfig
     from pruning_core.runtime.planner import PLANNED_FIELDS
-    from pruning_core.subset_training import EvalConfig, evaluate_pruning, plan_grid, summarise
+    from pruning_core.subset_training.evaluate import EvalConfig, evaluate_pruning, plan_grid, summarise
 
     check_outputs({"runs": args.out}, [p for p in (args.data, args.scores, args.test) if p and p != DEMO])
     dataset, assets = _load(args)
@@ -384,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pruning_core.scoring.pipeline import ClipConfig
     from pruning_core.runtime.planner import DEFAULT_BUDGET_S
     from pruning_core.selection import STRATEGIES
-    from pruning_core.subset_training import EvalConfig
+    from pruning_core.subset_training.evaluate import EvalConfig
     from pruning_core.subset_training.evaluate import DEFAULT_KEEPS, DEFAULT_STRATEGIES, TRAINING_MODES
     from pruning_core.subset_training.runs import BUDGETS
 

@@ -317,3 +317,33 @@ def test_executor_needs_follow_the_device_name():
     from pruning_core.runtime.executors import Needs
 
     assert [Needs.for_device(d).gpus for d in ("auto", "cpu", "mps", "cuda", "cuda:1")] == [None, 0.0, 0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("cpus, others_load, cap, threads", [
+    (2, 0.0, 2, 2),     # idle: every core
+    (2, 0.4, 2, 2),     # a little background work: 1.6 free rounds up
+    (2, 1.0, 2, 1),     # one competing process holds a core: never wait at a barrier for it
+    (2, 6.0, 2, 1),     # a crowded machine: still one thread
+    (16, 4.2, 16, 12),  # the cores left free
+    (16, 0.0, 4, 4),    # never above the caller's thread setting (OMP_NUM_THREADS, torch.set_num_threads)
+    (1, 0.0, 8, 1),     # never above the CPUs in the affinity
+])
+def test_threads_follow_the_cores_other_processes_leave_free(cpus, others_load, cap, threads):
+    choice = devices.choose_threads(cpus, others_load, cap)
+    assert choice.threads == threads
+    assert f"{cpus} CPUs, other processes' load {others_load:.1f}" in choice.describe()
+
+
+def test_the_thread_policy_takes_this_process_own_share_off_the_load(monkeypatch):
+    """The load average counts this process's threads too: a run busy on 2 threads is no competition for itself."""
+    clock = {"t": 100.0, "cpu": 0.0}
+    monkeypatch.setattr(devices.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(devices, "_process_cpu_seconds", lambda: clock["cpu"])
+    monkeypatch.setattr(devices, "affinity_cpus", lambda: 2)
+    monkeypatch.setattr(devices, "load_average", lambda: 2.0)
+    policy = devices.ThreadPolicy(cap=2)
+    assert policy.choice.threads == 1  # nothing known of its own share yet: the load is someone else's
+    clock.update(t=110.0, cpu=20.0)  # 2 CPU-seconds a second since: the load is its own
+    assert policy.check().threads == 2
+    clock.update(t=110.1)  # too short a window to measure again: the last share still holds
+    assert policy.check().others_load == 0.0

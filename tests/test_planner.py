@@ -11,31 +11,53 @@ from pruning_core.runtime import planner
 from pruning_core.dynamics import out_of_sample_probs, train_and_record
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.dynamics.crossfit import BudgetSpent
+from pruning_core.dynamics.probe import PROXY_PROBE
+from pruning_core.runtime.devices import choose_threads
 from pruning_core.runtime.planner import RUNGS, Rates, estimate_seconds, plan_dynamics
+from cache.store import ResultStore
 
 
-def synthetic_rates(config, *, num_classes, store=None) -> Rates:
+def synthetic_rates(config, *, num_classes=10, store=None) -> Rates:
     """A machine whose cost grows with pixels x width (what ResNet-9's FLOPs do), 1e6 'units' per second."""
     cost = (config.image_size ** 2) * config.width / 16
     return Rates(train=1e6 / cost, eval=3e6 / cost)
 
 
+class FakeProbe:
+    """The planner's probe on a made-up machine: :func:`synthetic_rates` times ``speed`` (a shared machine: < 1)."""
+
+    version = 0
+
+    def __init__(self) -> None:
+        self.calls: list = []
+        self.speed = 1.0
+
+    def rates(self, config, num_classes):
+        self.calls.append(config)
+        rates = synthetic_rates(config)
+        return Rates(rates.train * self.speed, rates.eval * self.speed)
+
+    memory = PROXY_PROBE.memory
+
+
+def machine_at(now: float, others_load: float, cpus: int = 2) -> planner.Machine:
+    return planner.Machine(now, cpus, others_load, choose_threads(cpus, others_load, cap=cpus))
+
+
 @pytest.fixture
 def fake_machine(monkeypatch):
-    calls = []
-
-    def rates(config, **kw):
-        calls.append(config)
-        return synthetic_rates(config, **kw)
-
-    monkeypatch.setattr(planner, "measure_rates", rates)
-    return calls
+    """An idle 2-CPU machine (load and clock faked) and its probe; the probe's calls are recorded."""
+    probe = FakeProbe()
+    state = {"machine": machine_at(1e9, 0.0)}
+    monkeypatch.setattr(planner, "read_machine", lambda dev: state["machine"])
+    probe.state = state
+    return probe
 
 
 @pytest.mark.parametrize("budget", [5.0, 30.0, 120.0, 600.0, 5000.0])
 def test_plan_is_the_most_capable_rung_that_fits(fake_machine, budget):
     n = 20_000
-    plan = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, budget_s=budget)
+    plan = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, probe=fake_machine, budget_s=budget)
     assert plan.estimate_s <= budget or plan.rung == 0
     assert plan.estimate_s == pytest.approx(estimate_seconds(plan.config, n, synthetic_rates(plan.config, num_classes=10)))
     if plan.fits and plan.rung + 1 < len(RUNGS):  # the next rung up would not have fitted
@@ -47,13 +69,13 @@ def test_plan_is_the_most_capable_rung_that_fits(fake_machine, budget):
 
 
 def test_plans_grow_with_the_budget(fake_machine):
-    estimates = [plan_dynamics(DynamicsConfig(device="cpu"), 20_000, num_classes=10, budget_s=b).estimate_s
+    estimates = [plan_dynamics(DynamicsConfig(device="cpu"), 20_000, num_classes=10, probe=fake_machine, budget_s=b).estimate_s
                  for b in (30.0, 120.0, 600.0, 5000.0)]
     assert estimates == sorted(estimates) and estimates[0] < estimates[-1]
 
 
 def test_full_size_when_the_budget_allows(fake_machine):
-    plan = plan_dynamics(DynamicsConfig(device="cpu"), 1_000, num_classes=10, budget_s=1e9)
+    plan = plan_dynamics(DynamicsConfig(device="cpu"), 1_000, num_classes=10, probe=fake_machine, budget_s=1e9)
     full = DynamicsConfig()
     assert (plan.config.width, plan.config.image_size, plan.config.epochs, plan.config.folds) == (
         full.width, full.image_size, full.epochs, full.folds)
@@ -61,20 +83,20 @@ def test_full_size_when_the_budget_allows(fake_machine):
 
 def test_fixed_settings_are_kept(fake_machine):
     config = DynamicsConfig(device="cpu", width=48, epochs=3)
-    plan = plan_dynamics(config, 20_000, num_classes=10, budget_s=60.0, fixed=("width", "epochs"))
+    plan = plan_dynamics(config, 20_000, num_classes=10, probe=fake_machine, budget_s=60.0, fixed=("width", "epochs"))
     assert plan.config.width == 48 and plan.config.epochs == 3
-    assert all(c.width == 48 and c.epochs == 3 for c in fake_machine)
+    assert all(c.width == 48 and c.epochs == 3 for c in fake_machine.calls)
 
 
 def test_over_budget_shrinks_epochs_down_to_a_floor(fake_machine):
     n = 50_000
     rung0 = DynamicsConfig(device="cpu", **{**RUNGS[0], "batch_size": planner.planned_batch_size(256, n)})
     budget = 0.8 * estimate_seconds(rung0, n, synthetic_rates(rung0, num_classes=10))
-    plan = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, budget_s=budget)
+    plan = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, probe=fake_machine, budget_s=budget)
     assert plan.fits and planner.MIN_EPOCHS <= plan.config.epochs < rung0.epochs
-    tiny = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, budget_s=budget / 20)
+    tiny = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, probe=fake_machine, budget_s=budget / 20)
     assert not tiny.fits and tiny.config.epochs == planner.MIN_EPOCHS and "cheapest" in tiny.describe()
-    fixed = plan_dynamics(DynamicsConfig(device="cpu", epochs=6), n, num_classes=10, budget_s=budget / 20,
+    fixed = plan_dynamics(DynamicsConfig(device="cpu", epochs=6), n, num_classes=10, probe=fake_machine, budget_s=budget / 20,
                           fixed=("epochs",))
     assert fixed.config.epochs == 6 and "settings you fixed" in fixed.describe()
 
@@ -130,11 +152,101 @@ def test_the_plan_shows_and_records_the_device_decisions(fake_machine, monkeypat
     from pruning_core.runtime import devices
     t4 = devices.DeviceFacts("cuda", 0, "Tesla T4", (7, 5), 16 * 10**9, 15 * 10**9, cpus=2, shm_bytes=64 * 2**20)
     monkeypatch.setattr(planner, "device_policy", lambda device, precision="auto": devices.decide(t4, precision))
-    imagenet64 = plan_dynamics(DynamicsConfig(device="cpu", image_size=64), 1_281_167, num_classes=1000,
+    imagenet64 = plan_dynamics(DynamicsConfig(device="cpu", image_size=64), 1_281_167, num_classes=1000, probe=fake_machine,
                                budget_s=None)
     assert "fp16 + GradScaler on cuda:0" in imagenet64.describe() and "pinned host memory" in imagenet64.describe()
     recorded = imagenet64.as_dict()
     assert recorded["device_policy"]["facts"]["capability"] == (7, 5)
     assert recorded["memory"]["data_bytes"] == 1_281_167 * 64 * 64 * 3 and not recorded["memory"]["data_on_device"]
-    cifar = plan_dynamics(DynamicsConfig(device="cpu"), 50_000, num_classes=10, budget_s=None)
+    cifar = plan_dynamics(DynamicsConfig(device="cpu"), 50_000, num_classes=10, probe=fake_machine, budget_s=None)
     assert cifar.as_dict()["memory"]["data_on_device"] and "0.14 GiB on the device" in cifar.describe()
+
+
+DEMO = 2_395  # the demo's samples; its default budget is planner.DEFAULT_BUDGET_S
+
+
+def test_a_probe_taken_under_load_is_measured_again_when_the_load_falls(fake_machine, tmp_path):
+    """Issue 24's target: a probe recorded at load 6 (30x slower) must not keep planning the idle machine's runs."""
+    store = ResultStore(tmp_path)
+    config = DynamicsConfig(device="cpu")
+    idle = plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0, store=ResultStore(tmp_path / "idle"))
+
+    fake_machine.state["machine"], fake_machine.speed = machine_at(1e9, 6.0), 1 / 30
+    loaded = plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0, store=store)
+    assert loaded.rung < idle.rung and "at load 6.0" in loaded.describe()
+
+    # two minutes later, at load 6 still: the recorded probe is used again (no new measurement)
+    fake_machine.state["machine"], fake_machine.speed = machine_at(1e9 + 120, 5.6), 1.0
+    calls = len(fake_machine.calls)
+    again = plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0, store=store)
+    assert len(fake_machine.calls) == calls and again.config == loaded.config
+    assert "2 min ago at load 6.0" in again.describe()
+
+    # later at load 1: measured again by itself, and the idle plan comes back
+    fake_machine.state["machine"] = machine_at(1e9 + 240, 1.0)
+    later = plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0, store=store)
+    assert len(fake_machine.calls) > calls
+    assert later.config == idle.config
+    remeasured = planner.Measurement.from_meta(loaded.probe_step.load(store).meta)  # the loaded plan's rung
+    assert remeasured.remeasured == "the load changed from 6.0 to 1.0" and remeasured.others_load == 1.0
+
+
+def test_a_recorded_probe_expires(fake_machine, tmp_path):
+    store = ResultStore(tmp_path)
+    config = DynamicsConfig(device="cpu")
+    plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0, store=store)
+    calls = len(fake_machine.calls)
+    fake_machine.state["machine"] = machine_at(1e9 + planner.PROBE_MAX_AGE_S - 60, 0.0)
+    plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0, store=store)
+    assert len(fake_machine.calls) == calls
+    fake_machine.state["machine"] = machine_at(1e9 + planner.PROBE_MAX_AGE_S + 60, 0.0)
+    late = plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0, store=store)
+    assert len(fake_machine.calls) > calls and "h old" in late.describe()
+
+
+def test_a_run_that_disagrees_with_its_probe_makes_the_next_plan_measure_again(fake_machine, tmp_path):
+    store = ResultStore(tmp_path)
+    config = DynamicsConfig(device="cpu")
+    plan = plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0, store=store)
+    after = plan.measurement.measured_at + 30
+    close = {"samples_trained": 1_000, "train_seconds": 1_000 / (1.2 * plan.rates.train), "finished_at": after}
+    assert planner.check_run_rate(plan, close, store) == {
+        "probe_train_rate": round(plan.rates.train, 1), "run_train_rate": round(1.2 * plan.rates.train, 1),
+        "ratio": 1.2, "probe_forgotten": False}
+    assert plan.probe_step.is_cached(store)
+    cached = {**close, "train_seconds": close["train_seconds"] / 30, "finished_at": after - 60}
+    assert planner.check_run_rate(plan, cached, store) is None  # a record older than the probe: not this machine
+    far = {**cached, "finished_at": after}
+    assert planner.check_run_rate(plan, far, store)["probe_forgotten"] and not plan.probe_step.is_cached(store)
+    calls = len(fake_machine.calls)
+    plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0, store=store)
+    assert len(fake_machine.calls) > calls
+
+
+@pytest.mark.parametrize("n", [DEMO, 50_000])
+def test_no_budget_is_left_more_than_a_third_unspent(fake_machine, n):
+    budgets = np.geomspace(5, 20_000, 60)
+    top = estimate_seconds(DynamicsConfig(device="cpu", batch_size=planner.planned_batch_size(512, n)), n,
+                           synthetic_rates(DynamicsConfig()))
+    for budget in budgets:
+        plan = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, probe=fake_machine, budget_s=float(budget))
+        spent = plan.estimate_s + plan.overhead_s
+        assert spent <= budget or plan.rung == 0
+        if plan.fits and budget < top:  # below the full size, two thirds of the budget are planned
+            assert spent >= 2 / 3 * budget, (budget, plan.describe())
+
+
+def test_the_plan_line_says_its_threads_and_why(fake_machine):
+    fake_machine.state["machine"] = machine_at(1e9, 1.0)
+    line = plan_dynamics(DynamicsConfig(device="cpu"), DEMO, num_classes=10, probe=fake_machine, budget_s=60.0).describe()
+    assert "1 CPU thread (2 CPUs, other processes' load 1.0 leaves 1.0 free)" in line
+
+
+def test_the_budget_counts_the_time_spent_before_the_run_and_the_decoding(fake_machine):
+    config = DynamicsConfig(device="cpu")
+    whole = plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0)
+    late = plan_dynamics(config, DEMO, num_classes=10, probe=fake_machine, budget_s=60.0,
+                         started=time.monotonic() - 20, overhead_s=lambda candidate: 10.0)
+    assert late.spent_s >= 20 and late.decode_s == 10.0
+    assert late.estimate_s + late.overhead_s <= 60.0 and late.estimate_s < whole.estimate_s
+    assert "loading, probing and decoding" in late.describe()

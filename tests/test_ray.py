@@ -167,7 +167,7 @@ def test_embedding_chunks_resume_across_executors(ray_executor, small_demo, tmp_
 
 def test_evaluate_grid_on_ray_equals_local_and_shares_identical_runs(ray_executor, small_demo, one_thread, tmp_path):
     from pruning_core.scoring.score_table import base_table
-    from pruning_core.subset_training import EvalConfig, evaluate_pruning
+    from pruning_core.subset_training.evaluate import EvalConfig, evaluate_pruning
 
     dataset, _ = small_demo
     config = EvalConfig(proxy=DynamicsConfig(epochs=1, image_size=16, width=4, batch_size=64, device="cpu", folds=0),

@@ -16,18 +16,17 @@ from pruning_core.runtime.planner import MIN_BATCH_SIZE, MIN_STEPS_PER_EPOCH
 from pruning_core.scoring.score_info import ScoreInfo
 from pruning_core.scoring.score_table import ScoreTable, base_table
 from pruning_core.selection import ADAPRUNER_COLUMN, select
-from pruning_core.subset_training import (
-    AdaPruner,
+from pruning_core.subset_training import AdaPruner, train_on_subset, train_with_dynamic_pruning
+from pruning_core.subset_training import evaluate as evaluate_mod
+from pruning_core.subset_training.dynamic import epoch_subset, percentile_ranks
+from pruning_core.subset_training.evaluate import (
     EvalConfig,
     best_configuration,
     evaluate_pruning,
+    grid_runs,
+    heldout_label_ids,
     summarise,
-    train_on_subset,
-    train_with_dynamic_pruning,
 )
-from pruning_core.subset_training import evaluate as evaluate_mod
-from pruning_core.subset_training.dynamic import epoch_subset, percentile_ranks
-from pruning_core.subset_training.evaluate import grid_runs, heldout_label_ids
 from pruning_core.subset_training.runs import BUDGETS, run_schedule
 from synthetic import gaussian_embeddings, synthetic_images, write_image_folder
 

@@ -273,19 +273,21 @@ def compute_clip_scores(
 
 def plan_dynamics(dataset: Dataset, config: DynamicsConfig, fixed: tuple[str, ...]) -> DynamicsPlan:
     """The plan for ``config`` on this dataset, shown before the run (the first call measures the machine)."""
+    from pruning_core.dynamics.probe import PROXY_PROBE
     from pruning_core.runtime.planner import plan_dynamics as plan
+    from pruning_core.scoring.pipeline import decoding_seconds
 
-    with st.spinner("Measuring this machine's training throughput (once per setting)…"):
+    with st.spinner("Measuring this machine's training throughput (again when its load has changed)…"):
         return plan(config, len(dataset), num_classes=len(dataset.classes), budget_s=config.budget_s, fixed=fixed,
-                    store=store())
+                    store=store(), probe=PROXY_PROBE, overhead_s=decoding_seconds(dataset, store()))
 
 
 def plan_evaluation(dataset: Dataset, test: Optional[Dataset], config, strategies, keeps, fixed: tuple[str, ...],
                     clip: Optional[ClipConfig]):
     """The Evaluate grid's plan (proxy settings fitted to its time budget), shown before anything trains."""
-    from pruning_core.subset_training import plan_grid
+    from pruning_core.subset_training.evaluate import plan_grid
 
-    with st.spinner("Measuring this machine's training throughput (once per setting)…"):
+    with st.spinner("Measuring this machine's training throughput (again when its load has changed)…"):
         return plan_grid(config, strategies=strategies, keeps=keeps, n_samples=len(dataset),
                          n_test=len(test) if test is not None else None, num_classes=len(dataset.classes),
                          fixed=fixed, clip=clip, store=store())
@@ -302,9 +304,12 @@ def compute_dynamics_scores(
     """Run (or fetch) proxy training, dynamics scores and cleanlab issues; add them to the table."""
     from pruning_core.scoring.pipeline import dynamics_score_table
 
+    from pruning_core.runtime.planner import check_run_rate
+
     table = dynamics_score_table(dataset, config, store(), clip=clip, progress=progress, cancel=cancel)
     if plan is not None:
-        table.settings["dynamics"]["plan"] = plan.as_dict()
+        run = check_run_rate(plan, table.settings["dynamics"], store())
+        table.settings["dynamics"]["plan"] = {**plan.as_dict(), "run": run}
     return _replace_family(dataset, table)
 
 

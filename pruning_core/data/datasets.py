@@ -28,6 +28,8 @@ from typing import Literal, Optional
 import numpy as np
 import pandas as pd
 
+from cache.steps import CachedStep, Computed
+from cache.store import ResultStore
 from pruning_core.data import images
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check
 
@@ -727,11 +729,35 @@ def load_dataset(source: os.PathLike | str, root: Optional[os.PathLike | str] = 
     )
 
 
+def decoded_images_step(dataset: Dataset, size: int) -> CachedStep:
+    """The cache step of :func:`decoded_images` (also what a cancelled scoring run reports as kept)."""
+    return CachedStep("images", dataset.fingerprint, {"size": size}, dataset=dataset.name, label="the decoded images")
+
+
+def decoded_images(
+    dataset: Dataset,
+    size: int,
+    store: ResultStore,
+    *,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> np.ndarray:
+    """All images decoded once at ``size`` x ``size`` (uint8, N x H x W x 3), cached for every later run."""
+
+    def compute() -> Computed:
+        decoded, failed = images.load_image_array(dataset.abspaths(), size, progress=progress, cancel=cancel)
+        return Computed(arrays={"images": decoded}, meta={"failed": {str(k): v for k, v in failed.items()}})
+
+    return decoded_images_step(dataset, size).run(store, compute).array("images")
+
+
 __all__ = [
     "Dataset",
     "DatasetError",
     "Issue",
     "ValidationReport",
+    "decoded_images",
+    "decoded_images_step",
     "from_frame",
     "load_dataset",
     "load_image_folder",

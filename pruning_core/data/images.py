@@ -26,19 +26,14 @@ import struct
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar
+from typing import Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cache.steps import CachedStep, Computed
-from cache.store import ResultStore
 from pruning_core.runtime.progress import CancelToken, Cancelled, ProgressCallback, check, report
 
 T = TypeVar("T")
-
-if TYPE_CHECKING:  # datasets imports this module
-    from pruning_core.data.datasets import Dataset
 
 WHITE = (255, 255, 255)
 """Background that transparent pixels are composited onto (see the module docstring)."""
@@ -336,25 +331,3 @@ __all__ = [
     "load_rgb",
     "to_rgb",
 ]
-
-
-def decoded_images_step(dataset: "Dataset", size: int) -> CachedStep:
-    """The cache step of :func:`decoded_images` (also what a cancelled scoring run reports as kept)."""
-    return CachedStep("images", dataset.fingerprint, {"size": size}, dataset=dataset.name, label="the decoded images")
-
-
-def decoded_images(
-    dataset: "Dataset",
-    size: int,
-    store: ResultStore,
-    *,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelToken] = None,
-) -> np.ndarray:
-    """All images decoded once at ``size`` x ``size`` (uint8, N x H x W x 3), cached for every later run."""
-
-    def compute() -> Computed:
-        images, failed = load_image_array(dataset.abspaths(), size, progress=progress, cancel=cancel)
-        return Computed(arrays={"images": images}, meta={"failed": {str(k): v for k, v in failed.items()}})
-
-    return decoded_images_step(dataset, size).run(store, compute).array("images")

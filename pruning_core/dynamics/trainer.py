@@ -41,8 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pruning_core.runtime.devices import (SMALL_OP_CPU_THREADS, autocast, cpu_threads_for, decide, determinism, read_facts,
-                                  resolve_device)
+from pruning_core.runtime.devices import (SMALL_OP_CPU_THREADS, ThreadPolicy, autocast, cpu_threads_for, decide,
+                                          determinism, read_facts, resolve_device)
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 from .device_data import DeviceData
@@ -230,6 +230,9 @@ class ProxyTrainer:
         if self.y_np.min() < 0 or self.y_np.max() >= self.num_classes:
             raise ValueError("labels must be in [0, num_classes)")
         self.dev, self.n, self.arch, self.width = dev, n, arch, width
+        # on a CPU, threads for the cores free now, re-checked every epoch (never above the caller's count,
+        # which :func:`proxy_trainer` restores when the block ends)
+        self.threads = ThreadPolicy() if dev.type == "cpu" else None
         self.policy = decide(read_facts(dev), precision)
         self.precision = self.policy.precision
         self.batch_size = max(1, min(int(batch_size), n))
@@ -292,6 +295,8 @@ class ProxyTrainer:
         backward overflowed, the scaler skips the model's step and the extra step is zeroed too.
         """
         t1 = time.perf_counter()
+        if self.threads is not None:
+            self.threads.apply()
         self.model.train()
         order = torch.randperm(self.n if idx is None else int(idx.shape[0]), device=self.dev, generator=self.gen)
         perm = order if idx is None else idx[order]
@@ -350,6 +355,7 @@ class ProxyTrainer:
             "label_smoothing": self.label_smoothing, "device": str(self.dev), "num_classes": self.num_classes,
             "n_train": self.n, "data_seconds": self.data_seconds, "train_seconds": self.train_seconds,
             "samples_trained": self.samples_trained,
+            "threads": None if self.threads is None else self.threads.choice.threads,
         }
 
 

@@ -7,6 +7,7 @@ finished chunk and the next run starts at the first missing one.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -16,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from cache.store import atomic_save_npy, read_chunk
 from pruning_core.runtime import executors
-from pruning_core.embeddings.clip_model import ClipEncoder
+from pruning_core.demo.tiny_clip import register_tiny_clip
+from pruning_core.embeddings.clip_model import ClipEncoder, WeightsSource
 from pruning_core.runtime.devices import device_policy
 from pruning_core.data.images import ImageError, load_rgb
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
@@ -49,15 +51,31 @@ class _ImageFiles(TorchDataset):
 
 
 def decode_batch(paths: Sequence[Path], preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch decoded in this process (what a Ray embedding actor does with its rows)."""
+    """A batch decoded in this process (what a pool worker's CLIP does with its rows)."""
     files = _ImageFiles(paths, preprocess)
     images, ok = zip(*(files[i] for i in range(len(files))))
     return torch.stack(images), torch.tensor(ok, dtype=torch.bool)
 
 
+def clip_actor(source: WeightsSource, precision: str) -> Callable[[list], dict[str, np.ndarray]]:
+    """The executor's actor factory for image embeddings: one CLIP per pool worker (on its GPU when it has one).
+
+    Runs in the worker: the built-in tiny CLIP is registered there too, and the model loads at the
+    driver's resolved ``precision`` so the embeddings are what the driver's cache key says.
+    """
+    register_tiny_clip()
+    encoder = ClipEncoder(source, device="auto", precision=precision)
+
+    def embed(paths: list) -> dict[str, np.ndarray]:
+        images, ok = decode_batch([Path(p) for p in paths], encoder.preprocess)
+        return {"emb": encoder.encode_image_batch(images).float().cpu().numpy(), "ok": ok.numpy()}
+
+    return embed
+
+
 def local_batches(paths: Sequence[Path], encoder: ClipEncoder, *, batch_size: int,
-                  num_workers: Optional[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(embeddings, ok) per batch, decoded by DataLoader workers while the model runs here.
+                  num_workers: Optional[int]) -> Iterator[dict[str, torch.Tensor]]:
+    """``{"emb", "ok"}`` per batch, decoded by DataLoader workers while the model runs here.
 
     Workers and prefetch come from the device policy: the CPUs this process may use, and batches in
     flight that fit /dev/shm (a worker hands each batch over through it; Docker's default 64 MB holds
@@ -77,7 +95,7 @@ def local_batches(paths: Sequence[Path], encoder: ClipEncoder, *, batch_size: in
         prefetch_factor=prefetch if workers else None,
     )
     for images, ok in loader:
-        yield encoder.encode_image_batch(images).cpu(), ok
+        yield {"emb": encoder.encode_image_batch(images).cpu(), "ok": ok}
 
 
 CHUNK_SIZE = 4096
@@ -126,14 +144,18 @@ def embed_images(
 
     if todo:
         indices = [i for c in todo for i in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
-        batches = executors.current().embed_batches([paths[i] for i in indices], encoder, batch_size=batch_size,
-                                                     num_workers=num_workers)
+        batches = executors.current().map_batches(
+            [str(paths[i]) for i in indices], batch_size=batch_size,
+            local=lambda items: local_batches([Path(p) for p in items], encoder, batch_size=batch_size,
+                                              num_workers=num_workers),
+            actor=functools.partial(clip_actor, encoder.source, encoder.precision))
         pending_emb: list[torch.Tensor] = []
         pending_ok: list[torch.Tensor] = []
         chunk_iter = iter(todo)
         current = next(chunk_iter)
-        for batch_emb, ok in batches:
+        for batch in batches:
             check(cancel)
+            batch_emb, ok = torch.as_tensor(batch["emb"]), torch.as_tensor(batch["ok"], dtype=torch.bool)
             pending_emb.append(batch_emb)
             pending_ok.append(ok)
             finished += len(ok)

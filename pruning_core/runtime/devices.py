@@ -27,6 +27,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Optional
@@ -391,3 +392,93 @@ def cpu_threads_for(n: Optional[int], dev: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- CPU threads on a shared machine
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """torch/OpenMP threads for one CPU step, and why: made by :func:`choose_threads` from what the machine reports."""
+
+    threads: int
+    cpus: int
+    """CPUs in this process's affinity."""
+    others_load: float
+    """Runnable threads of other processes (1-minute load average less this process's own share)."""
+    cap: int
+    """The most threads the caller allows (torch's thread count when the step began: ``OMP_NUM_THREADS``,
+    ``torch.set_num_threads``); the policy only ever lowers it."""
+
+    def describe(self) -> str:
+        free = max(0.0, self.cpus - self.others_load)
+        why = (f"{self.cpus} CPUs, other processes' load {self.others_load:.1f} leaves {free:.1f} free"
+               + (f", capped at {self.cap} by the thread setting" if self.threads == self.cap < self.cpus else ""))
+        return f"{self.threads} CPU thread{'s' if self.threads != 1 else ''} ({why})"
+
+
+def choose_threads(cpus: int, others_load: float, cap: int) -> ThreadChoice:
+    """Threads for a CPU step: the cores other processes leave free, rounded half up, at least 1, at most ``cap``.
+
+    A pure function of what :func:`thread_policy` reads, so it is tested with made-up machines.  Why not
+    all cores: a multi-threaded op ends at an OpenMP barrier, and when another process holds one of the
+    cores, every barrier waits for the thread parked behind it; one thread per *free* core never waits
+    (docs/benchmarks.md, issue 27: ``bench/bench_threads.py``).
+    """
+    cpus, cap = max(1, int(cpus)), max(1, int(cap))
+    free = cpus - max(0.0, float(others_load))
+    threads = max(1, min(cap, cpus, int(free + 0.5)))
+    return ThreadChoice(threads, cpus, max(0.0, float(others_load)), cap)
+
+
+OWN_SHARE_WINDOW_S = 0.5
+"""Shorter windows of this process's CPU time say little about its share of the load (the last one is kept)."""
+
+
+class ThreadPolicy:
+    """Chooses a CPU step's threads from the cores free now; re-checked between epochs (:meth:`apply`).
+
+    The 1-minute load average counts this process's own running threads too; their share is estimated
+    from the process's CPU time since the previous check and taken off, so a run does not read its own
+    threads as competition and shrink itself.
+    """
+
+    def __init__(self, cap: Optional[int] = None) -> None:
+        self.cap = int(cap if cap is not None else torch.get_num_threads())
+        self._last = (time.monotonic(), _process_cpu_seconds())
+        self._own = 0.0
+        self.choice = self.check()
+
+    def check(self) -> ThreadChoice:
+        """The choice now (its own share is measured over windows of at least :data:`OWN_SHARE_WINDOW_S`)."""
+        now, cpu = time.monotonic(), _process_cpu_seconds()
+        then, cpu_then = self._last
+        if now - then >= OWN_SHARE_WINDOW_S:
+            self._own = (cpu - cpu_then) / (now - then)
+            self._last = (now, cpu)
+        return choose_threads(affinity_cpus(), load_average() - self._own, self.cap)
+
+    def apply(self) -> ThreadChoice:
+        """Check again and set torch's thread count to the choice (call it between epochs)."""
+        self.choice = self.check()
+        if torch.get_num_threads() != self.choice.threads:
+            torch.set_num_threads(self.choice.threads)
+        return self.choice
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable threads, all processes); 0 where the system has none (Windows)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def _process_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def passive_waits() -> bool:
+    """Whether OpenMP threads sleep at barriers here (``OMP_WAIT_POLICY=PASSIVE``, set by ``pruning_core``)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"

@@ -1,7 +1,9 @@
 """Where independent work items run: in this process, or as Ray tasks on a cluster.
 
 Cross-fitting folds, Evaluate grid cells and image-embedding batches are independent of each
-other, so the library hands them to an *executor* instead of looping itself.  The local executor
+other, so the library hands them to an *executor* instead of looping itself.  The executor only
+places work: what runs (the fold function, the embedding loop and the CLIP actor factory) comes from
+the step that owns it, so this ground-floor module imports nothing above it.  The local executor
 is the plain loop (same order, same progress, same results as before executors existed); the Ray
 executor submits every item as a Ray task with its CPU/GPU needs and calls back on the driver as
 each one finishes, so a finished fold or run is saved at once and a cancel keeps it.
@@ -45,6 +47,13 @@ class Needs:
 ItemFn = Callable[..., Any]
 """``fn(item, progress=..., cancel=..., **common)`` -> the item's result (module-level, so Ray can ship it)."""
 
+LocalBatches = Callable[[Sequence[Any]], Iterator[Mapping[str, Any]]]
+"""A step's in-process batched loop over its items (e.g. DataLoader workers decoding while a model runs)."""
+
+ActorFactory = Callable[[], Callable[[list], Mapping[str, Any]]]
+"""Called once inside each pool worker (so a model loads once per worker); returns ``fn(batch of items) -> arrays``.
+A module-level function or a ``functools.partial`` of one, so Ray can ship it."""
+
 
 class Executor(Protocol):
     name: str
@@ -55,9 +64,15 @@ class Executor(Protocol):
             cancel: Optional[CancelToken] = None) -> list[Any]:
         """Results of ``fn`` over ``items`` in item order; ``on_done(i, result)`` runs here as each ends."""
 
-    def embed_batches(self, paths: Sequence[Path], encoder: Any, *, batch_size: int,
-                      num_workers: Optional[int]) -> Iterator[tuple[Any, Any]]:
-        """(embeddings, ok) tensors of consecutive batches of ``paths``, in order."""
+    def map_batches(self, items: Sequence[Any], *, batch_size: int, local: LocalBatches,
+                    actor: ActorFactory) -> Iterator[Mapping[str, Any]]:
+        """Results of consecutive batches of ``items``, in order, as dicts of arrays.
+
+        ``local(items)`` is the step's own in-process loop (the local executor runs it); ``actor()``
+        is called once in each worker of a pool and returns the function that maps one batch of
+        items to a dict of equal-length arrays.  The step that owns the work provides both, so the
+        runtime never imports what it runs.
+        """
 
 
 class LocalExecutor:
@@ -75,10 +90,8 @@ class LocalExecutor:
                 on_done(i, results[-1])
         return results
 
-    def embed_batches(self, paths, encoder, *, batch_size, num_workers):
-        from pruning_core.embeddings.encode import local_batches
-
-        return local_batches(paths, encoder, batch_size=batch_size, num_workers=num_workers)
+    def map_batches(self, items, *, batch_size, local, actor):
+        return local(items)
 
 
 class RayExecutor:
@@ -133,47 +146,37 @@ class RayExecutor:
             raise
         return results
 
-    def embed_batches(self, paths, encoder, *, batch_size, num_workers):
-        """Decode and embed in ``map_batches`` on an actor pool: one model per GPU actor, CPU actors otherwise."""
-        import torch
-
+    def map_batches(self, items, *, batch_size, local, actor):
+        """Batches on a Ray Data actor pool: one actor per GPU, else one per CPU (the work decodes in the actor)."""
         ray = self._ray()
         gpus = ray.cluster_resources().get("GPU", 0)
-        pool = int(gpus) if gpus >= 1 else max(1, int(ray.cluster_resources().get("CPU", 1)))  # decode is in the actor
+        pool = int(gpus) if gpus >= 1 else max(1, int(ray.cluster_resources().get("CPU", 1)))
         context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True  # chunks are flushed in order, as locally
+        context.execution_options.preserve_order = True  # results come back in item order, as locally
         # a few blocks per actor: enough to balance the pool, few enough that per-block scheduling stays cheap
-        rows = ray.data.from_items([{"i": i, "path": str(p)} for i, p in enumerate(paths)],
-                                   override_num_blocks=max(1, min(4 * pool, -(-len(paths) // batch_size))))
-        embedded = rows.map_batches(
-            _EmbedActor, fn_constructor_kwargs={"source": encoder.source, "precision": encoder.precision}, batch_size=batch_size,
+        rows = ray.data.from_items([{"i": i, "item": item} for i, item in enumerate(items)],
+                                   override_num_blocks=max(1, min(4 * pool, -(-len(items) // batch_size))))
+        mapped = rows.map_batches(
+            _BatchActor, fn_constructor_kwargs={"factory": actor}, batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=pool), num_gpus=1 if gpus >= 1 else 0, num_cpus=1,
         )
         expected = 0
-        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
-            if batch["i"].size and batch["i"][0] != expected:
-                raise RuntimeError(f"Ray Data returned rows out of order (row {batch['i'][0]}, expected {expected})")
-            expected += batch["i"].size
-            yield torch.tensor(batch["emb"]), torch.tensor(batch["ok"], dtype=torch.bool)
+        for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+            order = batch.pop("i")
+            if order.size and order[0] != expected:
+                raise RuntimeError(f"Ray Data returned rows out of order (row {order[0]}, expected {expected})")
+            expected += order.size
+            yield batch
 
 
-class _EmbedActor:
-    """One CLIP per actor (on its GPU when it has one): decodes its batch of paths and embeds it."""
+class _BatchActor:
+    """One pool worker: builds the step's batch function once (its model, on its GPU when it has one)."""
 
-    def __init__(self, source: Any, precision: str) -> None:
-        from pruning_core.embeddings.clip_model import ClipEncoder
-        from pruning_core.demo.tiny_clip import register_tiny_clip
-
-        register_tiny_clip()  # the driver resolved the weights; this process must know the built-in model too
-        # the driver's resolved precision: the embeddings must be what the cache key it computed says
-        self.encoder = ClipEncoder(source, device="auto", precision=precision)
+    def __init__(self, factory: ActorFactory) -> None:
+        self.fn = factory()
 
     def __call__(self, batch: dict) -> dict:
-        from pruning_core.embeddings.encode import decode_batch
-
-        images, ok = decode_batch([Path(p) for p in batch["path"]], self.encoder.preprocess)
-        emb = self.encoder.encode_image_batch(images).float().cpu().numpy()
-        return {"i": batch["i"], "emb": emb, "ok": ok.numpy()}
+        return {"i": batch["i"], **self.fn(list(batch["item"]))}
 
 
 LOCAL = LocalExecutor()

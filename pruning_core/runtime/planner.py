@@ -10,6 +10,21 @@ setting the user gives explicitly is kept as given; the planner only fills in th
 (settings, estimate, measured rates, the device policy's decisions and the memory the run needs) is
 shown before the run starts and recorded with its results.
 
+What is measured comes from the step that owns it: the dynamics step passes a :class:`Probe`
+(``pruning_core.dynamics.probe.PROXY_PROBE``), so this ground-floor module imports nothing above it.
+
+A measurement describes the machine *when it was taken*: on a shared machine the same setting trains
+30x slower while other jobs hold the cores.  So a recorded probe is used again only while it is
+younger than :data:`PROBE_MAX_AGE_S`, while the load other processes put on the CPUs is within
+:func:`load_margin` of the load it was taken at, and until a finished run trains at a rate more than
+:data:`RATE_MARGIN` away from it (:func:`check_run_rate`); otherwise it is measured again.  The plan
+line says how old its measurement is and at what load it was taken.
+
+The budget covers the whole step, not only training: the time already spent when planning (loading,
+the probes themselves: ``DynamicsPlan.spent_s``) and the decoding still to do (``decode_s``) are taken
+off before the rungs are fitted, and the run's deadline is the rest of the budget from when the step
+starts (``scoring.pipeline.dynamics_score_table(budget_spent_s=plan.spent_s)``).
+
 Cost model of one dynamics step over N samples with E epochs and k folds (k >= 2): the recording run
 trains E·N samples and evaluates all N after every epoch; cross-fitting trains k models on (k-1)/k
 of the data, i.e. E·N·(k-1) more training samples, and evaluates each held-out fold once.  So
@@ -18,16 +33,17 @@ of the data, i.e. E·N·(k-1) more training samples, and evaluates each held-out
 
 from __future__ import annotations
 
+import platform
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
-import numpy as np
 import torch
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
-from pruning_core.runtime.devices import DevicePolicy, device_policy, resolve_device, resolve_precision
+from pruning_core.runtime.devices import (DevicePolicy, ThreadChoice, ThreadPolicy, affinity_cpus, device_policy,
+                                          load_average, resolve_device, resolve_precision)
 from pruning_core.runtime.progress import ProgressCallback, report
 
 DEFAULT_BUDGET_S = 60.0
@@ -48,12 +64,15 @@ RUNGS: tuple[Mapping[str, int], ...] = (
     {"image_size": 32, "width": 16, "epochs": 20, "folds": 0, "batch_size": 256},
     {"image_size": 32, "width": 16, "epochs": 16, "folds": 2, "batch_size": 256},
     {"image_size": 32, "width": 16, "epochs": 16, "folds": 4, "batch_size": 256},
+    {"image_size": 32, "width": 32, "epochs": 16, "folds": 2, "batch_size": 512},
     {"image_size": 32, "width": 32, "epochs": 16, "folds": 4, "batch_size": 512},
+    {"image_size": 32, "width": 48, "epochs": 16, "folds": 4, "batch_size": 512},
     {},  # the full-size settings: DynamicsConfig's own defaults
 )
 """Candidate settings from cheapest to most capable, each costlier than the one before; each names only what
 differs from the defaults.  The order is what detection per second measured on 50,000 CIFAR-10 images with 20 %
-symmetric noise on 2 cores (docs/benchmarks.md): resolution first (8 epochs, width 16: AUROC 0.968 at 16 px,
+symmetric noise on 2 cores (docs/benchmarks.md; widths 32 with 2 folds and 48 are there so no step up the
+ladder costs more than about 2.3x the one below, see :data:`MAX_EPOCH_STRETCH`): resolution first (8 epochs, width 16: AUROC 0.968 at 16 px,
 0.979 at 24 px, where doubling the width at 16 px gave 0.974 for more time), then the recording run's epochs,
 and cross-fitting last: its folds multiply the cost and add no detection the recording run lacks (at 180 s,
 5 epochs plus 2 folds detected the noise with AUROC 0.90 where 8 epochs alone reached 0.97; at 900 s, 32 px with
@@ -63,15 +82,25 @@ them on a large dataset at a small budget fixes ``folds``."""
 MIN_EPOCHS = 4
 """Below this a proxy has not yet learned the clean samples: a plan never goes lower."""
 
+MAX_EPOCH_STRETCH = 2.0
+"""A rung whose next rung does not fit trains up to this many times its epochs to spend the budget: with
+the ladder's steps at most ~2.3x apart this leaves less than a third of a budget unspent."""
+
 MIN_STEPS_PER_EPOCH = 16
 """A planned batch size never leaves an epoch with fewer optimiser steps than this (small datasets)."""
 
 MIN_BATCH_SIZE = 16
 """...unless that would take the batch below this (BatchNorm statistics of smaller batches are noise)."""
 
-PROBE_STEPS = 8
-PROBE_EMBEDDING_DIM = 512
-PROBE_CODE_VERSION = 2
+PROBE_MAX_AGE_S = 6 * 3600.0
+"""A recorded probe older than this is measured again (drivers, clocks and neighbours change)."""
+
+RATE_MARGIN = 0.35
+"""A finished run whose training rate is more than this fraction away from its probe's marks the probe stale."""
+
+LOAD_MARGIN_SHARE = 0.25
+"""The probe is measured again when the cores other processes leave free changed by at least this share of the
+CPUs (and at least one core) since it was taken: :func:`load_margin`."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,100 @@ class Rates:
     eval: float
 
 
+class Probe(Protocol):
+    """What the planner measures and sizes, provided by the step that owns the training (the dynamics step)."""
+
+    version: int
+    """Keys the recorded measurements: a change to what is timed makes earlier ones invalid."""
+
+    def rates(self, config: Any, num_classes: int) -> Rates:
+        """Training and evaluation samples/s of ``config`` on its device, measured now."""
+
+    def memory(self, config: Any, n_samples: int, num_classes: int) -> tuple[int, int]:
+        """(training data bytes, working-set bytes) a run of ``config`` over ``n_samples`` needs on its device."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the machine reports at planning time (read by :func:`read_machine`, faked in tests)."""
+
+    now: float
+    """``time.time()``: measurements are recorded with wall time, so their age survives restarts."""
+    cpus: int
+    others_load: float
+    """Load other processes put on the CPUs (the thread policy's estimate)."""
+    threads: Optional[ThreadChoice]
+    """The CPU thread policy's choice; None on an accelerator (its throughput does not depend on CPU threads)."""
+
+
+def read_machine(dev: torch.device) -> Machine:
+    if dev.type != "cpu":
+        return Machine(time.time(), affinity_cpus(), load_average(), None)
+    choice = ThreadPolicy().choice
+    return Machine(time.time(), choice.cpus, choice.others_load, choice)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One recorded throughput probe: the rates and the machine they were measured on."""
+
+    rates: Rates
+    measured_at: float
+    others_load: float
+    threads: Optional[int]
+    remeasured: Optional[str] = None
+    """Why an earlier measurement of this setting was replaced (None: first one, or reused)."""
+
+    def as_meta(self) -> dict:
+        return {"rates": asdict(self.rates), "measured_at": self.measured_at, "others_load": self.others_load,
+                "threads": self.threads, "remeasured": self.remeasured}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> "Measurement":
+        return cls(Rates(**meta["rates"]), float(meta["measured_at"]), float(meta["others_load"]), meta.get("threads"),
+                   meta.get("remeasured"))
+
+
+def load_margin(cpus: int) -> float:
+    """Free cores a probe's machine may gain or lose before it is measured again (see :data:`LOAD_MARGIN_SHARE`)."""
+    return max(1.0, LOAD_MARGIN_SHARE * cpus)
+
+
+def stale_reason(measurement: Measurement, machine: Machine) -> Optional[str]:
+    """Why ``measurement`` no longer describes ``machine`` (None: it still does); a pure function of both."""
+    age = machine.now - measurement.measured_at
+    if age > PROBE_MAX_AGE_S:
+        return f"the measurement was {format_age(age)} old"
+    if machine.threads is not None:
+        free_then = max(0.0, machine.cpus - measurement.others_load)
+        free_now = max(0.0, machine.cpus - machine.others_load)
+        if abs(free_now - free_then) >= load_margin(machine.cpus):
+            return f"the load changed from {measurement.others_load:.1f} to {machine.others_load:.1f}"
+    return None
+
+
+def check_run_rate(plan: "DynamicsPlan", run: Mapping[str, Any], store: Optional[ResultStore]) -> Optional[dict]:
+    """Compare a finished run's training rate with its plan's probe; forget the probe if they disagree.
+
+    ``run`` is what the run recorded (``samples_trained``, ``train_seconds``, ``finished_at``: the
+    dynamics settings of its score table).  A run older than the probe (a record from the cache) says
+    nothing about it: None.  Otherwise both rates are returned for the run's record, and beyond
+    :data:`RATE_MARGIN` the probe's entry is dropped, so the next plan of this setting measures again
+    (the run saw another machine than the probe did).
+    """
+    finished, samples, seconds = run.get("finished_at"), run.get("samples_trained"), run.get("train_seconds")
+    measured_at = plan.measurement.measured_at if plan.measurement is not None else 0.0
+    if finished is None or not samples or not seconds or finished < measured_at:
+        return None
+    run_rate = samples / seconds
+    ratio = run_rate / plan.rates.train
+    forget = abs(ratio - 1.0) > RATE_MARGIN
+    if forget and store is not None and plan.probe_step is not None:
+        plan.probe_step.forget(store)
+    return {"probe_train_rate": round(plan.rates.train, 1), "run_train_rate": round(run_rate, 1),
+            "ratio": round(ratio, 3), "probe_forgotten": forget}
+
+
 @dataclass(frozen=True)
 class DynamicsPlan:
     """What a dynamics step will run and about how long it will take."""
@@ -89,6 +212,7 @@ class DynamicsPlan:
     config: Any  # DynamicsConfig (concrete: every planned field set)
     n_samples: int
     estimate_s: float
+    """Training and evaluation (the cost model)."""
     budget_s: Optional[float]
     rates: Rates
     device: str
@@ -97,15 +221,23 @@ class DynamicsPlan:
     """Index into :data:`RUNGS` (-1: nothing was planned, every setting was given)."""
     policy: Optional[DevicePolicy] = None
     """The device policy's decisions (precision, where the data lives, ...) for this run."""
+    memory: tuple[int, int] = (0, 0)
+    """(training data bytes, working-set bytes) the run needs on its device: ``Probe.memory``."""
+    measurement: Optional[Measurement] = None
+    machine: Optional[Machine] = None
+    spent_s: float = 0.0
+    """Budget already spent when the plan was made (loading the dataset, the probes): the run gets the rest."""
+    decode_s: float = 0.0
+    """Estimated work outside training still to come (decoding the images when they are not cached)."""
+    probe_step: Optional[CachedStep] = None
 
     @property
-    def memory(self) -> tuple[int, int]:
-        """(training data bytes, working-set bytes) the run needs on its device: :func:`memory_needs`."""
-        return memory_needs(self.config, self.n_samples)
+    def overhead_s(self) -> float:
+        return self.spent_s + self.decode_s
 
     @property
     def fits(self) -> bool:
-        return self.budget_s is None or self.estimate_s <= self.budget_s
+        return self.budget_s is None or self.estimate_s + self.overhead_s <= self.budget_s
 
     def describe(self) -> str:
         """One line for the page and the terminal, shown before the run starts."""
@@ -114,22 +246,40 @@ class DynamicsPlan:
         model = (f"ResNet-9 width {c.width} at {c.image_size} px" if c.arch == "resnet9"
                  else f"{c.arch} probe on the CLIP embeddings")
         line = (f"{model}, {c.epochs} epochs, {folds}, batch {c.batch_size} on {self.device}: about "
-                f"{format_seconds(self.estimate_s)} for {self.n_samples:,} samples "
-                f"(measured {self.rates.train:,.0f} training samples/s)")
+                f"{format_seconds(self.estimate_s)} for {self.n_samples:,} samples")
+        if self.overhead_s >= 1:
+            line += f" (+ {format_seconds(self.overhead_s)} loading, probing and decoding)"
+        line += f" ({self._measured()})"
         if self.budget_s is not None:
             line += f"; budget {format_seconds(self.budget_s)}"
             if not self.fits:
                 why = "with the settings you fixed" if self.fixed else "even at the cheapest settings"
                 line += f" — over budget {why}; the run stops when the budget is spent"
+        if self.machine is not None and self.machine.threads is not None:
+            line += f"; {self.machine.threads.describe()}"
         if self.policy is not None:
             line += f". Device: {self.policy.describe(*self.memory)}"
         return line
 
+    def _measured(self) -> str:
+        text = f"measured {self.rates.train:,.0f} training samples/s"
+        m, machine = self.measurement, self.machine
+        if m is None or machine is None:
+            return text
+        text += f" {format_age(machine.now - m.measured_at)} ago at load {m.others_load:.1f}"
+        if m.remeasured:
+            text += f", measured again: {m.remeasured}"
+        return text
+
     def as_dict(self) -> dict:
         """For the score sidecar and the export manifest."""
         out = {"settings": {f: getattr(self.config, f) for f in PLANNED_FIELDS}, "estimate_s": round(self.estimate_s, 1),
-               "budget_s": self.budget_s, "device": self.device, "fixed": list(self.fixed), "rung": self.rung,
-               "rates": asdict(self.rates)}
+               "spent_s": round(self.spent_s, 1), "decode_s": round(self.decode_s, 1), "budget_s": self.budget_s, "device": self.device,
+               "fixed": list(self.fixed), "rung": self.rung, "rates": asdict(self.rates)}
+        if self.measurement is not None:
+            out["measurement"] = self.measurement.as_meta()
+        if self.machine is not None and self.machine.threads is not None:
+            out["threads"] = asdict(self.machine.threads)
         if self.policy is not None:
             data, working = self.memory
             out.update(device_policy=self.policy.as_dict(), memory={"data_bytes": data, "working_bytes": working,
@@ -144,31 +294,21 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def format_age(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def estimate_seconds(config: Any, n_samples: int, rates: Rates) -> float:
     """Seconds of one dynamics step (recording run plus cross-fitting) at ``rates``; see the module doc."""
     epochs, folds = int(config.epochs), int(config.folds)
     train = epochs * n_samples * max(folds, 1)
     evals = epochs * n_samples + (n_samples if folds >= 2 else 0)
     return train / rates.train + evals / rates.eval
-
-
-def memory_needs(config: Any, n_samples: int, num_classes: int = 10, in_dim: int = PROBE_EMBEDDING_DIM) -> tuple[int, int]:
-    """(bytes of the training data, bytes of one step's working set) of ``config`` over ``n_samples``.
-
-    The data is what :class:`~pruning_core.dynamics.device_data.DeviceData` holds: uint8 images, unpadded
-    (or float32 embeddings); the working set is :func:`~pruning_core.dynamics.models.training_working_bytes`.
-    """
-    from pruning_core.dynamics.models import training_working_bytes
-
-    precision = resolve_precision(resolve_device(config.device), config.precision)
-    if config.arch == "resnet9":
-        data = n_samples * config.image_size ** 2 * 3
-    else:
-        data = n_samples * in_dim * 4
-    working = training_working_bytes(config.arch, batch_size=config.batch_size, width=config.width,
-                                     image_size=config.image_size, in_dim=in_dim, num_classes=num_classes,
-                                     precision=precision)
-    return int(data), working
 
 
 def planned_batch_size(batch_size: int, n_samples: int) -> int:
@@ -180,76 +320,53 @@ def planned_batch_size(batch_size: int, n_samples: int) -> int:
     return max(bs, min(MIN_BATCH_SIZE, int(batch_size)))
 
 
-def _device_signature(dev: torch.device) -> dict:
-    """What makes a throughput measurement valid elsewhere: the device, its threads, torch itself."""
-    sig = {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads()}
+def _device_signature(dev: torch.device, machine: Machine) -> dict:
+    """What makes a throughput measurement valid elsewhere: the device, the threads it runs on, torch itself."""
+    sig = {"device": str(dev), "torch": torch.__version__}
     if dev.type == "cuda":
         sig["name"] = torch.cuda.get_device_name(dev)
     else:
-        import platform
-
         sig["cpu"] = platform.processor() or platform.machine()
+        sig["threads"] = machine.threads.threads if machine.threads is not None else torch.get_num_threads()
     return sig
 
 
-def measure_rates(
-    config: Any,
-    *,
-    num_classes: int,
-    store: Optional[ResultStore] = None,
-) -> Rates:
-    """Training and evaluation images/s of ``config``'s proxy on its device (cached per device and setting).
-
-    Runs the real :class:`~pruning_core.dynamics.trainer.ProxyTrainer` (same precision, memory layout
-    and augmentation as a real run) for two warm-up and :data:`PROBE_STEPS` timed steps on random images,
-    each step timed alone.  Fewer steps read 2x slow on CPU (first-iteration allocator and oneDNN costs).
-    """
+def probe_step(config: Any, probe: Probe, num_classes: int, machine: Machine) -> CachedStep:
+    """The cache step of ``config``'s throughput measurement (per device, thread count and setting)."""
     dev = resolve_device(config.device)
     params = {"image_size": config.image_size, "width": config.width, "batch_size": config.batch_size,
-              "arch": config.arch, "num_classes": num_classes, "version": PROBE_CODE_VERSION,
-              **_precision(config), **_device_signature(dev)}
+              "arch": config.arch, "num_classes": num_classes, "version": probe.version,
+              "precision": resolve_precision(dev, config.precision), **_device_signature(dev, machine)}
+    return CachedStep("throughput-probe", "machine", params)
+
+
+def measure(config: Any, probe: Probe, *, num_classes: int, machine: Machine,
+            store: Optional[ResultStore] = None) -> Measurement:
+    """``config``'s rates on its device: the recorded measurement while :func:`stale_reason` finds none, else a new one."""
+    threads = machine.threads.threads if machine.threads is not None else None
+
+    def measured(why: Optional[str] = None) -> Measurement:
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)  # the probe runs at the thread count it is keyed by
+        try:
+            rates = probe.rates(config, num_classes)
+        finally:
+            torch.set_num_threads(before)
+        return Measurement(rates, machine.now, machine.others_load, threads, why)
+
     if store is None:
-        return _timed_steps(config, dev, num_classes)
-    entry = CachedStep("throughput-probe", "machine", params).run(
-        store, lambda: Computed(meta={"rates": asdict(_timed_steps(config, dev, num_classes))}))
-    return Rates(**entry.meta["rates"])
+        return measured()
+    why: list[str] = []
 
+    def reuse(entry) -> bool:
+        reason = stale_reason(Measurement.from_meta(entry.meta), machine)
+        why.append(reason) if reason else None
+        return reason is None
 
-def _timed_steps(config: Any, dev: torch.device, num_classes: int) -> Rates:
-    """Rates from :data:`PROBE_STEPS` timed training and evaluation steps on random inputs (see :func:`measure_rates`)."""
-    from pruning_core.dynamics.trainer import proxy_trainer
-
-    bs = int(config.batch_size)
-    n = bs * (PROBE_STEPS + 2)
-    rng = np.random.default_rng(0)
-    if config.arch == "resnet9":
-        x = rng.integers(0, 256, size=(n, config.image_size, config.image_size, 3), dtype=np.uint8)
-    else:  # a probe on embeddings: CLIP ViT-B's width stands for any
-        x = rng.standard_normal((n, PROBE_EMBEDDING_DIM), dtype=np.float32)
-    y = rng.integers(0, num_classes, size=n)
-    batches = torch.arange(n).view(-1, bs)
-    with proxy_trainer(x, y, device=dev, seed=0, epochs=1, num_classes=num_classes, arch=config.arch,
-                       width=config.width, batch_size=bs, **_precision(config)) as trainer:
-        batches = batches.to(trainer.dev)
-        train_s, eval_s = [], []
-        for i, batch in enumerate(batches):  # the first two warm up: allocator, oneDNN/cuDNN kernel choice
-            t0 = time.perf_counter()
-            trainer.train_epoch(batch)
-            t1 = time.perf_counter()
-            for _ in trainer.logits(batch, chunk=bs):
-                pass
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            if i >= 2:
-                train_s.append(t1 - t0)
-                eval_s.append(time.perf_counter() - t1)
-    # The median step: a burst of load from another process on a shared machine moves it little.
-    return Rates(train=bs / max(float(np.median(train_s)), 1e-9), eval=bs / max(float(np.median(eval_s)), 1e-9))
-
-
-def _precision(config: Any) -> dict:
-    """The config's precision as a trainer option (bf16 and fp32 run at different rates, so it keys the probe)."""
-    return {"precision": resolve_precision(resolve_device(config.device), config.precision)}
+    step = probe_step(config, probe, num_classes, machine)
+    entry = step.run(store, lambda: Computed(meta=measured(why[0] if why else None).as_meta()), reuse=reuse)
+    return Measurement.from_meta(entry.meta)
 
 
 def plan_dynamics(
@@ -258,26 +375,40 @@ def plan_dynamics(
     *,
     num_classes: int,
     budget_s: Optional[float],
+    probe: Probe,
     fixed: Iterable[str] = (),
     store: Optional[ResultStore] = None,
     progress: Optional[ProgressCallback] = None,
     estimate: Optional[Callable[[Any, Rates], float]] = None,
     batch_samples: Optional[int] = None,
+    started: Optional[float] = None,
+    overhead_s: Optional[Callable[[Any], float]] = None,
 ) -> DynamicsPlan:
     """The most capable rung of :data:`RUNGS` that fits ``budget_s``, with the ``fixed`` fields of ``config`` kept.
 
     Without a budget, ``config`` runs as given (its defaults are the full-size settings) and the
     plan only carries the estimate.  Rungs are probed cheapest first and the search stops at the
-    first that does not fit: a more capable rung is never cheaper.  When even the cheapest rung is
-    over budget it is chosen anyway and :attr:`DynamicsPlan.fits` says so.  ``estimate(config, rates)``
-    replaces the dynamics step's cost model (:func:`estimate_seconds`) for other training-based steps;
-    ``batch_samples`` is the sample count a planned batch must give the floor of steps (default ``n_samples``;
-    the Evaluate grid passes its smallest subset, so the probe measures the batch every run will use).
+    first that does not fit: a more capable rung is never cheaper.  The chosen rung then trains more
+    epochs (up to :data:`MAX_EPOCH_STRETCH` times) while they fit, so the gap to the next rung is
+    not left unspent.  When even the cheapest rung is over budget it is chosen anyway, with fewer
+    epochs, and :attr:`DynamicsPlan.fits` says so.  ``probe`` measures and sizes a setting (the
+    dynamics step's ``PROXY_PROBE``).  ``estimate(config, rates)`` replaces the dynamics step's cost
+    model (:func:`estimate_seconds`) for other training-based steps; ``batch_samples`` is the sample
+    count a planned batch must give the floor of steps (default ``n_samples``; the Evaluate grid
+    passes its smallest subset, so the probe measures the batch every run will use).
+
+    The budget covers the whole step: ``started`` is the ``time.monotonic()`` at which its clock
+    started (default: now), so the time spent loading and probing counts, and ``overhead_s(candidate)``
+    is the work outside training still to come for a candidate (decoding its images when they are not
+    cached).
     """
+    started = time.monotonic() if started is None else started
     cost = estimate or (lambda candidate, rates: estimate_seconds(candidate, n_samples, rates))
+    outside = overhead_s or (lambda candidate: 0.0)
     fixed = tuple(sorted(set(fixed) & set(PLANNED_FIELDS)))
-    dev = str(resolve_device(config.device))
+    dev = resolve_device(config.device)
     policy = device_policy(config.device, config.precision)
+    machine = read_machine(dev)
 
     def with_rung(rung: Mapping[str, int]) -> Any:
         defaults = type(config)()
@@ -288,13 +419,17 @@ def plan_dynamics(
         return candidate
 
     def plan_of(candidate: Any, rung: int) -> DynamicsPlan:
-        rates = measure_rates(candidate, num_classes=num_classes, store=store)
-        return DynamicsPlan(candidate, n_samples, cost(candidate, rates), budget_s, rates, dev, fixed, rung, policy)
+        measurement = measure(candidate, probe, num_classes=num_classes, machine=machine, store=store)
+        return DynamicsPlan(candidate, n_samples, cost(candidate, measurement.rates), budget_s, measurement.rates,
+                            str(dev), fixed, rung, policy, probe.memory(candidate, n_samples, num_classes),
+                            measurement, machine, time.monotonic() - started, outside(candidate),
+                            probe_step(candidate, probe, num_classes, machine))
 
     if budget_s is None or config.arch != "resnet9":
         return plan_of(config, -1)
     best: Optional[DynamicsPlan] = None
     seen: set = set()
+    capped = False  # a more capable rung exists that did not fit
     for i, rung in enumerate(RUNGS):
         candidate = with_rung(rung)
         if candidate in seen:
@@ -303,20 +438,36 @@ def plan_dynamics(
         report(progress, "throughput probe", i, len(RUNGS), f"width {candidate.width} at {candidate.image_size} px")
         plan = plan_of(candidate, i)
         if best is not None and not plan.fits:
+            capped = True
             break
         best = plan
         if not plan.fits:
             break
     report(progress, "throughput probe", len(RUNGS), len(RUNGS))
     assert best is not None
-    return best if best.fits else _shrunk_to_fit(best, cost)
+    # the clock ran on while the rungs above were probed
+    best = replace(best, spent_s=time.monotonic() - started)
+    if not best.fits:
+        return _epochs_to_fit(best, cost, 1.0)
+    return _epochs_to_fit(best, cost, MAX_EPOCH_STRETCH) if capped else best
 
 
-def _shrunk_to_fit(plan: DynamicsPlan, cost: Callable[[Any, Rates], float]) -> DynamicsPlan:
-    """The cheapest rung over budget: fewer epochs, down to :data:`MIN_EPOCHS` (unless the user fixed them)."""
-    if "epochs" in plan.fixed:
-        return plan
+def _epochs_to_fit(plan: DynamicsPlan, cost: Callable[[Any, Rates], float], stretch: float) -> DynamicsPlan:
+    """``plan`` with the most epochs that fit its budget, between :data:`MIN_EPOCHS` and ``stretch`` times its own.
+
+    Over budget (``stretch`` 1) this shrinks the cheapest rung; under it, it spends what the next
+    rung up could not use.  Epochs the user fixed are kept.
+    """
     config = plan.config
-    epochs = min(config.epochs, max(MIN_EPOCHS, int(config.epochs * plan.budget_s / plan.estimate_s)))
-    candidate = replace(config, epochs=epochs)
-    return replace(plan, config=candidate, estimate_s=cost(candidate, plan.rates))
+    if "epochs" in plan.fixed or plan.budget_s is None:
+        return plan
+    available = plan.budget_s - plan.overhead_s
+    most = max(MIN_EPOCHS, int(config.epochs * stretch))
+    for epochs in range(most, MIN_EPOCHS - 1, -1):
+        candidate = replace(config, epochs=epochs)
+        estimate = cost(candidate, plan.rates)
+        if estimate <= available or epochs == MIN_EPOCHS:
+            if stretch > 1 and epochs <= config.epochs:
+                return plan  # nothing to add
+            return replace(plan, config=candidate, estimate_s=estimate)
+    return plan

@@ -10,17 +10,17 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.embeddings.clip_model import WeightsSource, clip_precision, load_clip, resolve_weights, source_identity
-from pruning_core.data.datasets import Dataset
+from pruning_core.data.datasets import Dataset, decoded_images, decoded_images_step
+from pruning_core.data.images import load_image_array
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.embeddings.encode import cached_chunks, embed_images
-from pruning_core.data.images import decoded_images, decoded_images_step
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
 from pruning_core.scoring.score_info import ScoreInfo
 from pruning_core.scoring.score_table import ScoreTable, base_table
@@ -222,16 +222,43 @@ def dynamics_steps(dataset: Dataset, config: DynamicsConfig, clip_identity: Opti
                        label="the cross-fitted probabilities", chunks=folds_done))
 
 
+def decoding_seconds(dataset: Dataset, store: ResultStore, sample: int = 64) -> Callable[[DynamicsConfig], float]:
+    """The planner's ``overhead_s``: seconds a candidate's dynamics step will spend decoding images (0 when cached).
+
+    Timed once, on the first ``sample`` files at the first size asked, then scaled to the dataset: the
+    budget covers decoding, so a first run on 50,000 JPEGs (about 20 s on 2 cores) plans less training.
+    """
+    per_image: list[float] = []
+
+    def seconds(config: DynamicsConfig) -> float:
+        if config.arch != "resnet9" or decoded_images_step(dataset, config.image_size).is_cached(store):
+            return 0.0
+        if not per_image:
+            paths = dataset.abspaths()[:sample]
+            t0 = time.perf_counter()
+            load_image_array(paths, config.image_size)
+            per_image.append((time.perf_counter() - t0) / max(1, len(paths)))
+        return per_image[0] * len(dataset)
+
+    return seconds
+
+
 def dynamics_score_table(
     dataset: Dataset,
     config: DynamicsConfig,
     store: ResultStore,
     *,
     clip: Optional[ClipConfig] = None,
+    budget_spent_s: float = 0.0,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> ScoreTable:
-    """Training-dynamics scores from cached per-epoch records, plus cleanlab issues from cross-fitting."""
+    """Training-dynamics scores from cached per-epoch records, plus cleanlab issues from cross-fitting.
+
+    ``config.budget_s`` covers the whole step, decoding included: its clock starts here, less
+    ``budget_spent_s`` already spent on it before (loading and probing: the plan's ``spent_s``).
+    """
+    step_started = time.monotonic()
     from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record
     from pruning_core.dynamics.crossfit import BudgetSpent
     from pruning_core.dynamics.trainer import TrainingRecord
@@ -248,11 +275,11 @@ def dynamics_score_table(
     record_step, oos_step = dynamics_steps(dataset, config, identity)
     train = {**config.trainer_options(), "num_classes": len(dataset.classes)}
     y = dataset.label_ids
-    deadline = time.monotonic() + config.budget_s if config.budget_s is not None else None
+    deadline = step_started + config.budget_s - budget_spent_s if config.budget_s is not None else None
 
     def train_record() -> Computed:
         record = train_and_record(x, y, deadline=deadline, progress=progress, cancel=cancel, **train)
-        return Computed(arrays=record.to_arrays(), meta=record.meta)
+        return Computed(arrays=record.to_arrays(), meta={**record.meta, "finished_at": time.time()})
 
     entry = record_step.run(store, train_record)
     record = TrainingRecord.from_arrays(entry, entry.meta)
@@ -262,7 +289,9 @@ def dynamics_score_table(
         notes.append(f"The {format_seconds(config.budget_s)} budget stopped proxy training after "
                      f"{record.n_epochs} of {config.epochs} epochs: give a larger budget or fewer epochs.")
     settings = {"dynamics": {**record_step.params, "epochs_done": record.n_epochs,
-                             "train_seconds": record.meta.get("train_seconds"), "device": record.meta.get("device"),
+                             "train_seconds": record.meta.get("train_seconds"),
+                             "samples_trained": record.meta.get("samples_trained"),
+                             "finished_at": record.meta.get("finished_at"), "device": record.meta.get("device"),
                              "data_on_device": record.meta.get("data_on_device")}}
     table = ScoreTable(frame.set_axis(dataset.samples.index), infos, notes, settings)
 
@@ -289,13 +318,15 @@ def score_dataset(
     clip: Optional[ClipConfig] = None,
     dynamics: Optional[DynamicsConfig] = None,
     adapruner: Optional[tuple[float, DynamicsConfig]] = None,
+    dynamics_spent_s: float = 0.0,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> ScoreTable:
     """All requested score families joined onto the sample columns.
 
     ``adapruner`` is ``(keep ratio, proxy)``: the learned mask's column (its proxy trains without
-    cross-fitting, so it is planned apart from ``dynamics``).
+    cross-fitting, so it is planned apart from ``dynamics``).  ``dynamics_spent_s``: the part of the
+    dynamics budget its plan already spent (``dynamics_score_table``'s ``budget_spent_s``).
     """
     from pruning_core.subset_training.mask_scores import adapruner_score_table
 
@@ -303,7 +334,8 @@ def score_dataset(
     if clip is not None:
         table = table.merged(clip_score_table(dataset, clip, store, progress=progress, cancel=cancel))
     if dynamics is not None:
-        table = table.merged(dynamics_score_table(dataset, dynamics, store, clip=clip, progress=progress, cancel=cancel))
+        table = table.merged(dynamics_score_table(dataset, dynamics, store, clip=clip, budget_spent_s=dynamics_spent_s,
+                                                  progress=progress, cancel=cancel))
     if adapruner is not None:
         ratio, proxy = adapruner
         table = table.merged(adapruner_score_table(dataset, ratio, proxy, store, progress=progress, cancel=cancel))

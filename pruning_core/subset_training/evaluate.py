@@ -36,9 +36,9 @@ from sklearn.model_selection import train_test_split
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.runtime import executors
-from pruning_core.data.datasets import Dataset
+from pruning_core.data.datasets import Dataset, decoded_images
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.data.images import decoded_images
+from pruning_core.dynamics.probe import PROXY_PROBE
 from pruning_core.scoring.pipeline import ClipConfig, clip_embeddings
 from pruning_core.runtime.planner import DynamicsPlan, Rates, format_seconds, plan_dynamics, planned_batch_size
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
@@ -273,7 +273,7 @@ def plan_grid(
         proxy = replace(proxy, batch_size=grid_batch_size(proxy.batch_size, keeps, n_train))
     plan = plan_dynamics(
         proxy, n_train, num_classes=num_classes, budget_s=config.time_budget_s, fixed=(*fixed, "folds"),
-        store=store, progress=progress, batch_samples=smallest,
+        store=store, progress=progress, batch_samples=smallest, probe=PROXY_PROBE,
         estimate=lambda candidate, rates: grid_seconds(candidate, rates, runs=runs, n_train=n_train, n_test=n_test,
                                                        budget=config.budget),
     )

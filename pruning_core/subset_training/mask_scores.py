@@ -14,9 +14,8 @@ import pandas as pd
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
-from pruning_core.data.datasets import Dataset
+from pruning_core.data.datasets import Dataset, decoded_images
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.data.images import decoded_images
 from pruning_core.runtime.progress import CancelToken, ProgressCallback
 from pruning_core.scoring.score_info import ScoreInfo
 from pruning_core.scoring.score_table import ScoreTable
