@@ -340,8 +340,18 @@ def app_command(args: argparse.Namespace) -> list[str]:
               "reach it can browse its workspace and the review decisions; put it behind an authenticating "
               "reverse proxy or use an SSH tunnel (README: Security)", file=sys.stderr)
     # ui.launch runs `streamlit run app.py` with Streamlit's legacy pages/ mode off (deep links work)
+    # Without a terminal Streamlit must not prompt for an e-mail address (it would wait on stdin, or fail on
+    # /dev/null): headless never prompts.  Usage statistics are off by default (.streamlit/config.toml too).
+    headless = args.headless if args.headless is not None else not _stdin_is_terminal()
     return [sys.executable, "-m", "ui.launch", "--server.address", args.address, "--server.port", str(args.port),
-            "--server.headless", str(args.headless).lower(), "--browser.gatherUsageStats", "false"]
+            "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed stdin
+        return False
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -549,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--allow-remote", action="store_true",
                      help="allow a non-loopback --address: the app has no login, so guard it with an authenticating "
                           f"reverse proxy (README: Security); the app reads and writes only under ${ROOTS_ENV}")
-    app.add_argument("--headless", action=argparse.BooleanOptionalAction, default=False)
+    app.add_argument("--headless", action=argparse.BooleanOptionalAction, default=None,
+                     help="do not open a browser and never ask anything on the terminal (default: headless when "
+                          "stdin is not a terminal, e.g. under nohup or a service manager)")
     app.set_defaults(func=cmd_app)
     return parser
 

@@ -170,3 +170,16 @@ def test_evaluate_page_refuses_a_held_out_set_outside_the_workspace(tmp_path, mo
     at.text_input[0].set_value("/etc").run()
     assert any("outside the workspace" in e.value for e in at.error), [e.value for e in at.error]
     assert not any("Plan:" in box.value for box in at.info)  # nothing planned or trained on /etc
+
+
+@pytest.mark.parametrize("terminal, headless", [(True, "false"), (False, "true")])
+def test_the_app_starts_headless_without_a_terminal(monkeypatch, terminal, headless):
+    """Under nohup or a service manager nothing may ask on stdin (Streamlit's e-mail prompt): headless there."""
+    from pruning_core import cli
+
+    monkeypatch.setattr(cli, "_stdin_is_terminal", lambda: terminal)
+    command = cli.app_command(cli.build_parser().parse_args(["app"]))
+    assert command[command.index("--server.headless") + 1] == headless
+    assert command[command.index("--browser.gatherUsageStats") + 1] == "false"
+    forced = cli.app_command(cli.build_parser().parse_args(["app", "--no-headless"]))
+    assert forced[forced.index("--server.headless") + 1] == "false"
