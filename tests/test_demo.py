@@ -259,3 +259,21 @@ def test_adapter_lowers_its_loss_without_hurting_detection(scored):
     # 0.9976 -> 0.9977 on one build, 0.9852 -> 0.9864 and 0.99910 -> 0.99907 on another.
     assert after["label"] >= before["label"] - RANK_NOISE
     assert after["caption"] >= before["caption"] - RANK_NOISE
+
+
+def test_tiny_clip_training_reports_every_batch_with_the_time_left_and_no_random_init_warning(caplog, one_thread):
+    """First use trains the demo's CLIP: a bar that moves per batch, one line saying why, no alarming warning."""
+    import logging
+
+    from pruning_core.demo.tiny_clip import TRAINING_STAGE, train_tiny_clip
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    seen = []
+    with caplog.at_level(logging.WARNING):
+        train_tiny_clip(images, [f"a photo of shape {i % 4}" for i in range(40)], epochs=2, batch_size=16,
+                        progress=seen.append)
+    assert [p.done for p in seen] == list(range(5)) and {p.total for p in seen} == {4}  # 2 epochs x 2 batches
+    assert {p.stage for p in seen} == {TRAINING_STAGE} and "trains its own tiny one once" in seen[0].message
+    assert all("left" in p.message and "epoch" in p.message for p in seen[1:])
+    assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]

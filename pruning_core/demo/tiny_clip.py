@@ -16,11 +16,14 @@ same tensors it was trained on.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Optional, Sequence
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pruning_core.runtime.planner import format_seconds
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 TINY_CLIP_NAME = "prunescope-tiny"
@@ -60,7 +64,7 @@ TINY_CLIP_CONFIG: dict = {
 }
 """The architecture, in open_clip's model-config JSON format."""
 
-TRAINING_STAGE = "tiny CLIP training"
+TRAINING_STAGE = "training the demo's tiny CLIP (first use only)"
 
 _register_lock = threading.Lock()
 
@@ -94,7 +98,22 @@ def create_tiny_clip(seed: Optional[int] = None) -> torch.nn.Module:
     register_tiny_clip()
     if seed is not None:
         torch.manual_seed(seed)
-    return open_clip.create_model(TINY_CLIP_NAME, pretrained=None, device="cpu")
+    with _quiet_random_init_warning():  # random initialisation is the point here, not a failure to load weights
+        return open_clip.create_model(TINY_CLIP_NAME, pretrained=None, device="cpu")
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning():
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning for the tiny CLIP only."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("No pretrained weights loaded") and TINY_CLIP_NAME in record.getMessage())
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def preprocess_uint8(model: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
@@ -238,7 +257,8 @@ def train_tiny_clip(
     AdamW with warm-up and cosine decay; the temperature is the model's own ``logit_scale``,
     clamped at 100 as in open_clip.
     Deterministic for a given seed on a given machine (CPU, fixed thread count).
-    Progress is reported per epoch; ``cancel`` is checked between epochs.
+    Progress is reported per batch, with the time left (on a busy machine this takes minutes: a bar that
+    moves says it is working); ``cancel`` is checked between epochs.
     """
     import open_clip
 
@@ -282,8 +302,10 @@ def train_tiny_clip(
         return lr * 0.5 * (1.0 + math.cos(math.pi * t))
 
     model.train()
-    report(progress, TRAINING_STAGE, 0, epochs, "starting")
+    report(progress, TRAINING_STAGE, 0, total_steps,
+           "the demo has no downloadable CLIP, so PruneScope trains its own tiny one once and caches it")
     step = 0
+    started = time.perf_counter()
     for epoch in range(epochs):
         check(cancel)
         perm = torch.randperm(n, generator=gen)
@@ -311,7 +333,9 @@ def train_tiny_clip(
                 model.logit_scale.clamp_(0, max_log_scale)
             running += loss.item()
             step += 1
-        report(progress, TRAINING_STAGE, epoch + 1, epochs, f"loss {running / max(1, steps_per_epoch):.3f}")
+            left = (time.perf_counter() - started) / step * (total_steps - step)
+            report(progress, TRAINING_STAGE, step, total_steps,
+                   f"epoch {epoch + 1}/{epochs}, loss {running / (b + 1):.3f}, about {format_seconds(left)} left")
     with torch.no_grad():
         full_embedding.weight[used_tokens] = model.token_embedding.weight
     model.token_embedding = full_embedding
