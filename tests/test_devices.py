@@ -334,16 +334,27 @@ def test_threads_follow_the_cores_other_processes_leave_free(cpus, others_load, 
     assert f"{cpus} CPUs, other processes' load {others_load:.1f}" in choice.describe()
 
 
-def test_the_thread_policy_takes_this_process_own_share_off_the_load(monkeypatch):
-    """The load average counts this process's threads too: a run busy on 2 threads is no competition for itself."""
-    clock = {"t": 100.0, "cpu": 0.0}
+def test_the_load_monitor_counts_other_processes_not_this_one(monkeypatch, one_thread):
+    """A run busy on 2 threads is no competition for itself; another process's busy core is."""
+    clock = {"t": 100.0, "busy": 0.0, "own": 0.0}
     monkeypatch.setattr(devices.time, "monotonic", lambda: clock["t"])
-    monkeypatch.setattr(devices, "_process_cpu_seconds", lambda: clock["cpu"])
+    monkeypatch.setattr(devices.time, "sleep", lambda s: clock.update(t=clock["t"] + s))
+    monkeypatch.setattr(devices, "_affinity_busy_seconds", lambda: clock["busy"])
+    monkeypatch.setattr(devices, "_process_cpu_seconds", lambda: clock["own"])
     monkeypatch.setattr(devices, "affinity_cpus", lambda: 2)
-    monkeypatch.setattr(devices, "load_average", lambda: 2.0)
-    policy = devices.ThreadPolicy(cap=2)
-    assert policy.choice.threads == 1  # nothing known of its own share yet: the load is someone else's
-    clock.update(t=110.0, cpu=20.0)  # 2 CPU-seconds a second since: the load is its own
+    policy = devices.ThreadPolicy(cap=2, monitor=devices.LoadMonitor())
+    assert policy.choice.threads == 2 and policy.choice.others_load == 0.0  # an idle first window
+    clock.update(t=110.0, busy=20.0, own=20.0)  # both CPUs busy, all of it this process
     assert policy.check().threads == 2
-    clock.update(t=110.1)  # too short a window to measure again: the last share still holds
-    assert policy.check().others_load == 0.0
+    clock.update(t=120.0, busy=40.0, own=30.0)  # another process took one CPU for the last 10 s
+    assert policy.apply().threads == 1 and torch.get_num_threads() == 1
+    clock.update(t=120.2, busy=40.4, own=30.0)  # too short a window to measure: the last reading holds
+    assert policy.check().others_load == 1.0
+
+
+def test_busy_seconds_are_read_for_the_cpus_of_this_process(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  900 0 100 5000 50 0 0 0 0 0\ncpu0 300 0 100 2000 50 0 0 0 0 0\n"
+                    "cpu1 600 0 0 3000 0 0 0 0 0 0\nintr 1\n")
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0})
+    assert devices._affinity_busy_seconds(str(stat)) == pytest.approx(400 / devices.os.sysconf("SC_CLK_TCK"))

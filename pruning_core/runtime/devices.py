@@ -405,7 +405,7 @@ class ThreadChoice:
     cpus: int
     """CPUs in this process's affinity."""
     others_load: float
-    """Runnable threads of other processes (1-minute load average less this process's own share)."""
+    """CPUs other processes keep busy (:class:`LoadMonitor`)."""
     cap: int
     """The most threads the caller allows (torch's thread count when the step began: ``OMP_NUM_THREADS``,
     ``torch.set_num_threads``); the policy only ever lowers it."""
@@ -431,32 +431,59 @@ def choose_threads(cpus: int, others_load: float, cap: int) -> ThreadChoice:
     return ThreadChoice(threads, cpus, max(0.0, float(others_load)), cap)
 
 
-OWN_SHARE_WINDOW_S = 0.5
-"""Shorter windows of this process's CPU time say little about its share of the load (the last one is kept)."""
+LOAD_WINDOW_S = 0.5
+"""The shortest window over which the CPU time of others is measured (shorter ones keep the last reading)."""
+
+
+class LoadMonitor:
+    """How many of this process's CPUs other processes keep busy: the thread policy's input.
+
+    Read from ``/proc/stat``'s per-CPU counters for the CPUs in this process's affinity, over the window
+    since the previous reading, less this process's own CPU time in it: it follows a competing job within
+    one window, where the 1-minute load average lags a minute behind and counts this process's own threads.
+    Where ``/proc/stat`` is missing (macOS) the load average is used.  The first reading samples a short
+    window.
+    """
+
+    def __init__(self) -> None:
+        self._last: Optional[tuple[float, float, float]] = None
+        self._others: Optional[float] = None
+        self._lock = threading.Lock()
+
+    def others_load(self) -> float:
+        with self._lock:
+            if self._last is None and self._reading() is not None:
+                self._last = self._reading()
+                time.sleep(LOAD_WINDOW_S)
+            now = self._reading()
+            if now is None:
+                return load_average()
+            then = self._last
+            if now[0] - then[0] >= LOAD_WINDOW_S:
+                self._others = max(0.0, ((now[1] - then[1]) - (now[2] - then[2])) / (now[0] - then[0]))
+                self._last = now
+            return self._others if self._others is not None else load_average()
+
+    @staticmethod
+    def _reading() -> Optional[tuple[float, float, float]]:
+        busy = _affinity_busy_seconds()
+        return None if busy is None else (time.monotonic(), busy, _process_cpu_seconds())
+
+
+MONITOR = LoadMonitor()
+"""One per process: every step's thread choice and the planner read the same windows."""
 
 
 class ThreadPolicy:
-    """Chooses a CPU step's threads from the cores free now; re-checked between epochs (:meth:`apply`).
+    """Chooses a CPU step's threads from the cores free now (:data:`MONITOR`); re-checked between epochs (:meth:`apply`)."""
 
-    The 1-minute load average counts this process's own running threads too; their share is estimated
-    from the process's CPU time since the previous check and taken off, so a run does not read its own
-    threads as competition and shrink itself.
-    """
-
-    def __init__(self, cap: Optional[int] = None) -> None:
+    def __init__(self, cap: Optional[int] = None, monitor: Optional[LoadMonitor] = None) -> None:
         self.cap = int(cap if cap is not None else torch.get_num_threads())
-        self._last = (time.monotonic(), _process_cpu_seconds())
-        self._own = 0.0
+        self.monitor = monitor or MONITOR
         self.choice = self.check()
 
     def check(self) -> ThreadChoice:
-        """The choice now (its own share is measured over windows of at least :data:`OWN_SHARE_WINDOW_S`)."""
-        now, cpu = time.monotonic(), _process_cpu_seconds()
-        then, cpu_then = self._last
-        if now - then >= OWN_SHARE_WINDOW_S:
-            self._own = (cpu - cpu_then) / (now - then)
-            self._last = (now, cpu)
-        return choose_threads(affinity_cpus(), load_average() - self._own, self.cap)
+        return choose_threads(affinity_cpus(), self.monitor.others_load(), self.cap)
 
     def apply(self) -> ThreadChoice:
         """Check again and set torch's thread count to the choice (call it between epochs)."""
@@ -464,6 +491,22 @@ class ThreadPolicy:
         if torch.get_num_threads() != self.choice.threads:
             torch.set_num_threads(self.choice.threads)
         return self.choice
+
+
+def _affinity_busy_seconds(stat: str = "/proc/stat") -> Optional[float]:
+    """CPU-seconds the CPUs of this process's affinity have been busy (all processes), or None without /proc."""
+    try:
+        lines = Path(stat).read_text().splitlines()
+        mine = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+    except (OSError, AttributeError):
+        return None
+    ticks = 0
+    for line in lines:
+        fields = line.split()
+        if fields and fields[0] in mine:  # user nice system idle iowait irq softirq steal ...
+            values = [int(v) for v in fields[1:9]]
+            ticks += sum(values) - values[3] - values[4]
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> float:
