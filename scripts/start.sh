@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up, build the offline demo (first run: about a minute) and open the app on it.
+# Set up, build the offline demo (first run: about a minute) and open the app on it. Needs no terminal:
+# `nohup bash scripts/start.sh --port P < /dev/null &` serves it headless (no prompt; usage statistics off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
