@@ -26,8 +26,9 @@ class DynamicsConfig:
     precision: str = "auto"
     """``auto`` = bf16 autocast where the hardware computes bf16 (``devices.resolve_precision``), or ``fp32``."""
     budget_s: Optional[float] = None
-    """Wall-clock seconds for training and cross-fitting: a run stops when they are spent (within one
-    epoch).  ``pruning_core.runtime.planner.plan_dynamics`` picks settings that fit it; None runs as set."""
+    """Wall-clock seconds for the whole dynamics step (loading, probing, decoding, training, cross-fitting):
+    training starts no epoch it cannot finish in them.  ``pruning_core.runtime.planner.plan_dynamics``
+    picks settings that fit it; None runs as set."""
 
     def trainer_options(self) -> dict:
         """Keyword arguments of the proxy trainer (``proxy_trainer``, ``train_and_record``, ``out_of_sample_probs``)."""

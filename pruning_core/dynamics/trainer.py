@@ -418,8 +418,9 @@ def train_and_record(
             which saves the per-epoch evaluation when only ``heldout_probs`` are needed.
         eval_x: optional held-out inputs (same kind as ``x``); their final softmax is returned
             as ``heldout_probs``.
-        deadline: a ``time.monotonic()`` instant (a time budget): training stops after the epoch
-            in which it passes, so a budgeted run ends within its budget plus one epoch.  The
+        deadline: a ``time.monotonic()`` instant (a time budget): training does not start an epoch
+            that, at the mean epoch time so far, would end after it (and stops after any epoch in
+            which it passed), so a budgeted run ends about at its budget.  The
             record then holds the epochs done (``meta["stopped_by_budget"]`` is True); the
             schedule was sized for ``epochs``, so its learning rate had not yet annealed.
         progress, cancel: the project's progress callback / cancel token (checked every batch).
@@ -434,11 +435,14 @@ def train_and_record(
         final_logits = np.empty((n_rec, t.num_classes), dtype=np.float32)  # on the host: read once, at the end
         t_record = 0.0
         done = 0
+        loop_started = time.monotonic()
         for epoch in range(epochs):
             check(cancel)
             t.train_epoch(cancel=cancel)
-            # the last epoch: the planned one, or the one in which the budget ran out
-            last = epoch == epochs - 1 or (deadline is not None and time.monotonic() >= deadline)
+            # the last epoch: the planned one, or the last one that ends before the budget runs out
+            # (the mean epoch so far says whether another one would end after the deadline)
+            now = time.monotonic()
+            last = epoch == epochs - 1 or (deadline is not None and now + (now - loop_started) / (epoch + 1) >= deadline)
             t2 = time.perf_counter()
             for pos, logits in t.logits(rec_dev):
                 for k, v in label_stats(logits, y_rec[pos]).items():
