@@ -4,7 +4,7 @@ The proxy's full-size settings (ResNet-9 width 64 at 32 px, 16 epochs, 4 cross-f
 defaults of :class:`~pruning_core.dynamics.config.DynamicsConfig`) take seconds on a GPU and tens of
 minutes on a 2-core CPU.  Rather than one set of defaults that is wrong on one of them, the default
 is a *time budget*: a short throughput probe on the real device measures how many images per second
-each candidate setting trains and evaluates (a few batches, cached per device and setting), and
+each candidate setting trains and evaluates (a few batches, cached per device, thread count and setting), and
 :func:`plan_dynamics` picks the most capable rung of :data:`RUNGS` whose estimated time fits.  Any
 setting the user gives explicitly is kept as given; the planner only fills in the rest.  The plan
 (settings, estimate, measured rates, the device policy's decisions and the memory the run needs) is
@@ -91,6 +91,9 @@ MIN_STEPS_PER_EPOCH = 16
 
 MIN_BATCH_SIZE = 16
 """...unless that would take the batch below this (BatchNorm statistics of smaller batches are noise)."""
+
+TAIL_SHARE = 0.05
+"""Share of a budget kept for what follows training (the scores, writing the table): plans and deadlines use the rest."""
 
 PROBE_MAX_AGE_S = 6 * 3600.0
 """A recorded probe older than this is measured again (drivers, clocks and neighbours change)."""
@@ -237,7 +240,7 @@ class DynamicsPlan:
 
     @property
     def fits(self) -> bool:
-        return self.budget_s is None or self.estimate_s + self.overhead_s <= self.budget_s
+        return self.budget_s is None or self.estimate_s + self.overhead_s <= self.budget_s * (1 - TAIL_SHARE)
 
     def describe(self) -> str:
         """One line for the page and the terminal, shown before the run starts."""
@@ -461,7 +464,7 @@ def _epochs_to_fit(plan: DynamicsPlan, cost: Callable[[Any, Rates], float], stre
     config = plan.config
     if "epochs" in plan.fixed or plan.budget_s is None:
         return plan
-    available = plan.budget_s - plan.overhead_s
+    available = plan.budget_s * (1 - TAIL_SHARE) - plan.overhead_s
     most = max(MIN_EPOCHS, int(config.epochs * stretch))
     for epochs in range(most, MIN_EPOCHS - 1, -1):
         candidate = replace(config, epochs=epochs)

@@ -262,7 +262,7 @@ def dynamics_score_table(
     from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record
     from pruning_core.dynamics.crossfit import BudgetSpent
     from pruning_core.dynamics.trainer import TrainingRecord
-    from pruning_core.runtime.planner import format_seconds
+    from pruning_core.runtime.planner import TAIL_SHARE, format_seconds
 
     if config.arch == "resnet9":
         x = decoded_images(dataset, config.image_size, store, progress=progress, cancel=cancel)
@@ -275,7 +275,8 @@ def dynamics_score_table(
     record_step, oos_step = dynamics_steps(dataset, config, identity)
     train = {**config.trainer_options(), "num_classes": len(dataset.classes)}
     y = dataset.label_ids
-    deadline = step_started + config.budget_s - budget_spent_s if config.budget_s is not None else None
+    deadline = (step_started + config.budget_s * (1 - TAIL_SHARE) - budget_spent_s  # the tail: scores, the table
+                if config.budget_s is not None else None)
 
     def train_record() -> Computed:
         record = train_and_record(x, y, deadline=deadline, progress=progress, cancel=cancel, **train)
