@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -66,7 +65,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     from pruning_core.scoring.pipeline import ClipConfig, score_dataset
     from pruning_core.scoring.score_table import ScoreTable
 
-    started = time.monotonic()  # --budget covers the whole dynamics step: loading and probing count
+    from pruning_core.runtime.planner import process_started
+
+    started = process_started()  # --budget covers the whole dynamics step: starting, loading and probing count
     outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
     if args.data != DEMO:
         check_outputs(outputs, [args.data])

@@ -250,3 +250,14 @@ def test_the_budget_counts_the_time_spent_before_the_run_and_the_decoding(fake_m
     assert late.spent_s >= 20 and late.decode_s == 10.0
     assert late.estimate_s + late.overhead_s <= 60.0 and late.estimate_s < whole.estimate_s
     assert "loading, probing and decoding" in late.describe()
+
+
+def test_a_command_line_budget_counts_from_the_start_of_the_process():
+    """What the interpreter and the imports took before the command ran is part of the command's wall time."""
+    import subprocess
+    import sys
+
+    code = ("import time; time.sleep(1.0); from pruning_core.runtime.planner import process_started; "
+            "print(time.monotonic() - process_started())")
+    age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert age >= 1.0

@@ -33,8 +33,10 @@ of the data, i.e. E·N·(k-1) more training samples, and evaluates each held-out
 
 from __future__ import annotations
 
+import os
 import platform
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol
 
@@ -370,6 +372,21 @@ def measure(config: Any, probe: Probe, *, num_classes: int, machine: Machine,
     step = probe_step(config, probe, num_classes, machine)
     entry = step.run(store, lambda: Computed(meta=measured(why[0] if why else None).as_meta()), reuse=reuse)
     return Measurement.from_meta(entry.meta)
+
+
+def process_started() -> float:
+    """The ``time.monotonic()`` at which this process started (Linux), else now.
+
+    A budget given on the command line is a promise about the command's wall time, so its clock starts
+    with the interpreter: on a loaded machine, importing torch and the rest takes tens of seconds.
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        since_boot = float(Path("/proc/uptime").read_text().split()[0])
+        age = since_boot - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime, in clock ticks
+    except (OSError, IndexError, ValueError):
+        return time.monotonic()
+    return time.monotonic() - max(0.0, age)
 
 
 def plan_dynamics(
