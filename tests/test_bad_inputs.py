@@ -482,6 +482,7 @@ def test_a_damaged_embedding_chunk_is_embedded_again(tmp_path):
     class Encoder:  # the interface embed_images uses; the feature is the image's mean colour
         device = torch.device("cpu")
         embed_dim = 3
+        source, precision = None, "fp32"  # what a pool worker would load (this test runs locally)
 
         def preprocess(self, image):
             return torch.as_tensor(np.asarray(image, np.float32).mean(axis=(0, 1)))
