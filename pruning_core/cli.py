@@ -284,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     keeps = [float(parse_keep(k)) for k in args.keep.split(",")]
     dataset, assets = _load(args)
-    check_trainable(dataset, args.data, "evaluate")
+    check_trainable(dataset, args.data, "evaluate's runs")
     table = _aligned_scores(dataset, args.scores)
     test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress()) if args.test else None
     if test is None and assets is not None and args.holdout is None:

@@ -289,3 +289,14 @@ def test_text_embeddings_report_progress_per_batch(tmp_path):
                     ResultStore(tmp_path / "cache"), progress=events.append)
     ticks = [(e.done, e.total) for e in events if e.stage == "text embeddings"]
     assert ticks == [(0, 600), (512, 600), (600, 600)]
+
+
+def test_a_device_this_machine_lacks_is_bad_input_exit_2(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
+    _png(tmp_path / "d" / "cat" / "a.png")
+    _png(tmp_path / "d" / "dog" / "b.png")
+    assert run("--cache-dir", tmp_path / "cache", "score", tmp_path / "d", "--out", tmp_path / "s.parquet",
+               "--clip-model", TINY_CLIP_NAME, "--clip-pretrained", "none", "--device", "cuda") == 2
+    one_line_error(capsys, "--device cuda", "no CUDA GPU is visible")
