@@ -195,7 +195,7 @@ def test_an_empty_sidecar_names_itself_and_the_score_columns_it_lacks(tmp_path, 
     two_score_table(scores)
     scores.with_suffix(".json").write_text("{}")
     assert run("select", scores, "--keep", "0.5", "--out", tmp_path / "k.csv") == 2
-    one_line_error(capsys, "s.json", "none of the 2 score columns", "t.align", "description, suspicious")
+    one_line_error(capsys, "s.json", "none of the 2 numeric <family>.<score> columns", "t.align", "description, suspicious")
 
 
 def test_a_one_class_dataset_is_refused_before_the_throughput_probe(tmp_path, capsys, monkeypatch):
@@ -300,3 +300,16 @@ def test_a_device_this_machine_lacks_is_bad_input_exit_2(tmp_path, capsys, monke
     assert run("--cache-dir", tmp_path / "cache", "score", tmp_path / "d", "--out", tmp_path / "s.parquet",
                "--clip-model", TINY_CLIP_NAME, "--clip-pretrained", "none", "--device", "cuda") == 2
     one_line_error(capsys, "--device cuda", "no CUDA GPU is visible")
+
+
+def test_the_home_folder_is_refused_as_an_image_folder_but_not_as_a_manifests_root(tmp_path, monkeypatch):
+    from pruning_core.runtime.safety import UnsafeRequest
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _png(tmp_path / "cat" / "a.png")
+    _png(tmp_path / "dog" / "b.png")
+    with pytest.raises(UnsafeRequest, match="home folder"):
+        load_dataset(tmp_path)
+    manifest = tmp_path / "m.csv"  # a manifest in the home folder reads only the files it lists
+    pd.DataFrame({"path": ["cat/a.png", "dog/b.png"], "label": ["cat", "dog"]}).to_csv(manifest, index=False)
+    assert len(load_dataset(manifest)) == 2

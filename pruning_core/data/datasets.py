@@ -621,7 +621,7 @@ def load_image_folder(
         raise DatasetError(f"image folder {root_path} does not exist")
     if not root_path.is_dir():
         raise DatasetError(f"{root_path} is not a folder")
-    check_dataset_root(root_path, "image folder")
+    check_dataset_root(root_path, "image folder", walked=True)
     walk = _WalkGuard(root_path)
     issues: list[Issue] = []
     paths: list[str] = []

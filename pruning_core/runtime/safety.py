@@ -163,17 +163,22 @@ NEVER_INSIDE = ("/proc", "/sys", "/dev")
 """Pseudo file systems: nothing under them is a dataset."""
 
 
-def check_dataset_root(path: os.PathLike | str, what: str = "dataset root") -> Path:
-    """``path`` resolved (symlinks followed); :class:`UnsafeRequest` when it is ``/``, a system folder, the
-    home folder itself, or inside ``/proc``, ``/sys`` or ``/dev``: reading one walks the whole system."""
+def check_dataset_root(path: os.PathLike | str, what: str = "dataset root", *, walked: bool = False) -> Path:
+    """``path`` resolved (symlinks followed); :class:`UnsafeRequest` when it is ``/``, a system folder or
+    inside ``/proc``, ``/sys`` or ``/dev``.  A ``walked`` root (an image folder, listed file by file) may
+    not be the home folder either: walking one lists every file of the system or of the user.  A
+    manifest's root is only where its relative paths start, so a manifest in the home folder is fine."""
     resolved = Path(path).expanduser().resolve()
     text = str(resolved)
-    system = (resolved == Path(resolved.anchor) or text in SYSTEM_FOLDERS or resolved == Path.home().resolve()
+    system = (resolved == Path(resolved.anchor) or text in SYSTEM_FOLDERS
+              or (walked and resolved == Path.home().resolve())
               or any(text.startswith(root + "/") for root in NEVER_INSIDE))
     if system:
         via = "" if str(Path(path).expanduser().absolute()) == text else f" ({path} leads there)"
-        raise UnsafeRequest(f"{what} {text}{via} is the file system root, a system folder or the home folder, not a "
-                            "dataset; give the folder that holds the class folders or the images")
+        kind = "the file system root, a system folder or the home folder" if walked else \
+            "the file system root or a system folder"
+        raise UnsafeRequest(f"{what} {text}{via} is {kind}, not a dataset; give the folder that holds the class "
+                            "folders or the images")
     return resolved
 
 

@@ -94,8 +94,9 @@ class ScoreTable:
         undescribed = [c for c in frame.columns if "." in str(c) and pd.api.types.is_numeric_dtype(frame[c])]
         if not infos and undescribed:
             shown = ", ".join(undescribed[:4]) + (", ..." if len(undescribed) > 4 else "")
-            raise ValueError(f"{sidecar}: the sidecar describes none of the {len(undescribed)} score columns of "
-                             f"{path.name} ({shown}); each needs an entry {{description, suspicious}} "
+            raise ValueError(f"{sidecar}: the sidecar describes none of the {len(undescribed)} numeric "
+                             f"<family>.<score> columns of {path.name} ({shown}); each needs an entry "
+                             "{description, suspicious} "
                              "(rewrite it with 'prunescope score')")
         notes = [_numeric_column(frame, name, path) for name in infos]
         return cls(frame, infos, notes=[n for n in notes if n], settings=read_sidecar_settings(sidecar))
