@@ -221,6 +221,10 @@ class ScoreRanks:
         return self._columns[name]
 
 
+SAFE_WEIGHT_RANGE = (1e-150, 1e150)
+"""Largest weights whose weighted sums of ranks neither overflow nor lose precision; others are rescaled."""
+
+
 def check_weights(weights: Optional[Mapping[str, float]]) -> None:
     """Refuse a weight that is not a finite number: a NaN makes every combined score NaN, and the
     "selection" would silently be file order."""
@@ -251,12 +255,14 @@ def combined_score(
     if unknown:
         raise ValueError(f"unknown score column(s) {unknown}; available: {sorted(n for n in infos if n in frame)}")
     check_weights(weights)
-    # Weights are relative: dividing by the largest keeps every sum finite (1e308 + 1e308 overflows)
-    # and makes any weights select exactly what their normalised form selects.
     largest = max((abs(float(w)) for w in weights.values()), default=0.0)
     if largest == 0:
         raise ValueError("all score weights are zero; give at least one score a weight")
-    weights = {name: float(w) / largest for name, w in weights.items()}
+    if not SAFE_WEIGHT_RANGE[0] <= largest <= SAFE_WEIGHT_RANGE[1]:
+        # Weights are relative: 1e308 + 1e308 overflows and 5e-324 * rank underflows, so such weights are
+        # divided by the largest and select exactly what that normalised form selects.  Weights in the
+        # range are used as given, so manifests written before this select the same samples bit for bit.
+        weights = {name: float(w) / largest for name, w in weights.items()}
     total = sum(abs(w) for w in weights.values())
     if ranks is None:
         ranks = ScoreRanks(frame, infos)
