@@ -65,3 +65,12 @@ def test_two_review_tabs_on_one_sample_show_the_conflict_and_ask(scored):
     assert latest.at["images/img_035.png", "action"] == "keep" and latest.at["images/img_035.png", "reviewer"] == "bob"
     assert store.history(dataset.fingerprint)["action"].tolist() == ["remove", "keep"]
     assert not any("changed since you opened it" in w.value for w in two.warning)
+    # a second conflict, answered "keep theirs": nothing of this tab's is recorded
+    assert "row 34" in next(c.value for c in two.caption if "in queue" in c.value)
+    store.decide(dataset.fingerprint, "images/img_034.png", "relabel", new_label="cat", reviewer="cyd",
+                 classes=dataset.classes)
+    button(two, "Skip (s)").click().run()
+    assert any("relabel → cat by cyd" in w.value for w in two.warning)
+    button(two, "Keep theirs").click().run()
+    assert not any("changed since you opened it" in w.value for w in two.warning)
+    assert store.history(dataset.fingerprint)["action"].tolist() == ["remove", "keep", "relabel"]
