@@ -124,7 +124,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     if args.data != DEMO:
         check_outputs({"issues": args.out}, [args.data])
-    check_replaceable({"issues table": args.out}, {"issues table": has_columns(ISSUE_COLUMNS)}, overwrite=args.overwrite)
+    check_replaceable({"issues table": args.out}, {"issues table": has_columns(ISSUE_COLUMNS)},
+                      overwrite=args.overwrite)
 
     dataset, _ = _load(args)
     print(dataset.report.summary())
