@@ -17,6 +17,7 @@ logged with its path) and reported as missing, so the step that made it simply r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -25,9 +26,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -46,6 +48,36 @@ log = logging.getLogger("prunescope.cache")
 
 class CacheEntryDamaged(ValueError):
     """A cache entry that failed to load after it was found; it was moved aside, so a rerun recomputes it."""
+
+
+class WriteFailed(OSError):
+    """A write that failed, in one line naming the file and the cause (``errno`` kept: ENOSPC for a full disk)."""
+
+
+_FULL = {errno.ENOSPC: "the disk is full (no space left on its device)",
+         errno.EDQUOT: "the disk quota is exhausted"}
+
+
+@contextmanager
+def writing(path: Path, what: str = "") -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``path`` into a :class:`WriteFailed` naming it and the cause.
+
+    numpy reports a short write to a full disk as a bare ``"153600 requested and 98176 written"``
+    without an errno; that is a full disk (or quota) too.  The callers remove their temporary
+    files, so nothing half-written is left where a reader would find it.
+    """
+    try:
+        yield
+    except WriteFailed:
+        raise
+    except OSError as exc:
+        text = str(exc)
+        short_write = exc.errno is None and "requested and" in text and "written" in text
+        cause = _FULL.get(exc.errno) or (_FULL[errno.ENOSPC] if short_write else exc.strerror or text)
+        hint = "; free space or choose another folder" if exc.errno in _FULL or short_write else ""
+        failed = WriteFailed(f"cannot write {what + ' ' if what else ''}{path}: {cause}{hint}")
+        failed.errno = errno.ENOSPC if short_write else exc.errno
+        raise failed from exc
 
 
 def _store_root(path: Path) -> Optional[Path]:
@@ -180,7 +212,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with writing(path), os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -194,7 +226,7 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with writing(path), open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
         os.replace(tmp, path)
     except BaseException:
@@ -276,16 +308,17 @@ class ResultStore:
     ) -> Entry:
         """Write all artifacts into a temporary directory, then rename it into place."""
         tmp = self.entries_dir / f".tmp-{key}-{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
+        final = self.entries_dir / key
         try:
-            for name, arr in (arrays or {}).items():
-                np.save(tmp / f"{name}.npy", np.asarray(arr), allow_pickle=False)
-            for name, df in (frames or {}).items():
-                df.to_parquet(tmp / f"{name}.parquet", index=False)
-            files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
-            full_meta = {"key": key, "created": time.time(), **(meta or {}), _FILES: files}
-            (tmp / _META).write_text(json.dumps(full_meta, indent=1, default=str))
-            final = self.entries_dir / key
+            with writing(final, "cache entry"):
+                tmp.mkdir(parents=True)
+                for name, arr in (arrays or {}).items():
+                    np.save(tmp / f"{name}.npy", np.asarray(arr), allow_pickle=False)
+                for name, df in (frames or {}).items():
+                    df.to_parquet(tmp / f"{name}.parquet", index=False)
+                files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
+                full_meta = {"key": key, "created": time.time(), **(meta or {}), _FILES: files}
+                (tmp / _META).write_text(json.dumps(full_meta, indent=1, default=str))
             try:
                 os.rename(tmp, final)
             except OSError:

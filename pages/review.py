@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pruning_core.audit.review import ReviewError
+from pruning_core.audit.review import UNCHECKED, DecisionConflict, ReviewError, Seen
 from ui import review_state as rs
 from ui import state
 from ui.gallery import image_for, show_gallery
@@ -19,6 +19,7 @@ from ui.similar import show_similar
 SUGGESTIONS = {"clip.suggested_label": "CLIP zero-shot", "dynamics.suggested_label": "proxy model"}
 ICONS = {"keep": "✅", "remove": "🗑️", "relabel": "🏷️", "skip": "⏭️", "undecided": "·"}
 IMAGE_SIZE = 400
+REVIEW_CONFLICT = "review_conflict"  # (DecisionConflict, my action, my new label) while the page asks
 
 st.title("Review")
 scored = state.require_scored_dataset()
@@ -73,11 +74,19 @@ p2.caption("In the whole dataset: " + " · ".join(f"{a} {totals[a]:,}" for a in 
 
 
 # ----------------------------------------------------------------------------- actions
-def _decide(path: str, action: str, label_key: str | None = None) -> None:
+def _decide(path: str, action: str, label_key: str | None = None, seen: Seen = UNCHECKED) -> None:
+    _record(path, action, st.session_state.get(label_key) if label_key else None, seen)
+
+
+def _record(path: str, action: str, new_label: str | None, seen: Seen) -> None:
+    """Record the decision unless another reviewer decided this sample since ``seen``: then ask (REVIEW_CONFLICT)."""
     name = st.session_state.get(rs.REVIEWER, "").strip()
-    new_label = st.session_state.get(label_key) if label_key else None
+    st.session_state.pop(REVIEW_CONFLICT, None)
     try:
-        store.decide(fp, path, action, new_label=new_label, reviewer=name, classes=dataset.classes)
+        store.decide(fp, path, action, new_label=new_label, reviewer=name, classes=dataset.classes, expected=seen)
+    except DecisionConflict as exc:
+        st.session_state[REVIEW_CONFLICT] = (exc, action, new_label)
+        return
     except ReviewError as exc:
         st.session_state["review_message"] = ("error", str(exc))
         return
@@ -105,6 +114,14 @@ def _move(step: int) -> None:
 message = st.session_state.pop("review_message", None)
 if message:
     (st.error if message[0] == "error" else st.toast)(message[1])
+conflict = st.session_state.get(REVIEW_CONFLICT)
+if conflict:  # another reviewer decided this sample after this page showed it: both decisions stay in the history
+    exc, mine, mine_label = conflict
+    st.warning(f"⚠️ {exc}. Apply your **{mine}**{f' → {mine_label}' if mine_label else ''} anyway, or keep theirs?")
+    k1, k2, _ = st.columns([2, 2, 4])
+    k1.button(f"Apply my {mine} anyway", key="review_conflict_mine", on_click=_record,
+              args=(exc.path, mine, mine_label, exc.theirs.id if exc.theirs else None))
+    k2.button("Keep theirs", key="review_conflict_theirs", on_click=st.session_state.pop, args=(REVIEW_CONFLICT,))
 
 single, grid = st.tabs(["One at a time", "Grid"])
 queue_paths = frame.loc[queue, "path"].tolist()
@@ -176,13 +193,15 @@ with single:
         others = [c for c in dataset.classes if c != str(row["label"])] or list(dataset.classes)
         suggestion = next((str(row[c]) for c in SUGGESTIONS if c in frame and str(row[c]) in others), others[0])
         label_key = f"relabel_to_{current}"
+        shown = rs.latest(dataset).set_index("path")["id"].get(path)  # the decision this page shows (None: undecided)
+        seen = None if shown is None else int(shown)
         b = st.columns([1, 1, 2, 1, 1, 1, 1])
-        b[0].button("Keep (k)", on_click=_decide, args=(path, "keep"), type="primary", width="stretch")
-        b[1].button("Remove (r)", on_click=_decide, args=(path, "remove"), width="stretch")
+        b[0].button("Keep (k)", on_click=_decide, args=(path, "keep", None, seen), type="primary", width="stretch")
+        b[1].button("Remove (r)", on_click=_decide, args=(path, "remove", None, seen), width="stretch")
         b[2].selectbox("Relabel to", others, index=others.index(suggestion), key=label_key,
                        label_visibility="collapsed")
-        b[3].button("Relabel (l)", on_click=_decide, args=(path, "relabel", label_key), width="stretch")
-        b[4].button("Skip (s)", on_click=_decide, args=(path, "skip"), width="stretch")
+        b[3].button("Relabel (l)", on_click=_decide, args=(path, "relabel", label_key, seen), width="stretch")
+        b[4].button("Skip (s)", on_click=_decide, args=(path, "skip", None, seen), width="stretch")
         b[5].button("Undo (u)", on_click=_undo, args=(queue_paths,), width="stretch")
         if not only_undecided:
             b[6].button("Next ▶", on_click=_move, args=(1,), shortcut="Right", disabled=position >= len(queue) - 1,

@@ -12,9 +12,13 @@ from typing import Optional, Sequence
 
 from cache.store import ResultStore
 from pruning_core.runtime.progress import TqdmProgress
-from pruning_core.runtime.safety import DEFAULT_ADDRESS, ROOTS_ENV, check_outputs, is_loopback
+from pruning_core.runtime.safety import DEFAULT_ADDRESS, ROOTS_ENV, check_outputs, check_replaceable, is_loopback
 
 DEMO = "demo"
+
+EXIT_BAD_INPUT = 2
+EXIT_DAMAGED_CACHE = 3
+"""``cache verify`` found damaged entries or chunks (they were quarantined and are recomputed on next use)."""
 
 
 def _store(args: argparse.Namespace) -> ResultStore:
@@ -61,6 +65,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from pruning_core.data.datasets import check_trainable
     from pruning_core.export.subset import write_table
     from pruning_core.scoring.pipeline import ClipConfig, score_dataset
     from pruning_core.scoring.score_table import ScoreTable
@@ -71,6 +76,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
     if args.data != DEMO:
         check_outputs(outputs, [args.data])
+    check_replaceable(outputs, ScoreTable.recognisers(), overwrite=args.overwrite)
     dataset, demo = _load(args)
     if demo is not None:  # the demo scores with its own tiny CLIP unless told otherwise
         args.clip_model = args.clip_model or demo.clip_model
@@ -88,6 +94,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             k=args.knn_k,
             dup_threshold=args.duplicate_threshold,
         )
+    if args.dynamics or args.adapruner is not None:  # before the throughput probe: one class cannot train
+        check_trainable(dataset, args.data, "--dynamics and --adapruner")
     dynamics = None
     if args.dynamics:
         plan = _planned_dynamics(args, dataset, started)
@@ -117,9 +125,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Load and check a dataset (missing, corrupt, duplicate, outside-root files...) without scoring it."""
+    from pruning_core.data.datasets import ISSUE_COLUMNS
+    from pruning_core.export.subset import write_table
+    from pruning_core.runtime.safety import has_columns
+
     if args.data != DEMO:
         check_outputs({"issues": args.out}, [args.data])
-    from pruning_core.export.subset import write_table
+    check_replaceable({"issues table": args.out}, {"issues table": has_columns(ISSUE_COLUMNS)},
+                      overwrite=args.overwrite)
 
     dataset, _ = _load(args)
     print(dataset.report.summary())
@@ -185,8 +198,9 @@ def strategy_settings(args: argparse.Namespace) -> Optional[dict]:
 
 def cmd_select(args: argparse.Namespace) -> int:
     """Select a subset and write its manifest, or replay a manifest (``--replay``): both through ``Manifest``."""
-    from pruning_core.export.subset import write_table
+    from pruning_core.export.subset import STATUS_COLUMNS, write_table
     from pruning_core.export.manifest import Manifest, kept_rows
+    from pruning_core.runtime.safety import has_columns, json_with_key
     from pruning_core.scoring.score_table import ScoreTable
     from pruning_core.selection import SelectionRecipe, parse_keep, run_recipe
 
@@ -209,7 +223,11 @@ def cmd_select(args: argparse.Namespace) -> int:
     outputs = {"kept list": Path(args.out)} if args.replay else {"kept list": Path(args.out), "manifest": manifest_path}
     inputs = [scores_path, scores_path.with_suffix(".json"), *(Path(p) for p in (args.replay, args.decisions) if p)]
     check_outputs(outputs, inputs)
+    check_replaceable(outputs, {"kept list": has_columns(STATUS_COLUMNS), "manifest": json_with_key("manifest_version")},
+                      overwrite=args.overwrite)
     table = ScoreTable.load(scores_path)
+    for note in table.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.replay:
         # The manifest's snapshot of review decisions, never the live store: later decisions must
         # not change a replayed subset.
@@ -265,15 +283,21 @@ def _aligned_scores(dataset, scores_path: Optional[Path]):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pruning_core.data.datasets import load_dataset
+    from pruning_core.data.datasets import check_trainable, load_dataset
     from pruning_core.dynamics.config import DynamicsConfig
     from pruning_core.export.subset import write_table
+    from pruning_core.runtime.safety import has_columns
     from pruning_core.scoring.pipeline import ClipConfig
     from pruning_core.runtime.planner import PLANNED_FIELDS
-    from pruning_core.subset_training.evaluate import EvalConfig, evaluate_pruning, plan_grid, summarise
+    from pruning_core.selection import parse_keep
+    from pruning_core.subset_training.evaluate import RESULT_COLUMNS, EvalConfig, evaluate_pruning, plan_grid, summarise
 
     check_outputs({"runs": args.out}, [p for p in (args.data, args.scores, args.test) if p and p != DEMO])
+    check_replaceable({"runs table": args.out}, {"runs table": has_columns(RESULT_COLUMNS)}, overwrite=args.overwrite)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    keeps = [float(parse_keep(k)) for k in args.keep.split(",")]
     dataset, assets = _load(args)
+    check_trainable(dataset, args.data, "evaluate's runs")
     table = _aligned_scores(dataset, args.scores)
     test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress()) if args.test else None
     if test is None and assets is not None and args.holdout is None:
@@ -292,8 +316,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         clip = (ClipConfig(model=assets.clip_model, pretrained=str(assets.clip_checkpoint)) if assets is not None
                 else ClipConfig(model=args.clip_model or ClipConfig.model,
                                 pretrained=args.clip_pretrained or ClipConfig.pretrained, device=args.device))
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    keeps = [float(k) for k in args.keep.split(",")]
     plan = plan_grid(config, strategies=strategies, keeps=keeps, n_samples=len(dataset),
                      n_test=len(test) if test is not None else None, num_classes=len(dataset.classes), fixed=given,
                      clip=clip, store=_store(args), progress=TqdmProgress())
@@ -321,7 +343,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"{report.checked} entries and {report.chunks} partial chunks checked in {store.root}: "
               + (f"{len(report.problems)} damaged, moved to {store.quarantine_dir} (they are recomputed on next use)"
                  if report.problems else "all intact"))
-        return 0
+        return EXIT_DAMAGED_CACHE if report.problems else 0
     entries = store.ls()
     print(f"{len(entries)} entries in {store.root}")
     for entry in entries:
@@ -391,6 +413,10 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
                              "or empty to start a local one ($RAY_ADDRESS is honoured)")
 
 
+OVERWRITE_HELP = ("replace output files that exist and were not written by PruneScope (refused otherwise; "
+                  "its own earlier outputs are always replaced)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prunescope", description="Audit and prune image datasets.")
     parser.add_argument("--cache-dir", default=None, help="result store (default $PRUNESCOPE_CACHE or ~/.cache/prunescope)")
@@ -417,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
     score.add_argument("--out", required=True, type=Path,
                        help="score table (.parquet); its sidecar OUT.json and OUT.issues.csv are written next to it")
+    score.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     score.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True, help="CLIP scores (default on)")
     score.add_argument("--clip-model", default=None, help=f"open_clip model name (default {_CLIP.model})")
     score.add_argument("--clip-pretrained", default=None,
@@ -501,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default=_DYN.device, type=_device_arg,
                           help="auto (CUDA, else MPS, else CPU), cpu, mps, cuda or cuda:N")
     evaluate.add_argument("--out", required=True, type=Path, help="one row per run (.csv)")
+    evaluate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _add_executor_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -524,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"with --strategy cps: {f.metadata['help']} (default {f.default:g})")
     select.add_argument("--out", required=True, type=Path, help="kept list (.csv, .parquet or .json)")
     select.add_argument("--manifest", default=None, help="reproducibility manifest (default: OUT.manifest.json)")
+    select.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     select.add_argument("--replay", default=None,
                         help="re-create the subset a manifest describes (from 'select' or the app's Export page): "
                              "same scores, recipe and recorded review decisions, or a one-line refusal")
@@ -541,12 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
     validate.add_argument("--out", type=Path, default=Path("issues.csv"),
                           help="issues table (.csv, .parquet or .json; default issues.csv)")
+    validate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     validate.set_defaults(func=cmd_validate)
 
     cache = sub.add_parser("cache", help="list, verify or clear cached results")
     cache.add_argument("action", choices=["ls", "verify", "clear"],
                        help="verify: re-read every entry and partial chunk against its recorded size and checksum; "
-                            "damaged ones move to the quarantine folder and are recomputed on next use")
+                            "damaged ones move to the quarantine folder and are recomputed on next use (exit code "
+                            f"{EXIT_DAMAGED_CACHE} when it found any)")
     cache.add_argument("--step", default=None, help="with clear: only this step (e.g. clip-images)")
     cache.add_argument("--key", action="append", default=None,
                        help="with clear: only this entry (the key 'cache ls' lists; repeat for several)")
@@ -596,7 +627,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             raise
         print(f"prunescope: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
         if args.debug:
             raise

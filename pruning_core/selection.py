@@ -173,15 +173,19 @@ def keep_count(keep: Keep, n: int) -> int:
             raise ValueError(f"keep={keep!r} of {n} samples rounds to 0 samples; keep at least {1 / n:.3g} "
                              "or give a count")
     else:
-        raise ValueError(f"keep={keep!r}: give a fraction in (0, 1] or a count from 0 to {n}")
+        raise ValueError(f"keep={keep!r}: give a fraction in (0, 1] or a count of samples from 2 to {n} "
+                         "(1 means all of them)")
     if not 0 <= count <= n:
         raise ValueError(f"keep={keep!r} asks for {count} samples but the dataset has {n}")
     return count
 
 
-def parse_keep(text: str) -> Keep:
-    """CLI form: '0.8' is a fraction, '40000' a count."""
-    value = float(text)
+def parse_keep(text: str, field: str = "--keep") -> Keep:
+    """CLI form: '0.8' is a fraction, '40000' a count; ``field`` names the flag in the error."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: {text!r} is not a number; give a fraction in (0, 1] or a count") from None
     return int(value) if value.is_integer() and value > 1 else value
 
 
@@ -217,10 +221,20 @@ class ScoreRanks:
         return self._columns[name]
 
 
+SAFE_WEIGHT_RANGE = (1e-150, 1e150)
+"""Largest weights whose weighted sums of ranks neither overflow nor lose precision; others are rescaled."""
+
+
 def check_weights(weights: Optional[Mapping[str, float]]) -> None:
     """Refuse a weight that is not a finite number: a NaN makes every combined score NaN, and the
     "selection" would silently be file order."""
-    not_finite = [name for name, w in (weights or {}).items() if not np.isfinite(float(w))]
+    def finite(weight: Any) -> bool:
+        try:
+            return not isinstance(weight, (bool, str)) and bool(np.isfinite(float(weight)))
+        except (TypeError, ValueError):
+            return False
+
+    not_finite = [name for name, w in (weights or {}).items() if not finite(w)]
     if not_finite:
         raise ValueError(f"weight of {', '.join(not_finite)} is not a finite number")
 
@@ -241,9 +255,15 @@ def combined_score(
     if unknown:
         raise ValueError(f"unknown score column(s) {unknown}; available: {sorted(n for n in infos if n in frame)}")
     check_weights(weights)
-    total = sum(abs(w) for w in weights.values())
-    if total == 0:
+    largest = max((abs(float(w)) for w in weights.values()), default=0.0)
+    if largest == 0:
         raise ValueError("all score weights are zero; give at least one score a weight")
+    if not SAFE_WEIGHT_RANGE[0] <= largest <= SAFE_WEIGHT_RANGE[1]:
+        # Weights are relative: 1e308 + 1e308 overflows and 5e-324 * rank underflows, so such weights are
+        # divided by the largest and select exactly what that normalised form selects.  Weights in the
+        # range are used as given, so manifests written before this select the same samples bit for bit.
+        weights = {name: float(w) / largest for name, w in weights.items()}
+    total = sum(abs(w) for w in weights.values())
     if ranks is None:
         ranks = ScoreRanks(frame, infos)
     ranks.check_table(frame)
@@ -386,6 +406,8 @@ class SelectionRecipe:
 
     def __post_init__(self) -> None:
         check_weights(self.weights)  # before a manifest records them, whatever the strategy
+        if isinstance(self.keep, bool) or not isinstance(self.keep, (int, float, np.integer, np.floating)):
+            raise ValueError(f"keep {self.keep!r} is not a number (a fraction in (0, 1] or a count)")
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -425,7 +425,7 @@ def test_verify_finds_same_size_damage_by_checksum(tmp_path, capsys):
     data[-1] ^= 0xFF  # one flipped byte: the size is right, the content is not
     (entry.path / "emb.npy").write_bytes(bytes(data))
     assert store.load("k") is not None  # the cheap check on every load cannot see it ...
-    assert run("--cache-dir", tmp_path, "cache", "verify") == 0
+    assert run("--cache-dir", tmp_path, "cache", "verify") == 3  # a script can tell that damage was found
     out = capsys.readouterr().out
     assert "2 entries and 2 partial chunks checked" in out and "2 damaged" in out  # ... verify does
     assert str(entry.path) in out and "checksum" in out and "emb-00001.npy" in out

@@ -19,12 +19,13 @@ the same file and follow the same rules.
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -97,6 +98,36 @@ class Decision:
     reviewer: str
     ts: float
 
+    def describe(self) -> str:
+        """``remove by ana at 2026-12-05 07:31:02 UTC``: what a reviewer is shown of someone else's decision."""
+        label = f" → {self.new_label}" if self.action == "relabel" else ""
+        who = f" by {self.reviewer}" if self.reviewer else " (no reviewer name)"
+        return f"{self.action}{label}{who} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(self.ts))} UTC"
+
+
+class _Unchecked(enum.Enum):
+    UNCHECKED = "unchecked"
+
+
+UNCHECKED = _Unchecked.UNCHECKED
+"""``decide(..., expected=UNCHECKED)``: record without asking what the reviewer saw (scripts, bulk actions)."""
+
+Seen = Union[Optional[int], _Unchecked]
+"""The decision id a reviewer saw for a sample (None: undecided), or :data:`UNCHECKED`."""
+
+
+class DecisionConflict(ReviewError):
+    """Another decision was recorded for the sample since the reviewer saw it: nothing was written.
+
+    ``theirs`` is the sample's current decision (None when it was undone back to undecided); the
+    page shows it and asks whether to apply the reviewer's own decision anyway.
+    """
+
+    def __init__(self, path: str, theirs: Optional[Decision], seen: Optional[int]) -> None:
+        self.path, self.theirs, self.seen = path, theirs, seen
+        now = theirs.describe() if theirs is not None else "undecided again (a decision was undone)"
+        super().__init__(f"{path} changed since you opened it: it is now {now}; yours was not recorded")
+
 
 class DecisionStore:
     """Reviewer decisions for any number of datasets in one SQLite file.
@@ -149,14 +180,19 @@ class DecisionStore:
         reviewer: str = "",
         classes: Optional[Sequence[str]] = None,
         source: str = "review",
+        expected: Seen = UNCHECKED,
     ) -> Decision:
         """Record one decision (committed before returning); it is one action of its own.
 
         ``relabel`` needs ``new_label`` and the dataset's ``classes`` to check it against: a
-        label outside them would silently create a new class in every export.
+        label outside them would silently create a new class in every export.  ``expected`` is the
+        id of the decision the reviewer saw (None: undecided); when the sample's current decision is
+        another one (a second reviewer decided meanwhile), :class:`DecisionConflict` is raised and
+        nothing is written, so one reviewer's click never silently replaces another's.
         """
+        seen = {} if expected is UNCHECKED else {str(path): expected}
         return self.record(fingerprint, [(path, action, new_label)], reviewer=reviewer, classes=classes,
-                           source=source)[0]
+                           source=source, expected=seen)[0]
 
     def decide_many(
         self,
@@ -181,10 +217,13 @@ class DecisionStore:
         reviewer: str = "",
         classes: Optional[Sequence[str]] = None,
         source: str = "review",
+        expected: Optional[Mapping[str, Optional[int]]] = None,
     ) -> list[Decision]:
         """Record ``(path, action, new_label)`` items as ONE action: one transaction, one ``action_id``.
 
-        Every item is checked before anything is written, so a bad item records nothing.
+        Every item is checked before anything is written, so a bad item records nothing.  ``expected``
+        maps paths to the decision id the reviewer saw (None: undecided); a path whose current
+        decision differs raises :class:`DecisionConflict` inside the transaction, writing nothing.
         """
         checked = [(str(path), action, _checked_label(str(path), action, new_label, classes))
                    for path, action, new_label in items]
@@ -193,6 +232,13 @@ class DecisionStore:
         ts = time.time()
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")  # the action id and its rows: no other writer in between
+            for path, seen in (expected or {}).items():
+                row = con.execute(_LIVE + " AND d.path = ? ORDER BY d.id DESC LIMIT 1", (fingerprint, str(path))).fetchone()
+                if (row["id"] if row is not None else None) != seen:
+                    con.execute("ROLLBACK")
+                    theirs = None if row is None else Decision(row["id"], fingerprint, row["path"], row["action"],
+                                                               row["new_label"], row["reviewer"], row["ts"])
+                    raise DecisionConflict(str(path), theirs, seen)
             action_id = int(con.execute("SELECT COALESCE(MAX(action_id), 0) + 1 FROM decisions").fetchone()[0])
             first = con.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM decisions").fetchone()[0]
             con.executemany(

@@ -32,6 +32,7 @@ from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.data import images
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check
+from pruning_core.runtime.safety import check_dataset_root
 
 Severity = Literal["error", "warning"]
 
@@ -56,6 +57,16 @@ KIND_SINGLE_CLASS = "single class"
 KIND_EMPTY_CAPTION = "empty caption"
 KIND_TOO_LARGE = "image too large"
 KIND_SINGLETON_CLASS = "single-sample class"
+KIND_URL = "URL"
+KIND_WINDOWS_PATH = "Windows path"
+
+WALK_PATIENCE = 2000
+"""Non-image files a folder walk meets before it checks that it is in a dataset at all."""
+WALK_MIN_IMAGE_SHARE = 0.05
+"""Below this share of image files (after ``WALK_PATIENCE`` others) the walk stops: not a dataset folder."""
+
+_URL = r"^[A-Za-z][A-Za-z0-9+.-]*://"
+_WINDOWS = r"^(?:[A-Za-z]:[\\/]|\\\\)"
 
 _IMAGE_REASON_KIND = {
     images.REASON_EMPTY: KIND_EMPTY_FILE,
@@ -86,6 +97,7 @@ _PLURALS = {
     KIND_EMPTY_CAPTION: "empty captions",
     KIND_TOO_LARGE: "images too large",
     KIND_SINGLETON_CLASS: "single-sample classes",
+    KIND_WINDOWS_PATH: "Windows paths",
     "valid sample": "valid samples",
     "warning": "warnings",
 }
@@ -153,6 +165,17 @@ class ValidationReport:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+ISSUE_COLUMNS = tuple(ValidationReport().as_frame().columns)
+"""The columns of every issues table (``validate --out``, ``scores.issues.csv``)."""
+
+
+def check_trainable(dataset: "Dataset", source: object, what: str) -> None:
+    """Refuse, before any work, a dataset a proxy model cannot train on: it needs two classes or more."""
+    if len(dataset.classes) < 2:
+        raise DatasetError(f"{source}: only one class ({dataset.classes[0]!r}, {len(dataset):,} samples); {what} "
+                           "train a classifier, which needs at least 2 classes")
 
 
 @dataclass
@@ -305,6 +328,11 @@ def _rel_paths(raw: pd.Series, root_lexical: str, root_real: str, probs: _Proble
     """Normalise manifest paths to root-relative POSIX paths; flag empty / escaping ones."""
     s = raw.astype("string")
     empty = (s.isna() | (s.str.strip() == "")).to_numpy(dtype=bool)
+    probs.flag(s.str.contains(_URL, regex=True).fillna(False).to_numpy(dtype=bool), KIND_URL,
+               "URLs are not read; download the files first and list their local paths")
+    probs.flag(s.str.contains(_WINDOWS, regex=True).fillna(False).to_numpy(dtype=bool), KIND_WINDOWS_PATH,
+               "a Windows path (drive letter or \\\\server); list paths relative to the dataset root, "
+               "with '/' between folders")
     norm = s.fillna("").astype(object).map(posixpath.normpath)
     is_abs = norm.str.startswith("/").to_numpy(dtype=bool)
     rel = norm.copy()
@@ -364,6 +392,7 @@ def from_frame(
     root_real = os.path.realpath(root_lexical)
     if not os.path.isdir(root_real):
         raise DatasetError(f"dataset root {root_lexical} is not a folder")
+    check_dataset_root(root_lexical)
     _require_columns(frame, "table")
     n = len(frame)
     if n == 0:
@@ -548,6 +577,31 @@ def _require_columns(frame: pd.DataFrame, what: str) -> None:
 _DIR_LINK_OUTSIDE = "folder symlink leads outside the dataset root; not followed"
 
 
+class _WalkGuard:
+    """Stops a folder walk that meets mostly non-image files: it is not in a dataset (a home folder, a
+    source tree), and walking on would list every file there."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.images = 0
+        self.others: dict[str, int] = {}
+        self.n_others = 0
+
+    def met(self, name: str, is_image: bool) -> None:
+        if is_image:
+            self.images += 1
+            return
+        ext = os.path.splitext(name)[1].lower() or "(none)"
+        self.others[ext] = self.others.get(ext, 0) + 1
+        self.n_others += 1
+        if self.n_others >= WALK_PATIENCE and self.images < WALK_MIN_IMAGE_SHARE * (self.images + self.n_others):
+            common = sorted(self.others.items(), key=lambda kv: -kv[1])[:3]
+            shown = ", ".join(f"{n:,} {e}" for e, n in common)
+            raise DatasetError(f"{self.root}: stopped after {self.images + self.n_others:,} files, of which only "
+                               f"{self.images:,} are images (others: {shown}); is this the dataset folder? "
+                               "Give the folder that holds root/<class>/<image> files")
+
+
 def load_image_folder(
     root: os.PathLike | str,
     *,
@@ -569,6 +623,8 @@ def load_image_folder(
         raise DatasetError(f"image folder {root_path} does not exist")
     if not root_path.is_dir():
         raise DatasetError(f"{root_path} is not a folder")
+    check_dataset_root(root_path, "image folder", walked=True)
+    walk = _WalkGuard(root_path)
     issues: list[Issue] = []
     paths: list[str] = []
     labels: list[str] = []
@@ -601,11 +657,18 @@ def load_image_folder(
                 link = os.path.join(dirpath, d)
                 if os.path.islink(link) and not _is_inside(os.path.realpath(link), real_root):
                     issues.append(Issue(None, f"{rel_dir}/{d}", _DIR_LINK_OUTSIDE, "warning", KIND_OUTSIDE))
+                elif os.path.splitext(d)[1].lower() in images.IMAGE_EXTENSIONS:
+                    # a folder named like an image (x.jpg/): listed as a sample, so the file check skips it
+                    # with the reason a manifest naming it gets
+                    paths.append(f"{rel_dir}/{d}")
+                    labels.append(cls)
             for fname in sorted(filenames):
                 if fname.startswith("."):
                     continue
                 rel = f"{rel_dir}/{fname}"
-                if os.path.splitext(fname)[1].lower() in images.IMAGE_EXTENSIONS:
+                is_image = os.path.splitext(fname)[1].lower() in images.IMAGE_EXTENSIONS
+                walk.met(fname, is_image)
+                if is_image:
                     paths.append(rel)
                     labels.append(cls)
                     found += 1
@@ -754,8 +817,10 @@ def decoded_images(
 __all__ = [
     "Dataset",
     "DatasetError",
+    "ISSUE_COLUMNS",
     "Issue",
     "ValidationReport",
+    "check_trainable",
     "decoded_images",
     "decoded_images_step",
     "from_frame",

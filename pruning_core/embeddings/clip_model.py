@@ -28,7 +28,7 @@ _RANDOM = {"", "none", "random", "null"}
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ValueError):
     """The requested CLIP weights cannot be loaded here; the message says why and what to do."""
 
 

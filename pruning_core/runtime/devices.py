@@ -275,6 +275,11 @@ def device_choices() -> list[str]:
     return choices
 
 
+class DeviceUnavailable(ValueError, RuntimeError):
+    """A ``--device`` this machine cannot run: bad input (the CLI's one line and exit 2), still a RuntimeError
+    for callers written before it had its own type."""
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``auto``: CUDA GPU 0, else Apple's MPS, else the CPU; ``cuda:N`` picks GPU N.
 
@@ -292,18 +297,18 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name} was requested but no CUDA GPU is visible; use --device cpu")
+            raise DeviceUnavailable(f"--device {name} was requested but no CUDA GPU is visible; use --device cpu")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise RuntimeError(f"--device {name} was requested but only {count} CUDA GPU(s) are visible (cuda:0"
+            raise DeviceUnavailable(f"--device {name} was requested but only {count} CUDA GPU(s) are visible (cuda:0"
                                f"{f'..cuda:{count - 1}' if count > 1 else ''})")
         index = device.index if device.index is not None else torch.cuda.current_device()
         capability = tuple(torch.cuda.get_device_capability(index))
         if missing_kernels(capability, torch.cuda.get_arch_list()):
-            raise RuntimeError(kernels_message(torch.cuda.get_device_name(index), capability,
+            raise DeviceUnavailable(kernels_message(torch.cuda.get_device_name(index), capability,
                                                torch.cuda.get_arch_list(), torch.__version__))
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"--device {name} was requested but Apple's MPS is not available here; use --device cpu")
+        raise DeviceUnavailable(f"--device {name} was requested but Apple's MPS is not available here; use --device cpu")
     return device
 
 

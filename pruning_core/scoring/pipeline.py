@@ -20,7 +20,7 @@ from pruning_core.embeddings.clip_model import WeightsSource, clip_precision, lo
 from pruning_core.data.datasets import Dataset, decoded_images, decoded_images_step
 from pruning_core.data.images import load_image_array
 from pruning_core.dynamics.config import DynamicsConfig
-from pruning_core.embeddings.encode import cached_chunks, embed_images
+from pruning_core.embeddings.encode import batched_text_encoder, cached_chunks, embed_images
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
 from pruning_core.scoring.score_info import ScoreInfo
 from pruning_core.scoring.score_table import ScoreTable, base_table
@@ -105,11 +105,12 @@ def clip_embeddings(
         return Computed(arrays={"image": emb, "ok": ok})
 
     def encode_texts() -> Computed:
-        report(progress, "text embeddings", 0, 1)
-        arrays = {"class_text": class_text_embeddings(dataset.classes, encoder().encode_text, templates)}
+        total = len(dataset.classes) * len(templates) + (len(dataset) if dataset.has_captions else 0)
+        report(progress, "text embeddings", 0, total)
+        encode = batched_text_encoder(encoder().encode_text, total, progress=progress, cancel=cancel)
+        arrays = {"class_text": class_text_embeddings(dataset.classes, encode, templates)}
         if dataset.has_captions:
-            arrays["captions"] = encoder().encode_text(dataset.samples["caption"].fillna("").astype(str).tolist())
-        report(progress, "text embeddings", 1, 1)
+            arrays["captions"] = encode(dataset.samples["caption"].fillna("").astype(str).tolist())
         return Computed(arrays=arrays)
 
     image_entry = image_step.run(store, embed)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import pandas as pd
 
 from cache.store import atomic_write_bytes
-from pruning_core.data.datasets import Dataset
+from pruning_core.data.datasets import ISSUE_COLUMNS, Dataset
 from pruning_core.export.subset import table_bytes
-from pruning_core.runtime.safety import check_outputs
+from pruning_core.runtime.safety import check_outputs, has_columns
 from pruning_core.scoring.score_info import ScoreInfo, read_sidecar, read_sidecar_settings, write_sidecar
 
 SCORES_SUFFIX = ".parquet"
@@ -50,6 +50,20 @@ class ScoreTable:
         check_outputs(outputs)
         return outputs
 
+    @staticmethod
+    def recognisers() -> dict[str, Callable[[Path], bool]]:
+        """For each of :meth:`output_paths`' roles, whether an existing file is an earlier output of ours
+        (a table with our sidecar beside it, a sidecar, an issues table), which a rerun may replace."""
+        def is_sidecar(path: Path) -> bool:
+            try:
+                read_sidecar(path)
+            except (ValueError, OSError):
+                return False
+            return True
+
+        return {"scores": lambda p: is_sidecar(p.with_suffix(".json")), "sidecar": is_sidecar,
+                "issues": has_columns(ISSUE_COLUMNS)}
+
     def save(self, path: Path) -> Path:
         """Write ``path`` (parquet) and its ``.json`` sidecar atomically; returns the sidecar path."""
         outputs = self.output_paths(path)
@@ -77,13 +91,37 @@ class ScoreTable:
         if not sidecar.is_file():
             raise FileNotFoundError(f"{path} has no sidecar {sidecar.name}: it says which direction each score points")
         infos = {name: info for name, info in read_sidecar(sidecar).items() if name in frame}
-        return cls(frame, infos, settings=read_sidecar_settings(sidecar))
+        undescribed = [c for c in frame.columns if "." in str(c) and pd.api.types.is_numeric_dtype(frame[c])]
+        if not infos and undescribed:
+            shown = ", ".join(undescribed[:4]) + (", ..." if len(undescribed) > 4 else "")
+            raise ValueError(f"{sidecar}: the sidecar describes none of the {len(undescribed)} numeric "
+                             f"<family>.<score> columns of {path.name} ({shown}); each needs an entry "
+                             "{description, suspicious} "
+                             "(rewrite it with 'prunescope score')")
+        notes = [_numeric_column(frame, name, path) for name in infos]
+        return cls(frame, infos, notes=[n for n in notes if n], settings=read_sidecar_settings(sidecar))
 
     def merged(self, other: "ScoreTable") -> "ScoreTable":
         new_cols = [c for c in other.frame.columns if c not in self.frame.columns]
         frame = pd.concat([self.frame, other.frame[new_cols].set_axis(self.frame.index)], axis=1)
         return ScoreTable(frame, {**self.infos, **other.infos}, [*self.notes, *other.notes],
                           {**self.settings, **other.settings})
+
+
+def _numeric_column(frame: pd.DataFrame, name: str, path: Path) -> str | None:
+    """Make score column ``name`` numeric in place: numbers written as text are converted (the note
+    returned says so); any other text is a ``ValueError`` naming the file, column, row and value."""
+    column = frame[name]
+    if pd.api.types.is_numeric_dtype(column):
+        return None
+    numbers = pd.to_numeric(column, errors="coerce")
+    bad = column.notna().to_numpy() & numbers.isna().to_numpy()
+    if bad.any():
+        row = int(bad.argmax())
+        raise ValueError(f"{path}: score column {name!r} holds {int(bad.sum()):,} values that are not numbers "
+                         f"(row {row + 1}: {column.iat[row]!r}); a score column must be numeric")
+    frame[name] = numbers.astype("float64")
+    return f"{path}: score column {name!r} held numbers written as text; they were read as numbers"
 
 
 def base_table(dataset: Dataset) -> ScoreTable:
