@@ -14,8 +14,10 @@ confirmed gives [0, 0]) and Clopper–Pearson is needlessly wide.  By convention
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
-from scipy.stats import beta
+import numpy as np
+from scipy.stats import beta, norm
 
 DEFAULT_LEVEL = 0.9
 """Two-sided coverage of every interval PruneScope shows."""
@@ -79,7 +81,129 @@ class Estimate:
     def summary(self) -> dict:
         """JSON-able numbers for reports."""
         lo, hi = self.count_interval
+        if np.isnan(self.precision):  # uncalibrated: only the raw count and the [0, 1] precision bounds are known
+            return {"flagged": self.flagged, "estimated": None, "estimated_low": 0.0, "estimated_high": float(self.flagged),
+                    "precision": None, "precision_low": 0.0, "precision_high": 1.0, "level": self.level,
+                    "checked": self.checked, "source": self.source}
         return {"flagged": self.flagged, "estimated": round(self.count, 1), "estimated_low": round(lo, 1),
                 "estimated_high": round(hi, 1), "precision": round(self.precision, 4),
                 "precision_low": round(self.low, 4), "precision_high": round(self.high, 4),
                 "level": self.level, "checked": self.checked, "source": self.source}
+
+
+def normal_interval(count: float, variance: float, flagged: int, *, level: float = DEFAULT_LEVEL
+                    ) -> tuple[float, float]:
+    """Precision bounds of an estimated ``count`` of true problems among ``flagged`` with ``variance``.
+
+    A normal interval on the count (a sum of many per-sample probabilities is close to normal),
+    clipped to ``[0, flagged]`` and divided by ``flagged``.
+    """
+    if flagged <= 0:
+        return 0.0, 1.0
+    half = float(norm.ppf(0.5 + level / 2.0)) * float(np.sqrt(max(variance, 0.0)))
+    return max(0.0, count - half) / flagged, min(float(flagged), count + half) / flagged
+
+
+def from_probabilities(problem_prob: np.ndarray, *, source: str, extra_variance: float = 0.0,
+                       level: float = DEFAULT_LEVEL) -> Estimate:
+    """The estimate of a flagged set whose members each carry a calibrated probability of being a problem.
+
+    The expected number of true problems is ``sum(q)``; if the ``q`` are right, the true count is a
+    sum of independent Bernoulli(q_i) draws (Poisson-binomial) with variance ``sum(q (1 - q))``.
+    ``extra_variance`` adds the uncertainty of the model that produced ``q`` (e.g. the bootstrap
+    variance of a fitted mixture's ``sum(q)``).
+    """
+    q = np.clip(np.asarray(problem_prob, dtype=float), 0.0, 1.0)
+    flagged = int(q.size)
+    count = float(q.sum())
+    lo, hi = normal_interval(count, float((q * (1.0 - q)).sum()) + extra_variance, flagged, level=level)
+    return Estimate(flagged, count / flagged if flagged else float("nan"), lo, hi, source, 0, level)
+
+
+def uncalibrated(flagged: int, source: str, *, level: float = DEFAULT_LEVEL) -> Estimate:
+    """A raw count with no evidence on its precision: the honest interval is all of ``[0, 1]``."""
+    return Estimate(flagged, float("nan"), 0.0, 1.0, source, 0, level)
+
+
+def exact(flagged: int, source: str, *, level: float = DEFAULT_LEVEL) -> Estimate:
+    """A count that is its own truth (an unreadable file is a problem by definition): precision 1."""
+    return Estimate(flagged, 1.0, 1.0, 1.0, source, 0, level)
+
+
+MIXTURE_MIN_VALUES = 10
+"""Fewer flagged values than this do not support a two-component fit: their probabilities are 0.5."""
+
+
+def _log_densities(x: np.ndarray, weight: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """(N, 2) log of weight x normal density (the shared constant left out)."""
+    return -0.5 * ((x[:, None] - mean) / sd) ** 2 - np.log(sd) + np.log(weight)
+
+
+def _problem_posterior(x: np.ndarray, params: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    log_p = _log_densities(x, *params)
+    p = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    return p[:, int(np.argmin(params[1]))] / p.sum(axis=1)
+
+
+def fit_two_gaussians(values: np.ndarray, *, max_iter: int = 500, tol: float = 1e-8
+                      ) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(weights, means, sds) of a two-component 1-D Gaussian mixture fitted by EM; None without enough values.
+
+    Deterministic (started at the 10th and 90th percentiles, so no seed), vectorised over the
+    values.  Fewer than ``MIXTURE_MIN_VALUES`` values, or no spread, do not support a fit.
+    """
+    x = np.asarray(values, dtype=float)
+    spread = float(x.std()) if len(x) else 0.0
+    if len(x) < MIXTURE_MIN_VALUES or spread <= 0.0:
+        return None
+    mean = np.quantile(x, [0.1, 0.9])
+    sd = np.full(2, spread / 2.0)
+    weight = np.full(2, 0.5)
+    floor = 1e-3 * spread  # keeps a component from collapsing onto one value
+    previous = -np.inf
+    for _ in range(max_iter):
+        log_p = _log_densities(x, weight, mean, sd)
+        top = log_p.max(axis=1, keepdims=True)
+        p = np.exp(log_p - top)
+        total = p.sum(axis=1, keepdims=True)
+        resp = p / total
+        loglik = float((np.log(total) + top).sum())
+        n_k = resp.sum(axis=0) + 1e-12
+        weight = n_k / len(x)
+        mean = (resp * x[:, None]).sum(axis=0) / n_k
+        sd = np.sqrt((resp * (x[:, None] - mean) ** 2).sum(axis=0) / n_k) + floor
+        if loglik - previous <= tol * abs(loglik):
+            break
+        previous = loglik
+    return weight, mean, sd
+
+
+def mixture_problem_prob(values: np.ndarray) -> np.ndarray:
+    """P(problem | value) under :func:`fit_two_gaussians` of ``values``: the lower-mean component is the problem.
+
+    ``values`` are oriented so that low is suspicious.  Without a fit every value gets 0.5: no
+    evidence either way.
+    """
+    x = np.asarray(values, dtype=float)
+    params = fit_two_gaussians(x)
+    return np.full(len(x), 0.5) if params is None else _problem_posterior(x, params)
+
+
+def mixture_estimate(values: np.ndarray, *, source: str, boots: int = 30, seed: int = 0,
+                     level: float = DEFAULT_LEVEL) -> tuple[Estimate, np.ndarray]:
+    """The estimate of a flagged set from a two-component mixture of one score over its members.
+
+    A rule's flagged set holds two kinds of members, true problems and samples the rule gets wrong,
+    whose scores differ (see each caller).  The mixture's posterior of the lower component is each
+    member's probability of being a true problem (:func:`from_probabilities`).  Refitting on
+    ``boots`` bootstrap resamples (seeded) and scoring the original members measures how much that
+    sum moves with the sample the mixture was fitted on; its variance is added to the
+    Poisson-binomial one.  Returns the estimate and the per-member probabilities (for per-class sums).
+    """
+    x = np.asarray(values, dtype=float)
+    q = mixture_problem_prob(x)
+    rng = np.random.default_rng(seed)
+    fits = [fit_two_gaussians(x[rng.integers(0, len(x), len(x))]) for _ in range(boots if len(x) else 0)]
+    sums = [float(_problem_posterior(x, params).sum()) for params in fits if params is not None]
+    extra = float(np.var(sums)) if len(sums) > 1 else 0.0
+    return from_probabilities(q, source=source, extra_variance=extra, level=level), q
