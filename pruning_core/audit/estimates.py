@@ -13,7 +13,7 @@ confirmed gives [0, 0]) and Clopper–Pearson is needlessly wide.  By convention
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -207,3 +207,17 @@ def mixture_estimate(values: np.ndarray, *, source: str, boots: int = 30, seed: 
     sums = [float(_problem_posterior(x, params).sum()) for params in fits if params is not None]
     extra = float(np.var(sums)) if len(sums) > 1 else 0.0
     return from_probabilities(q, source=source, extra_variance=extra, level=level), q
+
+
+def span(parts: list[Estimate], *, source: str) -> Estimate:
+    """One estimate from several models of the same flagged set that disagree: the midpoint and the union of intervals.
+
+    Two reasonable calibrations of one rule (a mixture of two different scores) differ by how wrong
+    each model's shape is; no single bootstrap sees that.  Spanning both intervals keeps that
+    disagreement in the interval instead of picking the more convenient model.
+    """
+    if len(parts) == 1:
+        return replace(parts[0], source=source)
+    flagged = parts[0].flagged
+    point = float(np.mean([p.precision for p in parts]))
+    return Estimate(flagged, point, min(p.low for p in parts), max(p.high for p in parts), source, 0, parts[0].level)

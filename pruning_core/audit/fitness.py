@@ -1,4 +1,4 @@
-"""Does the CLIP model know this data?  Measured on the user's own labels before its scores feed findings.
+"""Does a model know this data?  Measured on the user's own labels before its scores feed findings.
 
 A zero-shot classifier that does not know the classes (a tiny model on real photos, a photo model
 on X-rays) disagrees with the given labels about as often as a coin with C sides, and then every
@@ -42,12 +42,18 @@ class FitnessConfig:
     """Least share of the way from chance agreement (1/C) to the ceiling (1 - estimated noise)."""
     min_alignment_gap: float = 1.0
     """Least gap, in robust sigmas, between the label alignment of samples the model agrees and disagrees with."""
+    min_proxy_skill: float = 0.4
+    """Least skill of the dynamics proxy's last-epoch prediction before its scores calibrate the mislabel finding
+    (CIFAR-10 folder, docs/benchmarks.md: 2 epochs gave 0.13 and a mixture 1.9x the truth; 8 epochs 0.55, within 10 %)."""
 
 
 @dataclass(frozen=True)
 class FitnessReport:
     """The numbers behind a fitness verdict, for the Score page, the Overview and the report."""
 
+    model: str
+    """"CLIP" or "the dynamics proxy"."""
+    min_skill: float
     classes: int
     samples: int
     agreement: float
@@ -67,12 +73,12 @@ class FitnessReport:
     @property
     def verdict(self) -> str:
         """One sentence with the numbers, for a page or a report."""
-        head = "fits this data" if self.fits else "does not fit this data"
+        head = f"{self.model} fits this data" if self.fits else f"{self.model} does not fit this data"
         gap = "" if np.isnan(self.alignment_gap) else f", label-alignment gap {self.alignment_gap:.2f} σ " \
                                                        f"(needs ≥ {self.config.min_alignment_gap:g})"
-        return (f"CLIP {head}: zero-shot agrees with {self.agreement:.1%} of the labels (chance {self.chance:.1%}, "
+        return (f"{head}: its top-1 agrees with {self.agreement:.1%} of the labels (chance {self.chance:.1%}, "
                 f"ceiling {1 - self.noise_rate:.1%} with {self.noise_source}), skill {self.skill:.2f} "
-                f"(at most {self.skill_high:.2f} at 90 %; needs ≥ {self.config.min_skill:g}){gap}.")
+                f"(at most {self.skill_high:.2f} at 90 %; needs ≥ {self.min_skill:g}){gap}.")
 
     def summary(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "config"}
@@ -85,12 +91,24 @@ def clip_fits(frame: pd.DataFrame, *, noise_rate: Optional[float] = None, noise_
     """How well CLIP's zero-shot knows the classes of ``frame``; None when it has no zero-shot columns.
 
     ``noise_rate`` is the share of wrong labels estimated from other evidence (the dynamics finding);
-    without it the ceiling is 1 and the skill is a lower bound.
+    without it the ceiling is 1 and the skill is a lower bound.  The Review queue's default and the
+    duplicate groups consult the same verdict.
     """
-    if "clip.suggested_label" not in frame or "label" not in frame or not len(frame):
+    return _fits(frame, "CLIP", "clip.suggested_label", "clip.label_alignment", config.min_skill, config,
+                 noise_rate, noise_source)
+
+
+def proxy_fits(frame: pd.DataFrame, *, config: FitnessConfig = FitnessConfig()) -> Optional[FitnessReport]:
+    """How well the dynamics proxy learned the classes (last-epoch prediction vs labels); None without it."""
+    return _fits(frame, "the dynamics proxy", "dynamics.predicted_label", None, config.min_proxy_skill, config)
+
+
+def _fits(frame: pd.DataFrame, model: str, predicted: str, alignment: Optional[str], min_skill: float,
+          config: FitnessConfig, noise_rate: Optional[float] = None, noise_source: str = "") -> Optional[FitnessReport]:
+    if predicted not in frame or "label" not in frame or not len(frame):
         return None
     labels = frame["label"].astype(str).to_numpy()
-    agree = frame["clip.suggested_label"].astype(str).to_numpy() == labels
+    agree = frame[predicted].astype(str).to_numpy() == labels
     classes = int(len(np.unique(labels)))
     chance = 1.0 / max(classes, 1)
     noise = float(np.clip(noise_rate, 0.0, 1.0 - chance - 1e-9)) if noise_rate is not None else 0.0
@@ -98,18 +116,18 @@ def clip_fits(frame: pd.DataFrame, *, noise_rate: Optional[float] = None, noise_
     span = max(1.0 - noise - chance, 1e-9)
     skill = (agreement - chance) / span
     skill_high = (precision_interval(int(agree.sum()), len(agree))[1] - chance) / span
-    gap = alignment_gap(frame, agree)
-    fits = skill_high >= config.min_skill and (np.isnan(gap) or gap >= config.min_alignment_gap)
-    return FitnessReport(classes, len(frame), agreement, chance, noise,
+    gap = alignment_gap(frame, alignment, agree) if alignment is not None else float("nan")
+    fits = skill_high >= min_skill and (np.isnan(gap) or gap >= config.min_alignment_gap)
+    return FitnessReport(model, min_skill, classes, len(frame), agreement, chance, noise,
                          noise_source if noise_rate is not None else "no noise estimate", float(skill),
                          float(skill_high), gap, bool(fits), config)
 
 
-def alignment_gap(frame: pd.DataFrame, agree: np.ndarray) -> float:
-    """Median ``clip.label_alignment`` where zero-shot agrees minus where it disagrees, in robust sigmas."""
-    if "clip.label_alignment" not in frame or agree.all() or not agree.any():
+def alignment_gap(frame: pd.DataFrame, column: str, agree: np.ndarray) -> float:
+    """Median ``column`` where the model agrees with the label minus where it disagrees, in robust sigmas."""
+    if column not in frame or agree.all() or not agree.any():
         return float("nan")
-    values = frame["clip.label_alignment"].to_numpy(dtype=float)
+    values = frame[column].to_numpy(dtype=float)
     sigma = float(median_abs_deviation(values, scale="normal", nan_policy="omit"))
     if sigma <= 0:
         return float("nan")

@@ -53,7 +53,7 @@ import pandas as pd
 
 from pruning_core.audit import estimates
 from pruning_core.audit.estimates import Estimate
-from pruning_core.audit.fitness import FitnessConfig, FitnessReport, clip_fits
+from pruning_core.audit.fitness import FitnessConfig, FitnessReport, clip_fits, proxy_fits
 from pruning_core.scoring.score_info import ScoreInfo
 
 UNDECIDED = "undecided"
@@ -163,16 +163,31 @@ NO_OOS = ("no out-of-sample probabilities: cross-fitting was not run at this bud
           "for cleanlab's estimate")
 
 
-def _mixture_mislabels(frame: pd.DataFrame, mask: np.ndarray, score: str, suggested: str, rule: str, evidence: str,
-                       config: OverviewConfig, threshold: Optional[float] = None) -> Mislabels:
-    """A top-1-disagrees rule, calibrated by a mixture of ``score`` (low = wrong class) over its flagged rows."""
-    values = frame[score].to_numpy(dtype=float)[mask]
-    est, q = estimates.mixture_estimate(
-        values, boots=config.mixture_boots,
-        source=f"two-component mixture of {score} over the flagged samples (no verdicts yet)")
+def _mixture_mislabels(frame: pd.DataFrame, mask: np.ndarray, scores: Sequence[str], suggested: str, rule: str,
+                       evidence: str, config: OverviewConfig, threshold: Optional[float] = None) -> Mislabels:
+    """A top-1-disagrees rule, calibrated by a mixture of each of ``scores`` (oriented low = wrong class) over its
+    flagged rows; several scores give an estimate spanning all their intervals (``estimates.span``)."""
+    parts, probs = [], []
+    for score in scores:
+        values = _oriented(frame, score)[mask]
+        est, q = estimates.mixture_estimate(values, boots=config.mixture_boots, source=score)
+        parts.append(est)
+        probs.append(q)
+    names = " and ".join(scores)
+    est = estimates.span(parts, source=f"two-component mixture of {names} over the flagged samples"
+                         + (" (interval spans both fits)" if len(scores) > 1 else "") + "; no verdicts yet")
     prob = np.zeros(len(frame))
-    prob[mask] = q
-    return Mislabels(mask, score, suggested, rule, threshold, prob, est, evidence)
+    prob[mask] = np.mean(probs, axis=0)
+    return Mislabels(mask, scores[0], suggested, rule, threshold, prob, est, evidence)
+
+
+ORIENTED_SCORES = {"dynamics.final_loss": lambda v: -v}
+"""Scores whose suspicious end is high, negated so that low is the mislabelled end for a mixture."""
+
+
+def _oriented(frame: pd.DataFrame, score: str) -> np.ndarray:
+    values = frame[score].to_numpy(dtype=float)
+    return ORIENTED_SCORES.get(score, lambda v: v)(values)
 
 
 def _cleanlab_estimate(flagged: int, scoring: Mapping[str, Any]) -> Optional[Estimate]:
@@ -205,7 +220,7 @@ def mislabels(frame: pd.DataFrame, config: OverviewConfig = OverviewConfig(), *,
         evidence = "out-of-sample probabilities of the cross-fitted proxy (cleanlab)"
         est = _cleanlab_estimate(int(mask.sum()), scoring or {})
         if est is None or "cleanlab.label_quality" not in frame:
-            return _mixture_mislabels(frame, mask, "cleanlab.label_quality", "dynamics.suggested_label", rule,
+            return _mixture_mislabels(frame, mask, ["cleanlab.label_quality"], "dynamics.suggested_label", rule,
                                       evidence, config) if "cleanlab.label_quality" in frame else \
                 Mislabels(mask, "cleanlab.is_issue", "dynamics.suggested_label", rule, evidence=evidence)
         prob = np.where(mask, est.precision, 0.0)
@@ -219,13 +234,20 @@ def mislabels(frame: pd.DataFrame, config: OverviewConfig = OverviewConfig(), *,
             return Mislabels(mask, "clip.zero_shot_margin", "clip.suggested_label", rule, config.mislabel_margin,
                              estimate=estimates.uncalibrated(int(mask.sum()), "no clip.label_alignment to calibrate "
                                                              "the rule: audit a random sample"), evidence=evidence)
-        return _mixture_mislabels(frame, mask, "clip.label_alignment", "clip.suggested_label", rule, evidence, config,
+        return _mixture_mislabels(frame, mask, ["clip.label_alignment"], "clip.suggested_label", rule, evidence, config,
                                   config.mislabel_margin)
-    if {"dynamics.predicted_label", "dynamics.aum"} <= set(frame.columns):
+    if {"dynamics.predicted_label", "dynamics.aum", "dynamics.final_loss"} <= set(frame.columns):
         mask = frame["dynamics.predicted_label"].astype(str).to_numpy() != labels
-        return _mixture_mislabels(frame, mask, "dynamics.aum", "dynamics.predicted_label",
-                                  "the proxy's last-epoch prediction (dynamics.predicted_label) ≠ label",
-                                  "training dynamics of the proxy (in-sample: it trained on these labels)", config)
+        rule = "the proxy's last-epoch prediction (dynamics.predicted_label) ≠ label"
+        evidence = "training dynamics of the proxy (in-sample: it trained on these labels)"
+        proxy = proxy_fits(frame, config=config.fitness)
+        if proxy is not None and not proxy.fits:
+            return Mislabels(mask, "dynamics.predicted_label", "dynamics.predicted_label", rule,
+                             estimate=estimates.uncalibrated(int(mask.sum()), f"uncalibrated: {proxy.verdict} Score with a "
+                                                             "larger budget (more epochs) to calibrate it"),
+                             evidence=f"{evidence}; the proxy is too weak to calibrate it")
+        return _mixture_mislabels(frame, mask, ["dynamics.aum", "dynamics.final_loss"], "dynamics.predicted_label",
+                                  rule, evidence, config)
     return None
 
 
