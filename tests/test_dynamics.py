@@ -68,6 +68,17 @@ def test_scores_match_hand_computation():
     }
 
 
+def test_predicted_label_names_the_last_epochs_argmax():
+    record = tiny_record()
+    record.final_logits[:] = [[0.0, 2.0, 1.0], [3.0, 0.0, 1.0], [0.0, 0.0, 5.0], [1.0, 4.0, 0.0]]
+    frame, infos = dynamics_scores(record, dynunc_window=2, classes=["ant", "bee", "cow"])
+    assert frame["dynamics.predicted_label"].tolist() == ["bee", "ant", "cow", "bee"]
+    assert "dynamics.predicted_label" not in infos  # an annotation beside the scores, like clip.suggested_label
+    assert "dynamics.predicted_label" not in dynamics_scores(record, dynunc_window=2)[0]
+    with pytest.raises(ValueError, match="2 class names"):
+        dynamics_scores(record, dynunc_window=2, classes=["ant", "bee"])
+
+
 def test_dyn_unc_windows_and_short_run_fallback():
     # K <= J: one window over all K epochs (unbiased std), documented fallback
     frame, infos = dynamics_scores(tiny_record(), dynunc_window=DynamicsConfig().dynunc_window)  # J = 10 > K = 3

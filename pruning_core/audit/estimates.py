@@ -131,7 +131,7 @@ def exact(flagged: int, source: str, *, level: float = DEFAULT_LEVEL) -> Estimat
 
 
 MIXTURE_MIN_VALUES = 10
-"""Fewer flagged values than this do not support a two-component fit: their probabilities are 0.5."""
+"""Fewer flagged values than this do not support a two-component fit."""
 
 
 def _log_densities(x: np.ndarray, weight: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
@@ -178,19 +178,8 @@ def fit_two_gaussians(values: np.ndarray, *, max_iter: int = 500, tol: float = 1
     return weight, mean, sd
 
 
-def mixture_problem_prob(values: np.ndarray) -> np.ndarray:
-    """P(problem | value) under :func:`fit_two_gaussians` of ``values``: the lower-mean component is the problem.
-
-    ``values`` are oriented so that low is suspicious.  Without a fit every value gets 0.5: no
-    evidence either way.
-    """
-    x = np.asarray(values, dtype=float)
-    params = fit_two_gaussians(x)
-    return np.full(len(x), 0.5) if params is None else _problem_posterior(x, params)
-
-
 def mixture_estimate(values: np.ndarray, *, source: str, boots: int = 30, seed: int = 0,
-                     level: float = DEFAULT_LEVEL) -> tuple[Estimate, np.ndarray]:
+                     level: float = DEFAULT_LEVEL) -> tuple[Estimate, Optional[np.ndarray]]:
     """The estimate of a flagged set from a two-component mixture of one score over its members.
 
     A rule's flagged set holds two kinds of members, true problems and samples the rule gets wrong,
@@ -198,10 +187,16 @@ def mixture_estimate(values: np.ndarray, *, source: str, boots: int = 30, seed: 
     member's probability of being a true problem (:func:`from_probabilities`).  Refitting on
     ``boots`` bootstrap resamples (seeded) and scoring the original members measures how much that
     sum moves with the sample the mixture was fitted on; its variance is added to the
-    Poisson-binomial one.  Returns the estimate and the per-member probabilities (for per-class sums).
+    Poisson-binomial one.  Returns the estimate and the per-member probabilities (for per-class sums);
+    too few values (or no spread) support no fit: then the estimate is :func:`uncalibrated` and the
+    probabilities None.
     """
     x = np.asarray(values, dtype=float)
-    q = mixture_problem_prob(x)
+    params = fit_two_gaussians(x)
+    if params is None:
+        return uncalibrated(len(x), f"{source}: {len(x)} flagged values are too few to fit a mixture; "
+                                    "audit a random sample", level=level), None
+    q = _problem_posterior(x, params)
     rng = np.random.default_rng(seed)
     fits = [fit_two_gaussians(x[rng.integers(0, len(x), len(x))]) for _ in range(boots if len(x) else 0)]
     sums = [float(_problem_posterior(x, params).sum()) for params in fits if params is not None]

@@ -171,6 +171,8 @@ def _mixture_mislabels(frame: pd.DataFrame, mask: np.ndarray, scores: Sequence[s
     for score in scores:
         values = _oriented(frame, score)[mask]
         est, q = estimates.mixture_estimate(values, boots=config.mixture_boots, source=score)
+        if q is None:
+            return Mislabels(mask, scores[0], suggested, rule, threshold, estimate=est, evidence=evidence)
         parts.append(est)
         probs.append(q)
     names = " and ".join(scores)
