@@ -8,6 +8,7 @@ source; "Audit a random sample" sends random undecided members to Review (tagged
 so their verdicts replace the model's estimate.
 """
 
+import json
 from collections import Counter
 
 import plotly.express as px
@@ -40,7 +41,18 @@ decisions = rs.decisions_for(dataset, frame)
 skipped = Counter(i.kind or i.reason for i in dataset.report.errors)
 audited = {tag[len(AUDIT_TAG_PREFIX):]: set(store.tagged(dataset.fingerprint, tag))
            for tag in store.tags(dataset.fingerprint) if tag.startswith(AUDIT_TAG_PREFIX)}
-ov = overview(frame, table.infos, decisions=decisions, skipped=skipped, scoring=table.settings, audited=audited)
+
+
+@st.cache_data(show_spinner="Estimating the findings…", max_entries=8)
+def _overview(frame_, _infos, decisions_, skipped_: dict, settings_json: str, audited_: tuple):
+    """The overview, recomputed only when the scores, decisions or audit picks change (the estimates' mixture
+    fits and bootstraps take seconds on large tables; ``_infos`` follows the frame's columns)."""
+    return overview(frame_, _infos, decisions=decisions_, skipped=skipped_, scoring=json.loads(settings_json),
+                    audited={kind: set(paths) for kind, paths in audited_})
+
+
+ov = _overview(frame, table.infos, decisions, dict(skipped), json.dumps(table.settings, sort_keys=True, default=str),
+               tuple(sorted((kind, tuple(sorted(paths))) for kind, paths in audited.items())))
 paths = frame["path"]
 
 
