@@ -97,6 +97,9 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-clip", action="store_true", help="only the dynamics-only table")
+    parser.add_argument("--score-args", default="", help="more `score` flags for both runs, e.g. the plan's "
+                        "settings without a budget: '--budget 0 --epochs 8 --width 16 --folds 0 --proxy-batch-size 128'")
+    parser.add_argument("--tag", default="", help="suffix of the score tables' names (one per --score-args)")
     args = parser.parse_args()
     truth_path = args.work / "truth.csv"
     if truth_path.is_file():
@@ -104,16 +107,17 @@ def main() -> None:
     else:
         truth = build_folder(CIFAR_TRAIN, args.work, args.n, args.flips, args.seed)
     runs = {"dynamics": ["--no-clip"]}
+    more = args.score_args.split()
     if not args.skip_clip:
         from pruning_core.demo.dataset import ensure_demo
 
         demo = ensure_demo()
         runs["tiny-clip"] = ["--clip-model", demo.clip_model, "--clip-pretrained", str(demo.clip_checkpoint)]
     for name, extra in runs.items():
-        table_path = args.work / f"scores-{name}.parquet"
+        table_path = args.work / f"scores-{name}{args.tag}.parquet"
         seconds = None
         if not table_path.is_file():
-            seconds = score(args.work / "images", table_path, extra)
+            seconds = score(args.work / "images", table_path, extra + more)
         result = {"run": name, "score_seconds": None if seconds is None else round(seconds, 1), **audit(table_path, truth)}
         print(json.dumps(result, indent=1))
     print(f"load average {os.getloadavg()}")
