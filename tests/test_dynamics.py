@@ -160,6 +160,15 @@ def test_dynamics_step_finds_the_demos_injected_label_noise(demo_assets, tmp_pat
     auroc = evaluate_scores(table.frame, table.infos, noisy).set_index("score")["auroc"]
     assert auroc["dynamics.aum"] >= 0.9 and auroc["dynamics.confidence"] >= 0.9  # measured 0.955, 0.949
     assert auroc["cleanlab.label_quality"] >= 0.8  # out-of-sample, half the data per fold: 0.872
+    # cleanlab's confident-joint count of wrong labels reaches the settings and the Overview's estimate
+    recorded = table.settings["cleanlab"]
+    print("cleanlab estimate", recorded, "true", int(noisy.sum()))
+    assert recorded["low"] <= recorded["estimated_issues"] <= recorded["high"]
+    from pruning_core.audit.overview import overview
+
+    est = overview(table.frame.assign(label=dataset.samples["label"].to_numpy()), table.infos,
+                   scoring=table.settings).finding("mislabelled").estimate
+    assert "confident joint" in est.source and est.count <= est.flagged
 
 
 def test_embedding_probe_deterministic_record_subset_and_heldout():
