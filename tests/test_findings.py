@@ -139,7 +139,7 @@ def test_only_random_audit_verdicts_give_the_interval():
     assert est.flagged == mis.count and "30 random audit picks" in est.source
 
 
-def test_cleanlab_estimate_comes_from_the_confident_joint():
+def test_cleanlab_flags_are_calibrated_when_the_cross_fitted_proxy_fits_and_its_count_is_evidence():
     rng = np.random.default_rng(0)
     n, c = 600, 3
     true = rng.integers(0, c, n)
@@ -151,12 +151,25 @@ def test_cleanlab_estimate_comes_from_the_confident_joint():
     recorded = estimated_issue_count(labels, probs, boots=20)
     assert recorded["low"] <= flip.sum() <= recorded["high"]
     assert abs(recorded["estimated_issues"] - flip.sum()) <= 5
+    # a model that misses 30 clean samples too: their given-label probability is middling, a flip's is low
+    predicted = probs.argmax(1)
+    missed = rng.choice(np.flatnonzero(~flip), 30, replace=False)
+    predicted[missed] = (labels[missed] + 2) % c
+    given_p = np.where(flip, rng.uniform(0.01, 0.1, n), rng.uniform(0.7, 0.95, n))
+    given_p[missed] = rng.uniform(0.3, 0.45, 30)
     frame = pd.DataFrame({"path": [f"p{i}" for i in range(n)], "label": labels.astype(str),
-                          "cleanlab.is_issue": (probs.argmax(1) != labels).astype(np.int8),
-                          "cleanlab.label_quality": probs[np.arange(n), labels],
-                          "dynamics.suggested_label": probs.argmax(1).astype(str)})
-    est = overview(frame, {}, scoring={"cleanlab": recorded}).finding("mislabelled").estimate
-    assert "confident joint" in est.source and est.count == pytest.approx(min(recorded["estimated_issues"], flip.sum()))
+                          "cleanlab.is_issue": (predicted != labels).astype(np.int8),
+                          "cleanlab.label_quality": given_p, "dynamics.suggested_label": predicted.astype(str)})
+    ov = overview(frame, {}, scoring={"cleanlab": recorded})
+    est = ov.finding("mislabelled").estimate
+    assert "cleanlab.label_quality" in est.source and est.flagged == flip.sum() + 30
+    assert est.count_interval[0] <= flip.sum() <= est.count_interval[1]
+    assert any(f"confident joint counts {recorded['estimated_issues']:,}" in note for note in ov.evidence)
+    # an out-of-sample proxy at chance calibrates nothing: raw count, the failed check quoted
+    frame["dynamics.suggested_label"] = rng.integers(0, c, n).astype(str)
+    frame["cleanlab.is_issue"] = (frame["dynamics.suggested_label"] != frame["label"]).astype(np.int8)
+    weak = overview(frame, {}).finding("mislabelled").estimate
+    assert np.isnan(weak.precision) and "cross-fitted proxy does not fit" in weak.source
 
 
 def test_reports_carry_the_estimates():

@@ -98,9 +98,14 @@ def clip_fits(frame: pd.DataFrame, *, noise_rate: Optional[float] = None, noise_
                  noise_rate, noise_source)
 
 
-def proxy_fits(frame: pd.DataFrame, *, config: FitnessConfig = FitnessConfig()) -> Optional[FitnessReport]:
-    """How well the dynamics proxy learned the classes (last-epoch prediction vs labels); None without it."""
-    return _fits(frame, "the dynamics proxy", "dynamics.predicted_label", None, config.min_proxy_skill, config)
+def proxy_fits(frame: pd.DataFrame, *, predicted: str = "dynamics.predicted_label", model: str = "the dynamics proxy",
+               config: FitnessConfig = FitnessConfig()) -> Optional[FitnessReport]:
+    """How well a proxy learned the classes: its prediction column against the labels; None without it.
+
+    ``dynamics.predicted_label`` (in-sample, last epoch) or ``dynamics.suggested_label`` (the
+    cross-fitted, out-of-sample argmax cleanlab ranks by).
+    """
+    return _fits(frame, model, predicted, None, config.min_proxy_skill, config)
 
 
 def _fits(frame: pd.DataFrame, model: str, predicted: str, alignment: Optional[str], min_skill: float,
