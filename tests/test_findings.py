@@ -170,6 +170,14 @@ def test_cleanlab_flags_are_calibrated_when_the_cross_fitted_proxy_fits_and_its_
     frame["cleanlab.is_issue"] = (frame["dynamics.suggested_label"] != frame["label"]).astype(np.int8)
     weak = overview(frame, {}).finding("mislabelled").estimate
     assert np.isnan(weak.precision) and "cross-fitted proxy does not fit" in weak.source
+    # with in-sample dynamics beside it, the finding falls back to them and says why cleanlab's flags are unused
+    dyn, _ = _dynamics_frame()
+    at_chance = CLASSES[rng.integers(0, 4, len(dyn))]
+    both = overview(dyn.assign(**{"dynamics.suggested_label": at_chance, "cleanlab.label_quality": 0.5,
+                                  "cleanlab.is_issue": (at_chance != dyn["label"]).astype(np.int8)}), INFOS)
+    assert both.mislabels.suggested == "dynamics.predicted_label"
+    assert any(note.startswith("cleanlab's flags are not used: the cross-fitted proxy does not fit")
+               for note in both.evidence)
 
 
 def test_reports_carry_the_estimates():

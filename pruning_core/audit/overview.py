@@ -410,7 +410,7 @@ def overview(
                                 estimate=estimates.exact(n, "exact: the loader could not read them"),
                                 evidence="the dataset loader"))
     findings = [_with_verdicts(f, frame, decisions, (audited or {}).get(f.kind)) for f in findings]
-    evidence += _missing_evidence(frame, mis)
+    evidence += _missing_evidence(frame, mis, config)
     note = cleanlab_count_note(scoring)
     if note is not None:
         evidence.append(note)
@@ -474,14 +474,18 @@ def _with_verdicts(finding: Finding, frame: pd.DataFrame, decisions: pd.Series,
     return finding if est is None else replace(finding, estimate=est)
 
 
-def _missing_evidence(frame: pd.DataFrame, mis: Optional[Mislabels]) -> list[str]:
-    """Sentences naming the label evidence the table lacks and how to get it."""
+def _missing_evidence(frame: pd.DataFrame, mis: Optional[Mislabels], config: OverviewConfig) -> list[str]:
+    """Sentences naming the label evidence the table lacks (or could not use) and how to get it."""
     notes = []
     has_dynamics = any(c.startswith("dynamics.") for c in frame.columns)
     if "cleanlab.is_issue" not in frame:
         notes.append(NO_OOS if has_dynamics else
                      "no training dynamics: score with dynamics (and cross-fitting) for label evidence "
                      "that does not depend on CLIP")
+    elif mis is not None and mis.suggested != "dynamics.suggested_label":
+        oos = proxy_fits(frame, predicted="dynamics.suggested_label", model="the cross-fitted proxy",
+                         config=config.fitness)
+        notes.append(f"cleanlab's flags are not used: {oos.verdict}")
     if mis is None:
         notes.append("no label evidence: label quality per class is unknown until CLIP zero-shot "
                      "(a fitting model) or training dynamics are scored")
