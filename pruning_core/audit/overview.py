@@ -19,22 +19,24 @@ in this order of preference:
    DecisionStore; remove/relabel = problem, keep = fine): a Jeffreys interval on an unbiased
    sample.  Verdicts on other members (the ranked top a reviewer opened first) are left out: they
    describe the top of a ranking, not the finding;
-2. a model of the rule's precision from the scores alone:
-
-   * cleanlab's confident joint where out-of-sample probabilities exist (``settings["cleanlab"]``,
-     recorded at scoring time with a bootstrap interval);
-   * for the CLIP zero-shot rule and the training-dynamics rule ("the model's top-1 is not the
-     given label"), a flagged sample is either mislabelled or one the model gets wrong.  The given
-     label's score tells them apart: for a mislabelled sample the given label is some *other*
-     class, so its label alignment (CLIP) or its area under the margin (dynamics) looks like that
-     of a random wrong class, far below that of a true class the model merely ranks second.  A
-     two-component Gaussian mixture of that score over the flagged members gives each one a
-     probability ``q_i`` of being mislabelled (the lower component); the estimate is ``sum q_i``
-     with the Poisson-binomial variance ``sum q_i (1 - q_i)`` plus the bootstrap variance of the
-     mixture fit (``estimates.mixture_estimate``).  Measured against the demo's ground truth and
-     a CIFAR-10 folder with planted flips in docs/benchmarks.md;
-   * the caption rule the same way, with the mixture fitted to all caption alignments (a mismatched
-     caption's cosine is that of a random caption);
+2. a model of the rule's precision from the scores alone.  Every mislabel rule flags samples whose
+   model top-1 is not the given label (cleanlab's cross-fitted proxy, CLIP zero-shot, the dynamics
+   proxy's last epoch); a flagged sample is either mislabelled or one the model gets wrong.  The
+   given label's score tells them apart: for a mislabelled sample the given label is some *other*
+   class, so its label quality (cleanlab), label alignment (CLIP) or area under the margin and final
+   loss (dynamics) look like those of a random wrong class, far below those of a true class the
+   model merely ranks second.  A two-component Gaussian mixture of that score over the flagged
+   members gives each one a probability ``q_i`` of being mislabelled (the lower component); the
+   estimate is ``sum q_i`` with the Poisson-binomial variance ``sum q_i (1 - q_i)`` plus the
+   bootstrap variance of the fit (``estimates.mixture_estimate``); two scores give an interval
+   spanning both fits.  The caption rule works the same way (a mismatched caption's cosine is that of
+   a random caption).  Only a model that passes its fitness check (``fitness``) calibrates: a proxy
+   near chance gives the raw count with precision [0, 1] and says why, and the next rule in order
+   (cleanlab, CLIP, in-sample dynamics) is tried first.  cleanlab's own confident-joint count of
+   wrong labels (``settings["cleanlab"]``, recorded at scoring time with a bootstrap interval) is
+   shown as evidence beside it: it counts the whole dataset and inherits the proxy's bias.
+   Measured against the demo's ground truth and a CIFAR-10 folder with planted flips in
+   docs/benchmarks.md;
 3. no model (outliers, near-duplicates): the raw count with the honest precision interval [0, 1]
    until a random audit is reviewed.
 

@@ -115,7 +115,8 @@ def estimated_issue_count(labels: Any, pred_probs: np.ndarray, *, level: float =
     ``cleanlab.count.num_label_issues`` with ``off_diagonal_calibrated``: the confident joint
     calibrated so its rows sum to the label counts, off-diagonal mass = estimated wrong labels.
     The interval recomputes it on ``boots`` row resamples (seeded): how much the count moves with
-    the sample, not the model's own bias.  The Overview turns it into the mislabel finding's estimate.
+    the sample, not the proxy's own bias (a weak proxy overcounts: docs/benchmarks.md), so the Overview
+    shows it as evidence beside the mislabel finding's estimate, not as the estimate.
     """
     from cleanlab.count import num_label_issues
 
