@@ -104,7 +104,8 @@ left, right = st.columns([2, 3], gap="large")
 with left:
     st.subheader("Label quality per class")
     if quality["label_quality"].isna().all():
-        st.info("Unknown: no label evidence (no fitting CLIP zero-shot, no training dynamics). "
+        st.info(f"Unknown: {ov.mislabels.estimate.source}" if ov.mislabels is not None else
+                "Unknown: no label evidence (no fitting CLIP zero-shot, no training dynamics). "
                 "Score the data to estimate it.")
     else:
         fig = px.bar(quality, x="label_quality", y="label", orientation="h", range_x=[0, 1],
