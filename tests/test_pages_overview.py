@@ -109,3 +109,15 @@ def test_cache_panel_lists_and_clears_an_entry_a_step_or_all(scored):
     assert sorted(e.meta["step"] for e in ResultStore().ls()) == ["clip-scores", "images"]
     next(b for b in at.button if b.key == "cache_clear_all").click().run()
     assert not at.exception and ResultStore().ls() == [] and listed().empty
+
+
+def test_overview_leaves_out_a_clip_that_does_not_fit_and_says_so(scored):
+    dataset, manifest, table = scored
+    wrong = {"cat": "dog", "dog": "fox", "fox": "cat"}
+    unfit = ScoreTable(table.frame.assign(**{"clip.suggested_label": table.frame["label"].map(wrong)}), table.infos)
+    at = page("overview", (dataset, manifest, unfit)).run()
+    assert not at.exception
+    warning = " ".join(w.value for w in at.warning)
+    assert "Model does not fit this data" in warning and "agrees with 0.0% of the labels (chance 33.3%" in warning
+    assert "Likely mislabelled" not in {m.label for m in at.metric}
+    assert any(i.value.startswith("Unknown: no label evidence") for i in at.info)
