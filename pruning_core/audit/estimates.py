@@ -13,6 +13,8 @@ confirmed gives [0, 0]) and Clopper–Pearson is needlessly wide.  By convention
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -197,8 +199,28 @@ def fit_two_gaussians(values: np.ndarray, *, counts: Optional[np.ndarray] = None
     return weight, mean, sd
 
 
+_MIXTURE_MEMO: "OrderedDict[tuple, tuple[Estimate, Optional[np.ndarray]]]" = OrderedDict()
+MIXTURE_MEMO_SIZE = 32
+"""Mixture estimates kept in memory by their values' digest: the Overview recomputes after every review
+decision, which changes open counts but not the scores the mixtures are fitted to."""
+
+
 def mixture_estimate(values: np.ndarray, *, source: str, boots: int = 30, seed: int = 0,
                      level: float = DEFAULT_LEVEL) -> tuple[Estimate, Optional[np.ndarray]]:
+    """:func:`_mixture_estimate`, remembered for the last ``MIXTURE_MEMO_SIZE`` distinct inputs."""
+    x = np.ascontiguousarray(values, dtype=float)
+    key = (hashlib.sha1(x.tobytes()).hexdigest(), len(x), source, boots, seed, level)
+    if key not in _MIXTURE_MEMO:
+        _MIXTURE_MEMO[key] = _mixture_estimate(x, source=source, boots=boots, seed=seed, level=level)
+        while len(_MIXTURE_MEMO) > MIXTURE_MEMO_SIZE:
+            _MIXTURE_MEMO.popitem(last=False)
+    _MIXTURE_MEMO.move_to_end(key)
+    est, q = _MIXTURE_MEMO[key]
+    return est, None if q is None else q.copy()
+
+
+def _mixture_estimate(values: np.ndarray, *, source: str, boots: int, seed: int,
+                      level: float) -> tuple[Estimate, Optional[np.ndarray]]:
     """The estimate of a flagged set from a two-component mixture of one score over its members.
 
     A rule's flagged set holds two kinds of members, true problems and samples the rule gets wrong,
