@@ -3,14 +3,28 @@
 The numbers come from ``pruning_core.audit.overview`` (plain functions over the score table); this page
 draws them and turns every count into a button that opens exactly those samples in Review.
 Counts say how many flagged samples are still *open* (no decision yet), so reviewing shrinks them.
+Each finding's headline is its estimated number of *true* problems with the 90 % interval and its
+source; "Audit a random sample" sends random undecided members to Review (tagged ``audit:<kind>``)
+so their verdicts replace the model's estimate.
 """
 
+import json
 from collections import Counter
 
 import plotly.express as px
 import streamlit as st
 
-from pruning_core.audit.overview import flip_rows, overview, report_json, report_markdown
+from pruning_core.audit.overview import (
+    AUDIT_TAG_PREFIX,
+    OverviewConfig,
+    audit_sample,
+    audit_tag,
+    estimate_text,
+    flip_rows,
+    overview,
+    report_json,
+    report_markdown,
+)
 from pruning_core.audit.review import resolve_duplicates
 from ui import review_state as rs
 from ui import state
@@ -25,34 +39,82 @@ dataset, table, frame = scored.dataset, scored.table, scored.frame
 store = rs.decision_store()
 decisions = rs.decisions_for(dataset, frame)
 skipped = Counter(i.kind or i.reason for i in dataset.report.errors)
-ov = overview(frame, table.infos, decisions=decisions, skipped=skipped, scoring=table.settings)
+audited = {tag[len(AUDIT_TAG_PREFIX):]: set(store.tagged(dataset.fingerprint, tag))
+           for tag in store.tags(dataset.fingerprint) if tag.startswith(AUDIT_TAG_PREFIX)}
+
+
+@st.cache_data(show_spinner="Estimating the findings…", max_entries=8)
+def _overview(frame_, _infos, decisions_, skipped_: dict, settings_json: str, audited_: tuple):
+    """The overview, recomputed only when the scores, decisions or audit picks change (the estimates' mixture
+    fits and bootstraps take seconds on large tables; ``_infos`` follows the frame's columns)."""
+    return overview(frame_, _infos, decisions=decisions_, skipped=skipped_, scoring=json.loads(settings_json),
+                    audited={kind: set(paths) for kind, paths in audited_})
+
+
+ov = _overview(frame, table.infos, decisions, dict(skipped), json.dumps(table.settings, sort_keys=True, default=str),
+               tuple(sorted((kind, tuple(sorted(paths))) for kind, paths in audited.items())))
 paths = frame["path"]
+
+
+def _audit(kind: str, title: str, n: int) -> None:
+    """Tag ``n`` random undecided members of a finding as its audit picks and open them in Review."""
+    finding = next(f for f in ov.findings if f.kind == kind)
+    picks = audit_sample(finding, frame, decisions, n, already=audited.get(kind, ()))
+    store.tag(dataset.fingerprint, picks, audit_tag(kind), reviewer=rs.reviewer_name())
+    rs.send_to_review(f"audit: {title}", picks)
+
+
+def _headline(f) -> str:
+    """The metric's value: the estimated true problems, or the raw count where nothing estimates them."""
+    est = f.estimate
+    if est is None or est.precision != est.precision:  # NaN: uncalibrated
+        return f"{f.count:,} raw"
+    return f"{est.count:,.0f}" if est.low == est.high else f"≈ {est.count:,.0f}"
+
 
 # ----------------------------------------------------------------------------- health summary
 st.subheader(f"Health of {dataset.name}: {ov.n_samples:,} samples")
+if ov.fitness is not None and not ov.fitness.fits:
+    st.warning(f"**Model does not fit this data.** {ov.fitness.verdict} Its CLIP scores stay on the Score and "
+               "Explore pages for inspection; no finding below uses them.", icon=":material/report:")
+audit_n = st.number_input("Audit sample size", min_value=1, max_value=500, value=OverviewConfig.audit_size,
+                          key="audit_size", help="Random undecided members one 'Audit' click sends to Review; "
+                          "only verdicts on such random picks count towards a finding's estimate")
 for f in ov.findings:
     c1, c2, c3 = st.columns([2, 5, 1.4], vertical_alignment="center")
     groups = f" in {f.groups:,} groups" if f.groups is not None else ""
-    c1.metric(f.title, f"{f.count:,}", delta=f"{f.open:,} open" if f.kind != "unreadable" else None,
+    c1.metric(f.title, _headline(f), delta=f"{f.count:,} flagged · {f.open:,} open" if f.kind != "unreadable" else None,
               delta_color="off", delta_arrow="off", help=f"score: {f.score}")
-    c2.markdown(f"**{f.count:,}** samples{groups} · flagged by `{f.rule}`")
+    c2.markdown(f"**{f.count:,}** flagged{groups} · {estimate_text(f.estimate)}  \n"
+                f"flagged by `{f.rule}` · evidence: {f.evidence}")
     if f.kind == "unreadable":
         c3.caption("Listed on the **Dataset** page")
     else:
         if c3.button(f"Review {f.count:,}", key=f"review_{f.kind}", disabled=not f.count, width="stretch"):
             rs.send_to_review(f.title, paths.loc[f.rows].tolist())
+        if c3.button("Audit a random sample", key=f"audit_{f.kind}", disabled=not f.open, width="stretch",
+                     help="Verdicts on random picks give this finding's precision an unbiased interval"):
+            _audit(f.kind, f.title, int(audit_n))
+for note in ov.evidence:
+    st.caption(f"Evidence: {note}")
 
 # ----------------------------------------------------------------------------- label quality per class
 quality = ov.class_quality.reset_index()
 left, right = st.columns([2, 3], gap="large")
 with left:
     st.subheader("Label quality per class")
-    fig = px.bar(quality, x="label_quality", y="label", orientation="h", range_x=[0, 1], height=60 + 28 * len(quality),
-                 hover_data=["samples", "flagged"], labels={"label_quality": "share not flagged", "label": ""})
-    fig.update_layout(margin={"l": 0, "r": 0, "t": 10, "b": 0}, yaxis={"autorange": "reversed"})
-    st.plotly_chart(fig, width="stretch", key="class_quality")
-    if ov.mislabels is not None:
-        st.caption(f"Share of each class not flagged by `{ov.mislabels.rule}`.")
+    if quality["label_quality"].isna().all():
+        st.info(f"Unknown: {ov.mislabels.estimate.source}" if ov.mislabels is not None else
+                "Unknown: no label evidence (no fitting CLIP zero-shot, no training dynamics). "
+                "Score the data to estimate it.")
+    else:
+        fig = px.bar(quality, x="label_quality", y="label", orientation="h", range_x=[0, 1],
+                     height=60 + 28 * len(quality), hover_data=["samples", "flagged", "estimated"],
+                     labels={"label_quality": "estimated share labelled right", "label": ""})
+        fig.update_layout(margin={"l": 0, "r": 0, "t": 10, "b": 0}, yaxis={"autorange": "reversed"})
+        st.plotly_chart(fig, width="stretch", key="class_quality")
+        st.caption(f"1 − estimated mislabelled / samples; the estimate sums each flagged sample's probability of "
+                   f"being mislabelled under `{ov.mislabels.rule}` ({ov.mislabels.evidence}).")
 
 # ----------------------------------------------------------------------------- class-flip matrix
 with right:

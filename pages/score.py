@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from pruning_core.audit.overview import clip_fitness
 from pruning_core.embeddings.clip_model import WeightsUnavailable
 from pruning_core.runtime.devices import device_choices
 from pruning_core.dynamics.config import DynamicsConfig
@@ -119,6 +120,13 @@ if cols:
     st.success(f"{len(cols)} scores for {len(table.frame):,} samples.")
     for note in table.notes:
         st.warning(note)
+    fit = clip_fitness(table.frame)
+    if fit is not None:
+        if fit.fits:
+            st.caption(fit.verdict)
+        else:
+            st.warning(f"{fit.verdict} The CLIP scores stay here and on Explore for inspection; the Overview's "
+                       "findings do not use them.", icon=":material/report:")
     st.dataframe(
         [{"score": c, "suspicious when": table.infos[c].suspicious, "meaning": table.infos[c].description} for c in cols],
         hide_index=True,

@@ -40,3 +40,19 @@ def test_estimate_from_verdicts_scales_the_flagged_count():
     assert est.summary()["checked"] == 40
     with pytest.raises(ValueError):
         precision_interval(5, 3)
+
+
+def test_model_estimates_span_and_uncalibrated_counts():
+    from pruning_core.audit.estimates import exact, from_probabilities, span, uncalibrated
+
+    q = np.array([0.9, 0.8, 0.1, 0.0, 1.0])
+    est = from_probabilities(q, source="model")
+    lo, hi = est.count_interval
+    assert est.count == pytest.approx(2.8) and lo < 2.8 < hi and 0 <= lo and hi <= 5
+    # Poisson-binomial sd = sqrt(sum q(1-q)) = sqrt(0.34): the 90 % half-width is 1.645 of it
+    assert hi - est.count == pytest.approx(1.6449 * np.sqrt(0.34), abs=1e-3)
+    wider = span([est, from_probabilities(np.array([0.2, 0.2, 0.1, 0.0, 0.5]), source="other")], source="both")
+    assert wider.low < est.low and wider.high == est.high and wider.source == "both"
+    raw = uncalibrated(7, "no model").summary()
+    assert raw["estimated"] is None and (raw["precision_low"], raw["precision_high"]) == (0.0, 1.0)
+    assert exact(3, "loader").summary()["estimated"] == 3.0

@@ -96,3 +96,20 @@ def test_score_page_shows_the_plan_before_running_and_runs_it(folder):
     settings = table.settings["dynamics"]
     assert settings["epochs"] == 2 and settings["plan"]["fixed"] == ["epochs", "folds"]
     assert settings["budget_s"] == 60.0
+
+
+def test_score_page_says_whether_clip_fits_this_data_with_the_numbers(folder):
+    from pruning_core.data.datasets import load_dataset
+    from pruning_core.scoring.score_info import ScoreInfo
+    from pruning_core.scoring.score_table import ScoreTable
+
+    samples = load_dataset(folder).samples
+    other = {"cat": "dog", "dog": "cat"}
+    infos = {"clip.zero_shot_margin": ScoreInfo("clip.zero_shot_margin", "m", "high")}
+    for suggested, verdict in ((samples["label"].map(other), "does not fit"), (samples["label"], "fits this data")):
+        table = ScoreTable(samples.assign(**{"clip.suggested_label": suggested, "clip.zero_shot_margin": 0.9}), infos)
+        at = page("score", state.DatasetSource("folder", str(folder)), **{state.TABLE: table}).run()
+        assert not at.exception
+        shown = [w.value for w in at.warning] + [c.value for c in at.caption]
+        assert any(f"CLIP {verdict}" in text and "agrees with" in text and "chance 50.0%" in text
+                   for text in shown), shown

@@ -19,11 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def scored(tmp_path, monkeypatch):
-    """The review fixture plus a zero-shot margin: rows 0, 5, 10, ... are flips (margin 0.9)."""
+    """The review fixture (60 rows) plus a zero-shot margin: rows 0, 5, 10, ... are flips (margin 0.9), and a
+    label alignment that is low for every other flip (a wrong label) and middling for the rest (CLIP's mistakes)."""
     monkeypatch.setenv("PRUNESCOPE_CACHE", str(tmp_path / "cache"))
-    dataset, manifest, table = make_scored_dataset(tmp_path / "data")
-    frame = table.frame.assign(**{"clip.zero_shot_margin": np.where(np.arange(len(table.frame)) % 5 == 0, 0.9, 0.0)})
-    infos = {**table.infos, "clip.zero_shot_margin": ScoreInfo("clip.zero_shot_margin", "margin", "high")}
+    dataset, manifest, table = make_scored_dataset(tmp_path / "data", n=60)
+    row = np.arange(len(table.frame))
+    noise = np.random.default_rng(0).normal(0.0, 0.08, len(row))
+    alignment = np.where(row % 10 == 0, -0.1, np.where(row % 5 == 0, 0.25, 0.5)) + noise
+    frame = table.frame.assign(**{"clip.zero_shot_margin": np.where(row % 5 == 0, 0.9, 0.0),
+                                  "clip.label_alignment": alignment})
+    infos = {**table.infos, "clip.zero_shot_margin": ScoreInfo("clip.zero_shot_margin", "margin", "high"),
+             "clip.label_alignment": ScoreInfo("clip.label_alignment", "alignment", "low")}
     return dataset, manifest, ScoreTable(frame, infos)
 
 
@@ -43,15 +49,40 @@ def test_overview_counts_open_flags_and_review_shows_exactly_the_sent_set(scored
     at = page("overview", scored).run()
     assert not at.exception
     metrics = {m.label: m for m in at.metric}
-    assert metrics["Likely mislabelled"].value == str(len(flipped))
+    assert metrics["Likely mislabelled"].delta == f"{len(flipped)} flagged · {len(flipped)} open"
     DecisionStore().decide(dataset.fingerprint, table.frame.at[flipped[0], "path"], "keep")
     at.run()
-    assert {m.label: m for m in at.metric}["Likely mislabelled"].delta == f"{len(flipped) - 1} open"
+    assert {m.label: m for m in at.metric}["Likely mislabelled"].delta == \
+        f"{len(flipped)} flagged · {len(flipped) - 1} open"
     sent = table.frame.loc[flipped[1:3], "path"].tolist()
     review = page("review", scored, **{rs.REVIEW_SET: ("a flip", tuple(sent)),
                                        rs.REVIEW_SOURCE: "set:a flip"}).run()
     assert not review.exception
     assert "0 of 2 reviewed" in review.get("progress")[0].proto.text
+
+
+def test_overview_shows_an_estimate_with_its_interval_and_source_and_audits_a_random_sample(scored):
+    dataset, _, table = scored
+    flipped = table.frame.index[table.frame["clip.zero_shot_margin"] > 0.5]  # 12: 6 wrong labels, 6 CLIP mistakes
+    at = page("overview", scored).run()
+    assert not at.exception
+    assert {m.label: m for m in at.metric}["Likely mislabelled"].value == "≈ 6"
+    text = " ".join(m.value for m in at.markdown)
+    assert "≈ 6 true (90% interval" in text and "two-component mixture of clip.label_alignment" in text
+    assert any("cross-fitting" in c.value or "training dynamics" in c.value for c in at.caption)  # missing evidence
+    at.number_input(key="audit_size").set_value(4).run()
+    next(b for b in at.button if b.key == "audit_mislabelled").click().run()
+    store = DecisionStore()
+    picks = store.tagged(dataset.fingerprint, "audit:mislabelled")
+    assert len(picks) == 4 and set(picks) <= set(table.frame.loc[flipped, "path"])
+    assert at.session_state[rs.REVIEW_SET] == ("audit: Likely mislabelled", tuple(picks))
+    for path in picks:
+        store.decide(dataset.fingerprint, path, "remove")
+    at = page("overview", scored).run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "reviewer verdicts on 4 random audit picks" in text
+    assert {m.label: m for m in at.metric}["Likely mislabelled"].value == f"≈ {12 * 4.5 / 5:,.0f}"
 
 
 def test_cache_panel_lists_and_clears_an_entry_a_step_or_all(scored):
@@ -78,3 +109,15 @@ def test_cache_panel_lists_and_clears_an_entry_a_step_or_all(scored):
     assert sorted(e.meta["step"] for e in ResultStore().ls()) == ["clip-scores", "images"]
     next(b for b in at.button if b.key == "cache_clear_all").click().run()
     assert not at.exception and ResultStore().ls() == [] and listed().empty
+
+
+def test_overview_leaves_out_a_clip_that_does_not_fit_and_says_so(scored):
+    dataset, manifest, table = scored
+    wrong = {"cat": "dog", "dog": "fox", "fox": "cat"}
+    unfit = ScoreTable(table.frame.assign(**{"clip.suggested_label": table.frame["label"].map(wrong)}), table.infos)
+    at = page("overview", (dataset, manifest, unfit)).run()
+    assert not at.exception
+    warning = " ".join(w.value for w in at.warning)
+    assert "Model does not fit this data" in warning and "agrees with 0.0% of the labels (chance 33.3%" in warning
+    assert "Likely mislabelled" not in {m.label for m in at.metric}
+    assert any(i.value.startswith("Unknown: no label evidence") for i in at.info)

@@ -106,3 +106,31 @@ def label_issue_scores(
         ),
     }
     return frame, infos
+
+
+def estimated_issue_count(labels: Any, pred_probs: np.ndarray, *, level: float = 0.9, boots: int = 100,
+                          seed: int = 0) -> dict:
+    """cleanlab's estimate of how many labels are wrong, with a bootstrap interval, for the score table's settings.
+
+    ``cleanlab.count.num_label_issues`` with ``off_diagonal_calibrated``: the confident joint
+    calibrated so its rows sum to the label counts, off-diagonal mass = estimated wrong labels.
+    The interval recomputes it on ``boots`` row resamples (seeded): how much the count moves with
+    the sample, not the proxy's own bias (a weak proxy overcounts: docs/benchmarks.md), so the Overview
+    shows it as evidence beside the mislabel finding's estimate, not as the estimate.
+    """
+    from cleanlab.count import num_label_issues
+
+    y = np.asarray(labels).astype(np.int64, copy=False)
+    p = np.asarray(pred_probs, dtype=np.float64)
+    p = p / p.sum(axis=1, keepdims=True)
+    count = int(num_label_issues(y, p, estimation_method="off_diagonal_calibrated"))
+    rng = np.random.default_rng(seed)
+    counts = []
+    for _ in range(boots):
+        rows = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[rows])) == p.shape[1]:  # cleanlab needs every class present
+            counts.append(num_label_issues(y[rows], p[rows], estimation_method="off_diagonal_calibrated"))
+    tail = 100 * (1 - level) / 2
+    low, high = (np.percentile(counts, [tail, 100 - tail]) if counts else (count, count))
+    return {"estimated_issues": count, "low": float(low), "high": float(high), "level": level,
+            "method": "cleanlab.count.num_label_issues(off_diagonal_calibrated), bootstrap over rows"}

@@ -16,11 +16,16 @@ dynamics.el2n              high        large early error = hard or mislabelled
 dynamics.dyn_unc           low         low = easy (redundant) or consistently wrong (noise)
 dynamics.final_loss        high        still misfit after training
 =========================  ==========  ====================================================
+
+With ``classes`` the frame also holds ``dynamics.predicted_label``: the class *name* the proxy
+predicts after the last epoch (argmax of its final logits).  Like ``clip.suggested_label`` it is an
+annotation, not a score (no ``ScoreInfo``): the label a dynamics-only "likely mislabelled" finding
+suggests when no cross-fitting ran (so no cleanlab ``dynamics.suggested_label``).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,6 +77,7 @@ def dynamics_scores(
     *,
     el2n_epoch: Optional[int] = None,
     dynunc_window: int,
+    classes: Optional[Sequence[str]] = None,
 ) -> tuple[pd.DataFrame, dict[str, ScoreInfo]]:
     """Score every recorded sample from its training dynamics.
 
@@ -79,6 +85,7 @@ def dynamics_scores(
         record: the trainer's per-epoch record (rows of the frame follow ``record.record_idx``).
         el2n_epoch: 1-based epoch whose EL2N is reported; default ``max(1, E // 8)`` (2 of 16).
         dynunc_window: Dyn-Unc window J (He et al. use 10); shorter runs fall back to J = E.
+        classes: class names by label id; given, ``dynamics.predicted_label`` names the last epoch's argmax.
 
     Returns:
         ``(frame, infos)``: one column per score named ``dynamics.<score>``, ``infos`` maps each
@@ -105,6 +112,11 @@ def dynamics_scores(
             "dynamics.final_loss": np.asarray(record.loss[-1], dtype=np.float64),
         }
     )
+    if classes is not None:
+        names = np.asarray(list(classes), dtype=object)
+        if names.shape[0] != record.num_classes:
+            raise ValueError(f"{names.shape[0]} class names for a record of {record.num_classes} classes")
+        frame["dynamics.predicted_label"] = names[np.asarray(record.final_logits).argmax(axis=1)].astype(str)
     fallback = f" (run shorter than the window J={dynunc_window}: one window over all {e} epochs)" if j_used != dynunc_window else ""
     infos = {
         "dynamics.confidence": ScoreInfo(

@@ -262,6 +262,7 @@ def dynamics_score_table(
     step_started = time.monotonic()
     from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record
     from pruning_core.dynamics.crossfit import BudgetSpent
+    from pruning_core.dynamics.label_issues import estimated_issue_count
     from pruning_core.dynamics.trainer import TrainingRecord
     from pruning_core.runtime.planner import TAIL_SHARE, format_seconds
 
@@ -285,7 +286,7 @@ def dynamics_score_table(
 
     entry = record_step.run(store, train_record)
     record = TrainingRecord.from_arrays(entry, entry.meta)
-    frame, infos = dynamics_scores(record, dynunc_window=config.dynunc_window)
+    frame, infos = dynamics_scores(record, dynunc_window=config.dynunc_window, classes=dataset.classes)
     notes = []
     if record.meta.get("stopped_by_budget"):
         notes.append(f"The {format_seconds(config.budget_s)} budget stopped proxy training after "
@@ -309,7 +310,8 @@ def dynamics_score_table(
             table.notes.append(f"No cleanlab scores: {exc}.")
             return table
         cl_frame, cl_infos = label_issue_scores(y, oos.array("probs"), dataset.classes)
-        table = table.merged(ScoreTable(cl_frame.set_axis(dataset.samples.index), cl_infos))
+        cl_settings = {"cleanlab": estimated_issue_count(y, oos.array("probs"))}
+        table = table.merged(ScoreTable(cl_frame.set_axis(dataset.samples.index), cl_infos, settings=cl_settings))
     return table
 
 
