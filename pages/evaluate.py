@@ -185,5 +185,5 @@ pick = st.selectbox("Configuration to use", options, format_func=lambda o: (
     f"{o[0]} keeping {o[1]:.0%} — accuracy "
     f"{float(exportable[(exportable['strategy'] == o[0]) & np.isclose(exportable['keep'], o[1])]['accuracy'].iloc[0]):.2%}"))
 if st.button("Use this configuration on Prune and Export", icon=":material/send:"):
-    st.session_state[state.RECIPE] = SelectionRecipe(keep=float(pick[1]), strategy=pick[0], balance=saved["balance"])
+    state.set_recipe(SelectionRecipe(keep=float(pick[1]), strategy=pick[0], balance=saved["balance"]))
     st.success(f"Recipe set: {pick[0]}, keep {pick[1]:.0%}. Open **Export** to download it, or **Prune** to adjust it.")
