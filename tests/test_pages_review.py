@@ -288,3 +288,17 @@ def test_similarity_search_without_the_weights_says_why(scored, tmp_path):
     at.toggle(key="review_similar_on").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("cannot be made here" in c.value for c in at.caption)
+
+
+def test_explore_selection_gallery_is_most_suspicious_first_by_the_colour_score(scored):
+    _, _, table = scored
+    at = page("explore", scored)
+    at.session_state["explore_map"] = "two scores"
+    at.session_state["explore_colour"] = "test.loss"  # high = suspicious
+    at.session_state["explore_map_events"] = {"selected": [3, 10, 7, 25, 0]}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [c for c in _image_captions(at) if "loss" in c]
+    losses = table.frame.loc[[3, 10, 7, 25, 0], "test.loss"].sort_values(ascending=False)
+    assert [c.split(" · ")[1] for c in shown] == [f"test.\u200bloss {v:.3f}" for v in losses]
+    assert any("most suspicious by `test.loss` first" in c.value for c in at.caption)
