@@ -54,6 +54,7 @@ detector = c2.selectbox("Order by detector (most suspicious first)", cols, key="
 size = c3.number_input("Queue size", min_value=1, max_value=len(frame), step=50, key="review_size")
 only_undecided = c4.toggle("Only undecided", key="review_undecided")
 rs.keep("review_queue_source", "review_detector", "review_size", "review_undecided")
+state.publish_to_url()  # the queue is part of the view a reload or a shared link reopens
 
 info = table.infos[detector]
 st.caption(f"**{detector}**: {info.description}")

@@ -126,17 +126,30 @@ def keyboard_shortcuts(keys: dict[str, str]) -> None:
     )
 
 
+_KEPT = "_keep_"  # prefix of a widget value copied aside by ``keep``
+
+
 def remember(key: str, default):
     """Initialise widget ``key`` from its last value on this page (Streamlit drops widget state on page change)."""
     if key not in st.session_state:
-        st.session_state[key] = st.session_state.get("_keep_" + key, default)
+        st.session_state[key] = st.session_state.get(_KEPT + key, default)
 
 
 def keep(*keys: str) -> None:
     """Copy widget values aside so ``remember`` finds them after a visit to another page."""
     for key in keys:
         if key in st.session_state:
-            st.session_state["_keep_" + key] = st.session_state[key]
+            st.session_state[_KEPT + key] = st.session_state[key]
+
+
+def kept(key: str, default=None):
+    """The value ``keep`` last copied aside for widget ``key`` (what the page will show next)."""
+    return st.session_state.get(_KEPT + key, default)
+
+
+def preset(key: str, value) -> None:
+    """The value widget ``key`` starts from on its page's next visit (a link's choice)."""
+    st.session_state[_KEPT + key] = value
 
 
 def bulk_button(container, label: str, key: str, n: int, run: Callable[[], str], **button_options) -> None:

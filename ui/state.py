@@ -29,6 +29,7 @@ from pruning_core.runtime.progress import CancelToken, Cancelled, Progress, Prog
 from pruning_core.runtime.safety import UnsafeRequest, check_in_workspace
 from pruning_core.scoring.score_table import ScoreTable, base_table, score_columns
 from pruning_core.selection import ScoreRanks, SelectionRecipe
+from ui import review_state
 
 DATASET = "dataset_source"
 TABLE = "score_table"
@@ -137,7 +138,7 @@ def restore_from_url() -> None:
             st.warning(f"The link's recipe was not used: {exc}")
     queue = params.get("queue", "")
     if queue == "all" or queue.startswith("tag:"):
-        st.session_state["_keep_" + REVIEW_QUEUE] = queue
+        review_state.preset(REVIEW_QUEUE, queue)
 
 
 def publish_to_url() -> None:
@@ -147,7 +148,7 @@ def publish_to_url() -> None:
     recipe = st.session_state.get(RECIPE)
     if recipe is not None:
         params["recipe"] = json.dumps(recipe.as_dict(), separators=(",", ":"))
-    queue = st.session_state.get("_keep_" + REVIEW_QUEUE, "")
+    queue = review_state.kept(REVIEW_QUEUE, "")
     if queue == "all" or queue.startswith("tag:"):
         params["queue"] = queue
     params = {k: v for k, v in params.items() if v}
