@@ -137,10 +137,12 @@ if len(rows):
     rs.bulk_button(a2, "Tag selection", "explore_tag", len(rows), width="stretch",
                    run=lambda: f"Tagged {store.tag(fp, sel_paths, tag_name, reviewer=rs.reviewer_name()):,} new "
                                f"samples as '{tag_name.strip()}'")
-    rs.bulk_button(a3, f"Remove {len(rows):,}", "explore_remove", len(rows), width="stretch",
-                   help="Record a 'remove' decision for every selected sample (Review shows and can change each)",
-                   run=lambda: f"Recorded {store.decide_many(fp, sel_paths, 'remove', reviewer=rs.reviewer_name(), source='explore'):,} "
-                               "removals: they are never kept by Prune or Export")
+    def _remove() -> str:
+        n = store.decide_many(fp, sel_paths, "remove", reviewer=rs.reviewer_name(), source="explore")
+        return f"Recorded {n:,} removals: they are never kept by Prune or Export"
+
+    rs.bulk_button(a3, f"Remove {len(rows):,}", "explore_remove", len(rows), _remove, width="stretch",
+                   help="Record a 'remove' decision for every selected sample (Review shows and can change each)")
     rs.undo_last_action(dataset, a5, key="explore_undo")
     if a4.button("Send to review queue", type="primary", width="stretch"):
         store.tag(fp, sel["path"], tag_name, reviewer=rs.reviewer_name())
@@ -148,7 +150,8 @@ if len(rows):
         st.switch_page("pages/review.py")
     st.download_button("Download selection (CSV)", lambda: table_bytes(sel.assign(decision=decision.loc[rows]), "csv"),
                        file_name="selection.csv", mime="text/csv", on_click="ignore")  # made on click, not every rerun
-    if st.toggle(f"Samples like {row_name(frame, rows[0])} (the first selected; nearest CLIP neighbours)", key="explore_similar_on"):
+    if st.toggle(f"Samples like {row_name(frame, rows[0])} (the first selected; nearest CLIP neighbours)",
+                 key="explore_similar_on"):
         show_similar(dataset, frame, rows[0], decision, score=colour if colour in cols else None, key="explore_similar")
     s1, s2 = st.columns([1, 3])
     s1.dataframe(sel["label"].value_counts().rename("samples"), width="stretch")

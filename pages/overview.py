@@ -123,8 +123,9 @@ if dup is not None and dup.count:
     groups = checked_duplicate_groups(dataset, frame)
     threshold = (table.settings.get("clip") or {}).get("dup_threshold")
     passed = int((groups["verdict"] == DUPLICATE).sum())
-    st.caption(f"Groups of images whose CLIP cosine is at least {threshold if threshold is not None else 'the scoring threshold'}"
-               f": {passed:,} of {len(groups):,} (raw count, {pass_share(groups):.0%}) also agree in thumbnails, colours "
+    at = threshold if threshold is not None else "the scoring threshold"
+    st.caption(f"Groups of images whose CLIP cosine is at least {at}: {passed:,} of {len(groups):,} (raw count, "
+               f"{pass_share(groups):.0%}) also agree in thumbnails, colours "
                "and labels and can be resolved in one click; the others are marked **check** (look-alikes, or copies "
                "labelled differently) and go to Review instead. Most similar first.")
     rs.undo_last_action(dataset, key="dup_undo")
@@ -135,7 +136,8 @@ if dup is not None and dup.count:
         gid = st.selectbox(f"Group ({len(groups):,} of {dup.groups:,} still open)", groups.index.tolist(),
                            key="dup_group", format_func=lambda g: (
                                f"cosine {_cosine(groups.at[g, 'cosine'])} · {groups.at[g, 'size']} images · "
-                               + ("duplicate" if groups.at[g, "verdict"] == DUPLICATE else f"check: {groups.at[g, 'reason']}")))
+                               + ("duplicate" if groups.at[g, "verdict"] == DUPLICATE
+                                  else f"check: {groups.at[g, 'reason']}")))
         chosen = groups.loc[gid]
         rows = frame.index[chosen["rows"]]
         cols = st.columns(GROUP_COLUMNS)
@@ -145,8 +147,8 @@ if dup is not None and dup.count:
                 if image is not None:
                     st.image(image, width=220)
                 st.caption(f"{row_name(frame, r)} · {frame.at[r, 'label']} · {decisions.at[r]}")
-        st.caption(f"cosine {_cosine(chosen['cosine'])} · thumbnails differ by {chosen['pixel_distance']:.1f} of 255 · "
-                   f"colour histograms by {chosen['colour_distance']:.2f}")
+        st.caption(f"cosine {_cosine(chosen['cosine'])} · thumbnails differ by {chosen['pixel_distance']:.1f} "
+                   f"of 255 · colour histograms by {chosen['colour_distance']:.2f}")
         if chosen["verdict"] == DUPLICATE:
             keep = st.radio("Keep", rows.tolist(), horizontal=True, key=f"dup_keep_{gid}",
                             format_func=lambda r: row_name(frame, r))
