@@ -11,31 +11,16 @@ import plotly.express as px
 import streamlit as st
 
 from pruning_core.audit.overview import flip_rows, overview, report_json, report_markdown
-from pruning_core.audit.duplicates import DUPLICATE, duplicate_groups, pass_share
+from pruning_core.audit.duplicates import DUPLICATE, pass_share
 from pruning_core.audit.review import resolve_duplicates
 from ui import review_state as rs
 from ui import state
 from ui.gallery import image_for, row_name, whole_word
-from ui.similar import cached_image_embeddings
+from ui.similar import checked_duplicate_groups
 
 MAX_FLIP_CLASSES = 15
 GROUP_COLUMNS = 6
 
-
-
-@st.cache_data(show_spinner="Checking the duplicate groups' pixels…", max_entries=4)
-def _checked_groups(_dataset, fingerprint: str, _frame, groups_key: tuple, _embeddings, has_embeddings: bool):
-    """``duplicate_groups`` once per dataset and grouping (the group column's members are the key)."""
-    return duplicate_groups(_dataset.abspaths(), _frame["clip.duplicate_group"].fillna(-1).to_numpy(),
-                            _frame["label"].to_numpy(), _embeddings)
-
-
-def checked_duplicate_groups(dataset, frame):
-    """The pixel-checked duplicate groups of the table (``audit.duplicates``), cosine where embeddings are cached."""
-    embeddings = cached_image_embeddings(dataset, frame)
-    group = frame["clip.duplicate_group"].fillna(-1).to_numpy()
-    key = tuple(map(int, group[group >= 0])) + tuple(map(int, (group >= 0).nonzero()[0]))
-    return _checked_groups(dataset, dataset.fingerprint, frame, key, embeddings, embeddings is not None)
 
 
 def _cosine(value: float) -> str:

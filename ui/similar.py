@@ -1,4 +1,5 @@
-"""The "samples like this one" panel shared by Review and Explore."""
+"""The "samples like this one" panel shared by Review and Explore, and what else needs the k-NN scores'
+embeddings on a page (the Overview's pixel-checked duplicate groups, with their cosine)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,21 @@ def show_similar(dataset: Dataset, frame: pd.DataFrame, row: int, decisions: pd.
     show_gallery(dataset, near.index, frame=near, columns=NEIGHBOURS, caption_fn=caption)
     if st.button(f"Review these {len(rows)} with {row_name(frame, int(row))}", key=f"{key}_review_{row}"):
         rs.send_to_review(f"like row {row}", frame.loc[[int(row), *rows], "path"].tolist())
+
+
+@st.cache_data(show_spinner="Checking the duplicate groups' pixels…", max_entries=4)
+def _checked_groups(_dataset: Dataset, fingerprint: str, _frame: pd.DataFrame, groups_key: tuple,
+                    _embeddings: Optional[np.ndarray], has_embeddings: bool) -> pd.DataFrame:
+    """``duplicate_groups`` once per dataset and grouping (the group column's members are the key)."""
+    from pruning_core.audit.duplicates import duplicate_groups
+
+    return duplicate_groups(_dataset.abspaths(), _frame["clip.duplicate_group"].fillna(-1).to_numpy(),
+                            _frame["label"].to_numpy(), _embeddings)
+
+
+def checked_duplicate_groups(dataset: Dataset, frame: pd.DataFrame) -> pd.DataFrame:
+    """The pixel-checked duplicate groups of the table (``audit.duplicates``), cosine where embeddings are cached."""
+    embeddings = cached_image_embeddings(dataset, frame)
+    group = frame["clip.duplicate_group"].fillna(-1).to_numpy()
+    key = tuple(map(int, group[group >= 0])) + tuple(map(int, (group >= 0).nonzero()[0]))
+    return _checked_groups(dataset, dataset.fingerprint, frame, key, embeddings, embeddings is not None)
