@@ -120,7 +120,7 @@ if dup is not None and dup.count:
     else:
         gid = st.selectbox(f"Group ({len(groups):,} of {dup.groups:,} still open)", groups.index.tolist(),
                            key="dup_group", format_func=lambda g: (
-                               f"cosine {_cosine(groups.at[g, 'cosine'])} · {groups.at[g, 'size']} images · "
+                               f"group {g} · cosine {_cosine(groups.at[g, 'cosine'])} · {groups.at[g, 'size']} images · "
                                + ("duplicate" if groups.at[g, "verdict"] == DUPLICATE
                                   else f"check: {groups.at[g, 'reason']}")))
         chosen = groups.loc[gid]
