@@ -133,7 +133,11 @@ def restore_from_url() -> None:
         st.session_state[DATASET] = DatasetSource(params["dataset"], params.get("path", ""), params.get("root", ""))
     if params.get("recipe") and RECIPE not in st.session_state:
         try:
-            st.session_state[RECIPE] = SelectionRecipe(**json.loads(params["recipe"]))
+            recipe = SelectionRecipe(**json.loads(params["recipe"]))
+            if isinstance(recipe.keep, bool) or not isinstance(recipe.keep, (int, float)) \
+                    or not isinstance(recipe.strategy, str):
+                raise ValueError("keep must be a number and strategy a name")
+            st.session_state[RECIPE] = recipe
         except (ValueError, TypeError) as exc:
             st.warning(f"The link's recipe was not used: {exc}")
     queue = params.get("queue", "")
