@@ -3,7 +3,7 @@ then a first visit that deep-links to a page gets Streamlit's legacy pages/ navi
 
 import streamlit as st
 
-from ui import background
+from ui import background, state
 
 st.set_page_config(page_title="PruneScope", page_icon=":material/content_cut:", layout="wide")
 background.warm_at_start()  # numba compiles umap-learn off the script thread, before anyone opens Explore
@@ -19,6 +19,8 @@ PAGES = [
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ]
 
+state.restore_from_url()  # a reload or a shared link opens the same dataset, recipe and queue
 navigation = st.navigation(PAGES)
+state.publish_to_url()
 st.sidebar.markdown("**PruneScope** — audit and prune image datasets")
 navigation.run()

@@ -166,7 +166,7 @@ def main() -> None:
         print(f"ceiling (true labels) {ceiling:.4f}, full noisy data {full:.4f}")
         for _, row in summary[~summary["strategy"].isin(["full", "random", "dynamic"])].iterrows():
             print(f"{row['strategy']} keep {row['keep']:.1f}: {100 * (row['accuracy'] - full):+.2f} points vs full "
-                  f"noisy data{' (beyond 2 SE)' if row['beats_full'] else ''}, "
+                  f"noisy data{' (Welch p = %.3f)' % row['p_vs_full'] if row['beats_full'] else ''}, "
                   + (f"{(row['accuracy'] - full) / (ceiling - full):.0%} of the gap to the ceiling" if ceiling > full
                      else "no gap to the ceiling"))
     print(f"grid and ceiling: {time.perf_counter() - t1:.1f}s; total {time.perf_counter() - t0:.1f}s")

@@ -18,7 +18,8 @@ from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.scoring.pipeline import ClipConfig
 from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies
 from pruning_core.subset_training.evaluate import EvalConfig, GridPlan, evaluate_pruning, summarise
-from pruning_core.subset_training.evaluate import DEFAULT_KEEPS, DEFAULT_STRATEGIES, TRAINING_MODES, consistency_column
+from pruning_core.subset_training.evaluate import (DEFAULT_KEEPS, DEFAULT_STRATEGIES, MARK_ALPHA, MIN_SEEDS_FOR_MARK,
+                                                  TRAINING_MODES, consistency_column, marks_possible)
 from pruning_core.subset_training.runs import BUDGETS
 from ui import state
 
@@ -53,7 +54,7 @@ budget_mode = b2.radio("Training budget", list(BUDGETS), format_func=lambda b: b
                        horizontal=True, help="\n\n".join(f"**{k.replace('_', ' ')}**: {v}" for k, v in BUDGETS.items()))
 seeds = b3.number_input("Seeds", min_value=1, max_value=10, value=defaults.seeds,
                         help="Every strategy runs once per seed (subset and training seed): the bands and the "
-                             "significance marks come from these runs.")
+                             f"significance marks come from these runs (a mark needs at least {MIN_SEEDS_FOR_MARK}).")
 time_budget = b4.number_input("Time budget (seconds)", min_value=5, max_value=24 * 3600,
                               value=int(defaults.time_budget_s), step=30,
                               help="Proxy settings you leave empty are planned so the whole grid fits this, "
@@ -127,7 +128,7 @@ summary = summarise(results)
 
 
 def accuracy_figure(summary: pd.DataFrame) -> go.Figure:
-    """Mean accuracy per strategy with a ±1 std band; ★ beats random, ◆ beats full data (2 standard errors)."""
+    """Mean accuracy per strategy with a ±1 std band; ★ beats random, ◆ beats full data (Welch t-test)."""
     fig = go.Figure()
     full = summary[summary["strategy"] == "full"]
     if not full.empty:
@@ -158,10 +159,13 @@ def accuracy_figure(summary: pd.DataFrame) -> go.Figure:
 
 st.plotly_chart(accuracy_figure(summary), width="stretch")
 seeds_shown = int(summary["runs"].max())
+marks = (f"★ beats random at that ratio, ◆ beats full data: one-sided Welch t-test, p < {MARK_ALPHA:g}, "
+         f"at least {MIN_SEEDS_FOR_MARK} seeds a side." if marks_possible(summary) else
+         f"Not enough seeds to mark a difference: a mark needs at least {MIN_SEEDS_FOR_MARK} seeds a side.")
 st.caption(f"Proxy: {results.attrs.get('proxy', 'unknown')}; training budget: "
            f"{results.attrs.get('budget', '?').replace('_', ' ')}. Lines: mean over {seeds_shown} "
-           f"seed{'s' if seeds_shown > 1 else ''}, bands ±1 std. ★ beats random at that ratio, ◆ beats full data, each by more than two standard "
-           f"errors of the difference. {len(results)} runs, {int(results['cached'].sum())} from the cache.")
+           f"seed{'s' if seeds_shown > 1 else ''}, bands ±1 std. {marks} "
+           f"{len(results)} runs, {int(results['cached'].sum())} from the cache.")
 st.dataframe(summary, hide_index=True, width="stretch",
              column_config={"accuracy": st.column_config.NumberColumn(format="%.4f"),
                             "accuracy_std": st.column_config.NumberColumn(format="%.4f"),
@@ -181,5 +185,5 @@ pick = st.selectbox("Configuration to use", options, format_func=lambda o: (
     f"{o[0]} keeping {o[1]:.0%} — accuracy "
     f"{float(exportable[(exportable['strategy'] == o[0]) & np.isclose(exportable['keep'], o[1])]['accuracy'].iloc[0]):.2%}"))
 if st.button("Use this configuration on Prune and Export", icon=":material/send:"):
-    st.session_state[state.RECIPE] = SelectionRecipe(keep=float(pick[1]), strategy=pick[0], balance=saved["balance"])
+    state.set_recipe(SelectionRecipe(keep=float(pick[1]), strategy=pick[0], balance=saved["balance"]))
     st.success(f"Recipe set: {pick[0]}, keep {pick[1]:.0%}. Open **Export** to download it, or **Prune** to adjust it.")

@@ -13,7 +13,7 @@ from pruning_core.export.subset import table_bytes
 from ui import background, map_sources
 from ui import review_state as rs
 from ui import state
-from ui.gallery import show_gallery
+from ui.gallery import row_name, show_gallery
 from ui.map_component import colour_flags, hover_detail, map_payload, scatter_map
 from ui.similar import show_similar
 
@@ -131,27 +131,38 @@ rows = pd.Index(selected).intersection(frame.index)
 st.subheader(f"Selection: {len(rows):,} samples" if len(rows) else "Lasso or box-select points to see them here")
 if len(rows):
     sel = frame.loc[rows]
-    a1, a2, a3, a4 = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
+    a1, a2, a3, a4, a5 = st.columns([2, 1, 1, 1, 1], vertical_alignment="bottom")
     tag_name = a1.text_input("Tag name", value="explore selection", key="explore_tag_name")
-    if a2.button("Tag selection", width="stretch"):
-        added = store.tag(fp, sel["path"], tag_name, reviewer=rs.reviewer_name())
-        st.toast(f"Tagged {added:,} new samples as '{tag_name.strip()}'")
-    if a3.button(f"Remove {len(rows):,}", width="stretch",
-                 help="Record a 'remove' decision for every selected sample (Review shows and can change each)"):
-        removed = store.decide_many(fp, sel["path"], "remove", reviewer=rs.reviewer_name())
-        st.toast(f"Recorded {removed:,} removals: they are never kept by Prune or Export")
+    sel_paths = sel["path"].tolist()
+    rs.bulk_button(a2, "Tag selection", "explore_tag", len(rows), width="stretch",
+                   run=lambda: f"Tagged {store.tag(fp, sel_paths, tag_name, reviewer=rs.reviewer_name()):,} new "
+                               f"samples as '{tag_name.strip()}'")
+    def _remove() -> str:
+        n = store.decide_many(fp, sel_paths, "remove", reviewer=rs.reviewer_name(), source="explore")
+        return f"Recorded {n:,} removals: they are never kept by Prune or Export"
+
+    rs.bulk_button(a3, f"Remove {len(rows):,}", "explore_remove", len(rows), _remove, width="stretch",
+                   help="Record a 'remove' decision for every selected sample (Review shows and can change each)")
+    rs.undo_last_action(dataset, a5, key="explore_undo")
     if a4.button("Send to review queue", type="primary", width="stretch"):
         store.tag(fp, sel["path"], tag_name, reviewer=rs.reviewer_name())
         st.session_state[rs.REVIEW_SOURCE] = f"tag:{tag_name.strip()}"
         st.switch_page("pages/review.py")
     st.download_button("Download selection (CSV)", lambda: table_bytes(sel.assign(decision=decision.loc[rows]), "csv"),
                        file_name="selection.csv", mime="text/csv", on_click="ignore")  # made on click, not every rerun
-    if st.toggle(f"Samples like row {rows[0]} (the first selected; nearest CLIP neighbours)", key="explore_similar_on"):
+    if st.toggle(f"Samples like {row_name(frame, rows[0])} (the first selected; nearest CLIP neighbours)",
+                 key="explore_similar_on"):
         show_similar(dataset, frame, rows[0], decision, score=colour if colour in cols else None, key="explore_similar")
     s1, s2 = st.columns([1, 3])
     s1.dataframe(sel["label"].value_counts().rename("samples"), width="stretch")
     with s2:
         shown_caption = ["label"] + ([colour] if colour in cols else [])
-        show_gallery(dataset, rows[:GALLERY], frame=frame, columns=6, caption_cols=shown_caption)
-        if len(rows) > GALLERY:
-            st.caption(f"First {GALLERY} of {len(rows):,} shown.")
+        if colour in cols:  # the score the map is coloured by, most suspicious first (NaN last)
+            order = frame.loc[rows, colour].sort_values(ascending=info is None or info.suspicious != "high",
+                                                        na_position="last", kind="stable").index
+        else:
+            order = rows
+        show_gallery(dataset, order[:GALLERY], frame=frame, columns=6, caption_cols=shown_caption)
+        shown = f"most suspicious by `{colour}` first" if colour in cols else "in row order"
+        st.caption(f"First {GALLERY} of {len(rows):,} shown, {shown}." if len(rows) > GALLERY
+                   else f"{len(rows):,} shown, {shown}.")

@@ -25,13 +25,21 @@ from pruning_core.audit.overview import (
     report_json,
     report_markdown,
 )
+from pruning_core.audit.duplicates import DUPLICATE, pass_share
 from pruning_core.audit.review import resolve_duplicates
 from ui import review_state as rs
 from ui import state
-from ui.gallery import image_for
+from ui.gallery import image_for, row_name, whole_word
+from ui.similar import checked_duplicate_groups
 
 MAX_FLIP_CLASSES = 15
 GROUP_COLUMNS = 6
+
+
+
+def _cosine(value: float) -> str:
+    return f"{value:.3f}" if value == value else "not at hand (no cached embeddings)"
+
 
 st.title("Overview")
 scored = state.require_scored_dataset()
@@ -135,10 +143,10 @@ with right:
         header = st.columns([1.3] + [1] * len(suggested))
         header[0].markdown("**given ↓ / suggested →**")
         for col, name in zip(header[1:], suggested):
-            col.markdown(f"**{name}**")
+            col.html(whole_word(name))
         for g in given:
             cells = st.columns([1.3] + [1] * len(suggested))
-            cells[0].markdown(f"**{g}**")
+            cells[0].html(whole_word(g))
             for j, s in enumerate(suggested):
                 n = int(flips.at[g, s]) if s in flips.columns else 0
                 if not n:
@@ -159,31 +167,47 @@ d2.download_button("Report (Markdown)", report_markdown(ov, dataset.name), file_
 dup = ov.finding("duplicates")
 if dup is not None and dup.count:
     st.subheader("Near-duplicate groups")
-    group = frame["clip.duplicate_group"].fillna(-1).astype(int)
-    members = frame.loc[dup.rows].assign(group=group.loc[dup.rows], decision=decisions.loc[dup.rows])
-    open_groups = members.groupby("group")["decision"].apply(lambda d: (d == "undecided").any())
-    ids = open_groups.index[open_groups.to_numpy()].tolist()
-    if not ids:
+    groups = checked_duplicate_groups(dataset, frame)
+    threshold = (table.settings.get("clip") or {}).get("dup_threshold")
+    passed = int((groups["verdict"] == DUPLICATE).sum())
+    at = threshold if threshold is not None else "the scoring threshold"
+    st.caption(f"Groups of images whose CLIP cosine is at least {at}: {passed:,} of {len(groups):,} (raw count, "
+               f"{pass_share(groups):.0%}) also agree in thumbnails, colours "
+               "and labels and can be resolved in one click; the others are marked **check** (look-alikes, or copies "
+               "labelled differently) and go to Review instead. Most similar first.")
+    rs.undo_last_action(dataset, key="dup_undo")
+    groups = groups[[(decisions.iloc[r] == "undecided").any() for r in groups["rows"]]].set_index("group")
+    if groups.empty:
         st.success(f"All {dup.groups:,} groups have decisions.")
     else:
-        sizes = members["group"].value_counts()
-        gid = st.selectbox(f"Group ({len(ids):,} of {dup.groups:,} still open)", ids, key="dup_group",
-                           format_func=lambda g: f"group {g} ({sizes[g]} images)")
-        rows = members.index[members["group"] == gid]
-        keep = st.radio("Keep", rows.tolist(), horizontal=True, key=f"dup_keep_{gid}",
-                        format_func=lambda r: f"row {r}")
+        gid = st.selectbox(f"Group ({len(groups):,} of {dup.groups:,} still open)", groups.index.tolist(),
+                           key="dup_group", format_func=lambda g: (
+                               f"group {g} · cosine {_cosine(groups.at[g, 'cosine'])} · {groups.at[g, 'size']} images · "
+                               + ("duplicate" if groups.at[g, "verdict"] == DUPLICATE
+                                  else f"check: {groups.at[g, 'reason']}")))
+        chosen = groups.loc[gid]
+        rows = frame.index[chosen["rows"]]
         cols = st.columns(GROUP_COLUMNS)
         for n, r in enumerate(rows):
             with cols[n % GROUP_COLUMNS]:
                 image = image_for(dataset, str(frame.at[r, "path"]), 220)
                 if image is not None:
                     st.image(image, width=220)
-                st.caption(f"row {r} · {frame.at[r, 'label']} · {decisions.at[r]}")
+                st.caption(f"{row_name(frame, r)} · {frame.at[r, 'label']} · {decisions.at[r]}")
+        st.caption(f"cosine {_cosine(chosen['cosine'])} · thumbnails differ by {chosen['pixel_distance']:.1f} "
+                   f"of 255 · colour histograms by {chosen['colour_distance']:.2f}")
+        if chosen["verdict"] == DUPLICATE:
+            keep = st.radio("Keep", rows.tolist(), horizontal=True, key=f"dup_keep_{gid}",
+                            format_func=lambda r: row_name(frame, r))
 
-        def _resolve(keep_row: int, group_rows: list[int]) -> None:
-            n = resolve_duplicates(store, dataset.fingerprint, str(frame.at[keep_row, "path"]),
-                                   paths.loc[group_rows].tolist(), reviewer=rs.reviewer_name())
-            st.toast(f"Kept row {keep_row}, removed {n - 1}")
+            def _resolve(keep_row: int = keep, group_rows: list[int] = rows.tolist()) -> str:
+                n = resolve_duplicates(store, dataset.fingerprint, str(frame.at[keep_row, "path"]),
+                                       paths.loc[group_rows].tolist(), reviewer=rs.reviewer_name())
+                return f"Kept {row_name(frame, keep_row)}, removed {n - 1}"
 
-        st.button("Keep the chosen one, remove the rest", type="primary", key="dup_resolve",
-                  on_click=_resolve, args=(keep, rows.tolist()))
+            rs.bulk_button(st, "Keep the chosen one, remove the rest", "dup_resolve", len(rows), _resolve,
+                           type="primary")
+        else:
+            st.warning(f"Check this group before removing anything: {chosen['reason']}.")
+            if st.button(f"Review these {len(rows)}", key="dup_review"):
+                rs.send_to_review(f"duplicate group {gid}", paths.loc[rows].tolist())

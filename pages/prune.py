@@ -116,7 +116,7 @@ if preview is None:
         st.stop()
     state.keep_prune_preview(table, recipe, removed, preview)
 elapsed = time.perf_counter() - t0
-st.session_state[state.RECIPE] = recipe
+state.set_recipe(recipe)
 
 # ----------------------------------------------------------------------------- the preview
 kept = preview.n_kept

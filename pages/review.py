@@ -13,7 +13,7 @@ import streamlit as st
 from pruning_core.audit.review import UNCHECKED, DecisionConflict, ReviewError, Seen
 from ui import review_state as rs
 from ui import state
-from ui.gallery import image_for, show_gallery
+from ui.gallery import breakable, image_for, row_name, show_gallery
 from ui.similar import show_similar
 
 SUGGESTIONS = {"clip.suggested_label": "CLIP zero-shot", "dynamics.suggested_label": "proxy model"}
@@ -55,6 +55,7 @@ detector = c2.selectbox("Order by detector (most suspicious first)", cols, key="
 size = c3.number_input("Queue size", min_value=1, max_value=len(frame), step=50, key="review_size")
 only_undecided = c4.toggle("Only undecided", key="review_undecided")
 rs.keep("review_queue_source", "review_detector", "review_size", "review_undecided")
+state.publish_to_url()  # the queue is part of the view a reload or a shared link reopens
 
 info = table.infos[detector]
 st.caption(f"**{detector}**: {info.description}")
@@ -97,14 +98,17 @@ def _record(path: str, action: str, new_label: str | None, seen: Seen) -> None:
 
 
 def _undo(queue_paths: list[str]) -> None:
+    """Undo this reviewer's last action as a whole (one decision here; a whole lasso removal or resolved
+    duplicate group made on another page) and go back to the first sample it touched."""
     name = st.session_state.get(rs.REVIEWER, "").strip()
-    undone = store.undo(fp, reviewer=name)
-    if undone is None:
+    undone = store.undo_action(fp, reviewer=name)
+    if not undone:
         st.session_state["review_message"] = ("error", f"Nothing to undo for reviewer {name or '(anonymous)'}.")
         return
-    st.session_state["review_message"] = ("ok", f"↩️ undid {undone.action} of {undone.path}")
-    if undone.path in queue_paths:
-        st.session_state["review_pos"] = queue_paths.index(undone.path)
+    st.session_state["review_message"] = ("ok", rs.undo_message(undone))
+    back = [queue_paths.index(d.path) for d in undone if d.path in queue_paths]
+    if back:
+        st.session_state["review_pos"] = min(back)
 
 
 def _move(step: int) -> None:
@@ -160,7 +164,7 @@ with single:
                     size_note = ""
                 st.image(image, caption=f"{path} · {size_note}", width=IMAGE_SIZE)
         with right:
-            st.caption(f"#{position + 1:,} in queue · row {current}")
+            st.caption(f"#{position + 1:,} in queue · {row_name(frame, current)}")
             st.markdown(f"### Given label: `{row['label']}`")
             for col, who in SUGGESTIONS.items():
                 if col in frame and pd.notna(row[col]):
@@ -222,13 +226,13 @@ with grid:
 
     def _grid_caption(r: pd.Series) -> str:
         value = r[detector]
-        return f"{ICONS[top_decisions[r.name]]} row {r.name} · {r['label']} · {value:.3f}"
+        return f"{ICONS[top_decisions[r.name]]} {row_name(frame, r.name)} · {r['label']} · {breakable(detector)} {value:.3f}"
 
     show_gallery(dataset, top, frame=frame, columns=8, caption_fn=_grid_caption)
     like = st.selectbox("Samples like one of these (nearest CLIP neighbours)", [None, *top.tolist()],
                         key="review_grid_like",
                         format_func=lambda r: "choose a sample…" if r is None
-                        else f"row {r} · {frame.at[r, 'label']}")
+                        else f"{row_name(frame, r)} · {frame.at[r, 'label']}")
     if like is not None:
         show_similar(dataset, frame, like, rs.decisions_for(dataset, frame), score=detector, key="review_grid_similar")
 

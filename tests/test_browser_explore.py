@@ -71,11 +71,19 @@ def test_hovering_a_point_shows_its_own_thumbnail(demo_assets, isolated_cache):
         assert distance(own) < 8 < distance(other), (distance(own), distance(other))
 
 
-def test_lasso_selection_fills_the_actions_below(demo_assets, isolated_cache):
-    from pruning_core.audit.review import DecisionStore
+def test_lasso_selection_fills_the_actions_below_and_one_undo_reverts_the_removal(demo_assets, isolated_cache):
+    from pruning_core.audit.review import BulkConfig, DecisionStore
     from pruning_core.data.datasets import load_dataset
 
-    with app_page(isolated_cache, "Explore", height=1300) as page:
+    dataset = load_dataset(demo_assets.manifest)
+    (isolated_cache / "reviews.sqlite").unlink(missing_ok=True)
+    store = DecisionStore(isolated_cache / "reviews.sqlite")
+    store.decide_many(dataset.fingerprint, dataset.samples["path"][::9], "keep")  # decisions the removal overrides
+    store.decide(dataset.fingerprint, dataset.samples["path"][4], "relabel", new_label=dataset.classes[0],
+                 classes=dataset.classes)
+    columns = ["path", "action", "new_label"]
+    before = store.latest(dataset.fingerprint)[columns].sort_values("path").reset_index(drop=True)
+    with app_page(isolated_cache, "Explore", height=1300, fresh_reviews=False) as page:
         frame = umap_frame(page)
         box = page.locator(MAP_IFRAME).first.bounding_box()
         plot = frame.evaluate("() => { const s = document.querySelector('.nsewdrag').getBoundingClientRect();"
@@ -101,9 +109,18 @@ def test_lasso_selection_fills_the_actions_below(demo_assets, isolated_cache):
         page.get_by_role("button", name="Send to review queue").wait_for()
         assert page.get_by_test_id("stImage").count() >= min(n, 48)  # the gallery shows them
         page.get_by_role("button", name=f"Remove {n:,}").click()  # the action bar records a decision per sample
+        if n > BulkConfig().confirm_above:  # a large selection asks first
+            page.get_by_role("button", name="Confirm").click()
         page.get_by_text(f"Recorded {n:,} removals").wait_for(timeout=30_000)
-        latest = DecisionStore(isolated_cache / "reviews.sqlite").latest(load_dataset(demo_assets.manifest).fingerprint)
-        assert len(latest) == n and set(latest["action"]) == {"remove"}
+        latest = store.latest(dataset.fingerprint)
+        removed = latest[latest["action"] == "remove"]
+        assert len(removed) == n and not set(removed["path"]) - set(dataset.samples["path"])
+        assert len(set(removed["path"]) & set(before["path"])) > 0  # the removal overrode earlier decisions
+        wait_idle(page)
+        page.get_by_role("button", name="Undo the last action").click()  # the whole removal, in one step
+        page.get_by_text(f"undid one action: {n:,} decisions").wait_for(timeout=30_000)
+        after = store.latest(dataset.fingerprint)[columns].sort_values("path").reset_index(drop=True)
+        assert after.equals(before), (len(after), len(before))
         open_page(page, "Dataset")  # the map's iframe goes; coming back, the new one asks for its points
         open_page(page, "Explore")
         assert map_frame(page, timeout=60_000).evaluate("() => window.mapRowAt(0, 0)") is not None

@@ -81,6 +81,7 @@ def test_evaluate_shows_the_plan_then_curves_with_their_proxy(demo_assets, isola
         wait_for_text(page, "Proxy: linear probe on", timeout=300_000)
         caption = page.get_by_text("Proxy: linear probe on", exact=False).first.inner_text()
         assert "training budget: equal steps" in caption and "mean over 1 seed," in caption
+        assert "Not enough seeds to mark a difference" in caption  # one seed: no ★/◆ can mean anything
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         assert page.locator(".js-plotly-plot").count() == 1
         assert not page.get_by_text("Traceback").count()

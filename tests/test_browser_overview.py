@@ -94,11 +94,12 @@ def test_duplicate_group_resolved_in_one_action(demo_assets, isolated_cache):
         shot(page, "overview-duplicates")
         chosen = page.get_by_test_id("stSelectbox").filter(has_text="still open").first.evaluate(
             "e => e.innerText + ' ' + Array.from(e.querySelectorAll('input')).map(i => i.value).join(' ')")
-        gid = int(re.search(r"group (\d+) \(", chosen).group(1))
+        gid = int(re.search(r"group (\d+) · cosine", chosen).group(1))
+        assert "images · duplicate" in chosen, chosen  # the most similar group first: a pixel-checked copy
         page.locator(".st-key-dup_resolve button").first.click()
         page.get_by_text(f"Group ({before - 1} of").wait_for(timeout=60_000)
         wait_idle(page)
-        page.get_by_text(re.compile(r"Kept row \d+, removed \d+")).first.wait_for(timeout=10_000)
+        page.get_by_text(re.compile(r"Kept row \d+ · \S+, removed \d+")).first.wait_for(timeout=10_000)
         shot(page, "overview-duplicates-resolved")
     dataset, frame = demo_scores(demo_assets, isolated_cache)
     members = frame.index[frame["clip.duplicate_group"] == gid]

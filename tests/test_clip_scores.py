@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -573,3 +574,28 @@ def test_clip_scores_use_the_device_policys_blocks_and_a_throttled_knn_progress(
     assert used == [CPU_KNN_BLOCK_BYTES]
     knn_events = [e for e in events if e.stage == "k-NN"]
     assert knn_events and knn_events[-1].done == knn_events[-1].total == len(img)
+
+
+def test_cps_matches_torch_adam_and_never_imports_dynamo():
+    """CPS's own Adam step is torch.optim.Adam's, number for number, without its first-use import of
+    torch._dynamo (15-30 s of the Prune page's first CPS run on a loaded 2-core VM)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, torch\n"
+        "from pruning_core.clip_scores.cps import _Adam\n"
+        "rng = np.random.default_rng(0); target = torch.as_tensor(rng.normal(size=300), dtype=torch.float32)\n"
+        "ours = torch.zeros(300, requires_grad=True)\n"
+        "opt = _Adam(ours, lr=0.05)\n"
+        "for _ in range(50):\n"
+        "    ours.grad = None; ((ours - target) ** 3).abs().sum().backward(); opt.step()\n"
+        "assert 'torch._dynamo' not in sys.modules, 'CPS imported torch._dynamo'\n"
+        "theirs = torch.zeros(300, requires_grad=True); ref = torch.optim.Adam([theirs], lr=0.05)\n"
+        "for _ in range(50):\n"
+        "    ref.zero_grad(); ((theirs - target) ** 3).abs().sum().backward(); ref.step()\n"
+        "assert torch.equal(ours, theirs), (ours - theirs).abs().max()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]

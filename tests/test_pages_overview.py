@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from cache.store import ResultStore
 from pruning_core.audit.review import DecisionStore
+from pruning_core.data.datasets import load_dataset
 from pruning_core.scoring.score_info import ScoreInfo
 from pruning_core.scoring.score_table import ScoreTable
 from review_fixtures import make_scored_dataset
@@ -121,3 +122,33 @@ def test_overview_leaves_out_a_clip_that_does_not_fit_and_says_so(scored):
     assert "Model does not fit this data" in warning and "agrees with 0.0% of the labels (chance 33.3%" in warning
     assert "Likely mislabelled" not in {m.label for m in at.metric}
     assert any(i.value.startswith("Unknown: no label evidence") for i in at.info)
+
+
+@pytest.fixture
+def with_groups(scored, tmp_path):
+    """Two CLIP duplicate groups: rows 0 and 3 are the same file (a copy), rows 1 and 4 two different images."""
+    _, manifest, table = scored
+    root = manifest.parent
+    (root / "images" / "img_003.png").write_bytes((root / "images" / "img_000.png").read_bytes())
+    group = np.full(len(table.frame), -1)
+    group[[0, 3]], group[[1, 4]] = 0, 1
+    frame = table.frame.assign(**{"clip.duplicate_group": group})
+    return load_dataset(manifest), manifest, ScoreTable(frame, table.infos, settings={"clip": {"dup_threshold": 0.95}})
+
+
+def test_duplicate_panel_offers_one_click_remove_only_for_a_pixel_checked_copy(with_groups):
+    dataset, _, table = with_groups
+    at = page("overview", with_groups).run()
+    assert not at.exception
+    assert any("1 of 2 (raw count, 50%)" in c.value for c in at.caption)
+    picker = at.selectbox(key="dup_group")
+    assert "duplicate" in picker.format_func(0) and "check: pixels differ" in picker.format_func(1)
+    picker.set_value(1).run()  # the look-alike pair: no one-click remove, only a way to review it
+    assert not [b for b in at.button if b.key == "dup_resolve"] and [b for b in at.button if b.key == "dup_review"]
+
+    at.selectbox(key="dup_group").set_value(0).run()
+    next(b for b in at.button if b.key == "dup_resolve").click().run()
+    store = DecisionStore()
+    assert not at.exception and store.removed_paths(dataset.fingerprint) == ["images/img_003.png"]
+    next(b for b in at.button if b.key == "dup_undo").click().run()
+    assert store.latest(dataset.fingerprint).empty  # the keep and the remove undone together

@@ -230,13 +230,14 @@ def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(sco
     at = page("review", scored)
     at.session_state[state.CLIP] = ClipConfig(model="fake")
     at.run()
-    current = int(position(at).split("row ")[1])
+    current = int(position(at).split("row ")[1].split(" ")[0])
     at.toggle(key="review_similar_on").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     rows, dist = nearest_samples(clip_space.image, current, NEIGHBOURS)
     assert len(set(np.round(dist, 3))) > NEIGHBOURS // 2  # distances that tell neighbours apart
     shown = _image_captions(at)[1 : 1 + NEIGHBOURS]  # after the sample itself, before the grid
-    assert [c.split(" · ")[:2] for c in shown] == [[table.frame.at[r, "label"], f"d {d:.3f}"]
+    assert [c.split(" · ")[:4] for c in shown] == [[f"row {r}", Path(table.frame.at[r, "path"]).name,
+                                                    table.frame.at[r, "label"], f"distance {d:.3f}"]
                                                    for r, d in zip(rows, dist)]
     assert all(c.endswith("undecided") for c in shown)
 
@@ -250,8 +251,8 @@ def test_similarity_search_from_review_and_its_grid_shows_the_knn_neighbours(sco
     assert not at.exception, [e.value for e in at.exception]
     rows, dist = nearest_samples(clip_space.image, like, NEIGHBOURS)
     shown = _image_captions(at)[-NEIGHBOURS:]
-    assert [c.split(" · ")[1] for c in shown] == [f"d {d:.3f}" for d in dist]
-    button(at, f"Review these {NEIGHBOURS} with row {like}").click().run()
+    assert [c.split(" · ")[3] for c in shown] == [f"distance {d:.3f}" for d in dist]
+    button(at, f"Review these {NEIGHBOURS} with row {like} · {Path(table.frame.at[like, 'path']).name}").click().run()
     name, paths = at.session_state[rs.REVIEW_SET]
     assert paths == tuple(table.frame.loc[[like, *rows], "path"])
 
@@ -269,12 +270,12 @@ def test_similarity_search_uses_the_adapted_space_when_the_scores_did(scored, cl
     at = page("review", scored)
     at.session_state[state.CLIP] = config
     at.run()
-    current = int(position(at).split("row ")[1])
-    expected = [f"d {d:.3f}" for d in nearest_samples(adapted, current, NEIGHBOURS)[1]]
-    assert expected != [f"d {d:.3f}" for d in nearest_samples(clip_space.image, current, NEIGHBOURS)[1]]
+    current = int(position(at).split("row ")[1].split(" ")[0])
+    expected = [f"distance {d:.3f}" for d in nearest_samples(adapted, current, NEIGHBOURS)[1]]
+    assert expected != [f"distance {d:.3f}" for d in nearest_samples(clip_space.image, current, NEIGHBOURS)[1]]
     at.toggle(key="review_similar_on").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert [c.split(" · ")[1] for c in _image_captions(at)[1 : 1 + NEIGHBOURS]] == expected
+    assert [c.split(" · ")[3] for c in _image_captions(at)[1 : 1 + NEIGHBOURS]] == expected
 
 
 def test_similarity_search_without_the_weights_says_why(scored, tmp_path):
@@ -287,3 +288,17 @@ def test_similarity_search_without_the_weights_says_why(scored, tmp_path):
     at.toggle(key="review_similar_on").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("cannot be made here" in c.value for c in at.caption)
+
+
+def test_explore_selection_gallery_is_most_suspicious_first_by_the_colour_score(scored):
+    _, _, table = scored
+    at = page("explore", scored)
+    at.session_state["explore_map"] = "two scores"
+    at.session_state["explore_colour"] = "test.loss"  # high = suspicious
+    at.session_state["explore_map_events"] = {"selected": [3, 10, 7, 25, 0]}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [c for c in _image_captions(at) if "loss" in c]
+    losses = table.frame.loc[[3, 10, 7, 25, 0], "test.loss"].sort_values(ascending=False)
+    assert [c.split(" · ")[1] for c in shown] == [f"test.\u200bloss {v:.3f}" for v in losses]
+    assert any("most suspicious by `test.loss` first" in c.value for c in at.caption)

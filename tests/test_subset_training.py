@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from pruning_core.subset_training.evaluate import (
     evaluate_pruning,
     grid_runs,
     heldout_label_ids,
+    marks_possible,
     summarise,
 )
 from pruning_core.subset_training.runs import BUDGETS, run_schedule
@@ -82,23 +84,39 @@ def test_equal_steps_runs_take_the_same_optimiser_steps_whatever_the_ratio():
     assert steps[0.25, "equal_epochs"] == 2 * (64 // 16)  # 64 samples at the minimum batch: 4 steps an epoch
 
 
-def test_significance_marks_come_from_the_seeds_shown():
-    rows = []
-    for strategy, keep, accs in [("full", 1.0, [0.60, 0.61, 0.59]), ("random", 0.5, [0.50, 0.52, 0.51]),
-                                 ("easiest", 0.5, [0.70, 0.71, 0.69]), ("ccs", 0.5, [0.52, 0.49, 0.55]),
-                                 ("hardest", 0.5, [0.9])]:
-        rows += [{"strategy": strategy, "keep": keep, "seed": i, "n_train": 10, "accuracy": a, "steps": 5,
-                  "batch_size": 2, "epochs": 1.0, "samples_trained": 10, "train_seconds": 1.0, "cached": False}
-                 for i, a in enumerate(accs)]
-    summary = summarise(pd.DataFrame(rows)).set_index("strategy")
+def _runs(groups: list[tuple[str, float, list[float]]]) -> pd.DataFrame:
+    """Result rows of ``(strategy, keep, accuracies per seed)``, the shape ``evaluate_pruning`` returns."""
+    return pd.DataFrame([{"strategy": strategy, "keep": keep, "seed": i, "n_train": 10, "accuracy": a, "steps": 5,
+                          "batch_size": 2, "epochs": 1.0, "samples_trained": 10, "train_seconds": 1.0, "cached": False}
+                         for strategy, keep, accs in groups for i, a in enumerate(accs)])
+
+
+def test_significance_marks_come_from_a_welch_test_on_the_seeds_shown():
+    summary = summarise(_runs([("full", 1.0, [0.60, 0.61, 0.59]), ("random", 0.5, [0.50, 0.52, 0.51]),
+                               ("easiest", 0.5, [0.70, 0.71, 0.69]), ("ccs", 0.5, [0.52, 0.49, 0.55]),
+                               ("hardest", 0.5, [0.9, 0.95])])).set_index("strategy")
     easiest, random, full = summary.loc["easiest"], summary.loc["random"], summary.loc["full"]
     assert easiest["accuracy_sem"] == pytest.approx(np.std([0.70, 0.71, 0.69], ddof=1) / np.sqrt(3))
-    margin = 2 * np.hypot(easiest["accuracy_sem"], random["accuracy_sem"])
-    assert easiest["accuracy"] - random["accuracy"] > margin and easiest["beats_random"]
-    assert easiest["beats_full"] and not random["beats_full"]
+    welch = stats.ttest_ind([0.70, 0.71, 0.69], [0.50, 0.52, 0.51], equal_var=False, alternative="greater")
+    assert easiest["p_vs_random"] == pytest.approx(welch.pvalue)
+    assert easiest["beats_random"] and easiest["beats_full"] and not random["beats_full"]
     assert not summary.loc["ccs", "beats_random"]  # 0.52 +- 0.03 vs 0.51 +- 0.01: within noise
-    assert not summary.loc["hardest", "beats_random"]  # one run has no standard error
+    # 0.925 vs 0.51 on two seeds: far apart, but two runs cannot measure their own noise.
+    assert np.isnan(summary.loc["hardest", "p_vs_random"]) and not summary.loc["hardest", "beats_random"]
     assert not full["beats_full"] and not random["beats_random"]
+    assert marks_possible(summary) and not marks_possible(summarise(_runs([("full", 1.0, [0.6, 0.6]),
+                                                                           ("random", 0.5, [0.5, 0.51])])))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seeds=st.integers(1, 8), accuracies=st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3))
+def test_identical_seeds_never_yield_a_mark(seeds: int, accuracies: list[float]):
+    # Every seed of every cell gives the same accuracy (a deterministic proxy, a cached run):
+    # however far apart the cells are, nothing measured the noise, so nothing is marked.
+    full, random, easiest = accuracies
+    summary = summarise(_runs([("full", 1.0, [full] * seeds), ("random", 0.5, [random] * seeds),
+                               ("easiest", 0.5, [easiest] * seeds)]))
+    assert not summary["beats_random"].any() and not summary["beats_full"].any()
 
 
 def test_epoch_subset_prefers_unseen_then_hard_and_consistent_samples():

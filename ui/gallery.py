@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import pandas as pd
@@ -34,14 +36,34 @@ def image_for(dataset: Dataset, path: str, size: int):
     return _thumbnail(str(dataset.root / path), size)
 
 
-def _format(value) -> str:
+def breakable(name: str) -> str:
+    """``name`` with a zero-width space after each ``.`` and ``_``: a narrow column wraps a score name such
+    as ``clip.label_alignment`` between its parts, never inside a word ("label_align / ment")."""
+    return name.replace(".", ".\u200b").replace("_", "_\u200b")
+
+
+def whole_word(name: str) -> str:
+    """HTML for a bold header in a narrow column: one line, cut with an ellipsis (full name on hover),
+    never broken inside a word ("triang / le")."""
+    text = html.escape(str(name))
+    return (f'<div title="{text}" style="font-weight:600;white-space:nowrap;overflow:hidden;'
+            f'text-overflow:ellipsis">{text}</div>')
+
+
+def row_name(frame: pd.DataFrame, row: int) -> str:
+    """How a sample is named to people: its row number and, beside it, its file name."""
+    return f"row {row} · {Path(str(frame.at[row, 'path'])).name}"
+
+
+def _format(col: str, value) -> str:
+    """A caption part: a number with the score it is (``clip.outlier 0.412``), any other value as it is."""
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return f"{breakable(col)} {value:.3f}"
     return str(value)
 
 
 def _caption(row: pd.Series, caption_cols: Sequence[str]) -> str:
-    return " · ".join(_format(row[col]) for col in caption_cols if col in row.index)
+    return " · ".join(_format(col, row[col]) for col in caption_cols if col in row.index)
 
 
 def show_gallery(

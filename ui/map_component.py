@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pruning_core.data.datasets import Dataset
+from ui.gallery import row_name
 
 PAGE = Path(__file__).with_name("map_component") / "index.html"
 THUMB_SIZE = 128
@@ -150,7 +151,7 @@ def hover_detail(dataset: Dataset, frame: pd.DataFrame, row: int, scores: Sequen
                  extra: Optional[pd.Series] = None) -> dict:
     """What the tooltip shows for one row: its thumbnail (made from the dataset's own file) and a line of text."""
     sample = frame.loc[row]
-    lines = [f"row {row} · {sample['label']}"]
+    lines = [f"{row_name(frame, row)} · {sample['label']}"]
     if extra is not None and row in extra.index:
         lines.append(f"{extra.name}: {extra.loc[row]}")
     lines += [f"{c} {sample[c]:.3f}" for c in scores if c in sample.index and pd.notna(sample[c])]

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import streamlit as st
 
 from pruning_core.data.datasets import Dataset
-from pruning_core.audit.review import DecisionStore, decision_column, default_review_path
+from pruning_core.audit.review import BulkConfig, DecisionStore, decision_column, default_review_path
 
 REVIEWER = "reviewer_name"
 REVIEW_SOURCE = "review_source"  # "all", "tag:<name>" or "set:<name>": what another page sends to the queue
 REVIEW_SET = "review_set"  # (name, paths) of a session-only queue sent from the Overview or a similarity search
 ALL = "all"
+BULK = BulkConfig()
+_PENDING = "_bulk_pending"  # the key of the bulk button waiting for its confirmation
 
 
 @st.cache_resource(show_spinner=False)
@@ -124,14 +126,74 @@ def keyboard_shortcuts(keys: dict[str, str]) -> None:
     )
 
 
+_KEPT = "_keep_"  # prefix of a widget value copied aside by ``keep``
+
+
 def remember(key: str, default):
     """Initialise widget ``key`` from its last value on this page (Streamlit drops widget state on page change)."""
     if key not in st.session_state:
-        st.session_state[key] = st.session_state.get("_keep_" + key, default)
+        st.session_state[key] = st.session_state.get(_KEPT + key, default)
 
 
 def keep(*keys: str) -> None:
     """Copy widget values aside so ``remember`` finds them after a visit to another page."""
     for key in keys:
         if key in st.session_state:
-            st.session_state["_keep_" + key] = st.session_state[key]
+            st.session_state[_KEPT + key] = st.session_state[key]
+
+
+def kept(key: str, default=None):
+    """The value ``keep`` last copied aside for widget ``key`` (what the page will show next)."""
+    return st.session_state.get(_KEPT + key, default)
+
+
+def preset(key: str, value) -> None:
+    """The value widget ``key`` starts from on its page's next visit (a link's choice)."""
+    st.session_state[_KEPT + key] = value
+
+
+def bulk_button(container, label: str, key: str, n: int, run: Callable[[], str], **button_options) -> None:
+    """A button for an action on ``n`` samples: it runs at once up to ``BulkConfig.confirm_above`` samples,
+    above that a Confirm / Cancel pair (placed after the caller's row) asks first.  ``run`` records the
+    action and returns the message shown."""
+
+    def start() -> None:
+        if n > BULK.confirm_above:
+            st.session_state[_PENDING] = key
+        else:
+            st.toast(run())
+
+    def confirm() -> None:
+        st.session_state.pop(_PENDING, None)
+        st.toast(run())
+
+    container.button(label, key=key, on_click=start, **button_options)
+    if st.session_state.get(_PENDING) == key:
+        box = st.container(border=True)
+        box.warning(f"**{label}** records a decision for {n:,} samples at once (one action: "
+                    "'Undo the last action' reverts it). Go ahead?")
+        c1, c2, _ = box.columns([1, 1, 4])
+        c1.button("Confirm", key=f"{key}_confirm", type="primary", on_click=confirm)
+        c2.button("Cancel", key=f"{key}_cancel", on_click=lambda: st.session_state.pop(_PENDING, None))
+
+
+def undo_last_action(dataset: Dataset, container=None, *, key: str) -> None:
+    """An "Undo the last action" button: reverts this reviewer's most recent action as a whole (every
+    decision of a lasso removal or a resolved duplicate group in one step, ``DecisionStore.undo_action``)."""
+
+    def undo() -> None:
+        undone = decision_store().undo_action(dataset.fingerprint, reviewer=reviewer_name())
+        st.toast(undo_message(undone))
+
+    (container or st).button("Undo the last action", key=key, on_click=undo, icon=":material/undo:",
+                             help="Reverts your most recent action as a whole: every decision it recorded.")
+
+
+def undo_message(undone: Sequence) -> str:
+    """What an ``undo_action`` did, in words (its decisions, or that there was nothing to undo)."""
+    if not undone:
+        return f"Nothing to undo for reviewer {reviewer_name() or '(anonymous)'}."
+    if len(undone) == 1:
+        return f"↩️ undid {undone[0].action} of {undone[0].path}"
+    actions = ", ".join(sorted({d.action for d in undone}))
+    return f"↩️ undid one action: {len(undone):,} decisions ({actions})"

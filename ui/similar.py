@@ -1,4 +1,5 @@
-"""The "samples like this one" panel shared by Review and Explore."""
+"""The "samples like this one" panel shared by Review and Explore, and what else needs the k-NN scores'
+embeddings on a page (the Overview's pixel-checked duplicate groups, with their cosine)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pruning_core.embeddings.clip_model import WeightsUnavailable
 from pruning_core.data.datasets import Dataset
 from pruning_core.audit.similar import nearest_samples
 from ui import review_state as rs
-from ui.gallery import show_gallery
+from ui.gallery import breakable, row_name, show_gallery
 
 NEIGHBOURS = 8
 
@@ -33,6 +34,20 @@ def clip_image_embeddings(dataset: Dataset, frame: pd.DataFrame) -> Optional[np.
     if config.adapter_epochs > 0:
         return _adapted(dataset, dataset.fingerprint, config)
     return clip_embeddings(dataset, config, state.store()).image
+
+
+def cached_image_embeddings(dataset: Dataset, frame: pd.DataFrame) -> Optional[np.ndarray]:
+    """:func:`clip_image_embeddings` only when the image embeddings are already in the cache (None
+    otherwise): a page that merely shows them must not start encoding the whole dataset."""
+    from pruning_core.scoring.pipeline import clip_images_step
+    from ui import state
+
+    try:
+        if not clip_images_step(dataset, state.clip_config().identity()).is_cached(state.store()):
+            return None
+        return clip_image_embeddings(dataset, frame)
+    except WeightsUnavailable:
+        return None
 
 
 @st.cache_resource(show_spinner=False, max_entries=1)
@@ -65,9 +80,27 @@ def show_similar(dataset: Dataset, frame: pd.DataFrame, row: int, decisions: pd.
     near = frame.loc[rows].assign(distance=dist, decision=decisions.reindex(rows).to_numpy())
 
     def caption(r: pd.Series) -> str:
-        value = f" · {score} {r[score]:.3f}" if score and score in r.index else ""
-        return f"{r['label']} · d {r['distance']:.3f}{value} · {r['decision']}"
+        value = f" · {breakable(score)} {r[score]:.3f}" if score and score in r.index else ""
+        return f"{row_name(frame, r.name)} · {r['label']} · distance {r['distance']:.3f}{value} · {r['decision']}"
 
     show_gallery(dataset, near.index, frame=near, columns=NEIGHBOURS, caption_fn=caption)
-    if st.button(f"Review these {len(rows)} with row {row}", key=f"{key}_review_{row}"):
+    if st.button(f"Review these {len(rows)} with {row_name(frame, int(row))}", key=f"{key}_review_{row}"):
         rs.send_to_review(f"like row {row}", frame.loc[[int(row), *rows], "path"].tolist())
+
+
+@st.cache_data(show_spinner="Checking the duplicate groups' pixels…", max_entries=4)
+def _checked_groups(_dataset: Dataset, fingerprint: str, _frame: pd.DataFrame, groups_key: tuple,
+                    _embeddings: Optional[np.ndarray], has_embeddings: bool) -> pd.DataFrame:
+    """``duplicate_groups`` once per dataset and grouping (the group column's members are the key)."""
+    from pruning_core.audit.duplicates import duplicate_groups
+
+    return duplicate_groups(_dataset.abspaths(), _frame["clip.duplicate_group"].fillna(-1).to_numpy(),
+                            _frame["label"].to_numpy(), _embeddings)
+
+
+def checked_duplicate_groups(dataset: Dataset, frame: pd.DataFrame) -> pd.DataFrame:
+    """The pixel-checked duplicate groups of the table (``audit.duplicates``), cosine where embeddings are cached."""
+    embeddings = cached_image_embeddings(dataset, frame)
+    group = frame["clip.duplicate_group"].fillna(-1).to_numpy()
+    key = tuple(map(int, group[group >= 0])) + tuple(map(int, (group >= 0).nonzero()[0]))
+    return _checked_groups(dataset, dataset.fingerprint, frame, key, embeddings, embeddings is not None)

@@ -8,6 +8,7 @@ Pages stay thin: they read the current dataset and score table from here and cal
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from pruning_core.runtime.progress import CancelToken, Cancelled, Progress, Prog
 from pruning_core.runtime.safety import UnsafeRequest, check_in_workspace
 from pruning_core.scoring.score_table import ScoreTable, base_table, score_columns
 from pruning_core.selection import ScoreRanks, SelectionRecipe
+from ui import review_state
 
 DATASET = "dataset_source"
 TABLE = "score_table"
@@ -109,6 +111,59 @@ def set_source(source: DatasetSource) -> None:
     st.session_state[DATASET] = source
     st.session_state.pop(TABLE, None)
     st.session_state.pop(CLIP, None)
+    publish_to_url()
+
+
+# ----------------------------------------------------------------------------- the view in the URL
+_URL_READ = "_url_read"
+REVIEW_QUEUE = "review_queue_source"
+"""The Review page's queue widget ("all" or "tag:<name>"): the part of the queue a link can name."""
+
+
+def restore_from_url() -> None:
+    """On a session's first run, open the view the URL names (a reload, or a link someone shared):
+    the dataset (``dataset``, ``path``, ``root``), the Prune recipe (``recipe``, its JSON) and the
+    Review queue (``queue``).  The score table comes back from the workspace (:func:`score_table`).
+    A link's dataset is checked like a typed one when it is loaded (``check_source``)."""
+    if st.session_state.get(_URL_READ):
+        return
+    st.session_state[_URL_READ] = True
+    params = st.query_params
+    if params.get("dataset") in ("demo", "folder", "manifest") and DATASET not in st.session_state:
+        st.session_state[DATASET] = DatasetSource(params["dataset"], params.get("path", ""), params.get("root", ""))
+    if params.get("recipe") and RECIPE not in st.session_state:
+        try:
+            recipe = SelectionRecipe(**json.loads(params["recipe"]))
+            if isinstance(recipe.keep, bool) or not isinstance(recipe.keep, (int, float)) \
+                    or not isinstance(recipe.strategy, str):
+                raise ValueError("keep must be a number and strategy a name")
+            st.session_state[RECIPE] = recipe
+        except (ValueError, TypeError) as exc:
+            st.warning(f"The link's recipe was not used: {exc}")
+    queue = params.get("queue", "")
+    if queue == "all" or queue.startswith("tag:"):
+        review_state.preset(REVIEW_QUEUE, queue)
+
+
+def publish_to_url() -> None:
+    """Write the current view into the URL's query parameters, so a reload or a shared link reopens it."""
+    source = current_source()
+    params = {"dataset": source.kind, "path": source.path, "root": source.root}
+    recipe = st.session_state.get(RECIPE)
+    if recipe is not None:
+        params["recipe"] = json.dumps(recipe.as_dict(), separators=(",", ":"))
+    queue = review_state.kept(REVIEW_QUEUE, "")
+    if queue == "all" or queue.startswith("tag:"):
+        params["queue"] = queue
+    params = {k: v for k, v in params.items() if v}
+    if dict(st.query_params) != params:
+        st.query_params.from_dict(params)
+
+
+def set_recipe(recipe: SelectionRecipe) -> None:
+    """The recipe Prune publishes and Export reads; also in the URL."""
+    st.session_state[RECIPE] = recipe
+    publish_to_url()
 
 
 def current_dataset() -> Optional[Dataset]:
@@ -134,16 +189,28 @@ def clip_config() -> ClipConfig:
     return st.session_state.get(CLIP) or default_clip_config()
 
 
+def _workspace_table(dataset: Dataset) -> Path:
+    """Where the last score table the app made for ``dataset`` is kept (by its fingerprint), for a reload."""
+    return store().root / "workspace" / f"scores-{dataset.fingerprint[:16]}.parquet"
+
+
 def score_table(dataset: Dataset) -> ScoreTable:
-    """The scores computed so far this session (or just the sample columns)."""
+    """The scores computed so far this session, else the last ones the app made for this dataset (a reload
+    or a shared link), else just the sample columns."""
     table = st.session_state.get(TABLE)
+    if table is None and _workspace_table(dataset).is_file():
+        try:
+            table = st.session_state[TABLE] = ScoreTable.load(_workspace_table(dataset))
+        except (OSError, ValueError):
+            table = None  # a damaged workspace file: the scores are recomputed from the cache
     if table is None or len(table.frame) != len(dataset):
         table = base_table(dataset)
     return table
 
 
-def set_score_table(table: ScoreTable) -> None:
+def set_score_table(dataset: Dataset, table: ScoreTable) -> None:
     st.session_state[TABLE] = table
+    table.save(_workspace_table(dataset))
 
 
 class StreamlitProgress:
@@ -161,10 +228,19 @@ class StreamlitProgress:
             self.started[p.stage] = time.monotonic()
         detail = f" — {p.message}" if p.message else ""
         elapsed = time.monotonic() - self.started[p.stage]
+        if p.fraction >= 1:
+            bar.progress(1.0, text=f"{p.stage}: done, {p.total:,} in {format_seconds(elapsed)}{detail}")
+            return
         clock = f" · {format_seconds(elapsed)} elapsed"
-        if 0 < p.fraction < 1:
+        if p.fraction > 0:
             clock += f", about {format_seconds(elapsed * (1 - p.fraction) / p.fraction)} left"
         bar.progress(p.fraction, text=f"{p.stage}: {p.done:,} / {p.total:,}{detail}{clock}")
+
+    def finish(self) -> None:
+        """The job ended: every bar says done (a stage whose last report came before its end would
+        otherwise keep saying "about 20 s left")."""
+        for stage, bar in self.bars.items():
+            bar.progress(1.0, text=f"{stage}: done in {format_seconds(time.monotonic() - self.started[stage])}")
 
 
 def require_dataset() -> Dataset:
@@ -255,7 +331,7 @@ def _replace_family(dataset: Dataset, new: ScoreTable) -> ScoreTable:
     frame = table.frame.drop(columns=[c for c in new.frame.columns if c in table.frame.columns])
     infos = {n: i for n, i in table.infos.items() if n not in new.frame.columns}
     merged = ScoreTable(frame, infos, settings=table.settings).merged(new)  # keeps how the other families were made
-    set_score_table(merged)
+    set_score_table(dataset, merged)
     return merged
 
 
@@ -359,7 +435,9 @@ def run_page_job(job: PageJob, compute: Callable[[ProgressCallback, CancelToken]
                        help="Stops after the chunk or fold in progress; finished ones are kept for the next run")
     try:
         with executors.using(executors.make_executor(st.session_state.get(EXECUTOR, "local"))):
-            compute(StreamlitProgress(container), job.cancel)
+            progress = StreamlitProgress(container)
+            compute(progress, job.cancel)
+        progress.finish()
     except Cancelled:
         pass  # the run the click started reports what was kept
     except Exception:
@@ -420,7 +498,9 @@ def auto_scores(dataset: Dataset) -> ScoreTable:
         holder = st.empty()
         with holder.container():
             st.caption("Scoring the demo with its tiny CLIP…")
-            table = compute_clip_scores(dataset, default_clip_config(), StreamlitProgress(st))
+            progress = StreamlitProgress(st)
+            table = compute_clip_scores(dataset, default_clip_config(), progress)
+            progress.finish()
         holder.empty()
     return table
 

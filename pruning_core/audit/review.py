@@ -33,6 +33,14 @@ import pandas as pd
 ACTIONS: tuple[str, ...] = ("keep", "remove", "relabel", "skip")
 """What a reviewer can decide about one sample."""
 
+
+@dataclass(frozen=True)
+class BulkConfig:
+    """When an action on many samples at once (a lasso removal or tag, a resolved duplicate group) asks first."""
+
+    confirm_above: int = 25
+    """Samples an action may touch without a confirmation; above it the app asks once before recording."""
+
 DEFAULT_NAME = "reviews.sqlite"
 
 _SCHEMA = """

@@ -124,6 +124,29 @@ def _group_index(groups: Optional[ArrayLike], n: int) -> tuple[np.ndarray, np.nd
     return members, renumbered.astype(np.int64).ravel()
 
 
+class _Adam:
+    """``torch.optim.Adam``'s single-tensor update of one parameter, operation for operation (so a CPU run
+    gives the same numbers), without ``torch.optim``: its first step imports ``torch._dynamo``, which made
+    the Prune page's first CPS selection take 15-30 s where the optimisation itself takes well under one."""
+
+    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_avg_sq = torch.zeros_like(param)
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grad, (beta1, beta2) = self.param.grad, self.betas
+        self.steps += 1
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = self.lr / (1 - beta1 ** float(self.steps))
+        denom = (self.exp_avg_sq.sqrt() / (1 - beta2 ** float(self.steps)) ** 0.5).add_(self.eps)
+        self.param.addcdiv_(self.exp_avg, denom, value=-step_size)
+
+
 def cps_optimize(
     sas: ArrayLike,
     sds: ArrayLike,
@@ -179,7 +202,7 @@ def cps_optimize(
             gen = torch.Generator(device="cpu").manual_seed(seed)
             d += init_std * torch.randn(n, generator=gen).to(dev)
         d.requires_grad_(True)
-        opt = torch.optim.Adam([d], lr=lr)
+        opt = _Adam(d, lr=lr)
         hist = torch.zeros(steps, dtype=torch.float32, device=dev)
         every = max(1, steps // 20)
         for step in range(steps):
@@ -193,7 +216,7 @@ def cps_optimize(
                 mg = m[who]
                 kept_in = torch.zeros(n_groups, dtype=m.dtype, device=dev).index_add(0, which, mg)
                 loss = loss + gamma * 0.5 * (mg * (kept_in[which] - mg)).sum() / n
-            opt.zero_grad(set_to_none=True)
+            d.grad = None
             loss.backward()
             opt.step()
             hist[step] = loss.detach()

@@ -11,8 +11,9 @@ What makes the curves mean something:
   run takes the optimiser steps of full-data training, so accuracy differs by *which* samples were
   kept, not by how long the model trained; no run gets fewer than a floor of steps per epoch;
 * **seeds**: every strategy runs over ``EvalConfig.seeds`` seeds (the subset's and the training's),
-  and :func:`summarise` marks a strategy as beating random or full data only beyond two standard
-  errors of the difference of means;
+  and :func:`summarise` marks a strategy as beating random or full data only where a one-sided
+  Welch t-test (its own degrees of freedom) on at least :data:`MIN_SEEDS_FOR_MARK` seeds a side
+  says so at :data:`MARK_ALPHA`, with each side's spread floored at :data:`SPREAD_FLOOR`;
 * **the proxy is named**: the image ResNet-9 the dynamics scores were recorded with, or a probe
   (``arch`` ``linear``/``mlp``) on cached CLIP embeddings that answers in seconds on a CPU.
 
@@ -406,15 +407,46 @@ def evaluate_pruning(
 
 
 SUMMARY_COLUMNS = ["strategy", "keep", "accuracy", "accuracy_std", "accuracy_sem", "runs", "n_train", "steps",
-                   "epochs", "train_seconds", "beats_random", "beats_full"]
+                   "epochs", "train_seconds", "p_vs_random", "p_vs_full", "beats_random", "beats_full"]
+
+MIN_SEEDS_FOR_MARK = 3
+"""Runs a side needs before a difference is marked: two runs give a spread with one degree of freedom,
+whose t quantile (6.3 at 5 %) makes any mark from them a coin toss on the spread itself."""
+MARK_ALPHA = 0.05
+"""One-sided level of the Welch t-test behind a mark."""
+SPREAD_FLOOR = 0.005
+"""Smallest standard deviation of accuracy a side is credited with (half a point): seeds that agree to the
+last digit (a deterministic proxy, a cached run) have not measured the noise, so they cannot shrink it to 0."""
+
+
+def marks_possible(summary: pd.DataFrame) -> bool:
+    """Whether the seeds in ``summary`` are enough for :func:`summarise` to mark any difference."""
+    return bool(len(summary)) and int(summary["runs"].max()) >= MIN_SEEDS_FOR_MARK
+
+
+def welch_p_greater(a: pd.Series, b: pd.Series) -> float:
+    """One-sided p-value of "mean a > mean b" by Welch's t-test (Welch-Satterthwaite degrees of freedom).
+
+    ``a``/``b`` are summary rows (``accuracy``, ``accuracy_std``, ``runs``); NaN where either side has
+    fewer than :data:`MIN_SEEDS_FOR_MARK` runs, or where every run of a side gave the same accuracy
+    (identical seeds measure no noise: no difference can be told from them)."""
+    from scipy import stats
+
+    if min(a["runs"], b["runs"]) < MIN_SEEDS_FOR_MARK or min(a["accuracy_std"], b["accuracy_std"]) <= 0:
+        return float("nan")
+    va = max(a["accuracy_std"], SPREAD_FLOOR) ** 2 / a["runs"]
+    vb = max(b["accuracy_std"], SPREAD_FLOOR) ** 2 / b["runs"]
+    t = (a["accuracy"] - b["accuracy"]) / np.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va ** 2 / (a["runs"] - 1) + vb ** 2 / (b["runs"] - 1))
+    return float(stats.t.sf(t, dof))
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Mean, spread and standard error of accuracy per strategy and ratio, with significance markers.
 
-    ``beats_random`` / ``beats_full``: the mean exceeds random's at the same ratio / full data's by
-    more than two standard errors of the difference (``2 * sqrt(sem_a^2 + sem_b^2)``), computed from
-    exactly the seeds in ``results``; False where either side has fewer than two runs.
+    ``p_vs_random`` / ``p_vs_full``: :func:`welch_p_greater` against random at the same ratio / full
+    data, computed from exactly the seeds in ``results`` (NaN where it cannot be told);
+    ``beats_random`` / ``beats_full``: that p-value is below :data:`MARK_ALPHA`.
     """
     grouped = results.groupby(["strategy", "keep"], sort=True)
     out = grouped.agg(accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), runs=("accuracy", "size"),
@@ -425,16 +457,15 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     random = out[out["strategy"] == "random"].set_index("keep")
     full = out[out["strategy"] == "full"]
 
-    def beats(row: pd.Series, ref: Optional[pd.Series]) -> bool:
-        if ref is None or row["runs"] < 2 or ref["runs"] < 2:
-            return False
-        return bool(row["accuracy"] - ref["accuracy"] > 2 * np.hypot(row["accuracy_sem"], ref["accuracy_sem"]))
+    def p_greater(row: pd.Series, ref: Optional[pd.Series]) -> float:
+        return float("nan") if ref is None else welch_p_greater(row, ref)
 
-    out["beats_random"] = [row["strategy"] not in ("random", "full")
-                           and beats(row, random.loc[row["keep"]] if row["keep"] in random.index else None)
-                           for _, row in out.iterrows()]
-    out["beats_full"] = [row["strategy"] != "full" and beats(row, full.iloc[0] if len(full) else None)
-                         for _, row in out.iterrows()]
+    out["p_vs_random"] = [p_greater(row, random.loc[row["keep"]] if row["strategy"] not in ("random", "full")
+                                    and row["keep"] in random.index else None) for _, row in out.iterrows()]
+    out["p_vs_full"] = [p_greater(row, full.iloc[0] if row["strategy"] != "full" and len(full) else None)
+                        for _, row in out.iterrows()]
+    out["beats_random"] = out["p_vs_random"] < MARK_ALPHA  # NaN compares False: no mark
+    out["beats_full"] = out["p_vs_full"] < MARK_ALPHA
     return out[SUMMARY_COLUMNS]
 
 
