@@ -29,4 +29,4 @@ def test_a_link_sets_the_dataset_and_recipe_and_a_bad_recipe_is_refused_in_one_l
     bad.query_params["recipe"] = json.dumps({"keep": "most", "strategy": "easiest"})
     bad.run()
     assert state.RECIPE not in bad.session_state
-    assert [w.value for w in bad.warning] == ["The link's recipe was not used: keep must be a number and strategy a name"]
+    assert [w.value for w in bad.warning] == ["The link's recipe was not used: keep 'most' is not a number (a fraction in (0, 1] or a count)"]

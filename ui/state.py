@@ -134,9 +134,8 @@ def restore_from_url() -> None:
     if params.get("recipe") and RECIPE not in st.session_state:
         try:
             recipe = SelectionRecipe(**json.loads(params["recipe"]))
-            if isinstance(recipe.keep, bool) or not isinstance(recipe.keep, (int, float)) \
-                    or not isinstance(recipe.strategy, str):
-                raise ValueError("keep must be a number and strategy a name")
+            if not isinstance(recipe.strategy, str):  # keep is checked by SelectionRecipe itself
+                raise ValueError("strategy must be a name")
             st.session_state[RECIPE] = recipe
         except (ValueError, TypeError) as exc:
             st.warning(f"The link's recipe was not used: {exc}")
