@@ -11,6 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from pruning_core.audit.review import ReviewError
+from pruning_core.audit.suggest import (SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, SUGGESTION_SETTING, AcceptConfig,
+                                        accept_suggestions, pending_suggestions)
 from ui import review_state as rs
 from ui import state
 from ui.gallery import image_for, show_gallery
@@ -220,3 +222,42 @@ with st.expander("Recent decisions"):
         st.dataframe(history[["time", "path", "action", "new_label", "reviewer"]], hide_index=True, width="stretch")
     else:
         st.caption("No decisions yet.")
+
+# ----------------------------------------------------------------------------- suggestions
+with st.expander("Suggestions: accept confident relabels in one step"):
+    if SUGGESTED_LABEL not in frame:
+        st.caption("No suggested labels: they come from the cross-fitted proxy (dynamics scores with folds) and "
+                   "CLIP's zero-shot probabilities. Compute either on the **Score** page.")
+    else:
+        made = table.settings.get(SUGGESTION_SETTING) or {}
+        st.caption(f"Suggested label and its calibrated probability, from {' × '.join(made.get('sources', []))} "
+                   f"(product of experts; {made.get('calibration', '')}). "
+                   "Accepted suggestions are relabel decisions like any other (source `suggestion`).")
+        accept = AcceptConfig()
+        rs.remember("review_suggest_threshold", accept.threshold)
+        threshold = st.slider("Accept suggestions with a probability of at least", 0.5, 1.0, step=0.01,
+                              key="review_suggest_threshold")
+        rs.keep("review_suggest_threshold")
+        pending = pending_suggestions(frame, threshold, rs.latest(dataset)["path"])
+        expected = float(pending[SUGGESTION_CONFIDENCE].sum())
+        st.markdown(f"**{len(pending):,}** undecided samples (raw count) have a different suggested label at "
+                    f"≥ {threshold:.2f}; by their calibrated probabilities about {expected:,.0f} of them are right.")
+        st.dataframe(pending.head(200), hide_index=True, width="stretch")
+        confirmed = True
+        if len(pending) > accept.confirm_above:
+            confirmed = st.checkbox(f"Yes, record {len(pending):,} relabels at once (more than "
+                                    f"{accept.confirm_above:,})", key="review_suggest_confirm")
+        b1, b2 = st.columns(2)
+        if b1.button(f"Accept {len(pending):,} suggestions", type="primary", key="review_suggest_accept",
+                     disabled=not len(pending) or not confirmed):
+            recorded = accept_suggestions(store, fp, pending, reviewer=reviewer, classes=dataset.classes)
+            st.session_state["review_message"] = ("ok", f"🏷️ relabelled {len(recorded):,} samples to their "
+                                                  "suggestions (one action: undo it with 'Undo the last action')")
+            st.session_state.pop("review_suggest_confirm", None)
+            st.rerun()
+        if b2.button("Undo the last action", key="review_undo_action"):
+            undone = store.undo_action(fp, reviewer=reviewer)
+            st.session_state["review_message"] = (
+                ("ok", f"↩️ undid the last action: {len(undone):,} decisions") if undone
+                else ("error", f"Nothing to undo for reviewer {reviewer or '(anonymous)'}."))
+            st.rerun()

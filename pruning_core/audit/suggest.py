@@ -28,12 +28,13 @@ reliability diagram in ``docs/`` (``bench/bench_suggestions.py``) shows how clos
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from pruning_core.audit.review import DecisionStore
     from pruning_core.scoring.score_table import ScoreTable
 
 PROBABILITY_SOURCES: Mapping[str, str] = {
@@ -171,6 +172,32 @@ def confident_relabels(frame: pd.DataFrame, threshold: float) -> np.ndarray:
     suggested = frame[SUGGESTED_LABEL]
     return ((np.nan_to_num(confidence, nan=-1.0) >= threshold) & suggested.notna().to_numpy()
             & (suggested.astype(str) != frame["label"].astype(str)).to_numpy())
+
+
+@dataclass(frozen=True)
+class AcceptConfig:
+    """The Review page's "accept every suggestion above t"."""
+
+    threshold: float = FixConfig.threshold
+    """Default threshold offered (the fix strategy's, so both start from the same calibrated probability)."""
+    confirm_above: int = 100
+    """Accepting more suggestions than this at once asks for a confirmation first."""
+
+
+def pending_suggestions(frame: pd.DataFrame, threshold: float, decided: Iterable[str] = ()) -> pd.DataFrame:
+    """The samples "accept above ``threshold``" would relabel, most confident first: a confident suggestion
+    that differs from the given label, on a sample no decision covers yet (a reviewer's word is never overwritten)."""
+    rows = confident_relabels(frame, threshold) & ~frame["path"].astype(str).isin(set(decided)).to_numpy()
+    out = frame.loc[rows, ["path", "label", SUGGESTED_LABEL, SUGGESTION_CONFIDENCE]]
+    return out.sort_values(SUGGESTION_CONFIDENCE, ascending=False, kind="stable")
+
+
+def accept_suggestions(store: "DecisionStore", fingerprint: str, pending: pd.DataFrame, *, reviewer: str = "",
+                       classes: Optional[Sequence[str]] = None) -> list:
+    """Record every row of ``pending`` (:func:`pending_suggestions`) as a relabel to its suggestion: ONE action
+    (source ``suggestion``), so :meth:`DecisionStore.undo_action` reverts the whole batch in one step."""
+    items = [(str(p), "relabel", str(lab)) for p, lab in zip(pending["path"], pending[SUGGESTED_LABEL])]
+    return store.record(fingerprint, items, reviewer=reviewer, classes=classes, source="suggestion")
 
 
 def with_suggestions(table: "ScoreTable") -> "ScoreTable":
