@@ -53,6 +53,14 @@ def test_channel_calibration_recovers_the_true_temperature_despite_label_noise()
     assert sure.sum() > 1000 and (q.argmax(axis=1)[sure] == true[sure]).mean() >= 0.9
 
 
+def test_uninformative_probabilities_fall_back_to_a_conservative_direct_fit():
+    _, given, _ = noisy_problem(n=2000)
+    useless = np.random.default_rng(3).dirichlet(np.ones(4), size=2000)  # no relation to any label
+    experts = ChannelCalibratedExperts().fit([useless], given)
+    assert not experts.through_channel_
+    assert (experts.predict_proba([useless]).max(axis=1) < 0.9).all()
+
+
 def test_suggestions_are_probabilities_and_the_combination_keeps_what_sources_agree_on():
     classes = ["a", "b", "c", "d"]
     true, given, proxy = noisy_problem(n=800, seed=1)

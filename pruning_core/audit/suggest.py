@@ -48,6 +48,9 @@ SUGGESTION_CONFIDENCE = "suggest.confidence"
 SUGGESTION_SETTING = "suggest"
 CALIBRATION = ("temperature scaling per source through the estimated label-noise channel, fitted on the "
                "given (audited) labels")
+CALIBRATION_DIRECT = ("temperature scaling per source on the given (audited) labels directly: the estimated noise "
+                      "channel was not diagonally dominant (the probabilities barely predict the labels), so the "
+                      "confidences are conservative")
 _EPS = 1e-7
 
 
@@ -108,6 +111,7 @@ class ChannelCalibratedExperts:
         self.max_beta = max_beta
         self.betas_: Optional[np.ndarray] = None
         self.channel_: Optional[np.ndarray] = None
+        self.through_channel_ = False
 
     @staticmethod
     def _stack(probs: list[np.ndarray]) -> np.ndarray:
@@ -119,7 +123,11 @@ class ChannelCalibratedExperts:
         logs = self._stack(probs)
         y = np.asarray(labels, dtype=np.int64)
         self.channel_ = noise_channel(y, _softmax(logs.mean(axis=0)))
-        given_rows = self.channel_[y]  # (N, C): M[y_i, j]
+        # Class-conditional noise is identifiable only when each class keeps most of its labels (a diagonally
+        # dominant M).  An estimate that is not says the probabilities barely predict the labels; then fit
+        # to the given labels directly, which under noise can only under-state the confidence.
+        self.through_channel_ = bool(np.all(np.diag(self.channel_) > 0.5))
+        given_rows = self.channel_[y] if self.through_channel_ else np.eye(logs.shape[2])[y]  # (N, C): M[y_i, j]
 
         def nll(betas: np.ndarray) -> float:
             q = _softmax(np.tensordot(betas, logs, axes=1))
@@ -157,7 +165,7 @@ def suggest_labels(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     suggested[usable] = np.asarray(classes, dtype=object)[q.argmax(axis=1)]
     confidence[usable] = q.max(axis=1)
     settings = {"sources": list(sources), "betas": [round(float(b), 4) for b in experts.betas_],
-                "calibration": CALIBRATION}
+                "calibration": CALIBRATION if experts.through_channel_ else CALIBRATION_DIRECT}
     out = pd.DataFrame({SUGGESTED_LABEL: suggested, SUGGESTION_CONFIDENCE: confidence}, index=frame.index)
     return out, settings
 
