@@ -1,5 +1,7 @@
 """Export step: kept and removed samples (relabels applied), an image folder, and the replay manifest."""
 
+from collections import Counter
+
 import streamlit as st
 
 from pruning_core.export.subset import bundle_zip, export_folder, table_bytes
@@ -38,6 +40,10 @@ st.markdown(
     f"{int((full['removed_by'] == 'review').sum()):,} removed by reviewers, "
     f"{int((full['label'] != full['original_label']).sum()):,} relabelled (original label kept in `original_label`)."
 )
+if manifest.relabelled:  # the manifest says where each relabel came from; replay reproduces them
+    by_source = Counter(entry["source"] for entry in manifest.relabelled.values())
+    st.caption("Relabels applied, by source (raw counts): "
+               + ", ".join(f"{source} {n:,}" for source, n in sorted(by_source.items())) + ".")
 
 # ----------------------------------------------------------------------------- tables
 st.subheader("Manifests")

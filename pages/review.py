@@ -11,6 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from pruning_core.audit.review import UNCHECKED, DecisionConflict, ReviewError, Seen
+from pruning_core.audit.suggest import (SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, SUGGESTION_SETTING, FixConfig,
+                                        accept_suggestions, pending_suggestions)
 from ui import review_state as rs
 from ui import state
 from ui.gallery import breakable, image_for, row_name, show_gallery
@@ -243,3 +245,32 @@ with st.expander("Recent decisions"):
         st.dataframe(history[["time", "path", "action", "new_label", "reviewer"]], hide_index=True, width="stretch")
     else:
         st.caption("No decisions yet.")
+
+# ----------------------------------------------------------------------------- suggestions
+with st.expander("Suggestions: accept confident relabels in one step"):
+    if SUGGESTED_LABEL not in frame:
+        st.caption("No suggested labels: they come from the cross-fitted proxy (dynamics scores with folds) and "
+                   "CLIP's zero-shot probabilities. Compute either on the **Score** page.")
+    else:
+        made = table.settings.get(SUGGESTION_SETTING) or {}
+        st.caption(f"Suggested label and its calibrated probability, from {' × '.join(made.get('sources', []))} "
+                   f"(product of experts; {made.get('calibration', '')}). "
+                   "Accepted suggestions are relabel decisions like any other (source `suggestion`).")
+        rs.remember("review_suggest_threshold", FixConfig.threshold)  # the fix strategy's default: one calibrated bar
+        threshold = st.slider("Accept suggestions with a probability of at least", 0.5, 1.0, step=0.01,
+                              key="review_suggest_threshold")
+        rs.keep("review_suggest_threshold")
+        pending = pending_suggestions(frame, threshold, rs.latest(dataset)["path"])
+        expected = float(pending[SUGGESTION_CONFIDENCE].sum())
+        st.markdown(f"**{len(pending):,}** undecided samples (raw count) have a different suggested label at "
+                    f"≥ {threshold:.2f}; by their calibrated probabilities about {expected:,.0f} of them are right.")
+        st.dataframe(pending.head(200), hide_index=True, width="stretch")
+
+        def _accept() -> str:
+            recorded = accept_suggestions(store, fp, pending, reviewer=reviewer, classes=dataset.classes)
+            return f"🏷️ relabelled {len(recorded):,} samples to their suggestions (one action)"
+
+        b1, b2 = st.columns(2)
+        rs.bulk_button(b1, f"Accept {len(pending):,} suggestions", "review_suggest_accept", len(pending), _accept,
+                       type="primary", disabled=not len(pending))
+        rs.undo_last_action(dataset, b2, key="review_undo_action")

@@ -168,12 +168,13 @@ def _planned_dynamics(args: argparse.Namespace, dataset, started: Optional[float
 
 
 def _cps_flags() -> dict[str, str]:
-    """The strategy settings the select command takes as flags: each ``CPSConfig`` field as ``--cps-<field>``."""
+    """The strategy settings the select command takes as flags: each ``CPSConfig`` field as ``--cps-<field>``,
+    and the fix strategies' relabel threshold as ``--fix-threshold``."""
     from dataclasses import fields
 
     from pruning_core.clip_scores.cps import CPSConfig
 
-    return {f.name: f"cps_{f.name}" for f in fields(CPSConfig)}
+    return {**{f.name: f"cps_{f.name}" for f in fields(CPSConfig)}, "threshold": "fix_threshold"}
 
 
 def strategy_settings(args: argparse.Namespace) -> Optional[dict]:
@@ -181,19 +182,19 @@ def strategy_settings(args: argparse.Namespace) -> Optional[dict]:
 
     Recorded whole in the manifest so a replay does not depend on the defaults of a later version.
     """
-    from dataclasses import asdict, replace
+    from dataclasses import asdict, fields, replace
 
     from pruning_core.selection import get_strategy
 
     flags = _cps_flags()
     given = {name: getattr(args, flag) for name, flag in flags.items() if getattr(args, flag) is not None}
     settings = get_strategy(args.strategy).settings
-    if settings is None:
-        if given:
-            raise ValueError(f"--{'/--'.join(f.replace('_', '-') for f in flags.values())} set the CPS loss; "
-                             f"strategy {args.strategy!r} has no such settings")
-        return None
-    return asdict(replace(settings(), **given))
+    own = {f.name for f in fields(settings())} if settings is not None else set()
+    stray = [flags[name] for name in given if name not in own]
+    if stray:
+        raise ValueError(f"--{'/--'.join(f.replace('_', '-') for f in stray)}: strategy {args.strategy!r} has no "
+                         "such settings")
+    return asdict(replace(settings(), **given)) if settings is not None else None
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -550,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(CPSConfig):
         select.add_argument(f"--cps-{f.name}", type=float, default=None,
                             help=f"with --strategy cps: {f.metadata['help']} (default {f.default:g})")
+    select.add_argument("--fix-threshold", type=float, default=None,
+                        help="with --strategy fix: relabel a sample whose suggested label has at least this calibrated "
+                             "probability, drop the rest of the flagged set (default 0.9)")
     select.add_argument("--out", required=True, type=Path, help="kept list (.csv, .parquet or .json)")
     select.add_argument("--manifest", default=None, help="reproducibility manifest (default: OUT.manifest.json)")
     select.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)

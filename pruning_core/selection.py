@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 import pandas as pd
 
+from pruning_core.audit.suggest import SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, FixConfig, confident_relabels
 from pruning_core.scoring.score_info import ScoreInfo
 
 Keep = Union[int, float]
@@ -74,6 +75,9 @@ class Strategy:
     """Returns the default instance of the frozen dataclass of its user-facing settings (CPS: ``CPSConfig``,
     imported only when asked, as it needs torch); the Prune page and the CLI offer its fields, and the
     values chosen reach ``pick`` as ``Group.cps_params`` (the recipe records them)."""
+    relabels: bool = False
+    """Fixes as well as drops: kept samples whose suggested label is confident enough (``settings``'
+    threshold) are relabelled, see :func:`strategy_relabels`."""
 
     def runnable_on(self, frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> bool:
         """Its own columns exist in ``frame`` and, if it combines scores, there is one to combine."""
@@ -124,6 +128,20 @@ def _cps_pick(group: Group) -> np.ndarray:
     return np.flatnonzero(np.asarray(chosen, dtype=bool))
 
 
+def _fix_threshold(params: Mapping[str, Any]) -> float:
+    return float(params.get("threshold", FixConfig().threshold))
+
+
+def _fix_pick(group: Group) -> np.ndarray:
+    """Easiest, after fixing: a confidently relabelled sample counts as clean (ranked first), the rest
+    of the flagged set is what the combined score drops."""
+    frame = pd.DataFrame({c: group.columns[c] for c in FIX_COLUMNS})
+    fixed = confident_relabels(frame, _fix_threshold(group.cps_params))
+    return _stable_order(np.where(fixed, -1.0, group.score), descending=False)[: group.k]
+
+
+FIX_COLUMNS = (SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, "label")
+
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("easiest", "keep the least suspicious samples (drops likely noise and the hardest samples)",
              _lowest, uses_weights=True),
@@ -140,6 +158,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              settings=_cps_settings),
     Strategy("adapruner", "AdaPruner: the keep mask learned jointly with a proxy model (highest mask logits kept)",
              _highest_column(ADAPRUNER_COLUMN), columns=(ADAPRUNER_COLUMN,), fitted_per_ratio=True),
+    Strategy("fix", "fix, not only drop: relabel the samples whose suggested label is confident (threshold), "
+             "then keep the least suspicious of the rest (drops what remains flagged)", _fix_pick,
+             columns=FIX_COLUMNS, uses_weights=True, settings=FixConfig, relabels=True),
     Strategy("random", "uniform random sample (the baseline every strategy must beat)", _random, uses_seed=True),
 )}
 """Every strategy by name, in the order the app and the CLI list them."""
@@ -448,6 +469,18 @@ def run_recipe(
         cps_params=recipe.cps_params,
         ranks=ranks,
     )
+
+
+def strategy_relabels(frame: pd.DataFrame, recipe: SelectionRecipe, mask: np.ndarray) -> dict[str, str]:
+    """path -> suggested label for the kept samples a relabelling strategy fixes; empty for the others.
+
+    Recomputed from the score table and the recipe alone, so a replayed manifest relabels exactly
+    what the original selection relabelled.
+    """
+    if not get_strategy(recipe.strategy).relabels:
+        return {}
+    fixed = confident_relabels(frame, _fix_threshold(recipe.cps_params or {})) & np.asarray(mask, dtype=bool)
+    return dict(zip(frame["path"][fixed].astype(str), frame[SUGGESTED_LABEL][fixed].astype(str)))
 
 
 @dataclass

@@ -509,8 +509,11 @@ def test_clip_scores_table_and_infos():
         "clip.zero_shot_confidence", "clip.suggested_label", "clip.caption_alignment",
         "clip.diversity", "clip.outlier", "clip.duplicate_group", "clip.duplicate_count",
     }
-    assert set(table.columns) == expected and len(table) == len(img)
+    probs = {f"clip.zero_shot_prob.{c}" for c in CLASSES}  # annotations audit.suggest combines, not scores
+    assert set(table.columns) == expected | probs and len(table) == len(img)
     assert set(infos) == expected - {"clip.suggested_label", "clip.duplicate_group"}
+    np.testing.assert_allclose(table[sorted(probs, key=lambda c: list(CLASSES).index(c.rsplit(".", 1)[1]))]
+                               .sum(axis=1), 1.0, rtol=1e-5)
     assert all(infos[k] is SCORE_INFOS[k] for k in infos)
     assert infos["clip.label_alignment"].suspicious == "low" and infos["clip.outlier"].suspicious == "high"
     assert set(table["clip.suggested_label"]) <= set(CLASSES)

@@ -235,7 +235,9 @@ def test_out_of_sample_label_quality_finds_noise():
     assert probs.shape == (600, 4)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     frame, infos = label_issue_scores(y, probs, ["a", "b", "c", "d"])
-    assert list(frame.columns) == ["cleanlab.label_quality", "cleanlab.is_issue", "dynamics.suggested_label"]
+    assert list(frame.columns) == ["cleanlab.label_quality", "cleanlab.is_issue", "dynamics.suggested_label",
+                                   *(f"cleanlab.prob.{c}" for c in "abcd")]  # what audit.suggest calibrates
+    np.testing.assert_array_equal(frame.filter(like="cleanlab.prob.").to_numpy(), probs)
     assert set(infos) == {"cleanlab.label_quality", "cleanlab.is_issue"}  # suggested_label is no score
     assert infos["cleanlab.label_quality"].suspicious == "low" and infos["cleanlab.is_issue"].suspicious == "high"
     assert set(frame["dynamics.suggested_label"]) <= {"a", "b", "c", "d"}

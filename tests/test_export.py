@@ -40,6 +40,8 @@ def scored(n: int, seed: int = 0) -> ScoreTable:
         "dynamics.dyn_unc": rng.random(n),
         "dynamics.aum": rng.normal(size=n),
         "adapruner.keep_logit": rng.normal(size=n),
+        "suggest.label": [CLASSES[i % 2] for i in range(n)],  # what the fix strategy relabels to
+        "suggest.confidence": rng.random(n),
     })
     infos = {
         "clip.label_alignment": ScoreInfo("clip.label_alignment", "SAS", "low"),

@@ -39,6 +39,8 @@ def make_frame(n: int, seed: int = 0, n_classes: int = 3) -> pd.DataFrame:
             "dynamics.dyn_unc": rng.random(size=n),
             "clip.diversity": rng.random(size=n),
             "adapruner.keep_logit": rng.normal(size=n),
+            "suggest.label": rng.choice([f"c{j}" for j in range(n_classes)], size=n),
+            "suggest.confidence": rng.random(size=n),
         }
     )
 

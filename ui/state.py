@@ -22,6 +22,7 @@ from cache.store import ResultStore
 from pruning_core.runtime import executors
 from pruning_core.data.datasets import Dataset, DatasetError, load_dataset
 from pruning_core.dynamics.config import DynamicsConfig
+from pruning_core.audit.suggest import with_suggestions
 from pruning_core.selection import SelectionPreview
 from pruning_core.scoring.pipeline import ClipConfig, kept_work
 from pruning_core.runtime.planner import DynamicsPlan, format_seconds
@@ -330,6 +331,7 @@ def _replace_family(dataset: Dataset, new: ScoreTable) -> ScoreTable:
     frame = table.frame.drop(columns=[c for c in new.frame.columns if c in table.frame.columns])
     infos = {n: i for n, i in table.infos.items() if n not in new.frame.columns}
     merged = ScoreTable(frame, infos, settings=table.settings).merged(new)  # keeps how the other families were made
+    merged = with_suggestions(merged)  # the suggestions combine every probability source the table now has
     set_score_table(dataset, merged)
     return merged
 

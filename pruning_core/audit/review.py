@@ -379,7 +379,15 @@ class DecisionStore:
             "decided": int(len(latest)),
             "removed": sorted(latest.loc[latest["action"] == "remove", "path"]),
             "relabels": dict(sorted(self.relabels(fingerprint).items())),
+            "relabel_sources": self.relabel_sources(fingerprint),
         }
+
+    def relabel_sources(self, fingerprint: str) -> dict[str, str]:
+        """path -> where each current relabel came from (``review``, ``suggestion``, ...), for the manifest."""
+        with self._connect() as con:
+            rows = con.execute(_LIVE + " ORDER BY d.id", (fingerprint,)).fetchall()
+        latest = {r["path"]: (r["action"], r["source"]) for r in rows}  # the last live decision per path wins
+        return dict(sorted((path, source) for path, (action, source) in latest.items() if action == "relabel"))
 
     # ------------------------------------------------------------------ tags
 

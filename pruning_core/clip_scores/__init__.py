@@ -49,6 +49,7 @@ from pruning_core.clip_scores.neighbors import (
     near_duplicate_groups,
     outlier_score,
 )
+from pruning_core.audit.suggest import PROBABILITY_SOURCES
 from pruning_core.clip_scores.prompts import DEFAULT_TEMPLATES, class_text_embeddings
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 from pruning_core.scoring.score_info import ScoreInfo
@@ -148,6 +149,8 @@ def clip_scores(
     cols["clip.zero_shot_margin"] = zs.margin
     cols["clip.zero_shot_confidence"] = zs.confidence
     cols["clip.suggested_label"] = np.asarray(classes, dtype=object)[zs.suggested] if n else np.zeros(0, dtype=object)
+    for i, name in enumerate(classes):  # what audit.suggest calibrates and combines with the proxy's
+        cols[f"{PROBABILITY_SOURCES['CLIP zero-shot']}{name}"] = zs.probs[:, i]
     done += 1
 
     if captions_emb is not None:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from pruning_core.audit.suggest import PROBABILITY_SOURCES
 from pruning_core.scoring.score_info import ScoreInfo
 
 
@@ -74,8 +75,9 @@ def label_issue_scores(
     """Score columns from cleanlab, in the project's ``(frame, infos)`` form.
 
     Columns: ``cleanlab.label_quality`` (low suspicious), ``cleanlab.is_issue`` (0/1, high
-    suspicious) and ``dynamics.suggested_label`` (the class *name* the out-of-sample model
-    prefers).  The latter is an annotation, not a score: it has no ``ScoreInfo``.  Convention:
+    suspicious), ``dynamics.suggested_label`` (the class *name* the out-of-sample model
+    prefers) and the out-of-sample probabilities themselves, one ``cleanlab.prob.<class>`` column per
+    class (what :mod:`pruning_core.audit.suggest` calibrates and combines).  The latter is an annotation, not a score: it has no ``ScoreInfo``.  Convention:
     a frame column without an entry in ``infos`` is not a score (not ranked, coloured or
     evaluated), it is shown beside the scores (e.g. "suggested: cat" in the review page).
     ``**kw`` goes to :func:`find_label_issues`.
@@ -90,6 +92,8 @@ def label_issue_scores(
             "cleanlab.label_quality": res.label_quality,
             "cleanlab.is_issue": res.is_issue.astype(np.int8),
             "dynamics.suggested_label": cls[res.suggested_label].astype(str),
+            **{f"{PROBABILITY_SOURCES['cross-fitted proxy']}{c}": np.asarray(pred_probs)[:, i]
+               for i, c in enumerate(cls)},
         }
     )
     infos = {

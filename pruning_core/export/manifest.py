@@ -4,7 +4,8 @@ A manifest names everything a kept subset depended on: the score table (by a has
 and score directions), the dataset it scored, how every score family was made (the score table's
 ``settings`` as its sidecar records them: CLIP model and weights identity, adapter, k-NN settings,
 the proxy and its planned settings, AdaPruner), the selection recipe with its seed, the reviewer
-decisions in force (removals and relabels), package versions and when it was written.
+decisions in force (removals and relabels), every relabel applied to the kept subset with its source
+(a reviewer's decision, an accepted suggestion, or the "fix" strategy's confident suggestion), package versions and when it was written.
 :meth:`Manifest.replay` re-runs the recipe on a score table that :meth:`Manifest.verify` accepts and
 refuses a subset whose digest differs, so a manifest either reproduces its subset exactly or says
 why not.  ``prunescope select`` and ``pages/export.py`` both go through this type, so a manifest
@@ -30,7 +31,7 @@ from cache.store import CODE_VERSION, atomic_write_bytes
 from pruning_core import __version__
 from pruning_core.export.subset import paths_digest, selection_table
 from pruning_core.scoring.score_table import DATASET_SETTING, ScoreTable
-from pruning_core.selection import ScoreRanks, SelectionRecipe, run_recipe
+from pruning_core.selection import ScoreRanks, SelectionRecipe, run_recipe, strategy_relabels
 
 MANIFEST_VERSION = 2
 """Bumped when the document's layout changes; :meth:`Manifest.from_json` refuses other versions."""
@@ -92,6 +93,10 @@ class Manifest:
     """A :meth:`DecisionStore.snapshot` (removed paths, relabels), or None when no decisions were applied."""
     kept_count: int
     kept_digest: str
+    relabelled: dict = field(default_factory=dict)
+    """path -> ``{"label": new, "source": ...}`` for every relabel applied: the review's (source as the decision
+    store records it: ``review``, ``suggestion``, ...) and, for a relabelling strategy, its own (source
+    ``strategy:<name>``; a reviewer's decision on the same sample wins).  Replay recomputes and compares it."""
     versions: dict = field(default_factory=package_versions)
     created_at: str = field(default_factory=_now, compare=False)
     """When it was written (UTC); the only field two manifests of one selection may differ in."""
@@ -121,6 +126,7 @@ class Manifest:
             review=dict(review) if review is not None else None,
             kept_count=int(mask.sum()),
             kept_digest=paths_digest(kept),
+            relabelled=applied_relabels(table.frame, recipe, mask, review),
         )
 
     @property
@@ -135,7 +141,9 @@ class Manifest:
 
     @property
     def relabels(self) -> dict[str, str]:
-        return dict((self.review or {}).get("relabels") or {})
+        """Every relabel applied (review and strategy): path -> new label."""
+        return {**dict((self.review or {}).get("relabels") or {}),
+                **{path: entry["label"] for path, entry in self.relabelled.items()}}
 
     # ------------------------------------------------------------------ JSON
 
@@ -149,6 +157,7 @@ class Manifest:
             "selection": self.recipe.as_dict(),
             "review": self.review,
             "kept": {"count": self.kept_count, "digest": self.kept_digest},
+            "relabelled": self.relabelled,
         }
 
     def to_json(self) -> str:
@@ -184,6 +193,8 @@ class Manifest:
                 review=dict(doc["review"]) if doc["review"] is not None else None,
                 kept_count=int(doc["kept"]["count"]),
                 kept_digest=str(doc["kept"]["digest"]),
+                relabelled={str(p): {"label": str(e["label"]), "source": str(e["source"])}
+                            for p, e in dict(doc.get("relabelled") or {}).items()},
                 versions=dict(doc["versions"]),
                 created_at=str(doc["created_at"]),
             )
@@ -236,6 +247,12 @@ class Manifest:
             raise ValueError(f"{source}: replay kept {int(mask.sum()):,} samples with another digest than the "
                              f"manifest's {self.kept_count:,}: the selection code changed since it was written "
                              f"(manifest of PruneScope {self.versions.get('prunescope')}, code {self.versions.get('code')})")
+        relabelled = applied_relabels(table.frame, self.recipe, mask, self.review)
+        if relabelled != self.relabelled:
+            changed = [p for p in set(relabelled) | set(self.relabelled) if relabelled.get(p) != self.relabelled.get(p)]
+            raise ValueError(f"{source}: replay relabels {len(relabelled):,} samples, the manifest "
+                             f"{len(self.relabelled):,} ({len(changed):,} differ): the suggestion code changed "
+                             "since it was written")
         return mask
 
     def selection_table(self, frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
@@ -243,9 +260,21 @@ class Manifest:
         return selection_table(frame, mask, removed_paths=self.removed, relabels=self.relabels)
 
 
+def applied_relabels(frame: pd.DataFrame, recipe: SelectionRecipe, mask: np.ndarray,
+                     review: Optional[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """path -> ``{"label", "source"}`` of every relabel a selection applies (see :attr:`Manifest.relabelled`)."""
+    review = review or {}
+    sources = dict(review.get("relabel_sources") or {})
+    out = {path: {"label": str(label), "source": f"strategy:{recipe.strategy}"}
+           for path, label in strategy_relabels(frame, recipe, mask).items()}
+    out |= {str(path): {"label": str(label), "source": str(sources.get(path, "review"))}
+            for path, label in dict(review.get("relabels") or {}).items()}
+    return dict(sorted(out.items()))
+
+
 def kept_rows(full: pd.DataFrame) -> pd.DataFrame:
     """The kept list the CLI writes and the Export page serves, from a :func:`export.selection_table`."""
     return full[full["status"] == "kept"].reset_index(drop=True)
 
 
-__all__ = ["BUNDLE_SCORES", "MANIFEST_VERSION", "Manifest", "kept_rows", "package_versions", "table_sha256"]
+__all__ = ["BUNDLE_SCORES", "MANIFEST_VERSION", "Manifest", "applied_relabels", "kept_rows", "package_versions", "table_sha256"]

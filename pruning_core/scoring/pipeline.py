@@ -23,6 +23,7 @@ from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.embeddings.encode import batched_text_encoder, cached_chunks, embed_images
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
 from pruning_core.scoring.score_info import ScoreInfo
+from pruning_core.audit.suggest import with_suggestions
 from pruning_core.scoring.score_table import ScoreTable, base_table
 
 
@@ -343,7 +344,7 @@ def score_dataset(
     if adapruner is not None:
         ratio, proxy = adapruner
         table = table.merged(adapruner_score_table(dataset, ratio, proxy, store, progress=progress, cancel=cancel))
-    return table
+    return with_suggestions(table)  # over every probability source the run produced
 
 
 def scoring_steps(

@@ -44,7 +44,8 @@ from pruning_core.scoring.pipeline import ClipConfig, clip_embeddings
 from pruning_core.runtime.planner import DynamicsPlan, Rates, format_seconds, plan_dynamics, planned_batch_size
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
 from pruning_core.scoring.score_table import ScoreTable
-from pruning_core.selection import ADAPRUNER_COLUMN, STRATEGIES, SelectionRecipe, keep_count, run_recipe
+from pruning_core.selection import (ADAPRUNER_COLUMN, STRATEGIES, SelectionRecipe, keep_count, run_recipe,
+                                    strategy_relabels)
 
 from .dynamic import train_with_dynamic_pruning
 from .mask_scores import adapruner_info, adapruner_logits
@@ -296,9 +297,10 @@ def _mask_hash(mask: np.ndarray) -> str:
 
 
 def _subset_mask(spec: RunSpec, data: EvalData, config: EvalConfig, store: ResultStore, weights, balance: bool,
-                 progress, cancel) -> np.ndarray:
+                 progress, cancel) -> tuple[np.ndarray, np.ndarray]:
+    """The kept mask and the training labels (a relabelling strategy's fixes applied, else the given ones)."""
     if spec.strategy == "full":
-        return np.ones(len(data.y), dtype=bool)
+        return np.ones(len(data.y), dtype=bool), data.y
     frame, infos = data.frame, data.infos
     if _fitted_per_ratio(spec.strategy):  # AdaPruner, the one registered strategy whose column is learned per ratio
         logits = adapruner_logits(data.x, data.y, spec.keep, config.proxy, store, fingerprint=data.fingerprint,
@@ -306,7 +308,23 @@ def _subset_mask(spec: RunSpec, data: EvalData, config: EvalConfig, store: Resul
         frame = frame.assign(**{ADAPRUNER_COLUMN: logits})
         infos = {**infos, ADAPRUNER_COLUMN: adapruner_info(spec.keep)}
     recipe = SelectionRecipe(keep=spec.keep, strategy=spec.strategy, weights=weights, balance=balance, seed=spec.seed)
-    return run_recipe(frame, infos, recipe)
+    mask = run_recipe(frame, infos, recipe)
+    return mask, relabelled_ids(frame, data.y, strategy_relabels(frame, recipe, mask))
+
+
+def relabelled_ids(frame: pd.DataFrame, y: np.ndarray, relabels: dict[str, str]) -> np.ndarray:
+    """``y`` with ``relabels`` (path -> class name) applied; class ids read off the (label, id) pairs of ``frame``."""
+    if not relabels:
+        return y
+    ids = dict(zip(frame["label"].astype(str), y.tolist()))
+    new = frame["path"].astype(str).map(relabels)
+    unknown = sorted(set(new.dropna()) - set(ids))
+    if unknown:
+        raise ValueError(f"suggested label(s) {unknown} name no class of the training split")
+    out = y.copy()
+    fixed = new.notna().to_numpy()
+    out[fixed] = new[fixed].map(ids).to_numpy(dtype=y.dtype)
+    return out
 
 
 def run_one(
@@ -330,8 +348,10 @@ def run_one(
         params |= {"mode": "dynamic", "ratio": spec.keep, "consistency": column,
                    "consistency_hash": hashlib.sha256(consistency.tobytes()).hexdigest()[:16] if column else None}
     else:
-        mask = _subset_mask(spec, data, config, store, weights, balance, progress, cancel)
+        mask, y = _subset_mask(spec, data, config, store, weights, balance, progress, cancel)
         params |= {"mode": "static", "subset": _mask_hash(mask)}
+        if y is not data.y:  # a relabelling strategy: the fixed labels are part of what trains
+            params |= {"labels": hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()[:24]}
     step = CachedStep("subset-eval", data.fingerprint, params)
 
     def train_run() -> Computed:
@@ -340,7 +360,7 @@ def run_one(
                                                           test_x=data.test_x, test_y=data.test_y,
                                                           progress=progress, cancel=cancel, **train)
         else:
-            run = train_on_subset(data.x, data.y, mask, test_x=data.test_x, test_y=data.test_y,
+            run = train_on_subset(data.x, y, mask, test_x=data.test_x, test_y=data.test_y,
                                   progress=progress, cancel=cancel, **train)
         return Computed(arrays={"heldout_probs": run.heldout_probs},
                         meta={"accuracy": run.accuracy, "n_train": run.n_train, "samples_trained": run.samples_trained,
