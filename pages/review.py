@@ -12,6 +12,7 @@ import streamlit as st
 
 from pruning_core.audit.review import ReviewError
 from ui import review_state as rs
+from ui import review_queue as rq
 from ui import state
 from ui.gallery import image_for, show_gallery
 from ui.similar import show_similar
@@ -45,7 +46,9 @@ if st.session_state["review_detector"] not in cols:
 rs.remember("review_size", min(500, len(frame)))
 rs.remember("review_undecided", True)
 
-c1, c2, c3, c4 = st.columns([2, 3, 1.2, 1.4])
+rs.remember("review_learning", True)
+
+c1, c2, c3, c4, c5 = st.columns([2, 3, 1.2, 1.4, 1.4])
 source = c1.selectbox("Queue", sources, key="review_queue_source",
                       format_func=lambda s: "All samples" if s == rs.ALL else
                       f"Tag: {s[4:]} ({tags[s[4:]]:,})" if s.startswith("tag:") else f"{s[4:]} ({len(sent[1]):,})")
@@ -53,15 +56,31 @@ detector = c2.selectbox("Order by detector (most suspicious first)", cols, key="
                         format_func=lambda c: f"{c} ({table.infos[c].suspicious} = suspicious)")
 size = c3.number_input("Queue size", min_value=1, max_value=len(frame), step=50, key="review_size")
 only_undecided = c4.toggle("Only undecided", key="review_undecided")
-rs.keep("review_queue_source", "review_detector", "review_size", "review_undecided")
+learning = c5.toggle("Learn from verdicts", key="review_learning",
+                     help=f"Refit a small model on your verdicts every {rq.CONFIG.refit_every} and re-order what is "
+                          f"undecided; until then, and with this off, the detector's order.")
+rs.keep("review_queue_source", "review_detector", "review_size", "review_undecided", "review_learning")
 
 info = table.infos[detector]
 st.caption(f"**{detector}**: {info.description}")
-order = frame[detector].sort_values(ascending=info.suspicious == "low", kind="stable", na_position="last").index
+ranked = frame[detector].sort_values(ascending=info.suspicious == "low", kind="stable", na_position="last").index
+order = ranked
 if source != rs.ALL:
     members = set(store.tagged(fp, source[4:]) if source.startswith("tag:") else sent[1])
     order = order[frame.loc[order, "path"].isin(members).to_numpy()]
-queue = order[: int(size)]
+picks = pd.Series("review", index=frame.index)  # how each queue entry was picked: its decision's source
+if learning:
+    learner = rq.learning_queue(dataset, table, frame.index.get_indexer(ranked), detector)
+    rows, actions, row_picks, last_id = rq.queue_decisions(store, fp, frame)
+    plan = learner.plan(rows, actions, row_picks, candidates=frame.index.get_indexer(order), length=int(size))
+    rq.record_refit(store, fp, plan, last_id)
+    rq.show_status(plan)
+    candidates = set(order)
+    decided_rows = [r for r in frame.index[rows] if r in candidates]
+    queue = pd.Index(decided_rows + frame.index[plan.rows].tolist())[: max(int(size), len(decided_rows))]
+    picks.loc[frame.index[plan.rows]] = [f"queue:{p}" for p in plan.picks]
+else:
+    queue = order[: int(size)]
 decisions = rs.decisions_for(dataset, frame.loc[queue])
 decided = decisions != "undecided"
 n_done = int(decided.sum())
@@ -73,11 +92,11 @@ p2.caption("In the whole dataset: " + " · ".join(f"{a} {totals[a]:,}" for a in 
 
 
 # ----------------------------------------------------------------------------- actions
-def _decide(path: str, action: str, label_key: str | None = None) -> None:
+def _decide(path: str, action: str, label_key: str | None = None, source: str = "review") -> None:
     name = st.session_state.get(rs.REVIEWER, "").strip()
     new_label = st.session_state.get(label_key) if label_key else None
     try:
-        store.decide(fp, path, action, new_label=new_label, reviewer=name, classes=dataset.classes)
+        store.decide(fp, path, action, new_label=new_label, reviewer=name, classes=dataset.classes, source=source)
     except ReviewError as exc:
         st.session_state["review_message"] = ("error", str(exc))
         return
@@ -143,7 +162,10 @@ with single:
                     size_note = ""
                 st.image(image, caption=f"{path} · {size_note}", width=IMAGE_SIZE)
         with right:
+            pick = rq.PICK_NOTES.get(picks[current].removeprefix("queue:"))
             st.caption(f"#{position + 1:,} in queue · row {current}")
+            if pick:
+                st.caption(f"Picked by: {pick}")
             st.markdown(f"### Given label: `{row['label']}`")
             for col, who in SUGGESTIONS.items():
                 if col in frame and pd.notna(row[col]):
@@ -177,12 +199,12 @@ with single:
         suggestion = next((str(row[c]) for c in SUGGESTIONS if c in frame and str(row[c]) in others), others[0])
         label_key = f"relabel_to_{current}"
         b = st.columns([1, 1, 2, 1, 1, 1, 1])
-        b[0].button("Keep (k)", on_click=_decide, args=(path, "keep"), type="primary", width="stretch")
-        b[1].button("Remove (r)", on_click=_decide, args=(path, "remove"), width="stretch")
+        b[0].button("Keep (k)", on_click=_decide, args=(path, "keep", None, picks[current]), type="primary", width="stretch")
+        b[1].button("Remove (r)", on_click=_decide, args=(path, "remove", None, picks[current]), width="stretch")
         b[2].selectbox("Relabel to", others, index=others.index(suggestion), key=label_key,
                        label_visibility="collapsed")
-        b[3].button("Relabel (l)", on_click=_decide, args=(path, "relabel", label_key), width="stretch")
-        b[4].button("Skip (s)", on_click=_decide, args=(path, "skip"), width="stretch")
+        b[3].button("Relabel (l)", on_click=_decide, args=(path, "relabel", label_key, picks[current]), width="stretch")
+        b[4].button("Skip (s)", on_click=_decide, args=(path, "skip", None, picks[current]), width="stretch")
         b[5].button("Undo (u)", on_click=_undo, args=(queue_paths,), width="stretch")
         if not only_undecided:
             b[6].button("Next ▶", on_click=_move, args=(1,), shortcut="Right", disabled=position >= len(queue) - 1,
