@@ -157,7 +157,7 @@ def queue_features(
         suggested = frame[column].astype(str)
         differs = (suggested != given).to_numpy()
         block, block_names = _one_hot(suggested, column, config.max_categories)
-        pairs, pair_names = _one_hot(given.where(~differs, "") + "→" + suggested.where(~differs, ""),
+        pairs, pair_names = _one_hot(given.where(differs, "") + "→" + suggested.where(differs, ""),
                                      f"{column}:pair", config.max_categories)
         pair_keep = [i for i, n in enumerate(pair_names) if not n.endswith("=→")]  # agreeing rows: no pair column
         blocks += [block, differs[:, None].astype(np.float32), pairs[:, pair_keep]]
