@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--model", default=QueueConfig.model)
     ap.add_argument("--refit-every", type=int, default=QueueConfig.refit_every)
-    ap.add_argument("--calibration", default=QueueConfig.calibration)
+    ap.add_argument("--evidence-window", type=int, default=QueueConfig.evidence_window)
     args = ap.parse_args()
     path = DEMO_SCORES if args.scores == "demo" else Path(args.scores)
     table = ScoreTable.load(path)
@@ -93,7 +93,7 @@ def main() -> None:
     name, order = best_detector(table, noisy)
     print(f"{path.name}: {len(frame):,} samples, {noisy.mean():.1%} noisy; best single detector {name}; "
           f"model {args.model}; load {os.getloadavg()[0]:.2f}")
-    base = QueueConfig(model=args.model, refit_every=args.refit_every, calibration=args.calibration)
+    base = QueueConfig(model=args.model, refit_every=args.refit_every, evidence_window=args.evidence_window)
     features = queue_features(frame, table.infos, config=base)
     print(f"inputs ({len(features.names)}): {', '.join(features.names[:12])}{' …' if len(features.names) > 12 else ''}")
     static = {v: float(noisy[order[v:v + args.ahead]].mean()) for v in checkpoints}

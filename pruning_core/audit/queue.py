@@ -89,7 +89,6 @@ class QueueConfig:
     regularization: float = 0.3
     """Inverse L2 strength C of the logistic model."""
     seed: int = 0
-    calibration: str = "prequential"
 
     def __post_init__(self) -> None:
         if self.refit_every < 1:
@@ -390,9 +389,7 @@ class LearningQueue:
             previous = self.model_for(verdict_rows[:fitted_on - config.refit_every],
                                       verdict_targets_[:fitted_on - config.refit_every])
             moved = order_moved(self.order(previous, undecided), ranked, window)
-            evidence, predicted, observed = self.prequential(rows, targets, picks, config.evidence_window)
-            if config.calibration == "current":
-                predicted = model.score(self.features.values[evidence])
+            _, predicted, observed = self.prequential(rows, targets, picks, config.evidence_window)
             next_model = plan_rows[plan_picks == "model"][:window]
             if len(observed) and len(next_model):
                 estimate = next_precision(model.score(self.features.values[next_model]), predicted, observed)
