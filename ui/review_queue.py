@@ -85,8 +85,9 @@ def show_status(plan: QueuePlan) -> None:
                    f"Kendall τ {moved.kendall_tau:.2f}")
     hits, checked = plan.model_picks_confirmed
     pool = plan.pool_estimate
-    pool_text = (f"problems among the undecided: {pool.precision:.0%} ({pool.low:.0%}–{pool.high:.0%}, "
-                 f"{pool.source})" if pool is not None else "no random picks decided yet")
+    pool_text = (f"{pool.precision:.0%} of them were problems ({pool.level:.0%} interval {pool.low:.0%}–"
+                 f"{pool.high:.0%}, {pool.source}): the undecided pool's rate as sampled so far"
+                 if pool is not None else "none decided yet")
     c3.caption(f"Model picks confirmed: {hits} of {checked} (raw count) · "
                f"every {CONFIG.random_every}th pick is random (🎲): {pool_text}")
     with st.expander("What the queue learns from"):

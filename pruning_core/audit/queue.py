@@ -75,7 +75,7 @@ class QueueConfig:
     refit_every: int = 20
     """Verdicts between refits; also the verdicts needed before the first model (the cold start)."""
     random_share: float = 0.10
-    """Share of picks drawn uniformly at random from the undecided candidates (0 = none)."""
+    """Share of picks drawn uniformly at random from the undecided candidates (0 = none, at most 0.5)."""
     estimate_window: int = 50
     """The "next N" model picks whose precision the page estimates."""
     evidence_window: int = 100
@@ -93,8 +93,8 @@ class QueueConfig:
     def __post_init__(self) -> None:
         if self.refit_every < 1:
             raise ValueError(f"refit_every must be >= 1, got {self.refit_every}")
-        if not 0.0 <= self.random_share < 1.0:
-            raise ValueError(f"random_share must be in [0, 1), got {self.random_share}")
+        if not 0.0 <= self.random_share <= 0.5:
+            raise ValueError(f"random_share must be in [0, 0.5] (the rest are the model's picks), got {self.random_share}")
         if self.model not in MODELS:
             raise ValueError(f"unknown queue model {self.model!r}; choose from {', '.join(MODELS)}")
 
@@ -276,7 +276,9 @@ class QueuePlan:
     """Estimated precision of the next ``estimate_window`` model picks (None before the model has picked)."""
     moved: Optional[Moved]
     pool_estimate: Optional[Estimate]
-    """Share of problems among the undecided candidates, from the random picks' verdicts alone."""
+    """Share of problems among the random picks (Jeffreys), each uniform over the candidates undecided when it
+    was drawn: the undecided pool's rate as sampled over the session so far (the model's picks since have
+    taken problems out of it, so today's rate is lower, not higher)."""
     model_picks_confirmed: tuple[int, int] = (0, 0)
     """(problems, verdicts) among the model's own picks (random and detector picks left out)."""
     next_refit_in: int = 0
@@ -376,8 +378,8 @@ class LearningQueue:
         verdict = targets >= 0
         n_verdicts = int(verdict.sum())
         fitted_on = (n_verdicts // config.refit_every) * config.refit_every
-        verdict_rows, verdict_targets_ = rows[verdict], targets[verdict]
-        model = self.model_for(verdict_rows[:fitted_on], verdict_targets_[:fitted_on])
+        verdict_rows, verdict_y = rows[verdict], targets[verdict]
+        model = self.model_for(verdict_rows[:fitted_on], verdict_y[:fitted_on])
         ranked = self.order(model, undecided)
 
         window = config.estimate_window
@@ -387,7 +389,7 @@ class LearningQueue:
         moved = estimate = None
         if model is not None:
             previous = self.model_for(verdict_rows[:fitted_on - config.refit_every],
-                                      verdict_targets_[:fitted_on - config.refit_every])
+                                      verdict_y[:fitted_on - config.refit_every])
             moved = order_moved(self.order(previous, undecided), ranked, window)
             _, predicted, observed = self.prequential(rows, targets, picks, config.evidence_window)
             next_model = plan_rows[plan_picks == "model"][:window]
