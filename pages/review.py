@@ -14,6 +14,7 @@ from pruning_core.audit.review import UNCHECKED, DecisionConflict, ReviewError, 
 from pruning_core.audit.suggest import (SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, SUGGESTION_SETTING, FixConfig,
                                         accept_suggestions, pending_suggestions)
 from ui import review_state as rs
+from ui import review_queue as rq
 from ui import state
 from ui.gallery import breakable, image_for, row_name, show_gallery
 from ui.similar import show_similar
@@ -21,7 +22,7 @@ from ui.similar import show_similar
 SUGGESTIONS = {"clip.suggested_label": "CLIP zero-shot", "dynamics.suggested_label": "proxy model"}
 ICONS = {"keep": "✅", "remove": "🗑️", "relabel": "🏷️", "skip": "⏭️", "undecided": "·"}
 IMAGE_SIZE = 400
-REVIEW_CONFLICT = "review_conflict"  # (DecisionConflict, my action, my new label) while the page asks
+REVIEW_CONFLICT = "review_conflict"  # (DecisionConflict, my action, my new label, my source) while the page asks
 
 st.title("Review")
 scored = state.require_scored_dataset()
@@ -48,7 +49,9 @@ if st.session_state["review_detector"] not in cols:
 rs.remember("review_size", min(500, len(frame)))
 rs.remember("review_undecided", True)
 
-c1, c2, c3, c4 = st.columns([2, 3, 1.2, 1.4])
+rs.remember("review_learning", True)
+
+c1, c2, c3, c4, c5 = st.columns([2, 3, 1.2, 1.4, 1.4])
 source = c1.selectbox("Queue", sources, key="review_queue_source",
                       format_func=lambda s: "All samples" if s == rs.ALL else
                       f"Tag: {s[4:]} ({tags[s[4:]]:,})" if s.startswith("tag:") else f"{s[4:]} ({len(sent[1]):,})")
@@ -56,16 +59,32 @@ detector = c2.selectbox("Order by detector (most suspicious first)", cols, key="
                         format_func=lambda c: f"{c} ({table.infos[c].suspicious} = suspicious)")
 size = c3.number_input("Queue size", min_value=1, max_value=len(frame), step=50, key="review_size")
 only_undecided = c4.toggle("Only undecided", key="review_undecided")
-rs.keep("review_queue_source", "review_detector", "review_size", "review_undecided")
+learning = c5.toggle("Learn from verdicts", key="review_learning",
+                     help=f"Refit a small model on your verdicts every {rq.CONFIG.refit_every} and re-order what is "
+                          f"undecided; until then, and with this off, the detector's order.")
+rs.keep("review_queue_source", "review_detector", "review_size", "review_undecided", "review_learning")
 state.publish_to_url()  # the queue is part of the view a reload or a shared link reopens
 
 info = table.infos[detector]
 st.caption(f"**{detector}**: {info.description}")
-order = frame[detector].sort_values(ascending=info.suspicious == "low", kind="stable", na_position="last").index
+ranked = frame[detector].sort_values(ascending=info.suspicious == "low", kind="stable", na_position="last").index
+order = ranked
 if source != rs.ALL:
     members = set(store.tagged(fp, source[4:]) if source.startswith("tag:") else sent[1])
     order = order[frame.loc[order, "path"].isin(members).to_numpy()]
-queue = order[: int(size)]
+picks = pd.Series("review", index=frame.index)  # how each queue entry was picked: its decision's source
+if learning:
+    learner = rq.learning_queue(dataset, table, frame.index.get_indexer(ranked), detector)
+    rows, actions, row_picks, last_id = rq.queue_decisions(store, fp, frame)
+    plan = learner.plan(rows, actions, row_picks, candidates=frame.index.get_indexer(order), length=int(size))
+    rq.record_refit(store, fp, plan, last_id)
+    rq.show_status(plan)
+    candidates = set(order)
+    decided_rows = [r for r in frame.index[rows] if r in candidates]
+    queue = pd.Index(decided_rows + frame.index[plan.rows].tolist())[: max(int(size), len(decided_rows))]
+    picks.loc[frame.index[plan.rows]] = [f"queue:{p}" for p in plan.picks]
+else:
+    queue = order[: int(size)]
 decisions = rs.decisions_for(dataset, frame.loc[queue])
 decided = decisions != "undecided"
 n_done = int(decided.sum())
@@ -77,18 +96,20 @@ p2.caption("In the whole dataset: " + " · ".join(f"{a} {totals[a]:,}" for a in 
 
 
 # ----------------------------------------------------------------------------- actions
-def _decide(path: str, action: str, label_key: str | None = None, seen: Seen = UNCHECKED) -> None:
-    _record(path, action, st.session_state.get(label_key) if label_key else None, seen)
+def _decide(path: str, action: str, label_key: str | None = None, seen: Seen = UNCHECKED,
+            source: str = "review") -> None:
+    _record(path, action, st.session_state.get(label_key) if label_key else None, seen, source)
 
 
-def _record(path: str, action: str, new_label: str | None, seen: Seen) -> None:
+def _record(path: str, action: str, new_label: str | None, seen: Seen, source: str = "review") -> None:
     """Record the decision unless another reviewer decided this sample since ``seen``: then ask (REVIEW_CONFLICT)."""
     name = st.session_state.get(rs.REVIEWER, "").strip()
     st.session_state.pop(REVIEW_CONFLICT, None)
     try:
-        store.decide(fp, path, action, new_label=new_label, reviewer=name, classes=dataset.classes, expected=seen)
+        store.decide(fp, path, action, new_label=new_label, reviewer=name, classes=dataset.classes, expected=seen,
+                     source=source)
     except DecisionConflict as exc:
-        st.session_state[REVIEW_CONFLICT] = (exc, action, new_label)
+        st.session_state[REVIEW_CONFLICT] = (exc, action, new_label, source)
         return
     except ReviewError as exc:
         st.session_state["review_message"] = ("error", str(exc))
@@ -122,11 +143,11 @@ if message:
     (st.error if message[0] == "error" else st.toast)(message[1])
 conflict = st.session_state.get(REVIEW_CONFLICT)
 if conflict:  # another reviewer decided this sample after this page showed it: both decisions stay in the history
-    exc, mine, mine_label = conflict
+    exc, mine, mine_label, mine_source = conflict
     st.warning(f"⚠️ {exc}. Apply your **{mine}**{f' → {mine_label}' if mine_label else ''} anyway, or keep theirs?")
     k1, k2, _ = st.columns([2, 2, 4])
     k1.button(f"Apply my {mine} anyway", key="review_conflict_mine", on_click=_record,
-              args=(exc.path, mine, mine_label, exc.theirs.id if exc.theirs else None))
+              args=(exc.path, mine, mine_label, exc.theirs.id if exc.theirs else None, mine_source))
     k2.button("Keep theirs", key="review_conflict_theirs", on_click=st.session_state.pop, args=(REVIEW_CONFLICT,))
 
 single, grid = st.tabs(["One at a time", "Grid"])
@@ -166,7 +187,10 @@ with single:
                     size_note = ""
                 st.image(image, caption=f"{path} · {size_note}", width=IMAGE_SIZE)
         with right:
+            pick = rq.PICK_NOTES.get(picks[current].removeprefix("queue:"))
             st.caption(f"#{position + 1:,} in queue · {row_name(frame, current)}")
+            if pick:
+                st.caption(f"Picked by: {pick}")
             st.markdown(f"### Given label: `{row['label']}`")
             for col, who in SUGGESTIONS.items():
                 if col in frame and pd.notna(row[col]):
@@ -202,12 +226,14 @@ with single:
         shown = rs.latest(dataset).set_index("path")["id"].get(path)  # the decision this page shows (None: undecided)
         seen = None if shown is None else int(shown)
         b = st.columns([1, 1, 2, 1, 1, 1, 1])
-        b[0].button("Keep (k)", on_click=_decide, args=(path, "keep", None, seen), type="primary", width="stretch")
-        b[1].button("Remove (r)", on_click=_decide, args=(path, "remove", None, seen), width="stretch")
+        source = picks[current]  # which pick brought this sample (queue:detector / model / random)
+        b[0].button("Keep (k)", on_click=_decide, args=(path, "keep", None, seen, source), type="primary",
+                    width="stretch")
+        b[1].button("Remove (r)", on_click=_decide, args=(path, "remove", None, seen, source), width="stretch")
         b[2].selectbox("Relabel to", others, index=others.index(suggestion), key=label_key,
                        label_visibility="collapsed")
-        b[3].button("Relabel (l)", on_click=_decide, args=(path, "relabel", label_key, seen), width="stretch")
-        b[4].button("Skip (s)", on_click=_decide, args=(path, "skip", None, seen), width="stretch")
+        b[3].button("Relabel (l)", on_click=_decide, args=(path, "relabel", label_key, seen, source), width="stretch")
+        b[4].button("Skip (s)", on_click=_decide, args=(path, "skip", None, seen, source), width="stretch")
         b[5].button("Undo (u)", on_click=_undo, args=(queue_paths,), width="stretch")
         if not only_undecided:
             b[6].button("Next ▶", on_click=_move, args=(1,), shortcut="Right", disabled=position >= len(queue) - 1,
