@@ -226,14 +226,14 @@ with single:
         shown = rs.latest(dataset).set_index("path")["id"].get(path)  # the decision this page shows (None: undecided)
         seen = None if shown is None else int(shown)
         b = st.columns([1, 1, 2, 1, 1, 1, 1])
-        source = picks[current]  # which pick brought this sample (queue:detector / model / random)
-        b[0].button("Keep (k)", on_click=_decide, args=(path, "keep", None, seen, source), type="primary",
+        picked_by = picks[current]  # which pick brought this sample (queue:detector / model / random)
+        b[0].button("Keep (k)", on_click=_decide, args=(path, "keep", None, seen, picked_by), type="primary",
                     width="stretch")
-        b[1].button("Remove (r)", on_click=_decide, args=(path, "remove", None, seen, source), width="stretch")
+        b[1].button("Remove (r)", on_click=_decide, args=(path, "remove", None, seen, picked_by), width="stretch")
         b[2].selectbox("Relabel to", others, index=others.index(suggestion), key=label_key,
                        label_visibility="collapsed")
-        b[3].button("Relabel (l)", on_click=_decide, args=(path, "relabel", label_key, seen, source), width="stretch")
-        b[4].button("Skip (s)", on_click=_decide, args=(path, "skip", None, seen, source), width="stretch")
+        b[3].button("Relabel (l)", on_click=_decide, args=(path, "relabel", label_key, seen, picked_by), width="stretch")
+        b[4].button("Skip (s)", on_click=_decide, args=(path, "skip", None, seen, picked_by), width="stretch")
         b[5].button("Undo (u)", on_click=_undo, args=(queue_paths,), width="stretch")
         if not only_undecided:
             b[6].button("Next ▶", on_click=_move, args=(1,), shortcut="Right", disabled=position >= len(queue) - 1,

@@ -46,7 +46,7 @@ def test_review_page_learns_and_shows_the_estimate_after_verdicts(scored):
     assert any("Refit on 20 verdicts" in c.value for c in at.caption)
     for _ in range(5):  # the learned order's own picks, answered through the page
         assert "Picked by: learned order" in [c.value for c in at.caption]
-        row = int(next(c.value for c in at.caption if "in queue" in c.value).split("row ")[1])
+        row = int(next(c.value for c in at.caption if "in queue" in c.value).split("row ")[1].split(" ")[0])
         next(b for b in at.button if b.label == ("Remove (r)" if problem[row] else "Keep (k)")).click().run()
         assert not at.exception
     sources = store.history(dataset.fingerprint)["source"].tolist()
