@@ -3,6 +3,7 @@
 import streamlit as st
 
 from pruning_core.audit.overview import clip_fitness
+from pruning_core.data.datasets import DatasetError, check_trainable
 from pruning_core.embeddings.clip_model import WeightsUnavailable
 from pruning_core.runtime.devices import device_choices
 from pruning_core.dynamics.config import DynamicsConfig
@@ -75,9 +76,14 @@ given = {
 }
 given = {name: int(value) for name, value in given.items() if value is not None}
 dyn_request = DynamicsConfig(arch=arch, dynunc_window=int(window), device=device, budget_s=float(budget), **given)
-plan = state.plan_dynamics(dataset, dyn_request, tuple(given))
-(st.info if plan.fits else st.warning)(f"**Plan:** {plan.describe()}", icon=":material/schedule:")
-run_dyn = st.button("Compute dynamics scores", type="primary")
+try:  # before the throughput probe: a proxy cannot train on one class
+    check_trainable(dataset, dataset.root, "dynamics scores and the AdaPruner mask")
+    plan = state.plan_dynamics(dataset, dyn_request, tuple(given))
+    (st.info if plan.fits else st.warning)(f"**Plan:** {plan.describe()}", icon=":material/schedule:")
+except DatasetError as exc:
+    plan = None
+    st.error(str(exc))
+run_dyn = st.button("Compute dynamics scores", type="primary", disabled=plan is None)
 
 if run_dyn:
     dyn = plan.config
@@ -99,7 +105,7 @@ with st.form("adapruner"):
                "data, then the mask is trained to keep the chosen fraction. Adds `adapruner.keep_logit` and the "
                "'adapruner' strategy on the Prune page. Uses the time budget above; settings left empty are planned.")
     ada_ratio = st.slider("Target kept fraction", min_value=0.05, max_value=0.95, value=0.8, step=0.05)
-    run_ada = st.form_submit_button("Learn AdaPruner mask", type="primary")
+    run_ada = st.form_submit_button("Learn AdaPruner mask", type="primary", disabled=plan is None)
 
 if run_ada:
     fixed_ada = {**given, "folds": 0}  # one training run, no cross-fitting

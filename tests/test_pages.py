@@ -98,6 +98,21 @@ def test_score_page_shows_the_plan_before_running_and_runs_it(folder):
     assert settings["budget_s"] == 60.0
 
 
+def test_score_page_refuses_one_class_before_the_throughput_probe(tmp_path, monkeypatch):
+    def probe(*args, **kwargs):
+        raise AssertionError("the throughput probe ran")
+
+    monkeypatch.setattr(state, "plan_dynamics", probe)
+    (tmp_path / "one" / "cat").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "one" / "cat" / f"{i}.png")
+    at = page("score", state.DatasetSource("folder", str(tmp_path / "one"))).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"{(tmp_path / 'one').resolve()}: only one class ('cat', 3 samples); dynamics "
+                                           "scores and the AdaPruner mask train a classifier, which needs at least 2 classes"]
+    assert next(b for b in at.button if b.label == "Compute dynamics scores").disabled
+
+
 def test_score_page_says_whether_clip_fits_this_data_with_the_numbers(folder):
     from pruning_core.data.datasets import load_dataset
     from pruning_core.scoring.score_info import ScoreInfo
