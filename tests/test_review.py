@@ -164,3 +164,23 @@ def test_a_store_written_before_action_ids_is_migrated(tmp_path):
     old = DecisionStore(path)
     assert [d.path for d in old.undo_action("fp")] == ["y"]  # no action id: one decision at a time
     assert old.latest("fp")["path"].tolist() == ["x"]
+
+
+def test_a_full_disk_is_named_and_loses_nothing_already_recorded(tmp_path):
+    from contextlib import contextmanager
+
+    class FullDisk(DecisionStore):
+        """A store whose file may not grow: SQLite's own SQLITE_FULL, as on a full disk."""
+
+        @contextmanager
+        def _connect(self):
+            with super()._connect() as con:
+                con.execute(f"PRAGMA max_page_count={con.execute('PRAGMA page_count').fetchone()[0]}")
+                yield con
+
+    DecisionStore(tmp_path / "r.sqlite").decide("fp", "a.png", "keep")
+    store = FullDisk(tmp_path / "r.sqlite")
+    items = [(f"{'x' * 200}/{i}.png", "remove", None) for i in range(2000)]
+    with pytest.raises(ReviewError, match=r"r\.sqlite: the disk is full; nothing of this action was recorded"):
+        store.record("fp", items)
+    assert DecisionStore(tmp_path / "r.sqlite").latest("fp")["path"].tolist() == ["a.png"]

@@ -168,6 +168,11 @@ class DecisionStore:
             con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
             con.row_factory = sqlite3.Row
             yield con
+        except sqlite3.OperationalError as exc:  # the open transaction is rolled back when the connection closes
+            if "full" in str(exc):
+                raise ReviewError(f"{self.path}: the disk is full; nothing of this action was recorded "
+                                  "(earlier decisions are intact). Free some space and try again") from None
+            raise
         finally:
             con.close()
 
