@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -70,9 +71,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from pruning_core.scoring.pipeline import ClipConfig, score_dataset
     from pruning_core.scoring.score_table import ScoreTable
 
-    from pruning_core.runtime.planner import process_started
-
-    started = process_started()  # --budget covers the whole dynamics step: starting, loading and probing count
+    started = args.clock_started  # --budget covers the whole dynamics step: starting, loading and probing count
     outputs = ScoreTable.output_paths(args.out)  # refused before any work: a bad name must not cost a scoring run
     if args.data != DEMO:
         check_outputs(outputs, [args.data])
@@ -618,6 +617,11 @@ def one_line(exc: BaseException) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from pruning_core.runtime import executors
+    from pruning_core.runtime.planner import process_started
+
+    # A command line's budget starts with its interpreter; a call from a running program (a notebook, a test
+    # session) starts it now, or the program's age would already have spent it.
+    args.clock_started = process_started() if argv is None else time.monotonic()
     from pruning_core.runtime.progress import Cancelled
 
     try:

@@ -57,7 +57,8 @@ def test_hovering_a_point_shows_its_own_thumbnail(demo_assets, isolated_cache):
         shot(page, "explore-hover")
         path = samples.loc[point["row"], "path"]
         assert thumb.get_attribute("alt") == path
-        assert f"row {point['row']} · {samples.loc[point['row'], 'label']}" in frame.locator("#tip").inner_text()
+        name = path.rsplit("/", 1)[-1]
+        assert f"row {point['row']} · {name} · {samples.loc[point['row'], 'label']}" in frame.locator("#tip").inner_text()
         src = thumb.get_attribute("src")
         assert src.startswith("data:image/jpeg;base64,")  # inline: no file URL the browser could vary
         shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"), float)

@@ -126,8 +126,15 @@ def test_dynamics_scores_from_the_cli(folder, tmp_path):
     assert len(results()) == 3
 
 
-def test_budgeted_dynamics_prints_its_plan_and_records_it(folder, tmp_path, capsys):
-    """`score --dynamics --budget` plans what was not given, says so first, and the sidecar and manifest keep it."""
+def test_budgeted_dynamics_prints_its_plan_and_records_it(folder, tmp_path, capsys, monkeypatch):
+    """`score --dynamics --budget` plans what was not given, says so first, and the sidecar and manifest keep it.
+
+    Called from a long-running program (here: a process 1,000 s old), the budget starts with the call."""
+    import time
+
+    from pruning_core.runtime import planner
+
+    monkeypatch.setattr(planner, "process_started", lambda: time.monotonic() - 1000.0)
     out = tmp_path / "scores.parquet"
     assert run("--cache-dir", tmp_path / "cache", "score", folder, "--out", out, "--no-clip", "--dynamics",
                "--budget", "30", "--width", "8", "--folds", "0", "--device", "cpu") == 0
