@@ -14,7 +14,7 @@ from ui import background, map_sources
 from ui import review_state as rs
 from ui import state
 from ui.gallery import row_name, show_gallery
-from ui.map_component import colour_flags, hover_detail, map_payload, scatter_map
+from ui.map_component import colour_flags, hover_detail, hover_rows, map_payload, scatter_map
 from ui.similar import show_similar
 
 MAX_HOVER_SCORES = 8
@@ -112,13 +112,15 @@ else:
 
 
 # A hover or a selection reruns the page; the points go to the browser only when they changed (or a
-# remounted map asks for them), so a hover costs the page script and one thumbnail, not a 6 MB resend.
+# remounted map asks for them), so a hover costs the page script and a few thumbnails (the hovered point's and
+# its neighbours', which then show without a rerun), not a 6 MB resend.
 # (Not a fragment: Streamlit remounts a component inside a fragment on every full run, losing zoom.)
 events = st.session_state.get(MAP_KEY) or {}
 hover = None
-if events.get("hover") is not None and int(events["hover"]) in frame.index:
-    hover = hover_detail(dataset, frame, int(events["hover"]), hover_scores,
-                         colour_values if colour in flags and colour != "label" else None)
+if events.get("hover") is not None and int(events["hover"]) in frame.index:  # the hovered point and its neighbours
+    extra = colour_values if colour in flags and colour != "label" else None
+    hover = [hover_detail(dataset, frame, row, hover_scores, extra)
+             for row in hover_rows(x, y, frame.index.to_numpy(), int(events["hover"]))]
 asked = events.get("need_points") and events.get("seq") != st.session_state.get(ASKED)
 if asked:
     st.session_state[ASKED] = events.get("seq")

@@ -125,3 +125,27 @@ def map_frame(page, timeout: float = 240_000):
     frame = next(f for f in page.frames if "prunescope_map" in f.url)
     frame.wait_for_function("window.mapReady", timeout=timeout)
     return frame
+
+
+def isolated_point(frame) -> dict:
+    """The screen position (inside the iframe) and row of the drawn point farthest from any other."""
+    return frame.evaluate("""() => {
+        const gd = document.getElementById('map'), fl = gd._fullLayout, pts = [];
+        gd._fullData.forEach((t, c) => { for (let i = 0; i < t.x.length; i++)
+            pts.push([fl.xaxis.l2p(t.x[i]) + fl.margin.l, fl.yaxis.l2p(t.y[i]) + fl.margin.t, c, i]); });
+        let best = null, bestGap = -1;
+        for (const p of pts) {
+            let gap = Infinity;
+            for (const q of pts) if (q !== p) gap = Math.min(gap, Math.hypot(p[0] - q[0], p[1] - q[1]));
+            if (gap > bestGap) { bestGap = gap; best = p; }
+        }
+        return {x: best[0], y: best[1], row: window.mapRowAt(best[2], best[3]), gap: bestGap};
+    }""")
+
+
+def umap_frame(page):
+    """The map's frame once the UMAP (not the PCA preview) is drawn and the page is idle."""
+    map_frame(page)
+    page.get_by_text("A PCA preview").wait_for(state="detached", timeout=240_000)
+    wait_idle(page)
+    return map_frame(page)

@@ -8,33 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from browser_support import MAP_IFRAME, app_page, browser_page, map_frame, open_page, running_app, shot, wait_idle
+from browser_support import (MAP_IFRAME, app_page, browser_page, isolated_point, map_frame, open_page, running_app, shot,
+                             umap_frame, wait_idle)
 
 pytestmark = pytest.mark.browser
-
-def isolated_point(frame) -> dict:
-    """The screen position (inside the iframe) and row of the drawn point farthest from any other."""
-    return frame.evaluate("""() => {
-        const gd = document.getElementById('map'), fl = gd._fullLayout, pts = [];
-        gd._fullData.forEach((t, c) => { for (let i = 0; i < t.x.length; i++)
-            pts.push([fl.xaxis.l2p(t.x[i]) + fl.margin.l, fl.yaxis.l2p(t.y[i]) + fl.margin.t, c, i]); });
-        let best = null, bestGap = -1;
-        for (const p of pts) {
-            let gap = Infinity;
-            for (const q of pts) if (q !== p) gap = Math.min(gap, Math.hypot(p[0] - q[0], p[1] - q[1]));
-            if (gap > bestGap) { bestGap = gap; best = p; }
-        }
-        return {x: best[0], y: best[1], row: window.mapRowAt(best[2], best[3]), gap: bestGap};
-    }""")
-
-
-def umap_frame(page):
-    """The map's frame once the UMAP (not the PCA preview) is drawn and the page is idle."""
-    map_frame(page)
-    page.get_by_text("A PCA preview").wait_for(state="detached", timeout=240_000)
-    wait_idle(page)
-    return map_frame(page)
-
 
 def test_hovering_a_point_shows_its_own_thumbnail(demo_assets, isolated_cache):
     from PIL import Image

@@ -87,3 +87,14 @@ def test_decision_column_maps_each_path_to_its_latest_action():
     latest = pd.DataFrame({"path": ["c", "a"], "action": ["remove", "keep"]})
     out = decision_column(frame, latest)
     assert out.tolist() == ["keep", "undecided", "remove", "undecided"] and out.index.tolist() == [5, 6, 7, 8]
+
+
+def test_a_hover_prefetches_the_nearest_drawn_points_hovered_first():
+    from ui.map_component import hover_rows
+
+    x = np.array([0.0, 10.0, 1.0, np.nan, 2.0, 0.5])
+    y = np.zeros(6)
+    rows = np.array([100, 101, 102, 103, 104, 105])
+    assert hover_rows(x, y, rows, 100, k=3) == [100, 105, 102, 104]  # itself, then by distance; no NaN point
+    assert hover_rows(x, y, rows, 101, k=10) == [101, 104, 102, 105, 100]  # never more than are drawn
+    assert hover_rows(x, y, rows, 999) == [999]  # not on the map: only itself

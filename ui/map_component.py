@@ -159,9 +159,29 @@ def hover_detail(dataset: Dataset, frame: pd.DataFrame, row: int, scores: Sequen
             "text": "\n".join(lines)}
 
 
-def scatter_map(payload: Optional[dict], *, hover: Optional[dict], selected: Sequence[int], height: int, key: str
+HOVER_PREFETCH = 24
+"""Thumbnails sent with each hover beyond the hovered point's own: its nearest points on the map, so the
+next hovers around it show their image without another page rerun."""
+
+
+def hover_rows(x: np.ndarray, y: np.ndarray, rows: np.ndarray, hovered: int, k: int = HOVER_PREFETCH) -> list[int]:
+    """``hovered`` first, then the ``k`` rows drawn nearest to it (map distance; points without coordinates never)."""
+    at = np.flatnonzero(rows == hovered)
+    if not len(at):
+        return [int(hovered)]
+    distance = np.hypot(x - x[at[0]], y - y[at[0]])
+    distance[~np.isfinite(distance)] = np.inf
+    distance[at[0]] = -1.0  # the hovered point itself comes first
+    nearest = np.argsort(distance, kind="stable")[: k + 1]
+    return [int(rows[i]) for i in nearest if np.isfinite(distance[i])]
+
+
+def scatter_map(payload: Optional[dict], *, hover: Optional[list[dict]], selected: Sequence[int], height: int, key: str
                 ) -> Optional[dict]:
     """Draw the map; returns ``{"selected": [rows], "hover": row, "seq", "need_points"}`` or None before any event.
+
+    ``hover`` is a list of :func:`hover_detail` (the hovered row's first); the browser keeps every one it
+    was sent for the life of the map, so a point it holds shows its image without asking again.
 
     ``payload=None`` keeps the points the browser already has (a hover rerun need not resend them).
     ``selected`` is the selection the page acts on: a remounted map (after visiting another page)
