@@ -97,7 +97,8 @@ def test_random_picks_are_marked_and_left_out_of_the_models_precision_claim():
     assert (plan.picks[(80 + np.arange(60)) % 10 == 9] == "random").all()
     own = picks == "model"
     assert plan.model_picks_confirmed == (int(problem[np.asarray(rows)[own]].sum()), int(own.sum()))
-    assert plan.estimate is not None and plan.estimate.checked == own.sum()
+    assert plan.estimate is not None and plan.estimate.checked == min(own.sum(), config.recent_window)
+    assert f"spans the last {own.sum()} picks" in plan.estimate.source  # every model pick, none of the random ones
 
     # flip every random pick's verdict: the model's claim (estimate, confirmed count) must not move
     flipped = actions.copy()
@@ -156,3 +157,15 @@ def test_features_carry_labels_suggestions_pairs_and_embedding_components():
     assert pair.sum() == ((frame["label"] == "ant") & (np.arange(N) % 7 == 0)).sum()
     top = features.values[np.argmax(frame["test.loss"]), names.index("rank:test.loss")]
     assert top == 1.0  # rank 1 = most suspicious
+
+
+def test_next_precision_follows_a_drift_in_the_latest_picks_and_spans_both_windows():
+    """The top of the order used up: the last 25 picks hit far less often than the 75 before them."""
+    predicted = np.full(100, 0.8)
+    observed = np.r_[np.ones(75), np.r_[np.ones(5), np.zeros(20)]]
+    whole = next_precision(np.full(50, 0.8), predicted, observed)
+    drift = next_precision(np.full(50, 0.8), predicted, observed, recent=25)
+    assert drift.precision == pytest.approx(5.5 / 26) and whole.precision == pytest.approx(80.5 / 101)
+    assert drift.low < drift.precision < whole.low <= whole.high <= drift.high  # the span of both windows
+    assert drift.checked == 25 and "spans the last 100 picks" in drift.source
+    assert next_precision(np.full(50, 0.8), predicted, observed, recent=100) == whole  # one window: unchanged
