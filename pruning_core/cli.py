@@ -67,6 +67,7 @@ def _load(args: argparse.Namespace):
 def cmd_score(args: argparse.Namespace) -> int:
     from pruning_core.data.datasets import check_trainable
     from pruning_core.export.subset import write_table
+    from pruning_core.image_quality import QualityConfig
     from pruning_core.scoring.pipeline import ClipConfig, score_dataset
     from pruning_core.scoring.score_table import ScoreTable
 
@@ -103,9 +104,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     adapruner = None
     if args.adapruner is not None:  # one training run, no cross-fitting
         adapruner = (args.adapruner, _planned_dynamics(args, dataset, None, folds=0).config)
-    if clip is None and dynamics is None and adapruner is None:
-        raise ValueError("nothing to score: enable --clip, --dynamics and/or --adapruner RATIO")
+    image_quality = QualityConfig() if args.image_quality else None
+    if clip is None and dynamics is None and adapruner is None and image_quality is None:
+        raise ValueError("nothing to score: enable --clip, --dynamics, --image-quality and/or --adapruner RATIO")
     table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, adapruner=adapruner,
+                          image_quality=image_quality,
                           dynamics_spent_s=plan.spent_s if dynamics is not None else 0.0,
                           progress=TqdmProgress())
     if dynamics is not None:
@@ -461,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"image cosine at or above which two samples are near duplicates "
                             f"(default {_CLIP.dup_threshold:g})")
     score.add_argument("--dynamics", action="store_true", help="train a proxy and add dynamics.* and cleanlab.* scores")
+    score.add_argument("--image-quality", action="store_true",
+                       help="CleanVision's image.* scores: dark, light, blurry, low information, odd aspect ratio, "
+                            "odd size, grayscale (off by default: about 1.3 ms an image on one core, "
+                            "docs/benchmarks.md)")
     score.add_argument("--arch", default=_DYN.arch, choices=list(ARCHS),
                        help="proxy: resnet9 on images, or a probe on CLIP embeddings")
     score.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
