@@ -21,8 +21,6 @@ score table's settings (``settings["image"]``), where the Overview's findings re
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
@@ -127,7 +125,8 @@ def quality_scores(
     """The ``image.*`` score columns (rows in ``paths`` order), their infos and the settings that made them.
 
     One process (CleanVision runs a torchvision-style source on one core; its pool would copy the
-    source to every worker and lose our cancel).  CleanVision's own console output is silenced.
+    source to every worker and lose our cancel).  ``verbose=False`` keeps CleanVision quiet except for
+    its transient tqdm bar on stderr; the streams are not redirected, since the app's server threads share them.
     """
     from cleanvision import Imagelab, __version__
 
@@ -135,9 +134,8 @@ def quality_scores(
         raise ValueError("image quality needs at least one image")
     source = _InMemoryImages(paths, progress, cancel)
     params = config.cleanvision_params()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        lab = Imagelab(torchvision_dataset=source, verbose=False)
-        lab.find_issues(params, n_jobs=1, verbose=False)
+    lab = Imagelab(torchvision_dataset=source, verbose=False)
+    lab.find_issues(params, n_jobs=1, verbose=False)
     report(progress, STAGE, len(paths), len(paths))
     frame = pd.DataFrame({column(issue): lab.issues[f"{issue}_score"].to_numpy(dtype=float)
                           for issue in ISSUE_TEXT})
