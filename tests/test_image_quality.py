@@ -20,6 +20,7 @@ from pruning_core.scoring.score_table import ScoreTable, base_table
 
 PLANTED = {  # file stem -> the issue type that must flag it
     "dark": "dark", "strip": "odd_aspect_ratio", "constant": "low_information", "grey": "grayscale",
+    "grey16": "grayscale",
 }
 """Blurred images are not here: CleanVision's blurry score does not flag them at 32 x 32 (its edge image keeps
 PIL's unfiltered 1-pixel border, 12 % of the pixels, so the score follows brightness; docs/benchmarks.md)."""
@@ -33,7 +34,7 @@ def _sharp(rng: np.random.Generator) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> Path:
-    """An image folder of 40 ordinary images and one planted image per issue (two classes)."""
+    """An image folder of 40 ordinary images and the planted ones (two classes)."""
     root = tmp_path_factory.mktemp("quality")
     rng = np.random.default_rng(0)
     for c in ("a", "b"):
@@ -45,6 +46,7 @@ def planted(tmp_path_factory) -> Path:
     Image.fromarray(_sharp(rng)[:1].repeat(1, 0)[:, :32]).resize((50, 1)).save(root / "b" / "strip.png")
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(root / "b" / "constant.png")
     Image.fromarray(_sharp(rng)[..., 0]).save(root / "b" / "grey.png")  # mode L
+    Image.fromarray(_sharp(rng)[..., 0].astype(np.uint16) * 257).save(root / "b" / "grey16.png")  # 16-bit grey
     return root
 
 
@@ -75,12 +77,13 @@ def test_every_planted_image_is_flagged_by_its_own_issue(planted):
 
 
 def test_flags_are_cleanvisions_own(planted):
-    """Our ``score < threshold`` is exactly what CleanVision flags with the same parameters."""
+    """Our ``score < threshold`` is exactly what CleanVision flags reading the same files itself (the 16-bit grey
+    is left out: its own reader keeps mode I;16, which it neither counts as grayscale nor reads as 8-bit)."""
     from cleanvision import Imagelab
 
-    dataset = load_image_folder(planted)
-    frame, _, _ = quality_scores(dataset.abspaths())
-    lab = Imagelab(filepaths=[str(p) for p in dataset.abspaths()], verbose=False)
+    paths = [p for p in load_image_folder(planted).abspaths() if p.stem != "grey16"]
+    frame, _, _ = quality_scores(paths)
+    lab = Imagelab(filepaths=[str(p) for p in paths], verbose=False)
     lab.find_issues(QualityConfig().cleanvision_params(), n_jobs=1, verbose=False)
     thresholds = QualityConfig().thresholds()
     for issue in ISSUE_TEXT:
@@ -133,7 +136,7 @@ def test_overview_findings_use_the_recorded_thresholds(planted, tmp_path):
     settings = {**table.settings, "image": {**table.settings["image"],
                                             "thresholds": {**QualityConfig().thresholds(), "dark": 0.0}}}
     assert overview(frame, table.infos, scoring=settings).finding("dark images").count == 0
-    assert ov.finding("odd aspect ratios").count == 1 and ov.finding("grayscale images").count == 1
+    assert ov.finding("odd aspect ratios").count == 1 and ov.finding("grayscale images").count == 2
 
 
 def test_cli_score_image_quality(planted, tmp_path):
