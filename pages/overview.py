@@ -26,6 +26,7 @@ from pruning_core.audit.overview import (
     report_markdown,
 )
 from pruning_core.audit.duplicates import DUPLICATE, pass_share
+from pruning_core.audit.report import headline, render, thumbnail_data_url
 from pruning_core.audit.review import resolve_duplicates
 from ui import review_state as rs
 from ui import state
@@ -72,14 +73,6 @@ def _audit(kind: str, title: str, n: int) -> None:
     rs.send_to_review(f"audit: {title}", picks)
 
 
-def _headline(f) -> str:
-    """The metric's value: the estimated true problems, or the raw count where nothing estimates them."""
-    est = f.estimate
-    if est is None or est.precision != est.precision:  # NaN: uncalibrated
-        return f"{f.count:,} raw"
-    return f"{est.count:,.0f}" if est.low == est.high else f"≈ {est.count:,.0f}"
-
-
 # ----------------------------------------------------------------------------- health summary
 st.subheader(f"Health of {dataset.name}: {ov.n_samples:,} samples")
 if ov.fitness is not None and not ov.fitness.fits:
@@ -91,7 +84,7 @@ audit_n = st.number_input("Audit sample size", min_value=1, max_value=500, value
 for f in ov.findings:
     c1, c2, c3 = st.columns([2, 5, 1.4], vertical_alignment="center")
     groups = f" in {f.groups:,} groups" if f.groups is not None else ""
-    c1.metric(f.title, _headline(f), delta=f"{f.count:,} flagged · {f.open:,} open" if f.kind != "unreadable" else None,
+    c1.metric(f.title, headline(f), delta=f"{f.count:,} flagged · {f.open:,} open" if f.kind != "unreadable" else None,
               delta_color="off", delta_arrow="off", help=f"score: {f.score}")
     c2.markdown(f"**{f.count:,}** flagged{groups} · {estimate_text(f.estimate)}  \n"
                 f"flagged by `{f.rule}` · evidence: {f.evidence}")
@@ -157,11 +150,18 @@ with right:
                     rs.send_to_review(f"{g} → {s}", paths.loc[rows].tolist())
 
 # ----------------------------------------------------------------------------- report
-d1, d2, _ = st.columns([1, 1, 4])
+d1, d2, d3, _ = st.columns([1, 1, 1, 3])
 d1.download_button("Report (JSON)", report_json(ov), file_name="prunescope-overview.json", mime="application/json",
                    on_click="ignore")
 d2.download_button("Report (Markdown)", report_markdown(ov, dataset.name), file_name="prunescope-overview.md",
                    mime="text/markdown", on_click="ignore")
+d3.download_button("Report to share (HTML)", key="report_html",  # built on click: it embeds thumbnails
+                   data=lambda: render(ov, frame, ".html", name=dataset.name,
+                                       thumbnail=lambda path: thumbnail_data_url(dataset.root / path)),
+                   file_name="prunescope-report.html", mime="text/html", on_click="ignore",
+                   help="One self-contained file: every finding with its count, threshold and estimate, per-class "
+                        "quality, the flip matrix, duplicate groups with thumbnails, the settings and the dataset's "
+                        "fingerprint. Opens offline in any browser.")
 
 # ----------------------------------------------------------------------------- duplicate groups side by side
 dup = ov.finding("duplicates")

@@ -99,6 +99,16 @@ if run_dyn:
     except (ValueError, WeightsUnavailable) as exc:
         st.error(str(exc))
 
+st.subheader("Image quality")
+st.caption("CleanVision (by the cleanlab team) scores every image for dark, light, blurry, low information, odd "
+           "aspect ratio, odd size and grayscale; each becomes an `image.*` score (low = the issue) and an Overview "
+           "finding at CleanVision's threshold. One core: 55 s for 50,000 CIFAR-10 images on a shared 2-core VM "
+           "(docs/benchmarks.md); on 32 x 32 images its blurry score misses most blurred images.")
+if st.button("Compute image-quality scores", type="primary"):
+    holder = st.container()
+    state.run_page_job(state.PageJob("Image-quality scores"),
+                       lambda progress, cancel: state.compute_image_quality_scores(dataset, progress, cancel), holder)
+
 with st.form("adapruner"):
     st.subheader("AdaPruner mask")
     st.caption("Learns a keep/drop weight per sample jointly with the proxy (Yang et al. 2023): a warm start on all "

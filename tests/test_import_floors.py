@@ -32,6 +32,7 @@ FLOORS: dict[str, int] = {
     "pruning_core.dynamics": 2,
     "pruning_core.selection": 2,
     "pruning_core.audit": 2,
+    "pruning_core.image_quality": 2,
     "pruning_core.subset_training": 2,
     # 3: orchestration: steps joined into jobs
     "pruning_core.scoring.pipeline": 3,

@@ -404,6 +404,16 @@ def compute_adapruner_scores(
                                                           cancel=cancel))
 
 
+def compute_image_quality_scores(dataset: Dataset, progress: ProgressCallback,
+                                 cancel: Optional[CancelToken] = None) -> ScoreTable:
+    """Run (or fetch) CleanVision's image-quality scores at ``QualityConfig``'s thresholds; add them to the table."""
+    from pruning_core.image_quality import QualityConfig
+    from pruning_core.scoring.pipeline import image_quality_score_table
+
+    return _replace_family(dataset, image_quality_score_table(dataset, QualityConfig(), store(), progress=progress,
+                                                              cancel=cancel))
+
+
 # ----------------------------------------------------------------------------- cancellable Score-page jobs
 
 @dataclass(eq=False)

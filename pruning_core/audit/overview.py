@@ -87,7 +87,7 @@ class OverviewConfig:
 class Finding:
     """One kind of problem: how many samples, flagged by which score at which threshold, and which rows."""
 
-    kind: str  # "mislabelled" | "outliers" | "duplicates" | "caption mismatch" | "unreadable"
+    kind: str  # "mislabelled" | "outliers" | "duplicates" | "caption mismatch" | "unreadable" | "dark images" ...
     title: str
     score: str
     rule: str
@@ -404,6 +404,7 @@ def overview(
                                 estimate=mis.estimate, evidence=mis.evidence))
     if clip_ok:
         findings += _clip_findings(frame, infos, undecided, k, dup_threshold, config)
+    findings += image_quality_findings(frame, scoring.get("image"), undecided)
     if skipped is not None:
         n = int(sum(skipped.values()))
         rule = ", ".join(f"{v:,} {k}" for k, v in skipped.items()) or "none"
@@ -464,6 +465,33 @@ def _clip_findings(frame: pd.DataFrame, infos: Mapping[str, ScoreInfo], undecide
             frame.loc[captions.rows, "clip.caption_alignment"].to_numpy(dtype=float), boots=config.mixture_boots,
             source="two-component mixture of clip.caption_alignment over the flagged samples (no verdicts yet)")
         found.append(replace(captions, estimate=est, evidence="CLIP image and caption embeddings"))
+    return found
+
+
+def image_quality_findings(frame: pd.DataFrame, image: Optional[Mapping[str, Any]], undecided: np.ndarray
+                           ) -> list[Finding]:
+    """One finding per CleanVision issue type the table scored: ``image.<issue> < threshold``.
+
+    The thresholds are the ones the scores were made with (``settings["image"]["thresholds"]``, what
+    CleanVision itself flagged by), else ``QualityConfig``'s defaults.  A flag is an exact pixel
+    statistic, but whether a dark or blurry image is a *problem* for the task is not: like outliers, the
+    estimate is the raw count with precision [0, 1] until a random audit is reviewed.
+    """
+    from pruning_core.image_quality import ISSUE_TEXT, QualityConfig, column, flagged
+
+    image = dict(image or {})
+    thresholds = {**QualityConfig().thresholds(), **dict(image.get("thresholds") or {})}
+    made_by = image.get("library", "CleanVision")
+    found = []
+    for issue, (title, _) in ISSUE_TEXT.items():
+        if column(issue) not in frame:
+            continue
+        cut = float(thresholds[issue])
+        finding = _finding(title.lower(), title, column(issue), f"{column(issue)} < {cut:g} ({made_by}'s flag)",
+                           flagged(frame, issue, cut), frame, undecided, threshold=cut)
+        found.append(replace(finding, estimate=estimates.uncalibrated(
+            finding.count, "a pixel statistic, not a model of the problem: audit a random sample"),
+            evidence=f"image pixels ({made_by})"))
     return found
 
 

@@ -159,6 +159,7 @@ def load_rgb(
     *,
     background: tuple[int, int, int] = WHITE,
     draft_size: Optional[tuple[int, int]] = None,
+    keep_grey: bool = False,
 ) -> Image.Image:
     """Open, fully decode and convert ``path`` to an 8-bit RGB image.
 
@@ -179,7 +180,7 @@ def load_rgb(
                     im = ImageOps.exif_transpose(im) or im
                 except Exception:  # a broken EXIF block must not lose a decodable image
                     pass
-            return im if im.mode == "RGB" else to_rgb(im, background)
+            return im if im.mode == "RGB" or (keep_grey and im.mode in GREY_MODES) else to_rgb(im, background)
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -188,6 +189,20 @@ def load_rgb(
         raise ImageError(path, "not enough memory to decode this image") from None
     except _DECODE_ERRORS:
         raise ImageError(path, REASON_CORRUPT) from None
+
+
+GREY_MODES = frozenset({"L", "1", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+"""Single-channel modes: :func:`load_native` keeps them grey (8-bit ``L``)."""
+
+
+def load_native(path: os.PathLike | str) -> Image.Image:
+    """``path`` decoded at its own size, 8-bit grey (``L``) where the file stores one grey channel, else RGB.
+
+    What image-quality checks read: size, aspect ratio and grey storage are properties of the file, so
+    nothing is resized, and only the colour conversion of :func:`to_rgb` (its one policy) is applied.
+    """
+    im = load_rgb(path, keep_grey=True)
+    return im if im.mode in ("RGB", "L") else to_rgb(im).convert("L")
 
 
 def check_image(path: os.PathLike | str, *, size: Optional[int] = None) -> Optional[str]:

@@ -21,6 +21,7 @@ from pruning_core.data.datasets import Dataset, decoded_images, decoded_images_s
 from pruning_core.data.images import load_image_array
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.embeddings.encode import batched_text_encoder, cached_chunks, embed_images
+from pruning_core.image_quality import QualityConfig
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
 from pruning_core.scoring.score_info import ScoreInfo
 from pruning_core.audit.suggest import with_suggestions
@@ -316,6 +317,36 @@ def dynamics_score_table(
     return table
 
 
+def image_quality_step(dataset: Dataset, config: QualityConfig) -> CachedStep:
+    """The cache step of :func:`image_quality_score_table`: keyed by the dataset's content, CleanVision's
+    version and every parameter it is given (thresholds, normalising factors)."""
+    from cleanvision import __version__
+
+    return CachedStep("image-quality", dataset.fingerprint, {"cleanvision": __version__,
+                                                             "params": config.cleanvision_params()},
+                      dataset=dataset.name, label="the image-quality scores")
+
+
+def image_quality_score_table(
+    dataset: Dataset,
+    config: QualityConfig,
+    store: ResultStore,
+    *,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> ScoreTable:
+    """The ``image.*`` columns (CleanVision: dark, light, blurry, ...), cached by the dataset's content."""
+    from pruning_core.image_quality import quality_scores, score_infos
+
+    def compute() -> Computed:
+        frame, _, settings = quality_scores(dataset.abspaths(), config, progress=progress, cancel=cancel)
+        return Computed(frames={"scores": frame}, meta={"settings": settings})
+
+    entry = image_quality_step(dataset, config).run(store, compute)
+    return ScoreTable(entry.frame("scores").set_axis(dataset.samples.index), score_infos(),
+                      settings={"image": entry.meta["settings"]})
+
+
 def score_dataset(
     dataset: Dataset,
     store: ResultStore,
@@ -323,6 +354,7 @@ def score_dataset(
     clip: Optional[ClipConfig] = None,
     dynamics: Optional[DynamicsConfig] = None,
     adapruner: Optional[tuple[float, DynamicsConfig]] = None,
+    image_quality: Optional[QualityConfig] = None,
     dynamics_spent_s: float = 0.0,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
@@ -336,6 +368,8 @@ def score_dataset(
     from pruning_core.subset_training.mask_scores import adapruner_score_table
 
     table = base_table(dataset)
+    if image_quality is not None:
+        table = table.merged(image_quality_score_table(dataset, image_quality, store, progress=progress, cancel=cancel))
     if clip is not None:
         table = table.merged(clip_score_table(dataset, clip, store, progress=progress, cancel=cancel))
     if dynamics is not None:
@@ -352,6 +386,7 @@ def scoring_steps(
     *,
     clip: Optional[ClipConfig] = None,
     dynamics: Optional[DynamicsConfig] = None,
+    image_quality: Optional[QualityConfig] = None,
 ) -> list[CachedStep]:
     """The steps of a scoring run whose work outlives a cancel, in the order the run takes them.
 
@@ -360,7 +395,8 @@ def scoring_steps(
     are the CLIP job's last steps.
     """
     identity = clip.identity() if clip is not None else None
-    steps = [clip_images_step(dataset, identity)] if identity is not None else []
+    steps = [image_quality_step(dataset, image_quality)] if image_quality is not None else []
+    steps += [clip_images_step(dataset, identity)] if identity is not None else []
     if dynamics is not None:
         if dynamics.arch == "resnet9":
             steps.append(decoded_images_step(dataset, dynamics.image_size))
@@ -375,11 +411,12 @@ def kept_work(
     *,
     clip: Optional[ClipConfig] = None,
     dynamics: Optional[DynamicsConfig] = None,
+    image_quality: Optional[QualityConfig] = None,
 ) -> list[str]:
     """What an interrupted scoring run left for the next one, read from the store rather than assumed.
 
     The app tells the user this after a cancel: each step of :func:`scoring_steps` says whether
     its entry is finished or, for resumable steps, how many chunks or folds are.
     """
-    return [kept for step in scoring_steps(dataset, clip=clip, dynamics=dynamics)
+    return [kept for step in scoring_steps(dataset, clip=clip, dynamics=dynamics, image_quality=image_quality)
             if (kept := step.kept(store)) is not None]
