@@ -16,6 +16,7 @@ Compressed shards (``.tar.gz``) cannot be read at an offset and are refused with
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import tarfile
@@ -29,9 +30,9 @@ from pruning_core.data.readers.base import (
     KIND_NO_IMAGE,
     KIND_TRUNCATED,
     KIND_UNREADABLE_CONTAINER,
+    ID_SEPARATOR,
     ContainerProblem,
     Scan,
-    member_id,
 )
 
 SHARD_SUFFIXES = (".tar",)
@@ -107,55 +108,112 @@ def _split_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), (ext.lower() if dot else "")
 
 
-def _list_members(file: Path, rel: str) -> tuple[list[tuple[str, str, int, int]], Optional[ContainerProblem]]:
-    """(key, ext, data offset, size) of each regular member, and the problem that stopped the listing."""
-    members: list[tuple[str, str, int, int]] = []
-    file_size = file.stat().st_size
+_BLOCK = 512
+_PLAIN_TYPES = frozenset(b"0\x00" b"1234567")
+"""ustar member types whose header says everything (PAX / GNU long-name headers go through tarfile)."""
+
+
+def _fast_members(view: memoryview) -> Optional[tuple[list[tuple[str, int, int]], int]]:
+    """(name, data offset, size) of each regular member, parsed from plain ustar headers, and where the
+    listing ended; None when a header needs tarfile (PAX, GNU long names, a bad checksum: it says what)."""
+    members: list[tuple[str, int, int]] = []
+    offset, end = 0, len(view)
+    while offset + _BLOCK <= end:
+        header = bytes(view[offset:offset + _BLOCK])
+        if header == bytes(_BLOCK):
+            return members, offset
+        kind = header[156]
+        try:
+            size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+            checksum = int(header[148:156].strip(b"\0 ") or b"0", 8)
+        except ValueError:
+            return None
+        if kind not in _PLAIN_TYPES or checksum != sum(header[:148]) + 256 + sum(header[156:]):
+            return None
+        name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if header[257:262] == b"ustar" else ""
+        if kind in b"0\x00" or kind == ord("7"):
+            members.append((f"{prefix}/{name}" if prefix else name, offset + _BLOCK, size))
+        offset += _BLOCK + -(-size // _BLOCK) * _BLOCK
+    return members, offset
+
+
+def _tarfile_members(file: Path) -> tuple[list[tuple[str, int, int]], int, Optional[Exception]]:
+    """The same listing through tarfile (every header kind), and the error that stopped it, if any."""
+    members: list[tuple[str, int, int]] = []
     try:
         with tarfile.open(file, mode="r:") as tar:
             for info in tar:
-                if not info.isfile():
-                    continue
-                key, ext = _split_key(info.name)
-                members.append((key, ext, info.offset_data, info.size))
+                if info.isfile():
+                    members.append((info.name, info.offset_data, info.size))
+            return members, tar.offset, None
     except (tarfile.ReadError, EOFError) as exc:
-        if not members:
-            return [], ContainerProblem(rel, f"not a readable tar shard ({exc})", KIND_UNREADABLE_CONTAINER)
-        return members, ContainerProblem(rel, f"truncated shard: the listing stops after {len(members):,} members "
-                                              f"({exc}); the samples before that point are kept", KIND_TRUNCATED)
+        return members, -1, exc
+
+
+def _list_members(file: Path, rel: str) -> tuple[list[tuple[str, str, int, int]], Optional[ContainerProblem]]:
+    """(key, ext, data offset, size) of each regular member, and the problem that cut the listing short.
+
+    The shard is mapped in memory while its headers are parsed (read in place), then unmapped."""
+    try:
+        with open(file, "rb") as handle:
+            if not os.fstat(handle.fileno()).st_size:
+                return [], ContainerProblem(rel, "empty shard (0 bytes)", KIND_UNREADABLE_CONTAINER)
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                with memoryview(mapped) as view:
+                    return _members_of(file, rel, view)
     except OSError as exc:
         return [], ContainerProblem(rel, f"cannot read shard ({exc.strerror or exc})", KIND_UNREADABLE_CONTAINER)
-    if members and members[-1][2] + members[-1][3] > file_size:
-        return members, ContainerProblem(rel, f"truncated shard: it is {file_size:,} bytes but its last member "
-                                              f"needs {members[-1][2] + members[-1][3]:,}", KIND_TRUNCATED)
-    return members, None
 
 
-def _small_text(file: Path, offset: int, size: int) -> str:
-    with open(file, "rb") as handle:
-        handle.seek(offset)
-        return handle.read(size).decode("utf-8", "replace").strip()
+def _members_of(file: Path, rel: str, view: memoryview) -> tuple[list[tuple[str, str, int, int]], Optional[ContainerProblem]]:
+    """:func:`_list_members` on the mapped shard."""
+    fast = _fast_members(view)
+    error = None
+    if fast is None:
+        listed, end, error = _tarfile_members(file)
+    else:
+        listed, end = fast
+    members = [(*_split_key(name), offset, size) for name, offset, size in listed]
+    if error is not None and not members:
+        return [], ContainerProblem(rel, f"not a readable tar shard ({error})", KIND_UNREADABLE_CONTAINER)
+    size = len(view)
+    if members and members[-1][2] + members[-1][3] > size:
+        cut = f"it is {size:,} bytes but its last member needs {members[-1][2] + members[-1][3]:,}"
+    elif error is not None:
+        cut = f"the listing stops after {len(members):,} members ({error})"
+    elif end < 0 or end + 2 * _BLOCK > size or bytes(view[end:end + 2 * _BLOCK]) != bytes(2 * _BLOCK):
+        cut = f"it ends after {len(members):,} members without the end-of-archive blocks"
+    else:
+        return members, None
+    return members, ContainerProblem(rel, f"truncated shard: {cut}; the complete members before the cut are kept",
+                                     KIND_TRUNCATED)
 
 
-def _label_and_caption(file: Path, parts: dict[str, tuple[int, int]], label_from: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+def _small_text(fd: int, offset: int, size: int) -> str:
+    return os.pread(fd, size, offset).decode("utf-8", "replace").strip()
+
+
+def _label_and_caption(fd: int, parts: dict[str, tuple[int, int]],
+                       label_from: Optional[str]) -> tuple[Optional[str], Optional[str]]:
     """The sample's label (from ``label_from``) and caption (a ``.txt`` or json ``caption`` that is not the label)."""
     label = caption = None
     meta: dict = {}
     if "json" in parts:
         try:
-            loaded = json.loads(_small_text(file, *parts["json"]) or "{}")
+            loaded = json.loads(_small_text(fd, *parts["json"]) or "{}")
             meta = loaded if isinstance(loaded, dict) else {}
         except json.JSONDecodeError:
             meta = {}
     if label_from == "cls" and "cls" in parts:
-        label = _small_text(file, *parts["cls"])
+        label = _small_text(fd, *parts["cls"])
     elif label_from == "json":
         value = meta.get("label", meta.get("cls"))
         label = None if value is None else str(value)
     elif label_from == "txt" and "txt" in parts:
-        label = _small_text(file, *parts["txt"])
+        label = _small_text(fd, *parts["txt"])
     if label_from != "txt" and "txt" in parts:
-        caption = _small_text(file, *parts["txt"])
+        caption = _small_text(fd, *parts["txt"])
     elif "caption" in meta:
         caption = str(meta["caption"])
     return label, caption
@@ -176,11 +234,11 @@ def scan_shards(source: str) -> Scan:
         members, problem = _list_members(file, rel)
         if problem is not None:
             problems.append(problem)
-        listed.append((file, members))
-    exts = {ext for _, members in listed for _, ext, _, _ in members}
+        listed.append((file, rel, members))
+    exts = {ext for *_, members in listed for _, ext, _, _ in members}
     label_from = next((e for e in LABEL_MEMBERS if e in exts), None)
     ids, labels, captions, refs = [], [], [], []
-    for file, members in listed:
+    for file, rel, members in listed:
         samples: dict[str, dict[str, tuple[int, int]]] = {}
         images: list[tuple[str, str, int, int]] = []
         for key, ext, offset, size in members:
@@ -191,15 +249,19 @@ def scan_shards(source: str) -> Scan:
         with_image = {key for key, *_ in images}
         for key in samples:
             if key not in with_image:
-                problems.append(ContainerProblem(member_id(file, root, key), "sample has no image member "
+                problems.append(ContainerProblem(f"{rel}{ID_SEPARATOR}{key}", "sample has no image member "
                                                  f"(members: {', '.join(sorted(samples[key]))})", KIND_NO_IMAGE))
-        for key, _ext, offset, size in images:
-            sample_id = member_id(file, root, key)
-            label, caption = _label_and_caption(file, samples.get(key, {}), label_from)
-            ids.append(sample_id)
-            labels.append(label)
-            captions.append(caption)
-            refs.append(TarMember(str(file), offset, size, sample_id))
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            for key, _ext, offset, size in images:
+                sample_id = f"{rel}{ID_SEPARATOR}{key}"
+                label, caption = _label_and_caption(fd, samples.get(key, {}), label_from)
+                ids.append(sample_id)
+                labels.append(label)
+                captions.append(caption)
+                refs.append(TarMember(str(file), offset, size, sample_id))
+        finally:
+            os.close(fd)
     frame = pd.DataFrame({"path": ids, "label": labels})
     if any(c is not None for c in captions):
         frame["caption"] = captions
