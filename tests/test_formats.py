@@ -306,3 +306,34 @@ def test_bad_format_requests_are_one_line_and_exit_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "x.parquet" in err and "split" in err
     assert run("validate", tmp_path / "missing-{000000..000003}.tar", "--out", tmp_path / "i.csv") == 2
     assert "missing-000000.tar: shard not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the Dataset page
+
+
+def test_dataset_page_reads_shards_in_place_and_switches_split(tmp_path):
+    import datasets
+    from streamlit.testing.v1 import AppTest
+
+    from ui import state
+
+    def page(source: state.DatasetSource) -> AppTest:
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "dataset.py"), default_timeout=120)
+        at.session_state[state.DATASET] = source
+        return at.run()
+
+    write_shard(tmp_path / "d-000000.tar", shard_samples(0, 4))
+    at = page(state.DatasetSource("container", str(tmp_path / "d-{000000..000000}.tar")))
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Samples"] == "4"
+    assert len(at.get("image")) == 4 and not any("unreadable" in c.value for c in at.caption)  # thumbnails in place
+
+    both = tmp_path / "hf"
+    datasets.DatasetDict({"train": hf_dataset(), "test": hf_dataset(4)}).save_to_disk(str(both))
+    at = page(state.DatasetSource("container", str(both)))
+    assert {m.label: m.value for m in at.metric}["Samples"] == "8"
+    split = next(s for s in at.selectbox if s.label.startswith("Split to audit"))
+    assert split.options == ["train", "test"] and split.value == "train"
+    split.set_value("test").run()
+    assert at.session_state[state.DATASET].split == "test"
+    assert {m.label: m.value for m in at.metric}["Samples"] == "4"

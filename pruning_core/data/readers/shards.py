@@ -15,11 +15,14 @@ Compressed shards (``.tar.gz``) cannot be read at an offset and are refused with
 
 from __future__ import annotations
 
+import io
 import json
 import mmap
 import os
 import re
 import tarfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -33,6 +36,7 @@ from pruning_core.data.readers.base import (
     ID_SEPARATOR,
     ContainerProblem,
     Scan,
+    file_stamp,
 )
 
 SHARD_SUFFIXES = (".tar",)
@@ -42,6 +46,29 @@ LABEL_MEMBERS = ("cls", "json", "txt")
 _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
+OPEN_SHARDS = 64
+"""Shards kept open for reading (an open file is what a thousand ``pread`` calls share)."""
+_open_shards: OrderedDict[tuple[str, tuple[int, int]], io.FileIO] = OrderedDict()
+_open_lock = threading.Lock()
+
+
+def _shard_handle(file: str, stamp: tuple[int, int]) -> io.FileIO:
+    """The shard open for reading, shared by threads (``pread`` has no file position to race on).
+
+    Keyed by the file's (size, mtime) when listed, so a rewritten shard is opened again; a handle pushed
+    out of the cache is closed when the last reader holding it lets go."""
+    key = (file, stamp)
+    with _open_lock:
+        handle = _open_shards.get(key)
+        if handle is None:
+            handle = _open_shards[key] = io.FileIO(file, "r")
+            while len(_open_shards) > OPEN_SHARDS:
+                _open_shards.popitem(last=False)
+        else:
+            _open_shards.move_to_end(key)
+        return handle
+
+
 @dataclass(frozen=True, slots=True)
 class TarMember:
     """One member's bytes inside a shard, read with one ``pread`` at its data offset."""
@@ -49,14 +76,12 @@ class TarMember:
     file: str
     offset: int
     size: int
+    stamp: tuple[int, int]
     id: str
 
     def read_bytes(self) -> bytes:
-        fd = os.open(self.file, os.O_RDONLY)
-        try:
-            data = os.pread(fd, self.size, self.offset)
-        finally:
-            os.close(fd)
+        handle = _shard_handle(self.file, self.stamp)
+        data = os.pread(handle.fileno(), self.size, self.offset)
         if len(data) < self.size:
             raise OSError(f"the shard ends inside this member ({len(data):,} of {self.size:,} bytes)")
         return data
@@ -252,6 +277,7 @@ def scan_shards(source: str) -> Scan:
                 problems.append(ContainerProblem(f"{rel}{ID_SEPARATOR}{key}", "sample has no image member "
                                                  f"(members: {', '.join(sorted(samples[key]))})", KIND_NO_IMAGE))
         fd = os.open(file, os.O_RDONLY)
+        stamp = file_stamp(file)
         try:
             for key, _ext, offset, size in images:
                 sample_id = f"{rel}{ID_SEPARATOR}{key}"
@@ -259,7 +285,7 @@ def scan_shards(source: str) -> Scan:
                 ids.append(sample_id)
                 labels.append(label)
                 captions.append(caption)
-                refs.append(TarMember(str(file), offset, size, sample_id))
+                refs.append(TarMember(str(file), offset, size, stamp, sample_id))
         finally:
             os.close(fd)
     frame = pd.DataFrame({"path": ids, "label": labels})
