@@ -337,3 +337,19 @@ def test_dataset_page_reads_shards_in_place_and_switches_split(tmp_path):
     split.set_value("test").run()
     assert at.session_state[state.DATASET].split == "test"
     assert {m.label: m.value for m in at.metric}["Samples"] == "4"
+
+
+def test_exporting_a_container_subset_copies_the_members_bytes(tmp_path):
+    from pruning_core.export.subset import export_folder
+
+    images = [encoded(i, lab) for i, lab in enumerate(LABELS)]
+    (tmp_path / "data").mkdir()
+    dataset = load_dataset(write_parquet(tmp_path / "data" / "x.parquet", images, LABELS))
+    kept = dataset.samples.iloc[[1, 4]]
+    with pytest.raises(ValueError, match="only be copied"):
+        export_folder(kept, dataset.root, tmp_path / "linked", sources=[dataset.image_ref(p) for p in kept["path"]])
+    result = export_folder(kept, dataset.root, tmp_path / "out", mode="copy",
+                           sources=[dataset.image_ref(p) for p in kept["path"]])
+    assert (tmp_path / "out" / "blue" / "x.parquet-1.png").read_bytes() == images[1]
+    assert (tmp_path / "out" / "red" / "x.parquet-4.png").read_bytes() == images[4]
+    assert pd.read_csv(result.index_file)["source"].tolist() == ["x.parquet#1", "x.parquet#4"]
