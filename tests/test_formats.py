@@ -181,6 +181,27 @@ def test_shards_by_brace_pattern_keep_shard_and_key(tmp_path):
     assert load_dataset(tmp_path).samples["path"].tolist() == dataset.samples["path"].tolist()  # the folder too
 
 
+def test_shards_written_by_the_webdataset_library(tmp_path):
+    webdataset = pytest.importorskip("webdataset")
+    with webdataset.ShardWriter(str(tmp_path / "w-%06d.tar"), maxcount=5, verbose=0) as sink:
+        for i, lab in enumerate(LABELS):
+            sink.write({"__key__": f"sample{i:03d}", "png": encoded(i, lab), "cls": ["blue", "red"].index(lab)})
+    dataset = load_dataset(str(tmp_path / "w-{000000..000001}.tar"))
+    assert dataset.samples["path"].tolist()[4:6] == ["w-000000.tar#sample004", "w-000001.tar#sample005"]
+    assert dataset.samples["label"].tolist() == [str(["blue", "red"].index(lab)) for lab in LABELS]
+    assert dataset.report.issues == []
+    assert np.array_equal(load_image_array(dataset.image_refs(), 16)[0], np.stack([pixels(i, lab) for i, lab in enumerate(LABELS)]))
+
+
+def test_long_member_names_go_through_tarfiles_pax_headers(tmp_path):
+    long_key = "deep/" * 30 + "k0"  # over ustar's 100 + 155 characters: tarfile writes a PAX header
+    write_shard(tmp_path / "d-000000.tar", [(long_key, {"png": encoded(0, "red"), "cls": b"red"}),
+                                            ("k1", {"png": encoded(1, "blue"), "cls": b"blue"})])
+    dataset = load_dataset(tmp_path)
+    assert dataset.samples["path"].tolist() == [f"d-000000.tar#{long_key}", "d-000000.tar#k1"]
+    assert np.array_equal(load_image_array(dataset.image_refs(), 16)[0][1], pixels(1, "blue"))
+
+
 def test_truncated_shard_keeps_what_comes_before_the_cut(tmp_path):
     write_shard(tmp_path / "d-000000.tar", shard_samples(0, 4))
     cut = write_shard(tmp_path / "d-000001.tar", shard_samples(4, 4))
