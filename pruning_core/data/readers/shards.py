@@ -134,15 +134,31 @@ def _split_key(name: str) -> tuple[str, str]:
 
 
 _BLOCK = 512
-_PLAIN_TYPES = frozenset(b"0\x00" b"1234567")
-"""ustar member types whose header says everything (PAX / GNU long-name headers go through tarfile)."""
+_FILE_TYPES = frozenset(b"0\x007")
+"""ustar type flags of regular files (``\\0``: old tar, ``7``: contiguous)."""
+_SKIPPED_TYPES = frozenset(b"123456gK")
+"""Links, devices, folders, FIFOs, PAX global headers, GNU long link names: no sample data."""
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """A PAX extended header's ``<length> <key>=<value>\\n`` records (``path`` and ``size`` are the ones used)."""
+    records, pos = {}, 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = data[space + 1:pos + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
 
 
 def _fast_members(view: memoryview) -> Optional[tuple[list[tuple[str, int, int]], int]]:
-    """(name, data offset, size) of each regular member, parsed from plain ustar headers, and where the
-    listing ended; None when a header needs tarfile (PAX, GNU long names, a bad checksum: it says what)."""
+    """(name, data offset, size) of each regular member, parsed from the headers of the mapped shard (ustar,
+    PAX extended headers as ``webdataset``'s TarWriter writes them, GNU long names), and where the listing
+    ended; None when a header needs tarfile (an unknown type, a bad checksum: it says what is wrong)."""
     members: list[tuple[str, int, int]] = []
     offset, end = 0, len(view)
+    pending: dict[str, str] = {}
     while offset + _BLOCK <= end:
         header = bytes(view[offset:offset + _BLOCK])
         if header == bytes(_BLOCK):
@@ -153,13 +169,29 @@ def _fast_members(view: memoryview) -> Optional[tuple[list[tuple[str, int, int]]
             checksum = int(header[148:156].strip(b"\0 ") or b"0", 8)
         except ValueError:
             return None
-        if kind not in _PLAIN_TYPES or checksum != sum(header[:148]) + 256 + sum(header[156:]):
+        if checksum != sum(header[:148]) + 256 + sum(header[156:]):
             return None
-        name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if header[257:262] == b"ustar" else ""
-        if kind in b"0\x00" or kind == ord("7"):
-            members.append((f"{prefix}/{name}" if prefix else name, offset + _BLOCK, size))
-        offset += _BLOCK + -(-size // _BLOCK) * _BLOCK
+        data_at, offset = offset + _BLOCK, offset + _BLOCK + -(-size // _BLOCK) * _BLOCK
+        if kind == ord("x"):
+            try:
+                pending.update(_pax_records(bytes(view[data_at:data_at + size])))
+            except ValueError:
+                return None
+        elif kind == ord("L"):
+            pending["path"] = bytes(view[data_at:data_at + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        elif kind in _FILE_TYPES:
+            name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if header[257:262] == b"ustar" else ""
+            name = pending.get("path") or (f"{prefix}/{name}" if prefix else name)
+            if "size" in pending:
+                size = int(pending["size"])
+                offset = data_at + -(-size // _BLOCK) * _BLOCK
+            members.append((name, data_at, size))
+            pending = {}
+        elif kind in _SKIPPED_TYPES:
+            pending = {}
+        else:
+            return None
     return members, offset
 
 
