@@ -118,7 +118,7 @@ class _ArrowImages:
 
 
 class _ParquetImages:
-    """Random access to one parquet file's image bytes: row groups read on demand, a few kept (LRU)."""
+    """Random access to one parquet file's image bytes: row groups read on demand, the last few read kept."""
 
     def __init__(self, file: str, stamp: tuple[int, int], column: str, field: Optional[str]) -> None:
         self.parquet = pq.ParquetFile(file)
@@ -129,9 +129,11 @@ class _ParquetImages:
         self.groups: OrderedDict[int, pa.Array] = OrderedDict()
 
     def group(self, g: int) -> pa.Array:
+        found = self.groups.get(g)  # the common case, without the lock: decode threads share row groups
+        if found is not None:
+            return found
         with self.lock:
             if g in self.groups:
-                self.groups.move_to_end(g)
                 return self.groups[g]
             array = self.parquet.read_row_group(g, columns=[self.column]).column(0).combine_chunks()
             self.groups[g] = _bytes_of(array, self.field)
@@ -203,7 +205,8 @@ def scan_table_files(files: list[Path], root: Path, name: str, *, info_file: Opt
             frame[label] = pd.Series(np.asarray(names, dtype=object)[codes.where(valid, 0).astype(np.int64)],
                                      index=frame.index).where(valid, None)
         stamp = file_stamp(file)
-        ids = [member_id(file, root, row) for row in range(len(frame))]
+        head = member_id(file, root, "")
+        ids = [f"{head}{row}" for row in range(len(frame))]
         refs += [TableRow(str(file), kind, column, field, row, stamp, i) for row, i in enumerate(ids)]
         frame = frame.rename(columns={label: "label"})
         frame.insert(0, "path", ids)
