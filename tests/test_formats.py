@@ -380,3 +380,13 @@ def test_exporting_a_container_subset_copies_the_members_bytes(tmp_path):
     assert (tmp_path / "out" / "blue" / "x.parquet-1.png").read_bytes() == images[1]
     assert (tmp_path / "out" / "red" / "x.parquet-4.png").read_bytes() == images[4]
     assert pd.read_csv(result.index_file)["source"].tolist() == ["x.parquet#1", "x.parquet#4"]
+
+
+def test_an_image_folder_with_a_stray_archive_stays_an_image_folder(tmp_path):
+    for lab in COLOURS:
+        (tmp_path / lab).mkdir()
+        Image.fromarray(pixels(0, lab)).save(tmp_path / lab / "0.png")
+    write_shard(tmp_path / "backup.tar", shard_samples(0, 2))
+    assert detect_format(str(tmp_path)) == "folder"
+    assert load_dataset(tmp_path).samples["path"].tolist() == ["blue/0.png", "red/0.png"]
+    assert detect_format(str(tmp_path / "backup.tar")) == "webdataset"

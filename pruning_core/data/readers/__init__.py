@@ -13,7 +13,7 @@ from typing import Optional
 
 from pruning_core.data.images import IMAGE_EXTENSIONS
 from pruning_core.data.readers.base import Scan
-from pruning_core.data.readers.shards import is_shard_source, scan_shards
+from pruning_core.data.readers.shards import holds_shards, is_shard_source, scan_shards
 from pruning_core.data.readers.tables import (
     SPLIT_NAMES,
     TABLE_SUFFIXES,
@@ -48,7 +48,7 @@ def split_folders(path: Path) -> list[str]:
 
 
 def _holds_images(folder: Path) -> bool:
-    """A class folder: image files directly inside one of its entries' first level."""
+    """A class folder: image files directly inside it."""
     return any(os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS for e in os.scandir(folder) if e.is_file())
 
 
@@ -69,7 +69,11 @@ def detect_format(source: str) -> str:
     if split_folders(path):
         return "splits"
     classes = [Path(e.path) for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")]
-    if not any(_holds_images(c) for c in classes[:50]) and any(has_image_bytes(f) for f in table_files(path)[:1]):
+    if any(_holds_images(c) for c in classes[:50]):
+        return "folder"
+    if holds_shards(path):
+        return "webdataset"
+    if any(has_image_bytes(f) for f in table_files(path)[:1]):
         return "table"
     return "folder"
 

@@ -104,13 +104,17 @@ def expand_shards(pattern: str) -> list[Path]:
 
 
 def is_shard_source(source: str) -> bool:
-    """A ``.tar`` file, a brace pattern of them, or a folder whose files are ``.tar`` shards."""
+    """A ``.tar`` file or a brace pattern of them (a folder of shards is told apart from an image folder
+    by :func:`pruning_core.data.readers.detect_format`)."""
     if _BRACES.search(source) and source.endswith(SHARD_SUFFIXES):
         return True
     path = Path(source).expanduser()
-    if path.is_file():
-        return path.suffix.lower() in SHARD_SUFFIXES
-    return path.is_dir() and any(p.suffix.lower() in SHARD_SUFFIXES for p in path.iterdir() if p.is_file())
+    return path.is_file() and path.suffix.lower() in SHARD_SUFFIXES
+
+
+def holds_shards(folder: Path) -> bool:
+    """``.tar`` files directly in the folder."""
+    return any(p.suffix.lower() in SHARD_SUFFIXES for p in folder.iterdir() if p.is_file())
 
 
 def shard_files(source: str) -> tuple[list[Path], Path]:
@@ -282,8 +286,10 @@ def scan_shards(source: str) -> Scan:
     if not files:
         raise FileNotFoundError(f"{source}: no .tar shards found")
     for file in files:
-        if file.suffix.lower() != ".tar":
+        if file.name.lower().endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")):
             raise ValueError(f"{file}: compressed shards cannot be read in place; use uncompressed .tar shards")
+        if file.suffix.lower() != ".tar":
+            raise ValueError(f"{file}: not a .tar shard")
     problems: list[ContainerProblem] = []
     listed = []
     for file in files:
