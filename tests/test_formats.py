@@ -390,3 +390,24 @@ def test_an_image_folder_with_a_stray_archive_stays_an_image_folder(tmp_path):
     assert detect_format(str(tmp_path)) == "folder"
     assert load_dataset(tmp_path).samples["path"].tolist() == ["blue/0.png", "red/0.png"]
     assert detect_format(str(tmp_path / "backup.tar")) == "webdataset"
+
+
+def test_evaluate_page_holds_out_the_datas_own_test_split(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from ui import state
+
+    for split, n in (("train", 6), ("test", 3)):
+        for lab in COLOURS:
+            (tmp_path / "d" / split / lab).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(pixels(i, lab)).save(tmp_path / "d" / split / lab / f"{i}.png")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "evaluate.py"), default_timeout=180)
+    at.session_state[state.DATASET] = state.DatasetSource("folder", str(tmp_path / "d"))
+    at.run()
+    assert not at.exception
+    own = next(c for c in at.checkbox if c.label == "Held-out set: this data's own test split")
+    assert own.value and not any(t.label.startswith("Held-out set: a test folder") for t in at.text_input)
+    assert not at.error and any(i.value.startswith("**Plan:**") for i in at.info)  # planned with the test split
+    own.uncheck().run()
+    assert any(t.label.startswith("Held-out set: a test folder") for t in at.text_input)

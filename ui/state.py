@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -91,6 +91,11 @@ def _load(source: DatasetSource) -> Dataset:
     check_source(source)
     return load_dataset(source.path.strip(), root=Path(source.root).expanduser() if source.root else None,
                         format=source.format or None, split=source.split or None)
+
+
+def other_split(split: str) -> Dataset:
+    """Another split of the loaded data (Evaluate's held-out set): loaded and validated as the data is (cached)."""
+    return _load(replace(current_source(), split=split))
 
 
 def heldout_dataset(path: str) -> Dataset:
