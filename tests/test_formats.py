@@ -190,7 +190,8 @@ def test_shards_written_by_the_webdataset_library(tmp_path):
     assert dataset.samples["path"].tolist()[4:6] == ["w-000000.tar#sample004", "w-000001.tar#sample005"]
     assert dataset.samples["label"].tolist() == [str(["blue", "red"].index(lab)) for lab in LABELS]
     assert dataset.report.issues == []
-    assert np.array_equal(load_image_array(dataset.image_refs(), 16)[0], np.stack([pixels(i, lab) for i, lab in enumerate(LABELS)]))
+    expected = np.stack([pixels(i, lab) for i, lab in enumerate(LABELS)])
+    assert np.array_equal(load_image_array(dataset.image_refs(), 16)[0], expected)
 
 
 @pytest.mark.parametrize("tar_format", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])

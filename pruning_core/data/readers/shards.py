@@ -126,7 +126,8 @@ def shard_files(source: str) -> tuple[list[Path], Path]:
     files = expand_shards(source)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"{missing[0]}: shard not found" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{missing[0]}: shard not found{more}")
     return files, files[0].parent
 
 
@@ -135,6 +136,10 @@ def _split_key(name: str) -> tuple[str, str]:
     folder, _, base = name.rpartition("/")
     stem, dot, ext = base.partition(".")
     return (f"{folder}/{stem}" if folder else stem), (ext.lower() if dot else "")
+
+
+Members = list[tuple[str, str, int, int]]
+"""(key, ext, data offset, size) of a shard's regular members, in order."""
 
 
 _BLOCK = 512
@@ -185,7 +190,8 @@ def _fast_members(view: memoryview) -> Optional[tuple[list[tuple[str, int, int]]
             pending["path"] = bytes(view[data_at:data_at + size]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         elif kind in _FILE_TYPES:
             name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if header[257:262] == b"ustar" else ""
+            ustar = header[257:262] == b"ustar"
+            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if ustar else ""
             name = pending.get("path") or (f"{prefix}/{name}" if prefix else name)
             if "size" in pending:
                 size = int(pending["size"])
@@ -212,7 +218,7 @@ def _tarfile_members(file: Path) -> tuple[list[tuple[str, int, int]], int, Optio
         return members, -1, exc
 
 
-def _list_members(file: Path, rel: str) -> tuple[list[tuple[str, str, int, int]], Optional[ContainerProblem]]:
+def _list_members(file: Path, rel: str) -> tuple[Members, Optional[ContainerProblem]]:
     """(key, ext, data offset, size) of each regular member, and the problem that cut the listing short.
 
     The shard is mapped in memory while its headers are parsed (read in place), then unmapped."""
@@ -227,7 +233,7 @@ def _list_members(file: Path, rel: str) -> tuple[list[tuple[str, str, int, int]]
         return [], ContainerProblem(rel, f"cannot read shard ({exc.strerror or exc})", KIND_UNREADABLE_CONTAINER)
 
 
-def _members_of(file: Path, rel: str, view: memoryview) -> tuple[list[tuple[str, str, int, int]], Optional[ContainerProblem]]:
+def _members_of(file: Path, rel: str, view: memoryview) -> tuple[Members, Optional[ContainerProblem]]:
     """:func:`_list_members` on the mapped shard."""
     fast = _fast_members(view)
     error = None

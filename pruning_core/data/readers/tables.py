@@ -14,7 +14,6 @@ from __future__ import annotations
 import bisect
 import functools
 import json
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -48,7 +47,8 @@ def _image_field(schema: pa.Schema) -> tuple[str, Optional[str]]:
             if pa.types.is_binary(sub) or pa.types.is_large_binary(sub):
                 candidates.append((f.name, "bytes"))
     if not candidates:
-        raise ValueError(f"no column of image bytes (binary, or a struct with 'bytes'); columns: {', '.join(schema.names)}")
+        raise ValueError("no column of image bytes (binary, or a struct with 'bytes'); "
+                         f"columns: {', '.join(schema.names)}")
     preferred = [c for c in candidates if c[0].lower() in IMAGE_COLUMN_NAMES]
     return (preferred or candidates)[0]
 
