@@ -75,7 +75,9 @@ with st.expander("Proxy settings (empty = planned)"):
     device = p5.selectbox("Device", ["auto", "cpu", "cuda"])
 given = {name: int(value) for name, value in given.items() if value is not None}
 demo_test = state.demo_assets().test_manifest if state.current_source().kind == "demo" else None
-test_path = st.text_input(
+own_test = "test" in dataset.splits and dataset.split != "test" and st.checkbox(
+    "Held-out set: this data's own test split", value=True)
+test_path = "" if own_test else st.text_input(
     f"Held-out set: a test folder or manifest (empty = hold out a stratified {defaults.holdout:.0%} of this dataset)",
     value=str(demo_test) if demo_test else "",
 ).strip()
@@ -86,7 +88,7 @@ config = EvalConfig(proxy=DynamicsConfig(arch=arch, device=device, folds=0, **gi
                     seeds=int(seeds), time_budget_s=float(time_budget))
 clip: Optional[ClipConfig] = state.clip_config() if config.is_probe else None
 try:
-    test = state.heldout_dataset(test_path) if test_path else None
+    test = state.other_split("test") if own_test else state.heldout_dataset(test_path) if test_path else None
     plan: Optional[GridPlan] = state.plan_evaluation(dataset, test, config, chosen, keeps, tuple(given), clip)
 except (DatasetError, FileNotFoundError, ValueError) as exc:
     st.error(str(exc))

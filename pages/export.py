@@ -113,12 +113,15 @@ st.caption("Writes the kept images as `<folder>/<label>/<file>` (relabels applie
            "unique) plus `index.csv` mapping each source to its copy.")
 f1, f2, f3 = st.columns([4, 1, 1], vertical_alignment="bottom")
 out_dir = f1.text_input("Output folder (new or empty)", key="export_dir", placeholder="/data/pruned")
-link_mode = f2.radio("As", ["symlink", "copy"], key="export_mode")
+link_mode = f2.radio("As", ["copy"] if dataset.in_container else ["symlink", "copy"], key="export_mode",
+                     help="images inside parquet / arrow / tar files are copied out as files" if dataset.in_container else None)
 if f3.button("Write folder", disabled=not out_dir.strip(), width="stretch"):
     holder = st.container()
     try:
         target = check_in_workspace(out_dir.strip(), "output folder")
-        result = export_folder(kept_rows(full), dataset.root, target, mode=link_mode,
+        kept = kept_rows(full)
+        members = [dataset.image_ref(p) for p in kept["path"]] if dataset.in_container else None
+        result = export_folder(kept, dataset.root, target, mode=link_mode, sources=members,
                                progress=state.StreamlitProgress(holder))
     except (OSError, ValueError) as exc:
         st.error(f"Nothing written: {exc}")

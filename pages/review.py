@@ -13,6 +13,7 @@ import streamlit as st
 from pruning_core.audit.review import UNCHECKED, DecisionConflict, ReviewError, Seen
 from pruning_core.audit.suggest import (SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, SUGGESTION_SETTING, FixConfig,
                                         accept_suggestions, pending_suggestions)
+from pruning_core.data.images import ImageError, image_size
 from ui import review_state as rs
 from ui import review_queue as rq
 from ui import state
@@ -177,13 +178,10 @@ with single:
                 st.warning(f"⚠️ unreadable image: {path}")
             else:
                 try:
-                    from PIL import Image
-
-                    with Image.open(dataset.root / path) as im:
-                        w, h = im.size
+                    w, h = image_size(dataset.image_ref(path))
                     note = f" · shown ×{IMAGE_SIZE / max(w, h):.1f}" if max(w, h) < IMAGE_SIZE else ""
                     size_note = f"{w}×{h} px{note}"
-                except OSError:
+                except (OSError, ImageError):
                     size_note = ""
                 st.image(image, caption=f"{path} · {size_note}", width=IMAGE_SIZE)
         with right:

@@ -62,7 +62,19 @@ def _load(args: argparse.Namespace):
 
         assets = ensure_demo(progress=TqdmProgress())
         return load_dataset(assets.manifest, progress=TqdmProgress()), assets
-    return load_dataset(Path(args.data), root=args.root, progress=TqdmProgress()), None
+    return load_dataset(args.data, root=args.root, format=args.format, split=args.split, progress=TqdmProgress()), None
+
+
+def _add_format_args(command: argparse.ArgumentParser) -> None:
+    """--format and --split, for every command that reads a dataset (detected from the path unless given)."""
+    from pruning_core.data.readers import FORMATS
+
+    command.add_argument("--format", default=None, choices=list(FORMATS),
+                         help="dataset format (default: detected from the path): "
+                              + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
+    command.add_argument("--split", default=None,
+                         help="which split to audit when the data has several (train/ val/ test/ folders, a 'split' "
+                              "column, an HF DatasetDict or parquet export; default: train)")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -345,6 +357,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_trainable(dataset, args.data, "evaluate's runs")
     table = _aligned_scores(dataset, args.scores)
     test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress()) if args.test else None
+    if test is None and args.holdout is None and "test" in dataset.splits and dataset.split != "test":
+        test = load_dataset(args.data, root=args.root, format=args.format, split="test", progress=TqdmProgress())
+        print(f"held-out set: the data's own 'test' split ({len(test):,} samples)", file=sys.stderr)
     if test is None and assets is not None and args.holdout is None:
         test = load_dataset(assets.test_manifest)  # the demo's clean held-out set
     given = {f: getattr(args, f) for f in PLANNED_FIELDS if f != "folds" and getattr(args, f) is not None}
@@ -484,8 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _DYN, _CLIP, _EVAL = DynamicsConfig(), ClipConfig(), EvalConfig()
     score = sub.add_parser("score", help="score every sample; writes a table and a .json sidecar")
-    score.add_argument("data", help="image folder, CSV/parquet manifest (path,label[,caption]), or 'demo'")
+    score.add_argument("data", help="image folder, CSV/parquet manifest (path,label[,caption]), parquet/arrow image "
+                                    "tables, a save_to_disk folder, .tar shards (name-{000000..000009}.tar), or 'demo'")
     score.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
+    _add_format_args(score)
     score.add_argument("--out", required=True, type=Path,
                        help="score table (.parquet); its sidecar OUT.json and OUT.issues.csv are written next to it")
     score.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
@@ -539,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="train the proxy on what each strategy keeps: accuracy-vs-ratio curves")
     evaluate.add_argument("data", help="image folder, CSV/parquet manifest, or 'demo'")
     evaluate.add_argument("--root", type=Path, default=None)
+    _add_format_args(evaluate)
     evaluate.add_argument("--scores", type=Path, default=None,
                           help="score table of DATA from 'prunescope score' (needed by every strategy but random)")
     evaluate.add_argument("--test", default=None, help="held-out image folder or manifest (default: hold out --holdout)")
@@ -631,8 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     validate = sub.add_parser("validate", help="check a dataset and write its issues table, without scoring")
-    validate.add_argument("data", help="image folder, CSV/parquet manifest, or 'demo'")
+    validate.add_argument("data", help="image folder, CSV/parquet manifest, parquet/arrow image tables, a save_to_disk "
+                                       "folder, .tar shards (name-{000000..000009}.tar), or 'demo'")
     validate.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
+    _add_format_args(validate)
     validate.add_argument("--out", type=Path, default=Path("issues.csv"),
                           help="issues table (.csv, .parquet or .json; default issues.csv)")
     validate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)

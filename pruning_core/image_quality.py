@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pruning_core.data.images import ImageError, load_native
+from pruning_core.data.images import ImageError, ImageSource, load_native
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 from pruning_core.scoring.score_info import ScoreInfo
 
@@ -97,7 +97,7 @@ class _InMemoryImages:
     a validated dataset (``Dataset``) holds only files that decoded when it was loaded.
     """
 
-    def __init__(self, paths: Sequence[os.PathLike | str], progress: Optional[ProgressCallback],
+    def __init__(self, paths: Sequence[ImageSource], progress: Optional[ProgressCallback],
                  cancel: Optional[CancelToken]) -> None:
         self.paths, self.progress, self.cancel = list(paths), progress, cancel
 
@@ -116,7 +116,7 @@ class _InMemoryImages:
 
 
 def quality_scores(
-    paths: Sequence[os.PathLike | str],
+    paths: Sequence[ImageSource],
     config: QualityConfig = QualityConfig(),
     *,
     progress: Optional[ProgressCallback] = None,

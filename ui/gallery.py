@@ -10,12 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from pruning_core.data.datasets import Dataset
-from pruning_core.data.images import ImageError, load_rgb
+from pruning_core.data.images import ImageError, ImageSource, load_rgb
 
 
 @st.cache_data(show_spinner=False, max_entries=5000)
-def _thumbnail(path: str, size: int):
-    """Decoded and scaled once per path and size.
+def _thumbnail(path: ImageSource, size: int):
+    """Decoded and scaled once per image (file, or a member read in place) and size.
 
     Small images (CIFAR's 32 px) are enlarged with nearest-neighbour so their pixels stay
     crisp enough to judge; large ones are reduced with a smooth filter.
@@ -33,7 +33,13 @@ def _thumbnail(path: str, size: int):
 
 def image_for(dataset: Dataset, path: str, size: int):
     """One sample's image scaled so its long side is ``size`` pixels (None if unreadable)."""
-    return _thumbnail(str(dataset.root / path), size)
+    return _thumbnail(_source(dataset, path), size)
+
+
+def _source(dataset: Dataset, path: str) -> ImageSource:
+    """What the thumbnail cache is keyed by: the file name as text, or the container member itself."""
+    source = dataset.image_ref(path)
+    return str(source) if isinstance(source, Path) else source
 
 
 def breakable(name: str) -> str:
@@ -81,12 +87,11 @@ def show_gallery(
     if len(indices) == 0:
         st.caption("Nothing to show.")
         return
-    root = dataset.root
     for start in range(0, len(indices), columns):
         row_cols = st.columns(columns)
         for col, idx in zip(row_cols, indices[start : start + columns]):
             row = frame.loc[idx]
-            image = _thumbnail(str(root / row["path"]), size)
+            image = _thumbnail(_source(dataset, row["path"]), size)
             caption = caption_fn(row) if caption_fn is not None else _caption(row, caption_cols)
             with col:
                 if image is None:

@@ -94,7 +94,7 @@ def _checked_groups(_dataset: Dataset, fingerprint: str, _frame: pd.DataFrame, g
     """``duplicate_groups`` once per dataset and grouping (the group column's members are the key)."""
     from pruning_core.audit.duplicates import duplicate_groups
 
-    return duplicate_groups(_dataset.abspaths(), _frame["clip.duplicate_group"].fillna(-1).to_numpy(),
+    return duplicate_groups(_dataset.image_refs(), _frame["clip.duplicate_group"].fillna(-1).to_numpy(),
                             _frame["label"].to_numpy(), _embeddings)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -49,9 +49,13 @@ STOP_WAIT_S = 60.0
 class DatasetSource:
     """What the user chose on the Dataset page; hashable so it keys the resource cache."""
 
-    kind: str  # "demo" | "folder" | "manifest"
+    kind: str  # "demo" | "folder" | "manifest" | "container"
     path: str = ""
     root: str = ""
+    format: str = ""
+    """A container's format (``pruning_core.data.readers.FORMATS``); empty: detected from the path."""
+    split: str = ""
+    """The split audited when the data has several; empty: train (or the first)."""
 
 
 @st.cache_resource(show_spinner=False)
@@ -75,9 +79,9 @@ def check_source(source: DatasetSource) -> None:
     """
     if source.kind == "demo":
         return
-    what = "dataset folder" if source.kind == "folder" else "manifest"
+    what = {"folder": "dataset folder", "container": "dataset"}.get(source.kind, "manifest")
     path = check_in_workspace(source.path, what)
-    check_in_workspace(source.root or (path if source.kind == "folder" else path.parent), "dataset root")
+    check_in_workspace(source.root or (path if source.kind != "manifest" else path.parent), "dataset root")
 
 
 @st.cache_resource(show_spinner="Loading and validating the dataset…", max_entries=4)
@@ -85,7 +89,13 @@ def _load(source: DatasetSource) -> Dataset:
     if source.kind == "demo":
         return load_dataset(demo_assets().manifest)
     check_source(source)
-    return load_dataset(Path(source.path).expanduser(), root=Path(source.root).expanduser() if source.root else None)
+    return load_dataset(source.path.strip(), root=Path(source.root).expanduser() if source.root else None,
+                        format=source.format or None, split=source.split or None)
+
+
+def other_split(split: str) -> Dataset:
+    """Another split of the loaded data (Evaluate's held-out set): loaded and validated as the data is (cached)."""
+    return _load(replace(current_source(), split=split))
 
 
 def heldout_dataset(path: str) -> Dataset:
@@ -123,15 +133,16 @@ REVIEW_QUEUE = "review_queue_source"
 
 def restore_from_url() -> None:
     """On a session's first run, open the view the URL names (a reload, or a link someone shared):
-    the dataset (``dataset``, ``path``, ``root``), the Prune recipe (``recipe``, its JSON) and the
+    the dataset (``dataset``, ``path``, ``root``, ``format``, ``split``), the Prune recipe (``recipe``, its JSON) and the
     Review queue (``queue``).  The score table comes back from the workspace (:func:`score_table`).
     A link's dataset is checked like a typed one when it is loaded (``check_source``)."""
     if st.session_state.get(_URL_READ):
         return
     st.session_state[_URL_READ] = True
     params = st.query_params
-    if params.get("dataset") in ("demo", "folder", "manifest") and DATASET not in st.session_state:
-        st.session_state[DATASET] = DatasetSource(params["dataset"], params.get("path", ""), params.get("root", ""))
+    if params.get("dataset") in ("demo", "folder", "manifest", "container") and DATASET not in st.session_state:
+        st.session_state[DATASET] = DatasetSource(params["dataset"], params.get("path", ""), params.get("root", ""),
+                                                  params.get("format", ""), params.get("split", ""))
     if params.get("recipe") and RECIPE not in st.session_state:
         try:
             recipe = SelectionRecipe(**json.loads(params["recipe"]))
@@ -148,7 +159,8 @@ def restore_from_url() -> None:
 def publish_to_url() -> None:
     """Write the current view into the URL's query parameters, so a reload or a shared link reopens it."""
     source = current_source()
-    params = {"dataset": source.kind, "path": source.path, "root": source.root}
+    params = {"dataset": source.kind, "path": source.path, "root": source.root, "format": source.format,
+              "split": source.split}
     recipe = st.session_state.get(RECIPE)
     if recipe is not None:
         params["recipe"] = json.dumps(recipe.as_dict(), separators=(",", ":"))

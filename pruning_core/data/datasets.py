@@ -30,7 +30,8 @@ import pandas as pd
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
-from pruning_core.data import images
+from pruning_core.data import images, readers
+from pruning_core.data.readers.base import LoadedBlob, Scan
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check
 from pruning_core.runtime.safety import check_dataset_root
 
@@ -48,6 +49,8 @@ KIND_CORRUPT = "corrupt image"
 KIND_NOT_IMAGE = "not an image"
 KIND_UNREADABLE = "unreadable file"
 KIND_DUPLICATE = "duplicate path"
+KIND_DUPLICATE_KEY = "duplicate key"
+KIND_EMPTY_IMAGE = "empty image"
 KIND_EMPTY_LABEL = "empty label"
 KIND_EMPTY_PATH = "empty path"
 KIND_OUTSIDE = "outside root"
@@ -98,6 +101,8 @@ _PLURALS = {
     KIND_TOO_LARGE: "images too large",
     KIND_SINGLETON_CLASS: "single-sample classes",
     KIND_WINDOWS_PATH: "Windows paths",
+    readers.base.KIND_TRUNCATED: "truncated shards",
+    readers.base.KIND_NO_IMAGE: "no image members",
     "valid sample": "valid samples",
     "warning": "warnings",
 }
@@ -193,7 +198,15 @@ class Dataset:
     report: ValidationReport
     fingerprint: str
     """Hex digest of (relative path, size, mtime ns, label, caption) of every valid sample,
-    in order: equal across processes for equal data, different after any file/label change."""
+    in order: equal across processes for equal data, different after any file/label change.
+    For images inside containers: (id, size, content digest of the bytes, label, caption)."""
+    refs: Optional[list] = None
+    """Container datasets only: where each sample's bytes are (a :class:`images.Blob` per row, read in
+    place); ``samples.path`` then holds ids (``shards/000003.tar#key``, ``train.parquet#12``), not files."""
+    split: Optional[str] = None
+    """The split audited when the source has several (train / validation / test)."""
+    splits: tuple[str, ...] = ()
+    """Every split the source has (another one is loaded with ``load_dataset(..., split=name)``)."""
 
     @property
     def label_ids(self) -> np.ndarray:
@@ -204,9 +217,30 @@ class Dataset:
     def has_captions(self) -> bool:
         return "caption" in self.samples.columns
 
+    @property
+    def in_container(self) -> bool:
+        """True when images live inside files (parquet / arrow / tar shards) rather than one file each."""
+        return self.refs is not None
+
     def abspaths(self) -> list[Path]:
+        """Image files, for code that copies or links files (folder export); containers have none."""
+        if self.in_container:
+            raise DatasetError(f"{self.name}: images are inside container files ({self.samples['path'].iat[0]}, ...), "
+                               "not one file each")
         root = self.root
         return [root / p for p in self.samples["path"].tolist()]
+
+    def image_refs(self) -> list[images.ImageSource]:
+        """Where each sample's image is read from (files or in-place container members): what decoding uses."""
+        return list(self.refs) if self.in_container else self.abspaths()
+
+    def image_ref(self, path: str) -> images.ImageSource:
+        """One sample's image by its ``path`` (file path or container id)."""
+        if not self.in_container:
+            return self.root / path
+        if "_ref_of" not in self.__dict__:
+            self.__dict__["_ref_of"] = dict(zip(self.samples["path"].tolist(), self.refs))
+        return self.__dict__["_ref_of"][path]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -411,31 +445,116 @@ def from_frame(
         "folder resolves outside the dataset root (symlink)",
     )
     sizes, mtimes = _check_valid_files(rel, root_lexical, root_real, probs, check_images, progress, cancel, workers)
+    return _finish(frame, rel, labels, probs, row_no, extra_issues or [], expected_classes or [], sizes, mtimes,
+                   name=name or Path(root_real).name, root=Path(root_real))
 
-    issues = [*(extra_issues or []), *_row_issues(frame["path"], row_no, probs)]
+
+def _finish(frame: pd.DataFrame, rel: pd.Series, labels: pd.Series, probs: _Problems, row_no: np.ndarray,
+            extra_issues: list[Issue], expected_classes: list[str], sizes: np.ndarray, stamps: np.ndarray,
+            **fields) -> Dataset:
+    """The stages after the checks, shared by files and containers: issues, the samples table, classes,
+    class warnings and the fingerprint (``fields``: the Dataset's name, root and, for containers, refs)."""
+    issues = [*extra_issues, *_row_issues(frame["path"], row_no, probs)]
     if not probs.ok.any():
         errs = [i for i in issues if i.severity == "error"][:5] or issues[:5]
         first = "; ".join(
             (f"row {i.row}: " if i.row is not None else "") + f"{i.path or ''}: {i.reason}" for i in errs
         )
-        raise DatasetError(f"no valid samples among {n:,} rows. First problems: {first}")
+        raise DatasetError(f"no valid samples among {len(frame):,} rows. First problems: {first}")
 
     keep = np.flatnonzero(probs.ok)
     samples, caption_issues = _assemble_samples(frame, rel, labels, keep, row_no)
     issues += caption_issues
     classes = sorted(samples["label"].unique().tolist())
-    issues += _class_warnings(samples["label"], classes, expected_classes or [])
+    issues += _class_warnings(samples["label"], classes, expected_classes)
+    refs = fields.pop("refs", None)
     return Dataset(
-        name=name or Path(root_real).name,
-        root=Path(root_real),
         samples=samples,
         classes=classes,
         report=ValidationReport(issues=issues, n_valid=len(samples)),
-        fingerprint=_fingerprint(samples, sizes[keep], mtimes[keep]),
+        fingerprint=_fingerprint(samples, sizes[keep], stamps[keep]),
+        refs=None if refs is None else [refs[i] for i in keep],
+        **fields,
     )
 
 
-def _flag_duplicates(rel: pd.Series, labels: pd.Series, row_no: np.ndarray, probs: _Problems) -> None:
+def from_container(
+    scan: Scan,
+    *,
+    check_images: bool = True,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    workers: Optional[int] = None,
+) -> Dataset:
+    """Validate what a container reader listed, as :func:`from_frame` validates files: empty labels, duplicate
+    keys, empty / corrupt image bytes (every member is read once, in place, hashed and decoded), plus the
+    reader's own problems (a truncated shard, a key without an image).  Issues name the sample id."""
+    extra = [Issue(None, p.path, p.reason, p.severity, p.kind) for p in scan.problems]
+    frame = scan.frame.reset_index(drop=True)
+    n = len(frame)
+    if n == 0:
+        found = "; ".join(f"{i.path}: {i.reason}" for i in extra[:3])
+        raise DatasetError(f"{scan.root}: no samples found" + (f" ({found})" if found else ""))
+    row_no = np.full(n, None, dtype=object)
+    probs = _Problems(n)
+    ids = frame["path"].astype(str)
+    labels = _normalise_labels(frame["label"])
+    probs.flag(labels.isna().to_numpy(), KIND_EMPTY_LABEL, "empty or missing label")
+    _flag_duplicates(ids, labels, row_no, probs, KIND_DUPLICATE_KEY)
+    sizes, digests = _check_blobs(scan.refs, probs, check_images, progress, cancel, workers)
+    return _finish(frame, ids, labels, probs, row_no, extra, [], sizes, digests, name=scan.name,
+                   root=Path(os.path.realpath(scan.root)), refs=scan.refs, split=scan.split, splits=scan.splits)
+
+
+REASON_EMPTY_BYTES = "image bytes are empty"
+
+
+def _check_blob(ref: images.Blob, check_images: bool) -> tuple[int, str, Optional[str], Optional[str]]:
+    """Read one member once: (size, content digest, kind, reason); ``kind`` is None when it is fine."""
+    try:
+        data = ref.read_bytes()
+    except OSError as exc:
+        return 0, "", KIND_UNREADABLE, f"cannot read ({exc.strerror or exc})"
+    if not data:
+        return 0, "", KIND_EMPTY_IMAGE, REASON_EMPTY_BYTES
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if check_images:
+        reason = images.check_image(LoadedBlob(str(ref), data))
+        if reason is not None:
+            return len(data), digest, _IMAGE_REASON_KIND.get(reason, KIND_CORRUPT), reason
+    return len(data), digest, None, None
+
+
+def _check_blobs(
+    refs: list,
+    probs: _Problems,
+    check_images: bool,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[CancelToken],
+    workers: Optional[int],
+    chunk: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read, hash and (optionally) decode the members still valid, threaded; flag failures; sizes and digests."""
+    n = len(refs)
+    idx = np.flatnonzero(probs.ok)
+    sizes = np.zeros(n, dtype=np.int64)
+    digests = np.full(n, "", dtype=object)
+
+    def work(start: int, stop: int) -> None:
+        for i in idx[start:stop]:
+            if cancel is not None and cancel.cancelled:
+                return
+            sizes[i], digests[i], kind, reason = _check_blob(refs[i], check_images)
+            if kind is not None:
+                probs.kind[i], probs.reason[i] = kind, reason
+
+    images.map_file_chunks(len(idx), work, chunk=chunk, workers=workers, stage=CHECK_STAGE, progress=progress,
+                           cancel=cancel, thread_name="check", message="reading members in place")
+    return sizes, digests
+
+
+def _flag_duplicates(rel: pd.Series, labels: pd.Series, row_no: np.ndarray, probs: _Problems,
+                     kind: str = KIND_DUPLICATE) -> None:
     """Flag every repeat of a path after its first valid row, naming that row and both labels."""
     ok = probs.ok
     dup = ok & rel.where(ok).duplicated(keep="first").to_numpy()
@@ -450,7 +569,7 @@ def _flag_duplicates(rel: pd.Series, labels: pd.Series, row_no: np.ndarray, prob
         msgs.append(f"duplicate of {where}" + (f" (labelled {fl!r} there, {lab!r} here)" if fl != lab else ""))
     reasons = np.full(len(rel), None, dtype=object)
     reasons[dup] = msgs
-    _flag_each(probs, dup, KIND_DUPLICATE, reasons)
+    _flag_each(probs, dup, kind, reasons)
 
 
 def _check_valid_files(
@@ -541,12 +660,15 @@ def _flag_each(probs: _Problems, mask: np.ndarray, kind: str, reasons: np.ndarra
     probs.reason[mask] = reasons[mask]
 
 
-def _fingerprint(samples: pd.DataFrame, sizes: np.ndarray, mtimes: np.ndarray) -> str:
-    """sha256 over one tab-separated line per sample, built with vectorised string ops."""
+def _fingerprint(samples: pd.DataFrame, sizes: np.ndarray, stamps: np.ndarray) -> str:
+    """sha256 over one tab-separated line per sample, built with vectorised string ops.
+
+    ``stamps``: each file's mtime (ns) for files, each member's content digest for container members.
+    """
     parts = [
         samples["path"].astype(str),
         pd.Series(sizes, dtype=np.int64).astype(str),
-        pd.Series(mtimes, dtype=np.int64).astype(str),
+        pd.Series(stamps, dtype=np.int64 if stamps.dtype.kind in "iu" else object).astype(str),
         samples["label"].astype(str),
     ]
     if "caption" in samples.columns:
@@ -750,46 +872,121 @@ def load_manifest(
     path: os.PathLike | str,
     root: Optional[os.PathLike | str] = None,
     *,
+    split: Optional[str] = None,
     check_images: bool = True,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     workers: Optional[int] = None,
 ) -> Dataset:
-    """Load a CSV / parquet manifest (``path,label`` required, ``caption`` optional).
+    """Load a CSV / parquet manifest (``path,label`` required, ``caption`` and ``split`` optional).
 
     ``root`` defaults to the manifest's folder.  Relative paths resolve against ``root``;
     absolute paths are accepted only inside it (and stored relative to it).  Extra columns
     are carried through unchanged.  Issue rows are 1-based data rows (header not counted).
+    With a ``split`` column only the rows of one split are loaded (``split``, default train or the
+    first); issues keep the manifest's row numbers.
     """
     path = Path(path).expanduser()
     frame = read_manifest(path)
     root_path = Path(root).expanduser() if root is not None else path.resolve().parent
-    return from_frame(
+    rows, splits = None, ()
+    if SPLIT_COLUMN in frame.columns:
+        names = frame[SPLIT_COLUMN].astype("string").str.strip()
+        splits = readers.tables.order_splits(names.dropna().unique().tolist())
+        split = _choose_split(splits, split, path)
+        chosen = names.eq(split).fillna(False).to_numpy(dtype=bool)
+        rows = (np.flatnonzero(chosen) + 1).tolist()
+        frame = frame[chosen]
+    elif split is not None:
+        raise DatasetError(f"manifest {path.name} has no {SPLIT_COLUMN!r} column, so split {split!r} does not apply")
+    dataset = from_frame(
         frame,
         root_path,
-        name=path.stem,
+        name=f"{path.stem}:{split}" if splits else path.stem,
         check_images=check_images,
         progress=progress,
         cancel=cancel,
         workers=workers,
+        rows=rows,
     )
+    dataset.split, dataset.splits = (split, splits) if splits else (None, ())
+    return dataset
 
 
-def load_dataset(source: os.PathLike | str, root: Optional[os.PathLike | str] = None, **kw) -> Dataset:
-    """Load a folder (``root/<class>/<image>``) or a ``.csv`` / ``.parquet`` / ``.pq`` manifest."""
-    src = Path(source).expanduser()
-    if src.is_dir():
-        if root is not None:
-            raise DatasetError("root= applies to manifests only; an image folder is its own root")
-        return load_image_folder(src, **kw)
-    if src.suffix.lower() in MANIFEST_SUFFIXES:
-        return load_manifest(src, root, **kw)
-    if not src.exists():
-        raise DatasetError(f"{src} does not exist (expected an image folder or a .csv/.parquet manifest)")
-    raise DatasetError(
-        f"{src} is neither a folder nor a manifest: use an image folder (root/<class>/<image>) "
-        "or a .csv / .parquet / .pq file with columns path,label[,caption]"
-    )
+SPLIT_COLUMN = "split"
+"""A manifest column naming each row's split (train / val / test)."""
+
+
+def _choose_split(available: tuple[str, ...], split: Optional[str], where: Path) -> str:
+    """The split asked for (it must exist), else train, else the first in the usual order."""
+    if split is None:
+        return available[0]
+    if split not in available:
+        raise DatasetError(f"{where}: no split {split!r}; it has {', '.join(available)}")
+    return split
+
+
+def load_split_folder(root: os.PathLike | str, split: Optional[str] = None, **kw) -> Dataset:
+    """``root/train/<class>/<image>``, ``root/val/...``, ``root/test/...``: one split loaded as an image folder
+    (its ids relative to that split's folder); the others stay listed in ``splits`` for Evaluate or leakage."""
+    root_path = Path(root).expanduser()
+    splits = tuple(readers.split_folders(root_path))
+    if not splits:
+        raise DatasetError(f"{root_path} has no train/ val/ test/ subfolders")
+    split = _choose_split(splits, split, root_path)
+    dataset = load_image_folder(root_path / split, **kw)
+    dataset.name, dataset.split, dataset.splits = f"{root_path.resolve().name}:{split}", split, splits
+    return dataset
+
+
+def load_dataset(
+    source: os.PathLike | str,
+    root: Optional[os.PathLike | str] = None,
+    *,
+    format: Optional[str] = None,
+    split: Optional[str] = None,
+    **kw,
+) -> Dataset:
+    """Load any dataset format of :data:`readers.FORMATS` (``format`` None: detected from the path).
+
+    Folders (``root/<class>/<image>``, or with ``train/ val/ test/`` subfolders), ``.csv`` / ``.parquet`` /
+    ``.pq`` manifests, and containers read in place: parquet / arrow tables of image bytes, Hugging Face
+    ``save_to_disk`` folders and WebDataset shards (``name-{000000..000009}.tar``).  ``split`` picks one
+    split where the source has several.
+    """
+    text = os.fspath(source)
+    src = Path(text).expanduser()
+    if not src.exists() and not readers.shards.is_shard_source(text):
+        raise DatasetError(f"{src} does not exist (expected an image folder, a .csv/.parquet manifest, parquet/arrow "
+                           "image tables, a save_to_disk folder or .tar shards)")
+    fmt = format or readers.detect_format(text)
+    if fmt not in readers.FORMATS:
+        raise DatasetError(f"unknown dataset format {fmt!r}; one of {', '.join(readers.FORMATS)}")
+    if root is not None and fmt != "manifest":
+        raise DatasetError(f"root= applies to manifests only; {src} ({readers.FORMATS[fmt]}) is its own root")
+    if fmt in readers.CONTAINER_FORMATS:
+        try:
+            listed = readers.scan(text, fmt, split)
+        except DatasetError:
+            raise
+        except (ValueError, OSError, KeyError) as exc:  # pyarrow's errors are ValueErrors / OSErrors
+            message = str(exc)
+            raise DatasetError(message if str(src) in message else f"{src}: {message}") from None
+        return from_container(listed, **kw)
+    if fmt == "splits":
+        return load_split_folder(src, split, **kw)
+    if fmt == "manifest":
+        if src.is_dir():
+            raise DatasetError(f"{src} is a folder, not a manifest")
+        if src.suffix.lower() not in MANIFEST_SUFFIXES:
+            raise DatasetError(
+                f"{src} is neither a folder nor a manifest: use an image folder (root/<class>/<image>) "
+                "or a .csv / .parquet / .pq file with columns path,label[,caption]"
+            )
+        return load_manifest(src, root, split=split, **kw)
+    if split is not None:
+        raise DatasetError(f"{src} has no train/ val/ test/ subfolders, so split {split!r} does not apply")
+    return load_image_folder(src, **kw)
 
 
 def decoded_images_step(dataset: Dataset, size: int) -> CachedStep:
@@ -808,7 +1005,7 @@ def decoded_images(
     """All images decoded once at ``size`` x ``size`` (uint8, N x H x W x 3), cached for every later run."""
 
     def compute() -> Computed:
-        decoded, failed = images.load_image_array(dataset.abspaths(), size, progress=progress, cancel=cancel)
+        decoded, failed = images.load_image_array(dataset.image_refs(), size, progress=progress, cancel=cancel)
         return Computed(arrays={"images": decoded}, meta={"failed": {str(k): v for k, v in failed.items()}})
 
     return decoded_images_step(dataset, size).run(store, compute).array("images")
@@ -823,9 +1020,11 @@ __all__ = [
     "check_trainable",
     "decoded_images",
     "decoded_images_step",
+    "from_container",
     "from_frame",
     "load_dataset",
     "load_image_folder",
     "load_manifest",
+    "load_split_folder",
     "read_manifest",
 ]

@@ -21,12 +21,13 @@ must stay ``False`` (it is PIL's default and this module never sets it).
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Callable, Optional, Sequence, TypeVar
+from typing import Callable, Optional, Protocol, Sequence, TypeVar, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -52,6 +53,26 @@ _PNG_VERIFY_ABOVE_PIXELS = 4_000_000
 """PNGs larger than this are checked with ``verify()`` (every chunk CRC, no inflate)."""
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+class Blob(Protocol):
+    """An image stored inside a container (a tar shard's member, a parquet or arrow row).
+
+    ``str(blob)`` is the sample's stable id (``shards/000003.tar#key``); ``read_bytes`` returns the encoded
+    image, read in place (never unpacked to disk).  ``pathlib.Path`` has ``read_bytes`` too, but paths are
+    opened as files so PIL can seek in them.
+    """
+
+    def read_bytes(self) -> bytes: ...
+
+
+ImageSource = Union[str, os.PathLike, Blob]
+"""Where one image is read from: a file, or a :class:`Blob` inside a container."""
+
+
+def is_file_path(source: ImageSource) -> bool:
+    """True for a file name (str / PathLike), False for a :class:`Blob`."""
+    return isinstance(source, (str, os.PathLike))
 
 
 class ImageError(ValueError):
@@ -121,22 +142,38 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.I
     return im.convert("RGB")  # CMYK, YCbCr, HSV, L, 1, RGBX, ...
 
 
-def _open_checked(path: Path, size: Optional[int] = None) -> Image.Image:
+def _read_blob(blob: Blob) -> io.BytesIO:
+    """A blob's bytes as a seekable file for PIL; unreadable or empty blobs are ImageErrors."""
+    try:
+        data = blob.read_bytes()
+    except OSError as exc:
+        raise ImageError(blob, f"cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(blob, REASON_EMPTY)
+    return io.BytesIO(data)
+
+
+def _open_checked(path: ImageSource, size: Optional[int] = None) -> Image.Image:
     """``Image.open`` with the empty / missing / not-an-image cases turned into ImageError.
 
     ``size`` is the file size when the caller has already stat-ed the file (saves a stat).
+    A :class:`Blob` is read into memory (container members are small and read in place).
     """
-    if size is None:
+    if not is_file_path(path):
+        target = _read_blob(path)
+    elif size is None:
         try:
             size = os.stat(path).st_size
         except FileNotFoundError:
             raise ImageError(path, REASON_MISSING) from None
         except OSError as exc:
             raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
-    if size == 0:
-        raise ImageError(path, REASON_EMPTY)
+    if is_file_path(path):
+        if size == 0:
+            raise ImageError(path, REASON_EMPTY)
+        target = path
     try:
-        return Image.open(path)
+        return Image.open(target)
     except UnidentifiedImageError:
         raise ImageError(path, REASON_NOT_IMAGE) from None
     except Image.DecompressionBombError:
@@ -155,7 +192,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError, Inde
 
 
 def load_rgb(
-    path: os.PathLike | str,
+    path: ImageSource,
     *,
     background: tuple[int, int, int] = WHITE,
     draft_size: Optional[tuple[int, int]] = None,
@@ -167,7 +204,7 @@ def load_rgb(
     at the smallest DCT scale (1/2, 1/4, 1/8) still at least that size, which is several
     times faster for large photos.  Raises :class:`ImageError` with a human ``reason``.
     """
-    path = Path(path)
+    path = Path(path) if is_file_path(path) else path
     im = _open_checked(path)
     try:
         with im:
@@ -195,7 +232,7 @@ GREY_MODES = frozenset({"L", "1", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 """Single-channel modes: :func:`load_native` keeps them grey (8-bit ``L``)."""
 
 
-def load_native(path: os.PathLike | str) -> Image.Image:
+def load_native(path: ImageSource) -> Image.Image:
     """``path`` decoded at its own size, 8-bit grey (``L``) where the file stores one grey channel, else RGB.
 
     What image-quality checks read: size, aspect ratio and grey storage are properties of the file, so
@@ -205,7 +242,13 @@ def load_native(path: os.PathLike | str) -> Image.Image:
     return im if im.mode in ("RGB", "L") else to_rgb(im).convert("L")
 
 
-def check_image(path: os.PathLike | str, *, size: Optional[int] = None) -> Optional[str]:
+def image_size(path: ImageSource) -> tuple[int, int]:
+    """(width, height) from the header alone (nothing decoded); raises :class:`ImageError`."""
+    with _open_checked(path) as im:
+        return im.size
+
+
+def check_image(path: ImageSource, *, size: Optional[int] = None) -> Optional[str]:
     """Return ``None`` if ``path`` decodes, else a short reason.  Cheap enough for 50k files.
 
     JPEGs are decoded at 1/8 scale: the whole entropy-coded stream is still read, so a
@@ -296,7 +339,7 @@ def map_file_chunks(
 
 
 def load_image_array(
-    paths: Sequence[os.PathLike | str],
+    paths: Sequence[ImageSource],
     size: int,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
@@ -336,12 +379,16 @@ def load_image_array(
 
 
 __all__ = [
+    "Blob",
     "IMAGE_EXTENSIONS",
+    "ImageSource",
     "ImageError",
     "WHITE",
     "Cancelled",
     "check_image",
     "default_workers",
+    "image_size",
+    "is_file_path",
     "load_image_array",
     "load_rgb",
     "to_rgb",

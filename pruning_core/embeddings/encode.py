@@ -20,7 +20,7 @@ from pruning_core.runtime import executors
 from pruning_core.demo.tiny_clip import register_tiny_clip
 from pruning_core.embeddings.clip_model import ClipEncoder, WeightsSource
 from pruning_core.runtime.devices import device_policy
-from pruning_core.data.images import ImageError, load_rgb
+from pruning_core.data.images import ImageError, ImageSource, is_file_path, load_rgb
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 
@@ -57,7 +57,7 @@ def batched_text_encoder(
 class _ImageFiles(TorchDataset):
     """Decodes and preprocesses one file; a file that fails yields a blank image and ok=False."""
 
-    def __init__(self, paths: Sequence[Path], preprocess: Callable) -> None:
+    def __init__(self, paths: Sequence[ImageSource], preprocess: Callable) -> None:
         self.paths = paths
         self.preprocess = preprocess
         self._blank: Optional[torch.Tensor] = None
@@ -80,7 +80,12 @@ class _ImageFiles(TorchDataset):
             return self.blank(), False
 
 
-def decode_batch(paths: Sequence[Path], preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_source(item: ImageSource) -> ImageSource:
+    """A batch item back as what ``load_rgb`` reads: file names travel as text, container members as themselves."""
+    return Path(item) if is_file_path(item) else item
+
+
+def decode_batch(paths: Sequence[ImageSource], preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch decoded in this process (what a pool worker's CLIP does with its rows)."""
     files = _ImageFiles(paths, preprocess)
     images, ok = zip(*(files[i] for i in range(len(files))))
@@ -97,13 +102,13 @@ def clip_actor(source: WeightsSource, precision: str) -> Callable[[list], dict[s
     encoder = ClipEncoder(source, device="auto", precision=precision)
 
     def embed(paths: list) -> dict[str, np.ndarray]:
-        images, ok = decode_batch([Path(p) for p in paths], encoder.preprocess)
+        images, ok = decode_batch([_as_source(p) for p in paths], encoder.preprocess)
         return {"emb": encoder.encode_image_batch(images).float().cpu().numpy(), "ok": ok.numpy()}
 
     return embed
 
 
-def local_batches(paths: Sequence[Path], encoder: ClipEncoder, *, batch_size: int,
+def local_batches(paths: Sequence[ImageSource], encoder: ClipEncoder, *, batch_size: int,
                   num_workers: Optional[int]) -> Iterator[dict[str, torch.Tensor]]:
     """``{"emb", "ok"}`` per batch, decoded by DataLoader workers while the model runs here.
 
@@ -143,7 +148,7 @@ def cached_chunks(chunk_dir: Path, n: int, chunk_size: int = CHUNK_SIZE) -> tupl
 
 
 def embed_images(
-    paths: Sequence[Path],
+    paths: Sequence[ImageSource],
     encoder: ClipEncoder,
     *,
     chunk_dir: Optional[Path] = None,
@@ -175,8 +180,8 @@ def embed_images(
     if todo:
         indices = [i for c in todo for i in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
         batches = executors.current().map_batches(
-            [str(paths[i]) for i in indices], batch_size=batch_size,
-            local=lambda items: local_batches([Path(p) for p in items], encoder, batch_size=batch_size,
+            [str(paths[i]) if is_file_path(paths[i]) else paths[i] for i in indices], batch_size=batch_size,
+            local=lambda items: local_batches([_as_source(p) for p in items], encoder, batch_size=batch_size,
                                               num_workers=num_workers),
             actor=functools.partial(clip_actor, encoder.source, encoder.precision))
         pending_emb: list[torch.Tensor] = []

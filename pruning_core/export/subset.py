@@ -11,12 +11,13 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from cache.store import atomic_write_bytes
+from pruning_core.data.readers.base import ID_SEPARATOR
 from pruning_core.runtime.safety import CSV_QUOTING, csv_safe
 
 
@@ -167,6 +168,7 @@ def export_folder(
     out: Path,
     *,
     mode: str = "symlink",
+    sources: Optional[Sequence] = None,
     progress=None,
     cancel=None,
 ) -> FolderExport:
@@ -174,7 +176,9 @@ def export_folder(
 
     ``frame`` has ``path`` (relative to ``root``) and ``label`` (apply relabels first).  ``out``
     must be new or empty, so an export never mixes with an older one; ``out/index.csv``
-    maps every source to its destination.
+    maps every source to its destination.  ``sources``: for a container dataset (parquet, shards), each
+    row's in-place member (``Dataset.image_ref``); its bytes are written as they are (only ``copy``: a
+    member cannot be linked), named after the id (``train.parquet-12.png``, ``shard-000003.tar-key.jpg``).
     """
     import shutil
 
@@ -188,9 +192,15 @@ def export_folder(
         raise FileExistsError(f"{out} already exists and is not empty: choose a new or empty folder")
     if out == root or root in out.parents:
         raise ValueError(f"{out} is inside the dataset root {root}: choose a folder outside it")
-    dest = folder_layout(frame)
+    if sources is not None and mode != "copy":
+        raise ValueError("images inside container files can only be copied out (mode 'copy'), not linked")
+    if sources is None:
+        dest = folder_layout(frame)
+        sources = [root / p for p in frame["path"].astype(str)]
+    else:
+        dest = folder_layout(frame.assign(path=frame["path"].astype(str).str.replace(ID_SEPARATOR, "-", regex=False)))
+        dest = dest + pd.Series([_image_suffix(s) for s in sources], index=dest.index)
     out.mkdir(parents=True, exist_ok=True)
-    sources = [root / p for p in frame["path"].astype(str)]
     for folder in sorted({d.split("/", 1)[0] for d in dest}):
         (out / folder).mkdir(exist_ok=True)
     total = len(frame)
@@ -198,8 +208,10 @@ def export_folder(
         target = out / rel
         if mode == "symlink":
             os.symlink(src, target)
-        else:
+        elif isinstance(src, Path):
             shutil.copy2(src, target)
+        else:
+            target.write_bytes(src.read_bytes())
         if i % 500 == 499:
             report(progress, "export images", i + 1, total)
             check(cancel)
@@ -209,6 +221,20 @@ def export_folder(
     index_file = out / "index.csv"
     write_table(index, index_file)
     return FolderExport(out, total, mode, index_file)
+
+
+def _image_suffix(source) -> str:
+    """A container member's file suffix from its encoded format (``.jpg``, ``.png``; ``.img`` if unknown)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(source.read_bytes())) as im:
+            fmt = (im.format or "img").lower()
+    except (OSError, UnidentifiedImageError):
+        fmt = "img"
+    return "." + {"jpeg": "jpg", "tiff": "tif"}.get(fmt, fmt)
 
 
 # ----------------------------------------------------------------------------- bundle

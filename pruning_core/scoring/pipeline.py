@@ -102,7 +102,7 @@ def clip_embeddings(
         return loaded[0]
 
     def embed() -> Computed:
-        emb, ok = embed_images(dataset.abspaths(), encoder(), chunk_dir=image_step.partial_dir(store),
+        emb, ok = embed_images(dataset.image_refs(), encoder(), chunk_dir=image_step.partial_dir(store),
                                batch_size=config.batch_size, progress=progress, cancel=cancel)
         return Computed(arrays={"image": emb, "ok": ok})
 
@@ -237,7 +237,7 @@ def decoding_seconds(dataset: Dataset, store: ResultStore, sample: int = 64) -> 
         if config.arch != "resnet9" or decoded_images_step(dataset, config.image_size).is_cached(store):
             return 0.0
         if not per_image:
-            paths = dataset.abspaths()[:sample]
+            paths = dataset.image_refs()[:sample]
             t0 = time.perf_counter()
             load_image_array(paths, config.image_size)
             per_image.append((time.perf_counter() - t0) / max(1, len(paths)))
@@ -339,7 +339,7 @@ def image_quality_score_table(
     from pruning_core.image_quality import quality_scores, score_infos
 
     def compute() -> Computed:
-        frame, _, settings = quality_scores(dataset.abspaths(), config, progress=progress, cancel=cancel)
+        frame, _, settings = quality_scores(dataset.image_refs(), config, progress=progress, cancel=cancel)
         return Computed(frames={"scores": frame}, meta={"settings": settings})
 
     entry = image_quality_step(dataset, config).run(store, compute)
