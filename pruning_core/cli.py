@@ -94,6 +94,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             k=args.knn_k,
             dup_threshold=args.duplicate_threshold,
         )
+    if args.dynamics and args.pred_probs:  # before any work: both would write the cleanlab.* columns
+        raise ValueError("--pred-probs and --dynamics both give the cleanlab.* scores: choose one")
     if args.dynamics or args.adapruner is not None:  # before the throughput probe: one class cannot train
         check_trainable(dataset, args.data, "--dynamics and --adapruner")
     dynamics = None
@@ -103,9 +105,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     adapruner = None
     if args.adapruner is not None:  # one training run, no cross-fitting
         adapruner = (args.adapruner, _planned_dynamics(args, dataset, None, folds=0).config)
-    if clip is None and dynamics is None and adapruner is None:
-        raise ValueError("nothing to score: enable --clip, --dynamics and/or --adapruner RATIO")
+    pred_probs, features = _own_model_arrays(args, dataset)
+    if clip is None and dynamics is None and adapruner is None and pred_probs is None and features is None:
+        raise ValueError("nothing to score: enable --clip, --dynamics, --adapruner RATIO, --pred-probs and/or "
+                         "--features")
     table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, adapruner=adapruner,
+                          pred_probs=pred_probs, features=features,
                           dynamics_spent_s=plan.spent_s if dynamics is not None else 0.0,
                           progress=TqdmProgress())
     if dynamics is not None:
@@ -121,6 +126,23 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"skipped/flagged inputs listed in {outputs['issues']}", file=sys.stderr)
     print(f"wrote {len(table.frame):,} rows x {len(table.infos)} scores to {args.out} (meanings in {sidecar})")
     return 0
+
+
+def _own_model_arrays(args: argparse.Namespace, dataset):
+    """The user's ``--pred-probs`` and ``--features`` for ``dataset``, checked (None where not given)."""
+    from pruning_core.audit.own_model import check_features, check_pred_probs, load_user_array
+
+    pred_probs = features = None
+    if args.pred_probs:
+        pred_probs = check_pred_probs(load_user_array(args.pred_probs, dataset.samples, "--pred-probs",
+                                                      dataset.classes), len(dataset.classes))
+        print(f"--pred-probs: {pred_probs.source['row_order']}, sha256 {pred_probs.source['sha256'][:12]}...",
+              file=sys.stderr)
+    if args.features:
+        features = check_features(load_user_array(args.features, dataset.samples, "--features"))
+        print(f"--features: {features.source['row_order']}, sha256 {features.source['sha256'][:12]}...",
+              file=sys.stderr)
+    return pred_probs, features
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -485,6 +507,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--adapruner", type=float, default=None, metavar="RATIO",
                        help="learn an AdaPruner mask for keeping RATIO (adds adapruner.keep_logit; uses --epochs, "
                             "--image-size, --seed)")
+    score.add_argument("--pred-probs", default=None, metavar="FILE",
+                       help="your model's OUT-OF-SAMPLE (cross-validated) class probabilities: a .npy (N, C) in "
+                            "dataset order, a .parquet/.csv with one column per class name (aligned on its id/path "
+                            "column if it has one), or a manifest column of vectors; gives the cleanlab.* label "
+                            "issues and suggested labels without training the proxy (rows must sum to 1)")
+    score.add_argument("--features", default=None, metavar="FILE",
+                       help="your model's embeddings: a .npy (N, D) in dataset order, a .parquet/.csv (aligned on "
+                            "its id/path column), or a manifest column of vectors; adds features.outlier, "
+                            "features.diversity and features.duplicate_* (k-NN in that space) and is the input of "
+                            "--dynamics --arch probe")
     _add_executor_args(score)
     score.set_defaults(func=cmd_score)
 
