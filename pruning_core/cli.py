@@ -145,6 +145,26 @@ def _own_model_arrays(args: argparse.Namespace, dataset):
     return pred_probs, features
 
 
+def cmd_leakage(args: argparse.Namespace) -> int:
+    """Test samples that are copies of training samples (exact bytes, or near by pixel cosine), as pairs."""
+    from pruning_core.audit.leakage import EXACT, PAIR_COLUMNS, LeakageConfig, find_leakage
+    from pruning_core.data.datasets import load_dataset
+    from pruning_core.export.subset import write_table
+    from pruning_core.runtime.safety import has_columns
+
+    check_outputs({"pairs": args.out}, [args.train, args.test])
+    check_replaceable({"pairs table": args.out}, {"pairs table": has_columns(PAIR_COLUMNS)}, overwrite=args.overwrite)
+    train = load_dataset(Path(args.train), root=args.root, progress=TqdmProgress())
+    test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress())
+    config = LeakageConfig(threshold=args.threshold, pixel_size=args.pixel_size)
+    pairs = find_leakage(train, test, config, progress=TqdmProgress())
+    write_table(pairs, args.out)
+    exact = int((pairs["kind"] == EXACT).sum())
+    print(f"{pairs['test_id'].nunique():,} of {len(test):,} test samples leak (raw counts): {exact:,} exact-copy "
+          f"pairs, {len(pairs) - exact:,} near copies at cosine >= {config.threshold:g} -> {args.out}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Load and check a dataset (missing, corrupt, duplicate, outside-root files...) without scoring it."""
     from pruning_core.data.datasets import ISSUE_COLUMNS
@@ -608,6 +628,24 @@ def build_parser() -> argparse.ArgumentParser:
                           help="issues table (.csv, .parquet or .json; default issues.csv)")
     validate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     validate.set_defaults(func=cmd_validate)
+
+    from pruning_core.audit.leakage import LeakageConfig
+
+    leakage = sub.add_parser("leakage", help="test samples that are copies of training samples (train/test leakage)")
+    leakage.add_argument("train", help="training image folder or CSV/parquet manifest")
+    leakage.add_argument("test", help="test image folder or CSV/parquet manifest")
+    leakage.add_argument("--root", type=Path, default=None, help="root for the training manifest's relative paths")
+    leakage.add_argument("--test-root", type=Path, default=None, help="root for the test manifest's relative paths")
+    leakage.add_argument("--threshold", type=_cosine, default=LeakageConfig.threshold, metavar="COS",
+                         help=f"pixel-thumbnail cosine at or above which a test image is a near copy of its nearest "
+                              f"training image (default {LeakageConfig.threshold:g}, measured on CIFAR-10: "
+                              "docs/benchmarks.md); exact copies are found by SHA-256 of the bytes")
+    leakage.add_argument("--pixel-size", type=_positive_int, default=LeakageConfig.pixel_size, metavar="PX",
+                         help=f"side of the thumbnails compared (default {LeakageConfig.pixel_size})")
+    leakage.add_argument("--out", required=True, type=Path,
+                         help="pairs table (.csv, .parquet or .json): train_id, test_id, cosine, kind (exact/near)")
+    leakage.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    leakage.set_defaults(func=cmd_leakage)
 
     cache = sub.add_parser("cache", help="list, verify or clear cached results")
     cache.add_argument("action", choices=["ls", "verify", "clear"],
