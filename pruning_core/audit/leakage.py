@@ -54,7 +54,8 @@ class LeakageConfig:
     decode_size: int = 32
     """Side every image is decoded to before the thumbnails are made."""
     screen_floor: float = 0.98
-    """Aligned correlation at ``screen_size`` below which a candidate is dropped before the finer check."""
+    """Aligned correlation at ``screen_size`` below which a candidate is dropped before the finer check (or
+    ``threshold``, when lower)."""
 
 
 def content_hashes(paths: Sequence[os.PathLike | str], *, progress: Optional[ProgressCallback] = None,
@@ -141,7 +142,7 @@ def nearest_by_pixels(train_paths: Sequence[os.PathLike | str], test_paths: Sequ
                  exclude_self=False, device="cpu", cancel=cancel)
     test_rows, train_rows = np.repeat(np.arange(n_test), k), ind.reshape(-1)
     coarse = aligned_correlation(train[train_rows], test[test_rows], config.screen_size, config.max_crop)
-    keep = coarse >= config.screen_floor
+    keep = coarse >= min(config.screen_floor, config.threshold)  # a lower threshold widens the screen too
     test_rows, train_rows = test_rows[keep], train_rows[keep]
     fine = aligned_correlation(train[train_rows], test[test_rows], config.pixel_size, config.max_crop)
     order = np.argsort(-fine, kind="stable")  # best first, so np.unique's first index is each test row's best
