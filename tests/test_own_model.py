@@ -74,7 +74,7 @@ def test_pred_probs_equal_cleanlab_run_directly(dataset, tmp_path):
     table = pred_probs_score_table(dataset, given)
     np.testing.assert_array_equal(table.frame["cleanlab.is_issue"].to_numpy().astype(bool),
                                   find_label_issues(y, probs, filter_by="prune_by_noise_rate"))
-    np.testing.assert_allclose(table.frame["cleanlab.label_quality"], get_label_quality_scores(y, probs), rtol=1e-12)
+    np.testing.assert_array_equal(table.frame["cleanlab.label_quality"], get_label_quality_scores(y, probs))
     assert table.settings["cleanlab"]["pred_probs"]["sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
 
 
