@@ -29,7 +29,7 @@ from pruning_core.audit.duplicates import DUPLICATE, pass_share
 from pruning_core.audit.report import headline, render, thumbnail_data_url
 from pruning_core.audit.review import resolve_duplicates
 from ui import review_state as rs
-from ui import state
+from ui import leakage_panel, state
 from ui.gallery import image_for, row_name, whole_word
 from ui.similar import checked_duplicate_groups
 
@@ -211,3 +211,6 @@ if dup is not None and dup.count:
             st.warning(f"Check this group before removing anything: {chosen['reason']}.")
             if st.button(f"Review these {len(rows)}", key="dup_review"):
                 rs.send_to_review(f"duplicate group {gid}", paths.loc[rows].tolist())
+
+# ----------------------------------------------------------------------------- train/test leakage
+leakage_panel.show(dataset, store)

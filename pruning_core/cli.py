@@ -106,6 +106,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             k=args.knn_k,
             dup_threshold=args.duplicate_threshold,
         )
+    if args.dynamics and args.pred_probs:  # before any work: both would write the cleanlab.* columns
+        raise ValueError("--pred-probs and --dynamics both give the cleanlab.* scores: choose one")
     if args.dynamics or args.adapruner is not None:  # before the throughput probe: one class cannot train
         check_trainable(dataset, args.data, "--dynamics and --adapruner")
     dynamics = None
@@ -116,10 +118,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.adapruner is not None:  # one training run, no cross-fitting
         adapruner = (args.adapruner, _planned_dynamics(args, dataset, None, folds=0).config)
     image_quality = QualityConfig() if args.image_quality else None
-    if clip is None and dynamics is None and adapruner is None and image_quality is None:
-        raise ValueError("nothing to score: enable --clip, --dynamics, --image-quality and/or --adapruner RATIO")
+    pred_probs, features = _own_model_arrays(args, dataset)
+    if all(part is None for part in (clip, dynamics, adapruner, image_quality, pred_probs, features)):
+        raise ValueError("nothing to score: enable --clip, --dynamics, --image-quality, --adapruner RATIO, "
+                         "--pred-probs and/or --features")
     table = score_dataset(dataset, _store(args), clip=clip, dynamics=dynamics, adapruner=adapruner,
-                          image_quality=image_quality,
+                          image_quality=image_quality, pred_probs=pred_probs, features=features,
                           dynamics_spent_s=plan.spent_s if dynamics is not None else 0.0,
                           progress=TqdmProgress())
     if dynamics is not None:
@@ -176,6 +180,43 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     atomic_write_bytes(args.out, text.encode())
     print(f"wrote the report on {len(table.frame):,} samples ({len(ov.findings)} findings) to {args.out}")
+    return 0
+
+
+def _own_model_arrays(args: argparse.Namespace, dataset):
+    """The user's ``--pred-probs`` and ``--features`` for ``dataset``, checked (None where not given)."""
+    from pruning_core.audit.own_model import check_features, check_pred_probs, load_user_array
+
+    pred_probs = features = None
+    if args.pred_probs:
+        pred_probs = check_pred_probs(load_user_array(args.pred_probs, dataset.samples, "--pred-probs",
+                                                      dataset.classes), len(dataset.classes))
+        print(f"--pred-probs: {pred_probs.source['row_order']}, sha256 {pred_probs.source['sha256'][:12]}...",
+              file=sys.stderr)
+    if args.features:
+        features = check_features(load_user_array(args.features, dataset.samples, "--features"))
+        print(f"--features: {features.source['row_order']}, sha256 {features.source['sha256'][:12]}...",
+              file=sys.stderr)
+    return pred_probs, features
+
+
+def cmd_leakage(args: argparse.Namespace) -> int:
+    """Test samples that are copies of training samples (exact bytes, or near by pixel cosine), as pairs."""
+    from pruning_core.audit.leakage import EXACT, PAIR_COLUMNS, LeakageConfig, find_leakage
+    from pruning_core.data.datasets import load_dataset
+    from pruning_core.export.subset import write_table
+    from pruning_core.runtime.safety import has_columns
+
+    check_outputs({"pairs": args.out}, [args.train, args.test])
+    check_replaceable({"pairs table": args.out}, {"pairs table": has_columns(PAIR_COLUMNS)}, overwrite=args.overwrite)
+    train = load_dataset(Path(args.train), root=args.root, progress=TqdmProgress())
+    test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress())
+    config = LeakageConfig(threshold=args.threshold, pixel_size=args.pixel_size)
+    pairs = find_leakage(train, test, config, progress=TqdmProgress())
+    write_table(pairs, args.out)
+    exact = int((pairs["kind"] == EXACT).sum())
+    print(f"{pairs['test_id'].nunique():,} of {len(test):,} test samples leak (raw counts): {exact:,} exact-copy "
+          f"pairs, {len(pairs) - exact:,} near copies at cosine >= {config.threshold:g} -> {args.out}")
     return 0
 
 
@@ -550,6 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--adapruner", type=float, default=None, metavar="RATIO",
                        help="learn an AdaPruner mask for keeping RATIO (adds adapruner.keep_logit; uses --epochs, "
                             "--image-size, --seed)")
+    score.add_argument("--pred-probs", default=None, metavar="FILE",
+                       help="your model's OUT-OF-SAMPLE (cross-validated) class probabilities: a .npy (N, C) in "
+                            "dataset order, a .parquet/.csv with one column per class name (aligned on its id/path "
+                            "column if it has one), or a manifest column of vectors; gives the cleanlab.* label "
+                            "issues and suggested labels without training the proxy (rows must sum to 1)")
+    score.add_argument("--features", default=None, metavar="FILE",
+                       help="your model's embeddings: a .npy (N, D) in dataset order, a .parquet/.csv (aligned on "
+                            "its id/path column), or a manifest column of vectors; adds features.outlier, "
+                            "features.diversity and features.duplicate_* (k-NN in that space) and is the input of "
+                            "--dynamics --arch probe")
     _add_executor_args(score)
     score.set_defaults(func=cmd_score)
 
@@ -657,6 +708,24 @@ def build_parser() -> argparse.ArgumentParser:
                           help="issues table (.csv, .parquet or .json; default issues.csv)")
     validate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     validate.set_defaults(func=cmd_validate)
+
+    from pruning_core.audit.leakage import LeakageConfig
+
+    leakage = sub.add_parser("leakage", help="test samples that are copies of training samples (train/test leakage)")
+    leakage.add_argument("train", help="training image folder or CSV/parquet manifest")
+    leakage.add_argument("test", help="test image folder or CSV/parquet manifest")
+    leakage.add_argument("--root", type=Path, default=None, help="root for the training manifest's relative paths")
+    leakage.add_argument("--test-root", type=Path, default=None, help="root for the test manifest's relative paths")
+    leakage.add_argument("--threshold", type=_cosine, default=LeakageConfig.threshold, metavar="COS",
+                         help=f"pixel-thumbnail cosine at or above which a test image is a near copy of its nearest "
+                              f"training image (default {LeakageConfig.threshold:g}, measured on CIFAR-10: "
+                              "docs/benchmarks.md); exact copies are found by SHA-256 of the bytes")
+    leakage.add_argument("--pixel-size", type=_positive_int, default=LeakageConfig.pixel_size, metavar="PX",
+                         help=f"side of the thumbnails compared (default {LeakageConfig.pixel_size})")
+    leakage.add_argument("--out", required=True, type=Path,
+                         help="pairs table (.csv, .parquet or .json): train_id, test_id, cosine, kind (exact/near)")
+    leakage.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    leakage.set_defaults(func=cmd_leakage)
 
     cache = sub.add_parser("cache", help="list, verify or clear cached results")
     cache.add_argument("action", choices=["ls", "verify", "clear"],

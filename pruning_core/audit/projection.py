@@ -18,6 +18,7 @@ import pandas as pd
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.runtime.progress import ProgressCallback, report
+from pruning_core.data.arrays import read_matrix
 from pruning_core.runtime.safety import check_in_workspace
 
 PCA_DIMS = 50
@@ -215,17 +216,8 @@ def load_embedding_file(path: os.PathLike | str, n_rows: int, roots: Optional[Se
     fewer than 2 columns.  The file is memory-mapped, so only a valid one is read whole.
     """
     resolved = check_in_workspace(path, "embedding file", roots)
-    if resolved.suffix.lower() != ".npy":
-        raise ValueError(f"embedding file {resolved}: not a .npy file")
-    if not resolved.is_file():
-        raise ValueError(f"embedding file {resolved}: no such file")
-    try:
-        array = np.load(resolved, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"embedding file {resolved}: not a readable .npy array ({exc})") from None
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"embedding file {resolved}: dtype {array.dtype} is not numeric")
-    if array.ndim != 2 or array.shape[1] < 2:
+    array = read_matrix(resolved, "embedding file")
+    if array.shape[1] < 2:
         raise ValueError(f"embedding file {resolved}: shape {array.shape}, expected (samples, dims >= 2)")
     if array.shape[0] != n_rows:
         raise ValueError(f"embedding file {resolved}: {array.shape[0]:,} rows for {n_rows:,} samples")

@@ -28,7 +28,7 @@ column                                  suspicious   meaning
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,7 @@ __all__ = [
     "caption_alignment",
     "class_text_embeddings",
     "clip_scores",
+    "knn_scores",
     "cps_optimize",
     "cps_select",
     "diversity_sds",
@@ -97,6 +98,49 @@ SCORE_INFOS: dict[str, ScoreInfo] = {
 """ScoreInfo of every numeric column :func:`clip_scores` can produce."""
 
 _STAGE = "CLIP scores"
+KNN_SCORES = ("diversity", "outlier", "duplicate_count")
+"""The scores :func:`knn_scores` makes in any embedding space (``<family>.<name>``)."""
+
+
+def knn_scores(
+    img: np.ndarray,
+    label_ids: np.ndarray,
+    *,
+    k: int,
+    dup_threshold: float,
+    family: str,
+    space: str = "",
+    max_dup_neighbors: int = 32,
+    device: Union[str, torch.device] = "auto",
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    on_stage: Optional[Callable[[], None]] = None,
+) -> tuple[dict[str, np.ndarray], dict[str, ScoreInfo]]:
+    """The k-NN scores of any embedding (CLIP's, or a user's ``--features``): ``<family>.diversity``,
+    ``<family>.outlier``, ``<family>.duplicate_group`` and ``<family>.duplicate_count``.
+
+    One all-pairs pass (``max(k, max_dup_neighbors)`` neighbours) serves both the outlier score and the
+    duplicate links; the same-class pass for diversity is C times cheaper.  ``space`` prefixes the
+    score descriptions (which embedding they were computed in) for a family other than ``clip``;
+    ``on_stage`` is called between the two passes (the CLIP producer's progress stages).
+    """
+    blocks = knn_block_bytes(device)
+    cols: dict[str, np.ndarray] = {}
+    cols[f"{family}.diversity"] = diversity_sds(img, label_ids, k, device=device, block_bytes=blocks, cancel=cancel)
+    if on_stage is not None:
+        on_stage()
+    kk = max(k, max_dup_neighbors)
+    dist, ind = knn(img, img, kk, True, device=device, block_bytes=blocks, progress=throttled(progress), cancel=cancel)
+    cols[f"{family}.outlier"] = mean_distance(dist[:, :k])
+    group, count = near_duplicate_groups(img, dup_threshold, neighbors=(dist, ind))
+    cols[f"{family}.duplicate_group"] = group
+    cols[f"{family}.duplicate_count"] = count
+    infos = {}
+    for name in KNN_SCORES:
+        info = SCORE_INFOS[f"clip.{name}"]
+        infos[f"{family}.{name}"] = ScoreInfo(f"{family}.{name}", f"{space}{info.description}", info.suspicious)
+    return cols, infos
+
 
 
 def clip_scores(
@@ -158,18 +202,16 @@ def clip_scores(
         cols["clip.caption_alignment"] = caption_alignment(img, captions_emb, device=device, cancel=cancel)
         done += 1
 
-    step(stages[done])
-    blocks = knn_block_bytes(device)
-    cols["clip.diversity"] = diversity_sds(img, label_ids, k, device=device, block_bytes=blocks, cancel=cancel)
-    done += 1
+    def next_stage() -> None:
+        nonlocal done
+        done += 1
+        step(stages[done])
 
     step(stages[done])
-    kk = max(k, max_dup_neighbors)
-    dist, ind = knn(img, img, kk, True, device=device, block_bytes=blocks, progress=throttled(progress), cancel=cancel)
-    cols["clip.outlier"] = mean_distance(dist[:, :k])
-    group, count = near_duplicate_groups(img, dup_threshold, neighbors=(dist, ind))
-    cols["clip.duplicate_group"] = group
-    cols["clip.duplicate_count"] = count
+    knn_cols, _ = knn_scores(img, label_ids, k=k, dup_threshold=dup_threshold, family="clip",
+                             max_dup_neighbors=max_dup_neighbors, device=device, progress=progress, cancel=cancel,
+                             on_stage=next_stage)
+    cols.update(knn_cols)
     done += 1
     report(progress, _STAGE, total, total, "done")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import pandas as pd
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
@@ -24,7 +25,9 @@ from pruning_core.embeddings.encode import batched_text_encoder, cached_chunks, 
 from pruning_core.image_quality import QualityConfig
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
 from pruning_core.scoring.score_info import ScoreInfo
+from pruning_core.audit.own_model import UserArray, in_sample_warning
 from pruning_core.audit.suggest import with_suggestions
+from pruning_core.clip_scores._common import unit_rows
 from pruning_core.scoring.score_table import ScoreTable, base_table
 
 
@@ -252,11 +255,15 @@ def dynamics_score_table(
     store: ResultStore,
     *,
     clip: Optional[ClipConfig] = None,
+    features: Optional[UserArray] = None,
     budget_spent_s: float = 0.0,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> ScoreTable:
     """Training-dynamics scores from cached per-epoch records, plus cleanlab issues from cross-fitting.
+
+    A probe proxy trains on the user's ``features`` (unit rows, keyed by their SHA-256) when given,
+    else on CLIP's image embeddings.
 
     ``config.budget_s`` covers the whole step, decoding included: its clock starts here, less
     ``budget_spent_s`` already spent on it before (loading and probing: the plan's ``spent_s``).
@@ -271,9 +278,12 @@ def dynamics_score_table(
     if config.arch == "resnet9":
         x = decoded_images(dataset, config.image_size, store, progress=progress, cancel=cancel)
         identity = None
+    elif features is not None:
+        x, identity = unit_rows(features.values), {"input": "features", "features_sha256": features.source["sha256"]}
     else:
         if clip is None:
-            raise ValueError(f"the {config.arch!r} probe trains on CLIP embeddings: give a CLIP model too")
+            raise ValueError(f"the {config.arch!r} probe trains on CLIP embeddings (or --features): give a CLIP "
+                             "model too")
         emb = clip_embeddings(dataset, clip, store, progress=progress, cancel=cancel)
         x, identity = np.nan_to_num(emb.image), emb.identity
     record_step, oos_step = dynamics_steps(dataset, config, identity)
@@ -347,6 +357,53 @@ def image_quality_score_table(
                       settings={"image": entry.meta["settings"]})
 
 
+FEATURES_FAMILY = "features"
+"""Family of the k-NN scores computed on a user's embeddings (``features.outlier``, ...), apart from ``clip.*``."""
+
+
+def pred_probs_score_table(dataset: Dataset, probs: UserArray) -> ScoreTable:
+    """cleanlab's label issues and the suggested labels from a user's out-of-sample probabilities (no proxy).
+
+    The same producer as the cross-fitted proxy's (``label_issue_scores``), so the columns equal
+    running cleanlab on these arrays; ``settings["cleanlab"]["pred_probs"]`` records the file by
+    SHA-256, and a note warns when the probabilities look in-sample.
+    """
+    from pruning_core.dynamics import label_issue_scores
+    from pruning_core.dynamics.label_issues import estimated_issue_count
+
+    y = dataset.label_ids
+    frame, infos = label_issue_scores(y, probs.values, dataset.classes)
+    settings = {"cleanlab": {**estimated_issue_count(y, probs.values), "pred_probs": probs.source}}
+    warning = in_sample_warning(y, probs.values)
+    return ScoreTable(frame.set_axis(dataset.samples.index), infos, [f"warning: {warning}"] if warning else [],
+                      settings)
+
+
+def features_score_table(
+    dataset: Dataset,
+    features: UserArray,
+    *,
+    k: int = ClipConfig.k,
+    dup_threshold: float = ClipConfig.dup_threshold,
+    device: str = "cpu",
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> ScoreTable:
+    """The k-NN outlier, duplicate and diversity scores in a user's embedding space (``features.*``).
+
+    Computed by the very function behind ``clip.*`` (``clip_scores.knn_scores``) on the user's rows;
+    ``settings["features"]`` records the file by SHA-256 with k and the duplicate cosine.
+    """
+    from pruning_core.clip_scores import knn_scores
+
+    cols, infos = knn_scores(unit_rows(features.values), dataset.label_ids, k=k, dup_threshold=dup_threshold,
+                             family=FEATURES_FAMILY, device=device, progress=progress, cancel=cancel,
+                             space="In your --features embeddings: ")
+    frame = pd.DataFrame(cols, index=dataset.samples.index)
+    return ScoreTable(frame, infos, settings={FEATURES_FAMILY: {**features.source, "k": k,
+                                                                 "dup_threshold": dup_threshold}})
+
+
 def score_dataset(
     dataset: Dataset,
     store: ResultStore,
@@ -355,11 +412,17 @@ def score_dataset(
     dynamics: Optional[DynamicsConfig] = None,
     adapruner: Optional[tuple[float, DynamicsConfig]] = None,
     image_quality: Optional[QualityConfig] = None,
+    pred_probs: Optional[UserArray] = None,
+    features: Optional[UserArray] = None,
     dynamics_spent_s: float = 0.0,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> ScoreTable:
     """All requested score families joined onto the sample columns.
+
+    ``pred_probs`` (a user's out-of-sample probabilities) gives the ``cleanlab.*`` columns instead of
+    the cross-fitted proxy, so it excludes ``dynamics``; ``features`` (a user's embeddings) adds the
+    ``features.*`` k-NN scores (with ``clip``'s k and duplicate cosine) and is a probe proxy's input.
 
     ``adapruner`` is ``(keep ratio, proxy)``: the learned mask's column (its proxy trains without
     cross-fitting, so it is planned apart from ``dynamics``).  ``dynamics_spent_s``: the part of the
@@ -367,14 +430,22 @@ def score_dataset(
     """
     from pruning_core.subset_training.mask_scores import adapruner_score_table
 
+    if pred_probs is not None and dynamics is not None:
+        raise ValueError("--pred-probs and --dynamics both give the cleanlab.* scores: choose one")
     table = base_table(dataset)
     if image_quality is not None:
         table = table.merged(image_quality_score_table(dataset, image_quality, store, progress=progress, cancel=cancel))
     if clip is not None:
         table = table.merged(clip_score_table(dataset, clip, store, progress=progress, cancel=cancel))
-    if dynamics is not None:
-        table = table.merged(dynamics_score_table(dataset, dynamics, store, clip=clip, budget_spent_s=dynamics_spent_s,
+    if features is not None:
+        knn = clip or ClipConfig()
+        table = table.merged(features_score_table(dataset, features, k=knn.k, dup_threshold=knn.dup_threshold,
                                                   progress=progress, cancel=cancel))
+    if pred_probs is not None:
+        table = table.merged(pred_probs_score_table(dataset, pred_probs))
+    if dynamics is not None:
+        table = table.merged(dynamics_score_table(dataset, dynamics, store, clip=clip, features=features,
+                                                  budget_spent_s=dynamics_spent_s, progress=progress, cancel=cancel))
     if adapruner is not None:
         ratio, proxy = adapruner
         table = table.merged(adapruner_score_table(dataset, ratio, proxy, store, progress=progress, cancel=cancel))
