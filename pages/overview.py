@@ -157,7 +157,7 @@ d2.download_button("Report (Markdown)", report_markdown(ov, dataset.name), file_
                    mime="text/markdown", on_click="ignore")
 d3.download_button("Report to share (HTML)", key="report_html",  # built on click: it embeds thumbnails
                    data=lambda: render(ov, frame, ".html", name=dataset.name,
-                                       thumbnail=lambda path: thumbnail_data_url(dataset.root / path)),
+                                       thumbnail=lambda path: thumbnail_data_url(dataset.image_ref(path))),
                    file_name="prunescope-report.html", mime="text/html", on_click="ignore",
                    help="One self-contained file: every finding with its count, threshold and estimate, per-class "
                         "quality, the flip matrix, duplicate groups with thumbnails, the settings and the dataset's "

@@ -172,7 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if list(dataset.samples["path"]) != table.frame["path"].astype(str).tolist():
             raise ValueError(f"{args.scores} does not score the samples of {args.data}: give the data it was scored on")
         skipped = dict(Counter(i.kind or i.reason for i in dataset.report.errors))
-        thumbnail = lambda path: thumbnail_data_url(dataset.root / path)  # noqa: E731
+        thumbnail = lambda path: thumbnail_data_url(dataset.image_ref(path))  # noqa: E731
     ov = overview(table.frame, table.infos, decisions=decisions, skipped=skipped, scoring=table.settings,
                   audited=audited)
     text = render(ov, table.frame, args.out.suffix.lower(), name=name, thumbnail=thumbnail)
@@ -696,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the dataset the scores were made on (folder, manifest or 'demo'): thumbnails and "
                              "unreadable files")
     report.add_argument("--root", type=Path, default=None, help="root for relative manifest paths of --data")
+    _add_format_args(report)
     report.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     report.set_defaults(func=cmd_report)
 

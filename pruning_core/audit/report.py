@@ -15,12 +15,15 @@ import base64
 import html
 import io
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from pruning_core.audit.overview import Finding, Overview, _flat, estimate_text, report_dict
+
+if TYPE_CHECKING:
+    from pruning_core.data.images import ImageSource
 
 REPORT_FORMAT = "prunescope-report/1"
 MAX_GROUPS = 30
@@ -41,8 +44,9 @@ def headline(finding: Finding) -> str:
     return f"{est.count:,.0f}" if est.low == est.high else f"≈ {est.count:,.0f}"
 
 
-def thumbnail_data_url(path: os.PathLike | str, size: int = THUMBNAIL_PX) -> Optional[str]:
-    """A PNG thumbnail (longest side ``size``) of an image file as a ``data:`` URL; None when it does not decode."""
+def thumbnail_data_url(path: "ImageSource", size: int = THUMBNAIL_PX) -> Optional[str]:
+    """A PNG thumbnail (longest side ``size``) of an image (a file or a container member) as a ``data:`` URL;
+    None when it does not decode."""
     from pruning_core.data.images import ImageError, load_rgb
 
     try:
