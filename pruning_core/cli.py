@@ -446,6 +446,8 @@ def cmd_labelstudio_pull(args: argparse.Namespace) -> int:
     from pruning_core.labelstudio.roundtrip import fetch, pull, read_export_file
     from pruning_core.scoring.score_table import ScoreTable
 
+    if not args.project:
+        raise ValueError("--project: the Label Studio project to pull (its name is the decisions' source)")
     fingerprint = classes = None
     if args.scores:
         fingerprint, classes = _dataset_of(ScoreTable.load(args.scores))
