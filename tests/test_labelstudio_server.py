@@ -135,3 +135,29 @@ def test_bad_input_against_the_server(label_studio, tmp_path, capsys):
     assert f"task deleted in Label Studio; its earlier decision stays (undo it in Review): {paths[0]}" in out
     assert DecisionStore(reviews).removed_paths(dataset.fingerprint) == [paths[0]]
     assert len(DecisionStore(reviews).history(dataset.fingerprint)) == 1
+
+
+def test_review_page_sends_the_queue_and_pulls_the_answers(label_studio, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from ui import labelstudio_panel as lsp
+    from ui import state
+
+    monkeypatch.setenv("PRUNESCOPE_CACHE", str(tmp_path / "cache"))  # the page's reviews.sqlite
+    dataset, table, _ = scored(tmp_path / "data", n=12)
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "review.py"), default_timeout=60)
+    at.session_state[state.DATASET] = state.DatasetSource("manifest", str(tmp_path / "data" / "manifest.csv"))
+    at.session_state[state.TABLE] = table
+    at.session_state[lsp.URL], at.session_state[lsp.TOKEN] = label_studio.url, label_studio.token
+    at.session_state[lsp.PROJECT] = "from the review page"
+    at.run()
+    next(b for b in at.button if b.key == "ls_send_queue").click().run()
+    assert not at.exception and "12 tasks created" in at.success[0].value
+    ids = project_tasks(label_studio, "from the review page")
+    path = table.frame["path"][3]
+    bob = label_studio.add_user("bob@example.com")
+    label_studio.annotate(ids[path], 1, UNUSABLE)
+    label_studio.annotate(ids[path], bob, UNUSABLE)
+    next(b for b in at.button if b.key == "ls_pull").click().run()
+    assert not at.exception and "1 decisions recorded" in at.success[0].value
+    assert DecisionStore().removed_paths(dataset.fingerprint) == [path]
