@@ -82,11 +82,15 @@ def test_file_round_trip_records_once_updates_and_respects_the_app(tmp_path):
 
     again = pull(store, "team A", tasks, dataset.classes)  # nothing new: nothing recorded
     assert again.recorded == [] and again.unchanged == 3 and len(store.history(fp)) == 3
+    store.undo(fp, path=p2)  # a pulled decision undone in the app stays undone while its annotations do not change
+    assert pull(store, "team A", tasks, dataset.classes).recorded == [] and p2 not in store.removed_paths(fp)
+    store.decide(fp, p2, "remove", reviewer="me")  # (decided again in the app, as the annotators said)
 
+    rows = len(store.history(fp))
     tasks[0]["annotations"].append(annotation(4, 2, "dog"))  # a second annotator, and a later one
     tasks[0]["annotations"].append(annotation(5, 3, "dog"))
     later = pull(store, "team A", tasks, dataset.classes)
-    assert [v.path for v in later.recorded] == [p0] and len(store.history(fp)) == 4
+    assert [v.path for v in later.recorded] == [p0] and len(store.history(fp)) == rows + 1
     assert store.relabels(fp)[p0] == "dog"
 
     store.decide(fp, p1, "keep", reviewer="me")  # decided in the app since: a changed annotation leaves it alone
@@ -96,6 +100,7 @@ def test_file_round_trip_records_once_updates_and_respects_the_app(tmp_path):
 
     deleted = pull(store, "team A", tasks[:2], dataset.classes)  # task 3 was deleted in Label Studio
     assert deleted.deleted == [p2] and store.latest(fp).set_index("path").loc[p2, "action"] == "remove"
+    assert pull(store, "team A", tasks[:2], dataset.classes).deleted == []  # reported once
 
 
 def test_pull_refuses_another_dataset_and_other_classes(tmp_path):
