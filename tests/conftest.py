@@ -112,5 +112,6 @@ def label_studio(tmp_path_factory):
     """
     from labelstudio_support import running_label_studio
 
-    with running_label_studio(tmp_path_factory.mktemp("label-studio")) as server:
+    with running_label_studio(tmp_path_factory.mktemp("label-studio"),
+                              files_root=tmp_path_factory.getbasetemp()) as server:
         yield server

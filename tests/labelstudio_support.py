@@ -44,6 +44,7 @@ class Server:
     url: str
     token: str
     started_s: float
+    files_root: Path | None
     """Seconds from launch to the API answering (first start includes the database migrations)."""
 
     def call(self, method: str, path: str, **kwargs) -> dict | list:
@@ -74,13 +75,19 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_label_studio(data_dir: Path, *, timeout_s: float = 300.0) -> Iterator[Server]:
-    """Start ``label-studio`` on 127.0.0.1 with its database in ``data_dir``; stopped on exit."""
+def running_label_studio(data_dir: Path, *, files_root: Path | None = None, timeout_s: float = 300.0) -> Iterator[Server]:
+    """Start ``label-studio`` on 127.0.0.1 with its database in ``data_dir``; stopped on exit.
+
+    ``files_root``: serve local files under it (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) to projects whose
+    local-files storage covers them.
+    """
     executable = label_studio_path()
     port = _free_port()
     env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), "LATEST_VERSION_CHECK": "false",
            "LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "false",
            "COLLECT_ANALYTICS": "false", "LABEL_STUDIO_COLLECT_ANALYTICS": "false"}
+    if files_root is not None:
+        env.update(LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true", LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(files_root))
     log = open(data_dir / "label-studio.log", "wb")
     started = time.monotonic()
     process = subprocess.Popen(
@@ -101,7 +108,7 @@ def running_label_studio(data_dir: Path, *, timeout_s: float = 300.0) -> Iterato
             if time.monotonic() - started > timeout_s:
                 raise RuntimeError(f"label-studio did not answer within {timeout_s:.0f} s; see {data_dir}/label-studio.log")
             time.sleep(1.0)
-        yield Server(url, TOKEN, time.monotonic() - started)
+        yield Server(url, TOKEN, time.monotonic() - started, files_root)
     finally:
         process.terminate()
         try:

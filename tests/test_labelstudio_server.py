@@ -161,3 +161,24 @@ def test_review_page_sends_the_queue_and_pulls_the_answers(label_studio, tmp_pat
     next(b for b in at.button if b.key == "ls_pull").click().run()
     assert not at.exception and "1 decisions recorded" in at.success[0].value
     assert DecisionStore().removed_paths(dataset.fingerprint) == [path]
+
+
+def test_images_served_from_a_local_files_storage(label_studio, tmp_path, capsys):
+    _, table, scores = scored(tmp_path, n=6)
+    queue = tmp_path / "queue.txt"
+    queue.write_text("\n".join(table.frame["path"][:2]))
+    assert cli(*push_args(label_studio, scores, queue, tmp_path, "local files"), "--local-files",
+               label_studio.files_root) == 0
+    project = next(p for p in label_studio.call("GET", "/api/projects")["results"] if p["title"] == "local files")
+    export = label_studio.call("GET", f"/api/projects/{project['id']}/export",
+                               params={"exportType": "JSON", "download_all_tasks": "true"})
+    url = export[0]["data"]["image"]
+    assert url.startswith("/data/local-files/?d=") and not url.startswith("data:")
+    # the storage the user configures (Settings → Cloud Storage → Local files): the images' folder
+    label_studio.call("POST", "/api/storages/localfiles", json={"project": project["id"], "path": str(tmp_path),
+                                                                "title": "images", "use_blob_urls": True})
+    import requests
+
+    served = requests.get(label_studio.url + url, headers={"Authorization": f"Token {label_studio.token}"}, timeout=30)
+    assert served.status_code == 200
+    assert served.content == (tmp_path / export[0]["data"]["prunescope_id"]).read_bytes()
