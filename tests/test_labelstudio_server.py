@@ -156,11 +156,16 @@ def test_review_page_sends_the_queue_and_pulls_the_answers(label_studio, tmp_pat
     ids = project_tasks(label_studio, "from the review page")
     path = table.frame["path"][3]
     bob = label_studio.add_user("bob@example.com")
-    label_studio.annotate(ids[path], 1, UNUSABLE)
+    label_studio.annotate(ids[path], 1, table.frame["label"][3])  # ana keeps; bob and cy: unusable
     label_studio.annotate(ids[path], bob, UNUSABLE)
+    label_studio.annotate(ids[path], label_studio.add_user("cy@example.com"), UNUSABLE)
     next(b for b in at.button if b.key == "ls_pull").click().run()
     assert not at.exception and "1 decisions recorded" in at.success[0].value
     assert DecisionStore().removed_paths(dataset.fingerprint) == [path]
+    listed = next(d.value for d in at.dataframe if "votes" in d.value)  # the conflict, every vote listed
+    assert listed["path"].tolist() == [path]
+    assert listed["votes"][0] == (f"admin@example.com: {table.frame['label'][3]}; bob@example.com: {UNUSABLE}; "
+                                  f"cy@example.com: {UNUSABLE}")
 
 
 def test_images_served_from_a_local_files_storage(label_studio, tmp_path, capsys):
