@@ -187,3 +187,14 @@ def test_images_served_from_a_local_files_storage(label_studio, tmp_path, capsys
     served = requests.get(label_studio.url + url, headers={"Authorization": f"Token {label_studio.token}"}, timeout=30)
     assert served.status_code == 200
     assert served.content == (tmp_path / export[0]["data"]["prunescope_id"]).read_bytes()
+
+
+def test_a_personal_access_token_works_too(label_studio, tmp_path, capsys):
+    """Label Studio's default token kind (a JWT refresh token) is exchanged for an access token."""
+    _, table, scores = scored(tmp_path, n=6)
+    queue = tmp_path / "queue.txt"
+    queue.write_text(table.frame["path"][0])
+    personal = label_studio.call("POST", "/api/token/")["token"]
+    assert personal.count(".") == 2
+    assert cli(*push_args(label_studio, scores, queue, tmp_path, "personal token", token=personal)) == 0
+    assert "1 tasks created" in capsys.readouterr().out

@@ -31,7 +31,7 @@ class LabelStudio:
         """A personal access token (a JWT refresh token) is exchanged for an access token; a legacy token is sent as is."""
         if token.count(".") != 2:
             return f"Token {token}"
-        access = self._call("POST", "/api/token/refresh", json={"refresh": token}, auth=False)["access"]
+        access = self._call("POST", "/api/token/refresh/", json={"refresh": token}, auth=False)["access"]
         return f"Bearer {access}"
 
     def _call(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
