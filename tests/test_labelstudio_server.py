@@ -117,6 +117,14 @@ def test_bad_input_against_the_server(label_studio, tmp_path, capsys):
     assert project_tasks(label_studio, "other classes") == {}
 
     assert cli(*push_args(label_studio, scores, queue, images, "first dataset")) == 0
+    changed = next(c for c in dataset.classes if c != table.frame.at[0, "suggest.label"])
+    table.frame.at[0, "suggest.label"] = changed  # a new suggestion for one queued sample: that task is updated
+    table.save(scores)
+    assert cli(*push_args(label_studio, scores, queue, images, "first dataset")) == 0
+    assert "0 tasks created, 1 updated, 2 unchanged" in capsys.readouterr().out
+    project = next(p for p in label_studio.call("GET", "/api/projects")["results"] if p["title"] == "first dataset")
+    predictions = label_studio.call("GET", "/api/predictions", params={"project": project["id"]})
+    assert len(predictions) == 3 and changed in [p["result"][0]["value"]["choices"][0] for p in predictions]
     other, other_table, other_scores = scored(tmp_path / "b", n=15)  # another dataset, same paths
     refused(cli(*push_args(label_studio, other_scores, queue, tmp_path / "b", "first dataset")), "made for dataset")
     reviews = tmp_path / "reviews.sqlite"
