@@ -28,6 +28,7 @@ from pruning_core.audit.overview import (
 from pruning_core.audit.duplicates import DUPLICATE, pass_share
 from pruning_core.audit.report import headline, render, thumbnail_data_url
 from pruning_core.audit.review import resolve_duplicates
+from ui import labelstudio_panel as lsp
 from ui import review_state as rs
 from ui import leakage_panel, state
 from ui.gallery import image_for, row_name, whole_word
@@ -81,6 +82,7 @@ if ov.fitness is not None and not ov.fitness.fits:
 audit_n = st.number_input("Audit sample size", min_value=1, max_value=500, value=OverviewConfig.audit_size,
                           key="audit_size", help="Random undecided members one 'Audit' click sends to Review; "
                           "only verdicts on such random picks count towards a finding's estimate")
+lsp.settings(dataset)
 for f in ov.findings:
     c1, c2, c3 = st.columns([2, 5, 1.4], vertical_alignment="center")
     groups = f" in {f.groups:,} groups" if f.groups is not None else ""
@@ -96,6 +98,8 @@ for f in ov.findings:
         if c3.button("Audit a random sample", key=f"audit_{f.kind}", disabled=not f.open, width="stretch",
                      help="Verdicts on random picks give this finding's precision an unbiased interval"):
             _audit(f.kind, f.title, int(audit_n))
+        lsp.send_button(c3, dataset, frame, dataset.fingerprint, paths.loc[f.rows].astype(str).tolist(),
+                        key=f"ls_send_{f.kind}", detector=f.score, label="Send to Label Studio")
 for note in ov.evidence:
     st.caption(f"Evidence: {note}")
 

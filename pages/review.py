@@ -14,6 +14,7 @@ from pruning_core.audit.review import UNCHECKED, DecisionConflict, ReviewError, 
 from pruning_core.audit.suggest import (SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, SUGGESTION_SETTING, FixConfig,
                                         accept_suggestions, pending_suggestions)
 from pruning_core.data.images import ImageError, image_size
+from ui import labelstudio_panel as lsp
 from ui import review_state as rs
 from ui import review_queue as rq
 from ui import state
@@ -261,6 +262,14 @@ with grid:
                         else f"{row_name(frame, r)} · {frame.at[r, 'label']}")
     if like is not None:
         show_similar(dataset, frame, like, rs.decisions_for(dataset, frame), score=detector, key="review_grid_similar")
+
+# ----------------------------------------------------------------------------- Label Studio
+lsp.settings(dataset)
+l1, l2 = st.columns(2)
+lsp.send_button(l1, dataset, frame, fp, queue_paths, key="ls_send_queue", detector=detector,
+                label=f"Send this queue ({len(queue_paths):,}) to Label Studio")
+lsp.pull_button(l2, dataset, store, key="ls_pull")
+lsp.conflicts(dataset, store)
 
 with st.expander("Recent decisions"):
     history = store.history(fp).tail(50).iloc[::-1]

@@ -478,6 +478,94 @@ def _stdin_is_terminal() -> bool:
         return False
 
 
+def _labelstudio_client(args: argparse.Namespace):
+    from pruning_core.labelstudio.client import LabelStudio
+
+    if not args.url:
+        raise ValueError("--url: Label Studio's address (or set LABEL_STUDIO_URL), e.g. http://127.0.0.1:8080")
+    return LabelStudio(args.url, args.token or os.environ.get("LABEL_STUDIO_API_KEY", ""))
+
+
+def _dataset_of(table) -> tuple[str, list[str]]:
+    """A score table's dataset fingerprint and classes (sorted, as ``Dataset.classes``)."""
+    from pruning_core.scoring.score_table import DATASET_SETTING
+
+    fingerprint = (table.settings.get(DATASET_SETTING) or {}).get("fingerprint")
+    if not fingerprint:
+        raise ValueError("the score table does not name its dataset (written by an older version): score it again")
+    return str(fingerprint), sorted(table.frame["label"].astype(str).unique())
+
+
+def cmd_labelstudio_push(args: argparse.Namespace) -> int:
+    """Send a queue (an Overview finding or a list of paths) to a Label Studio project, or to an import file."""
+    from pruning_core.labelstudio.roundtrip import finding_paths, push, queue_frame, write_import_file
+    from pruning_core.labelstudio.tasks import ImageSource
+    from pruning_core.scoring.score_table import DATASET_SETTING, ScoreTable
+
+    table = ScoreTable.load(args.scores)
+    fingerprint, classes = _dataset_of(table)
+    detector = None
+    if args.queue:
+        paths, detector = finding_paths(table.frame, table.infos, table.settings, args.queue)
+    else:
+        paths = _read_paths(Path(args.paths))
+    frame = queue_frame(table.frame, paths)
+    images = ImageSource(Path(args.images), Path(args.local_files) if args.local_files else None)
+    if args.to_file:
+        check_outputs({"tasks": Path(args.to_file)}, [args.scores])
+        xml = write_import_file(Path(args.to_file), frame, classes, fingerprint, images, detector=detector)
+        print(f"wrote {len(frame):,} tasks to {args.to_file} and the labelling config to {xml}: create the project "
+              "with that config, then import the tasks file")
+        return 0
+    if not args.project:
+        raise ValueError("--project: the Label Studio project to create or update")
+    report = push(_labelstudio_client(args), args.project, frame, classes, fingerprint, images,
+                  dataset_name=str((table.settings.get(DATASET_SETTING) or {}).get("name", "")), detector=detector)
+    print(report.describe(args.project))
+    return 0
+
+
+def _read_paths(path: Path) -> list[str]:
+    """Paths to queue: one per line, or a table (CSV/parquet) with a ``path`` column (a kept list, a report)."""
+    if path.suffix.lower() in (".csv", ".parquet"):
+        import pandas as pd
+
+        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        if "path" not in frame:
+            raise ValueError(f"{path}: no 'path' column")
+        return frame["path"].astype(str).tolist()
+    paths = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not paths:
+        raise ValueError(f"{path}: no paths in it")
+    return paths
+
+
+def cmd_labelstudio_pull(args: argparse.Namespace) -> int:
+    """Record a Label Studio project's annotations (from the server or an export file) as review decisions."""
+    from pruning_core.audit.review import DecisionStore
+    from pruning_core.labelstudio.roundtrip import fetch, pull, read_export_file
+    from pruning_core.scoring.score_table import ScoreTable
+
+    if not args.project:
+        raise ValueError("--project: the Label Studio project to pull (its name is the decisions' source)")
+    fingerprint = classes = None
+    if args.scores:
+        fingerprint, classes = _dataset_of(ScoreTable.load(args.scores))
+    users, project_classes = None, None
+    if args.from_file:
+        if classes is None:
+            raise ValueError("--from-file needs --scores SCORES (the dataset's classes and fingerprint)")
+        tasks = read_export_file(Path(args.from_file))
+    else:
+        tasks, project_classes, users = fetch(_labelstudio_client(args), args.project)
+        classes = classes if classes is not None else project_classes
+    report = pull(DecisionStore(args.decisions), args.project, tasks, classes, users=users, fingerprint=fingerprint,
+                  project_classes=project_classes)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     return subprocess.call(app_command(args))
 
@@ -737,6 +825,36 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--key", action="append", default=None,
                        help="with clear: only this entry (the key 'cache ls' lists; repeat for several)")
     cache.set_defaults(func=cmd_cache)
+
+    labelstudio = sub.add_parser("labelstudio", help="send a review queue to Label Studio, bring its annotations "
+                                                     "back as decisions (README: Label Studio)")
+    ls_sub = labelstudio.add_subparsers(dest="labelstudio_command", required=True)
+    ls_server = argparse.ArgumentParser(add_help=False)
+    ls_server.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
+                           help="Label Studio's address, e.g. http://127.0.0.1:8080 (default $LABEL_STUDIO_URL)")
+    ls_server.add_argument("--token", default=None,
+                           help="API token: Account & Settings → Access Token (default $LABEL_STUDIO_API_KEY)")
+    ls_server.add_argument("--project", default=None, help="project title (created by push when missing)")
+    push = ls_sub.add_parser("push", parents=[ls_server],
+                             help="create or update a project with one task per queued sample (idempotent)")
+    push.add_argument("scores", type=Path, help="score table from 'prunescope score'")
+    which = push.add_mutually_exclusive_group(required=True)
+    which.add_argument("--queue", help="an Overview finding: mislabelled, outliers, duplicates, caption mismatch")
+    which.add_argument("--paths", help="file of paths to send: one per line, or a table with a 'path' column")
+    push.add_argument("--images", required=True, help="folder the table's paths are relative to (the dataset root)")
+    push.add_argument("--local-files", default=None, metavar="ROOT",
+                      help="serve images from Label Studio's local-files storage under ROOT (its "
+                           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) instead of embedding them as data URLs")
+    push.add_argument("--to-file", default=None,
+                      help="write Label Studio's JSON import file (and FILE.label_config.xml) instead of a server")
+    push.set_defaults(func=cmd_labelstudio_push)
+    pull = ls_sub.add_parser("pull", parents=[ls_server],
+                             help="record each task's annotations as one decision (majority of its annotators)")
+    pull.add_argument("--decisions", required=True, help="review decisions file (reviews.sqlite) to record into")
+    pull.add_argument("--scores", default=None, type=Path,
+                      help="score table: the project must be of its dataset and classes (needed with --from-file)")
+    pull.add_argument("--from-file", default=None, help="a Label Studio JSON export file instead of a server")
+    pull.set_defaults(func=cmd_labelstudio_pull)
 
     app = sub.add_parser("app", help="start the browser app")
     app.add_argument("--port", type=int, default=8501)

@@ -102,3 +102,16 @@ def demo_assets(isolated_cache):
     from pruning_core.demo.dataset import ensure_demo
 
     return ensure_demo()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """One real Label Studio server for the whole session (tests marked ``labelstudio`` share it).
+
+    Skipped where Label Studio is not installed; under ``CI=true`` that fails (tests/labelstudio_support.py).
+    """
+    from labelstudio_support import running_label_studio
+
+    with running_label_studio(tmp_path_factory.mktemp("label-studio"),
+                              files_root=tmp_path_factory.getbasetemp()) as server:
+        yield server

@@ -34,6 +34,7 @@ FLOORS: dict[str, int] = {
     "pruning_core.audit": 2,
     "pruning_core.image_quality": 2,
     "pruning_core.subset_training": 2,
+    "pruning_core.labelstudio": 2,  # the Label Studio round trip (tasks, client, push/pull over the decisions)
     # 3: orchestration: steps joined into jobs
     "pruning_core.scoring.pipeline": 3,
     "pruning_core.subset_training.evaluate": 3,

@@ -152,3 +152,27 @@ def test_duplicate_panel_offers_one_click_remove_only_for_a_pixel_checked_copy(w
     assert not at.exception and store.removed_paths(dataset.fingerprint) == ["images/img_003.png"]
     next(b for b in at.button if b.key == "dup_undo").click().run()
     assert store.latest(dataset.fingerprint).empty  # the keep and the remove undone together
+
+
+@pytest.mark.labelstudio
+def test_overview_sends_a_finding_to_label_studio(scored, label_studio):
+    """The finding's samples become tasks; the detector's suggested label is the pre-annotation, its score the score."""
+    from ui import labelstudio_panel as lsp
+
+    dataset, _, table = scored
+    flipped = table.frame.loc[table.frame["clip.zero_shot_margin"] > 0.5]
+    at = page("overview", scored, **{lsp.URL: label_studio.url, lsp.TOKEN: label_studio.token,
+                                     lsp.PROJECT: "overview finding"}).run()
+    next(b for b in at.button if b.key == "ls_send_mislabelled").click().run()
+    assert not at.exception and f"{len(flipped)} tasks created" in at.success[0].value
+    project = next(p for p in label_studio.call("GET", "/api/projects")["results"] if p["title"] == "overview finding")
+    tasks = label_studio.call("GET", f"/api/projects/{project['id']}/export",
+                              params={"exportType": "JSON", "download_all_tasks": "true"})
+    assert sorted(t["data"]["prunescope_id"] for t in tasks) == sorted(flipped["path"])
+    predictions = {p["task"]: p for p in label_studio.call("GET", "/api/predictions", params={"project": project["id"]})}
+    first = next(t for t in tasks if t["data"]["prunescope_id"] == flipped["path"].iloc[0])
+    assert predictions[first["id"]]["result"][0]["value"]["choices"] == [flipped["clip.suggested_label"].iloc[0]]
+    from pruning_core.audit.overview import overview
+
+    detector = overview(table.frame, table.infos).finding("mislabelled").score  # the score that flagged them
+    assert predictions[first["id"]]["score"] == pytest.approx(flipped[detector].iloc[0])
