@@ -122,9 +122,9 @@ def browser(n: int) -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from browser_support import _free_port, browser_page, map_frame
+    from browser_support import browser_page, free_port, map_frame
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BENCH_MAP_POINTS": str(n), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(Path(__file__).with_name("map_app.py")),
                                "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",

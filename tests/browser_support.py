@@ -31,7 +31,7 @@ def chromium_path() -> str:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -40,7 +40,7 @@ def _free_port() -> int:
 @contextmanager
 def running_app(cache_dir: Path, timeout: float = 90.0) -> Iterator[str]:
     """Run the app (as `prunescope app` does) on a free loopback port with its own result store; yield its URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PRUNESCOPE_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "ui.launch", "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
@@ -60,12 +60,17 @@ def running_app(cache_dir: Path, timeout: float = 90.0) -> Iterator[str]:
                 time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_process(proc, log, timeout=10)
+
+
+def stop_process(proc: subprocess.Popen, log, *, timeout: float) -> None:
+    """Ask a server started by a test to stop, kill it after ``timeout`` seconds, and close its log."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
 
 
 @contextmanager

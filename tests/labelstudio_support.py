@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from contextlib import contextmanager
@@ -21,6 +20,8 @@ from typing import Iterator
 
 import pytest
 import requests
+
+from browser_support import free_port, stop_process
 
 DEFAULT_VENV = Path.home() / ".cache" / "prunescope-venvs" / "labelstudio"
 ADMIN, PASSWORD, TOKEN = "admin@example.com", "prunescope-test-1", "prunescope-test-token"
@@ -68,12 +69,6 @@ class Server:
         return int(self.call("POST", f"/api/tasks/{task_id}/annotations", json=body)["id"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running_label_studio(data_dir: Path, *, files_root: Path | None = None, timeout_s: float = 300.0) -> Iterator[Server]:
     """Start ``label-studio`` on 127.0.0.1 with its database in ``data_dir``; stopped on exit.
@@ -82,7 +77,7 @@ def running_label_studio(data_dir: Path, *, files_root: Path | None = None, time
     local-files storage covers them.
     """
     executable = label_studio_path()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), "LATEST_VERSION_CHECK": "false",
            "LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "false",
            "COLLECT_ANALYTICS": "false", "LABEL_STUDIO_COLLECT_ANALYTICS": "false"}
@@ -110,9 +105,4 @@ def running_label_studio(data_dir: Path, *, files_root: Path | None = None, time
             time.sleep(1.0)
         yield Server(url, TOKEN, time.monotonic() - started, files_root)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        stop_process(process, log, timeout=20)

@@ -17,16 +17,11 @@ from streamlit.testing.v1 import AppTest
 
 from pruning_core.cli import build_parser, main
 from pruning_core.runtime.safety import DEFAULT_ADDRESS, ROOTS_ENV, UnsafeRequest, check_in_workspace, is_loopback, workspace_roots
+from browser_support import free_port
 from review_fixtures import make_scored_dataset
 from ui import state
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _listening(port: int) -> list[str]:
@@ -50,7 +45,7 @@ def _listening(port: int) -> list[str]:
 
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads the kernel's socket table (Linux)")
 def test_prunescope_app_listens_only_on_loopback(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PRUNESCOPE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     log = open(tmp_path / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "pruning_core.cli", "app", "--headless", "--port", str(port)],
