@@ -11,4 +11,4 @@ fi
 PRUNESCOPE_LABEL_STUDIO=$(bash scripts/setup_labelstudio.sh)
 export PRUNESCOPE_LABEL_STUDIO
 export HF_HUB_OFFLINE=1
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=15 "$@"
