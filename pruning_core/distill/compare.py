@@ -123,3 +123,41 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     out = mean.join(se, rsuffix=" se")
     out["runs"] = grouped.size()
     return out.reset_index()
+
+
+ABLATION = "distilled, no correspondence"
+
+
+@dataclass(frozen=True)
+class PruneOrDistil:
+    """The comparison's runs and the distilled sets behind them (by size), with the inputs they came from."""
+
+    results: pd.DataFrame
+    distilled: dict[int, DistilledSet]
+    inputs: DistillInputs
+
+
+def prune_or_distil(dataset, test_dataset, clip, table: ScoreTable, store: ResultStore, *, sizes: Iterable[int],
+                    budget_s: float, ablation: bool = False, config: CompareConfig = CompareConfig(),
+                    progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None) -> PruneOrDistil:
+    """Distil ``dataset`` at each size (``budget_s`` each; cached), then compare against pruning on ``test_dataset``.
+
+    What the Evaluate page's "prune or distil" section and ``bench/bench_distill.py compare`` run.
+    """
+    from pruning_core.distill.job import distill_dataset, distill_inputs
+    from pruning_core.distill.mdw import MDWConfig
+
+    inputs = distill_inputs(dataset, clip, store, progress=progress, cancel=cancel)
+    test = distill_inputs(test_dataset, clip, store, progress=progress, cancel=cancel)
+    named: list[tuple[str, DistilledSet]] = []
+    by_size: dict[int, DistilledSet] = {}
+    for k in sorted(set(sizes)):
+        for name, learn in (("distilled", True), (ABLATION, False))[: 2 if ablation else 1]:
+            done = distill_dataset(inputs, MDWConfig(pairs=k, learn_correspondence=learn), store, budget_s=budget_s,
+                                   progress=progress, cancel=cancel)
+            named.append((name, done))
+            if learn:
+                by_size[k] = done
+    results = compare_options(inputs, test, table, named, store, config=config, progress=progress, cancel=cancel)
+    return PruneOrDistil(results=results, distilled=by_size, inputs=inputs)

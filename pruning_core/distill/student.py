@@ -87,6 +87,8 @@ class PairSet:
     lr: float
     targets: Optional[torch.Tensor] = None
     weights: Optional[torch.Tensor] = None
+    momentum: float = 0.9
+    """SGD momentum; a distilled set trains with the plain SGD it was distilled for (0)."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -103,7 +105,7 @@ def train_student(pairs: PairSet, *, steps: int, batch_size: int, seed: int,
     torch.manual_seed(seed)
     model = Student(int(pairs.texts.shape[1]), seed)
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=pairs.lr, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=pairs.lr, momentum=pairs.momentum)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     generator = torch.Generator().manual_seed(seed)
     n = len(pairs)
