@@ -33,6 +33,7 @@ from pruning_core.demo.dataset import ensure_demo  # noqa: E402
 from pruning_core.distill.compare import CompareConfig, compare_options, summarise  # noqa: E402
 from pruning_core.distill.job import distill_dataset, distill_inputs  # noqa: E402
 from pruning_core.distill.mdw import MDWConfig  # noqa: E402
+from pruning_core.runtime.planner import process_started  # noqa: E402
 from pruning_core.runtime.progress import TqdmProgress  # noqa: E402
 from pruning_core.scoring.pipeline import ClipConfig, clip_score_table  # noqa: E402
 
@@ -70,7 +71,7 @@ def main() -> None:
     parser.add_argument("--no-correspondence", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    started = time.monotonic()
+    started = process_started()  # the budget counts from the interpreter's start, as the CLI's
     assets, store, clip, dataset, inputs = setup(args.variant)
     if args.phase == "distill":
         config = MDWConfig(pairs=args.pairs, learn_correspondence=not args.no_correspondence)
