@@ -27,7 +27,7 @@ from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.distill.job import DistilledSet, DistillInputs
 from pruning_core.distill.mdw import distilled_pairs
-from pruning_core.distill.student import PairSet, retrieval_recall, train_student
+from pruning_core.distill.student import EVAL_MOMENTUM, PairSet, retrieval_recall, train_student
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 from pruning_core.scoring.score_table import ScoreTable
 from pruning_core.selection import select
@@ -71,7 +71,8 @@ def _eval_step(option: str, size: int, seed: int, source: str, config: CompareCo
                fingerprint: str) -> CachedStep:
     return CachedStep("distill-eval", fingerprint,
                       {"option": option, "size": size, "seed": seed, "source": source, "test": test.fingerprint,
-                       "steps": config.steps, "batch_size": config.batch_size, "real_lr": config.real_lr})
+                       "steps": config.steps, "batch_size": config.batch_size, "real_lr": config.real_lr,
+                       "momentum": EVAL_MOMENTUM})
 
 
 def compare_options(inputs: DistillInputs, test: DistillInputs, table: ScoreTable,

@@ -292,7 +292,7 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
         return time.monotonic() + plan.iteration_s > deadline
 
     try:
-        matcher.fit(config.iterations, deadline=out_of_time, progress=progress, cancel=cancel,
+        matcher.fit(config.iterations, expected=plan.iterations, deadline=out_of_time, progress=progress, cancel=cancel,
                     on_iteration=checkpoint)
     except BaseException:
         _write_checkpoint(folder, matcher, spent())

@@ -61,6 +61,8 @@ Departures from the paper (all deliberate, for two CPU cores)
    :mod:`pruning_core.distill.job` plans the iteration count to the user's time budget.
 7. The synthetic set starts from K random real pairs (as MTT), so it inherits their mismatches: the
    correspondence has to find them.
+8. Evaluation trains every student with one recipe (SGD, momentum 0.9); a distilled set brings its learned
+   step converted to that recipe (:func:`distilled_pairs`).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from pruning_core.distill.student import PairSet, Student, soft_contrastive_loss
+from pruning_core.distill.student import EVAL_MOMENTUM, PairSet, Student, soft_contrastive_loss
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 
@@ -305,16 +307,19 @@ class TrajectoryMatcher:
         self.state.correspondence = self.correspondence.detach().numpy().copy()
         self.state.log_lr = float(self.log_lr.detach())
 
-    def fit(self, iterations: int, *, deadline: Optional[Callable[[], bool]] = None,
+    def fit(self, iterations: int, *, expected: Optional[int] = None, deadline: Optional[Callable[[], bool]] = None,
             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
             on_iteration: Optional[Callable[["TrajectoryMatcher"], None]] = None) -> SyntheticState:
-        """Outer iterations until ``iterations`` are done, ``deadline()`` says time is up, or cancelled."""
+        """Outer iterations until ``iterations`` are done, ``deadline()`` says time is up, or cancelled.
+
+        ``expected``: the iterations the plan expects by the deadline (what progress counts towards).
+        """
         while self.state.iteration < iterations:
             check(cancel)
             if deadline is not None and deadline():
                 break
             loss = self.step()
-            report(progress, "distilling", self.state.iteration, iterations,
+            report(progress, "distilling", self.state.iteration, max(expected or iterations, self.state.iteration),
                    f"matching loss {loss:.3f} (1.0 = no closer than the segment's start)")
             if on_iteration is not None:
                 on_iteration(self)
@@ -322,12 +327,18 @@ class TrajectoryMatcher:
 
 
 def distilled_pairs(state: SyntheticState, *, learn_correspondence: bool) -> PairSet:
-    """What a student trains on from a distilled set: its learned correspondence, weights and step size."""
+    """What a student trains on from a distilled set: its learned correspondence, weights and step size.
+
+    The set was distilled for plain SGD at step η; the comparison trains every student with momentum β
+    (:data:`pruning_core.distill.student.EVAL_MOMENTUM`), whose steady-state step is lr / (1 − β), so the
+    set trains at lr = η (1 − β): the same effective step.  Departure 8: MTT evaluates at η itself with momentum.
+    """
     images = torch.from_numpy(np.ascontiguousarray(state.images))
     texts = torch.from_numpy(np.ascontiguousarray(state.texts))
+    lr = math.exp(state.log_lr) * (1.0 - EVAL_MOMENTUM)
     if not learn_correspondence:
-        return PairSet(images, texts, lr=math.exp(state.log_lr))
+        return PairSet(images, texts, lr=lr)
     joint = correspondence_targets(torch.from_numpy(state.correspondence))
     rows, _ = confidence_weights(joint)
-    return PairSet(images, texts, lr=math.exp(state.log_lr), targets=joint / joint.sum(dim=1, keepdim=True),
+    return PairSet(images, texts, lr=lr, targets=joint / joint.sum(dim=1, keepdim=True),
                    weights=rows)

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from pruning_core.demo.tiny_clip import TINY_CLIP_CONFIG, create_tiny_clip
 from pruning_core.runtime.progress import CancelToken, check
 
+EVAL_MOMENTUM = 0.9
+"""SGD momentum of every student :func:`train_student` trains (the comparison's one recipe)."""
 LOGIT_SCALE = 10.0
 """Fixed inverse temperature of the student's contrastive logits.  Departure: CLIP and MDW learn it; a fixed
 value keeps the unrolled trajectories comparable between expert and student (a learned scale moves every
@@ -79,7 +81,7 @@ class PairSet:
 
     ``targets`` (K × K soft correspondences, rows = images) is None for real pairs (the diagonal);
     ``weights`` (per pair) is None for equal weights; ``lr`` is the step size to train with (a distilled set
-    carries its learned one, as MTT evaluates).
+    carries its learned one, converted to the shared recipe by ``mdw.distilled_pairs``).
     """
 
     images: torch.Tensor
@@ -87,9 +89,6 @@ class PairSet:
     lr: float
     targets: Optional[torch.Tensor] = None
     weights: Optional[torch.Tensor] = None
-    momentum: float = 0.9
-    """SGD momentum; a distilled set trains with the plain SGD it was distilled for (0)."""
-
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
@@ -105,7 +104,7 @@ def train_student(pairs: PairSet, *, steps: int, batch_size: int, seed: int,
     torch.manual_seed(seed)
     model = Student(int(pairs.texts.shape[1]), seed)
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=pairs.lr, momentum=pairs.momentum)
+    optimizer = torch.optim.SGD(model.parameters(), lr=pairs.lr, momentum=EVAL_MOMENTUM)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     generator = torch.Generator().manual_seed(seed)
     n = len(pairs)
