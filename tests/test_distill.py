@@ -130,3 +130,28 @@ def test_cli_distill_resumes_after_an_interrupt(tmp_path, monkeypatch, capsys, o
     assert (tmp_path / "out" / "distill.json").is_file()
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4
     assert "in 9 matching iterations" in capsys.readouterr().out
+
+
+def test_prune_or_distil_trains_every_option_and_cleanest_skips_misaligned_pairs(tmp_path, one_thread):
+    from pruning_core.clip_scores import SCORE_INFOS
+    from pruning_core.distill.compare import CompareConfig, cleanest_rows, compare_options, summarise
+    from pruning_core.scoring.score_table import ScoreTable
+
+    inputs = tiny_inputs()
+    n = len(inputs.images)
+    alignment = np.linspace(0.9, 0.5, n)
+    alignment[[3, 11]] = -0.5  # two mismatched pairs
+    frame = pd.DataFrame({"path": [f"{i}.png" for i in range(n)], "label": inputs.captions,
+                          "clip.caption_alignment": alignment, "clip.diversity": np.full(n, 0.5)})
+    names = ("clip.caption_alignment", "clip.diversity")
+    table = ScoreTable(frame, {c: SCORE_INFOS[c] for c in names})
+    cleanest = cleanest_rows(table, inputs, 6)
+    assert sorted(cleanest) == [0, 1, 2, 4, 5, 6]
+    store = ResultStore(tmp_path / "cache")
+    distilled = distill_dataset(inputs, MDWConfig(pairs=6, experts=1, iterations=2, **TINY), store, budget_s=3600)
+    results = compare_options(inputs, inputs, table, [("distilled", distilled)], store,
+                              config=CompareConfig(seeds=(0, 1), steps=3, batch_size=8))
+    summary = summarise(results)
+    assert set(summary["option"]) == {"distilled", "random", "cleanest", "all"}
+    assert summary.set_index("option").loc["all", "size"] == n and (summary["runs"] == 2).all()
+    assert results[["i2t@1", "t2i@5"]].apply(lambda c: c.between(0, 1)).all().all()
