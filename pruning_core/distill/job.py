@@ -284,12 +284,17 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
     def spent() -> float:
         return spent_before + time.monotonic() - began
 
+    timing = {"first": state.iteration, "since": time.monotonic(), "slowest": plan.iteration_s}
+
     def checkpoint(m: TrajectoryMatcher) -> None:
+        done = m.state.iteration - timing["first"]
+        timing["slowest"] = max(timing["slowest"], (time.monotonic() - timing["since"]) / done)
         if m.state.iteration % CHECKPOINT_EVERY == 0:
             _write_checkpoint(folder, m, spent())
 
     def out_of_time() -> bool:
-        return time.monotonic() + plan.iteration_s > deadline
+        """Stop when one more iteration, at the slower of the probe's and this run's pace, would overrun."""
+        return time.monotonic() + timing["slowest"] > deadline
 
     try:
         matcher.fit(config.iterations, expected=plan.iterations, deadline=out_of_time, progress=progress, cancel=cancel,
