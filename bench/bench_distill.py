@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cache.store import ResultStore, default_cache_dir  # noqa: E402
 from pruning_core.data.datasets import load_dataset  # noqa: E402
 from pruning_core.demo.dataset import ensure_demo  # noqa: E402
-from pruning_core.distill.compare import ABLATION, CompareConfig, prune_or_distil, summarise  # noqa: E402
+from pruning_core.distill.compare import (ABLATION, CompareConfig, cleanest_rows, compare_options,  # noqa: E402
+                                          prune_or_distil, summarise)
 from pruning_core.distill.job import distill_dataset, distill_inputs  # noqa: E402
 from pruning_core.distill.mdw import MDWConfig  # noqa: E402
 from pruning_core.runtime.planner import process_started  # noqa: E402
@@ -38,6 +39,7 @@ from pruning_core.runtime.progress import TqdmProgress  # noqa: E402
 from pruning_core.scoring.pipeline import ClipConfig, clip_score_table  # noqa: E402
 
 VARIANT_DIR = Path("/tmp/prunescope-bench-distill")
+CLEANEST_START = "distilled from cleanest"
 
 
 def variant_dataset(name: str, assets):
@@ -71,12 +73,16 @@ def main() -> None:
     parser.add_argument("--no-correspondence", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-ablation", action="store_true", help="compare: skip the correspondence-off set")
+    parser.add_argument("--cleanest-start", action="store_true",
+                        help="distill: start from the cleanest K pairs (prune, then distil); compare: add that set")
     args = parser.parse_args()
     started = process_started()  # the budget counts from the interpreter's start, as the CLI's
     assets, store, clip, dataset, inputs = setup(args.variant)
     if args.phase == "distill":
         config = MDWConfig(pairs=args.pairs, learn_correspondence=not args.no_correspondence)
-        done = distill_dataset(inputs, config, store, budget_s=args.budget, started=started, progress=TqdmProgress())
+        start = cleanest_rows(clip_score_table(dataset, clip, store), inputs, args.pairs) if args.cleanest_start else None
+        done = distill_dataset(inputs, config, store, budget_s=args.budget, start=start, started=started,
+                               progress=TqdmProgress())
         print(f"{args.variant} K={args.pairs} correspondence={'off' if args.no_correspondence else 'on'}: "
               f"{done.meta['iterations']} iterations, {done.meta['seconds']} s of work, "
               f"{time.monotonic() - started:.0f} s wall incl. start-up, plan {done.meta['plan']}, "
@@ -88,6 +94,12 @@ def main() -> None:
                              ablation=not args.no_ablation, config=CompareConfig(seeds=tuple(range(args.seeds))),
                              progress=TqdmProgress())
     results = result.results
+    if args.cleanest_start:
+        pruned = distill_dataset(inputs, MDWConfig(pairs=args.pairs), store, budget_s=args.budget,
+                                 start=cleanest_rows(table, inputs, args.pairs))
+        extra = compare_options(inputs, distill_inputs(test, clip, store), table, [(CLEANEST_START, pruned)], store,
+                                config=CompareConfig(seeds=tuple(range(args.seeds))))
+        results = pd.concat([results, extra[extra["option"] == CLEANEST_START]], ignore_index=True)
     d = result.distilled[args.pairs]
     print(f"distilled set: {d.meta['iterations']} iterations ({d.meta['stopped_by']}), plan {d.meta['plan']}, "
           f"step size {np.exp(d.state.log_lr):.4f}")
@@ -107,6 +119,9 @@ def main() -> None:
             m_off, se_off = margin(ABLATION, base)
             line += (f"; correspondence off: {m_off:+.4f} (SE {se_off:.4f}); share of the margin lost: "
                      f"{(m - m_off) / m if m > 0 else float('nan'):.2f}")
+        if CLEANEST_START in by:
+            m_c, se_c = margin(CLEANEST_START, base)
+            line += f"; {CLEANEST_START}: {m_c:+.4f} (SE {se_c:.4f}; beyond 2 SE: {m_c > 2 * se_c})"
         print(line)
     print(f"wall {time.monotonic() - started:.0f} s")
 

@@ -21,6 +21,7 @@ recorded in the entry's meta.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -104,15 +105,18 @@ def experts_step(inputs: DistillInputs, config: MDWConfig) -> CachedStep:
                       label="the expert trajectories", chunks=chunks)
 
 
-def distill_step(inputs: DistillInputs, config: MDWConfig, budget_s: float) -> CachedStep:
+def distill_step(inputs: DistillInputs, config: MDWConfig, budget_s: float,
+                 start: Optional[np.ndarray] = None) -> CachedStep:
     """The distilled set of ``inputs`` under ``config`` and ``budget_s`` (resumable: a checkpoint)."""
+    began = {} if start is None else {
+        "start": hashlib.sha256(np.sort(np.asarray(start, dtype=np.int64)).tobytes()).hexdigest()}
 
     def chunks(folder: Path) -> Optional[str]:
         saved = _read_checkpoint(folder)
         return f"a checkpoint at matching iteration {saved[0].iteration}" if saved else None
 
     return CachedStep("distill", inputs.fingerprint,
-                      {**inputs.identity, **config.as_dict(), "budget_s": float(budget_s)},
+                      {**inputs.identity, **config.as_dict(), "budget_s": float(budget_s), **began},
                       label="the distilled set", chunks=chunks)
 
 
@@ -245,14 +249,16 @@ class DistilledSet:
 
 
 def distill_dataset(inputs: DistillInputs, config: MDWConfig, store: ResultStore, *, budget_s: float,
-                    started: Optional[float] = None, progress: Optional[ProgressCallback] = None,
+                    start: Optional[np.ndarray] = None, started: Optional[float] = None,
+                    progress: Optional[ProgressCallback] = None,
                     cancel: Optional[CancelToken] = None) -> DistilledSet:
     """The distilled set of ``inputs``: cached, else planned to ``budget_s``, resumed from a checkpoint, saved.
 
+    ``start``: the K pairs (indices into ``inputs``) the set starts from; None: K random ones.
     ``started`` is the ``time.monotonic()`` the budget counts from (the CLI: the process start); None: now.
     """
     clock_start = time.monotonic() if started is None else started
-    step = distill_step(inputs, config, budget_s)
+    step = distill_step(inputs, config, budget_s, start)
     entry = step.load(store)
     if entry is None:
         folder = step.partial_dir(store)
@@ -262,7 +268,7 @@ def distill_dataset(inputs: DistillInputs, config: MDWConfig, store: ResultStore
         plan = plan_distillation(inputs, config, store, budget_s, deadline - time.monotonic())
         resumed = f"; resuming at matching iteration {saved[0].iteration}" if saved else ""
         report(progress, PLAN_STAGE, 1, 1, plan.line() + resumed)
-        entry = step.run(store, lambda: _compute(inputs, config, store, plan, saved, deadline, folder,
+        entry = step.run(store, lambda: _compute(inputs, config, store, plan, saved, start, deadline, folder,
                                                  progress, cancel))
     return DistilledSet(state=SyntheticState(
         images=entry.array("images"), texts=entry.array("texts"), correspondence=entry.array("correspondence"),
@@ -272,14 +278,15 @@ def distill_dataset(inputs: DistillInputs, config: MDWConfig, store: ResultStore
 
 
 def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan: DistillPlan,
-             saved: Optional[tuple[SyntheticState, dict, float]], deadline: float, folder: Path,
+             saved: Optional[tuple[SyntheticState, dict, float]], start: Optional[np.ndarray], deadline: float,
+             folder: Path,
              progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Computed:
     """Experts, then matching until the deadline; a checkpoint every few iterations and on any interrupt."""
     began = time.monotonic()
     spent_before = saved[2] if saved else 0.0
     trajectories = expert_trajectories(inputs, config, store, progress=progress, cancel=cancel)
     state, optimizer = (saved[0], saved[1]) if saved else (
-        initial_state(inputs.images.numpy(), inputs.texts.numpy(), config), None)
+        initial_state(inputs.images.numpy(), inputs.texts.numpy(), config, start), None)
     matcher = TrajectoryMatcher(config, trajectories, state, optimizer)
     def spent() -> float:
         return spent_before + time.monotonic() - began

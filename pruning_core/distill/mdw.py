@@ -60,7 +60,8 @@ Departures from the paper (all deliberate, for two CPU cores)
 6. Budget: a few experts of ~a dozen epochs and a few hundred outer iterations (thousands in the paper);
    :mod:`pruning_core.distill.job` plans the iteration count to the user's time budget.
 7. The synthetic set starts from K random real pairs (as MTT), so it inherits their mismatches: the
-   correspondence has to find them.
+   correspondence has to find them.  A caller may instead start it from the K pairs pruning keeps
+   (``initial_state(start=...)``: prune, then distil), which is not in the paper.
 8. Evaluation trains every student with one recipe (SGD, momentum 0.9); a distilled set brings its learned
    step converted to that recipe (:func:`distilled_pairs`).
 """
@@ -189,13 +190,20 @@ class SyntheticState:
     losses: list[float] = field(default_factory=list)
 
 
-def initial_state(images: np.ndarray, texts: np.ndarray, config: MDWConfig) -> SyntheticState:
-    """K random real pairs as the start (departure 7), a confident diagonal correspondence, η = the experts' step."""
-    rng = np.random.default_rng(config.seed)
+def initial_state(images: np.ndarray, texts: np.ndarray, config: MDWConfig,
+                  start: Optional[np.ndarray] = None) -> SyntheticState:
+    """K real pairs as the start, a confident diagonal correspondence, η = the experts' step.
+
+    The pairs are ``start`` (K indices: "prune, then distil" starts from the pairs pruning keeps) or K random
+    ones (departure 7).
+    """
     k = config.pairs
     if k < 2 or k > len(images):
         raise ValueError(f"--pairs {k}: need between 2 and {len(images)} (the dataset's usable pairs)")
-    index = np.sort(rng.choice(len(images), size=k, replace=False))
+    if start is not None and len(np.unique(start)) != k:
+        raise ValueError(f"a start of {len(np.unique(start))} distinct pairs for K = {k}")
+    index = np.sort(np.random.default_rng(config.seed).choice(len(images), size=k, replace=False)
+                    if start is None else np.asarray(start, dtype=np.int64))
     diagonal = math.log(config.init_confidence * (k - 1) / (1.0 - config.init_confidence))
     return SyntheticState(images=np.array(images[index], dtype=np.float32),
                           texts=np.array(texts[index], dtype=np.float32),
