@@ -84,7 +84,7 @@ def export_distilled(distilled: DistilledSet, inputs: DistillInputs, out: Path, 
         "kind": MANIFEST_KIND,
         "dataset": {"name": dataset_name, "fingerprint": meta["fingerprint"]},
         "clip": {k: v for k, v in meta["params"].items() if k not in _setting_names(meta)},
-        "settings": {k: meta["params"][k] for k in _setting_names(meta)},
+        "settings": {k: meta["params"][k] for k in _setting_names(meta) if k in meta["params"]},
         "pairs": len(distilled.state.images),
         "iterations": meta["iterations"], "stopped_by": meta["stopped_by"], "seconds": meta["seconds"],
         "plan": meta["plan"], "step_size": math.exp(meta["log_lr"]),
@@ -100,4 +100,4 @@ def export_distilled(distilled: DistilledSet, inputs: DistillInputs, out: Path, 
 def _setting_names(meta: dict) -> list[str]:
     from pruning_core.distill.mdw import MDWConfig
 
-    return [*MDWConfig().as_dict(), "budget_s"]
+    return [*MDWConfig().as_dict(), "budget_s", "start"]
