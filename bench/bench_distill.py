@@ -103,6 +103,15 @@ def main() -> None:
     d = result.distilled[args.pairs]
     print(f"distilled set: {d.meta['iterations']} iterations ({d.meta['stopped_by']}), plan {d.meta['plan']}, "
           f"step size {np.exp(d.state.log_lr):.4f}")
+    ok = dataset.samples["caption"].to_numpy() == pd.read_csv(assets.manifest)["caption"].to_numpy()
+    if "caption_ok" in dataset.samples:
+        ok &= dataset.samples["caption_ok"].astype(str).str.lower().eq("true").to_numpy()
+    joint = np.exp(d.state.correspondence - d.state.correspondence.max())
+    own = np.diag(joint / joint.sum(axis=1, keepdims=True))
+    started_ok = ok[d.state.source_index]
+    print(f"learned P(own text | image): {own[started_ok].mean():.3f} over {started_ok.sum()} pairs that started "
+          f"matched, {np.round(own[~started_ok], 3).tolist()} for the {(~started_ok).sum()} that started mismatched "
+          f"(start: {MDWConfig().init_confidence})")
     summary = summarise(results)
     pd.set_option("display.width", 200)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
