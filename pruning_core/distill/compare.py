@@ -17,7 +17,7 @@ bench that asks again reads it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -25,10 +25,12 @@ import torch
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
+from pruning_core.data.datasets import Dataset
 from pruning_core.distill.job import DistilledSet, DistillInputs
 from pruning_core.distill.mdw import distilled_pairs
 from pruning_core.distill.student import EVAL_MOMENTUM, PairSet, retrieval_recall, train_student
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.scoring.pipeline import ClipConfig
 from pruning_core.scoring.score_table import ScoreTable
 from pruning_core.selection import select
 
@@ -87,7 +89,7 @@ def compare_options(inputs: DistillInputs, test: DistillInputs, table: ScoreTabl
     """
     distilled = list(distilled)
     sizes = sorted({len(d.state.images) for _, d in distilled} | set(sizes))
-    jobs: list[tuple[str, int, str, callable]] = []
+    jobs: list[tuple[str, int, str, Callable[[int], PairSet]]] = []
     for name, d in distilled:
         jobs.append((name, len(d.state.images), d.key,
                      lambda seed, d=d: distilled_pairs(d.state, learn_correspondence=d.learn_correspondence)))
@@ -138,7 +140,8 @@ class PruneOrDistil:
     inputs: DistillInputs
 
 
-def prune_or_distil(dataset, test_dataset, clip, table: ScoreTable, store: ResultStore, *, sizes: Iterable[int],
+def prune_or_distil(dataset: Dataset, test_dataset: Dataset, clip: ClipConfig, table: ScoreTable, store: ResultStore,
+                    *, sizes: Iterable[int],
                     budget_s: float, ablation: bool = False, config: CompareConfig = CompareConfig(),
                     progress: Optional[ProgressCallback] = None,
                     cancel: Optional[CancelToken] = None) -> PruneOrDistil:
