@@ -21,7 +21,7 @@ from pruning_core.subset_training.evaluate import EvalConfig, GridPlan, evaluate
 from pruning_core.subset_training.evaluate import (DEFAULT_KEEPS, DEFAULT_STRATEGIES, MARK_ALPHA, MIN_SEEDS_FOR_MARK,
                                                   TRAINING_MODES, consistency_column, marks_possible)
 from pruning_core.subset_training.runs import BUDGETS
-from ui import state
+from ui import distill_panel, state
 
 RESULTS = "evaluate_results"
 COLOURS = qualitative.Plotly
@@ -87,6 +87,7 @@ balance = st.checkbox("Class-balanced subsets", value=True)
 config = EvalConfig(proxy=DynamicsConfig(arch=arch, device=device, folds=0, **given), budget=budget_mode,
                     seeds=int(seeds), time_budget_s=float(time_budget))
 clip: Optional[ClipConfig] = state.clip_config() if config.is_probe else None
+test: Optional[Dataset] = None
 try:
     test = state.other_split("test") if own_test else state.heldout_dataset(test_path) if test_path else None
     plan: Optional[GridPlan] = state.plan_evaluation(dataset, test, config, chosen, keeps, tuple(given), clip)
@@ -119,6 +120,9 @@ if run and plan is not None:
         state.run_page_job(job, lambda progress, cancel: run_grid(plan, test, finished, progress, cancel), holder)
     except (DatasetError, FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
+
+with st.expander("Prune or distil? (image–caption data)", expanded=dataset.has_captions):
+    distill_panel.render(dataset, table, test)
 
 saved = st.session_state.get(RESULTS)
 if saved is None:

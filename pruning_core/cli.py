@@ -432,6 +432,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Distil a captioned dataset into K synthetic pairs (MDW) within --budget seconds; export them to --out."""
+    from pruning_core.distill.export import MANIFEST_NAME, export_distilled
+    from pruning_core.distill.job import distill_dataset, distill_inputs
+    from pruning_core.distill.mdw import MDWConfig
+    from pruning_core.runtime.planner import process_started
+    from pruning_core.scoring.pipeline import ClipConfig
+
+    started = process_started()  # --budget covers the whole command, start-up included
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out}: is a file; give a folder for the distilled set")
+    if args.out.is_dir() and any(args.out.iterdir()) and not (args.out / MANIFEST_NAME).is_file() \
+            and not args.overwrite:
+        raise ValueError(f"--out {args.out}: folder holds files PruneScope did not write (no {MANIFEST_NAME}); "
+                         "choose an empty folder or pass --overwrite")
+    dataset, demo = _load(args)
+    clip = ClipConfig(model=args.clip_model or (demo.clip_model if demo else ClipConfig.model),
+                      pretrained=args.clip_pretrained or (str(demo.clip_checkpoint) if demo else ClipConfig.pretrained),
+                      device="cpu")
+    config = MDWConfig(pairs=args.pairs, experts=args.experts, expert_epochs=args.expert_epochs,
+                       iterations=args.iterations, learn_correspondence=not args.no_correspondence, seed=args.seed)
+    store = _store(args)
+    inputs = distill_inputs(dataset, clip, store, progress=TqdmProgress())
+    distilled = distill_dataset(inputs, config, store, budget_s=args.budget, started=started, progress=TqdmProgress())
+    manifest = export_distilled(distilled, inputs, args.out, dataset.name)
+    meta = distilled.meta
+    print(f"distilled {len(inputs.images):,} pairs into {args.pairs} in {meta['iterations']} matching iterations "
+          f"(stopped by {meta['stopped_by']}; {meta['seconds']:.0f} s of work); wrote {args.out} ({manifest.name})")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.action == "clear":
@@ -815,6 +846,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help="pairs table (.csv, .parquet or .json): train_id, test_id, cosine, kind (exact/near)")
     leakage.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     leakage.set_defaults(func=cmd_leakage)
+
+    from pruning_core.distill.mdw import MDWConfig
+
+    _MDW = MDWConfig()
+    distill = sub.add_parser("distill", help="distil a captioned dataset into K synthetic image-text pairs (MDW)")
+    distill.add_argument("data", help="CSV/parquet manifest with path,label,caption, or 'demo'")
+    distill.add_argument("--root", type=Path, default=None, help="root for relative manifest paths (default: its folder)")
+    distill.add_argument("--pairs", type=_positive_int, default=_MDW.pairs, help="K, the distilled pairs")
+    distill.add_argument("--budget", type=float, default=600.0,
+                         help="seconds for the whole command (experts + matching); too small a budget is refused "
+                              "with the figures")
+    distill.add_argument("--out", type=Path, required=True, help="folder for the distilled set and its manifest")
+    distill.add_argument("--experts", type=_positive_int, default=_MDW.experts, help="expert runs to match")
+    distill.add_argument("--expert-epochs", type=_positive_int, default=_MDW.expert_epochs,
+                         help=f"epochs per expert run (at least max_start_epoch + expert_span = "
+                              f"{_MDW.max_start_epoch + _MDW.expert_span})")
+    distill.add_argument("--iterations", type=_positive_int, default=_MDW.iterations,
+                         help="most matching iterations (the budget usually stops earlier)")
+    distill.add_argument("--seed", type=int, default=_MDW.seed)
+    distill.add_argument("--no-correspondence", action="store_true",
+                         help="ablation: fixed diagonal pairing, no correspondence-weighted updates")
+    distill.add_argument("--clip-model", default=None, help="open_clip model whose text tower embeds the captions")
+    distill.add_argument("--clip-pretrained", default=None, help="its weights tag or checkpoint path")
+    distill.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    distill.set_defaults(func=cmd_distill)
 
     cache = sub.add_parser("cache", help="list, verify or clear cached results")
     cache.add_argument("action", choices=["ls", "verify", "clear"],

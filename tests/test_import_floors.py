@@ -35,10 +35,14 @@ FLOORS: dict[str, int] = {
     "pruning_core.image_quality": 2,
     "pruning_core.subset_training": 2,
     "pruning_core.labelstudio": 2,  # the Label Studio round trip (tasks, client, push/pull over the decisions)
+    "pruning_core.distill": 2,  # student, mdw (job, compare and export are one floor up)
     # 3: orchestration: steps joined into jobs
     "pruning_core.scoring.pipeline": 3,
     "pruning_core.subset_training.evaluate": 3,
     "pruning_core.export.manifest": 3,
+    "pruning_core.distill.job": 3,
+    "pruning_core.distill.compare": 3,
+    "pruning_core.distill.export": 3,
     # 4: the entry points
     "pruning_core.cli": 4,
 }

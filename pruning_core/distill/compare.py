@@ -1,0 +1,167 @@
+"""Prune or distil: a fresh student trained on each K-pair option, scored by retrieval on a clean held-out set.
+
+The options at one size K (every one through :func:`pruning_core.distill.student.train_student`, the same
+steps and batch, several seeds):
+
+* ``distilled``: the MDW set (its learned correspondence, pair weights and step size, as MTT evaluates);
+* ``distilled, no correspondence``: the ablation (a set distilled with a fixed diagonal);
+* ``random``: K real pairs drawn uniformly (a new draw per seed);
+* ``cleanest``: the K real pairs PruneScope ranks cleanest: strategy ``easiest`` of ``selection.STRATEGIES``
+  on ``clip.caption_alignment`` + ``clip.diversity`` (likely mismatches and redundant pairs last);
+* ``all``: every noisy pair (one size: N).
+
+Real pairs train at ``CompareConfig.real_lr``; every run is one cached entry (``distill-eval``), so a page or a
+bench that asks again reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cache.steps import CachedStep, Computed
+from cache.store import ResultStore
+from pruning_core.data.datasets import Dataset
+from pruning_core.distill.job import DistilledSet, DistillInputs
+from pruning_core.distill.mdw import distilled_pairs
+from pruning_core.distill.student import EVAL_MOMENTUM, PairSet, retrieval_recall, train_student
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.scoring.pipeline import ClipConfig
+from pruning_core.scoring.score_table import ScoreTable
+from pruning_core.selection import select
+
+CLEANEST_WEIGHTS = {"clip.caption_alignment": 1.0, "clip.diversity": 1.0}
+"""What "the pairs PruneScope ranks cleanest" weighs (ranks combined by ``selection.combined_score``)."""
+METRICS = ("i2t@1", "i2t@5", "t2i@1", "t2i@5")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """How each option's student is trained and how often (defaults live here only)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 300
+    batch_size: int = 128
+    real_lr: float = 0.01
+    """SGD step (momentum 0.9) for real pairs; a distilled set brings its learned one."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cleanest_rows(table: ScoreTable, inputs: DistillInputs, k: int) -> np.ndarray:
+    """Indices into ``inputs`` of the K pairs PruneScope ranks cleanest (pairs ``inputs`` dropped are never kept)."""
+    frame = table.frame
+    removed = np.ones(len(frame), dtype=bool)
+    removed[inputs.rows] = False
+    mask = select(frame, table.infos, k, strategy="easiest", weights=CLEANEST_WEIGHTS, removed=removed)
+    position = np.full(len(frame), -1)
+    position[inputs.rows] = np.arange(len(inputs.rows))
+    return position[np.flatnonzero(mask)]
+
+
+def _real(inputs: DistillInputs, index: np.ndarray, lr: float) -> PairSet:
+    idx = torch.from_numpy(np.asarray(index, dtype=np.int64))
+    return PairSet(inputs.images[idx], inputs.texts[idx], lr=lr)
+
+
+def _eval_step(option: str, size: int, seed: int, source: str, config: CompareConfig, test: DistillInputs,
+               fingerprint: str) -> CachedStep:
+    return CachedStep("distill-eval", fingerprint,
+                      {"option": option, "size": size, "seed": seed, "source": source, "test": test.fingerprint,
+                       "steps": config.steps, "batch_size": config.batch_size, "real_lr": config.real_lr,
+                       "momentum": EVAL_MOMENTUM})
+
+
+def compare_options(inputs: DistillInputs, test: DistillInputs, table: ScoreTable,
+                    distilled: Iterable[tuple[str, DistilledSet]], store: ResultStore, *,
+                    config: CompareConfig = CompareConfig(), sizes: Iterable[int] = (),
+                    progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None) -> pd.DataFrame:
+    """One row per (option, size, seed): the four recall figures on ``test``.
+
+    ``distilled`` names each distilled set (``"distilled"``, ``"distilled, no correspondence"``); ``sizes``
+    adds random/cleanest at sizes no distilled set has.  Cached per run.
+    """
+    distilled = list(distilled)
+    sizes = sorted({len(d.state.images) for _, d in distilled} | set(sizes))
+    jobs: list[tuple[str, int, str, Callable[[int], PairSet]]] = []
+    for name, d in distilled:
+        jobs.append((name, len(d.state.images), d.key,
+                     lambda seed, d=d: distilled_pairs(d.state, learn_correspondence=d.learn_correspondence)))
+    for k in sizes:
+        jobs.append(("random", k, "uniform", lambda seed, k=k: _real(
+            inputs, np.random.default_rng(seed).choice(len(inputs.images), k, replace=False), config.real_lr)))
+        jobs.append(("cleanest", k, "easiest:" + ",".join(CLEANEST_WEIGHTS),
+                     lambda seed, k=k: _real(inputs, cleanest_rows(table, inputs, k), config.real_lr)))
+    jobs.append(("all", len(inputs.images), "all", lambda seed: _real(inputs, np.arange(len(inputs.images)),
+                                                                       config.real_lr)))
+    rows = []
+    total = len(jobs) * len(config.seeds)
+    for j, (option, size, source, pairs_for) in enumerate(jobs):
+        for s, seed in enumerate(config.seeds):
+            check(cancel)
+            report(progress, "prune or distil", j * len(config.seeds) + s, total, f"{option} ({size} pairs), seed {seed}")
+
+            def run(pairs_for=pairs_for, seed=seed) -> Computed:
+                model = train_student(pairs_for(seed), steps=config.steps, batch_size=config.batch_size, seed=seed,
+                                      cancel=cancel)
+                return Computed(meta={"recall": retrieval_recall(model, test.images, test.texts, test.captions)})
+
+            entry = _eval_step(option, size, seed, source, config, test, inputs.fingerprint).run(store, run)
+            rows.append({"option": option, "size": size, "seed": seed, **entry.meta["recall"]})
+    report(progress, "prune or distil", total, total)
+    return pd.DataFrame(rows)
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard error and run count of every metric per (option, size)."""
+    grouped = results.groupby(["option", "size"], sort=False)[list(METRICS)]
+    mean = grouped.mean()
+    se = grouped.std(ddof=1) / np.sqrt(grouped.count())
+    out = mean.join(se, rsuffix=" se")
+    out["runs"] = grouped.size()
+    return out.reset_index()
+
+
+ABLATION = "distilled, no correspondence"
+
+
+@dataclass(frozen=True)
+class PruneOrDistil:
+    """The comparison's runs and the distilled sets behind them (by size), with the inputs they came from."""
+
+    results: pd.DataFrame
+    distilled: dict[int, DistilledSet]
+    inputs: DistillInputs
+
+
+def prune_or_distil(dataset: Dataset, test_dataset: Dataset, clip: ClipConfig, table: ScoreTable, store: ResultStore,
+                    *, sizes: Iterable[int],
+                    budget_s: float, ablation: bool = False, config: CompareConfig = CompareConfig(),
+                    progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None) -> PruneOrDistil:
+    """Distil ``dataset`` at each size (``budget_s`` each; cached), then compare against pruning on ``test_dataset``.
+
+    What the Evaluate page's "prune or distil" section and ``bench/bench_distill.py compare`` run.
+    """
+    from pruning_core.distill.job import distill_dataset, distill_inputs
+    from pruning_core.distill.mdw import MDWConfig
+
+    inputs = distill_inputs(dataset, clip, store, progress=progress, cancel=cancel)
+    test = distill_inputs(test_dataset, clip, store, progress=progress, cancel=cancel)
+    named: list[tuple[str, DistilledSet]] = []
+    by_size: dict[int, DistilledSet] = {}
+    for k in sorted(set(sizes)):
+        for name, learn in (("distilled", True), (ABLATION, False))[: 2 if ablation else 1]:
+            done = distill_dataset(inputs, MDWConfig(pairs=k, learn_correspondence=learn), store, budget_s=budget_s,
+                                   progress=progress, cancel=cancel)
+            named.append((name, done))
+            if learn:
+                by_size[k] = done
+    results = compare_options(inputs, test, table, named, store, config=config, progress=progress, cancel=cancel)
+    return PruneOrDistil(results=results, distilled=by_size, inputs=inputs)

@@ -1,0 +1,319 @@
+"""Distillation as a PruneScope job: inputs from the cache, experts and the synthetic set cached, planned, resumable.
+
+``distill_dataset`` is what the CLI (``prunescope distill``) and the bench run:
+
+1. inputs: the dataset's images decoded at the tiny CLIP's 32 px (``datasets.decoded_images``, cached) and
+   its caption embeddings by the scoring CLIP (``pipeline.clip_embeddings``, cached); caption alignment from
+   the same embeddings weights the experts;
+2. experts (step ``distill-experts``): each expert's trajectory is a chunk in the step's partial folder, so an
+   interrupted run keeps the finished experts;
+3. matching (step ``distill``): the synthetic set is checkpointed to the step's partial folder every few
+   iterations and on any interrupt (Ctrl-C included); a rerun resumes from the checkpoint.  The draws of
+   iteration i depend on i only, so a resumed run takes the same steps an uninterrupted one would.
+
+Time budget: ``budget_s`` bounds the whole command (its clock starts with the process, as ``score
+--budget``).  Before any work a probe times one expert minibatch step and one matching iteration; the plan
+(experts' time + iterations that fit) is reported, and a budget that cannot hold the experts and
+``MIN_ITERATIONS`` iterations is refused with the figures.  The matching loop then stops at the deadline (or
+at ``MDWConfig.iterations``); the budget and the settings key the cache, the iterations reached are
+recorded in the entry's meta.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from cache.steps import CachedStep, Computed
+from cache.store import ResultStore, atomic_save_npy, atomic_write_bytes, read_chunk
+from pruning_core.data.datasets import Dataset, decoded_images
+from pruning_core.demo.tiny_clip import TINY_CLIP_IMAGE_SIZE, create_tiny_clip, preprocess_uint8
+from pruning_core.distill.mdw import (MDWConfig, SyntheticState, TrajectoryMatcher, alignment_weights,
+                                      initial_state, train_expert)
+from pruning_core.runtime.planner import format_seconds
+from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
+from pruning_core.scoring.pipeline import ClipConfig, clip_embeddings
+
+MIN_ITERATIONS = 10
+"""Fewest matching iterations a budget must hold (fewer leave the synthetic set where it started)."""
+CHECKPOINT_EVERY = 5
+"""Matching iterations between checkpoints (and one on every interrupt)."""
+PLAN_STAGE = "distillation plan"
+
+
+@dataclass(frozen=True)
+class DistillInputs:
+    """The real pairs in the student's terms, and what names them."""
+
+    images: torch.Tensor
+    """Normalised (N, 3, 32, 32) images, undecodable rows dropped."""
+    texts: torch.Tensor
+    """(N, d) caption embeddings by the scoring CLIP's text tower."""
+    alignment: np.ndarray
+    """cos(image, caption) by the scoring CLIP: ``clip.caption_alignment``."""
+    captions: np.ndarray
+    rows: np.ndarray
+    """Rows of ``dataset.samples`` these pairs are."""
+    fingerprint: str
+    identity: dict
+
+
+def distill_inputs(dataset: Dataset, clip: ClipConfig, store: ResultStore, *,
+                   progress: Optional[ProgressCallback] = None,
+                   cancel: Optional[CancelToken] = None) -> DistillInputs:
+    """The dataset's decodable captioned pairs as student inputs (everything cached by the steps it calls)."""
+    if not dataset.has_captions:
+        raise ValueError(f"{dataset.name}: distillation needs a caption column (image–text pairs)")
+    emb = clip_embeddings(dataset, clip, store, progress=progress, cancel=cancel)
+    pixels = decoded_images(dataset, TINY_CLIP_IMAGE_SIZE, store, progress=progress, cancel=cancel)
+    captions = dataset.samples["caption"].fillna("").astype(str).to_numpy()
+    usable = np.asarray(emb.image_ok, dtype=bool) & (captions != "")
+    rows = np.flatnonzero(usable)
+    image = np.asarray(emb.image, dtype=np.float32)[rows]
+    text = np.asarray(emb.captions, dtype=np.float32)[rows]
+    image /= np.linalg.norm(image, axis=1, keepdims=True) + 1e-12
+    text /= np.linalg.norm(text, axis=1, keepdims=True) + 1e-12
+    return DistillInputs(images=preprocess_uint8(create_tiny_clip(0), np.asarray(pixels)[rows]),
+                         texts=torch.from_numpy(np.ascontiguousarray(text)),
+                         alignment=(image * text).sum(axis=1), captions=captions[rows], rows=rows,
+                         fingerprint=dataset.fingerprint, identity=emb.identity)
+
+
+def _expert_params(config: MDWConfig) -> dict:
+    keys = ("experts", "expert_epochs", "expert_batch", "expert_lr", "robust_experts", "seed")
+    return {k: getattr(config, k) for k in keys}
+
+
+def experts_step(inputs: DistillInputs, config: MDWConfig) -> CachedStep:
+    """The expert trajectories of ``inputs`` under ``config`` (resumable: one chunk per expert)."""
+
+    def chunks(folder: Path) -> Optional[str]:
+        done = len(list(folder.glob("expert_*.npy")))
+        return f"{done} of {config.experts} expert runs" if done else None
+
+    return CachedStep("distill-experts", inputs.fingerprint, {**inputs.identity, **_expert_params(config)},
+                      label="the expert trajectories", chunks=chunks)
+
+
+def distill_step(inputs: DistillInputs, config: MDWConfig, budget_s: float,
+                 start: Optional[np.ndarray] = None) -> CachedStep:
+    """The distilled set of ``inputs`` under ``config`` and ``budget_s`` (resumable: a checkpoint)."""
+    began = {} if start is None else {
+        "start": hashlib.sha256(np.sort(np.asarray(start, dtype=np.int64)).tobytes()).hexdigest()}
+
+    def chunks(folder: Path) -> Optional[str]:
+        saved = _read_checkpoint(folder)
+        return f"a checkpoint at matching iteration {saved[0].iteration}" if saved else None
+
+    return CachedStep("distill", inputs.fingerprint,
+                      {**inputs.identity, **config.as_dict(), "budget_s": float(budget_s), **began},
+                      label="the distilled set", chunks=chunks)
+
+
+def expert_trajectories(inputs: DistillInputs, config: MDWConfig, store: ResultStore, *,
+                        progress: Optional[ProgressCallback] = None,
+                        cancel: Optional[CancelToken] = None) -> np.ndarray:
+    """``(experts, epochs + 1, P)`` trajectories, cached; finished experts survive an interrupt."""
+    step = experts_step(inputs, config)
+    weights = torch.from_numpy(alignment_weights(inputs.alignment)) if config.robust_experts else None
+
+    def compute() -> Computed:
+        folder = step.partial_dir(store)
+        runs = []
+        for e in range(config.experts):
+            path = folder / f"expert_{e}.npy"
+            trajectory = read_chunk(path)
+            if trajectory is None:
+                def epoch_done(epoch: int, e: int = e) -> None:
+                    report(progress, "expert runs", e * config.expert_epochs + epoch,
+                           config.experts * config.expert_epochs, f"expert {e + 1} of {config.experts}")
+                trajectory = train_expert(inputs.images, inputs.texts, weights, config, seed=config.seed + e,
+                                          cancel=cancel, on_epoch=epoch_done)
+                atomic_save_npy(path, trajectory)
+            runs.append(trajectory)
+        return Computed(arrays={"trajectories": np.stack(runs)})
+
+    return np.asarray(step.run(store, compute).array("trajectories"))
+
+
+@dataclass(frozen=True)
+class DistillPlan:
+    """What the probe measured and what fits the budget."""
+
+    budget_s: float
+    expert_s: float
+    """Estimated seconds for the experts still to train (0 when cached)."""
+    iteration_s: float
+    iterations: int
+    """Matching iterations expected within the budget (the deadline decides)."""
+
+    def line(self) -> str:
+        return (f"budget {format_seconds(self.budget_s)}: experts ~{format_seconds(self.expert_s)}, then "
+                f"~{self.iterations} matching iterations of ~{self.iteration_s:.1f} s")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"budget_s": self.budget_s, "expert_s": round(self.expert_s, 1),
+                "iteration_s": round(self.iteration_s, 3), "iterations": self.iterations}
+
+
+def plan_distillation(inputs: DistillInputs, config: MDWConfig, store: ResultStore, budget_s: float,
+                      left_s: float) -> DistillPlan:
+    """Time one expert minibatch step and one matching iteration; fit the iterations into ``left_s`` seconds."""
+    experts_cached = experts_step(inputs, config).is_cached(store)
+    probe = replace(config, experts=1, expert_epochs=config.max_start_epoch + config.expert_span)
+    n = len(inputs.images)
+    batch = min(config.expert_batch, n)
+    started = time.perf_counter()
+    expert_step_s = 0.0
+    if not experts_cached:
+        idx = torch.arange(batch)
+        train_expert(inputs.images[idx], inputs.texts[idx], None, probe, seed=0)  # one step per epoch
+        expert_step_s = (time.perf_counter() - started) / probe.expert_epochs
+    expert_s = config.experts * config.expert_epochs * (n // batch) * expert_step_s
+    fake = np.zeros((1, probe.expert_epochs + 1, _parameter_count(inputs)), dtype=np.float32)
+    matcher = TrajectoryMatcher(probe, fake + np.arange(probe.expert_epochs + 1, dtype=np.float32)[None, :, None],
+                                initial_state(inputs.images.numpy(), inputs.texts.numpy(), config))
+    timed = time.perf_counter()
+    matcher.matching_loss(*matcher.draw()).backward()
+    iteration_s = time.perf_counter() - timed
+    room = left_s - (time.perf_counter() - started) - expert_s
+    fits = int(room // iteration_s) if room > 0 else 0
+    plan = DistillPlan(budget_s, expert_s, iteration_s, min(config.iterations, fits))
+    if fits < min(MIN_ITERATIONS, config.iterations):
+        need = (time.perf_counter() - started) + expert_s + MIN_ITERATIONS * iteration_s
+        raise ValueError(f"--budget {budget_s:g}: too small for this distillation ({plan.line()}); it needs at "
+                         f"least ~{math.ceil(need + budget_s - left_s)} s for {MIN_ITERATIONS} iterations "
+                         "(or fewer --experts / --pairs)")
+    return plan
+
+
+def _parameter_count(inputs: DistillInputs) -> int:
+    from pruning_core.distill.student import Student
+
+    return sum(p.numel() for p in Student(int(inputs.texts.shape[1]), seed=0).parameters())
+
+
+_STATE_ARRAYS = ("images", "texts", "correspondence", "source_index")
+
+
+def _write_checkpoint(folder: Path, matcher: TrajectoryMatcher, spent_s: float) -> None:
+    """Arrays first, the optimiser next, the scalars last: the scalars' file says a checkpoint is whole."""
+    state = matcher.state
+    for name in _STATE_ARRAYS:
+        atomic_save_npy(folder / f"{name}.npy", np.asarray(getattr(state, name)))
+    atomic_save_npy(folder / "losses.npy", np.asarray(state.losses, dtype=np.float64))
+    tmp = folder / f".optimizer.{uuid.uuid4().hex}.tmp"
+    torch.save(matcher.optimizer.state_dict(), tmp)
+    os.replace(tmp, folder / "optimizer.pt")
+    atomic_write_bytes(folder / "checkpoint.json", json.dumps(
+        {"iteration": state.iteration, "log_lr": state.log_lr, "spent_s": spent_s}).encode())
+
+
+def _read_checkpoint(folder: Path) -> Optional[tuple[SyntheticState, dict, float]]:
+    """``(state, optimiser state, seconds spent)`` of a whole checkpoint, else None (start afresh)."""
+    try:
+        scalars = json.loads((folder / "checkpoint.json").read_text())
+        arrays = {name: read_chunk(folder / f"{name}.npy") for name in (*_STATE_ARRAYS, "losses")}
+        optimizer = torch.load(folder / "optimizer.pt", weights_only=True)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if any(a is None for a in arrays.values()) or len(arrays["losses"]) != scalars["iteration"]:
+        return None
+    state = SyntheticState(images=arrays["images"], texts=arrays["texts"], correspondence=arrays["correspondence"],
+                           log_lr=float(scalars["log_lr"]), source_index=arrays["source_index"],
+                           iteration=int(scalars["iteration"]), losses=[float(v) for v in arrays["losses"]])
+    return state, optimizer, float(scalars["spent_s"])
+
+
+@dataclass(frozen=True)
+class DistilledSet:
+    """A finished distilled set (as the cache holds it) and how it was made."""
+
+    state: SyntheticState
+    meta: dict
+    key: str
+
+    @property
+    def learn_correspondence(self) -> bool:
+        return bool(self.meta["params"]["learn_correspondence"])
+
+
+def distill_dataset(inputs: DistillInputs, config: MDWConfig, store: ResultStore, *, budget_s: float,
+                    start: Optional[np.ndarray] = None, started: Optional[float] = None,
+                    progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None) -> DistilledSet:
+    """The distilled set of ``inputs``: cached, else planned to ``budget_s``, resumed from a checkpoint, saved.
+
+    ``start``: the K pairs (indices into ``inputs``) the set starts from; None: K random ones.
+    ``started`` is the ``time.monotonic()`` the budget counts from (the CLI: the process start); None: now.
+    """
+    clock_start = time.monotonic() if started is None else started
+    step = distill_step(inputs, config, budget_s, start)
+    entry = step.load(store)
+    if entry is None:
+        folder = step.partial_dir(store)
+        saved = _read_checkpoint(folder)
+        spent_before = saved[2] if saved else 0.0
+        deadline = clock_start + budget_s - spent_before
+        plan = plan_distillation(inputs, config, store, budget_s, deadline - time.monotonic())
+        resumed = f"; resuming at matching iteration {saved[0].iteration}" if saved else ""
+        report(progress, PLAN_STAGE, 1, 1, plan.line() + resumed)
+        entry = step.run(store, lambda: _compute(inputs, config, store, plan, saved, start, deadline, folder,
+                                                 progress, cancel))
+    return DistilledSet(state=SyntheticState(
+        images=entry.array("images"), texts=entry.array("texts"), correspondence=entry.array("correspondence"),
+        log_lr=float(entry.meta["log_lr"]), source_index=entry.array("source_index"),
+        iteration=int(entry.meta["iterations"]), losses=[float(v) for v in entry.array("losses")]),
+        meta=entry.meta, key=step.key)
+
+
+def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan: DistillPlan,
+             saved: Optional[tuple[SyntheticState, dict, float]], start: Optional[np.ndarray], deadline: float,
+             folder: Path,
+             progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Computed:
+    """Experts, then matching until the deadline; a checkpoint every few iterations and on any interrupt."""
+    began = time.monotonic()
+    spent_before = saved[2] if saved else 0.0
+    trajectories = expert_trajectories(inputs, config, store, progress=progress, cancel=cancel)
+    state, optimizer = (saved[0], saved[1]) if saved else (
+        initial_state(inputs.images.numpy(), inputs.texts.numpy(), config, start), None)
+    matcher = TrajectoryMatcher(config, trajectories, state, optimizer)
+    def spent() -> float:
+        return spent_before + time.monotonic() - began
+
+    timing = {"first": state.iteration, "since": time.monotonic(), "slowest": plan.iteration_s}
+
+    def checkpoint(m: TrajectoryMatcher) -> None:
+        done = m.state.iteration - timing["first"]
+        timing["slowest"] = max(timing["slowest"], (time.monotonic() - timing["since"]) / done)
+        if m.state.iteration % CHECKPOINT_EVERY == 0:
+            _write_checkpoint(folder, m, spent())
+
+    def out_of_time() -> bool:
+        """Stop when one more iteration, at the slower of the probe's and this run's pace, would overrun."""
+        return time.monotonic() + timing["slowest"] > deadline
+
+    try:
+        matcher.fit(config.iterations, expected=plan.iterations, deadline=out_of_time, progress=progress, cancel=cancel,
+                    on_iteration=checkpoint)
+    except BaseException:
+        _write_checkpoint(folder, matcher, spent())
+        raise
+    done = matcher.state
+    check(cancel)
+    return Computed(
+        arrays={"images": done.images, "texts": done.texts, "correspondence": done.correspondence,
+                "source_index": inputs.rows[done.source_index], "losses": np.asarray(done.losses)},
+        meta={"log_lr": done.log_lr, "iterations": done.iteration, "seconds": round(spent(), 1),
+              "plan": plan.as_dict(),
+              "stopped_by": "iterations" if done.iteration >= config.iterations else "budget"})

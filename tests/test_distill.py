@@ -1,0 +1,157 @@
+"""MDW distillation: trajectory matching, learned correspondences, the cached set, the CLI's resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cache.store import ResultStore
+from pruning_core.distill.job import DistillInputs, distill_dataset, distill_step, expert_trajectories
+from pruning_core.distill.mdw import (MDWConfig, TrajectoryMatcher, correspondence_targets, initial_state,
+                                      train_expert)
+
+TINY = dict(expert_epochs=3, expert_batch=16, syn_steps=2, expert_span=1, max_start_epoch=2, syn_batch=8)
+
+
+def paired_data(n: int = 32, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Images whose colour says their class, texts whose direction says it: matched pairs a student can learn."""
+    rng = np.random.default_rng(seed)
+    label = np.arange(n) % classes
+    colours = rng.normal(size=(classes, 3, 1, 1)) * 1.5
+    images = colours[label] + 0.3 * rng.normal(size=(n, 3, 32, 32))
+    directions = rng.normal(size=(classes, 8))
+    texts = directions[label] + 0.1 * rng.normal(size=(n, 8))
+    texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+    return torch.tensor(images, dtype=torch.float32), torch.tensor(texts, dtype=torch.float32), label
+
+
+def tiny_inputs(n: int = 32) -> DistillInputs:
+    images, texts, label = paired_data(n)
+    return DistillInputs(images=images, texts=texts, alignment=np.ones(n, dtype=np.float32),
+                         captions=np.array([f"class {c}" for c in label]), rows=np.arange(n),
+                         fingerprint="tiny-paired", identity={"model": "none"})
+
+
+def test_one_matching_step_reduces_its_loss(one_thread):
+    images, texts, _ = paired_data()
+    config = MDWConfig(pairs=8, experts=1, **TINY)
+    trajectories = train_expert(images, texts, None, config, seed=0)[None]
+    matcher = TrajectoryMatcher(config, trajectories, initial_state(images.numpy(), texts.numpy(), config))
+    draw = matcher.draw()
+    before = float(matcher.matching_loss(*draw).detach())
+    reported = matcher.step(draw)
+    after = float(matcher.matching_loss(*draw).detach())
+    assert reported == pytest.approx(before, rel=1e-5)
+    assert after < before - 1e-4
+
+
+def test_correspondence_moves_off_the_identity_when_pairs_are_shuffled(one_thread):
+    images, texts, label = paired_data()
+    config = MDWConfig(pairs=8, experts=1, seed=3, lr_correspondence=0.2, **TINY)
+    trajectories = train_expert(images, texts, None, config, seed=0)[None]
+    # Texts rolled by one class: every initial pair is mismatched; its true partners sit off the diagonal.
+    shuffled = texts[torch.from_numpy((np.arange(len(texts)) + 1) % len(texts))]
+    state = initial_state(images.numpy(), shuffled.numpy(), config)
+    image_class = label[state.source_index]
+    text_class = label[(state.source_index + 1) % len(texts)]
+    true_partner = image_class[:, None] == text_class[None, :]
+    assert not true_partner.diagonal().any()
+    start = correspondence_targets(torch.from_numpy(state.correspondence.copy())).numpy()
+    TrajectoryMatcher(config, trajectories, state).fit(25)
+    joint = correspondence_targets(torch.from_numpy(state.correspondence)).numpy()
+    rows, rows_start = joint / joint.sum(1, keepdims=True), start / start.sum(1, keepdims=True)
+    assert rows.diagonal().mean() < rows_start.diagonal().mean() - 0.05
+    assert rows[true_partner].mean() > rows[~true_partner & ~np.eye(8, dtype=bool)].mean()
+
+
+def test_distilled_set_reloads_bit_identically_from_the_cache(tmp_path, one_thread):
+    inputs = tiny_inputs()
+    config = MDWConfig(pairs=6, experts=1, iterations=4, **TINY)
+    store = ResultStore(tmp_path / "cache")
+    first = distill_dataset(inputs, config, store, budget_s=3600)
+    assert first.meta["iterations"] == 4 and distill_step(inputs, config, 3600).is_cached(store)
+    again = distill_dataset(inputs, config, ResultStore(tmp_path / "cache"), budget_s=3600)
+    # The same iterations replayed outside the job give the same set, bit for bit.
+    state = initial_state(inputs.images.numpy(), inputs.texts.numpy(), config)
+    TrajectoryMatcher(config, expert_trajectories(inputs, config, store), state).fit(4)
+    for name in ("images", "texts", "correspondence"):
+        assert np.array_equal(getattr(again.state, name), getattr(state, name)), name
+        assert np.array_equal(getattr(again.state, name), getattr(first.state, name)), name
+    assert again.state.log_lr == state.log_lr and again.state.losses == state.losses
+
+
+def write_captioned_set(folder, n: int = 24):
+    images, _, label = paired_data(n)
+    rgb = np.clip(images.numpy().transpose(0, 2, 3, 1) * 60 + 128, 0, 255).astype(np.uint8)
+    (folder / "img").mkdir(parents=True)
+    paths = []
+    for i, img in enumerate(rgb):
+        paths.append(f"img/{i:03d}.png")
+        Image.fromarray(img).save(folder / paths[-1])
+    names = np.array(["circle", "square", "star", "ring"])
+    captions = [f"a {c} on a plain background" for c in names[label]]
+    pd.DataFrame({"path": paths, "label": names[label], "caption": captions}).to_csv(folder / "pairs.csv", index=False)
+    return folder / "pairs.csv"
+
+
+def test_cli_distill_resumes_after_an_interrupt(tmp_path, monkeypatch, capsys, one_thread):
+    from pruning_core import cli
+    from pruning_core.demo.tiny_clip import create_tiny_clip, save_checkpoint
+    from pruning_core.runtime.progress import Progress
+
+    manifest = write_captioned_set(tmp_path / "data")
+    checkpoint = save_checkpoint(create_tiny_clip(0), tmp_path / "clip.safetensors")
+    argv = ["--cache-dir", str(tmp_path / "cache"), "distill", str(manifest), "--pairs", "4", "--budget", "3600",
+            "--out", str(tmp_path / "out"), "--experts", "1", "--expert-epochs", "8", "--iterations", "9",
+            "--clip-model", "prunescope-tiny", "--clip-pretrained", str(checkpoint)]
+    seen: list[Progress] = []
+
+    class CtrlC:
+        """Records every report; presses Ctrl-C at matching iteration 7."""
+
+        def __call__(self, p: Progress) -> None:
+            seen.append(p)
+            if p.stage == "distilling" and p.done == 7 and not resumed:
+                raise KeyboardInterrupt
+
+    resumed = False
+    monkeypatch.setattr(cli, "TqdmProgress", CtrlC)
+    assert cli.main(argv) == 130
+    assert not (tmp_path / "out" / "distill.json").exists()
+    resumed = True
+    seen.clear()
+    assert cli.main(argv) == 0
+    plan = [p.message for p in seen if p.stage == "distillation plan"]
+    assert plan and plan[0].endswith("resuming at matching iteration 7")
+    assert [p.done for p in seen if p.stage == "distilling"] == [8, 9]
+    assert (tmp_path / "out" / "distill.json").is_file()
+    assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4
+    assert "in 9 matching iterations" in capsys.readouterr().out
+
+
+def test_prune_or_distil_trains_every_option_and_cleanest_skips_misaligned_pairs(tmp_path, one_thread):
+    from pruning_core.clip_scores import SCORE_INFOS
+    from pruning_core.distill.compare import CompareConfig, cleanest_rows, compare_options, summarise
+    from pruning_core.scoring.score_table import ScoreTable
+
+    inputs = tiny_inputs()
+    n = len(inputs.images)
+    alignment = np.linspace(0.9, 0.5, n)
+    alignment[[3, 11]] = -0.5  # two mismatched pairs
+    frame = pd.DataFrame({"path": [f"{i}.png" for i in range(n)], "label": inputs.captions,
+                          "clip.caption_alignment": alignment, "clip.diversity": np.full(n, 0.5)})
+    names = ("clip.caption_alignment", "clip.diversity")
+    table = ScoreTable(frame, {c: SCORE_INFOS[c] for c in names})
+    cleanest = cleanest_rows(table, inputs, 6)
+    assert sorted(cleanest) == [0, 1, 2, 4, 5, 6]
+    store = ResultStore(tmp_path / "cache")
+    distilled = distill_dataset(inputs, MDWConfig(pairs=6, experts=1, iterations=2, **TINY), store, budget_s=3600)
+    results = compare_options(inputs, inputs, table, [("distilled", distilled)], store,
+                              config=CompareConfig(seeds=(0, 1), steps=3, batch_size=8))
+    summary = summarise(results)
+    assert set(summary["option"]) == {"distilled", "random", "cleanest", "all"}
+    assert summary.set_index("option").loc["all", "size"] == n and (summary["runs"] == 2).all()
+    assert results[["i2t@1", "t2i@5"]].apply(lambda c: c.between(0, 1)).all().all()
