@@ -437,10 +437,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from pruning_core.distill.export import MANIFEST_NAME, export_distilled
     from pruning_core.distill.job import distill_dataset, distill_inputs
     from pruning_core.distill.mdw import MDWConfig
-    from pruning_core.runtime.planner import process_started
     from pruning_core.scoring.pipeline import ClipConfig
 
-    started = process_started()  # --budget covers the whole command, start-up included
+    started = args.clock_started  # --budget covers the whole command, start-up included
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out}: is a file; give a folder for the distilled set")
     if args.out.is_dir() and any(args.out.iterdir()) and not (args.out / MANIFEST_NAME).is_file() \
@@ -869,6 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="ablation: fixed diagonal pairing, no correspondence-weighted updates")
     distill.add_argument("--clip-model", default=None, help="open_clip model whose text tower embeds the captions")
     distill.add_argument("--clip-pretrained", default=None, help="its weights tag or checkpoint path")
+    _add_format_args(distill)
     distill.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     distill.set_defaults(func=cmd_distill)
 
