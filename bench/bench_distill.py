@@ -103,7 +103,8 @@ def main() -> None:
     d = result.distilled[args.pairs]
     print(f"distilled set: {d.meta['iterations']} iterations ({d.meta['stopped_by']}), plan {d.meta['plan']}, "
           f"step size {np.exp(d.state.log_lr):.4f}")
-    ok = dataset.samples["caption"].to_numpy() == pd.read_csv(assets.manifest)["caption"].to_numpy()
+    original = pd.read_csv(assets.manifest).set_index("path")["caption"]  # the demo's captions, by path
+    ok = dataset.samples["caption"].to_numpy() == original.reindex(dataset.samples["path"]).to_numpy()
     if "caption_ok" in dataset.samples:
         ok &= dataset.samples["caption_ok"].astype(str).str.lower().eq("true").to_numpy()
     joint = np.exp(d.state.correspondence - d.state.correspondence.max())
