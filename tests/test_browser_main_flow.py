@@ -72,7 +72,7 @@ def test_evaluate_shows_the_plan_then_curves_with_their_proxy(demo_assets, isola
         # the plan for the probe (the first one measures the machine); typing while that run is still going would be
         # overwritten by it, so the seed count is changed once the plan is there
         wait_for_text(page, "26 training runs of a linear probe on", timeout=180_000)
-        seeds = page.get_by_role("spinbutton", name="Seeds")
+        seeds = page.get_by_role("spinbutton", name="Seeds", exact=True)
         seeds.fill("1")
         seeds.press("Enter")
         wait_for_text(page, "13 training runs of a linear probe on", timeout=180_000)  # the plan, before training
