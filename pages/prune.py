@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pruning_core.selection import preview_selection
-from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies
+from pruning_core.selection import STRATEGIES, SelectionRecipe, available_strategies, default_weights
 from ui import review_state as rs
 from ui import state
 from ui.gallery import show_gallery
@@ -61,7 +61,7 @@ balance = c4.toggle("Class balance", key="prune_balance", help="keep each class 
 
 prev_weights = dict(previous.weights) if previous is not None and previous.weights else None
 if prev_weights is None:
-    prev_weights = {"clip.label_alignment": 1.0} if "clip.label_alignment" in cols else {c: 1.0 for c in cols}
+    prev_weights = default_weights(frame, table.infos)
 with st.expander("Score weights for the combined score" + ("" if chosen.uses_weights
                                                            else f" (not used by {strategy})"),
                  expanded=chosen.uses_weights):

@@ -14,6 +14,7 @@ from pruning_core.audit.review import UNCHECKED, DecisionConflict, ReviewError, 
 from pruning_core.audit.suggest import (SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, SUGGESTION_SETTING, FixConfig,
                                         accept_suggestions, pending_suggestions)
 from pruning_core.data.images import ImageError, image_size
+from pruning_core.selection import default_detector
 from ui import labelstudio_panel as lsp
 from ui import review_state as rs
 from ui import review_queue as rq
@@ -44,10 +45,10 @@ if requested in sources:
 rs.remember("review_queue_source", rs.ALL)
 if st.session_state["review_queue_source"] not in sources:
     st.session_state["review_queue_source"] = rs.ALL
-default_detector = "clip.label_alignment" if "clip.label_alignment" in cols else cols[0]
-rs.remember("review_detector", default_detector)
+first_detector = default_detector(cols)
+rs.remember("review_detector", first_detector)
 if st.session_state["review_detector"] not in cols:
-    st.session_state["review_detector"] = default_detector
+    st.session_state["review_detector"] = first_detector
 rs.remember("review_size", min(500, len(frame)))
 rs.remember("review_undecided", True)
 

@@ -8,7 +8,7 @@ requested number of samples and never keeps a sample a reviewer removed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
@@ -260,6 +260,29 @@ def check_weights(weights: Optional[Mapping[str, float]]) -> None:
         raise ValueError(f"weight of {', '.join(not_finite)} is not a finite number")
 
 
+DEFAULT_DETECTORS = ("dynamics.noise_score", "clip.label_alignment")
+"""The score a ranking starts from when the user chose none, best first: the proxy's noise posterior where training
+dynamics ran (it detects class-dependent noise far better than the loss or AUM: docs/benchmarks.md, "Noise detectors
+on class-dependent noise"), else CLIP's label alignment.  Review's default detector and the default weights of the
+weighted strategies (``easiest`` ...) both read it."""
+
+
+def default_detector(columns: Any) -> str:
+    """The first of :data:`DEFAULT_DETECTORS` among ``columns`` (score names), else the first column."""
+    names = list(columns)
+    if not names:
+        raise ValueError("no score columns")
+    return next((name for name in DEFAULT_DETECTORS if name in names), names[0])
+
+
+def default_weights(frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> dict[str, float]:
+    """The weights a weighted strategy uses when none are given: the default detector alone when the table has one
+    of :data:`DEFAULT_DETECTORS`, else every score equally."""
+    scores = [name for name in infos if name in frame]
+    preferred = [name for name in DEFAULT_DETECTORS if name in scores]
+    return {preferred[0]: 1.0} if preferred else {name: 1.0 for name in scores}
+
+
 def combined_score(
     frame: pd.DataFrame,
     infos: Mapping[str, ScoreInfo],
@@ -269,9 +292,10 @@ def combined_score(
 ) -> np.ndarray:
     """Weighted mean of rank-normalised scores; higher = more suspicious / harder.
 
+    No ``weights``: :func:`default_weights`.
     ``ranks`` (made once per table by the caller) skips re-ranking; the result is identical.
     """
-    weights = dict(weights) if weights else {name: 1.0 for name in infos if name in frame}
+    weights = dict(weights) if weights else default_weights(frame, infos)
     unknown = [name for name in weights if name not in frame or name not in infos]
     if unknown:
         raise ValueError(f"unknown score column(s) {unknown}; available: {sorted(n for n in infos if n in frame)}")
@@ -429,6 +453,13 @@ class SelectionRecipe:
         check_weights(self.weights)  # before a manifest records them, whatever the strategy
         if isinstance(self.keep, bool) or not isinstance(self.keep, (int, float, np.integer, np.floating)):
             raise ValueError(f"keep {self.keep!r} is not a number (a fraction in (0, 1] or a count)")
+
+    def resolved(self, frame: pd.DataFrame, infos: Mapping[str, ScoreInfo]) -> "SelectionRecipe":
+        """This recipe with the weights a weighted strategy uses spelled out (:func:`default_weights` when none
+        were given), so a manifest replays the same selection after the defaults change."""
+        if self.weights is not None or not get_strategy(self.strategy).uses_weights or not infos:
+            return self
+        return replace(self, weights=default_weights(frame, infos))
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -122,7 +122,7 @@ class Manifest:
             scores_sha256=table_sha256(table.frame, table.infos),
             n_samples=int(len(table.frame)),
             scoring=settings,
-            recipe=recipe,
+            recipe=recipe.resolved(table.frame, table.infos),  # the weights that ran, not "the default of the day"
             review=dict(review) if review is not None else None,
             kept_count=int(mask.sum()),
             kept_digest=paths_digest(kept),

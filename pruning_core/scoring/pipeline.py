@@ -272,6 +272,7 @@ def dynamics_score_table(
     from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record
     from pruning_core.dynamics.crossfit import BudgetSpent
     from pruning_core.dynamics.label_issues import estimated_issue_count
+    from pruning_core.dynamics.noise import noise_scores, softmax
     from pruning_core.dynamics.trainer import TrainingRecord
     from pruning_core.runtime.planner import TAIL_SHARE, format_seconds
 
@@ -299,6 +300,9 @@ def dynamics_score_table(
     entry = record_step.run(store, train_record)
     record = TrainingRecord.from_arrays(entry, entry.meta)
     frame, infos = dynamics_scores(record, dynunc_window=config.dynunc_window, classes=dataset.classes)
+    noise_frame, noise_infos = noise_scores(record.labels, softmax(record.final_logits), dataset.classes,
+                                            source="the proxy's last-epoch probabilities")
+    frame, infos = pd.concat([frame, noise_frame], axis=1), {**infos, **noise_infos}
     notes = []
     if record.meta.get("stopped_by_budget"):
         notes.append(f"The {format_seconds(config.budget_s)} budget stopped proxy training after "
@@ -370,9 +374,13 @@ def pred_probs_score_table(dataset: Dataset, probs: UserArray) -> ScoreTable:
     """
     from pruning_core.dynamics import label_issue_scores
     from pruning_core.dynamics.label_issues import estimated_issue_count
+    from pruning_core.dynamics.noise import noise_scores
 
     y = dataset.label_ids
     frame, infos = label_issue_scores(y, probs.values, dataset.classes)
+    noise_frame, noise_infos = noise_scores(y, probs.values, dataset.classes,
+                                            source="your model's out-of-sample probabilities")
+    frame, infos = pd.concat([frame, noise_frame], axis=1), {**infos, **noise_infos}
     settings = {"cleanlab": {**estimated_issue_count(y, probs.values), "pred_probs": probs.source}}
     warning = in_sample_warning(y, probs.values)
     return ScoreTable(frame.set_axis(dataset.samples.index), infos, [f"warning: {warning}"] if warning else [],
