@@ -47,7 +47,8 @@ def noise_truth(data: str, cifar_root: Path) -> tuple[list[str], pd.Series, Path
             (frame["label"] != frame["true_label"]).set_axis(frame["path"]), None)
 
 
-def run(args_data: list[str], budget: float, demo_dir: Path | None, threads: int) -> tuple[float, str, ScoreTable]:
+def run(args_data: list[str], budget: float, demo_dir: Path | None, threads: int, seed: int = 0
+        ) -> tuple[float, str, ScoreTable]:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
         if demo_dir is not None:
@@ -55,7 +56,7 @@ def run(args_data: list[str], budget: float, demo_dir: Path | None, threads: int
         out = Path(tmp) / "scores.parquet"
         env = {**os.environ, "PRUNESCOPE_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
         cmd = [sys.executable, "-m", "pruning_core.cli", "score", *args_data, "--no-clip", "--dynamics",
-               "--budget", str(budget), "--out", str(out)]
+               "--budget", str(budget), "--seed", str(seed), "--out", str(out)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -65,25 +66,32 @@ def run(args_data: list[str], budget: float, demo_dir: Path | None, threads: int
         return wall, plan, ScoreTable.load(out)
 
 
+def report(budget: float, seed: int, wall: float, plan: str, table: ScoreTable, noisy: pd.Series) -> None:
+    """One run's wall time, plan, notes and the AUROC of every score against the ground truth."""
+    truth = noisy.reindex(table.frame["path"]).to_numpy()
+    metrics = evaluate_scores(table.frame, table.infos, truth).sort_values("auroc", ascending=False)
+    best = metrics.iloc[0]
+    print(f"\nbudget {budget:.0f} s, seed {seed}: wall {wall:.1f} s, best AUROC {best['auroc']:.4f} ({best['score']}); "
+          f"load {os.getloadavg()[0]:.2f}")
+    print(f"  {plan}")
+    for note in table.notes:
+        print(f"  note: {note}")
+    print(metrics[["score", "auroc", "average_precision", "f1"]].to_string(index=False, float_format="%.4f"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", help="'demo' or a CIFAR-10 manifest (train_sym20.csv, ...)")
     ap.add_argument("--budgets", default="60", help="comma list of --budget seconds")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", default="0", help="comma list of proxy seeds (--seed), each budget run once per seed")
     ap.add_argument("--cifar-root", type=Path, default=Path(os.environ.get("PRUNESCOPE_CIFAR_DIR", "/tmp/cifar")))
     args = ap.parse_args()
     data_args, noisy, demo_dir = noise_truth(args.data, args.cifar_root)
     print(f"{args.data}: {len(noisy):,} samples, {noisy.mean():.1%} noisy; load {os.getloadavg()[0]:.2f}")
     for budget in [float(b) for b in args.budgets.split(",")]:
-        wall, plan, table = run(data_args, budget, demo_dir, args.threads)
-        truth = noisy.reindex(table.frame["path"]).to_numpy()
-        metrics = evaluate_scores(table.frame, table.infos, truth).sort_values("auroc", ascending=False)
-        best = metrics.iloc[0]
-        print(f"\nbudget {budget:.0f} s: wall {wall:.1f} s, best AUROC {best['auroc']:.4f} ({best['score']})")
-        print(f"  {plan}")
-        for note in table.notes:
-            print(f"  note: {note}")
-        print(metrics[["score", "auroc", "average_precision", "f1"]].to_string(index=False, float_format="%.4f"))
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            report(budget, seed, *run(data_args, budget, demo_dir, args.threads, seed), noisy)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ a sample labelled "truck" is clean whatever its loss.
 
 Derivation.  Under class-conditional noise with transition ``T[k, j] = P(given = j | true = k)``,
 
-    p~(j | x) = sum_k p(k | x) T[k, j]          so          p(. | x) = p~(. | x) T^-1
+    p~(j | x) = sum_k p(k | x) T[k, j]          so          p(. | x) ~ p~(. | x) T^-1
 
-(the backward correction of Patrini et al., CVPR 2017, applied after training instead of in the loss).
+(the backward correction of Patrini et al., CVPR 2017, applied after training instead of in the loss;
+solved as the maximum-likelihood ``p`` on the simplex, :func:`clean_class_probs`, rather than by the
+inverse, which a misestimated ``T`` turns negative).
 ``T`` is estimated without any ground truth by confident learning's calibrated joint
 ``Q[j, k] ~ P(given = j, true = k)`` (``cleanlab.count.estimate_joint``; Northcutt et al., JAIR 2021),
 ``T[k, j] = Q[j, k] / sum_j Q[j, k]``.  Bayes' rule over the true class, given the image *and* its label:
@@ -26,9 +28,9 @@ label's probability and the ranking is the loss's; with class-pair noise, classe
 drop out of the suspicious end.
 
 Measured (docs/benchmarks.md, "Noise detectors on class-dependent noise"): on all 50,000 CIFAR-10
-images at the 180-s plan's settings the posterior lifts asym40 from AUROC 0.821 (final loss) to 0.945.
-Departures: ``T^-1`` is the pseudo-inverse, the corrected probabilities are clipped at ``CLEAN_FLOOR``
-and renormalised (a noisy estimate of ``T`` makes some slightly negative).
+images at the 180-s plan's settings the posterior lifts asym40 from AUROC 0.821 (final loss) to 0.957
+and confusable30 from 0.861 to 0.940; on uniform noise (sym40) it stays 0.008 under the loss (0.964 vs
+0.972): confident learning reads the proxy's own cat/dog confusion as label noise there.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ import pandas as pd
 
 from pruning_core.scoring.score_info import ScoreInfo
 
-CLEAN_FLOOR = 1e-6
-"""Lower clip of the corrected class probabilities before renormalising (keeps every class possible)."""
+DECONVOLUTION_STEPS = 50
+"""EM steps of :func:`clean_class_probs` (on the shared manifests AUROC moves < 0.001 between 50 and 200)."""
+
+_TINY = 1e-12
 
 NOISE_SCORE = "dynamics.noise_score"
 
@@ -57,10 +61,21 @@ def noise_transition(labels: Any, probs: np.ndarray) -> np.ndarray:
     return noise_channel(np.asarray(labels).astype(np.int64, copy=False), _normalised(probs)).T
 
 
-def clean_class_probs(probs: np.ndarray, transition: np.ndarray) -> np.ndarray:
-    """(N, C) ``p(true | x)`` from the noisy-label posterior ``probs`` by the backward correction ``probs T^-1``."""
-    clean = np.clip(_normalised(probs) @ np.linalg.pinv(transition), CLEAN_FLOOR, None)
-    return clean / clean.sum(axis=1, keepdims=True)
+def clean_class_probs(probs: np.ndarray, transition: np.ndarray, iterations: int = DECONVOLUTION_STEPS) -> np.ndarray:
+    """(N, C) ``p(true | x)``: the distribution on the simplex whose noisy image ``p T`` is closest to ``probs``.
+
+    Maximum likelihood (``min_p KL(probs || p T)``) by EM's multiplicative update
+    ``p_k <- p_k sum_j T[k, j] probs_j / (p T)_j`` from the uniform distribution; each step keeps ``p`` a
+    distribution and never increases the divergence.  Unlike ``probs T^-1`` it needs no clipping where a
+    misestimated ``T`` would make a class probability negative.
+    """
+    noisy = _normalised(probs)
+    trans = np.asarray(transition, dtype=np.float64)
+    clean = np.full_like(noisy, 1.0 / noisy.shape[1])
+    for _ in range(iterations):
+        clean *= (noisy / np.clip(clean @ trans, _TINY, None)) @ trans.T
+        clean /= clean.sum(axis=1, keepdims=True)  # exact already; removes rounding drift
+    return clean
 
 
 def mislabel_posterior(labels: Any, probs: np.ndarray, transition: Optional[np.ndarray] = None
