@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from pruning_core.dynamics.noise import NOISE_SCORE, mislabel_posterior, noise_scores, noise_transition
+from pruning_core.dynamics.noise import (NOISE_SCORE, believed_transition, confusion_structure, mislabel_posterior,
+                                         noise_scores, noise_transition)
 from pruning_core.scoring.score_table import ScoreTable
 from pruning_core.selection import default_detector, default_weights, select
 
@@ -61,6 +62,29 @@ def test_under_uniform_noise_the_posterior_ranks_as_the_given_labels_probability
     assert pd.Series(wrong).rank().corr(pd.Series(-p_given).rank()) == pytest.approx(1.0, abs=1e-4)  # EM: 50 steps
 
 
+def test_the_posterior_believes_the_estimated_confusion_only_as_far_as_it_is_structured():
+    c = 10
+    uniform = np.full((c, c), 0.4 / 9)
+    np.fill_diagonal(uniform, 0.6)
+    pairs = np.eye(c)
+    pairs[[0, 2, 4], [0, 2, 4]], pairs[[0, 2, 4], [1, 3, 5]] = 0.6, 0.4
+    assert confusion_structure(uniform) == pytest.approx(0.0, abs=1e-12) and confusion_structure(pairs) > 0.9
+    assert believed_transition(pairs)[1] == 1.0 and np.array_equal(believed_transition(pairs)[0], pairs)
+    # an estimate that reads a proxy's own confusion as noise (one pair a little above uniform noise) is
+    # believed as uniform noise at its overall rate: the posterior then ranks exactly as the loss does
+    bent = uniform.copy()
+    bent[3, 5] += 0.05
+    bent[3, 3] -= 0.05
+    believed, weight = believed_transition(bent)
+    assert weight == 0.0 and np.allclose(believed[~np.eye(c, dtype=bool)], believed[0, 1])
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(c), 400) @ believed
+    given_ = rng.integers(0, c, 400)
+    wrong, _ = mislabel_posterior(given_, probs, believed)
+    loss = -np.log(probs[np.arange(400), given_])
+    assert pd.Series(wrong).rank().corr(pd.Series(loss).rank()) == pytest.approx(1.0, abs=1e-4)
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000))
 def test_the_score_is_a_fixed_function_of_its_inputs_whatever_the_row_order(seed):
@@ -77,7 +101,8 @@ def test_the_score_is_a_fixed_function_of_its_inputs_whatever_the_row_order(seed
 
 def test_noise_scores_columns_and_defaults_prefer_it():
     given, true, probs = class_pair_noise()
-    frame, infos = noise_scores(given, probs, ["truck", "automobile", "cat", "ship"], source="a test proxy")
+    frame, infos, recorded = noise_scores(given, probs, ["truck", "automobile", "cat", "ship"], source="a test proxy")
+    assert recorded["structure_weight"] == 1.0 and recorded["transition"]["classes"][0] == "truck"
     assert infos[NOISE_SCORE].suspicious == "high" and "a test proxy" in infos[NOISE_SCORE].description
     assert (frame["dynamics.noise_suggested_label"][given != true] == "truck").mean() > 0.95
     # the Review queue and the weighted strategies start from it when it is there

@@ -300,8 +300,8 @@ def dynamics_score_table(
     entry = record_step.run(store, train_record)
     record = TrainingRecord.from_arrays(entry, entry.meta)
     frame, infos = dynamics_scores(record, dynunc_window=config.dynunc_window, classes=dataset.classes)
-    noise_frame, noise_infos = noise_scores(record.labels, softmax(record.final_logits), dataset.classes,
-                                            source="the proxy's last-epoch probabilities")
+    noise_frame, noise_infos, noise_settings = noise_scores(record.labels, softmax(record.final_logits), dataset.classes,
+                                                            source="the proxy's last-epoch probabilities")
     frame, infos = pd.concat([frame, noise_frame], axis=1), {**infos, **noise_infos}
     notes = []
     if record.meta.get("stopped_by_budget"):
@@ -311,7 +311,8 @@ def dynamics_score_table(
                              "train_seconds": record.meta.get("train_seconds"),
                              "samples_trained": record.meta.get("samples_trained"),
                              "finished_at": record.meta.get("finished_at"), "device": record.meta.get("device"),
-                             "data_on_device": record.meta.get("data_on_device")}}
+                             "data_on_device": record.meta.get("data_on_device")},
+                "noise": noise_settings}
     table = ScoreTable(frame.set_axis(dataset.samples.index), infos, notes, settings)
 
     if config.folds >= 2:
@@ -378,10 +379,11 @@ def pred_probs_score_table(dataset: Dataset, probs: UserArray) -> ScoreTable:
 
     y = dataset.label_ids
     frame, infos = label_issue_scores(y, probs.values, dataset.classes)
-    noise_frame, noise_infos = noise_scores(y, probs.values, dataset.classes,
-                                            source="your model's out-of-sample probabilities")
+    noise_frame, noise_infos, noise_settings = noise_scores(y, probs.values, dataset.classes,
+                                                            source="your model's out-of-sample probabilities")
     frame, infos = pd.concat([frame, noise_frame], axis=1), {**infos, **noise_infos}
-    settings = {"cleanlab": {**estimated_issue_count(y, probs.values), "pred_probs": probs.source}}
+    settings = {"cleanlab": {**estimated_issue_count(y, probs.values), "pred_probs": probs.source},
+                "noise": noise_settings}
     warning = in_sample_warning(y, probs.values)
     return ScoreTable(frame.set_axis(dataset.samples.index), infos, [f"warning: {warning}"] if warning else [],
                       settings)
