@@ -56,6 +56,7 @@ import pandas as pd
 from pruning_core.audit import estimates
 from pruning_core.audit.estimates import Estimate
 from pruning_core.audit.fitness import FitnessConfig, FitnessReport, clip_fits, proxy_fits
+from pruning_core.dynamics.noise import NOISE_SCORE, NOISE_SUGGESTION
 from pruning_core.scoring.score_info import ScoreInfo
 
 UNDECIDED = "undecided"
@@ -80,6 +81,8 @@ class OverviewConfig:
     """Random undecided members one "Audit a random sample" click sends to Review."""
     mixture_boots: int = 30
     """Bootstrap refits behind a mixture estimate's interval (the fit's own uncertainty)."""
+    noise_posterior_cut: float = 0.5
+    """``dynamics.noise_score`` (the probability a label is wrong) at or above which a sample is likely mislabelled."""
     fitness: FitnessConfig = FitnessConfig()
 
 
@@ -247,13 +250,45 @@ def _rules(frame: pd.DataFrame, config: OverviewConfig, clip_fit: bool) -> list[
         rules.append((None, rule(mask, ["clip.label_alignment"], "clip.suggested_label",
                                  f"zero-shot top-1 ≠ label and clip.zero_shot_margin ≥ {config.mislabel_margin:g}",
                                  "CLIP zero-shot (a model that never saw these labels)", config.mislabel_margin)))
-    if {"dynamics.predicted_label", "dynamics.aum", "dynamics.final_loss"} <= set(frame.columns):
+    if {NOISE_SCORE, NOISE_SUGGESTION} <= set(frame.columns):
+        rules.append((proxy_fits(frame, config=config.fitness), _posterior_rule(frame, config)))
+    elif {"dynamics.predicted_label", "dynamics.aum", "dynamics.final_loss"} <= set(frame.columns):
         rules.append((proxy_fits(frame, config=config.fitness),
                       rule(frame["dynamics.predicted_label"].astype(str).to_numpy() != labels,
                            ["dynamics.aum", "dynamics.final_loss"], "dynamics.predicted_label",
                            "the proxy's last-epoch prediction (dynamics.predicted_label) ≠ label",
                            "training dynamics of the proxy (in-sample: it trained on these labels)")))
     return rules
+
+
+POSTERIOR_COUNT_ERROR = 0.07
+"""Relative error of the noise posterior's expected count of mislabels among its flagged samples, the largest seen on
+all 50,000 CIFAR-10 images of sym20, sym40, asym40 and confusable30 at the 180-s plan (docs/benchmarks.md, "Noise
+detectors on class-dependent noise": -6.5 % to +1.9 %): added to the interval as the model's own error, which the
+Poisson-binomial variance of a correct model leaves out."""
+
+
+def _posterior_rule(frame: pd.DataFrame, config: OverviewConfig) -> _Build:
+    """Likely mislabelled by the noise posterior: each flagged sample carries its own probability of a wrong label."""
+    wrong = frame[NOISE_SCORE].to_numpy(dtype=float)
+    mask = wrong >= config.noise_posterior_cut
+    rule = f"{NOISE_SCORE} ≥ {config.noise_posterior_cut:g} (the probability that the label is wrong)"
+    evidence = "training dynamics of the proxy, corrected for the class confusion the labels show (noise posterior)"
+
+    def build(unfit: Optional[FitnessReport]) -> Mislabels:
+        if unfit is not None:
+            return Mislabels(mask, NOISE_SCORE, NOISE_SUGGESTION, rule, config.noise_posterior_cut,
+                             estimate=estimates.uncalibrated(int(mask.sum()), f"uncalibrated: {unfit.verdict} Score "
+                                                             "with a larger budget (more epochs) to calibrate it"),
+                             evidence=evidence + "; the model is too weak to calibrate it")
+        count = float(wrong[mask].sum())
+        est = estimates.from_probabilities(
+            wrong[mask], extra_variance=(POSTERIOR_COUNT_ERROR * count) ** 2,
+            source=f"the noise posterior's own probabilities, ± {POSTERIOR_COUNT_ERROR:.0%} for its measured error; "
+                   "no verdicts yet")
+        prob = np.where(mask, wrong, 0.0)
+        return Mislabels(mask, NOISE_SCORE, NOISE_SUGGESTION, rule, config.noise_posterior_cut, prob, est, evidence)
+    return build
 
 
 def mislabels(frame: pd.DataFrame, config: OverviewConfig = OverviewConfig(), *,

@@ -62,6 +62,7 @@ DECONVOLUTION_STEPS = 50
 _TINY = 1e-12
 
 NOISE_SCORE = "dynamics.noise_score"
+NOISE_SUGGESTION = "dynamics.noise_suggested_label"
 
 
 def noise_transition(labels: Any, probs: np.ndarray) -> np.ndarray:
@@ -149,7 +150,7 @@ def noise_scores(labels: Any, probs: np.ndarray, classes: Sequence[str], *, sour
     believed, weight = believed_transition(estimated)
     wrong, other = mislabel_posterior(y, probs, believed)
     names = np.asarray(list(classes), dtype=object)
-    frame = pd.DataFrame({NOISE_SCORE: wrong, "dynamics.noise_suggested_label": names[other].astype(str)})
+    frame = pd.DataFrame({NOISE_SCORE: wrong, NOISE_SUGGESTION: names[other].astype(str)})
     infos = {NOISE_SCORE: ScoreInfo(
         NOISE_SCORE,
         f"Probability that the given label is wrong, from {source} corrected for the noise the labels show "
