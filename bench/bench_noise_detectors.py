@@ -176,17 +176,55 @@ def combos(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: f() for name, f in mix.items()}
 
 
+SUMMARY = {"final loss": "final.loss", "AUM": "aum", "best epoch's loss": None, "mean of last 3 (loss)": "mean_last3.loss",
+           "class-z loss": "loss_classz", "cleanlab margin": "final.cl_margin", "cleanlab adjusted": "final.cl_self_adj",
+           "posterior (inverse T)": "final.posterior"}
+
+
+def summary(work: Path, manifest_dirs: list[Path]) -> None:
+    """One row per cached run: the main candidates and the product's noise score, AUROC against the truth."""
+    from pruning_core.dynamics.noise import mislabel_posterior, noise_scores
+
+    rows = []
+    for run in sorted(work.glob("*.npz")):
+        manifest = run.name.split("-")[0]
+        frame = pd.read_csv(next(d / f"{manifest}.csv" for d in manifest_dirs if (d / f"{manifest}.csv").is_file()))
+        classes = sorted(frame["true_label"].unique())
+        y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        noisy = (frame["label"] != frame["true_label"]).to_numpy()
+        saved = np.load(run)
+        probs = saved["probs"]
+        scores = detectors(probs, y)
+        row = {"run": run.stem, "train s": float(saved["seconds"])}
+        for name, key in SUMMARY.items():
+            if key is None:
+                aurocs = [roc_auc_score(noisy, scores[f"loss@{k + 1}"]) for k in range(probs.shape[0])]
+                row[name] = f"{max(aurocs):.4f} (ep {int(np.argmax(aurocs)) + 1})"
+            else:
+                row[name] = round(roc_auc_score(noisy, scores[key]), 4)
+        _, _, settings = noise_scores(y, probs[-1].astype(np.float64), classes, source="")
+        row["noise score"] = round(roc_auc_score(noisy, mislabel_posterior(y, probs[-1].astype(np.float64))[0]), 4)
+        row["structure (weight)"] = f"{settings['structure']:.2f} ({settings['structure_weight']:.2f})"
+        rows.append(row)
+    print(pd.DataFrame(rows).to_markdown(index=False))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("manifest")
+    ap.add_argument("manifest", help="a CIFAR-10 noise manifest, or 'summary' for a table of every cached run")
     ap.add_argument("--size", type=int, default=24)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variant", default="plain")
+    ap.add_argument("--manifest-dir", type=Path, action="append", default=[],
+                    help="where else 'summary' looks for the manifests of cached runs (e.g. make_noise_manifest's output)")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("NOISE_WORK", "/work/data/noise-research")))
     ap.add_argument("--cifar-root", type=Path, default=Path(os.environ.get("PRUNESCOPE_CIFAR_DIR", "/tmp/cifar")))
     args = ap.parse_args()
+    if args.manifest == "summary":
+        summary(args.work, [DATA, *args.manifest_dir])
+        return
     manifest_path = Path(args.manifest) if Path(args.manifest).is_file() else DATA / args.manifest
     frame = pd.read_csv(manifest_path)
     classes = sorted(frame["true_label"].unique())

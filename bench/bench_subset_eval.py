@@ -34,6 +34,7 @@ from cifar_data import DATA, unpack  # noqa: E402
 
 from cache.store import ResultStore  # noqa: E402
 from pruning_core.cli import parse_weights  # noqa: E402
+from pruning_core.selection import default_weights  # noqa: E402
 from pruning_core.data.datasets import from_frame  # noqa: E402
 from pruning_core.scoring.detection import evaluate_scores  # noqa: E402
 from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
@@ -71,8 +72,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="stratified training sample (0 = all 50,000)")
     ap.add_argument("--test-limit", type=int, default=0, help="stratified test sample (0 = all 10,000)")
     ap.add_argument("--strategies", default="easiest,ccs,dyn_unc,random,dynamic")
-    ap.add_argument("--weights", default="cleanlab.label_quality=1,dynamics.aum=1",
-                    help="score weights of easiest/hardest/ccs; columns that were not computed are dropped")
+    ap.add_argument("--weights", default="",
+                    help="score weights of easiest/hardest/ccs (default: the product's, selection.default_weights); "
+                         "columns that were not computed are dropped")
     ap.add_argument("--keep", default="0.3,0.5,0.7,0.8,0.9")
     ap.add_argument("--epochs", type=int, default=16, help="the scoring proxy's epochs (dynamics and cross-fitting)")
     ap.add_argument("--eval-epochs", type=int, default=0,
@@ -119,7 +121,7 @@ def main() -> None:
     t_score = time.perf_counter() - t0
     weights = {name: w for name, w in (parse_weights(args.weights) or {}).items() if name in table.infos}
     print(f"{len(dataset):,} training images ({manifest.name}), {len(test):,} test images; "
-          f"scores in {t_score:.1f}s; weights {weights or 'all scores'}")
+          f"scores in {t_score:.1f}s; weights {weights or default_weights(table.frame, table.infos)}")
     if "true_label" in train:  # how well the scores the subsets are ranked by find the noise
         noisy = train.set_index("path").eval("label != true_label")
         detection = evaluate_scores(table.frame, table.infos, table.frame["path"].map(noisy).to_numpy(dtype=bool))

@@ -30,3 +30,7 @@ step bench_gpu 240 $PY bench/bench_gpu.py
 # 2. full-size scores on sym20 (16 epochs, 4 cross-fitting folds): detection AUROC, then keep 0.8 vs full data
 step subset_eval_sym20 300 $PY bench/bench_subset_eval.py --manifest train_sym20.csv --strategies easiest,random \
   --keep 0.8 --seeds 2 --clean '' --cache "$PRUNESCOPE_CACHE"
+# 3. class-dependent noise at full size (issue 22): the noise score's AUROC on asym40 (target >= 0.93), then keep 0.6
+step budget_asym40_fullsize 150 $PY bench/bench_budget.py train_asym40.csv --budgets 0 --cifar-root /tmp/cifar
+step subset_eval_asym40 300 $PY bench/bench_subset_eval.py --manifest train_asym40.csv --strategies easiest,random \
+  --keep 0.6 --seeds 3 --clean '' --cache "$PRUNESCOPE_CACHE"
