@@ -455,10 +455,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
     store = _store(args)
     inputs = distill_inputs(dataset, clip, store, progress=TqdmProgress())
     distilled = distill_dataset(inputs, config, store, budget_s=args.budget, started=started, progress=TqdmProgress())
-    manifest = export_distilled(distilled, inputs, args.out, dataset.name)
+    export_distilled(distilled, inputs, args.out, dataset.name)
     meta = distilled.meta
     print(f"distilled {len(inputs.images):,} pairs into {args.pairs} in {meta['iterations']} matching iterations "
-          f"(stopped by {meta['stopped_by']}; {meta['seconds']:.0f} s of work); wrote {args.out} ({manifest.name})")
+          f"(stopped by {meta['stopped_by']}; {meta['seconds']:.0f} s of work); wrote {args.out} ({MANIFEST_NAME})")
     return 0
 
 
