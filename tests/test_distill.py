@@ -179,7 +179,11 @@ def test_cli_distill_resumes_after_an_interrupt(tmp_path, monkeypatch, capsys, o
     record = Manifest.read(tmp_path / "out" / MANIFEST_NAME).distilled
     assert record.iterations == 9 and record.pairs == 4 and record.settings["budget_s"] == 3600
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4
-    assert "in 9 matching iterations" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "into K = 4: 9 matching iterations of at most 9 (reached its iteration cap" in said
+    assert "read from the cache" not in said and "Not compared with pruning here" in said
+    assert cli.main(argv) == 0  # again: the same set, from the cache, and the output says so
+    assert "into K = 4: 9 matching iterations" in (said := capsys.readouterr().out) and "read from the cache" in said
 
 
 def test_prune_or_distil_trains_every_option_and_cleanest_skips_misaligned_pairs(tmp_path, one_thread):
