@@ -31,7 +31,7 @@ from cache.store import ResultStore, default_cache_dir  # noqa: E402
 from pruning_core.data.datasets import load_dataset  # noqa: E402
 from pruning_core.demo.dataset import ensure_demo  # noqa: E402
 from pruning_core.distill.compare import (ABLATION, CompareConfig, cleanest_rows, compare_options,  # noqa: E402
-                                          prune_or_distil, summarise)
+                                          distilled_settings, paired_margins, prune_or_distil, summarise)
 from pruning_core.distill.job import distill_dataset, distill_inputs  # noqa: E402
 from pruning_core.distill.mdw import MDWConfig  # noqa: E402
 from pruning_core.runtime.planner import process_started  # noqa: E402
@@ -101,8 +101,12 @@ def main() -> None:
                                 config=CompareConfig(seeds=tuple(range(args.seeds))))
         results = pd.concat([results, extra[extra["option"] == CLEANEST_START]], ignore_index=True)
     d = result.distilled[args.pairs]
-    print(f"distilled set: {d.meta['iterations']} iterations ({d.meta['stopped_by']}), plan {d.meta['plan']}, "
-          f"step size {np.exp(d.state.log_lr):.4f}")
+    sets = [("distilled", d), *((ABLATION, a) for a in result.ablations.values())]
+    if args.cleanest_start:
+        sets.append((CLEANEST_START, pruned))
+    for name, shown in sets:
+        print(f"{name}: {distilled_settings(shown)}; plan {shown.meta['plan']}, "
+              f"step size {np.exp(shown.state.log_lr):.4f}")
     original = pd.read_csv(assets.manifest).set_index("path")["caption"]  # the demo's captions, by path
     ok = dataset.samples["caption"].to_numpy() == original.reindex(dataset.samples["path"]).to_numpy()
     if "caption_ok" in dataset.samples:
@@ -116,23 +120,15 @@ def main() -> None:
     summary = summarise(results)
     pd.set_option("display.width", 200)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    by = {o: g.set_index("seed")["i2t@1"] for o, g in results.groupby("option")}
-
-    def margin(a: str, b: str) -> tuple[float, float]:
-        diff = by[a].to_numpy() - by[b].reindex(by[a].index).to_numpy()  # paired by seed
-        return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
-
-    for base in ("random", "cleanest"):
-        m, se = margin("distilled", base)
-        line = f"i2t@1 distilled - {base}: {m:+.4f} (paired SE {se:.4f}; beyond 2 SE: {m > 2 * se})"
-        if ABLATION in by:
-            m_off, se_off = margin(ABLATION, base)
-            line += (f"; correspondence off: {m_off:+.4f} (SE {se_off:.4f}); share of the margin lost: "
-                     f"{(m - m_off) / m if m > 0 else float('nan'):.2f}")
-        if CLEANEST_START in by:
-            m_c, se_c = margin(CLEANEST_START, base)
-            line += f"; {CLEANEST_START}: {m_c:+.4f} (SE {se_c:.4f}; beyond 2 SE: {m_c > 2 * se_c})"
-        print(line)
+    margins = {name: paired_margins(results, "i2t@1", name).set_index("baseline") for name, _ in sets}
+    for name, frame in margins.items():
+        for base, m in frame.iterrows():
+            line = (f"i2t@1 {name} - {base}: {m['difference']:+.4f} (paired SE {m['se']:.4f}, {m['seeds']} seeds): "
+                    f"{m['verdict']} 2 SE")
+            full = margins["distilled"].loc[base, "difference"]
+            if name == ABLATION and full > 0:
+                line += f"; share of the distilled set's margin lost: {(full - m['difference']) / full:.2f}"
+            print(line)
     print(f"wall {time.monotonic() - started:.0f} s")
 
 

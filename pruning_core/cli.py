@@ -435,7 +435,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     """Distil a captioned dataset into K synthetic pairs (MDW) within --budget seconds; export them to --out."""
     from pruning_core.distill.export import MANIFEST_NAME, export_distilled
-    from pruning_core.distill.job import distill_dataset, distill_inputs
+    from pruning_core.distill.compare import distilled_settings
+    from pruning_core.distill.job import distill_dataset, distill_inputs, distill_step
     from pruning_core.distill.mdw import MDWConfig
     from pruning_core.scoring.pipeline import ClipConfig
 
@@ -454,11 +455,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
                        iterations=args.iterations, learn_correspondence=not args.no_correspondence, seed=args.seed)
     store = _store(args)
     inputs = distill_inputs(dataset, clip, store, progress=TqdmProgress())
+    cached = distill_step(inputs, config, args.budget).is_cached(store)
     distilled = distill_dataset(inputs, config, store, budget_s=args.budget, started=started, progress=TqdmProgress())
-    manifest = export_distilled(distilled, inputs, args.out, dataset.name)
-    meta = distilled.meta
-    print(f"distilled {len(inputs.images):,} pairs into {args.pairs} in {meta['iterations']} matching iterations "
-          f"(stopped by {meta['stopped_by']}; {meta['seconds']:.0f} s of work); wrote {args.out} ({manifest.name})")
+    export_distilled(distilled, inputs, args.out, dataset.name)
+    print(f"distilled {len(inputs.images):,} pairs (a raw count: the captioned, decodable ones) into "
+          f"{distilled_settings(distilled)}; {distilled.meta['seconds']:.0f} s of work"
+          + (", read from the cache (an earlier run with these settings)" if cached else "")
+          + f"; wrote {args.out} ({MANIFEST_NAME}). Not compared with pruning here: the Evaluate page's "
+            "'Prune or distil?' section trains on it, on random and on the cleanest pairs")
     return 0
 
 

@@ -9,9 +9,11 @@ import torch
 from PIL import Image
 
 from cache.store import ResultStore
+from pruning_core.distill.export import MANIFEST_NAME, export_distilled, read_distilled
 from pruning_core.distill.job import DistillInputs, distill_dataset, distill_step, expert_trajectories
-from pruning_core.distill.mdw import (MDWConfig, TrajectoryMatcher, correspondence_targets, initial_state,
-                                      train_expert)
+from pruning_core.distill.mdw import (MDWConfig, TrajectoryMatcher, correspondence_targets, distilled_pairs,
+                                      initial_state, train_expert)
+from pruning_core.export.manifest import DISTILLED, Manifest
 
 TINY = dict(expert_epochs=3, expert_batch=16, syn_steps=2, expert_span=1, max_start_epoch=2, syn_batch=8)
 
@@ -83,6 +85,53 @@ def test_distilled_set_reloads_bit_identically_from_the_cache(tmp_path, one_thre
     assert again.state.log_lr == state.log_lr and again.state.losses == state.losses
 
 
+def test_the_distilled_export_is_a_manifest_that_round_trips_and_reloads_the_set_bit_identically(tmp_path, one_thread):
+    inputs = tiny_inputs()
+    store = ResultStore(tmp_path / "cache")
+    distilled = distill_dataset(inputs, MDWConfig(pairs=6, experts=1, iterations=3, **TINY), store, budget_s=3600)
+    written = export_distilled(distilled, inputs, tmp_path / "out", "tiny")
+    text = (tmp_path / "out" / MANIFEST_NAME).read_text()
+    back = Manifest.from_json(text)
+    assert back == written and back.kind == DISTILLED and back.to_json() == text
+    record = back.distilled
+    assert record.dataset == {"name": "tiny", "fingerprint": "tiny-paired"} and back.dataset_fingerprint == "tiny-paired"
+    assert (record.pairs, record.iterations, record.settings["iterations"]) == (6, 3, 3)
+    assert record.settings["budget_s"] == 3600 and record.clip == {"model": "none"}
+    assert {"images/0005.png", "images.npy", "texts.npy", "correspondence_logits.npy"} <= set(record.files)
+    reloaded = read_distilled(tmp_path / "out")
+    for name in ("images", "texts", "correspondence", "source_index"):
+        got, want = getattr(reloaded.state, name), np.asarray(getattr(distilled.state, name))
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+    assert reloaded.state.log_lr == distilled.state.log_lr and reloaded.state.losses == distilled.state.losses
+    assert reloaded.state.iteration == distilled.state.iteration and reloaded.key == distilled.key
+    assert reloaded.meta["params"] == distilled.meta["params"]
+    # What a student trains on is the same too: pixels, texts, targets, weights and step.
+    ours, theirs = (distilled_pairs(d.state, learn_correspondence=d.learn_correspondence) for d in (reloaded, distilled))
+    assert ours.lr == theirs.lr
+    for name in ("images", "texts", "targets", "weights"):
+        assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
+
+
+def test_a_changed_export_file_is_refused_and_a_distilled_manifest_is_not_replayed_as_a_selection(
+        tmp_path, capsys, one_thread):
+    from pruning_core import cli
+
+    inputs = tiny_inputs()
+    distilled = distill_dataset(inputs, MDWConfig(pairs=6, experts=1, iterations=2, **TINY),
+                                ResultStore(tmp_path / "cache"), budget_s=3600)
+    export_distilled(distilled, inputs, tmp_path / "out", "tiny")
+    texts = np.load(tmp_path / "out" / "texts.npy")
+    texts[0, 0] += 1.0
+    np.save(tmp_path / "out" / "texts.npy", texts)
+    with pytest.raises(ValueError, match=r"texts\.npy: its bytes differ from the manifest's SHA-256"):
+        read_distilled(tmp_path / "out" / MANIFEST_NAME)
+    assert cli.main(["select", "--replay", str(tmp_path / "out" / MANIFEST_NAME),
+                     "--out", str(tmp_path / "kept.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and MANIFEST_NAME in err and "cannot replay the manifest of a distilled set (6" in err
+    assert not (tmp_path / "kept.csv").exists()
+
+
 def write_captioned_set(folder, n: int = 24):
     images, _, label = paired_data(n)
     rgb = np.clip(images.numpy().transpose(0, 2, 3, 1) * 60 + 128, 0, 255).astype(np.uint8)
@@ -120,16 +169,21 @@ def test_cli_distill_resumes_after_an_interrupt(tmp_path, monkeypatch, capsys, o
     resumed = False
     monkeypatch.setattr(cli, "TqdmProgress", CtrlC)
     assert cli.main(argv) == 130
-    assert not (tmp_path / "out" / "distill.json").exists()
+    assert not (tmp_path / "out" / MANIFEST_NAME).exists()
     resumed = True
     seen.clear()
     assert cli.main(argv) == 0
     plan = [p.message for p in seen if p.stage == "distillation plan"]
     assert plan and plan[0].endswith("resuming at matching iteration 7")
     assert [p.done for p in seen if p.stage == "distilling"] == [8, 9]
-    assert (tmp_path / "out" / "distill.json").is_file()
+    record = Manifest.read(tmp_path / "out" / MANIFEST_NAME).distilled
+    assert record.iterations == 9 and record.pairs == 4 and record.settings["budget_s"] == 3600
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4
-    assert "in 9 matching iterations" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "into K = 4: 9 matching iterations of at most 9 (reached its iteration cap" in said
+    assert "read from the cache" not in said and "Not compared with pruning here" in said
+    assert cli.main(argv) == 0  # again: the same set, from the cache, and the output says so
+    assert "into K = 4: 9 matching iterations" in (said := capsys.readouterr().out) and "read from the cache" in said
 
 
 def test_prune_or_distil_trains_every_option_and_cleanest_skips_misaligned_pairs(tmp_path, one_thread):

@@ -26,9 +26,10 @@ def test_section_draws_recall_by_size_and_the_distilled_pairs_with_their_nearest
     inputs = tiny_inputs()
     distilled = distill_dataset(inputs, MDWConfig(pairs=6, experts=1, iterations=2, **TINY),
                                 ResultStore(tmp_path / "cache"), budget_s=3600)
-    rows = [{"option": o, "size": s, "seed": seed, "i2t@1": v, "i2t@5": v, "t2i@1": v, "t2i@5": v}
-            for o, s, v in (("distilled", 6, 0.3), ("random", 6, 0.2), ("cleanest", 6, 0.25), ("all", 32, 0.5))
-            for seed in (0, 1)]
+    # Per seed: distilled beats random by 0.10 and 0.12, ties cleanest (+0.02, -0.02).
+    recall = {"distilled": (0.30, 0.34), "random": (0.20, 0.22), "cleanest": (0.28, 0.36), "all": (0.5, 0.5)}
+    rows = [{"option": o, "size": 32 if o == "all" else 6, "seed": seed, "i2t@1": v, "i2t@5": v, "t2i@1": v, "t2i@5": v}
+            for o, values in recall.items() for seed, v in enumerate(values)]
     at = AppTest.from_function(section_script, default_timeout=60)
     at.session_state["dataset"] = SimpleNamespace(has_captions=True)
     at.session_state["test"] = SimpleNamespace(has_captions=True)
@@ -41,6 +42,18 @@ def test_section_draws_recall_by_size_and_the_distilled_pairs_with_their_nearest
     captions = [img.proto.imgs[0].caption for img in shown]
     assert all(c.startswith("class ") for c in captions)  # each image is labelled with a real caption
     assert set(at.dataframe[0].value["option"]) == {"distilled", "random", "cleanest", "all"}
+    # Next to the figures: which settings made them (students' training, K, iterations done, budget) ...
+    settings = next(c.value for c in at.caption if c.value.startswith("Each point"))
+    assert "mean over 2 seeds" in settings and "300 SGD steps" in settings
+    assert "K = 6: 2 matching iterations of at most 2 (reached its iteration cap" in settings
+    # ... and whether the distilled set beat random / cleanest, with the spread of the paired difference.
+    said = [m.value for m in at.markdown]
+    assert ("- K = 6, i2t@1: distilled − random = +0.110 ± 0.010 (paired standard error, 2 seeds): the distilled "
+            "set beats random beyond two standard errors.") in said
+    assert ("- K = 6, i2t@1: distilled − cleanest = +0.000 ± 0.020 (paired standard error, 2 seeds): the distilled "
+            "set neither beats nor loses to cleanest beyond two standard errors.") in said
+    grid = next(c.value for c in at.caption if c.value.startswith("6 of 6 distilled pairs"))
+    assert "K = 6: 2 matching iterations" in grid and "--pairs 6 --budget 3600 --out DIR" in grid
 
 
 def test_section_asks_for_captions_first():

@@ -13,8 +13,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pruning_core.data.datasets import Dataset
-from pruning_core.distill.compare import METRICS, CompareConfig, PruneOrDistil, prune_or_distil, summarise
+from pruning_core.distill.compare import (ABLATION, METRICS, CompareConfig, PruneOrDistil, distilled_settings,
+                                          paired_margins, prune_or_distil, summarise)
 from pruning_core.distill.export import pairs_table, to_uint8
+from pruning_core.distill.student import EVAL_MOMENTUM
 from pruning_core.scoring.score_table import ScoreTable
 from ui import state
 
@@ -45,8 +47,36 @@ def distilled_grid(result: PruneOrDistil, size: int) -> None:
         columns[i % 6].image(images[i], width="stretch",
                              caption=f"{row['nearest_caption_1']} (cos {row['nearest_cosine_1']:.2f}; "
                                      f"pairs with text {row['best_text']} at {row['confidence']:.0%})")
-    st.caption(f"{min(GRID_SHOWN, len(images))} of {len(images)} distilled pairs. Export the set with its manifest: "
-               f"`prunescope distill DATA --pairs {size} --budget S --out DIR` (the same settings reuse this cache).")
+    st.caption(f"{min(GRID_SHOWN, len(images))} of {len(images)} distilled pairs ({distilled_settings(chosen)}). "
+               f"Export the set with its manifest: `prunescope distill DATA --pairs {size} --budget "
+               f"{chosen.meta['params']['budget_s']:g} --out DIR` (with the same CLIP it reads this set from the cache).")
+
+
+VERDICTS = {"above": "beats {base} beyond two standard errors", "below": "loses to {base} beyond two standard errors",
+            "within": "neither beats nor loses to {base} beyond two standard errors"}
+
+
+def verdicts(result: PruneOrDistil, metric: str) -> list[str]:
+    """One line per (size, baseline): the distilled set minus it, paired by seed, with its spread and the verdict."""
+    lines = []
+    margins = paired_margins(result.results, metric, "distilled", baselines=("random", "cleanest", ABLATION))
+    for m in margins.itertuples():
+        spread = f"± {m.se:.3f} (paired standard error" if m.seeds > 1 else "(no spread"
+        lines.append(f"K = {m.size}, {metric}: distilled − {m.baseline} = {m.difference:+.3f} {spread}, "
+                     f"{m.seeds} seeds): the distilled set {VERDICTS[m.verdict].format(base=m.baseline)}.")
+    return lines
+
+
+def settings_caption(result: PruneOrDistil, runs: int) -> str:
+    """Which settings made every figure above: the students' training and each distilled set's run."""
+    config = result.config
+    sets = [distilled_settings(d) for d in (*result.distilled.values(), *result.ablations.values())]
+    return (f"Each point: mean over {runs} seeds (bars ±1 standard error) of a fresh tiny CLIP trained for "
+            f"{config.steps} SGD steps (batch ≤ {config.batch_size}, momentum {EVAL_MOMENTUM:g}; real pairs at lr "
+            f"{config.real_lr:g}, a distilled set at its learned step × {1 - EVAL_MOMENTUM:g}; fixed here), tested on the "
+            "held-out set; "
+            "'all' trains on every noisy pair. Distilled sets (other MDW settings at their defaults): "
+            + "; ".join(sets) + ".")
 
 
 def render(dataset: Dataset, table: ScoreTable, test: Optional[Dataset]) -> None:
@@ -89,7 +119,9 @@ def render(dataset: Dataset, table: ScoreTable, test: Optional[Dataset]) -> None
     summary = summarise(result.results)
     metric = st.radio("Recall", list(METRICS), horizontal=True, key="distil_metric")
     st.plotly_chart(recall_figure(summary, metric), width="stretch")
-    st.caption(f"Mean over {int(summary['runs'].max())} seeds, bars ±1 standard error; 'all' trains on every noisy pair.")
+    st.caption(settings_caption(result, int(summary["runs"].max())))
+    for line in verdicts(result, metric):
+        st.markdown(f"- {line}")
     st.dataframe(summary, hide_index=True, width="stretch")
     size = st.selectbox("Distilled set to view", sorted(result.distilled), key="distil_view")
     distilled_grid(result, int(size))

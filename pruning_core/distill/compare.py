@@ -16,8 +16,8 @@ bench that asks again reads it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -118,6 +118,44 @@ def compare_options(inputs: DistillInputs, test: DistillInputs, table: ScoreTabl
     return pd.DataFrame(rows)
 
 
+def paired_margins(results: pd.DataFrame, metric: str, option: str = "distilled",
+                   baselines: Sequence[str] = ("random", "cleanest")) -> pd.DataFrame:
+    """``option`` minus each baseline in ``metric``, paired by seed at each size ``option`` was trained at.
+
+    One row per (size, baseline): the difference's mean, its standard error over the seeds both ran and their
+    count, and ``verdict``: ``"above"`` / ``"below"`` when the mean lies more than two standard errors above /
+    below zero, ``"within"`` otherwise (also when fewer than two seeds leave no spread).
+    """
+    rows = []
+    ours = results[results["option"] == option]
+    for size, mine in ours.groupby("size"):
+        for base in baselines:
+            theirs = results[(results["option"] == base) & (results["size"] == size)]
+            paired = mine.set_index("seed")[metric].to_frame("mine").join(
+                theirs.set_index("seed")[metric].to_frame("theirs"), how="inner")
+            if paired.empty:
+                continue
+            diff = paired["mine"] - paired["theirs"]
+            se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+            mean = float(diff.mean())
+            verdict = "within" if np.isnan(se) or abs(mean) <= 2 * se else ("above" if mean > 0 else "below")
+            rows.append({"size": int(size), "baseline": base, "difference": mean, "se": se, "seeds": len(diff),
+                         "verdict": verdict})
+    return pd.DataFrame(rows, columns=["size", "baseline", "difference", "se", "seeds", "verdict"])
+
+
+def distilled_settings(distilled: DistilledSet) -> str:
+    """One line saying which settings made a distilled set and how far its run got (next to any figure of it)."""
+    meta, params = distilled.meta, distilled.meta["params"]
+    stop = (f"stopped by its {params['budget_s']:g} s budget" if meta["stopped_by"] == "budget"
+            else "reached its iteration cap")
+    start = ", started from the cleanest pairs" if "start" in params else ""
+    return (f"K = {params['pairs']}: {meta['iterations']} matching iterations of at most {params['iterations']} "
+            f"({stop}; ~{meta['plan']['iterations']} planned), expert runs {params['experts']} × "
+            f"{params['expert_epochs']} epochs, correspondence learning {'on' if params['learn_correspondence'] else 'off'}"
+            f"{start}, seed {params['seed']}")
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard error and run count of every metric per (option, size)."""
     grouped = results.groupby(["option", "size"], sort=False)[list(METRICS)]
@@ -138,6 +176,10 @@ class PruneOrDistil:
     results: pd.DataFrame
     distilled: dict[int, DistilledSet]
     inputs: DistillInputs
+    ablations: dict[int, DistilledSet] = field(default_factory=dict)
+    """The sets distilled with correspondence learning off, by size (when the ablation ran)."""
+    config: CompareConfig = CompareConfig()
+    """How every student was trained."""
 
 
 def prune_or_distil(dataset: Dataset, test_dataset: Dataset, clip: ClipConfig, table: ScoreTable, store: ResultStore,
@@ -156,12 +198,12 @@ def prune_or_distil(dataset: Dataset, test_dataset: Dataset, clip: ClipConfig, t
     test = distill_inputs(test_dataset, clip, store, progress=progress, cancel=cancel)
     named: list[tuple[str, DistilledSet]] = []
     by_size: dict[int, DistilledSet] = {}
+    ablations: dict[int, DistilledSet] = {}
     for k in sorted(set(sizes)):
         for name, learn in (("distilled", True), (ABLATION, False))[: 2 if ablation else 1]:
             done = distill_dataset(inputs, MDWConfig(pairs=k, learn_correspondence=learn), store, budget_s=budget_s,
                                    progress=progress, cancel=cancel)
             named.append((name, done))
-            if learn:
-                by_size[k] = done
+            (by_size if learn else ablations)[k] = done
     results = compare_options(inputs, test, table, named, store, config=config, progress=progress, cancel=cancel)
-    return PruneOrDistil(results=results, distilled=by_size, inputs=inputs)
+    return PruneOrDistil(results=results, distilled=by_size, inputs=inputs, ablations=ablations, config=config)

@@ -2,19 +2,25 @@
 
 The exported folder (``prunescope distill --out DIR``)::
 
-    DIR/images/NNNN.png     the K synthetic images (32 px, de-normalised to RGB)
-    DIR/pairs.csv           one row per synthetic pair: image, its best text by the learned correspondence and
-                            that text's confidence, the three nearest real captions of its own text (cosine)
-    DIR/texts.npy           K × d text vectors (the scoring CLIP's text-tower output space)
-    DIR/correspondence.npy  K × K joint soft correspondence P (rows: images, columns: texts)
-    DIR/distill.json        the manifest: kind, dataset, CLIP identity, settings, budget, plan, iterations, step size,
-                            cache key, the real rows the set started from
+    DIR/images/NNNN.png            the K synthetic images to look at (32 px, de-normalised to 8-bit RGB)
+    DIR/images.npy                 the same K images as the set holds them: normalised float32 (K, 3, 32, 32)
+    DIR/texts.npy                  K × d text vectors (the scoring CLIP's text-tower output space)
+    DIR/correspondence.npy         K × K joint soft correspondence P (rows: images, columns: texts): what a student
+                                   trains towards
+    DIR/correspondence_logits.npy  the K × K logits P is the softmax of (what the distillation learned)
+    DIR/losses.npy                 the matching loss of every iteration
+    DIR/pairs.csv                  one row per synthetic pair: image, its best text by P and that text's confidence,
+                                   the real row it started from, the three nearest real captions of its own text
+    DIR/distilled.manifest.json    the manifest: export.manifest.Manifest of kind ``distilled`` (dataset, CLIP
+                                   identity, settings, budget, plan, iterations, learned step, cache key, and the
+                                   SHA-256 of every file above)
+
+The PNGs are for people (8 bits lose the pixels' precision); :func:`read_distilled` reads the set back from the
+arrays, bit for bit, after checking every file against the manifest.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +28,19 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cache.store import atomic_write_bytes
+from pruning_core.data.arrays import file_sha256
 from pruning_core.demo.tiny_clip import create_tiny_clip
 from pruning_core.distill.job import DistilledSet, DistillInputs
-from pruning_core.distill.mdw import correspondence_targets
+from pruning_core.distill.mdw import MDWConfig, SyntheticState, correspondence_targets
+from pruning_core.export.manifest import DISTILLED, DistilledRecord, Manifest
 from pruning_core.export.subset import write_table
 
-MANIFEST_KIND = "prunescope-distilled-set"
-MANIFEST_NAME = "distill.json"
+MANIFEST_NAME = "distilled.manifest.json"
 PAIRS_NAME = "pairs.csv"
+ARRAY_FILES = {"images": "images.npy", "texts": "texts.npy", "correspondence": "correspondence_logits.npy",
+               "losses": "losses.npy"}
+"""The set's own arrays (``SyntheticState`` field -> file): what :func:`read_distilled` reloads."""
+JOINT_NAME = "correspondence.npy"
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -69,35 +79,59 @@ def pairs_table(distilled: DistilledSet, inputs: DistillInputs) -> pd.DataFrame:
     return frame
 
 
-def export_distilled(distilled: DistilledSet, inputs: DistillInputs, out: Path, dataset_name: str) -> Path:
-    """Write the distilled set to ``out`` (see the module docstring); returns the manifest's path."""
+def export_distilled(distilled: DistilledSet, inputs: DistillInputs, out: Path, dataset_name: str) -> Manifest:
+    """Write the distilled set to ``out`` (see the module docstring) and its manifest; returns the manifest."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(to_uint8(distilled.state.images)):
-        Image.fromarray(img).save(out / "images" / f"{i:04d}.png")
+    state = distilled.state
+    written = []
+    for i, img in enumerate(to_uint8(state.images)):
+        written.append(f"images/{i:04d}.png")
+        Image.fromarray(img).save(out / written[-1])
+    for name, file in ARRAY_FILES.items():
+        np.save(out / file, np.asarray(getattr(state, name)))
+        written.append(file)
+    np.save(out / JOINT_NAME, correspondence_targets(torch.from_numpy(np.ascontiguousarray(state.correspondence))).numpy())
     write_table(pairs_table(distilled, inputs), out / PAIRS_NAME)
-    np.save(out / "texts.npy", np.asarray(distilled.state.texts))
-    joint = correspondence_targets(torch.from_numpy(np.ascontiguousarray(distilled.state.correspondence)))
-    np.save(out / "correspondence.npy", joint.numpy())
+    written += [JOINT_NAME, PAIRS_NAME]
     meta = distilled.meta
-    manifest = {
-        "kind": MANIFEST_KIND,
-        "dataset": {"name": dataset_name, "fingerprint": meta["fingerprint"]},
-        "clip": {k: v for k, v in meta["params"].items() if k not in _setting_names(meta)},
-        "settings": {k: meta["params"][k] for k in _setting_names(meta) if k in meta["params"]},
-        "pairs": len(distilled.state.images),
-        "iterations": meta["iterations"], "stopped_by": meta["stopped_by"], "seconds": meta["seconds"],
-        "plan": meta["plan"], "step_size": math.exp(meta["log_lr"]),
-        "cache_key": distilled.key,
-        "files": {"images": "images/", "pairs": PAIRS_NAME, "texts": "texts.npy",
-                  "correspondence": "correspondence.npy"},
-    }
-    path = out / MANIFEST_NAME
-    atomic_write_bytes(path, json.dumps(manifest, indent=1, default=str).encode())
-    return path
+    settings = {*MDWConfig().as_dict(), "budget_s", "start"}
+    record = DistilledRecord(
+        dataset={"name": dataset_name, "fingerprint": inputs.fingerprint},
+        clip={k: v for k, v in meta["params"].items() if k not in settings},
+        settings={k: v for k, v in meta["params"].items() if k in settings},
+        pairs=len(state.images), iterations=int(meta["iterations"]), stopped_by=str(meta["stopped_by"]),
+        seconds=float(meta["seconds"]), plan=dict(meta["plan"]), log_step_size=float(state.log_lr),
+        cache_key=distilled.key, files={path: file_sha256(out / path) for path in written})
+    manifest = Manifest.of_distilled(record)
+    manifest.write(out / MANIFEST_NAME)
+    return manifest
 
 
-def _setting_names(meta: dict) -> list[str]:
-    from pruning_core.distill.mdw import MDWConfig
+def read_distilled(path: Path) -> DistilledSet:
+    """The distilled set exported to ``path`` (its folder or its manifest), bit for bit as it was exported.
 
-    return [*MDWConfig().as_dict(), "budget_s", "start"]
+    Every file the manifest lists must match its SHA-256; a missing or changed one is one ``ValueError`` naming it.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST_NAME if path.is_dir() else path
+    manifest = Manifest.read(manifest_path)
+    if manifest.kind != DISTILLED:
+        raise ValueError(f"{manifest_path}: the manifest of a selected subset, not of a distilled set")
+    record = manifest.distilled
+    folder = manifest_path.parent
+    for name, digest in record.files.items():
+        file = folder / name
+        if not file.is_file():
+            raise ValueError(f"{file}: missing (the manifest lists it)")
+        if file_sha256(file) != digest:
+            raise ValueError(f"{file}: its bytes differ from the manifest's SHA-256 (changed since the export)")
+    arrays = {name: np.load(folder / file, allow_pickle=False) for name, file in ARRAY_FILES.items()}
+    source = pd.read_csv(folder / PAIRS_NAME)["started_from_row"].to_numpy(dtype=np.int64)
+    state = SyntheticState(images=arrays["images"], texts=arrays["texts"], correspondence=arrays["correspondence"],
+                           log_lr=record.log_step_size, source_index=source, iteration=record.iterations,
+                           losses=[float(v) for v in arrays["losses"]])
+    meta = {"params": {**record.clip, **record.settings}, "log_lr": record.log_step_size,
+            "iterations": record.iterations, "seconds": record.seconds, "plan": record.plan,
+            "stopped_by": record.stopped_by}
+    return DistilledSet(state=state, meta=meta, key=record.cache_key)

@@ -10,6 +10,12 @@ decisions in force (removals and relabels), every relabel applied to the kept su
 refuses a subset whose digest differs, so a manifest either reproduces its subset exactly or says
 why not.  ``prunescope select`` and ``pages/export.py`` both go through this type, so a manifest
 written by one replays through the other.
+
+A manifest of kind ``distilled`` describes a distilled image–caption set instead (``prunescope distill``): the
+dataset it was distilled from, the CLIP that embedded the captions, the distillation's settings, how far the run
+got, and the SHA-256 of every exported file (:class:`DistilledRecord`); it has no score table or selection, and
+:func:`pruning_core.distill.export.read_distilled` reads the set back through it.  The one reader,
+:meth:`Manifest.read`, reads both kinds; replaying a distilled set's manifest as a selection is refused in one line.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +40,12 @@ from pruning_core.scoring.score_table import DATASET_SETTING, ScoreTable
 from pruning_core.selection import ScoreRanks, SelectionRecipe, run_recipe, strategy_relabels
 
 MANIFEST_VERSION = 2
-"""Bumped when the document's layout changes; :meth:`Manifest.from_json` refuses other versions."""
+"""Bumped when the document's layout changes; :meth:`Manifest.from_json` refuses other versions.  (``kind`` came
+later without a bump: a version-2 document without it is a subset's, as every one written before it was.)"""
+
+SUBSET, DISTILLED = "subset", "distilled"
+MANIFEST_KINDS = (SUBSET, DISTILLED)
+"""What a manifest describes: a kept subset of scored data, or a distilled set of synthetic pairs."""
 
 BUNDLE_SCORES = "scores.parquet"
 """The score table's name inside the Export page's bundle, next to the manifest."""
@@ -76,30 +87,90 @@ def _now() -> str:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """What a kept subset depended on, and its digest.  Build it with :meth:`build`; JSON via :meth:`to_json`."""
+class DistilledRecord:
+    """What a distilled set depended on, how far its run got, and the digest of every file it was exported as."""
 
-    scores_file: str
+    dataset: dict
+    """``{"name", "fingerprint"}`` of the real pairs it was distilled from."""
+    clip: dict
+    """Identity of the CLIP whose text tower embedded the captions (model, weights), as the cache keys it."""
+    settings: dict
+    """Every distillation setting (``MDWConfig``'s fields), ``budget_s``, and ``start`` (a digest of the real rows
+    it started from) when it started from chosen pairs (prune, then distil)."""
+    pairs: int
+    """K, the synthetic pairs."""
+    iterations: int
+    """Matching iterations done (``settings["iterations"]`` is the most it was allowed)."""
+    stopped_by: str
+    """``"budget"`` or ``"iterations"``: which of the two ended the run."""
+    seconds: float
+    plan: dict
+    """What the probe planned within the budget (seconds for experts, per iteration, iterations expected)."""
+    log_step_size: float
+    """The learned student step η, as ``log η`` exactly as the set holds it."""
+    cache_key: str
+    """The result-store entry the set was exported from (another run with these settings reuses it)."""
+    files: dict
+    """Path relative to the manifest's folder -> SHA-256 of its bytes, for every file the export wrote."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, block: Any) -> "DistilledRecord":
+        """The ``distilled`` block of a manifest; ``KeyError`` / ``TypeError`` / ``ValueError`` on a malformed one."""
+        if not isinstance(block, dict):
+            raise TypeError(f"'distilled' must be an object, not a {type(block).__name__}")
+        return cls(dataset=dict(block["dataset"]), clip=dict(block["clip"]), settings=dict(block["settings"]),
+                   pairs=int(block["pairs"]), iterations=int(block["iterations"]),
+                   stopped_by=str(block["stopped_by"]), seconds=float(block["seconds"]), plan=dict(block["plan"]),
+                   log_step_size=float(block["log_step_size"]), cache_key=str(block["cache_key"]),
+                   files={str(path): str(digest) for path, digest in dict(block["files"]).items()})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a kept subset (or a distilled set) depended on, and its digest.
+
+    Build a subset's with :meth:`build`, a distilled set's with :meth:`of_distilled`; JSON via :meth:`to_json`.
+    The subset fields are None in a distilled set's manifest, ``distilled`` is None in a subset's.
+    """
+
+    kind: str = SUBSET
+    """One of :data:`MANIFEST_KINDS`."""
+    scores_file: Optional[str] = None
     """The score table, relative to the manifest's folder (or absolute): where replay finds it by default."""
-    scores_sha256: str
+    scores_sha256: Optional[str] = None
     """:func:`table_sha256` of the score table the subset was selected from."""
-    n_samples: int
-    scoring: dict
+    n_samples: Optional[int] = None
+    scoring: dict = field(default_factory=dict)
     """The score table's settings, by family (``dataset``, ``clip``, ``dynamics``, ``adapruner``): the scored
     dataset's fingerprint and how each family was made, model and weights identity and seeds included,
     exactly as its sidecar records them."""
-    recipe: SelectionRecipe
-    review: Optional[dict]
+    recipe: Optional[SelectionRecipe] = None
+    review: Optional[dict] = None
     """A :meth:`DecisionStore.snapshot` (removed paths, relabels), or None when no decisions were applied."""
-    kept_count: int
-    kept_digest: str
+    kept_count: Optional[int] = None
+    kept_digest: Optional[str] = None
     relabelled: dict = field(default_factory=dict)
     """path -> ``{"label": new, "source": ...}`` for every relabel applied: the review's (source as the decision
     store records it: ``review``, ``suggestion``, ...) and, for a relabelling strategy, its own (source
     ``strategy:<name>``; a reviewer's decision on the same sample wins).  Replay recomputes and compares it."""
+    distilled: Optional[DistilledRecord] = None
+    """The distilled set's record (kind ``distilled`` only)."""
     versions: dict = field(default_factory=package_versions)
     created_at: str = field(default_factory=_now, compare=False)
     """When it was written (UTC); the only field two manifests of one selection may differ in."""
+
+    def __post_init__(self) -> None:
+        """A manifest is one kind or the other, whole: never a selection and a distilled set at once."""
+        subset_parts = [self.scores_file, self.scores_sha256, self.n_samples, self.recipe, self.kept_count,
+                        self.kept_digest]
+        whole = {SUBSET: self.distilled is None and None not in subset_parts,
+                 DISTILLED: self.distilled is not None and subset_parts == [None] * len(subset_parts)}
+        if not whole.get(self.kind, False):
+            raise ValueError(f"a manifest of kind {self.kind!r} holds either a whole selection (kind {SUBSET!r}) or "
+                             f"a distilled set's record (kind {DISTILLED!r})")
 
     # ------------------------------------------------------------------ build
 
@@ -118,6 +189,7 @@ class Manifest:
         kept = table.frame["path"][mask]
         settings = json.loads(json.dumps(table.settings, default=str))  # JSON-shaped, as the sidecar holds it
         return cls(
+            kind=SUBSET,
             scores_file=str(scores_file),
             scores_sha256=table_sha256(table.frame, table.infos),
             n_samples=int(len(table.frame)),
@@ -129,10 +201,25 @@ class Manifest:
             relabelled=applied_relabels(table.frame, recipe, mask, review),
         )
 
+    @classmethod
+    def of_distilled(cls, record: DistilledRecord) -> "Manifest":
+        """The manifest of a distilled set (:func:`pruning_core.distill.export.export_distilled` builds ``record``)."""
+        return cls(kind=DISTILLED, distilled=record)
+
     @property
     def dataset_fingerprint(self) -> Optional[str]:
-        """The scored dataset, as the score table's settings name it (None for tables of older versions)."""
+        """The scored (or distilled) dataset, as the manifest names it (None for score tables of older versions)."""
+        if self.distilled is not None:
+            return self.distilled.dataset.get("fingerprint")
         return (self.scoring.get(DATASET_SETTING) or {}).get("fingerprint")
+
+    def require_subset(self, source: str) -> None:
+        """Refuse, in one line naming ``source``, to use a distilled set's manifest as a selection's."""
+        if self.kind != SUBSET:
+            record = self.distilled
+            raise ValueError(f"{source}: cannot replay the manifest of a distilled set ({record.pairs} synthetic pairs "
+                             f"of dataset {record.dataset.get('name')}): it records no selection "
+                             "(pruning_core.distill.export.read_distilled reads it)")
 
     @property
     def removed(self) -> list[str]:
@@ -148,10 +235,12 @@ class Manifest:
     # ------------------------------------------------------------------ JSON
 
     def to_dict(self) -> dict[str, Any]:
+        head = {"manifest_version": MANIFEST_VERSION, "kind": self.kind, "created_at": self.created_at,
+                "versions": dict(self.versions)}
+        if self.distilled is not None:
+            return {**head, "distilled": self.distilled.as_dict()}
         return {
-            "manifest_version": MANIFEST_VERSION,
-            "created_at": self.created_at,
-            "versions": dict(self.versions),
+            **head,
             "scores": {"file": self.scores_file, "rows": self.n_samples, "sha256": self.scores_sha256},
             "scoring": self.scoring,
             "selection": self.recipe.as_dict(),
@@ -177,6 +266,18 @@ class Manifest:
         if version != MANIFEST_VERSION:
             raise ValueError(f"{source}: manifest version {version} is unsupported (this PruneScope reads version "
                              f"{MANIFEST_VERSION}); select the subset again to write a new manifest")
+        kind = doc.get("kind", SUBSET)
+        if kind not in MANIFEST_KINDS:
+            raise ValueError(f"{source}: manifest kind {kind!r} is unknown (this PruneScope reads "
+                             f"{', '.join(map(repr, MANIFEST_KINDS))})")
+        if kind == DISTILLED:
+            try:
+                return cls(kind=DISTILLED, distilled=DistilledRecord.from_dict(doc["distilled"]),
+                           versions=dict(doc["versions"]), created_at=str(doc["created_at"]))
+            except KeyError as exc:
+                raise ValueError(f"{source}: the distilled set's manifest lacks {exc.args[0]}") from None
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{source}: the distilled set's manifest has a malformed entry ({exc})") from None
         try:
             recipe = SelectionRecipe(**doc["selection"])
         except KeyError:
@@ -185,6 +286,7 @@ class Manifest:
             raise ValueError(f"{source}: the manifest's 'selection' is not a selection recipe ({exc})") from None
         try:
             manifest = cls(
+                kind=SUBSET,
                 scores_file=str(doc["scores"]["file"]),
                 scores_sha256=str(doc["scores"]["sha256"]),
                 n_samples=int(doc["scores"]["rows"]),
@@ -216,6 +318,7 @@ class Manifest:
 
     def scores_path(self, manifest_path: os.PathLike | str) -> Path:
         """The score table this manifest names: absolute as written, or relative to the manifest's folder."""
+        self.require_subset(str(manifest_path))
         path = Path(self.scores_file)
         return path if path.is_absolute() else Path(manifest_path).resolve().parent / path
 
@@ -226,6 +329,7 @@ class Manifest:
 
         ``source`` names the table in the one-line ``ValueError`` (its file, or "this session's scores").
         """
+        self.require_subset(source)
         got = table_sha256(table.frame, table.infos)
         if got != self.scores_sha256:
             raise ValueError(f"{source}: not the score table this manifest was made from ({len(table.frame):,} rows, "
@@ -277,4 +381,5 @@ def kept_rows(full: pd.DataFrame) -> pd.DataFrame:
     return full[full["status"] == "kept"].reset_index(drop=True)
 
 
-__all__ = ["BUNDLE_SCORES", "MANIFEST_VERSION", "Manifest", "applied_relabels", "kept_rows", "package_versions", "table_sha256"]
+__all__ = ["BUNDLE_SCORES", "DISTILLED", "MANIFEST_KINDS", "MANIFEST_VERSION", "SUBSET", "DistilledRecord", "Manifest",
+           "applied_relabels", "kept_rows", "package_versions", "table_sha256"]
