@@ -261,3 +261,12 @@ def test_a_command_line_budget_counts_from_the_start_of_the_process():
             "print(time.monotonic() - process_started())")
     age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert age >= 1.0
+
+
+def test_the_rung_order_follows_the_recorded_measurements():
+    """Where a rung's detection was measured, a costlier rung (higher in RUNGS) detected at least as well."""
+    for manifest, measured in planner.RUNG_EVIDENCE.items():
+        rungs = sorted(measured)
+        assert rungs and all(0 <= r < len(RUNGS) for r in rungs)
+        aurocs = [measured[r] for r in rungs]
+        assert aurocs == sorted(aurocs), f"{manifest}: a cheaper rung detects better: {dict(zip(rungs, aurocs))}"

@@ -81,6 +81,17 @@ and cross-fitting last: its folds multiply the cost and add no detection the rec
 12 epochs and 2 folds reached 0.984 with the recording run's final loss and 0.977 with cleanlab).  Cross-fitting gives the ``cleanlab.*`` scores; a user who wants
 them on a large dataset at a small budget fixes ``folds``."""
 
+RUNG_EVIDENCE: Mapping[str, Mapping[int, float]] = {
+    "asym40": {0: 0.909, 1: 0.936, 2: 0.944, 3: 0.957, 4: 0.959},
+    "confusable30": {1: 0.908, 3: 0.940, 4: 0.945},
+    "sym20": {1: 0.968, 3: 0.979, 4: 0.982},
+}
+"""What each rung of :data:`RUNGS` (by index) detected: AUROC of ``dynamics.noise_score`` (the default detector) on
+all 50,000 CIFAR-10 images, one recording run per rung at its epochs (docs/benchmarks.md, "Noise detectors on
+class-dependent noise"; sym20 from "What the ladder spends a budget on", where the final loss ranks as the noise
+score does under uniform noise).  The order of the rungs must follow it: a costlier rung detects at least as well
+(tests/test_planner.py checks it)."""
+
 MIN_EPOCHS = 4
 """Below this a proxy has not yet learned the clean samples: a plan never goes lower."""
 
