@@ -11,7 +11,7 @@ from pruning_core.dynamics.models import ARCHS
 from pruning_core.scoring.pipeline import ClipConfig
 from pruning_core.runtime.planner import DEFAULT_BUDGET_S
 from pruning_core.scoring.score_table import score_columns
-from ui import state
+from ui import own_model_panel, state
 
 st.title("Score")
 dataset = state.require_dataset()
@@ -108,6 +108,8 @@ if st.button("Compute image-quality scores", type="primary"):
     holder = st.container()
     state.run_page_job(state.PageJob("Image-quality scores"),
                        lambda progress, cancel: state.compute_image_quality_scores(dataset, progress, cancel), holder)
+
+own_model_panel.show(dataset)
 
 with st.form("adapruner"):
     st.subheader("AdaPruner mask")

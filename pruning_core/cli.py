@@ -185,16 +185,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _own_model_arrays(args: argparse.Namespace, dataset):
     """The user's ``--pred-probs`` and ``--features`` for ``dataset``, checked (None where not given)."""
-    from pruning_core.audit.own_model import check_features, check_pred_probs, load_user_array
+    from pruning_core.audit.own_model import read_features, read_pred_probs
 
     pred_probs = features = None
     if args.pred_probs:
-        pred_probs = check_pred_probs(load_user_array(args.pred_probs, dataset.samples, "--pred-probs",
-                                                      dataset.classes), len(dataset.classes))
+        pred_probs = read_pred_probs(args.pred_probs, dataset)
         print(f"--pred-probs: {pred_probs.source['row_order']}, sha256 {pred_probs.source['sha256'][:12]}...",
               file=sys.stderr)
     if args.features:
-        features = check_features(load_user_array(args.features, dataset.samples, "--features"))
+        features = read_features(args.features, dataset)
         print(f"--features: {features.source['row_order']}, sha256 {features.source['sha256'][:12]}...",
               file=sys.stderr)
     return pred_probs, features

@@ -426,6 +426,16 @@ def compute_image_quality_scores(dataset: Dataset, progress: ProgressCallback,
                                                               cancel=cancel))
 
 
+def compute_own_model_scores(dataset: Dataset, pred_probs, features, progress: ProgressCallback,
+                             cancel: Optional[CancelToken] = None) -> ScoreTable:
+    """Add the columns a user's own model gives (``cleanlab.*`` from ``pred_probs``, ``features.*`` from
+    ``features``: checked ``own_model.UserArray`` s, either may be None) to the table, as ``score`` does."""
+    from pruning_core.scoring.pipeline import own_model_score_table
+
+    return _replace_family(dataset, own_model_score_table(dataset, pred_probs=pred_probs, features=features,
+                                                          knn=clip_config(), progress=progress, cancel=cancel))
+
+
 # ----------------------------------------------------------------------------- cancellable Score-page jobs
 
 @dataclass(eq=False)

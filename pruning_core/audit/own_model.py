@@ -28,13 +28,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from pruning_core.audit.projection import column_embeddings
 from pruning_core.data.arrays import array_sha256, file_sha256, read_matrix
+
+if TYPE_CHECKING:
+    from pruning_core.data.datasets import Dataset
 
 ROW_SUM_TOLERANCE = 1e-3
 """Largest ``|row sum - 1|`` accepted in given probabilities (float16/bf16 softmax outputs stay within it)."""
@@ -103,6 +106,18 @@ def _table_values(table: pd.DataFrame, classes: Optional[Sequence[str]], path: P
     return table.to_numpy(dtype=np.float64)
 
 
+def named_file(spec: str) -> Optional[Path]:
+    """The file ``spec`` names (resolved), or None when it can only be a manifest column.
+
+    A ``.npy`` / ``.parquet`` / ``.csv`` name or an existing path is a file; the app checks that file
+    against the workspace roots before anything reads it, so this is the one rule both use.
+    """
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".npy" or path.suffix.lower() in TABLE_SUFFIXES or path.exists():
+        return path.resolve()
+    return None
+
+
 def load_user_array(spec: str, samples: pd.DataFrame, what: str,
                     classes: Optional[Sequence[str]] = None) -> UserArray:
     """The (N, K) array ``spec`` names for these samples, in their order.
@@ -111,9 +126,8 @@ def load_user_array(spec: str, samples: pd.DataFrame, what: str,
     ``id``/``path`` column when it has one; probabilities as one column per class in ``classes``),
     or the name of a manifest column of vectors.  ``what`` names the flag in messages.
     """
-    path = Path(spec).expanduser()
-    if path.suffix.lower() == ".npy" or path.suffix.lower() in TABLE_SUFFIXES or path.exists():
-        path = path.resolve()
+    path = named_file(spec)
+    if path is not None:
         if not path.is_file():
             raise ValueError(f"{what} {path}: no such file")
         if path.suffix.lower() == ".npy":
@@ -190,3 +204,19 @@ def in_sample_warning(labels: np.ndarray, probs: np.ndarray) -> Optional[str]:
             f"mean top probability {confidence:.3f}): a model that trained on these rows has memorised their labels, "
             "wrong ones included, so cleanlab will miss label issues; give cross-validated (out-of-fold) "
             "probabilities")
+
+
+PRED_PROBS_FLAG = "--pred-probs"
+FEATURES_FLAG = "--features"
+"""How messages name the two inputs (the CLI's flags; the Score page shows the same one-line errors)."""
+
+
+def read_pred_probs(spec: str, dataset: "Dataset") -> UserArray:
+    """A user's (N, C) out-of-sample probabilities for ``dataset`` (file or manifest column), read and checked."""
+    return check_pred_probs(load_user_array(spec, dataset.samples, PRED_PROBS_FLAG, dataset.classes),
+                            len(dataset.classes))
+
+
+def read_features(spec: str, dataset: "Dataset") -> UserArray:
+    """A user's (N, D) embeddings for ``dataset`` (file or manifest column), read and checked."""
+    return check_features(load_user_array(spec, dataset.samples, FEATURES_FLAG))

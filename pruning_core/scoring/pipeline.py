@@ -414,6 +414,31 @@ def features_score_table(
                                                                  "dup_threshold": dup_threshold}})
 
 
+def own_model_score_table(
+    dataset: Dataset,
+    *,
+    pred_probs: Optional[UserArray] = None,
+    features: Optional[UserArray] = None,
+    knn: Optional[ClipConfig] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> ScoreTable:
+    """What a user's own model adds: ``features.*`` (k-NN in its embeddings, with ``knn``'s k and duplicate
+    cosine) and ``cleanlab.*`` from its probabilities; columns only, to be merged onto a table.
+
+    The one producer behind ``prunescope score --pred-probs/--features`` (:func:`score_dataset`) and the
+    Score page's "Your model's outputs", so both give the same columns and settings.
+    """
+    knn = knn or ClipConfig()
+    table = ScoreTable(pd.DataFrame(index=dataset.samples.index), {})
+    if features is not None:
+        table = table.merged(features_score_table(dataset, features, k=knn.k, dup_threshold=knn.dup_threshold,
+                                                  progress=progress, cancel=cancel))
+    if pred_probs is not None:
+        table = table.merged(pred_probs_score_table(dataset, pred_probs))
+    return table
+
+
 def score_dataset(
     dataset: Dataset,
     store: ResultStore,
@@ -447,12 +472,9 @@ def score_dataset(
         table = table.merged(image_quality_score_table(dataset, image_quality, store, progress=progress, cancel=cancel))
     if clip is not None:
         table = table.merged(clip_score_table(dataset, clip, store, progress=progress, cancel=cancel))
-    if features is not None:
-        knn = clip or ClipConfig()
-        table = table.merged(features_score_table(dataset, features, k=knn.k, dup_threshold=knn.dup_threshold,
-                                                  progress=progress, cancel=cancel))
-    if pred_probs is not None:
-        table = table.merged(pred_probs_score_table(dataset, pred_probs))
+    if pred_probs is not None or features is not None:
+        table = table.merged(own_model_score_table(dataset, pred_probs=pred_probs, features=features, knn=clip,
+                                                   progress=progress, cancel=cancel))
     if dynamics is not None:
         table = table.merged(dynamics_score_table(dataset, dynamics, store, clip=clip, features=features,
                                                   budget_spent_s=dynamics_spent_s, progress=progress, cancel=cancel))
