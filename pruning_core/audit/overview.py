@@ -622,16 +622,17 @@ def report_markdown(ov: Overview, name: str = "dataset") -> str:
                   "|---|---|---:|"]
         lines += [f"| {x['given']} | {x['suggested']} | {x['open']:,} |" for x in flips]
     lines += ["", "## Settings", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {name} | `{value}` |" for name, value in _flat(ov.settings)]
+    lines += [f"| {name} | `{value}` |" for name, value in flat_settings(ov.settings)]
     return "\n".join(lines) + "\n"
 
 
-def _flat(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested settings as ``(dotted.name, value)`` rows, in order."""
+def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested settings as ``(dotted.name, value)`` rows, in order: the settings tables of the Markdown and HTML
+    reports (``audit.report``) read the one flattening."""
     rows: list[tuple[str, Any]] = []
     for name, value in settings.items():
         if isinstance(value, Mapping):
-            rows += _flat(value, f"{prefix}{name}.")
+            rows += flat_settings(value, f"{prefix}{name}.")
         else:
             rows.append((f"{prefix}{name}", value))
     return rows

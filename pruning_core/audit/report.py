@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from pruning_core.audit.overview import Finding, Overview, _flat, estimate_text, report_dict
+from pruning_core.audit.overview import Finding, Overview, estimate_text, flat_settings, report_dict
 
 if TYPE_CHECKING:
     from pruning_core.data.images import ImageSource
@@ -225,7 +225,7 @@ def report_html(data: Mapping[str, Any]) -> str:
                 f'<span class="muted">{"" if p["score"] is None else format(p["score"], ".3f")}</span></div>'
                 for p in finding["pairs"]]
     out.append('<h2>Settings</h2><table id="settings"><tr><th>setting</th><th>value</th></tr>')
-    out += [f"<tr><td>{_e(k)}</td><td><code>{_e(v)}</code></td></tr>" for k, v in _flat(data["settings"])]
+    out += [f"<tr><td>{_e(k)}</td><td><code>{_e(v)}</code></td></tr>" for k, v in flat_settings(data["settings"])]
     out.append("</table></body></html>")
     return "\n".join(out)
 
