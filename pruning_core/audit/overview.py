@@ -216,6 +216,13 @@ def cleanlab_count_note(scoring: Mapping[str, Any]) -> Optional[str]:
 _Build = Callable[[Optional[FitnessReport]], Mislabels]
 
 
+def _uncalibrated(flags: Mislabels, unfit: FitnessReport) -> Mislabels:
+    """A rule's flags as a raw count whose source quotes the failed fitness check of the model behind them."""
+    why = f"uncalibrated: {unfit.verdict} Score with a larger budget (more epochs) to calibrate it"
+    return replace(flags, estimate=estimates.uncalibrated(int(flags.mask.sum()), why),
+                   evidence=flags.evidence + "; the model is too weak to calibrate it")
+
+
 def _rules(frame: pd.DataFrame, config: OverviewConfig, clip_fit: bool) -> list[tuple[Optional[FitnessReport], _Build]]:
     """Each mislabel rule the table supports, in order of preference, with the fitness of the model behind it.
 
@@ -231,11 +238,11 @@ def _rules(frame: pd.DataFrame, config: OverviewConfig, clip_fit: bool) -> list[
             missing = [score for score in scores if score not in frame]
             if unfit is None and not missing:
                 return _mixture_mislabels(frame, mask, scores, suggested, text, evidence, config, threshold)
-            why = (f"no {missing[0]} to calibrate the rule: audit a random sample" if missing else
-                   f"uncalibrated: {unfit.verdict} Score with a larger budget (more epochs) to calibrate it")
+            if not missing:
+                return _uncalibrated(Mislabels(mask, scores[0], suggested, text, threshold, evidence=evidence), unfit)
+            why = f"no {missing[0]} to calibrate the rule: audit a random sample"
             return Mislabels(mask, scores[0], suggested, text, threshold,
-                             estimate=estimates.uncalibrated(int(mask.sum()), why),
-                             evidence=evidence + ("" if missing else "; the model is too weak to calibrate it"))
+                             estimate=estimates.uncalibrated(int(mask.sum()), why), evidence=evidence)
         return build
 
     if {"cleanlab.is_issue", "dynamics.suggested_label"} <= set(frame.columns):
@@ -278,10 +285,8 @@ def _posterior_rule(frame: pd.DataFrame, config: OverviewConfig) -> _Build:
 
     def build(unfit: Optional[FitnessReport]) -> Mislabels:
         if unfit is not None:
-            return Mislabels(mask, NOISE_SCORE, NOISE_SUGGESTION, rule, config.noise_posterior_cut,
-                             estimate=estimates.uncalibrated(int(mask.sum()), f"uncalibrated: {unfit.verdict} Score "
-                                                             "with a larger budget (more epochs) to calibrate it"),
-                             evidence=evidence + "; the model is too weak to calibrate it")
+            return _uncalibrated(Mislabels(mask, NOISE_SCORE, NOISE_SUGGESTION, rule, config.noise_posterior_cut,
+                                           evidence=evidence), unfit)
         count = float(wrong[mask].sum())
         est = estimates.from_probabilities(
             wrong[mask], extra_variance=(POSTERIOR_COUNT_ERROR * count) ** 2,
