@@ -203,7 +203,10 @@ def summary(work: Path, manifest_dirs: list[Path]) -> None:
             else:
                 row[name] = round(roc_auc_score(noisy, scores[key]), 4)
         _, _, settings = noise_scores(y, probs[-1].astype(np.float64), classes, source="")
-        row["noise score"] = round(roc_auc_score(noisy, mislabel_posterior(y, probs[-1].astype(np.float64))[0]), 4)
+        wrong = mislabel_posterior(y, probs[-1].astype(np.float64))[0]
+        row["noise score"] = round(roc_auc_score(noisy, wrong), 4)
+        flagged = wrong >= 0.5  # the Overview's rule: its estimate is the sum of the flagged scores
+        row["flagged: mislabelled / estimated"] = f"{int(noisy[flagged].sum()):,} / {wrong[flagged].sum():,.0f}"
         row["structure (weight)"] = f"{settings['structure']:.2f} ({settings['structure_weight']:.2f})"
         rows.append(row)
     print(pd.DataFrame(rows).to_markdown(index=False))
