@@ -283,12 +283,13 @@ with st.expander("Recent decisions"):
 # ----------------------------------------------------------------------------- suggestions
 with st.expander("Suggestions: accept confident relabels in one step"):
     if SUGGESTED_LABEL not in frame:
-        st.caption("No suggested labels: they come from the cross-fitted proxy (dynamics scores with folds) and "
-                   "CLIP's zero-shot probabilities. Compute either on the **Score** page.")
+        st.caption("No suggested labels: they come from training dynamics (the noise posterior), out-of-sample "
+                   "probabilities (cross-fitting, or your own model's) and CLIP's zero-shot probabilities. Compute "
+                   "any of them on the **Score** page.")
     else:
         made = table.settings.get(SUGGESTION_SETTING) or {}
         st.caption(f"Suggested label and its calibrated probability, from {' × '.join(made.get('sources', []))} "
-                   f"(product of experts; {made.get('calibration', '')}). "
+                   f"({made.get('calibration', '')}). "
                    "Accepted suggestions are relabel decisions like any other (source `suggestion`).")
         rs.remember("review_suggest_threshold", FixConfig.threshold)  # the fix strategy's default: one calibrated bar
         threshold = st.slider("Accept suggestions with a probability of at least", 0.5, 1.0, step=0.01,

@@ -78,6 +78,20 @@ def test_pred_probs_equal_cleanlab_run_directly(dataset, tmp_path):
     assert table.settings["cleanlab"]["pred_probs"]["sha256"] == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
 
 
+def test_findings_name_the_users_model_not_the_proxy(dataset, tmp_path):
+    from pruning_core.audit.overview import overview
+
+    probs = noisy_probs(len(dataset), dataset.label_ids, seed=3)
+    path = tmp_path / "probs.npy"
+    np.save(path, probs)
+    table = pred_probs_score_table(dataset, check_pred_probs(
+        load_user_array(str(path), dataset.samples, "--pred-probs", dataset.classes), 3))
+    ov = overview(table.frame.assign(label=dataset.samples["label"].to_numpy(), path=dataset.samples["path"].to_numpy()),
+                  table.infos, scoring=table.settings)
+    said = " ".join(ov.evidence) + (ov.mislabels.evidence if ov.mislabels is not None else "")
+    assert "your model's out-of-sample probabilities" in said and "cross-fitted proxy" not in said
+
+
 def test_table_file_is_aligned_on_its_path_column(dataset, tmp_path):
     probs = noisy_probs(len(dataset), dataset.label_ids)
     frame = pd.DataFrame(probs, columns=dataset.classes).assign(path=dataset.samples["path"])

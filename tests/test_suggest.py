@@ -22,7 +22,7 @@ from review_fixtures import make_scored_dataset
 from ui import state
 
 REPO = Path(__file__).resolve().parent.parent
-PROXY, CLIP = PROBABILITY_SOURCES["cross-fitted proxy"], PROBABILITY_SOURCES["CLIP zero-shot"]
+PROXY, CLIP = PROBABILITY_SOURCES["out-of-sample probabilities"], PROBABILITY_SOURCES["CLIP zero-shot"]
 
 
 def noisy_problem(n: int = 3000, classes: int = 4, noise: float = 0.3, shift: float = 3.0, seed: int = 0):
@@ -68,12 +68,38 @@ def test_suggestions_are_probabilities_and_the_combination_keeps_what_sources_ag
     frame = pd.DataFrame({"path": [f"x{i}" for i in range(800)], "label": np.asarray(classes)[given]})
     frame = with_probs(with_probs(frame, PROXY, proxy, classes), CLIP, clip, classes)
     out, settings = suggest_labels(frame)
-    assert settings["sources"] == ["cross-fitted proxy", "CLIP zero-shot"] and len(settings["betas"]) == 2
+    assert settings["sources"] == ["out-of-sample probabilities", "CLIP zero-shot"] and len(settings["betas"]) == 2
     confidence = out[SUGGESTION_CONFIDENCE].to_numpy()
     assert np.all((confidence >= 1 / len(classes) - 1e-9) & (confidence <= 1.0))
     agree = proxy.argmax(axis=1) == clip.argmax(axis=1)
     assert 50 < agree.sum() < 800  # both cases occur
     assert (out[SUGGESTED_LABEL].to_numpy()[agree] == np.asarray(classes)[proxy.argmax(axis=1)[agree]]).all()
+
+
+def test_the_noise_posterior_is_the_suggestion_when_present_and_its_relabels_are_right():
+    # 40 % of class 0 labelled 1 (a class-pair confusion) and a proxy that learned those noisy labels: the posterior
+    # suggests the flips back to 0 and leaves every other label as given.  Confident learning estimates half the true
+    # flip rate here, so the flips' posteriors sit just above one half (0.50-0.55), and none of the clean ones do.
+    from test_noise_posterior import class_pair_noise
+
+    from pruning_core.dynamics.noise import noise_scores
+
+    classes = ["truck", "automobile", "cat", "dog"]
+    given, true, probs = class_pair_noise(seed=2)
+    frame = pd.DataFrame({"path": [f"x{i}" for i in range(len(given))], "label": np.asarray(classes)[given]})
+    noise, _, _ = noise_scores(given, probs, classes, source="a test proxy")
+    frame = with_probs(pd.concat([frame, noise], axis=1), PROXY, probs, classes)  # cleanlab's columns beside it
+    out, settings = suggest_labels(frame)
+    assert settings["sources"] == ["noise posterior"]
+    suggested = out[SUGGESTED_LABEL].to_numpy()
+    flipped = given != true
+    assert (suggested[flipped] == "truck").mean() > 0.95
+    assert (suggested[~flipped] == frame["label"].to_numpy()[~flipped]).mean() > 0.95
+    confidence = out[SUGGESTION_CONFIDENCE].to_numpy()
+    assert np.all((confidence >= 0.5 - 1e-9) & (confidence <= 1.0))  # the most probable of the two: at least half
+    relabel = confident_relabels(pd.concat([frame, out], axis=1), 0.5)
+    assert relabel.sum() > 0.9 * flipped.sum()
+    assert (suggested[relabel] == np.asarray(classes)[true[relabel]]).mean() >= 0.95
 
 
 def fix_frame():

@@ -197,11 +197,21 @@ def _oriented(frame: pd.DataFrame, score: str) -> np.ndarray:
     return ORIENTED_SCORES.get(score, lambda v: v)(values)
 
 
+CROSS_FITTED_PROXY = "the cross-fitted proxy"
+
+
+def out_of_sample_model(scoring: Mapping[str, Any]) -> str:
+    """Whose out-of-sample probabilities the ``cleanlab.*`` columns came from, in words: the user's own model when
+    the table was scored with ``--pred-probs`` (recorded in ``settings["cleanlab"]["pred_probs"]``), else the proxy."""
+    return ("your model's out-of-sample probabilities" if (scoring.get("cleanlab") or {}).get("pred_probs")
+            else CROSS_FITTED_PROXY)
+
+
 def cleanlab_count_note(scoring: Mapping[str, Any]) -> Optional[str]:
     """cleanlab's confident-joint count of wrong labels in the whole dataset, recorded at scoring time, in words.
 
     It counts wrong labels in *all* samples, not true ones among the flagged, and it inherits every
-    bias of the cross-fitted proxy (on the demo a 6-epoch, width-8 proxy agreeing with 42 % of the
+    bias of the model behind it (on the demo a 6-epoch, width-8 proxy agreeing with 42 % of the
     labels out of sample counted 1,331 for the true 240), so it is evidence beside the finding's
     estimate, not the estimate.
     """
@@ -210,7 +220,7 @@ def cleanlab_count_note(scoring: Mapping[str, Any]) -> Optional[str]:
         return None
     return (f"cleanlab's confident joint counts {recorded['estimated_issues']:,} wrong labels in the whole dataset "
             f"({recorded.get('level', 0.9):.0%} bootstrap {recorded['low']:,.0f}–{recorded['high']:,.0f}), "
-            "as good as the cross-fitted proxy's probabilities")
+            f"as good as {out_of_sample_model(scoring)}")
 
 
 _Build = Callable[[Optional[FitnessReport]], Mislabels]
@@ -223,7 +233,8 @@ def _uncalibrated(flags: Mislabels, unfit: FitnessReport) -> Mislabels:
                    evidence=flags.evidence + "; the model is too weak to calibrate it")
 
 
-def _rules(frame: pd.DataFrame, config: OverviewConfig, clip_fit: bool) -> list[tuple[Optional[FitnessReport], _Build]]:
+def _rules(frame: pd.DataFrame, config: OverviewConfig, clip_fit: bool, oos_model: str
+           ) -> list[tuple[Optional[FitnessReport], _Build]]:
     """Each mislabel rule the table supports, in order of preference, with the fitness of the model behind it.
 
     A builder given a failed fitness report returns the rule's flags with an uncalibrated estimate that
@@ -246,11 +257,10 @@ def _rules(frame: pd.DataFrame, config: OverviewConfig, clip_fit: bool) -> list[
         return build
 
     if {"cleanlab.is_issue", "dynamics.suggested_label"} <= set(frame.columns):
-        rules.append((proxy_fits(frame, predicted="dynamics.suggested_label", model="the cross-fitted proxy",
-                                 config=config.fitness),
+        rules.append((proxy_fits(frame, predicted="dynamics.suggested_label", model=oos_model, config=config.fitness),
                       rule(frame["cleanlab.is_issue"].to_numpy(dtype=float) == 1, ["cleanlab.label_quality"],
                            "dynamics.suggested_label", "cleanlab.is_issue = 1 (confident learning's per-class thresholds)",
-                           "out-of-sample probabilities of the cross-fitted proxy (cleanlab)")))
+                           f"out-of-sample probabilities: {oos_model} (cleanlab)")))
     if clip_fit and {"clip.zero_shot_margin", "clip.suggested_label"} <= set(frame.columns):
         margin = frame["clip.zero_shot_margin"].to_numpy(dtype=float)
         mask = (frame["clip.suggested_label"].astype(str).to_numpy() != labels) & (margin >= config.mislabel_margin)
@@ -298,16 +308,17 @@ def _posterior_rule(frame: pd.DataFrame, config: OverviewConfig) -> _Build:
 
 
 def mislabels(frame: pd.DataFrame, config: OverviewConfig = OverviewConfig(), *,
-              clip_fit: bool = True) -> Optional[Mislabels]:
+              clip_fit: bool = True, oos_model: str = CROSS_FITTED_PROXY) -> Optional[Mislabels]:
     """Likely mislabelled samples from the best evidence the table has, with the model's estimate of true ones.
 
     In order of preference: cleanlab's issues when cross-fitting ran (out-of-sample); CLIP's
     zero-shot rule when the model fits the data (``clip_fit``, checked by the caller); the proxy's
     last-epoch prediction (``dynamics.predicted_label``), which dynamics without cross-fitting still
     records.  The first rule whose model passes its fitness check is calibrated; when none passes,
-    the first one's flags are shown as a raw count whose source quotes the failed check.
+    the first one's flags are shown as a raw count whose source quotes the failed check.  ``oos_model``
+    names whose out-of-sample probabilities the ``cleanlab.*`` columns are (:func:`out_of_sample_model`).
     """
-    rules = _rules(frame, config, clip_fit)
+    rules = _rules(frame, config, clip_fit, oos_model)
     for fit, build in rules:
         if fit is None or fit.fits:
             return build(None)
@@ -438,7 +449,8 @@ def overview(
     if fit is not None and not fit.fits:
         evidence.append(f"{fit.verdict} Its scores stay on the Score and Explore pages; no finding uses them.")
     findings: list[Finding] = []
-    mis = mislabels(frame, config, clip_fit=clip_ok)
+    oos_model = out_of_sample_model(scoring)
+    mis = mislabels(frame, config, clip_fit=clip_ok, oos_model=oos_model)
     if mis is not None:
         findings.append(replace(_finding("mislabelled", "Likely mislabelled", mis.score, mis.rule, mis.mask, frame,
                                          undecided, threshold=mis.threshold),
@@ -454,7 +466,7 @@ def overview(
                                 estimate=estimates.exact(n, "exact: the loader could not read them"),
                                 evidence="the dataset loader"))
     findings = [_with_verdicts(f, frame, decisions, (audited or {}).get(f.kind)) for f in findings]
-    evidence += _missing_evidence(frame, mis, config)
+    evidence += _missing_evidence(frame, mis, config, oos_model)
     note = cleanlab_count_note(scoring)
     if note is not None:
         evidence.append(note)
@@ -545,7 +557,8 @@ def _with_verdicts(finding: Finding, frame: pd.DataFrame, decisions: pd.Series,
     return finding if est is None else replace(finding, estimate=est)
 
 
-def _missing_evidence(frame: pd.DataFrame, mis: Optional[Mislabels], config: OverviewConfig) -> list[str]:
+def _missing_evidence(frame: pd.DataFrame, mis: Optional[Mislabels], config: OverviewConfig,
+                      oos_model: str) -> list[str]:
     """Sentences naming the label evidence the table lacks (or could not use) and how to get it."""
     notes = []
     has_dynamics = any(c.startswith("dynamics.") for c in frame.columns)
@@ -554,8 +567,7 @@ def _missing_evidence(frame: pd.DataFrame, mis: Optional[Mislabels], config: Ove
                      "no training dynamics: score with dynamics (and cross-fitting) for label evidence "
                      "that does not depend on CLIP")
     elif mis is not None and mis.suggested != "dynamics.suggested_label":
-        oos = proxy_fits(frame, predicted="dynamics.suggested_label", model="the cross-fitted proxy",
-                         config=config.fitness)
+        oos = proxy_fits(frame, predicted="dynamics.suggested_label", model=oos_model, config=config.fitness)
         notes.append(f"cleanlab's flags are not used: {oos.verdict}")
     if mis is None:
         notes.append("no label evidence: label quality per class is unknown until CLIP zero-shot "

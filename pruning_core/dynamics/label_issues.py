@@ -93,7 +93,7 @@ def label_issue_scores(
             "cleanlab.label_quality": res.label_quality,
             "cleanlab.is_issue": res.is_issue.astype(np.int8),
             "dynamics.suggested_label": cls[res.suggested_label].astype(str),
-            **{f"{PROBABILITY_SOURCES['cross-fitted proxy']}{c}": np.asarray(pred_probs)[:, i]
+            **{f"{PROBABILITY_SOURCES['out-of-sample probabilities']}{c}": np.asarray(pred_probs)[:, i]
                for i, c in enumerate(cls)},
         }
     )

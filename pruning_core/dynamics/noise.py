@@ -63,6 +63,8 @@ _TINY = 1e-12
 
 NOISE_SCORE = "dynamics.noise_score"
 NOISE_SUGGESTION = "dynamics.noise_suggested_label"
+NOISE_SUGGESTION_PROB = "dynamics.noise_suggested_prob"
+"""Posterior probability that the suggested other class is the true one (an annotation: the suggestions read it)."""
 
 
 def noise_transition(labels: Any, probs: np.ndarray) -> np.ndarray:
@@ -117,9 +119,8 @@ def believed_transition(transition: np.ndarray) -> tuple[np.ndarray, float]:
     return weight * trans + (1.0 - weight) * uniform, weight
 
 
-def mislabel_posterior(labels: Any, probs: np.ndarray, transition: Optional[np.ndarray] = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(probability that each given label is wrong (N,), most probable other true class (N,) int).
+def true_class_posterior(labels: Any, probs: np.ndarray, transition: Optional[np.ndarray] = None) -> np.ndarray:
+    """(N, C) ``P(true = k | x, given = y)``: Bayes' rule over the true class, given the image *and* its label.
 
     ``probs``: (N, C) the proxy's softmax (trained on the given labels); ``transition``: the noise model
     ``T[true, given]`` to believe (default: :func:`believed_transition` of :func:`noise_transition` of the
@@ -132,15 +133,32 @@ def mislabel_posterior(labels: Any, probs: np.ndarray, transition: Optional[np.n
     trans = (believed_transition(noise_transition(y, p))[0] if transition is None
              else np.asarray(transition, dtype=np.float64))
     joint = clean_class_probs(p, trans) * trans[:, y].T  # (N, C): p(k | x) T[k, y_i]
+    return joint / np.clip(joint.sum(axis=1, keepdims=True), _TINY, None)
+
+
+def mislabel_posterior(labels: Any, probs: np.ndarray, transition: Optional[np.ndarray] = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(probability that each given label is wrong (N,), most probable other true class (N,) int), from
+    :func:`true_class_posterior` (same arguments)."""
+    y = np.asarray(labels).astype(np.int64, copy=False)
+    wrong, other, _ = _wrong_and_other(y, true_class_posterior(y, probs, transition))
+    return wrong, other
+
+
+def _wrong_and_other(y: np.ndarray, posterior: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(1 - P(true = given), the most probable other class, its probability) of each row of ``posterior``."""
     rows = np.arange(len(y))
-    wrong = 1.0 - joint[rows, y] / joint.sum(axis=1)
-    joint[rows, y] = -np.inf
-    return np.clip(wrong, 0.0, 1.0), joint.argmax(axis=1)
+    wrong = np.clip(1.0 - posterior[rows, y], 0.0, 1.0)
+    others = posterior.copy()
+    others[rows, y] = -np.inf
+    other = others.argmax(axis=1)
+    return wrong, other, posterior[rows, other]
 
 
 def noise_scores(labels: Any, probs: np.ndarray, classes: Sequence[str], *, source: str
                  ) -> tuple[pd.DataFrame, dict[str, ScoreInfo], dict]:
-    """``dynamics.noise_score`` and ``dynamics.noise_suggested_label`` in the project's ``(frame, infos)`` form,
+    """``dynamics.noise_score``, ``dynamics.noise_suggested_label`` and its posterior probability
+    (``dynamics.noise_suggested_prob``, an annotation) in the project's ``(frame, infos)`` form,
     with the noise model they believed (for the score table's settings: what a reader needs to trust them).
 
     ``source`` says in words whose probabilities these are (for the column's description).
@@ -148,9 +166,10 @@ def noise_scores(labels: Any, probs: np.ndarray, classes: Sequence[str], *, sour
     y = np.asarray(labels).astype(np.int64, copy=False)
     estimated = noise_transition(y, probs)
     believed, weight = believed_transition(estimated)
-    wrong, other = mislabel_posterior(y, probs, believed)
+    wrong, other, other_prob = _wrong_and_other(y, true_class_posterior(y, probs, believed))
     names = np.asarray(list(classes), dtype=object)
-    frame = pd.DataFrame({NOISE_SCORE: wrong, NOISE_SUGGESTION: names[other].astype(str)})
+    frame = pd.DataFrame({NOISE_SCORE: wrong, NOISE_SUGGESTION: names[other].astype(str),
+                          NOISE_SUGGESTION_PROB: other_prob})
     infos = {NOISE_SCORE: ScoreInfo(
         NOISE_SCORE,
         f"Probability that the given label is wrong, from {source} corrected for the noise the labels show "
