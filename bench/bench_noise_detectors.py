@@ -182,8 +182,10 @@ SUMMARY = {"final loss": "final.loss", "AUM": "aum", "best epoch's loss": None, 
 
 
 def summary(work: Path, manifest_dirs: list[Path]) -> None:
-    """One row per cached run: the main candidates and the product's noise score, AUROC against the truth."""
-    from pruning_core.dynamics.noise import mislabel_posterior, noise_scores
+    """One row per cached run: the main candidates and the product's noise score (AUROC against the truth), its
+    flagged count against its estimate, and how many of its suggestions' relabels at >= 0.9 are right."""
+    from pruning_core.audit.suggest import SUGGESTED_LABEL, confident_relabels, suggest_labels
+    from pruning_core.dynamics.noise import NOISE_SCORE, noise_scores
 
     rows = []
     for run in sorted(work.glob("*.npz")):
@@ -202,9 +204,14 @@ def summary(work: Path, manifest_dirs: list[Path]) -> None:
                 row[name] = f"{max(aurocs):.4f} (ep {int(np.argmax(aurocs)) + 1})"
             else:
                 row[name] = round(roc_auc_score(noisy, scores[key]), 4)
-        _, _, settings = noise_scores(y, probs[-1].astype(np.float64), classes, source="")
-        wrong = mislabel_posterior(y, probs[-1].astype(np.float64))[0]
+        noise, _, settings = noise_scores(y, probs[-1].astype(np.float64), classes, source="")
+        wrong = noise[NOISE_SCORE].to_numpy()
         row["noise score"] = round(roc_auc_score(noisy, wrong), 4)
+        # the product's suggestions from this posterior: how many relabels at >= 0.9, and how many are right
+        suggested, _ = suggest_labels(pd.concat([frame[["label"]], noise], axis=1))
+        relabel = confident_relabels(pd.concat([frame[["label"]], suggested], axis=1), 0.9)
+        right = (suggested[SUGGESTED_LABEL].astype(str) == frame["true_label"].astype(str)).to_numpy()
+        row["relabels at >= 0.9: right"] = f"{int(right[relabel].sum()):,} / {int(relabel.sum()):,}"
         flagged = wrong >= 0.5  # the Overview's rule: its estimate is the sum of the flagged scores
         row["flagged: mislabelled / estimated"] = f"{int(noisy[flagged].sum()):,} / {wrong[flagged].sum():,.0f}"
         row["structure (weight)"] = f"{settings['structure']:.2f} ({settings['structure_weight']:.2f})"

@@ -232,7 +232,8 @@ def test_no_budget_is_left_more_than_a_third_unspent(fake_machine, n):
         plan = plan_dynamics(DynamicsConfig(device="cpu"), n, num_classes=10, probe=fake_machine, budget_s=float(budget))
         spent = plan.estimate_s + plan.overhead_s
         assert spent <= budget or plan.rung == 0
-        if plan.fits and budget < top:  # below the full size, two thirds of the budget are planned
+        # below the full size, two thirds of the budget are planned, unless the plan stopped at the epoch cap
+        if plan.fits and budget < top and plan.config.epochs < planner.MAX_STRETCHED_EPOCHS:
             assert spent >= 2 / 3 * budget, (budget, plan.describe())
 
 
@@ -270,3 +271,14 @@ def test_the_rung_order_follows_the_recorded_measurements():
         assert rungs and all(0 <= r < len(RUNGS) for r in rungs)
         aurocs = [measured[r] for r in rungs]
         assert aurocs == sorted(aurocs), f"{manifest}: a cheaper rung detects better: {dict(zip(rungs, aurocs))}"
+
+
+def test_a_stretch_never_plans_more_epochs_than_the_evidence_covers(fake_machine):
+    # every budget between the 20-epoch rung and the next one up: stretched, but never past MAX_STRETCHED_EPOCHS
+    rungs = [i for i, r in enumerate(planner.RUNGS) if r.get("epochs") == planner.MAX_STRETCHED_EPOCHS]
+    for budget in np.geomspace(5, 20_000, 80):
+        plan = plan_dynamics(DynamicsConfig(device="cpu"), 50_000, num_classes=10, probe=fake_machine,
+                             budget_s=float(budget))
+        assert plan.config.epochs <= max(planner.MAX_STRETCHED_EPOCHS, DynamicsConfig().epochs), plan.describe()
+        if plan.rung in rungs:
+            assert plan.config.epochs == planner.MAX_STRETCHED_EPOCHS

@@ -99,6 +99,11 @@ MAX_EPOCH_STRETCH = 2.0
 """A rung whose next rung does not fit trains up to this many times its epochs to spend the budget: with
 the ladder's steps at most ~2.3x apart this leaves less than a third of a budget unspent."""
 
+MAX_STRETCHED_EPOCHS = 20
+"""...and never past this many: the most epochs a rung's evidence covers.  Beyond it the width-16 proxy starts to
+memorise uniform noise (sym40 at B = 900: 20 epochs at 32 px detected with AUROC 0.980, 26 epochs 0.975;
+docs/benchmarks.md), so the rest of such a budget is left unspent rather than spent on worse scores."""
+
 MIN_STEPS_PER_EPOCH = 16
 """A planned batch size never leaves an epoch with fewer optimiser steps than this (small datasets)."""
 
@@ -484,7 +489,8 @@ def plan_dynamics(
 
 
 def _epochs_to_fit(plan: DynamicsPlan, cost: Callable[[Any, Rates], float], stretch: float) -> DynamicsPlan:
-    """``plan`` with the most epochs that fit its budget, between :data:`MIN_EPOCHS` and ``stretch`` times its own.
+    """``plan`` with the most epochs that fit its budget, between :data:`MIN_EPOCHS` and ``stretch`` times its own
+    (a stretch stops at :data:`MAX_STRETCHED_EPOCHS`).
 
     Over budget (``stretch`` 1) this shrinks the cheapest rung; under it, it spends what the next
     rung up could not use.  Epochs the user fixed are kept.
@@ -494,6 +500,8 @@ def _epochs_to_fit(plan: DynamicsPlan, cost: Callable[[Any, Rates], float], stre
         return plan
     available = plan.budget_s * (1 - TAIL_SHARE) - plan.overhead_s
     most = max(MIN_EPOCHS, int(config.epochs * stretch))
+    if stretch > 1:
+        most = min(most, max(int(config.epochs), MAX_STRETCHED_EPOCHS))
     for epochs in range(most, MIN_EPOCHS - 1, -1):
         candidate = replace(config, epochs=epochs)
         estimate = cost(candidate, plan.rates)
