@@ -23,7 +23,7 @@ from PIL import Image
 
 from dataclasses import replace
 
-from pruning_core.audit.leakage import EXACT, LeakageConfig, content_hashes, leakage_pairs, nearest_by_pixels
+from pruning_core.audit.leakage import EXACT, LeakageConfig, content_hashes, decode, leakage_pairs, nearest_by_pixels
 
 PLANTED = 100
 THRESHOLDS = (0.98, 0.985, 0.99, 0.995)
@@ -75,9 +75,12 @@ def main() -> None:
     t0 = time.perf_counter()
     train_hash, test_hash = content_hashes(train), content_hashes(test)
     print(f"content hashes: {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    train_images, test_images = decode(train), decode(test)
+    print(f"decoding: {time.perf_counter() - t0:.1f} s")
     for size in (int(s) for s in args.sizes.split(",")):
         t0 = time.perf_counter()
-        nearest = nearest_by_pixels(train, test, replace(LeakageConfig(), pixel_size=size))
+        nearest = nearest_by_pixels(train_images, test_images, replace(LeakageConfig(), pixel_size=size))
         t_near = time.perf_counter() - t0
         for threshold in THRESHOLDS:
             pairs = leakage_pairs(train_ids, test_ids, train_hash, test_hash, nearest, threshold=threshold)

@@ -173,14 +173,36 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.scores} does not score the samples of {args.data}: give the data it was scored on")
         skipped = dict(Counter(i.kind or i.reason for i in dataset.report.errors))
         thumbnail = lambda path: thumbnail_data_url(dataset.image_ref(path))  # noqa: E731
+        pairs = _leakage_pairs(args, dataset)
+    elif args.test is not None:
+        raise ValueError("--test needs --data: leakage compares the audited images with the test set's")
+    else:
+        pairs = {}
     ov = overview(table.frame, table.infos, decisions=decisions, skipped=skipped, scoring=table.settings,
                   audited=audited)
-    text = render(ov, table.frame, args.out.suffix.lower(), name=name, thumbnail=thumbnail)
+    text = render(ov, table.frame, args.out.suffix.lower(), name=name, thumbnail=thumbnail, pairs=pairs)
     from cache.store import atomic_write_bytes
 
     atomic_write_bytes(args.out, text.encode())
     print(f"wrote the report on {len(table.frame):,} samples ({len(ov.findings)} findings) to {args.out}")
     return 0
+
+
+def _leakage_pairs(args: argparse.Namespace, dataset) -> dict:
+    """The report's leakage findings: every other split of the audited dataset, and ``--test``, against it."""
+    from pruning_core.audit.leakage import find_leakage, leakage_title, report_pairs
+    from pruning_core.audit.report import thumbnail_data_url
+    from pruning_core.data.datasets import load_dataset
+
+    others = [load_dataset(args.data, root=args.root, format=args.format, split=split, progress=TqdmProgress())
+              for split in dataset.splits if split != dataset.split]
+    if args.test is not None:
+        others.append(load_dataset(args.test, root=args.test_root, progress=TqdmProgress()))
+    found = {}
+    for other in others:
+        pairs = find_leakage(dataset, other, store=_store(args), progress=TqdmProgress())
+        found[leakage_title(dataset, other)] = report_pairs(pairs, dataset, other, thumbnail_data_url)
+    return found
 
 
 def _own_model_arrays(args: argparse.Namespace, dataset):
@@ -211,7 +233,7 @@ def cmd_leakage(args: argparse.Namespace) -> int:
     train = load_dataset(Path(args.train), root=args.root, progress=TqdmProgress())
     test = load_dataset(Path(args.test), root=args.test_root, progress=TqdmProgress())
     config = LeakageConfig(threshold=args.threshold, pixel_size=args.pixel_size)
-    pairs = find_leakage(train, test, config, progress=TqdmProgress())
+    pairs = find_leakage(train, test, config, store=_store(args), progress=TqdmProgress())
     write_table(pairs, args.out)
     exact = int((pairs["kind"] == EXACT).sum())
     print(f"{pairs['test_id'].nunique():,} of {len(test):,} test samples leak (raw counts): {exact:,} exact-copy "
@@ -817,6 +839,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the dataset the scores were made on (folder, manifest or 'demo'): thumbnails and "
                              "unreadable files")
     report.add_argument("--root", type=Path, default=None, help="root for relative manifest paths of --data")
+    report.add_argument("--test", default=None,
+                        help="a test set (folder or manifest) whose copies of --data's images the report lists as "
+                             "train/test leakage; the other splits of a dataset that has them are always compared")
+    report.add_argument("--test-root", type=Path, default=None, help="root for relative manifest paths of --test")
     _add_format_args(report)
     report.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     report.set_defaults(func=cmd_report)

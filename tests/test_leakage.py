@@ -71,3 +71,57 @@ def test_cli_writes_the_pairs(tmp_path, capsys):
     assert list(pairs.columns) == ["train_id", "test_id", "cosine", "kind"]
     assert (pairs["kind"] == EXACT).sum() == 3 and (pairs["kind"] == NEAR).sum() == 3
     assert "6 of 36 test samples leak" in capsys.readouterr().out
+
+
+def test_a_container_training_set_is_compared_in_place_and_the_pairs_are_cached(tmp_path, monkeypatch):
+    # the same 40 training images as parquet rows (bytes read in place, ids "train.parquet#<row>"): the same 6 leaks,
+    # then a second search is served by the cache (both fingerprints unchanged) without decoding or comparing
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cache.store import ResultStore
+    from pruning_core.audit import leakage
+
+    train_dir, test_dir, sources = planted(tmp_path)
+    files = sorted(train_dir.glob("*/*.png"))
+    table = pa.table({"image": pa.array([f.read_bytes() for f in files], pa.binary()),
+                      "label": [f.parent.name for f in files]})
+    pq.write_table(table, tmp_path / "train.parquet")
+    train, test = load_dataset(tmp_path / "train.parquet"), load_dataset(test_dir)
+    assert train.in_container
+    store = ResultStore(tmp_path / "cache")
+    pairs = find_leakage(train, test, LeakageConfig(), store=store)
+    row_of = {f"{f.parent.name}/{f.name}": i for i, f in enumerate(files)}
+    expected = {f"train.parquet#{row_of[f'{s.parent.name}/{s.name}']}" for s in sources}
+    assert set(pairs["train_id"]) == expected and len(pairs) == 6
+    assert sorted(pairs["kind"]) == [EXACT] * 3 + [NEAR] * 3
+
+    def never(*args, **kwargs):
+        raise AssertionError("recomputed instead of read from the cache")
+
+    monkeypatch.setattr(leakage, "nearest_by_pixels", never)
+    monkeypatch.setattr(leakage, "content_hashes", never)
+    pd.testing.assert_frame_equal(find_leakage(train, test, LeakageConfig(), store=store), pairs)
+
+
+def test_the_report_lists_the_leakage_of_every_other_split(tmp_path):
+    # a split folder (train/ and test/): the report of the train split lists the test split's 6 copies, with both
+    # sides' thumbnails, in JSON and in Markdown
+    import json
+
+    from pruning_core.scoring.score_table import base_table
+
+    planted(tmp_path / "data")
+    train = load_dataset(tmp_path / "data")
+    assert train.split == "train" and "test" in train.splits
+    scores = tmp_path / "scores.parquet"
+    base_table(train).save(scores)
+    out = tmp_path / "report.json"
+    argv = ["--cache-dir", str(tmp_path / "cache"), "report", str(scores), "--data", str(tmp_path / "data")]
+    assert main([*argv, "--out", str(out)]) == 0
+    [finding] = json.loads(out.read_text())["pairs"]
+    assert finding["title"] == "Train/test leakage: data:test (36 samples) copying data:train" and finding["count"] == 6
+    assert all(p["a_thumbnail"].startswith("data:image/") and p["b_thumbnail"].startswith("data:image/")
+               for p in finding["pairs"])
+    assert main([*argv, "--out", str(tmp_path / "report.md")]) == 0
+    assert "6 pairs (raw count)" in (tmp_path / "report.md").read_text()

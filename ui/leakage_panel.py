@@ -8,10 +8,10 @@ test copy under the test set's, so a later prune or a re-made test set can leave
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from pruning_core.audit.leakage import EXACT, LeakageConfig, find_leakage
+from pruning_core.audit.leakage import EXACT, LeakageConfig, find_leakage, leakage_title, report_pairs
+from pruning_core.audit.report import thumbnail_data_url
 from pruning_core.audit.review import DecisionStore
 from pruning_core.data.datasets import Dataset
 from ui import review_state as rs
@@ -24,10 +24,6 @@ SHOWN_PAIRS = 12
 SOURCE = "leakage"
 
 
-@st.cache_data(show_spinner="Looking for test images copied from the training set…", max_entries=4)
-def _pairs(_train: Dataset, _test: Dataset, train_fingerprint: str, test_fingerprint: str) -> pd.DataFrame:
-    """The leakage pairs of two datasets, recomputed only when either one's fingerprint changes."""
-    return find_leakage(_train, _test, LeakageConfig())
 
 
 def _remove(store: DecisionStore, fingerprint: str, paths: list[str], what: str) -> str:
@@ -56,7 +52,8 @@ def show(dataset: Dataset, store: DecisionStore) -> None:
     except (ValueError, OSError) as exc:
         st.error(" ".join(str(exc).split()))
         return
-    pairs = _pairs(dataset, test, dataset.fingerprint, test.fingerprint)
+    with st.spinner("Looking for test images copied from the training set…"):
+        pairs = find_leakage(dataset, test, LeakageConfig(), store=state.store())  # cached by both fingerprints
     if pairs.empty:
         st.success(f"No test image of {test.name} ({len(test):,}) is a copy of a training image.")
         return
@@ -84,3 +81,14 @@ def show(dataset: Dataset, store: DecisionStore) -> None:
                   on_click=lambda p=pair.test_id: st.toast(_remove(store, test.fingerprint, [p], "test copy")))
     if len(pairs) > SHOWN_PAIRS:
         st.caption(f"First {SHOWN_PAIRS} of {len(pairs):,} pairs shown (exact copies first, then by correlation).")
+
+
+def pairs_for_report(dataset: Dataset) -> dict:
+    """The leakage the panel was asked for, as the report's pair findings (``{title: items}``; empty when no test set
+    was compared).  Read from the result store, where the panel's search left it."""
+    path = st.session_state.get(ASKED)
+    if not path:
+        return {}
+    test = state.heldout_dataset(path)
+    pairs = find_leakage(dataset, test, LeakageConfig(), store=state.store())
+    return {leakage_title(dataset, test): report_pairs(pairs, dataset, test, thumbnail_data_url)}

@@ -21,17 +21,21 @@ at 0.95 on CIFAR-10) while the aligned correlation finds them (docs/benchmarks.m
 from __future__ import annotations
 
 import hashlib
-import os
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from cache.steps import CachedStep, Computed
 from pruning_core.clip_scores.neighbors import knn
-from pruning_core.data.images import load_image_array, map_file_chunks
+from pruning_core.data.images import ImageSource, is_file_path, load_image_array, map_file_chunks
 from pruning_core.runtime.progress import CancelToken, ProgressCallback
+
+if TYPE_CHECKING:
+    from cache.store import ResultStore
+    from pruning_core.data.datasets import Dataset
 
 PAIR_COLUMNS = ("train_id", "test_id", "cosine", "kind")
 EXACT, NEAR = "exact", "near"
@@ -58,17 +62,22 @@ class LeakageConfig:
     ``threshold``, when lower)."""
 
 
-def content_hashes(paths: Sequence[os.PathLike | str], *, progress: Optional[ProgressCallback] = None,
+def content_hashes(sources: Sequence[ImageSource], *, progress: Optional[ProgressCallback] = None,
                    cancel: Optional[CancelToken] = None) -> np.ndarray:
-    """Hex SHA-256 of every file's bytes, in order (threads: hashing releases the GIL)."""
-    out = np.empty(len(paths), dtype=object)
+    """Hex SHA-256 of every image's encoded bytes (a file's, or a container member's read in place), in order
+    (threads: hashing releases the GIL)."""
+    out = np.empty(len(sources), dtype=object)
 
     def work(start: int, stop: int) -> None:
         for i in range(start, stop):
-            with open(paths[i], "rb") as handle:
-                out[i] = hashlib.sha256(handle.read()).hexdigest()
+            source = sources[i]
+            if is_file_path(source):
+                with open(source, "rb") as handle:
+                    out[i] = hashlib.sha256(handle.read()).hexdigest()
+            else:
+                out[i] = hashlib.sha256(source.read_bytes()).hexdigest()
 
-    map_file_chunks(len(paths), work, chunk=512, workers=None, stage="content hashes", progress=progress,
+    map_file_chunks(len(sources), work, chunk=512, workers=None, stage="content hashes", progress=progress,
                     cancel=cancel, thread_name="hash")
     return out
 
@@ -118,21 +127,27 @@ def aligned_correlation(train: torch.Tensor, test: torch.Tensor, size: int, max_
     return out
 
 
-def nearest_by_pixels(train_paths: Sequence[os.PathLike | str], test_paths: Sequence[os.PathLike | str],
-                      config: LeakageConfig = LeakageConfig(), *, progress: Optional[ProgressCallback] = None,
+def decode(sources: Sequence[ImageSource], config: LeakageConfig = LeakageConfig(), *,
+           progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> np.ndarray:
+    """(N, S, S, 3) uint8: the images :func:`nearest_by_pixels` compares, decoded at ``config.decode_size``."""
+    return load_image_array(sources, config.decode_size, progress=progress, cancel=cancel,
+                            stage="decoding for leakage")[0]
+
+
+def nearest_by_pixels(train_images: np.ndarray, test_images: np.ndarray, config: LeakageConfig = LeakageConfig(), *,
                       cancel: Optional[CancelToken] = None) -> tuple[np.ndarray, np.ndarray]:
     """Each test image's best training match and its aligned correlation, needing no model.
 
-    Screen: the ``config.candidates`` nearest training thumbnails (``screen_size``, faiss k-NN).
-    Check: :func:`aligned_correlation` at ``screen_size``, then at ``pixel_size`` for candidates at or
-    above ``screen_floor``.  Returns ``(train row, correlation)`` per test row (-1 and NaN: none kept).
+    ``train_images``/``test_images``: (N, S, S, 3) uint8 at ``config.decode_size`` (:func:`decode`, or the
+    scoring's cached decode of a dataset).  Screen: the ``config.candidates`` nearest training thumbnails
+    (``screen_size``, faiss k-NN).  Check: :func:`aligned_correlation` at ``screen_size``, then at
+    ``pixel_size`` for candidates at or above ``screen_floor``.  Returns ``(train row, correlation)`` per
+    test row (-1 and NaN: none kept).
     """
-    def decoded(paths: Sequence) -> torch.Tensor:
-        images, _ = load_image_array(paths, config.decode_size, progress=progress, cancel=cancel,
-                                     stage="decoding for leakage")
-        return torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    def tensor(images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float()
 
-    train, test = decoded(train_paths), decoded(test_paths)
+    train, test = tensor(train_images), tensor(test_images)
     n_test = len(test)
     best_row, best = np.full(n_test, -1, dtype=np.int64), np.full(n_test, np.nan, dtype=np.float32)
     if not len(train) or not n_test:
@@ -191,18 +206,56 @@ def leakage_pairs(
     return pd.concat(frames, ignore_index=True)[list(PAIR_COLUMNS)]
 
 
-def find_leakage(train, test, config: LeakageConfig = LeakageConfig(), *,
-                 embeddings: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> pd.DataFrame:
-    """:func:`leakage_pairs` of two :class:`~pruning_core.data.datasets.Dataset` s, ids = their sample paths.
+def leakage_step(train: "Dataset", test: "Dataset", config: LeakageConfig) -> CachedStep:
+    """The cache step of :func:`find_leakage`: keyed by both datasets' fingerprints (which cover their bytes) and
+    the settings, so the Overview panel, ``prunescope leakage`` and the report read one result."""
+    return CachedStep("leakage", train.fingerprint, {"test": test.fingerprint, **asdict(config)}, dataset=train.name,
+                      label="the leakage pairs")
 
-    ``embeddings``: ``(train, test)`` rows of another embedding (CLIP's, the user's features) compared
-    by plain cosine instead of :func:`nearest_by_pixels` (``config.threshold`` must then suit it).
+
+def find_leakage(train: "Dataset", test: "Dataset", config: LeakageConfig = LeakageConfig(), *,
+                 store: Optional["ResultStore"] = None, embeddings: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> pd.DataFrame:
+    """:func:`leakage_pairs` of two :class:`~pruning_core.data.datasets.Dataset` s, ids = their sample ids.
+
+    Image folders, manifests and container datasets (parquet, tar shards: bytes read in place) alike.
+    With a ``store`` the pairs are cached (:func:`leakage_step`) and the images are decoded through the
+    dataset's cached decode (:func:`~pruning_core.data.datasets.decoded_images`, shared with scoring at
+    the same size).  ``embeddings``: ``(train, test)`` rows of another embedding (CLIP's, the user's
+    features) compared by plain cosine instead of :func:`nearest_by_pixels` (``config.threshold`` must
+    then suit it); the caller owns those arrays, so that search is not cached.
     """
-    train_paths, test_paths = train.abspaths(), test.abspaths()
-    nearest = (nearest_by_embedding(*embeddings, cancel=cancel) if embeddings is not None
-               else nearest_by_pixels(train_paths, test_paths, config, progress=progress, cancel=cancel))
-    return leakage_pairs(train.samples["path"].astype(str).tolist(), test.samples["path"].astype(str).tolist(),
-                         content_hashes(train_paths, progress=progress, cancel=cancel),
-                         content_hashes(test_paths, progress=progress, cancel=cancel), nearest,
-                         threshold=config.threshold)
+    from pruning_core.data.datasets import decoded_images
+
+    def images(dataset: "Dataset") -> np.ndarray:
+        if store is None:
+            return decode(dataset.image_refs(), config, progress=progress, cancel=cancel)
+        return decoded_images(dataset, config.decode_size, store, progress=progress, cancel=cancel)
+
+    def compute() -> Computed:
+        nearest = (nearest_by_embedding(*embeddings, cancel=cancel) if embeddings is not None
+                   else nearest_by_pixels(images(train), images(test), config, cancel=cancel))
+        pairs = leakage_pairs(train.samples["path"].astype(str).tolist(), test.samples["path"].astype(str).tolist(),
+                              content_hashes(train.image_refs(), progress=progress, cancel=cancel),
+                              content_hashes(test.image_refs(), progress=progress, cancel=cancel), nearest,
+                              threshold=config.threshold)
+        return Computed(frames={"pairs": pairs})
+
+    if store is None or embeddings is not None:
+        return compute().frames["pairs"]
+    return leakage_step(train, test, config).run(store, compute).frame("pairs")
+
+
+def leakage_title(train: "Dataset", test: "Dataset") -> str:
+    """How a report names the leakage between two datasets (a split's name carries the split: ``data:test``)."""
+    return f"Train/test leakage: {test.name} ({len(test):,} samples) copying {train.name}"
+
+
+def report_pairs(pairs: pd.DataFrame, train: "Dataset", test: "Dataset",
+                 thumbnail: Optional[Callable[[ImageSource], Optional[str]]] = None) -> list[dict]:
+    """The pairs as a report's pair items (``audit.report.pair_findings``): the training id as ``a``, the test id
+    as ``b``, the similarity as ``score``, and each side's thumbnail read from its own dataset."""
+    return [{"a": str(row.train_id), "b": str(row.test_id), "score": float(row.cosine),
+             "a_thumbnail": thumbnail(train.image_ref(str(row.train_id))) if thumbnail else None,
+             "b_thumbnail": thumbnail(test.image_ref(str(row.test_id))) if thumbnail else None}
+            for row in pairs.itertuples()]

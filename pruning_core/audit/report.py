@@ -81,14 +81,36 @@ def duplicate_groups(frame: pd.DataFrame, thumbnail: Optional[Thumbnail] = None,
 
 def pair_findings(pairs: Optional[Mapping[str, Sequence[Mapping[str, Any]]]], thumbnail: Optional[Thumbnail] = None
                   ) -> list[dict]:
-    """Findings that are lists of sample pairs (train/test leakage, ...): ``{title: [{"a", "b", "score"}, ...]}``."""
+    """Findings that are lists of sample pairs (train/test leakage, ...): ``{title: [{"a", "b", "score"}, ...]}``.
+
+    An item that brings its own ``a_thumbnail``/``b_thumbnail`` keeps it (a pair across two datasets, whose
+    ``b`` the audited dataset's ``thumbnail`` cannot read); the others get ``thumbnail``'s.
+    """
+    def side(p: Mapping[str, Any], key: str) -> Optional[str]:
+        if p.get(f"{key}_thumbnail") is not None:
+            return str(p[f"{key}_thumbnail"])
+        return thumbnail(str(p[key])) if thumbnail else None
+
     out = []
     for title, items in (pairs or {}).items():
         listed = [{"a": str(p["a"]), "b": str(p["b"]), "score": None if p.get("score") is None else float(p["score"]),
-                   "a_thumbnail": thumbnail(str(p["a"])) if thumbnail else None,
-                   "b_thumbnail": thumbnail(str(p["b"])) if thumbnail else None} for p in items]
+                   "a_thumbnail": side(p, "a"), "b_thumbnail": side(p, "b")} for p in items]
         out.append({"title": str(title), "count": len(listed), "pairs": listed})
     return out
+
+
+def pairs_markdown(findings: Sequence[Mapping[str, Any]], shown: int = MAX_GROUPS) -> str:
+    """The pair findings (:func:`pair_findings`) as Markdown sections: the count and the first ``shown`` pairs."""
+    def similarity(score: Optional[float]) -> str:
+        return "" if score is None else f"{score:.3f}"
+
+    lines: list[str] = []
+    for finding in findings:
+        lines += ["", f"## {finding['title']}", "", f"{finding['count']:,} pairs (raw count)."]
+        if finding["pairs"]:
+            lines += ["", "| a | b | similarity |", "| --- | --- | --- |"]
+            lines += [f"| `{p['a']}` | `{p['b']}` | {similarity(p['score'])} |" for p in finding["pairs"][:shown]]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def report_data(ov: Overview, frame: pd.DataFrame, *, name: str, thumbnail: Optional[Thumbnail] = None,
@@ -279,7 +301,7 @@ def render(ov: Overview, frame: pd.DataFrame, suffix: str, *, name: str, thumbna
     from pruning_core.audit.overview import report_markdown
 
     if suffix == ".md":
-        return report_markdown(ov, name)
+        return report_markdown(ov, name) + pairs_markdown(pair_findings(pairs))
     if suffix not in REPORT_SUFFIXES:
         raise ValueError(f"a report is .html, .md or .json, not {suffix or 'a name without a suffix'}")
     data = report_data(ov, frame, name=name, thumbnail=thumbnail, pairs=pairs)
