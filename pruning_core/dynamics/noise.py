@@ -22,7 +22,8 @@ inverse, which a misestimated ``T`` turns negative).
     P(true = k | x, given = y) = p(k | x) T[k, y] / sum_m p(m | x) T[m, y]
 
 and the score is ``1 - P(true = y | x, given = y)``: the probability that the given label is wrong.
-The suggested label is the most probable other true class, ``argmax_{k != y} p(k | x) T[k, y]``.
+The suggested label is the most probable other true class, ``argmax_{k != y} p(k | x) T[k, y]``, and its
+posterior probability is the confidence of the table's suggestions (:mod:`pruning_core.audit.suggest`).
 With uniform noise ``T`` is a scaled identity plus a constant, the posterior is monotone in the given
 label's probability and the ranking is the loss's; with class-pair noise, classes no one flips into
 drop out of the suspicious end.
@@ -40,7 +41,9 @@ the two lands in between.
 
 Measured (docs/benchmarks.md, "Noise detectors on class-dependent noise"): on all 50,000 CIFAR-10
 images at the 180-s plan's settings the noise score lifts asym40 from AUROC 0.821 (final loss) to 0.957
-and confusable30 from 0.861 to 0.940, and equals the loss on sym40 (0.972).
+and confusable30 from 0.861 to 0.940, and equals the loss on sym40 (0.972).  Of the relabels it suggests at a
+posterior of at least 0.9, 97.5 % are right on sym40 and 95.2 % on asym40 ("Suggested labels from the noise
+posterior").
 """
 
 from __future__ import annotations
