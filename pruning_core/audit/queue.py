@@ -59,6 +59,7 @@ import pandas as pd
 from scipy.stats import beta, binom, kendalltau
 
 from pruning_core.audit.estimates import DEFAULT_LEVEL, Estimate
+from pruning_core.dynamics.noise import NOISE_SUGGESTION
 from pruning_core.scoring.score_info import ScoreInfo
 from pruning_core.scoring.score_table import score_columns
 from pruning_core.selection import ScoreRanks
@@ -134,8 +135,9 @@ def _one_hot(values: pd.Series, prefix: str, max_categories: int) -> tuple[np.nd
 
 
 def suggestion_columns(frame: pd.DataFrame) -> list[str]:
-    """The table's suggested-label columns (``clip.suggested_label``, ``dynamics.suggested_label``, ...)."""
-    return [c for c in frame.columns if c.endswith(".suggested_label")]
+    """The table's suggested-label columns (``clip.suggested_label``, ``dynamics.suggested_label``, the noise
+    posterior's ``dynamics.noise_suggested_label``, ...)."""
+    return [c for c in frame.columns if c.endswith(".suggested_label") or c == NOISE_SUGGESTION]
 
 
 def queue_features(

@@ -44,12 +44,15 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from pruning_core.dynamics.label_issues import PROB_PREFIX
+from pruning_core.dynamics.noise import NOISE_SCORE, NOISE_SUGGESTION, NOISE_SUGGESTION_PROB, noise_channel
+
 if TYPE_CHECKING:
     from pruning_core.audit.review import DecisionStore
     from pruning_core.scoring.score_table import ScoreTable
 
 PROBABILITY_SOURCES: Mapping[str, str] = {
-    "out-of-sample probabilities": "cleanlab.prob.",
+    "out-of-sample probabilities": PROB_PREFIX,
     "CLIP zero-shot": "clip.zero_shot_prob.",
 }
 """Source name -> prefix of its per-class probability columns (the class name follows the prefix)."""
@@ -109,14 +112,6 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def noise_channel(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """``M[i, j] = P(given = i | true = j)``, from cleanlab's confident-joint estimate of ``P(given, true)``."""
-    from cleanlab.count import estimate_joint
-
-    joint = np.asarray(estimate_joint(labels, probs), dtype=np.float64)
-    return joint / np.clip(joint.sum(axis=0, keepdims=True), _EPS, None)
-
-
 class ChannelCalibratedExperts:
     """Product of experts over probability sources, with per-source inverse temperatures fitted
     through the label-noise channel (see the module docstring).  ``fit`` then ``predict_proba``."""
@@ -166,8 +161,6 @@ def suggest_labels(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     neither.  Rows without probabilities (an unfinished cross-fit: NaN) get no suggestion (label None,
     confidence NaN).
     """
-    from pruning_core.dynamics.noise import NOISE_SCORE, NOISE_SUGGESTION, NOISE_SUGGESTION_PROB  # dynamics imports us
-
     if {NOISE_SCORE, NOISE_SUGGESTION, NOISE_SUGGESTION_PROB} <= set(frame.columns):
         return _posterior_suggestions(frame)
     return _expert_suggestions(frame)
@@ -176,8 +169,6 @@ def suggest_labels(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
 def _posterior_suggestions(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """The noise posterior's most probable true class: the suggested other class where its posterior beats the
     given label's (``1 - noise_score``), else the given label; the confidence is that class's posterior."""
-    from pruning_core.dynamics.noise import NOISE_SCORE, NOISE_SUGGESTION, NOISE_SUGGESTION_PROB
-
     given_prob = 1.0 - frame[NOISE_SCORE].to_numpy(dtype=np.float64)
     other_prob = frame[NOISE_SUGGESTION_PROB].to_numpy(dtype=np.float64)
     known = np.isfinite(given_prob) & np.isfinite(other_prob)

@@ -14,8 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from pruning_core.audit.suggest import PROBABILITY_SOURCES
 from pruning_core.scoring.score_info import ScoreInfo
+
+PROB_PREFIX = "cleanlab.prob."
+"""Prefix of the out-of-sample probability columns (``cleanlab.prob.<class>``): annotations the suggestions read."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def label_issue_scores(
             "cleanlab.label_quality": res.label_quality,
             "cleanlab.is_issue": res.is_issue.astype(np.int8),
             "dynamics.suggested_label": cls[res.suggested_label].astype(str),
-            **{f"{PROBABILITY_SOURCES['out-of-sample probabilities']}{c}": np.asarray(pred_probs)[:, i]
+            **{f"{PROB_PREFIX}{c}": np.asarray(pred_probs)[:, i]
                for i, c in enumerate(cls)},
         }
     )

@@ -70,14 +70,18 @@ NOISE_SUGGESTION_PROB = "dynamics.noise_suggested_prob"
 """Posterior probability that the suggested other class is the true one (an annotation: the suggestions read it)."""
 
 
+def noise_channel(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``M[i, j] = P(given = i | true = j)``, from cleanlab's confident-joint estimate of ``P(given, true)``
+    (also the channel the suggestions' product of experts calibrates through, :mod:`pruning_core.audit.suggest`)."""
+    from cleanlab.count import estimate_joint
+
+    joint = np.asarray(estimate_joint(labels, probs), dtype=np.float64)
+    return joint / np.clip(joint.sum(axis=0, keepdims=True), _TINY, None)
+
+
 def noise_transition(labels: Any, probs: np.ndarray) -> np.ndarray:
-    """(C, C) ``T[true, given]`` estimated from the given labels and the proxy's probabilities, no ground truth.
-
-    The transpose of the suggestions' noise channel (:func:`pruning_core.audit.suggest.noise_channel`:
-    confident learning's calibrated joint, normalised per true class), so both read one estimate.
-    """
-    from pruning_core.audit.suggest import noise_channel
-
+    """(C, C) ``T[true, given]`` estimated from the given labels and the proxy's probabilities, no ground truth:
+    the transpose of :func:`noise_channel`, so the posterior and the suggestions read one estimate."""
     return noise_channel(np.asarray(labels).astype(np.int64, copy=False), _normalised(probs)).T
 
 
