@@ -151,6 +151,25 @@ def test_budgeted_dynamics_prints_its_plan_and_records_it(folder, tmp_path, caps
     assert manifest["scoring"]["dynamics"]["plan"] == settings["plan"]
 
 
+def test_an_older_clip_scores_entry_is_recomputed_not_reused(folder, tmp_path, monkeypatch):
+    """The step's output schema is part of its key: an entry written before the columns changed is never served
+    (an upgraded install would otherwise lack the zero-shot probabilities the suggestions read)."""
+    from cache.store import ResultStore
+    from pruning_core.scoring import pipeline
+
+    cache = tmp_path / "cache"
+    args = ("--cache-dir", cache, "score", folder, "--clip-model", TINY_CLIP_NAME, "--clip-pretrained", "none",
+            "--device", "cpu", "--out", tmp_path / "s.parquet", "--overwrite")
+    monkeypatch.setattr(pipeline, "CLIP_SCORES_SCHEMA", pipeline.CLIP_SCORES_SCHEMA - 1)  # what an older version wrote
+    assert run(*args) == 0
+    monkeypatch.undo()
+    assert run(*args) == 0
+    entries = [e for e in ResultStore(cache).ls() if e.meta["step"] == "clip-scores"]
+    assert sorted(e.meta["params"]["schema"] for e in entries) == [pipeline.CLIP_SCORES_SCHEMA - 1,
+                                                                  pipeline.CLIP_SCORES_SCHEMA]
+    assert any(c.startswith("clip.zero_shot_prob.") for c in ScoreTable.load(tmp_path / "s.parquet").frame.columns)
+
+
 def test_knn_k_and_duplicate_threshold_key_the_cache_and_reach_sidecar_and_manifest(folder, tmp_path, capsys):
     """--knn-k / --duplicate-threshold (defaults: ClipConfig's) make another cache entry, are recorded in the
     sidecar and travel into the select manifest; --cps-alpha/--cps-beta (defaults: CPSConfig's) into its recipe."""

@@ -130,6 +130,12 @@ def clip_embeddings(
     )
 
 
+CLIP_SCORES_SCHEMA = 2
+"""Version of the clip-scores step's output columns, part of its cache key: raised whenever they change (2: the
+per-class zero-shot probabilities the suggestions read), so an entry an older version wrote is recomputed, never
+served without them."""
+
+
 def clip_score_table(
     dataset: Dataset,
     config: ClipConfig,
@@ -143,7 +149,8 @@ def clip_score_table(
 
     emb = clip_embeddings(dataset, config, store, progress=progress, cancel=cancel)
     params = {**emb.identity, "k": config.k, "dup_threshold": config.dup_threshold,
-              "templates": list(config.templates or ()), "adapter_epochs": config.adapter_epochs}
+              "templates": list(config.templates or ()), "adapter_epochs": config.adapter_epochs,
+              "schema": CLIP_SCORES_SCHEMA}
 
     def score() -> Computed:
         image, class_text = np.nan_to_num(emb.image), emb.class_text  # an undecodable image aligns with nothing
