@@ -6,7 +6,7 @@ by the noise the labels show, then Bayes' rule with the given label.  It is the 
 exists: it alone conditions on the given label (a sample labelled "cat" whose image is 0.6 dog is not
 70 % dog once we know how rarely dogs are labelled cats) and needs no cross-fitting, so every budget
 rung has it.  Its confidence is the posterior itself, no temperature fitted.  Measured on all 50,000
-CIFAR-10 images at the 180-s plan (24 px, 8 epochs; docs/benchmarks.md, "Suggested labels from the noise
+CIFAR-10 images with the 180-s rung's proxy (24 px, 8 epochs; docs/benchmarks.md, "Suggested labels from the noise
 posterior"): of the relabels it suggests at >= 0.9, 97.5 % are right on sym40, 95.2 % on asym40.
 
 Without it, the product of experts below over these sources (annotation columns, no ``ScoreInfo``:
