@@ -89,6 +89,9 @@ def pairs_for_report(dataset: Dataset) -> dict:
     path = st.session_state.get(ASKED)
     if not path:
         return {}
-    test = state.heldout_dataset(path)
+    try:
+        test = state.heldout_dataset(path)
+    except (ValueError, OSError):
+        return {}  # the panel itself says what is wrong with the path; the report goes out without it
     pairs = find_leakage(dataset, test, LeakageConfig(), store=state.store())
     return {leakage_title(dataset, test): report_pairs(pairs, dataset, test, thumbnail_data_url)}
