@@ -25,7 +25,8 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pruning_core.audit.estimates import precision_interval  # noqa: E402
-from pruning_core.audit.suggest import SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, with_suggestions  # noqa: E402
+from pruning_core.audit.suggest import (SUGGESTED_LABEL, SUGGESTION_CONFIDENCE, SUGGESTION_METHODS,  # noqa: E402
+                                        with_suggestions)
 from pruning_core.scoring.score_table import ScoreTable  # noqa: E402
 
 
@@ -77,9 +78,11 @@ def main() -> None:
     ap.add_argument("--thresholds", default="0.5,0.7,0.8,0.9,0.95")
     ap.add_argument("--png", default=None, help="write the reliability diagram here")
     ap.add_argument("--title", default="suggested labels: reliability")
+    ap.add_argument("--method", default="auto", choices=SUGGESTION_METHODS,
+                    help="the product's choice (auto), or force the noise posterior or the product of experts")
     args = ap.parse_args()
 
-    table = with_suggestions(ScoreTable.load(Path(args.scores)))
+    table = with_suggestions(ScoreTable.load(Path(args.scores)), args.method)
     frame = table.frame
     truth = pd.read_csv(args.truth).set_index("path")["true_label"].astype(str)
     true_label = frame["path"].map(truth)

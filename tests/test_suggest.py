@@ -99,6 +99,9 @@ def test_the_noise_posterior_is_the_suggestion_when_present_and_its_relabels_are
     assert np.all((confidence >= 0.5 - 1e-9) & (confidence <= 1.0))  # the most probable of the two: at least half
     relabel = confident_relabels(pd.concat([frame, out], axis=1), 0.5)
     assert relabel.sum() > 0.9 * flipped.sum()
+    assert suggest_labels(frame, "experts")[1]["sources"] == ["out-of-sample probabilities"]  # forced: the bench's
+    with pytest.raises(ValueError, match="unknown suggestion method"):
+        suggest_labels(frame, "vote")
     assert (suggested[relabel] == np.asarray(classes)[true[relabel]]).mean() >= 0.95
 
 

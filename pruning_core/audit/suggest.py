@@ -153,15 +153,25 @@ class ChannelCalibratedExperts:
         return _softmax(np.tensordot(self.betas_, self._stack(probs), axes=1))
 
 
-def suggest_labels(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+SUGGESTION_METHODS = ("auto", "posterior", "experts")
+"""``auto``: the noise posterior when the table has it, else the experts (what the product does); the other two force
+one (``bench/bench_suggestions.py --method`` compares them on one table)."""
+
+
+def suggest_labels(frame: pd.DataFrame, method: str = "auto") -> tuple[pd.DataFrame, dict]:
     """``suggest.label`` and ``suggest.confidence`` for every row, and the settings that made them.
 
     From the noise posterior when the table has it, else from the product of experts over the
-    probability sources (see the module docstring).  Empty frame and settings when the table holds
-    neither.  Rows without probabilities (an unfinished cross-fit: NaN) get no suggestion (label None,
-    confidence NaN).
+    probability sources (see the module docstring; ``method`` forces one of them).  Empty frame and
+    settings when the table holds neither.  Rows without probabilities (an unfinished cross-fit: NaN)
+    get no suggestion (label None, confidence NaN).
     """
-    if {NOISE_SCORE, NOISE_SUGGESTION, NOISE_SUGGESTION_PROB} <= set(frame.columns):
+    if method not in SUGGESTION_METHODS:
+        raise ValueError(f"unknown suggestion method {method!r}; choose from {', '.join(SUGGESTION_METHODS)}")
+    has_posterior = {NOISE_SCORE, NOISE_SUGGESTION, NOISE_SUGGESTION_PROB} <= set(frame.columns)
+    if method == "posterior" or (method == "auto" and has_posterior):
+        if not has_posterior:
+            return pd.DataFrame(index=frame.index), {}
         return _posterior_suggestions(frame)
     return _expert_suggestions(frame)
 
@@ -230,7 +240,7 @@ def accept_suggestions(store: "DecisionStore", fingerprint: str, pending: pd.Dat
     return store.record(fingerprint, items, reviewer=reviewer, classes=classes, source="suggestion")
 
 
-def with_suggestions(table: "ScoreTable") -> "ScoreTable":
+def with_suggestions(table: "ScoreTable", method: str = "auto") -> "ScoreTable":
     """``table`` with its suggestion columns (re)computed from the probability sources it holds now.
 
     Called whenever a family is added (the combination depends on every source present), so the
@@ -239,7 +249,7 @@ def with_suggestions(table: "ScoreTable") -> "ScoreTable":
     from pruning_core.scoring.score_table import ScoreTable  # at call time: scoring's pipeline imports this module
 
     frame = table.frame.drop(columns=[c for c in (SUGGESTED_LABEL, SUGGESTION_CONFIDENCE) if c in table.frame])
-    columns, settings = suggest_labels(frame)
+    columns, settings = suggest_labels(frame, method)
     if not settings:
         return table
     merged = pd.concat([frame, columns], axis=1)
