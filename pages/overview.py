@@ -157,7 +157,8 @@ d1, d2, d3, _ = st.columns([1, 1, 1, 3])
 d1.download_button("Report (JSON)", report_json(ov), file_name="prunescope-overview.json", mime="application/json",
                    on_click="ignore")
 d2.download_button("Report (Markdown)", key="report_md",
-                   data=lambda: render(ov, frame, ".md", name=dataset.name, pairs=leakage_panel.pairs_for_report(dataset)),
+                   data=lambda: render(ov, frame, ".md", name=dataset.name,
+                                       pairs=leakage_panel.pairs_for_report(dataset, thumbnails=False)),
                    file_name="prunescope-overview.md", mime="text/markdown", on_click="ignore")
 d3.download_button("Report to share (HTML)", key="report_html",  # built on click: it embeds thumbnails
                    data=lambda: render(ov, frame, ".html", name=dataset.name,

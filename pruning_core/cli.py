@@ -190,7 +190,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _leakage_pairs(args: argparse.Namespace, dataset) -> dict:
     """The report's leakage findings: every other split of the audited dataset, and ``--test``, against it."""
-    from pruning_core.audit.leakage import find_leakage, leakage_title, report_pairs
+    from pruning_core.audit.leakage import leakage_findings
     from pruning_core.audit.report import thumbnail_data_url
     from pruning_core.data.datasets import load_dataset
 
@@ -198,11 +198,8 @@ def _leakage_pairs(args: argparse.Namespace, dataset) -> dict:
               for split in dataset.splits if split != dataset.split]
     if args.test is not None:
         others.append(load_dataset(args.test, root=args.test_root, progress=TqdmProgress()))
-    found = {}
-    for other in others:
-        pairs = find_leakage(dataset, other, store=_store(args), progress=TqdmProgress())
-        found[leakage_title(dataset, other)] = report_pairs(pairs, dataset, other, thumbnail_data_url)
-    return found
+    return leakage_findings(dataset, others, store=_store(args), progress=TqdmProgress(),
+                            thumbnail=None if args.out.suffix.lower() == ".md" else thumbnail_data_url)
 
 
 def _own_model_arrays(args: argparse.Namespace, dataset):

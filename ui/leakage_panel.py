@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pruning_core.audit.leakage import EXACT, LeakageConfig, find_leakage, leakage_title, report_pairs
+from pruning_core.audit.leakage import EXACT, LeakageConfig, find_leakage, leakage_findings
 from pruning_core.audit.report import thumbnail_data_url
 from pruning_core.audit.review import DecisionStore
 from pruning_core.data.datasets import Dataset
@@ -22,8 +22,6 @@ TEST_PATH = "leakage_test_path"
 ASKED = "leakage_asked"
 SHOWN_PAIRS = 12
 SOURCE = "leakage"
-
-
 
 
 def _remove(store: DecisionStore, fingerprint: str, paths: list[str], what: str) -> str:
@@ -83,9 +81,10 @@ def show(dataset: Dataset, store: DecisionStore) -> None:
         st.caption(f"First {SHOWN_PAIRS} of {len(pairs):,} pairs shown (exact copies first, then by correlation).")
 
 
-def pairs_for_report(dataset: Dataset) -> dict:
+def pairs_for_report(dataset: Dataset, thumbnails: bool = True) -> dict:
     """The leakage the panel was asked for, as the report's pair findings (``{title: items}``; empty when no test set
-    was compared).  Read from the result store, where the panel's search left it."""
+    was compared).  Read from the result store, where the panel's search left it; ``thumbnails`` False for a
+    report that shows none (Markdown)."""
     path = st.session_state.get(ASKED)
     if not path:
         return {}
@@ -93,5 +92,4 @@ def pairs_for_report(dataset: Dataset) -> dict:
         test = state.heldout_dataset(path)
     except (ValueError, OSError):
         return {}  # the panel itself says what is wrong with the path; the report goes out without it
-    pairs = find_leakage(dataset, test, LeakageConfig(), store=state.store())
-    return {leakage_title(dataset, test): report_pairs(pairs, dataset, test, thumbnail_data_url)}
+    return leakage_findings(dataset, [test], store=state.store(), thumbnail=thumbnail_data_url if thumbnails else None)

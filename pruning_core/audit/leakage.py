@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
@@ -71,11 +72,8 @@ def content_hashes(sources: Sequence[ImageSource], *, progress: Optional[Progres
     def work(start: int, stop: int) -> None:
         for i in range(start, stop):
             source = sources[i]
-            if is_file_path(source):
-                with open(source, "rb") as handle:
-                    out[i] = hashlib.sha256(handle.read()).hexdigest()
-            else:
-                out[i] = hashlib.sha256(source.read_bytes()).hexdigest()
+            data = Path(source).read_bytes() if is_file_path(source) else source.read_bytes()
+            out[i] = hashlib.sha256(data).hexdigest()
 
     map_file_chunks(len(sources), work, chunk=512, workers=None, stage="content hashes", progress=progress,
                     cancel=cancel, thread_name="hash")
@@ -246,16 +244,24 @@ def find_leakage(train: "Dataset", test: "Dataset", config: LeakageConfig = Leak
     return leakage_step(train, test, config).run(store, compute).frame("pairs")
 
 
-def leakage_title(train: "Dataset", test: "Dataset") -> str:
-    """How a report names the leakage between two datasets (a split's name carries the split: ``data:test``)."""
-    return f"Train/test leakage: {test.name} ({len(test):,} samples) copying {train.name}"
+def leakage_findings(train: "Dataset", tests: Sequence["Dataset"], *, store: Optional["ResultStore"] = None,
+                     thumbnail: Optional[Callable[[ImageSource], Optional[str]]] = None,
+                     progress: Optional[ProgressCallback] = None) -> dict[str, list[dict]]:
+    """The leakage of each of ``tests`` into ``train`` as a report's pair findings (``audit.report.pair_findings``):
+    ``{title: [{"a": train id, "b": test id, "score": similarity, "a_thumbnail", "b_thumbnail"}, ...]}``.
 
+    The one builder behind ``prunescope report`` and the Overview's downloads.  ``thumbnail`` renders each side from
+    its own dataset; None (a Markdown report shows none) skips the encoding.
+    """
+    def picture(dataset: "Dataset", sample_id: str) -> Optional[str]:
+        return thumbnail(dataset.image_ref(sample_id)) if thumbnail else None
 
-def report_pairs(pairs: pd.DataFrame, train: "Dataset", test: "Dataset",
-                 thumbnail: Optional[Callable[[ImageSource], Optional[str]]] = None) -> list[dict]:
-    """The pairs as a report's pair items (``audit.report.pair_findings``): the training id as ``a``, the test id
-    as ``b``, the similarity as ``score``, and each side's thumbnail read from its own dataset."""
-    return [{"a": str(row.train_id), "b": str(row.test_id), "score": float(row.cosine),
-             "a_thumbnail": thumbnail(train.image_ref(str(row.train_id))) if thumbnail else None,
-             "b_thumbnail": thumbnail(test.image_ref(str(row.test_id))) if thumbnail else None}
-            for row in pairs.itertuples()]
+    found: dict[str, list[dict]] = {}
+    for test in tests:
+        pairs = find_leakage(train, test, store=store, progress=progress)
+        # a split's name carries the split (``data:test``)
+        title = f"Train/test leakage: {test.name} ({len(test):,} samples) copying {train.name}"
+        found[title] = [{"a": str(row.train_id), "b": str(row.test_id), "score": float(row.cosine),
+                         "a_thumbnail": picture(train, str(row.train_id)), "b_thumbnail": picture(test, str(row.test_id))}
+                        for row in pairs.itertuples()]
+    return found
