@@ -154,16 +154,17 @@ with right:
 
 # ----------------------------------------------------------------------------- report
 d1, d2, d3, _ = st.columns([1, 1, 1, 3])
+leakage = leakage_panel.report_leakage(dataset)
 d1.download_button("Report (JSON)", report_json(ov), file_name="prunescope-overview.json", mime="application/json",
                    on_click="ignore")
 d2.download_button("Report (Markdown)", key="report_md",
                    data=lambda: render(ov, frame, ".md", name=dataset.name,
-                                       pairs=leakage_panel.pairs_for_report(dataset, thumbnails=False)),
+                                       pairs=leakage(False)),
                    file_name="prunescope-overview.md", mime="text/markdown", on_click="ignore")
 d3.download_button("Report to share (HTML)", key="report_html",  # built on click: it embeds thumbnails
                    data=lambda: render(ov, frame, ".html", name=dataset.name,
                                        thumbnail=lambda path: thumbnail_data_url(dataset.image_ref(path)),
-                                       pairs=leakage_panel.pairs_for_report(dataset)),
+                                       pairs=leakage(True)),
                    file_name="prunescope-report.html", mime="text/html", on_click="ignore",
                    help="One self-contained file: every finding with its count, threshold and estimate, per-class "
                         "quality, the flip matrix, duplicate groups with thumbnails, the settings and the dataset's "

@@ -8,6 +8,8 @@ test copy under the test set's, so a later prune or a re-made test set can leave
 
 from __future__ import annotations
 
+from typing import Callable
+
 import streamlit as st
 
 from pruning_core.audit.leakage import EXACT, LeakageConfig, find_leakage, leakage_findings
@@ -81,15 +83,23 @@ def show(dataset: Dataset, store: DecisionStore) -> None:
         st.caption(f"First {SHOWN_PAIRS} of {len(pairs):,} pairs shown (exact copies first, then by correlation).")
 
 
-def pairs_for_report(dataset: Dataset, thumbnails: bool = True) -> dict:
-    """The leakage the panel was asked for, as the report's pair findings (``{title: items}``; empty when no test set
-    was compared).  Read from the result store, where the panel's search left it; ``thumbnails`` False for a
-    report that shows none (Markdown)."""
+def report_leakage(dataset: Dataset) -> Callable[[bool], dict]:
+    """What the report downloads list as leakage: a function of ``thumbnails`` (False for Markdown, which shows
+    none) giving the pair findings of the test set the panel was asked for (``{}`` when none).
+
+    The test set and the result store are resolved now, in the page's run: a deferred download's callable runs
+    outside it, where the session state (the asked path) cannot be read.  The pairs come from the store, where
+    the panel's search left them.
+    """
     path = st.session_state.get(ASKED)
-    if not path:
-        return {}
-    try:
-        test = state.heldout_dataset(path)
-    except (ValueError, OSError):
-        return {}  # the panel itself says what is wrong with the path; the report goes out without it
-    return leakage_findings(dataset, [test], store=state.store(), thumbnail=thumbnail_data_url if thumbnails else None)
+    tests = []
+    if path:
+        try:
+            tests = [state.heldout_dataset(path)]
+        except (ValueError, OSError):
+            pass  # the panel itself says what is wrong with the path; the report goes out without it
+    results = state.store()
+
+    def findings(thumbnails: bool = True) -> dict:
+        return leakage_findings(dataset, tests, store=results, thumbnail=thumbnail_data_url if thumbnails else None)
+    return findings
