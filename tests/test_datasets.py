@@ -398,3 +398,19 @@ def test_real_cifar_manifest(cifar_dir, cifar_manifests):
     assert np.bincount(ds.label_ids, minlength=10).sum() == 50_000
     arr, failed = load_image_array(ds.abspaths()[:500], size=32)
     assert arr.shape == (500, 32, 32, 3) and not failed and arr.std() > 10
+
+
+def test_small_images_are_decoded_on_one_thread_and_large_ones_on_several(tmp_path):
+    from pruning_core.data.images import SMALL_IMAGE_BYTES, decode_workers, default_workers
+
+    rng = np.random.default_rng(0)
+    for name, side in (("small", 16), ("large", 96)):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    small = sorted(str(p) for p in (tmp_path / "small").iterdir())
+    large = sorted(str(p) for p in (tmp_path / "large").iterdir())
+    assert os.path.getsize(small[0]) < SMALL_IMAGE_BYTES < os.path.getsize(large[0])
+    assert decode_workers(small) == 1
+    assert decode_workers(large) == default_workers()
+    assert decode_workers(small + [str(tmp_path / "missing.png")] * 100) == 1  # unreadable ones are left out

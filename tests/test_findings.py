@@ -15,7 +15,7 @@ from pruning_core.audit.overview import (
     report_dict,
     report_markdown,
 )
-from pruning_core.dynamics.label_issues import estimated_issue_count
+from pruning_core.dynamics.label_issues import confident_joint_counts, estimated_issue_count
 from pruning_core.scoring.score_info import ScoreInfo
 
 CLASSES = np.array(["ant", "bee", "cow", "dog"])
@@ -196,3 +196,31 @@ def test_reports_carry_the_estimates():
     assert f"≈ {est.count:,.0f} true (90% interval {lo:,.0f}–{hi:,.0f}" in md and est.source in md
     bare = report_dict(overview(frame[["path", "label"]], {}))
     assert all(c["label_quality"] is None for c in bare["class_quality"])
+
+
+def test_the_issue_count_bootstrap_counts_each_resample_as_cleanlab_does_on_the_copied_rows():
+    from cleanlab.count import compute_confident_joint, num_label_issues
+
+    rng = np.random.default_rng(3)
+    n, c = 400, 4
+    labels = rng.integers(0, c, n)
+    logits = rng.normal(0, 1, (n, c))
+    logits[np.arange(n), labels] += rng.choice([2.0, -1.0], n, p=[0.8, 0.2])
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probs[:5] = 1.0 / c  # ties: no class confident or all of them
+    # class 3's rows are confident in class 0 too (0.7 over class 0's threshold), so the larger
+    # probability wins and class 3's diagonal is empty until cleanlab clips it to 1
+    labels[labels == 3] = 2
+    labels[-40:] = 3
+    probs[-40:] = [0.7, 0.0, 0.0, 0.3]
+    probs[labels == 0] = [0.6, 0.2, 0.1, 0.1]
+    for _ in range(5):
+        rows = rng.integers(0, n, n)
+        weights = np.bincount(rows, minlength=n).astype(float)
+        assert np.array_equal(confident_joint_counts(labels, probs, weights),
+                              compute_confident_joint(labels[rows], probs[rows], calibrate=False))
+    recorded = estimated_issue_count(labels, probs, boots=30, seed=7)
+    draws = np.random.default_rng(7)
+    copied = [num_label_issues(labels[r], probs[r], estimation_method="off_diagonal_calibrated")
+              for r in (draws.integers(0, n, n) for _ in range(30))]
+    assert (recorded["low"], recorded["high"]) == tuple(np.percentile(copied, [5, 95]))

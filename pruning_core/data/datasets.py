@@ -314,6 +314,8 @@ def _check_files(
                 return
             sizes[i], mtimes[i], kinds[i], reasons[i] = _check_one(abspaths[i], real_root, check_images)
 
+    if workers is None:
+        workers = images.decode_workers(abspaths) if check_images else images.default_workers()
     images.map_file_chunks(n, work, chunk=chunk, workers=workers, stage=CHECK_STAGE, progress=progress,
                            cancel=cancel, thread_name="check", message="decoding images" if check_images else "stat")
     return sizes, mtimes, kinds, reasons
@@ -548,6 +550,8 @@ def _check_blobs(
             if kind is not None:
                 probs.kind[i], probs.reason[i] = kind, reason
 
+    if workers is None:
+        workers = images.decode_workers([refs[i] for i in idx]) if check_images else images.default_workers()
     images.map_file_chunks(len(idx), work, chunk=chunk, workers=workers, stage=CHECK_STAGE, progress=progress,
                            cancel=cancel, thread_name="check", message="reading members in place")
     return sizes, digests

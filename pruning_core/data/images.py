@@ -287,11 +287,40 @@ def _resize(im: Image.Image, size: int) -> Image.Image:
     return im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
 
 
+SMALL_IMAGE_BYTES = 6_000
+"""Encoded size under which one decode thread beats several: opening and decoding a CIFAR-size JPEG
+is ~90 us of mostly Python (PIL's header parsing and load loop) that holds the GIL, so threads queue
+for it and each extra one slows the pool down (20,000 CIFAR-10 JPEGs at 32 px: 2.5 s on one thread,
+4.1 s on four; 256 px JPEGs of ~7 KB are where threads start to pay; docs/benchmarks.md, "Fewer
+threads for small images")."""
+
+
 def default_workers() -> int:
     """Decode threads: PIL releases the GIL while decoding and resizing, so cores x 2 helps I/O."""
     from pruning_core.runtime.devices import affinity_cpus
 
     return max(1, min(16, affinity_cpus() * 2))
+
+
+def typical_bytes(sources: Sequence[ImageSource], sample: int = 32) -> int:
+    """The median encoded size of ``sample`` evenly spaced ``sources`` (files stat-ed, blobs read);
+    unreadable ones are left out, and 0 means none could be read."""
+    picked = [sources[i] for i in np.unique(np.linspace(0, len(sources) - 1, min(sample, len(sources))).astype(int))]
+    sizes = []
+    for source in picked:
+        try:
+            sizes.append(os.stat(source).st_size if is_file_path(source) else len(source.read_bytes()))
+        except (OSError, ValueError):
+            continue
+    return int(np.median(sizes)) if sizes else 0
+
+
+def decode_workers(sources: Sequence[ImageSource]) -> int:
+    """Threads for decoding ``sources``: one when they are small images (:data:`SMALL_IMAGE_BYTES`), where
+    the GIL serialises the work anyway, else :func:`default_workers`."""
+    if not sources:
+        return 1
+    return 1 if typical_bytes(sources) < SMALL_IMAGE_BYTES else default_workers()
 
 
 def map_file_chunks(
@@ -372,7 +401,7 @@ def load_image_array(
         return errors
 
     failed: dict[int, str] = {}
-    for errors in map_file_chunks(n, work, chunk=chunk, workers=workers, stage=stage, progress=progress,
+    for errors in map_file_chunks(n, work, chunk=chunk, workers=workers or decode_workers(paths), stage=stage, progress=progress,
                                   cancel=cancel, thread_name="decode"):
         failed.update(errors)
     return out, dict(sorted(failed.items()))
@@ -386,6 +415,7 @@ __all__ = [
     "WHITE",
     "Cancelled",
     "check_image",
+    "decode_workers",
     "default_workers",
     "image_size",
     "is_file_path",

@@ -115,6 +115,32 @@ def label_issue_scores(
     return frame, infos
 
 
+def confident_joint_counts(labels: np.ndarray, pred_probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """cleanlab's uncalibrated confident joint of a row resample given as per-row counts, without copying rows.
+
+    ``weights[i]`` is how often row ``i`` is drawn.  Equal to
+    ``cleanlab.count.compute_confident_joint(labels[rows], pred_probs[rows], calibrate=False)`` (weighted
+    per-class thresholds, the same ``- 1e-6`` slack, the same tie rules and the diagonal clipped at 1), but one
+    pass over the original ``N x C`` array instead of a copy and cleanlab's input checks per resample: what makes
+    a 100-resample bootstrap of 50,000 rows take tenths of a second instead of seconds.
+    """
+    from cleanlab.internal.constants import CONFIDENT_THRESHOLDS_LOWER_BOUND
+
+    c = pred_probs.shape[1]
+    per_class = np.bincount(labels, weights=weights, minlength=c)
+    summed = np.zeros(c)
+    np.add.at(summed, labels, weights * pred_probs[np.arange(len(labels)), labels])
+    thresholds = np.where(per_class > 0, summed / np.maximum(per_class, 1), 2.0)  # 2: cleanlab's absent class
+    confident = pred_probs >= np.clip(thresholds, CONFIDENT_THRESHOLDS_LOWER_BOUND, None) - 1e-6
+    n_confident = confident.sum(axis=1)
+    guess = np.where(n_confident > 1, pred_probs.argmax(axis=1), confident.argmax(axis=1))
+    counted = weights * (n_confident > 0)
+    joint = np.bincount(labels * c + guess, weights=counted, minlength=c * c).reshape(c, c)
+    joint = np.rint(joint).astype(np.int64)
+    np.fill_diagonal(joint, joint.diagonal().clip(min=1))
+    return joint
+
+
 def estimated_issue_count(labels: Any, pred_probs: np.ndarray, *, level: float = 0.9, boots: int = 100,
                           seed: int = 0) -> dict:
     """cleanlab's estimate of how many labels are wrong, with a bootstrap interval, for the score table's settings.
@@ -123,9 +149,11 @@ def estimated_issue_count(labels: Any, pred_probs: np.ndarray, *, level: float =
     calibrated so its rows sum to the label counts, off-diagonal mass = estimated wrong labels.
     The interval recomputes it on ``boots`` row resamples (seeded): how much the count moves with
     the sample, not the proxy's own bias (a weak proxy overcounts: docs/benchmarks.md), so the Overview
-    shows it as evidence beside the mislabel finding's estimate, not as the estimate.
+    shows it as evidence beside the mislabel finding's estimate, not as the estimate.  Each resample is
+    counted as :func:`confident_joint_counts` weights, then calibrated by cleanlab's own functions, so a
+    resample's count is the one ``num_label_issues`` gives on the copied rows.
     """
-    from cleanlab.count import num_label_issues
+    from cleanlab.count import calibrate_confident_joint, estimate_joint, num_label_issues
 
     y = np.asarray(labels).astype(np.int64, copy=False)
     p = np.asarray(pred_probs, dtype=np.float64)
@@ -134,9 +162,12 @@ def estimated_issue_count(labels: Any, pred_probs: np.ndarray, *, level: float =
     rng = np.random.default_rng(seed)
     counts = []
     for _ in range(boots):
-        rows = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[rows])) == p.shape[1]:  # cleanlab needs every class present
-            counts.append(num_label_issues(y[rows], p[rows], estimation_method="off_diagonal_calibrated"))
+        weights = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y))
+        drawn = np.repeat(y, weights)
+        if len(np.unique(drawn)) == p.shape[1]:  # cleanlab needs every class present
+            joint = confident_joint_counts(y, p, weights.astype(np.float64))
+            calibrated = calibrate_confident_joint(joint, drawn)
+            counts.append(int(np.rint((1.0 - estimate_joint(drawn, p, confident_joint=calibrated).trace()) * len(y))))
     tail = 100 * (1 - level) / 2
     low, high = (np.percentile(counts, [tail, 100 - tail]) if counts else (count, count))
     return {"estimated_issues": count, "low": float(low), "high": float(high), "level": level,

@@ -137,8 +137,12 @@ class _ParquetImages:
                 return self.groups[g]
             array = self.parquet.read_row_group(g, columns=[self.column]).column(0).combine_chunks()
             self.groups[g] = _bytes_of(array, self.field)
-            while len(self.groups) > ROW_GROUP_CACHE:
-                self.groups.popitem(last=False)
+            if len(self.groups) > ROW_GROUP_CACHE:
+                while len(self.groups) > ROW_GROUP_CACHE:
+                    self.groups.popitem(last=False)
+                # arrow's default pool (mimalloc) keeps freed pages: without this a 50,000-row pass holds ~90 MB
+                # more than it uses (docs/benchmarks.md, "Fewer threads for small images")
+                pa.default_memory_pool().release_unused()
             return self.groups[g]
 
     def cell(self, row: int) -> Optional[bytes]:
