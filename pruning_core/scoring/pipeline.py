@@ -339,13 +339,18 @@ def dynamics_score_table(
     return table
 
 
+IMAGE_QUALITY_SCHEMA = 2
+"""Raised when the image-quality columns change meaning; 2: ``image.blurry`` leaves out the edge image's border."""
+
+
 def image_quality_step(dataset: Dataset, config: QualityConfig) -> CachedStep:
     """The cache step of :func:`image_quality_score_table`: keyed by the dataset's content, CleanVision's
-    version and every parameter it is given (thresholds, normalising factors)."""
+    version, every parameter it is given (thresholds, normalising factors) and :data:`IMAGE_QUALITY_SCHEMA`."""
     from cleanvision import __version__
 
     return CachedStep("image-quality", dataset.fingerprint, {"cleanvision": __version__,
-                                                             "params": config.cleanvision_params()},
+                                                             "params": config.cleanvision_params(),
+                                                             "schema": IMAGE_QUALITY_SCHEMA},
                       dataset=dataset.name, label="the image-quality scores")
 
 
