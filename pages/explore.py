@@ -14,7 +14,7 @@ from ui import background, map_sources
 from ui import review_state as rs
 from ui import state
 from ui.gallery import row_name, show_gallery
-from ui.map_component import colour_flags, hover_detail, hover_rows, map_payload, scatter_map
+from ui.map_component import colour_flags, hover_detail, hover_rows, map_payload, prefetch_rows, scatter_map
 from ui.similar import show_similar
 
 MAX_HOVER_SCORES = 8
@@ -26,6 +26,7 @@ SCORES = "two scores"
 MAP_KEY = "explore_map_events"
 SENT = "_explore_map_sent"  # the version of the points the browser has
 ASKED = "_explore_map_asked"  # the event in which a remounted map last asked for its points
+PREFETCHED = "_explore_map_prefetched"  # the event whose prefetch request was last answered
 
 st.title("Explore")
 scored = state.require_scored_dataset()
@@ -113,20 +114,24 @@ else:
 
 # A hover or a selection reruns the page; the points go to the browser only when they changed (or a
 # remounted map asks for them), so a hover costs the page script and a few thumbnails (the hovered point's and
-# its neighbours', which then show without a rerun), not a 6 MB resend.
+# its neighbours', which then show without a rerun), not a 6 MB resend.  While nobody waits on a hover the map
+# asks for batches of thumbnails around its view (answered once per request), so most first hovers need no rerun.
 # (Not a fragment: Streamlit remounts a component inside a fragment on every full run, losing zoom.)
 events = st.session_state.get(MAP_KEY) or {}
-hover = None
+detail_rows: list[int] = []
 if events.get("hover") is not None and int(events["hover"]) in frame.index:  # the hovered point and its neighbours
-    extra = colour_values if colour in flags and colour != "label" else None
-    hover = [hover_detail(dataset, frame, row, hover_scores, extra)
-             for row in hover_rows(x, y, frame.index.to_numpy(), int(events["hover"]))]
+    detail_rows = hover_rows(x, y, frame.index.to_numpy(), int(events["hover"]))
+if events.get("prefetch") and events.get("seq") != st.session_state.get(PREFETCHED):
+    st.session_state[PREFETCHED] = events.get("seq")
+    detail_rows += prefetch_rows(events["prefetch"], frame.index)
+extra = colour_values if colour in flags and colour != "label" else None
+hover = [hover_detail(dataset, frame, row, hover_scores, extra) for row in dict.fromkeys(detail_rows)] or None
 asked = events.get("need_points") and events.get("seq") != st.session_state.get(ASKED)
 if asked:
     st.session_state[ASKED] = events.get("seq")
 send = asked or st.session_state.get(SENT) != payload["version"]
 events = scatter_map(payload if send else None, hover=hover, selected=events.get("selected", []), height=MAP_HEIGHT,
-                     key=MAP_KEY) or {}
+                     key=MAP_KEY, prefetch=preview is None) or {}  # not while the preview's fragment polls
 st.session_state[SENT] = payload["version"]
 selected = [int(r) for r in events.get("selected", [])]
 rows = pd.Index(selected).intersection(frame.index)

@@ -17,11 +17,13 @@ def test_hovering_a_point_shows_its_own_thumbnail(demo_assets, isolated_cache):
     from PIL import Image
 
     from pruning_core.data.datasets import load_dataset
-    from ui.map_component import THUMB_SIZE
+    from ui.map_component import PREFETCH_BATCH, THUMB_SIZE
 
     samples = load_dataset(demo_assets.manifest, root=demo_assets.root).samples
     with app_page(isolated_cache, "Explore", height=1300) as page:
         frame = umap_frame(page)
+        # nothing hovered yet: the idle map has asked for thumbnails around its view on its own
+        frame.wait_for_function(f"() => window.mapThumbs() >= {2 * PREFETCH_BATCH}", timeout=60_000)
         point = isolated_point(frame)
         box = page.locator(MAP_IFRAME).first.bounding_box()
         start = time.time()

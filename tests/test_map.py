@@ -98,3 +98,13 @@ def test_a_hover_prefetches_the_nearest_drawn_points_hovered_first():
     assert hover_rows(x, y, rows, 100, k=3) == [100, 105, 102, 104]  # itself, then by distance; no NaN point
     assert hover_rows(x, y, rows, 101, k=10) == [101, 104, 102, 105, 100]  # never more than are drawn
     assert hover_rows(x, y, rows, 999) == [999]  # not on the map: only itself
+
+
+def test_a_prefetch_request_serves_only_rows_of_the_table_in_the_order_asked_and_at_most_a_batch():
+    import pandas as pd
+
+    from ui.map_component import prefetch_rows
+
+    rows = pd.Index([3, 5, 8, 13])
+    assert prefetch_rows([8, 99, 3, "../etc/passwd", 5.0, 5.5, True, None], rows) == [8, 3, 5]
+    assert prefetch_rows([13, 8, 5, 3], rows, limit=2) == [13, 8]

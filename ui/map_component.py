@@ -4,10 +4,11 @@ Why not ``st.plotly_chart``: its hover cannot show images.  Why not embedding-at
 dependency list (it brings 60 packages, an LLM/sentence-transformers stack among them, and its
 selection comes back as SQL for DuckDB).  This component draws the same plotly.js scattergl, fed
 compact base64 arrays instead of a figure JSON (so 200,000 points cost ~6 MB and no per-point hover
-text), and asks the server for one thumbnail at a time when the pointer rests on a point.
+text), and asks the server for one thumbnail at a time when the pointer rests on a point, and, while
+nobody waits on a hover, for batches of the thumbnails around the view's centre (:data:`PREFETCH_BATCH`).
 
 Safety: thumbnails are made by the server for a *row of the dataset* (never a path from the browser)
-and sent inline as data URIs; the component's folder holds only its page and plotly.js, which
+and sent inline as data URIs (a prefetch names rows too); the component's folder holds only its page and plotly.js, which
 Streamlit serves on its own loopback port (nothing from a CDN).
 """
 
@@ -176,18 +177,42 @@ def hover_rows(x: np.ndarray, y: np.ndarray, rows: np.ndarray, hovered: int, k: 
     return [int(rows[i]) for i in nearest if np.isfinite(distance[i])]
 
 
-def scatter_map(payload: Optional[dict], *, hover: Optional[list[dict]], selected: Sequence[int], height: int, key: str
-                ) -> Optional[dict]:
-    """Draw the map; returns ``{"selected": [rows], "hover": row, "seq", "need_points"}`` or None before any event.
+PREFETCH_BATCH = 200
+"""Thumbnails one idle-time prefetch rerun sends: the browser asks for the points nearest the view's centre
+that it has no thumbnail for, a batch at a time while the pointer is not waiting on a hover, so the first
+hover in a region shows its image without a rerun (docs/benchmarks.md, "Hover thumbnails prefetched")."""
+PREFETCH_LIMIT = 3000
+"""Thumbnails a map prefetches at most (~3 KB each as a 128 px JPEG): the whole demo; on a larger map the
+region around the view's centre, and hovers elsewhere ask as before."""
+
+
+def prefetch_rows(asked: Sequence, rows: pd.Index, limit: int = PREFETCH_BATCH) -> list[int]:
+    """The rows of an idle-time prefetch request that exist in ``rows``, in the order asked, at most ``limit``:
+    the browser names rows, never paths, and the server makes each row's thumbnail from the dataset's own file."""
+    wanted: list[int] = []
+    for r in asked:
+        if isinstance(r, (int, float)) and not isinstance(r, bool) and int(r) == r and int(r) in rows:
+            wanted.append(int(r))
+            if len(wanted) == limit:
+                break
+    return wanted
+
+
+def scatter_map(payload: Optional[dict], *, hover: Optional[list[dict]], selected: Sequence[int], height: int, key: str,
+                prefetch: bool = True) -> Optional[dict]:
+    """Draw the map; returns ``{"selected": [rows], "hover": row, "prefetch": [rows], "seq", "need_points"}`` or
+    None before any event.
 
     ``hover`` is a list of :func:`hover_detail` (the hovered row's first); the browser keeps every one it
     was sent for the life of the map, so a point it holds shows its image without asking again.
 
     ``payload=None`` keeps the points the browser already has (a hover rerun need not resend them).
     ``selected`` is the selection the page acts on: a remounted map (after visiting another page)
-    starts from it rather than from nothing.
+    starts from it rather than from nothing.  ``prefetch=False`` stops the idle-time thumbnail requests (while
+    a page polls for something else, each would rerun it).
     """
-    return _component()(data=payload, hover=hover, selected=list(selected), height=height, key=key, default=None)
+    return _component()(data=payload, hover=hover, selected=list(selected), height=height, key=key, default=None,
+                        prefetch_batch=PREFETCH_BATCH, prefetch_limit=PREFETCH_LIMIT if prefetch else 0)
 
 
 def colour_flags(frame: pd.DataFrame, decision: pd.Series, tagged: dict[str, set]) -> dict[str, Callable[[], pd.Series]]:
