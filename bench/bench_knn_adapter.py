@@ -3,6 +3,7 @@
     python bench/bench_knn_adapter.py --threads 2                      # N=50,000, D=512, random
     python bench/bench_knn_adapter.py --threads 2 --data clip-like --skip-old
     python bench/bench_knn_adapter.py --threads 2 --skip-old --skip-graph --skip-adapter --repeat 2
+    python bench/bench_knn_adapter.py --threads 2 --data clip-like --skip-old --skip-graph --skip-adapter --scores --repeat 2
 
 * k-NN scores: the two passes :func:`clip_scores` makes (same-class k=10 for diversity, all-pairs
   k=32 for outlier and duplicates) through the blocked torch k-NN the library used before (kept here
@@ -36,7 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pruning_core.clip_scores import ClipAdapter, KnnConfig, knn, unit_rows  # noqa: E402
+from pruning_core.clip_scores import ClipAdapter, KnnConfig, knn, knn_scores, unit_rows  # noqa: E402
+from pruning_core.clip_scores.neighbors import mean_distance  # noqa: E402
 from pruning_core.clip_scores.adapter import FIT_CPU_THREADS  # noqa: E402
 
 
@@ -125,6 +127,8 @@ def main() -> None:
     ap.add_argument("--graph-ef-construction", type=int, default=KnnConfig.ef_construction,
                     help="efConstruction of the forced HNSW row (default: KnnConfig's)")
     ap.add_argument("--repeat", type=int, default=1, help="k-NN before/after pairs to run, alternating")
+    ap.add_argument("--scores", action="store_true",
+                    help="also time knn_scores (what the product runs: the all-pairs pass, diversity read from it)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,6 +162,12 @@ def main() -> None:
         half_all = timed("half-matrix self-search: all-pairs k=32", lambda: self_search(32, None, "all-pairs"))
         if not args.skip_old:
             old_all = timed("torch blocked (before): all-pairs k=32", lambda: torch_blocked_knn(x, 32))
+        if args.scores:
+            cols, _ = timed("knn_scores: all-pairs k=32, diversity read from it (what the product runs)",
+                            lambda: knn_scores(x, labels, k=10, dup_threshold=0.95, family="clip", device="cpu"))
+            two_pass = mean_distance(knn(x, x, 10, True, labels, device="cpu", config=half)[0])
+            print(f"  -> diversity vs the same-class pass: max |difference| "
+                  f"{np.nanmax(np.abs(cols['clip.diversity'] - two_pass)):.2e}", flush=True)
     if not args.skip_knn:
         for name, a, b in (("same-class", half_div, new_div), ("all-pairs", half_all, new_all)):
             same, tied = same_sets(x, a, b)

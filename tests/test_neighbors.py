@@ -197,3 +197,19 @@ def test_the_screen_floor_is_sound_and_not_loose(kth, e0):
     assert v + u * abs(v) + e0 < worst_kth
     above = kth - 0.9 * (kth - floor)
     assert above + u * abs(above) + e0 >= worst_kth
+
+
+@pytest.mark.parametrize("classes", [6, 40])  # clusters of ~50, and classes smaller than k + 1 (NaN padding)
+@pytest.mark.parametrize("listed", [5, 12, 299])  # too short for most rows, enough for many, every other row
+def test_same_class_neighbours_read_from_the_all_pairs_list_equal_a_same_class_search(classes, listed):
+    from pruning_core.clip_scores.neighbors import same_group_neighbors
+
+    rng = np.random.default_rng(classes + listed)
+    x = rng.normal(size=(300, 16))
+    x[[5, 9]] = x[7]  # exact duplicates: ties with the row itself
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    groups = rng.integers(0, classes, 300)
+    read = same_group_neighbors(x, groups, 4, knn(x, x, listed, True, device="cpu"), device="cpu")
+    searched = knn(x, x, 4, True, groups, device="cpu")
+    np.testing.assert_allclose(read[0], searched[0], atol=1e-6)  # NaN where a class has fewer than 5 members
+    assert ((read[1] == searched[1]) | np.isclose(read[0], searched[0], atol=1e-6)).all()  # the same rows but for ties

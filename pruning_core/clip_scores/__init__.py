@@ -119,22 +119,26 @@ def knn_scores(
     """The k-NN scores of any embedding (CLIP's, or a user's ``--features``): ``<family>.diversity``,
     ``<family>.outlier``, ``<family>.duplicate_group`` and ``<family>.duplicate_count``.
 
-    One all-pairs pass (``max(k, max_dup_neighbors)`` neighbours) serves both the outlier score and the
-    duplicate links; the same-class pass for diversity is C times cheaper.  ``space`` prefixes the
-    score descriptions (which embedding they were computed in) for a family other than ``clip``;
-    ``on_stage`` is called between the two passes (the CLIP producer's progress stages).
+    One all-pairs pass (``max(k, max_dup_neighbors)`` neighbours) serves the outlier score, the
+    duplicate links and, for the rows whose nearest neighbours hold k of their own class, diversity
+    (:func:`~pruning_core.clip_scores.neighbors.same_group_neighbors`; the others are searched within
+    their class).  ``space`` prefixes the score descriptions (which embedding they were computed in) for
+    a family other than ``clip``; ``on_stage`` is called between the two passes (the CLIP producer's
+    progress stages).
     """
     blocks = knn_block_bytes(device)
-    cols: dict[str, np.ndarray] = {}
-    cols[f"{family}.diversity"] = diversity_sds(img, label_ids, k, device=device, block_bytes=blocks, cancel=cancel)
-    if on_stage is not None:
-        on_stage()
     kk = max(k, max_dup_neighbors)
     dist, ind = knn(img, img, kk, True, device=device, block_bytes=blocks, progress=throttled(progress), cancel=cancel)
-    cols[f"{family}.outlier"] = mean_distance(dist[:, :k])
     group, count = near_duplicate_groups(img, dup_threshold, neighbors=(dist, ind))
-    cols[f"{family}.duplicate_group"] = group
-    cols[f"{family}.duplicate_count"] = count
+    if on_stage is not None:
+        on_stage()
+    cols: dict[str, np.ndarray] = {
+        f"{family}.diversity": diversity_sds(img, label_ids, k, (dist, ind), device=device, block_bytes=blocks,
+                                             cancel=cancel),
+        f"{family}.outlier": mean_distance(dist[:, :k]),
+        f"{family}.duplicate_group": group,
+        f"{family}.duplicate_count": count,
+    }
     infos = {}
     for name in KNN_SCORES:
         info = SCORE_INFOS[f"clip.{name}"]
@@ -174,7 +178,7 @@ def clip_scores(
     stages = ["label alignment", "zero-shot"]
     if captions_emb is not None:
         stages.append("caption alignment")
-    stages += ["diversity (same-class k-NN)", "outlier + duplicates (k-NN)"]
+    stages += ["outlier + duplicates (k-NN)", "diversity (same-class k-NN)"]
     total = len(stages)
     done = 0
 

@@ -540,14 +540,51 @@ def mean_distance(dist: np.ndarray) -> np.ndarray:
         return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan).astype(np.float32)
 
 
-def diversity_sds(img: ArrayLike, label_ids: ArrayLike, k: int, **options: Unpack[KnnOptions]) -> np.ndarray:
+def diversity_sds(img: ArrayLike, label_ids: ArrayLike, k: int,
+                  neighbors: Optional[tuple[np.ndarray, np.ndarray]] = None, **options: Unpack[KnnOptions]) -> np.ndarray:
     """SDS ``(N,)``: mean cosine distance to the ``k`` nearest same-class neighbours. Low = redundant.
 
     A class with fewer than k+1 members uses the neighbours it has; a sample alone in its class
     has no neighbour and gets NaN (it is unique, not redundant; callers decide how to fill).
+    ``neighbors``: a precomputed all-pairs ``knn(img, img, K)`` to read them from
+    (:func:`same_group_neighbors`); only the rows it cannot answer are searched.
     """
     ids = as_label_ids(label_ids, int(img.shape[0]))
-    return mean_distance(knn(img, img, k, True, ids, **options)[0])
+    if neighbors is None:
+        return mean_distance(knn(img, img, k, True, ids, **options)[0])
+    return mean_distance(same_group_neighbors(img, ids, k, neighbors, **options)[0])
+
+
+def same_group_neighbors(img: ArrayLike, groups: np.ndarray, k: int, neighbors: tuple[np.ndarray, np.ndarray],
+                         **options: Unpack[KnnOptions]) -> tuple[np.ndarray, np.ndarray]:
+    """``knn(img, img, k, True, groups)`` read from a precomputed all-pairs ``neighbors = knn(img, img, K)``.
+
+    A row's K nearest overall hold its nearest same-group rows in order, so a row with at least ``k`` of
+    them there (or whose list covers every other row) needs no search; the rest, few when groups are
+    clusters (every row of CLIP-like data at K = 32, k = 10), are searched within their group.  Saves the
+    second pass over the similarity matrix; equal to it but for ties (docs/benchmarks.md, "Diversity read
+    from the all-pairs neighbours").
+    """
+    dist_all, ind_all = neighbors
+    n = len(groups)
+    same = (ind_all >= 0) & (groups[np.clip(ind_all, 0, None)] == groups[:, None])
+    found = same.sum(axis=1)
+    # each row's first k same-group columns, in distance order (a stable sort keeps the order within)
+    order = np.argsort(~same, axis=1, kind="stable")[:, :k]
+    dist = np.full((n, k), np.nan, dtype=np.float32)
+    ind = np.full((n, k), -1, dtype=np.int64)
+    take = np.take_along_axis(same, order, axis=1)
+    dist[:, : order.shape[1]] = np.where(take, np.take_along_axis(dist_all, order, axis=1), np.nan)
+    ind[:, : order.shape[1]] = np.where(take, np.take_along_axis(ind_all, order, axis=1), -1)
+    complete = ind_all.shape[1] >= n - 1  # the list is every other row: what it holds is all there is
+    search = np.flatnonzero(found < k) if not complete else np.zeros(0, dtype=np.int64)
+    if len(search):
+        x = _unit_float32(img)
+        d, i = knn(x[search], x, k + 1, False, groups, query_group=groups[search], **options)
+        # self sorted last, then the first k: where exact duplicates pushed self past the k + 1, those k are copies too
+        keep = np.argsort(i == search[:, None], axis=1, kind="stable")[:, :k]
+        dist[search], ind[search] = np.take_along_axis(d, keep, axis=1), np.take_along_axis(i, keep, axis=1)
+    return dist, ind
 
 
 def outlier_score(img: ArrayLike, k: int, **options: Unpack[KnnOptions]) -> np.ndarray:
