@@ -334,8 +334,8 @@ def train_tiny_clip(
             running += loss.item()
             step += 1
             left = (time.perf_counter() - started) / step * (total_steps - step)
-            report(progress, TRAINING_STAGE, step, total_steps,
-                   f"epoch {epoch + 1}/{epochs}, loss {running / (b + 1):.3f}, about {format_seconds(left)} left")
+            when = "done" if step == total_steps else f"about {format_seconds(left)} left"
+            report(progress, TRAINING_STAGE, step, total_steps, f"epoch {epoch + 1}/{epochs}, loss {running / (b + 1):.3f}, {when}")
     with torch.no_grad():
         full_embedding.weight[used_tokens] = model.token_embedding.weight
     model.token_embedding = full_embedding
