@@ -54,15 +54,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    """The dataset named on the command line ('demo' builds or reuses the built-in one), and the demo's assets."""
-    from pruning_core.data.datasets import load_dataset
+    """The dataset named on the command line ('demo' builds or reuses the built-in one), and the demo's assets.
 
+    Files that decoded at an earlier load (same size and mtime) are not decoded again (the store's ledger)."""
+    from pruning_core.data.datasets import load_dataset
+    from pruning_core.data.ledger import LEDGER_FOLDER
+
+    ledger_dir = _store(args).root / LEDGER_FOLDER
     if args.data == DEMO:
         from pruning_core.demo.dataset import ensure_demo
 
         assets = ensure_demo(progress=TqdmProgress())
-        return load_dataset(assets.manifest, progress=TqdmProgress()), assets
-    return load_dataset(args.data, root=args.root, format=args.format, split=args.split, progress=TqdmProgress()), None
+        return load_dataset(assets.manifest, progress=TqdmProgress(), ledger_dir=ledger_dir), assets
+    return load_dataset(args.data, root=args.root, format=args.format, split=args.split, progress=TqdmProgress(),
+                        ledger_dir=ledger_dir), None
 
 
 def _add_format_args(command: argparse.ArgumentParser) -> None:

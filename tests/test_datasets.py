@@ -414,3 +414,44 @@ def test_small_images_are_decoded_on_one_thread_and_large_ones_on_several(tmp_pa
     assert decode_workers(small) == 1
     assert decode_workers(large) == default_workers()
     assert decode_workers(small + [str(tmp_path / "missing.png")] * 100) == 1  # unreadable ones are left out
+
+
+def test_a_file_that_decoded_before_is_not_decoded_again_until_it_changes(tmp_path, monkeypatch):
+    import pruning_core.data.images as images_module
+
+    root = make_folder(tmp_path / "data")
+    ledger = tmp_path / "store" / "checked"
+    real_check = images_module.check_image
+    decoded: list[str] = []
+    monkeypatch.setattr(images_module, "check_image", lambda path, **kw: decoded.append(str(path)) or real_check(path, **kw))
+
+    first = load_image_folder(root, ledger_dir=ledger, workers=1)
+    assert len(decoded) == 6 and first.report.n_valid == 6
+    decoded.clear()
+    again = load_image_folder(root, ledger_dir=ledger, workers=1)
+    assert decoded == [] and again.fingerprint == first.fingerprint  # all six stat-ed, none decoded
+
+    broken = root / "dog" / "1.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # a new size (and mtime): decoded again, and caught
+    later = load_image_folder(root, ledger_dir=ledger, workers=1)
+    assert decoded == [str(broken)] and later.report.n_valid == 5
+    decoded.clear()
+    load_image_folder(root, ledger_dir=ledger, workers=1)
+    assert decoded == [str(broken)]  # a failing file is never recorded: checked every time
+
+    for entry in ledger.iterdir():
+        entry.write_bytes(b"not a parquet file")  # a damaged ledger: every file is decoded, none wrongly trusted
+    decoded.clear()
+    assert load_image_folder(root, ledger_dir=ledger, workers=1).report.n_valid == 5 and len(decoded) == 6
+    decoded.clear()
+    load_image_folder(root, ledger_dir=ledger, workers=1)
+    assert decoded == [str(broken)]  # and it was written afresh
+
+
+def test_a_ledger_that_cannot_be_written_costs_only_the_next_load_its_decodes(tmp_path, caplog):
+    root = make_folder(tmp_path / "data")
+    blocked = tmp_path / "store-is-a-file"
+    blocked.write_text("")  # the ledger's folder cannot be made here
+    dataset = load_image_folder(root, ledger_dir=blocked / "checked", workers=1)
+    assert dataset.report.n_valid == 6
+    assert any("validation ledger" in r.getMessage() for r in caplog.records)

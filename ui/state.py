@@ -21,6 +21,7 @@ import streamlit as st
 from cache.store import ResultStore
 from pruning_core.runtime import executors
 from pruning_core.data.datasets import Dataset, DatasetError, load_dataset
+from pruning_core.data.ledger import LEDGER_FOLDER
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.audit.suggest import with_suggestions
 from pruning_core.selection import SelectionPreview
@@ -86,11 +87,12 @@ def check_source(source: DatasetSource) -> None:
 
 @st.cache_resource(show_spinner="Loading and validating the dataset…", max_entries=4)
 def _load(source: DatasetSource) -> Dataset:
+    ledger_dir = store().root / LEDGER_FOLDER  # files that decoded before are not decoded again
     if source.kind == "demo":
-        return load_dataset(demo_assets().manifest)
+        return load_dataset(demo_assets().manifest, ledger_dir=ledger_dir)
     check_source(source)
     return load_dataset(source.path.strip(), root=Path(source.root).expanduser() if source.root else None,
-                        format=source.format or None, split=source.split or None)
+                        format=source.format or None, split=source.split or None, ledger_dir=ledger_dir)
 
 
 def other_split(split: str) -> Dataset:

@@ -31,6 +31,7 @@ import pandas as pd
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.data import images, readers
+from pruning_core.data.ledger import CheckLedger, open_ledger
 from pruning_core.data.readers.base import LoadedBlob, Scan
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check
 from pruning_core.runtime.safety import check_dataset_root
@@ -259,8 +260,10 @@ def _is_inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _check_one(abspath: str, real_root: str, check_images: bool) -> tuple[int, int, Optional[str], Optional[str]]:
-    """Stat one file once (lstat, plus realpath for symlinks) and optionally decode it.
+def _check_one(abspath: str, real_root: str, check_images: bool, ledger: Optional[CheckLedger] = None,
+               ) -> tuple[int, int, Optional[str], Optional[str]]:
+    """Stat one file once (lstat, plus realpath for symlinks) and optionally decode it (not when ``ledger``
+    says it decoded at this size and mtime).
 
     Returns ``(size, mtime_ns, kind, reason)``; ``kind`` is None when the file is fine.
     """
@@ -285,7 +288,7 @@ def _check_one(abspath: str, real_root: str, check_images: bool) -> tuple[int, i
         return 0, 0, KIND_NOT_IMAGE, "not a regular file"
     if st.st_size == 0:
         return 0, st.st_mtime_ns, KIND_EMPTY_FILE, images.REASON_EMPTY
-    if check_images:
+    if check_images and not (ledger is not None and ledger.decoded(abspath, st.st_size, st.st_mtime_ns)):
         reason = images.check_image(abspath, size=st.st_size)
         if reason is not None:
             return st.st_size, st.st_mtime_ns, _IMAGE_REASON_KIND.get(reason, KIND_CORRUPT), reason
@@ -300,8 +303,10 @@ def _check_files(
     cancel: Optional[CancelToken],
     workers: Optional[int] = None,
     chunk: int = 512,
+    ledger: Optional[CheckLedger] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run :func:`_check_one` over all files in a thread pool, reporting progress per chunk."""
+    """Run :func:`_check_one` over all files in a thread pool, reporting progress per chunk; the files that
+    decoded go into ``ledger``."""
     n = len(abspaths)
     sizes = np.zeros(n, dtype=np.int64)
     mtimes = np.zeros(n, dtype=np.int64)
@@ -312,12 +317,15 @@ def _check_files(
         for i in range(start, stop):
             if cancel is not None and cancel.cancelled:
                 return
-            sizes[i], mtimes[i], kinds[i], reasons[i] = _check_one(abspaths[i], real_root, check_images)
+            sizes[i], mtimes[i], kinds[i], reasons[i] = _check_one(abspaths[i], real_root, check_images, ledger)
 
     if workers is None:
         workers = images.decode_workers(abspaths) if check_images else images.default_workers()
     images.map_file_chunks(n, work, chunk=chunk, workers=workers, stage=CHECK_STAGE, progress=progress,
                            cancel=cancel, thread_name="check", message="decoding images" if check_images else "stat")
+    if ledger is not None and check_images:
+        ok = np.flatnonzero(np.equal(kinds, None))
+        ledger.record([abspaths[i] for i in ok], sizes[ok], mtimes[ok])
     return sizes, mtimes, kinds, reasons
 
 
@@ -413,6 +421,7 @@ def from_frame(
     extra_issues: Optional[list[Issue]] = None,
     expected_classes: Optional[list[str]] = None,
     workers: Optional[int] = None,
+    ledger_dir: Optional[os.PathLike | str] = None,
 ) -> Dataset:
     """Validate an in-memory table with ``path`` and ``label`` (optional ``caption``, extras).
 
@@ -421,7 +430,9 @@ def from_frame(
     for image folders); ``expected_classes`` are classes that should exist (image folders)
     and get a warning when they end up with no valid sample.  Cheap vectorised checks run
     first and each row keeps the first reason that applies, so the per-file work (stat,
-    decode) only touches rows that are still valid.
+    decode) only touches rows that are still valid.  ``ledger_dir``: where the record of files that
+    decoded is kept (:mod:`pruning_core.data.ledger`; the result store's ``checked/``): an unchanged file
+    is not decoded again.  None decodes every file.
     """
     root_path = Path(root).expanduser()
     root_lexical = os.path.abspath(root_path)
@@ -446,7 +457,8 @@ def from_frame(
         KIND_OUTSIDE,
         "folder resolves outside the dataset root (symlink)",
     )
-    sizes, mtimes = _check_valid_files(rel, root_lexical, root_real, probs, check_images, progress, cancel, workers)
+    sizes, mtimes = _check_valid_files(rel, root_lexical, root_real, probs, check_images, progress, cancel, workers,
+                                       open_ledger(ledger_dir, root_real) if check_images else None)
     return _finish(frame, rel, labels, probs, row_no, extra_issues or [], expected_classes or [], sizes, mtimes,
                    name=name or Path(root_real).name, root=Path(root_real))
 
@@ -585,13 +597,14 @@ def _check_valid_files(
     progress: Optional[ProgressCallback],
     cancel: Optional[CancelToken],
     workers: Optional[int],
+    ledger: Optional[CheckLedger] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stat (and optionally decode) the rows still valid, threaded; flag failures; return sizes and mtimes."""
     n = len(rel)
     idx = np.flatnonzero(probs.ok)
     abspaths = [os.path.join(root_lexical, p) for p in rel.to_numpy()[idx]]
     sizes_c, mtimes_c, kinds_c, reasons_c = _check_files(
-        abspaths, root_real, check_images, progress, cancel, workers=workers
+        abspaths, root_real, check_images, progress, cancel, workers=workers, ledger=ledger
     )
     sizes = np.zeros(n, dtype=np.int64)
     mtimes = np.zeros(n, dtype=np.int64)
@@ -735,6 +748,7 @@ def load_image_folder(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     workers: Optional[int] = None,
+    ledger_dir: Optional[os.PathLike | str] = None,
 ) -> Dataset:
     """Load ``root/<class>/<image>`` (subfolders of a class folder count for that class).
 
@@ -818,6 +832,7 @@ def load_image_folder(
         extra_issues=issues,
         expected_classes=[c for c in class_dirs if c not in empty],
         workers=workers,
+        ledger_dir=ledger_dir,
     )
 
 
@@ -881,6 +896,7 @@ def load_manifest(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     workers: Optional[int] = None,
+    ledger_dir: Optional[os.PathLike | str] = None,
 ) -> Dataset:
     """Load a CSV / parquet manifest (``path,label`` required, ``caption`` and ``split`` optional).
 
@@ -912,6 +928,7 @@ def load_manifest(
         cancel=cancel,
         workers=workers,
         rows=rows,
+        ledger_dir=ledger_dir,
     )
     dataset.split, dataset.splits = (split, splits) if splits else (None, ())
     return dataset
@@ -956,7 +973,7 @@ def load_dataset(
     Folders (``root/<class>/<image>``, or with ``train/ val/ test/`` subfolders), ``.csv`` / ``.parquet`` /
     ``.pq`` manifests, and containers read in place: parquet / arrow tables of image bytes, Hugging Face
     ``save_to_disk`` folders and WebDataset shards (``name-{000000..000009}.tar``).  ``split`` picks one
-    split where the source has several.
+    split where the source has several.  ``ledger_dir`` (files only): see :func:`from_frame`.
     """
     text = os.fspath(source)
     src = Path(text).expanduser()
@@ -976,6 +993,7 @@ def load_dataset(
         except (ValueError, OSError, KeyError) as exc:  # pyarrow's errors are ValueErrors / OSErrors
             message = str(exc)
             raise DatasetError(message if str(src) in message else f"{src}: {message}") from None
+        kw.pop("ledger_dir", None)  # members are read in place to hash them: nothing to save by skipping decodes
         return from_container(listed, **kw)
     if fmt == "splits":
         return load_split_folder(src, split, **kw)
