@@ -83,3 +83,23 @@ def test_the_map_can_be_drawn_from_a_manifest_column_of_vectors(scored, tmp_path
     at.selectbox(key="explore_map").select(map_sources.COLUMN + "emb").run()
     assert not at.exception and not at.error
     assert any("All 10 points drawn" in c.value for c in at.caption)
+
+
+def test_the_background_worker_yields_the_cores_to_the_page():
+    """UMAP fits and the numba warm-up run at the lowest priority, their own threads too: a page's probe or training
+    on the script thread is scheduled first (the thread policy cannot see threads of its own process)."""
+    import os
+    import threading
+
+    from ui import background
+
+    def priorities() -> tuple[int, int]:
+        child: list[int] = []
+        thread = threading.Thread(target=lambda: child.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        thread.start()
+        thread.join()
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), child[0]
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert background.submit("test-priority", priorities).result(timeout=30) == (background.BACKGROUND_NICE,) * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the caller's own is untouched
