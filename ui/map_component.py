@@ -179,7 +179,8 @@ def hover_rows(x: np.ndarray, y: np.ndarray, rows: np.ndarray, hovered: int, k: 
 
 PREFETCH_BATCH = 200
 """Thumbnails one idle-time prefetch rerun sends: the browser asks for the points nearest the view's centre
-that it has no thumbnail for, a batch at a time while the pointer is not waiting on a hover, so the first
+that it has no thumbnail for, a batch at a time while the pointer is not waiting on a hover and nothing is
+selected (the action bar below is then in use: no rerun may land between its clicks), so the first
 hover in a region shows its image without a rerun (docs/benchmarks.md, "Hover thumbnails prefetched")."""
 PREFETCH_LIMIT = 3000
 """Thumbnails a map prefetches at most (~3 KB each as a 128 px JPEG): the whole demo; on a larger map the
