@@ -168,11 +168,12 @@ def quality_scores(
     source = _InMemoryImages(paths, progress, cancel)
     params = config.cleanvision_params()
     lab = Imagelab(torchvision_dataset=source, verbose=False)
-    lab.find_issues(params, n_jobs=1, verbose=False)
+    # blurry is scored here from the statistics the source gathers while CleanVision reads it, not twice
+    lab.find_issues({issue: p for issue, p in params.items() if issue != "blurry"}, n_jobs=1, verbose=False)
     report(progress, STAGE, len(paths), len(paths))
-    frame = pd.DataFrame({column(issue): lab.issues[f"{issue}_score"].to_numpy(dtype=float)
+    frame = pd.DataFrame({column(issue): (_ring_free_blurry_scores(source, params[issue]) if issue == "blurry"
+                                          else lab.issues[f"{issue}_score"].to_numpy(dtype=float))
                           for issue in ISSUE_TEXT})
-    frame[column("blurry")] = _ring_free_blurry_scores(source, params["blurry"])
     settings = {"library": f"cleanvision {__version__}", "thresholds": config.thresholds(),
                 "params": params}
     return frame, score_infos(), settings

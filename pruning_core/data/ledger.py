@@ -47,9 +47,7 @@ class CheckLedger:
         try:
             frame = pd.read_parquet(path)
             known = dict(zip(frame["path"], zip(frame["size"].tolist(), frame["mtime_ns"].tolist())))
-        except FileNotFoundError:
-            known = {}
-        except Exception:  # noqa: BLE001 - a damaged ledger costs a full check, never a wrong answer
+        except Exception:  # noqa: BLE001 - missing or damaged: a full check, never a wrong answer
             known = {}
         return cls(path, known)
 
@@ -59,14 +57,11 @@ class CheckLedger:
 
     def record(self, paths: Sequence[str], sizes: np.ndarray, mtimes: np.ndarray) -> None:
         """Add files that just decoded and write the ledger (atomically; kept entries of other files stay)."""
-        before = dict(self.known)
-        self.known.update(zip(paths, zip(np.asarray(sizes).tolist(), np.asarray(mtimes).tolist())))
-        if self.known == before:
+        new = dict(zip(paths, zip(np.asarray(sizes).tolist(), np.asarray(mtimes).tolist())))
+        if all(self.known.get(p) == v for p, v in new.items()):
             return
-        frame = pd.DataFrame({"path": list(self.known),
-                              "size": np.fromiter((v[0] for v in self.known.values()), dtype=np.int64, count=len(self.known)),
-                              "mtime_ns": np.fromiter((v[1] for v in self.known.values()), dtype=np.int64,
-                                                      count=len(self.known))})
+        self.known.update(new)
+        frame = pd.DataFrame([(p, s, m) for p, (s, m) in self.known.items()], columns=["path", "size", "mtime_ns"])
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
         try:
