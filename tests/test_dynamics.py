@@ -130,6 +130,26 @@ def test_resnet9_trainer_is_deterministic_and_records_every_epoch():
     np.testing.assert_array_equal(r.margin, a.margin)
 
 
+def test_the_folded_eval_model_computes_what_the_trained_model_computes_in_eval_mode():
+    from pruning_core.dynamics.models import build_model, folded_for_eval
+
+    torch.manual_seed(0)
+    model = build_model("resnet9", 4, width=8).to(memory_format=torch.channels_last)
+    with torch.no_grad():  # BatchNorm statistics and affine parameters away from their initial 0/1
+        model(torch.randn(64, 3, 16, 16) * 3 + 1)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 2.0)
+                module.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(32, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    folded = folded_for_eval(model)
+    assert model.training, "folding must leave the trained model as it was"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        expected = model.eval()(x)
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_images_noise_is_found_by_in_sample_dynamics():
     x, y, noisy = synthetic_images(n=300, seed=1)
     config = DynamicsConfig(epochs=4, batch_size=50, width=8, seed=0, device="cpu")

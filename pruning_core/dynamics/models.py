@@ -9,9 +9,11 @@ probe plays the same role at a tiny fraction of the cost.
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
+
 from torch import nn
 
 ARCHS = ("resnet9", "mlp", "linear")
@@ -62,6 +64,26 @@ class ResNet9(nn.Module):
         # The head runs in fp32 even under autocast: recorded margins and losses are not bf16-rounded.
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.fc(x.float()) * self.scale
+
+
+def folded_for_eval(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every BatchNorm folded into the convolution before it.
+
+    In eval mode a BatchNorm is a fixed per-channel affine map, so folding it into the convolution's
+    weights and bias gives the same function (up to float rounding) with one pass over the activations
+    fewer: the recording run's per-epoch evaluation of 50,000 images at 24 px on 2 cores takes a fifth
+    less time (docs/benchmarks.md, "The recording run's evaluation").  ``model`` itself is untouched, so
+    training goes on with its BatchNorm layers.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for block in folded.modules():
+        if (isinstance(block, nn.Sequential) and len(block) >= 2 and isinstance(block[0], nn.Conv2d)
+                and isinstance(block[1], nn.BatchNorm2d)):
+            block[0] = fuse_conv_bn_eval(block[0], block[1])
+            block[1] = nn.Identity()
+    return folded
 
 
 PROBE_HIDDEN = 512

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pruning_core.dynamics.models import training_working_bytes
-from pruning_core.dynamics.trainer import proxy_trainer
+from pruning_core.dynamics.trainer import eval_chunk, synchronize, proxy_trainer
 from pruning_core.runtime.devices import resolve_device, resolve_precision
 from pruning_core.runtime.planner import Rates
 
@@ -30,43 +30,43 @@ EMBEDDING_DIM = 512
 class ProxyProbe:
     """The proxy's side of the planner's ``Probe``: training/evaluation rates and memory of one setting."""
 
-    version = 3
+    version = 4
     """Part of the probe's cache key: a change to what is timed makes earlier measurements invalid."""
 
     def rates(self, config: Any, num_classes: int) -> Rates:
         """Training and evaluation samples/s of ``config``'s proxy on its device, from timed steps on random inputs.
 
         Runs the real trainer (same precision, memory layout, augmentation and thread policy as a real
-        run) for two warm-up and :data:`PROBE_STEPS` timed steps, each timed alone; the median step, so a
-        burst of load from another process moves it little.
+        run) for two warm-up and :data:`PROBE_STEPS` timed training steps, then one evaluation pass as the
+        recording run makes it (one folded model, chunks of ``eval_chunk``), each step and chunk timed alone;
+        the medians, so a burst of load from another process moves them little.
         """
         dev = resolve_device(config.device)
         precision = resolve_precision(dev, config.precision)
         bs = int(config.batch_size)
-        n = bs * (PROBE_STEPS + 2)
+        chunk = eval_chunk(dev, bs)
+        n = max(bs, chunk) * (PROBE_STEPS + 2)
         rng = np.random.default_rng(0)
         if config.arch == "resnet9":
             x = rng.integers(0, 256, size=(n, config.image_size, config.image_size, 3), dtype=np.uint8)
         else:
             x = rng.standard_normal((n, EMBEDDING_DIM), dtype=np.float32)
         y = rng.integers(0, num_classes, size=n)
-        batches = torch.arange(n).view(-1, bs)
         with proxy_trainer(x, y, device=dev, seed=0, epochs=1, num_classes=num_classes, arch=config.arch,
                            width=config.width, batch_size=bs, precision=precision) as trainer:
-            batches = batches.to(trainer.dev)
-            train_s, eval_s = [], []
-            for i, batch in enumerate(batches):  # the first two warm up: allocator, oneDNN/cuDNN kernel choice
-                t0 = time.perf_counter()
+            batches = torch.arange(bs * (PROBE_STEPS + 2), device=trainer.dev).view(-1, bs)
+            stamps = []
+            for batch in batches:  # the first two warm up: allocator, oneDNN/cuDNN kernel choice
+                stamps.append(time.perf_counter())
                 trainer.train_epoch(batch)
-                t1 = time.perf_counter()
-                for _ in trainer.logits(batch, chunk=bs):
-                    pass
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                if i >= 2:
-                    train_s.append(t1 - t0)
-                    eval_s.append(time.perf_counter() - t1)
-        return Rates(train=bs / max(float(np.median(train_s)), 1e-9), eval=bs / max(float(np.median(eval_s)), 1e-9))
+            stamps.append(time.perf_counter())
+            train_s = np.diff(stamps)[2:]
+            stamps = [time.perf_counter()]
+            for _ in trainer.logits():  # the first two chunks warm up (the first also folds the model)
+                synchronize(trainer.dev)
+                stamps.append(time.perf_counter())
+            eval_s = np.diff(stamps)[2:]
+        return Rates(train=bs / max(float(np.median(train_s)), 1e-9), eval=chunk / max(float(np.median(eval_s)), 1e-9))
 
     def memory(self, config: Any, n_samples: int, num_classes: int) -> tuple[int, int]:
         """(bytes of the training data, bytes of one step's working set) of ``config`` over ``n_samples``.

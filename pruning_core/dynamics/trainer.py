@@ -46,7 +46,7 @@ from pruning_core.runtime.devices import (SMALL_OP_CPU_THREADS, ThreadPolicy, au
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 from .device_data import DeviceData
-from .models import PROBE_HIDDEN, build_model, training_working_bytes
+from .models import PROBE_HIDDEN, build_model, folded_for_eval, training_working_bytes
 
 # Per-arch defaults, tuned for short schedules (<= ~30 epochs).
 _DEFAULT_LR = {"resnet9": 0.4, "mlp": 2e-3, "linear": 5e-3}
@@ -176,12 +176,22 @@ def _zero_nonfinite_grads(optimizer: torch.optim.Optimizer) -> None:
         g.copy_(torch.where(finite, g, torch.zeros_like(g)))
 
 
-def _sync(dev: torch.device) -> None:
+def synchronize(dev: torch.device) -> None:
     """Wait for the device's queued work, so that timings measure it."""
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     elif dev.type == "mps":
         torch.mps.synchronize()
+
+
+def eval_chunk(dev: torch.device, batch_size: int) -> int:
+    """Samples per evaluation forward pass of a proxy trained at ``batch_size``.
+
+    On a CPU the training batch: a larger chunk's activations fall out of the caches (50,000 images at
+    24 px on 2 cores: chunks of 1,024 took 1.6x as long as chunks of 256; docs/benchmarks.md, "The
+    recording run's evaluation").  On an accelerator larger chunks keep it busy.
+    """
+    return batch_size if dev.type == "cpu" else max(1024, 2 * batch_size)
 
 
 class ProxyTrainer:
@@ -270,7 +280,7 @@ class ProxyTrainer:
         self.steps_done = 0
         self.samples_trained = 0
         self.train_seconds = 0.0
-        _sync(dev)
+        synchronize(dev)
         self.data_seconds = time.perf_counter() - t0
 
     def steps_for(self, n_samples: int) -> int:
@@ -326,20 +336,21 @@ class ProxyTrainer:
                 self.steps_done += 1
             self.samples_trained += int(b.shape[0])
             check(cancel)
-        _sync(self.dev)
+        synchronize(self.dev)
         self.train_seconds += time.perf_counter() - t1
 
     @torch.no_grad()
-    def logits(self, idx: Optional[torch.Tensor] = None, *, data: Optional[DeviceData] = None,
-               chunk: Optional[int] = None) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Eval-mode float32 logits on the plain view, in chunks ``(positions, logits)``."""
-        self.model.eval()
+    def logits(self, idx: Optional[torch.Tensor] = None, *, data: Optional[DeviceData] = None
+               ) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Eval-mode float32 logits on the plain view, in chunks ``(positions, logits)``, from
+        :func:`~pruning_core.dynamics.models.folded_for_eval`'s copy of the model."""
+        model = folded_for_eval(self.model)
         data = data or self.data
         idx = torch.arange(data.n, device=self.dev) if idx is None else idx
-        step = chunk or max(1024, 2 * self.batch_size)
+        step = eval_chunk(self.dev, self.batch_size)
         for i in range(0, int(idx.shape[0]), step):
             with autocast(self.dev, self.precision):
-                out = self.model(data.plain(idx[i : i + step]))
+                out = model(data.plain(idx[i : i + step]))
             yield slice(i, min(i + step, int(idx.shape[0]))), out.float()
 
     def predict_probs(self, x_other: Any) -> np.ndarray:
@@ -432,7 +443,7 @@ def train_and_record(
         n_rec = int(rec_idx.shape[0])
         stats = {k: torch.empty((epochs, n_rec), device=t.dev, dtype=torch.bool if k == "correct" else torch.float32)
                  for k in ("prob", "margin", "correct", "loss", "el2n")}
-        final_logits = np.empty((n_rec, t.num_classes), dtype=np.float32)  # on the host: read once, at the end
+        epoch_logits = torch.empty((n_rec, t.num_classes), device=t.dev)  # one epoch's, for one vectorised read
         t_record = 0.0
         done = 0
         loop_started = time.monotonic()
@@ -445,11 +456,10 @@ def train_and_record(
             last = epoch == epochs - 1 or (deadline is not None and now + (now - loop_started) / (epoch + 1) >= deadline)
             t2 = time.perf_counter()
             for pos, logits in t.logits(rec_dev):
-                for k, v in label_stats(logits, y_rec[pos]).items():
-                    stats[k][epoch, pos] = v
-                if last:
-                    final_logits[pos] = logits.cpu().numpy()
-            _sync(t.dev)
+                epoch_logits[pos] = logits
+            for k, v in label_stats(epoch_logits, y_rec).items():
+                stats[k][epoch] = v
+            synchronize(t.dev)
             t_record += time.perf_counter() - t2
             done = epoch + 1
             report(progress, "train", done, epochs, f"{t.arch} epoch {done}/{epochs}")
@@ -459,7 +469,7 @@ def train_and_record(
         out = {k: v[:done].cpu().numpy() for k, v in stats.items()}
         return TrainingRecord(
             prob=out["prob"], margin=out["margin"], correct=out["correct"], loss=out["loss"], el2n=out["el2n"],
-            final_logits=final_logits, labels=t.y_np[rec_idx].copy(), record_idx=rec_idx.copy(),
+            final_logits=epoch_logits.cpu().numpy(), labels=t.y_np[rec_idx].copy(), record_idx=rec_idx.copy(),
             heldout_probs=heldout,
             meta={**t.meta(), "epochs": epochs, "epochs_done": done, "stopped_by_budget": done < epochs, "seed": seed,
                   "record_seconds": t_record},
