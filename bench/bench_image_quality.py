@@ -4,6 +4,7 @@ Two figures (docs/benchmarks.md, "Image quality")::
 
     python bench/bench_image_quality.py cifar --n 50000     # all CIFAR-10 training JPEGs (32 x 32)
     python bench/bench_image_quality.py planted --per 20    # a copy of the demo with planted images
+    python bench/bench_image_quality.py blur --n 3000       # blur flags as is and blurred, per contrast floor
 
 ``cifar`` times ``image_quality.quality_scores`` (decode + CleanVision's seven issue types, one process)
 over the first ``--n`` training files of ``/work/data/cifar10/train_clean.csv`` (``--cifar-root``) and
@@ -11,7 +12,11 @@ prints the load average before and after.  ``planted`` copies the demo's readabl
 temporary image folder and adds ``--per`` planted images of each kind, made from random demo images:
 darkened (x 0.15), blurred (Gaussian, radius 2), a 1 x 50 strip (the image squeezed) and a constant
 image (its mean colour); it prints, per kind, how many its own issue type flags, and the share of
-the demo's ordinary images each issue type flags.
+the demo's ordinary images each issue type flags.  ``blur`` takes ``--n`` random CIFAR-10 training
+images and every readable demo image, as they are and Gaussian-blurred (radius 1 and 2), and prints the
+share ``image.blurry`` flags at the default threshold for each contrast floor in ``--floors`` (the product's
+is ``image_quality.BLUR_CONTRAST_FLOOR``), beside CleanVision's own blur score (threshold 0.29) on the
+ring-free edge statistic.
 """
 
 from __future__ import annotations
@@ -94,6 +99,32 @@ def planted(args: argparse.Namespace) -> None:
     print("  ordinary images flagged:", ", ".join(f"{issue} {flags[issue][ordinary].mean():.1%}" for issue in ISSUE_TEXT))
 
 
+def blur(args: argparse.Namespace) -> None:
+    from pruning_core.demo.dataset import ensure_demo
+    from pruning_core.image_quality import blur_statistics, blurry_scores
+
+    assets = ensure_demo()
+    truth = pd.read_csv(assets.ground_truth)
+    cifar = pd.read_csv(Path(args.cifar_root) / "train_clean.csv")  # sorted by class: a random sample of all ten
+    sets = {"CIFAR-10": [Path(args.cifar_root) / p for p in cifar.sample(n=min(args.n, len(cifar)), random_state=0)["path"]],
+            "demo": [assets.root / p for p in truth.loc[~truth["corrupted"], "path"]]}
+    threshold = QualityConfig().blurry
+    print(f"image.blurry flagged at threshold {threshold} (load {os.getloadavg()[0]:.1f})")
+    print(f"{'images':10s} {'blur':>6s} " + " ".join(f"{'floor ' + str(f):>9s}" for f in args.floors)
+          + "  CleanVision's score")
+    for name, paths in sets.items():
+        for radius in (0, 1, 2):
+            stats = []
+            for path in paths:
+                image = Image.open(path).convert("RGB")
+                stats.append(blur_statistics(image.filter(ImageFilter.GaussianBlur(radius)) if radius else image))
+            edge, contrast = np.array(stats).T
+            shares = [float((blurry_scores(edge, contrast, floor) < threshold).mean()) for floor in args.floors]
+            cleanvision = float((1 - np.exp(-0.01 * edge) < 0.29).mean())  # without its colour term: an upper bound
+            print(f"{name:10s} {('r = ' + str(radius)) if radius else 'as is':>6s} "
+                  + " ".join(f"{s:9.1%}" for s in shares) + f"  {cleanvision:.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="which", required=True)
@@ -104,6 +135,11 @@ def main() -> None:
     p = sub.add_parser("planted")
     p.add_argument("--per", type=int, default=20)
     p.set_defaults(func=planted)
+    b = sub.add_parser("blur")
+    b.add_argument("--n", type=int, default=3000)
+    b.add_argument("--floors", type=float, nargs="+", default=[2.0, 4.0, 6.0, 8.0])
+    b.add_argument("--cifar-root", default="/work/data/cifar10")
+    b.set_defaults(func=blur)
     args = parser.parse_args()
     args.func(args)
 

@@ -82,21 +82,45 @@ def test_every_planted_image_is_flagged_by_its_own_issue(planted):
 def test_flags_are_cleanvisions_own(planted):
     """Our ``score < threshold`` is exactly what CleanVision flags reading the same files itself (the 16-bit grey
     is left out: its own reader keeps mode I;16, which it neither counts as grayscale nor reads as 8-bit), but
-    for ``blurry``, whose edge statistic leaves out the border CleanVision's keeps: the framed blurred image."""
+    for ``blurry``, which is scored relative to contrast here."""
     from cleanvision import Imagelab
 
     paths = [p for p in load_image_folder(planted).abspaths() if p.stem != "grey16"]
     frame, _, _ = quality_scores(paths)
     lab = Imagelab(filepaths=[str(p) for p in paths], verbose=False)
-    lab.find_issues(QualityConfig().cleanvision_params(), n_jobs=1, verbose=False)
+    # blurry at CleanVision's own score and threshold (ours is relative to contrast)
+    lab.find_issues({**QualityConfig().cleanvision_params(), "blurry": {}}, n_jobs=1, verbose=False)
     thresholds = QualityConfig().thresholds()
     for issue in ISSUE_TEXT:
         ours, theirs = flagged(frame, issue, thresholds[issue]), lab.issues[f"is_{issue}_issue"].to_numpy(dtype=bool)
         if issue == "blurry":
-            differ = {p.stem for p, a, b in zip(paths, ours, theirs) if a != b}
-            assert differ == {"blurred"}, differ
+            # ours: the framed blurred image is blurry; CleanVision's absolute edge strength misses it and calls
+            # the darkened (sharp, low-contrast) image and the 1 x 50 strip blurry instead
+            differ = {p.stem: bool(a) for p, a, b in zip(paths, ours, theirs) if a != b}
+            assert differ == {"blurred": True, "dark": False, "strip": False}, differ
         else:
             np.testing.assert_array_equal(ours, theirs, err_msg=issue)
+
+
+def test_blur_is_judged_relative_to_the_images_contrast():
+    """A sharp image is sharp at any contrast; a blurred flat shape of two grey levels is blurry (CleanVision's
+    colour term called it sharp); a constant image has nothing to blur (low information is its finding)."""
+    from pruning_core.image_quality import blur_statistics, blurry_scores
+
+    rng = np.random.default_rng(1)
+    sharp = _sharp(rng).astype(float)
+    faint = Image.fromarray((128 + (sharp - 128) * 0.08).astype(np.uint8))  # ~10 grey levels of contrast
+    shape = np.full((32, 32, 3), 40, np.uint8)
+    shape[8:24, 10:26] = 200
+    images = {"sharp": Image.fromarray(sharp.astype(np.uint8)), "faint": faint,
+              "blurred": Image.fromarray(sharp.astype(np.uint8)).filter(ImageFilter.GaussianBlur(2)),
+              "faint blurred": faint.filter(ImageFilter.GaussianBlur(2)),
+              "shape": Image.fromarray(shape), "blurred shape": Image.fromarray(shape).filter(ImageFilter.GaussianBlur(2)),
+              "constant": Image.new("RGB", (32, 32), (90, 120, 30))}
+    stats = np.array([blur_statistics(im) for im in images.values()])
+    blurry = dict(zip(images, blurry_scores(stats[:, 0], stats[:, 1]) < QualityConfig().blurry))
+    assert blurry == {"sharp": False, "faint": False, "blurred": True, "faint blurred": True,
+                      "shape": False, "blurred shape": True, "constant": False}, blurry
 
 
 def test_step_is_cached_reports_progress_and_cancels(planted, tmp_path, monkeypatch):

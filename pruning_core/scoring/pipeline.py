@@ -339,8 +339,9 @@ def dynamics_score_table(
     return table
 
 
-IMAGE_QUALITY_SCHEMA = 2
-"""Raised when the image-quality columns change meaning; 2: ``image.blurry`` leaves out the edge image's border."""
+IMAGE_QUALITY_SCHEMA = 3
+"""Raised when the image-quality columns change meaning; 2: ``image.blurry`` leaves out the edge image's border;
+3: ``image.blurry`` is relative to the image's contrast."""
 
 
 def image_quality_step(dataset: Dataset, config: QualityConfig) -> CachedStep:
@@ -349,7 +350,7 @@ def image_quality_step(dataset: Dataset, config: QualityConfig) -> CachedStep:
     from cleanvision import __version__
 
     return CachedStep("image-quality", dataset.fingerprint, {"cleanvision": __version__,
-                                                             "params": config.cleanvision_params(),
+                                                             "params": config.score_params(),
                                                              "schema": IMAGE_QUALITY_SCHEMA},
                       dataset=dataset.name, label="the image-quality scores")
 
