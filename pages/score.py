@@ -100,10 +100,10 @@ if run_dyn:
         st.error(str(exc))
 
 st.subheader("Image quality")
-st.caption("CleanVision (by the cleanlab team) scores every image for dark, light, blurry, low information, odd "
-           "aspect ratio, odd size and grayscale; each becomes an `image.*` score (low = the issue) and an Overview "
-           "finding at CleanVision's threshold. One core: 55 s for 50,000 CIFAR-10 images on a shared 2-core VM "
-           "(docs/benchmarks.md); on 32 x 32 images its blurry score misses most blurred images.")
+st.caption("CleanVision (by the cleanlab team) scores every image for dark, light, low information, odd "
+           "aspect ratio, odd size and grayscale, and PruneScope scores blur (CleanVision's edge strength relative "
+           "to the image's contrast); each becomes an `image.*` score (low = the issue) and an Overview finding "
+           "at its threshold. One core: 33 s for 50,000 CIFAR-10 images on an idle 2-core VM (docs/benchmarks.md).")
 if st.button("Compute image-quality scores", type="primary"):
     holder = st.container()
     state.run_page_job(state.PageJob("Image-quality scores"),

@@ -66,6 +66,9 @@ ISSUE_TEXT = {
 }
 """Issue type -> (finding title, what its score measures); the order is the Overview's."""
 
+SCORED_HERE = frozenset({"blurry"})
+"""Issue types PruneScope scores itself (see the module's docstring); CleanVision scores the others."""
+
 
 @dataclass(frozen=True)
 class QualityConfig:
@@ -87,10 +90,9 @@ class QualityConfig:
         from cleanvision.issue_managers.image_property_issue_manager import ImagePropertyIssueManager
 
         params = ImagePropertyIssueManager().get_default_params()
-        # grayscale's flag is CleanVision's own (mode L); its 0/1 score is below our 0.5 exactly then;
-        # blurry is scored here (blurry_scores), not by CleanVision
+        # grayscale's flag is CleanVision's own (mode L); its 0/1 score is below our 0.5 exactly then
         return {issue: {**params[issue], **({} if issue == "grayscale" else {"threshold": t})}
-                for issue, t in self.thresholds().items() if issue != "blurry"}
+                for issue, t in self.thresholds().items() if issue not in SCORED_HERE}
 
     def score_params(self) -> dict[str, dict]:
         """Every parameter the scores depend on: CleanVision's, and ours for ``blurry`` (what the cache key holds)."""
@@ -104,8 +106,8 @@ def column(issue: str) -> str:
 
 
 def score_infos() -> dict[str, ScoreInfo]:
-    return {column(issue): ScoreInfo(column(issue), f"CleanVision {issue.replace('_', ' ')} score: {text} "
-                                                    "(low = the issue)", "low")
+    return {column(issue): ScoreInfo(column(issue), f"{'PruneScope' if issue in SCORED_HERE else 'CleanVision'} "
+                                                    f"{issue.replace('_', ' ')} score: {text} (low = the issue)", "low")
             for issue, (_, text) in ISSUE_TEXT.items()}
 
 

@@ -523,14 +523,14 @@ def _clip_findings(frame: pd.DataFrame, infos: Mapping[str, ScoreInfo], undecide
 
 def image_quality_findings(frame: pd.DataFrame, image: Optional[Mapping[str, Any]], undecided: np.ndarray
                            ) -> list[Finding]:
-    """One finding per CleanVision issue type the table scored: ``image.<issue> < threshold``.
+    """One finding per image-quality issue type the table scored: ``image.<issue> < threshold``.
 
     The thresholds are the ones the scores were made with (``settings["image"]["thresholds"]``, what
     CleanVision itself flagged by), else ``QualityConfig``'s defaults.  A flag is an exact pixel
     statistic, but whether a dark or blurry image is a *problem* for the task is not: like outliers, the
     estimate is the raw count with precision [0, 1] until a random audit is reviewed.
     """
-    from pruning_core.image_quality import ISSUE_TEXT, QualityConfig, column, flagged
+    from pruning_core.image_quality import ISSUE_TEXT, SCORED_HERE, QualityConfig, column, flagged
 
     image = dict(image or {})
     thresholds = {**QualityConfig().thresholds(), **dict(image.get("thresholds") or {})}
@@ -540,11 +540,12 @@ def image_quality_findings(frame: pd.DataFrame, image: Optional[Mapping[str, Any
         if column(issue) not in frame:
             continue
         cut = float(thresholds[issue])
-        finding = _finding(title.lower(), title, column(issue), f"{column(issue)} < {cut:g} ({made_by}'s flag)",
+        by = f"PruneScope on {made_by}'s edge statistic" if issue in SCORED_HERE else made_by
+        finding = _finding(title.lower(), title, column(issue), f"{column(issue)} < {cut:g} ({by})",
                            flagged(frame, issue, cut), frame, undecided, threshold=cut)
         found.append(replace(finding, estimate=estimates.uncalibrated(
             finding.count, "a pixel statistic, not a model of the problem: audit a random sample"),
-            evidence=f"image pixels ({made_by})"))
+            evidence=f"image pixels ({by})"))
     return found
 
 

@@ -13,7 +13,6 @@ import copy
 from typing import Optional
 
 import torch
-
 from torch import nn
 
 ARCHS = ("resnet9", "mlp", "linear")
