@@ -108,7 +108,10 @@ def blur(args: argparse.Namespace) -> None:
     cifar = pd.read_csv(Path(args.cifar_root) / "train_clean.csv")  # sorted by class: a random sample of all ten
     sets = {"CIFAR-10": [Path(args.cifar_root) / p for p in cifar.sample(n=min(args.n, len(cifar)), random_state=0)["path"]],
             "demo": [assets.root / p for p in truth.loc[~truth["corrupted"], "path"]]}
+    from cleanvision.issue_managers.image_property_issue_manager import ImagePropertyIssueManager
+
     threshold = QualityConfig().blurry
+    theirs = ImagePropertyIssueManager().get_default_params()["blurry"]  # normalising factor and threshold
     print(f"image.blurry flagged at threshold {threshold} (load {os.getloadavg()[0]:.1f})")
     print(f"{'images':10s} {'blur':>6s} " + " ".join(f"{'floor ' + str(f):>9s}" for f in args.floors)
           + "  CleanVision's score")
@@ -120,7 +123,8 @@ def blur(args: argparse.Namespace) -> None:
                 stats.append(blur_statistics(image.filter(ImageFilter.GaussianBlur(radius)) if radius else image))
             edge, contrast = np.array(stats).T
             shares = [float((blurry_scores(edge, contrast, floor) < threshold).mean()) for floor in args.floors]
-            cleanvision = float((1 - np.exp(-0.01 * edge) < 0.29).mean())  # without its colour term: an upper bound
+            # CleanVision's squashing and threshold, without its colour term (which only rescues images): an upper bound
+            cleanvision = float((1 - np.exp(-theirs["normalizing_factor"] * edge) < theirs["threshold"]).mean())
             print(f"{name:10s} {('r = ' + str(radius)) if radius else 'as is':>6s} "
                   + " ".join(f"{s:9.1%}" for s in shares) + f"  {cleanvision:.1%}")
 
