@@ -421,9 +421,10 @@ def test_a_file_that_decoded_before_is_not_decoded_again_until_it_changes(tmp_pa
 
     root = make_folder(tmp_path / "data")
     ledger = tmp_path / "store" / "checked"
-    real_check = images_module.check_image
+    real_check, real_small = images_module.check_image, images_module.decode_small
     decoded: list[str] = []
     monkeypatch.setattr(images_module, "check_image", lambda path, **kw: decoded.append(str(path)) or real_check(path, **kw))
+    monkeypatch.setattr(images_module, "decode_small", lambda path: decoded.append(str(path)) or real_small(path))
 
     first = load_image_folder(root, ledger_dir=ledger, workers=1)
     assert len(decoded) == 6 and first.report.n_valid == 6
@@ -455,3 +456,35 @@ def test_a_ledger_that_cannot_be_written_costs_only_the_next_load_its_decodes(tm
     dataset = load_image_folder(root, ledger_dir=blocked / "checked", workers=1)
     assert dataset.report.n_valid == 6
     assert any("validation ledger" in r.getMessage() for r in caplog.records)
+
+
+def test_the_pixels_a_load_kept_decode_to_what_the_files_decode_to(tmp_path, monkeypatch):
+    """Small images keep the pixels the check decoded; the first decode resizes them, to the very array reading the
+    files gives (32-px JPEGs at 16 px included, where a DCT-scaled draft would differ), and reads no file."""
+    import pruning_core.data.datasets as datasets_module
+    import pruning_core.data.images as images_module
+    from pruning_core.data.datasets import decoded_images
+    from cache.store import ResultStore
+
+    root = tmp_path / "data"
+    for i in range(6):
+        save_img(root / ("cat" if i % 2 else "dog") / f"{i}.jpg", size=(32, 32), seed=i)
+    save_img(root / "cat" / "wide.png", size=(40, 24), mode="P", seed=9)
+    save_img(root / "dog" / "large.jpg", size=(96, 80), seed=10)  # larger than KEEP_PIXELS_MAX_SIDE: nothing kept
+    dataset = load_image_folder(root, workers=1)
+    kept = dict(zip(dataset.samples["path"], dataset.kept_pixels))
+    assert kept["dog/large.jpg"] is None
+    assert kept["cat/wide.png"].shape == (24, 40, 3) and kept["cat/1.jpg"].shape == (32, 32, 3)
+
+    for size in (16, 24, 32):
+        from_files, _ = load_image_array(dataset.image_refs(), size, workers=1)
+        opened: list[str] = []
+        real_load = images_module.load_rgb
+        monkeypatch.setattr(images_module, "load_rgb", lambda path, **kw: opened.append(str(path)) or real_load(path, **kw))
+        from_pixels = decoded_images(dataset, size, ResultStore(tmp_path / f"store{size}"))
+        monkeypatch.setattr(images_module, "load_rgb", real_load)
+        assert opened == [str(root / "dog" / "large.jpg")]
+        np.testing.assert_array_equal(from_pixels, from_files)
+
+    monkeypatch.setattr(datasets_module, "KEEP_PIXELS_MAX_BYTES", 5 * 32 * 32 * 3)  # six 32-px images do not fit
+    assert load_image_folder(root, workers=1).kept_pixels is None

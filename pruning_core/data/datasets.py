@@ -21,6 +21,7 @@ import hashlib
 import os
 import posixpath
 import stat as stat_mod
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -208,6 +209,9 @@ class Dataset:
     """The split audited when the source has several (train / validation / test)."""
     splits: tuple[str, ...] = ()
     """Every split the source has (another one is loaded with ``load_dataset(..., split=name)``)."""
+    kept_pixels: Optional[list] = field(default=None, repr=False, compare=False)
+    """Per sample, the pixels of a small image that the load's check decoded (None where it kept none): the first
+    decode at a working size (:func:`decoded_images`) resizes them instead of reading the files again."""
 
     @property
     def label_ids(self) -> np.ndarray:
@@ -260,39 +264,73 @@ def _is_inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _check_one(abspath: str, real_root: str, check_images: bool, ledger: Optional[CheckLedger] = None,
-               ) -> tuple[int, int, Optional[str], Optional[str]]:
-    """Stat one file once (lstat, plus realpath for symlinks) and optionally decode it (not when ``ledger``
-    says it decoded at this size and mtime).
+KEEP_PIXELS_MAX_BYTES = 1 << 30
+"""At most this much memory holds the pixels a load keeps (:data:`~pruning_core.data.images.KEEP_PIXELS_MAX_SIDE`):
+350,000 CIFAR-size images.  A dataset that needs more keeps none (its first decode reads the files again)."""
 
-    Returns ``(size, mtime_ns, kind, reason)``; ``kind`` is None when the file is fine.
+
+class _PixelStash:
+    """The decoded pixels of small images that a load's check keeps, by row, within :data:`KEEP_PIXELS_MAX_BYTES`
+    (past it, all are dropped: half a stash would save half a decode for the same memory)."""
+
+    def __init__(self, n: int) -> None:
+        self.rows: Optional[list] = [None] * n
+        self.nbytes, self.limit = 0, KEEP_PIXELS_MAX_BYTES
+        self._lock = threading.Lock()
+
+    @property
+    def open(self) -> bool:
+        return self.rows is not None
+
+    def keep(self, i: int, pixels: np.ndarray) -> None:
+        with self._lock:
+            if self.rows is None:
+                return
+            self.nbytes += pixels.nbytes
+            if self.nbytes > self.limit:
+                self.rows = None
+            else:
+                self.rows[i] = pixels
+
+
+def _check_one(abspath: str, real_root: str, check_images: bool, ledger: Optional[CheckLedger] = None,
+               ) -> tuple[int, int, Optional[str], Optional[str], Optional[np.ndarray]]:
+    """Stat one file once (lstat, plus realpath for symlinks) and optionally decode it (not when ``ledger``
+    says it decoded at this size and mtime).  A small file (:data:`~pruning_core.data.images.SMALL_IMAGE_BYTES`)
+    is decoded in full and its pixels returned when the image is small too (:func:`images.decode_small`).
+
+    Returns ``(size, mtime_ns, kind, reason, pixels)``; ``kind`` is None when the file is fine.
     """
     try:
         st = os.lstat(abspath)
         if stat_mod.S_ISLNK(st.st_mode):
             target = os.path.realpath(abspath)
             if not _is_inside(target, real_root):
-                return 0, 0, KIND_OUTSIDE, f"symlink points outside the dataset root (to {target})"
+                return 0, 0, KIND_OUTSIDE, f"symlink points outside the dataset root (to {target})", None
             st = os.stat(abspath)
     except FileNotFoundError:
-        return 0, 0, KIND_MISSING, "file not found"
+        return 0, 0, KIND_MISSING, "file not found", None
     except NotADirectoryError:
-        return 0, 0, KIND_MISSING, "file not found (a parent folder is a file)"
+        return 0, 0, KIND_MISSING, "file not found (a parent folder is a file)", None
     except PermissionError:
-        return 0, 0, KIND_UNREADABLE, "permission denied"
+        return 0, 0, KIND_UNREADABLE, "permission denied", None
     except OSError as exc:
-        return 0, 0, KIND_UNREADABLE, f"cannot read file ({exc.strerror or exc})"
+        return 0, 0, KIND_UNREADABLE, f"cannot read file ({exc.strerror or exc})", None
     if stat_mod.S_ISDIR(st.st_mode):
-        return 0, 0, KIND_NOT_IMAGE, "is a directory, not an image file"
+        return 0, 0, KIND_NOT_IMAGE, "is a directory, not an image file", None
     if not stat_mod.S_ISREG(st.st_mode):
-        return 0, 0, KIND_NOT_IMAGE, "not a regular file"
+        return 0, 0, KIND_NOT_IMAGE, "not a regular file", None
     if st.st_size == 0:
-        return 0, st.st_mtime_ns, KIND_EMPTY_FILE, images.REASON_EMPTY
+        return 0, st.st_mtime_ns, KIND_EMPTY_FILE, images.REASON_EMPTY, None
+    pixels = None
     if check_images and not (ledger is not None and ledger.decoded(abspath, st.st_size, st.st_mtime_ns)):
-        reason = images.check_image(abspath, size=st.st_size)
+        if st.st_size < images.SMALL_IMAGE_BYTES:
+            reason, pixels = images.decode_small(abspath)
+        else:
+            reason = images.check_image(abspath, size=st.st_size)
         if reason is not None:
-            return st.st_size, st.st_mtime_ns, _IMAGE_REASON_KIND.get(reason, KIND_CORRUPT), reason
-    return st.st_size, st.st_mtime_ns, None, None
+            return st.st_size, st.st_mtime_ns, _IMAGE_REASON_KIND.get(reason, KIND_CORRUPT), reason, None
+    return st.st_size, st.st_mtime_ns, None, None, pixels
 
 
 def _check_files(
@@ -304,20 +342,23 @@ def _check_files(
     workers: Optional[int] = None,
     chunk: int = 512,
     ledger: Optional[CheckLedger] = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[list]]:
     """Run :func:`_check_one` over all files in a thread pool, reporting progress per chunk; the files that
-    decoded go into ``ledger``."""
+    decoded go into ``ledger``.  The last value: the pixels kept by row (:class:`_PixelStash`), or None."""
     n = len(abspaths)
     sizes = np.zeros(n, dtype=np.int64)
     mtimes = np.zeros(n, dtype=np.int64)
     kinds = np.full(n, None, dtype=object)
     reasons = np.full(n, None, dtype=object)
+    stash = _PixelStash(n)
 
     def work(start: int, stop: int) -> None:
         for i in range(start, stop):
             if cancel is not None and cancel.cancelled:
                 return
-            sizes[i], mtimes[i], kinds[i], reasons[i] = _check_one(abspaths[i], real_root, check_images, ledger)
+            sizes[i], mtimes[i], kinds[i], reasons[i], pixels = _check_one(abspaths[i], real_root, check_images, ledger)
+            if pixels is not None:
+                stash.keep(i, pixels)
 
     if workers is None:
         workers = images.decode_workers(abspaths) if check_images else images.default_workers()
@@ -326,7 +367,7 @@ def _check_files(
     if ledger is not None and check_images:
         ok = np.flatnonzero(np.equal(kinds, None))
         ledger.record([abspaths[i] for i in ok], sizes[ok], mtimes[ok])
-    return sizes, mtimes, kinds, reasons
+    return sizes, mtimes, kinds, reasons, stash.rows
 
 
 # --------------------------------------------------------------------------- core builder
@@ -457,17 +498,18 @@ def from_frame(
         KIND_OUTSIDE,
         "folder resolves outside the dataset root (symlink)",
     )
-    sizes, mtimes = _check_valid_files(rel, root_lexical, root_real, probs, check_images, progress, cancel, workers,
-                                       open_ledger(ledger_dir, root_real) if check_images else None)
+    sizes, mtimes, pixels = _check_valid_files(rel, root_lexical, root_real, probs, check_images, progress, cancel,
+                                               workers, open_ledger(ledger_dir, root_real) if check_images else None)
     return _finish(frame, rel, labels, probs, row_no, extra_issues or [], expected_classes or [], sizes, mtimes,
-                   name=name or Path(root_real).name, root=Path(root_real))
+                   name=name or Path(root_real).name, root=Path(root_real), pixels=pixels)
 
 
 def _finish(frame: pd.DataFrame, rel: pd.Series, labels: pd.Series, probs: _Problems, row_no: np.ndarray,
             extra_issues: list[Issue], expected_classes: list[str], sizes: np.ndarray, stamps: np.ndarray,
             **fields) -> Dataset:
     """The stages after the checks, shared by files and containers: issues, the samples table, classes,
-    class warnings and the fingerprint (``fields``: the Dataset's name, root and, for containers, refs)."""
+    class warnings and the fingerprint (``fields``: the Dataset's name, root, for files the pixels the check kept
+    by row, and for containers refs)."""
     issues = [*extra_issues, *_row_issues(frame["path"], row_no, probs)]
     if not probs.ok.any():
         errs = [i for i in issues if i.severity == "error"][:5] or issues[:5]
@@ -481,13 +523,14 @@ def _finish(frame: pd.DataFrame, rel: pd.Series, labels: pd.Series, probs: _Prob
     issues += caption_issues
     classes = sorted(samples["label"].unique().tolist())
     issues += _class_warnings(samples["label"], classes, expected_classes)
-    refs = fields.pop("refs", None)
+    refs, pixels = fields.pop("refs", None), fields.pop("pixels", None)
     return Dataset(
         samples=samples,
         classes=classes,
         report=ValidationReport(issues=issues, n_valid=len(samples)),
         fingerprint=_fingerprint(samples, sizes[keep], stamps[keep]),
         refs=None if refs is None else [refs[i] for i in keep],
+        kept_pixels=None if pixels is None else [pixels[i] for i in keep],
         **fields,
     )
 
@@ -598,12 +641,13 @@ def _check_valid_files(
     cancel: Optional[CancelToken],
     workers: Optional[int],
     ledger: Optional[CheckLedger] = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stat (and optionally decode) the rows still valid, threaded; flag failures; return sizes and mtimes."""
+) -> tuple[np.ndarray, np.ndarray, Optional[list]]:
+    """Stat (and optionally decode) the rows still valid, threaded; flag failures; return sizes, mtimes and the
+    pixels kept by row (None: none kept)."""
     n = len(rel)
     idx = np.flatnonzero(probs.ok)
     abspaths = [os.path.join(root_lexical, p) for p in rel.to_numpy()[idx]]
-    sizes_c, mtimes_c, kinds_c, reasons_c = _check_files(
+    sizes_c, mtimes_c, kinds_c, reasons_c, pixels_c = _check_files(
         abspaths, root_real, check_images, progress, cancel, workers=workers, ledger=ledger
     )
     sizes = np.zeros(n, dtype=np.int64)
@@ -612,7 +656,12 @@ def _check_valid_files(
     failed = np.not_equal(kinds_c, None)
     probs.kind[idx[failed]] = kinds_c[failed]
     probs.reason[idx[failed]] = reasons_c[failed]
-    return sizes, mtimes
+    pixels: Optional[list] = None
+    if pixels_c is not None and any(p is not None for p in pixels_c):
+        pixels = [None] * n
+        for i, kept in zip(idx, pixels_c):
+            pixels[i] = kept
+    return sizes, mtimes, pixels
 
 
 def _row_issues(raw_paths: pd.Series, row_no: np.ndarray, probs: _Problems) -> list[Issue]:
@@ -1013,7 +1062,8 @@ def load_dataset(
 
 def decoded_images_step(dataset: Dataset, size: int) -> CachedStep:
     """The cache step of :func:`decoded_images` (also what a cancelled scoring run reports as kept)."""
-    return CachedStep("images", dataset.fingerprint, {"size": size}, dataset=dataset.name, label="the decoded images")
+    return CachedStep("images", dataset.fingerprint, {"size": size, "draft_above": images.KEEP_PIXELS_MAX_SIDE},
+                      dataset=dataset.name, label="the decoded images")
 
 
 def decoded_images(
@@ -1027,7 +1077,8 @@ def decoded_images(
     """All images decoded once at ``size`` x ``size`` (uint8, N x H x W x 3), cached for every later run."""
 
     def compute() -> Computed:
-        decoded, failed = images.load_image_array(dataset.image_refs(), size, progress=progress, cancel=cancel)
+        decoded, failed = images.load_image_array(dataset.image_refs(), size, progress=progress, cancel=cancel,
+                                                  pixels=dataset.kept_pixels)
         return Computed(arrays={"images": decoded}, meta={"failed": {str(k): v for k, v in failed.items()}})
 
     return decoded_images_step(dataset, size).run(store, compute).array("images")

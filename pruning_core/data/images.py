@@ -200,15 +200,17 @@ def load_rgb(
 ) -> Image.Image:
     """Open, fully decode and convert ``path`` to an 8-bit RGB image.
 
-    ``draft_size`` is a hint for callers that will downscale anyway: JPEGs are then decoded
-    at the smallest DCT scale (1/2, 1/4, 1/8) still at least that size, which is several
-    times faster for large photos.  Raises :class:`ImageError` with a human ``reason``.
+    ``draft_size`` is a hint for callers that will downscale anyway: JPEGs larger than
+    :data:`KEEP_PIXELS_MAX_SIDE` are then decoded at the smallest DCT scale (1/2, 1/4, 1/8) still at
+    least that size, which is several times faster for large photos (smaller ones decode in full, so
+    their pixels do not depend on whether they came from the file or from :func:`decode_small`).
+    Raises :class:`ImageError` with a human ``reason``.
     """
     path = Path(path) if is_file_path(path) else path
     im = _open_checked(path)
     try:
         with im:
-            if draft_size is not None and im.format == "JPEG":
+            if draft_size is not None and im.format == "JPEG" and max(im.size) > KEEP_PIXELS_MAX_SIDE:
                 im.draft("RGB", draft_size)
             im.load()
             # JPEGs keep EXIF in info["exif"]; skip the (Python-side) EXIF parse when absent.
@@ -277,6 +279,24 @@ def check_image(path: ImageSource, *, size: Optional[int] = None) -> Optional[st
     except _DECODE_ERRORS:
         return REASON_CORRUPT
     return None
+
+
+KEEP_PIXELS_MAX_SIDE = 64
+"""Images no wider and no taller than this keep the pixels the first load's check decoded (at most 12 KB each, in
+memory): the first decode at a working size resizes those instead of reading every file again."""
+
+
+def decode_small(path: ImageSource) -> tuple[Optional[str], Optional[np.ndarray]]:
+    """:func:`check_image` for a small file that decodes it in full: ``(reason, pixels)``.
+
+    ``pixels`` is the image as :func:`load_rgb` gives it (uint8 H x W x 3) when it decodes and is no larger
+    than :data:`KEEP_PIXELS_MAX_SIDE`, else None.  For a CIFAR-size JPEG a full decode costs little more
+    than the check's 1/8-scale one, and keeping the pixels saves a second decode of every file."""
+    try:
+        im = load_rgb(path)
+    except ImageError as exc:
+        return exc.reason, None
+    return None, np.asarray(im) if max(im.size) <= KEEP_PIXELS_MAX_SIDE else None
 
 
 def _resize(im: Image.Image, size: int) -> Image.Image:
@@ -376,14 +396,16 @@ def load_image_array(
     *,
     chunk: int = 256,
     stage: str = "Decoding images",
+    pixels: Optional[Sequence[Optional[np.ndarray]]] = None,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Decode and resize every file to ``size`` x ``size`` RGB in a thread pool.
 
     Returns ``(images, failed)``: ``images`` is uint8 ``(N, size, size, 3)``; ``failed`` maps
     the index of each image that could not be decoded to its reason (its slot stays zero).
     The whole image is resized without cropping (aspect ratio is not kept), so nothing a
-    label depends on is cut away.  Progress is reported per chunk of ``chunk`` files and
-    ``cancel`` is checked between chunks (raises :class:`Cancelled`).
+    label depends on is cut away.  ``pixels[i]``, where given and not None, is image ``i`` already
+    decoded (:func:`decode_small`): it is resized, not read again, to the same result.  Progress is
+    reported per chunk of ``chunk`` files and ``cancel`` is checked between chunks (raises :class:`Cancelled`).
     """
     n = len(paths)
     out = np.zeros((n, size, size, 3), dtype=np.uint8)
@@ -394,7 +416,8 @@ def load_image_array(
             if cancel is not None and cancel.cancelled:
                 break
             try:
-                im = load_rgb(paths[i], draft_size=(size, size))
+                kept = None if pixels is None else pixels[i]
+                im = Image.fromarray(kept) if kept is not None else load_rgb(paths[i], draft_size=(size, size))
                 out[i] = np.asarray(_resize(im, size))
             except ImageError as exc:
                 errors[i] = exc.reason
@@ -415,6 +438,7 @@ __all__ = [
     "WHITE",
     "Cancelled",
     "check_image",
+    "decode_small",
     "decode_workers",
     "default_workers",
     "image_size",

@@ -1,0 +1,65 @@
+"""A dataset's first load and first decode (what a first scoring run pays before training), for one or more
+checkouts side by side.
+
+Each measurement is a fresh process with an empty result store: ``load_dataset`` checks every file (no validation
+ledger yet), then ``decoded_images`` decodes all of them at ``--size``.  Checkouts alternate round by round, so a
+shared machine's load falls on all::
+
+    git worktree add /tmp/old <commit>
+    python bench/bench_first_load.py --checkouts /tmp/old . --rounds 3     # 50,000 CIFAR-10 JPEGs at 24 px
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cifar_data import DATA, unpack  # noqa: E402
+
+ONE_RUN = """
+import json, sys, tempfile, time
+from cache.store import ResultStore
+from pruning_core.data.datasets import decoded_images, load_dataset
+manifest, root, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t0 = time.perf_counter()
+dataset = load_dataset(manifest, root)
+t1 = time.perf_counter()
+decoded_images(dataset, size, ResultStore(tempfile.mkdtemp()))
+t2 = time.perf_counter()
+print(json.dumps({"check": t1 - t0, "decode": t2 - t1, "n": len(dataset)}))
+"""
+
+
+def measure(checkout: Path, manifest: Path, root: Path, size: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
+    out = subprocess.run([sys.executable, "-c", ONE_RUN, str(manifest), str(root), str(size)],
+                         env=env, capture_output=True, text=True, check=True, cwd=checkout)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkouts", nargs="+", type=Path, default=[Path(".")])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--manifest", default="train_sym40.csv", help="a CIFAR-10 manifest (bench/cifar_data.py)")
+    ap.add_argument("--cifar-root", type=Path, default=Path(os.environ.get("PRUNESCOPE_CIFAR_DIR", "/tmp/cifar")))
+    ap.add_argument("--size", type=int, default=24)
+    args = ap.parse_args()
+    root = unpack(args.cifar_root)
+    print(f"{args.manifest} at {args.size} px; load {os.getloadavg()[0]:.1f}")
+    for r in range(args.rounds):
+        for checkout in args.checkouts:
+            m = measure(checkout, DATA / args.manifest, root, args.size)
+            print(f"round {r + 1}  {str(checkout):20s} {m['n']:,} files: check {m['check']:5.1f} s  "
+                  f"decode {m['decode']:5.1f} s  together {m['check'] + m['decode']:5.1f} s")
+    print(f"load after {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
