@@ -488,3 +488,52 @@ def test_the_pixels_a_load_kept_decode_to_what_the_files_decode_to(tmp_path, mon
 
     monkeypatch.setattr(datasets_module, "KEEP_PIXELS_MAX_BYTES", 5 * 32 * 32 * 3)  # six 32-px images do not fit
     assert load_image_folder(root, workers=1).kept_pixels is None
+
+
+def test_files_are_requested_from_the_kernel_ahead_of_the_decoders_but_not_too_far(tmp_path, monkeypatch):
+    import threading
+
+    import pruning_core.data.images as images_module
+
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise on this platform")  # macOS / Windows: read-ahead does nothing there
+    files = [str(save_img(tmp_path / f"{i}.png", seed=i)) for i in range(10)]
+    asked: list[str] = []
+    lock = threading.Condition()
+    real = os.posix_fadvise
+
+    def record(fd, offset, length, advice):
+        assert advice == os.POSIX_FADV_WILLNEED
+        with lock:
+            asked.append(os.readlink(f"/proc/self/fd/{fd}"))
+            lock.notify_all()
+        return real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    monkeypatch.setattr(images_module, "READAHEAD_FILES", 4)
+    ahead = images_module._Readahead(files)
+    with lock:
+        assert lock.wait_for(lambda: len(asked) == 4, timeout=5)
+    time.sleep(0.2)
+    assert asked == files[:4]  # waits for the decoders
+    ahead.advance(3)
+    with lock:
+        assert lock.wait_for(lambda: len(asked) == 7, timeout=5)
+    ahead.stop()
+    ahead._thread.join(timeout=5)
+    assert not ahead._thread.is_alive() and asked == files[:7]
+
+    given: list[list] = []
+
+    class Recorded(images_module._Readahead):
+        def __init__(self, paths):
+            given.append(list(paths))
+            super().__init__([])
+
+    monkeypatch.setattr(images_module, "_Readahead", Recorded)
+    load_image_array(files, 8)
+    dataset = load_image_folder(make_folder(tmp_path / "data"), workers=1)
+    assert given[0] == files  # the decode reads every file: every one is asked for
+    assert sorted(given[1]) == sorted(str(p) for p in dataset.abspaths())  # and the check's too
+    load_image_array(dataset.abspaths(), 8, pixels=dataset.kept_pixels)
+    assert given[2] == []  # nothing to read: the load kept every image's pixels

@@ -363,7 +363,8 @@ def _check_files(
     if workers is None:
         workers = images.decode_workers(abspaths) if check_images else images.default_workers()
     images.map_file_chunks(n, work, chunk=chunk, workers=workers, stage=CHECK_STAGE, progress=progress,
-                           cancel=cancel, thread_name="check", message="decoding images" if check_images else "stat")
+                           cancel=cancel, thread_name="check", message="decoding images" if check_images else "stat",
+                           files=[p for p in abspaths if ledger is None or p not in ledger.known] if check_images else ())
     if ledger is not None and check_images:
         ok = np.flatnonzero(np.equal(kinds, None))
         ledger.record([abspaths[i] for i in ok], sizes[ok], mtimes[ok])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -343,6 +344,55 @@ def decode_workers(sources: Sequence[ImageSource]) -> int:
     return 1 if typical_bytes(sources) < SMALL_IMAGE_BYTES else default_workers()
 
 
+READAHEAD_FILES = 2_048
+"""How far ahead of the finished chunks :class:`_Readahead` asks for files (8 MB of CIFAR-size JPEGs)."""
+
+
+class _Readahead:
+    """Asks the kernel to read files ahead of the workers (``posix_fadvise(WILLNEED)``: asynchronous, no data
+    copied into Python), at most :data:`READAHEAD_FILES` ahead, from one daemon thread.
+
+    A first load meets files that are not in the page cache yet, and one decoding thread (small images) then
+    waits for the disk file by file: 50,000 cold CIFAR-10 JPEGs took 14.9 s to check, 9.9 s with the kernel
+    reading ahead (docs/benchmarks.md, "Cold files read ahead").  Where ``posix_fadvise`` does not exist
+    (macOS, Windows) this does nothing."""
+
+    def __init__(self, paths: Sequence[ImageSource]) -> None:
+        self.paths = [p for p in paths if is_file_path(p)] if hasattr(os, "posix_fadvise") else []
+        self.done, self.stopped = 0, False
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="readahead", daemon=True)
+        if self.paths:
+            self._thread.start()
+
+    def _run(self) -> None:
+        for i, path in enumerate(self.paths):
+            with self._wake:
+                self._wake.wait_for(lambda: self.stopped or i < self.done + READAHEAD_FILES)
+                if self.stopped:
+                    return
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue  # the worker reports it
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    def advance(self, done: int) -> None:
+        with self._wake:
+            self.done = done
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self.stopped = True
+            self._wake.notify()
+
+
 def map_file_chunks(
     n: int,
     work: Callable[[int, int], T],
@@ -354,6 +404,7 @@ def map_file_chunks(
     cancel: Optional[CancelToken],
     thread_name: str,
     message: str = "",
+    files: Sequence[ImageSource] = (),
 ) -> list[T]:
     """Run ``work(start, stop)`` over chunks of ``range(n)`` in a thread pool; the chunks' results in the
     order they finished.
@@ -361,6 +412,8 @@ def map_file_chunks(
     File work (stat, decode) releases the GIL, so threads use every core without copying the data.
     Progress is reported per finished chunk and ``cancel`` is checked between chunks (raises
     :class:`Cancelled`; chunks not started are dropped, and ``work`` should stop early on a cancel).
+    ``files``: the files ``work`` reads, in chunk order (those it skips left out); the kernel is asked for them
+    ahead (:class:`_Readahead`).
     """
     report(progress, stage, 0, n, message)
     if n == 0:
@@ -369,6 +422,7 @@ def map_file_chunks(
     results: list[T] = []
     bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
     done = 0
+    readahead = _Readahead(files)
     with ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix=thread_name) as pool:
         pending = {pool.submit(work, s, e): e - s for s, e in bounds}
         try:
@@ -378,12 +432,15 @@ def map_file_chunks(
                     results.append(fut.result())
                     done += pending.pop(fut)
                 if finished:
+                    readahead.advance(done)
                     report(progress, stage, done, n)
                 check(cancel)
         except BaseException:
             for fut in pending:
                 fut.cancel()
             raise
+        finally:
+            readahead.stop()
     return results
 
 
@@ -424,8 +481,9 @@ def load_image_array(
         return errors
 
     failed: dict[int, str] = {}
+    unread = paths if pixels is None else [p for p, kept in zip(paths, pixels) if kept is None]
     for errors in map_file_chunks(n, work, chunk=chunk, workers=workers or decode_workers(paths), stage=stage, progress=progress,
-                                  cancel=cancel, thread_name="decode"):
+                                  cancel=cancel, thread_name="decode", files=unread):
         failed.update(errors)
     return out, dict(sorted(failed.items()))
 
