@@ -78,7 +78,7 @@ given = {name: int(value) for name, value in given.items() if value is not None}
 dyn_request = DynamicsConfig(arch=arch, dynunc_window=int(window), device=device, budget_s=float(budget), **given)
 try:  # before the throughput probe: a proxy cannot train on one class
     check_trainable(dataset, dataset.root, "dynamics scores and the AdaPruner mask")
-    plan = state.plan_dynamics(dataset, dyn_request, tuple(given))
+    plan = state.plan_dynamics(dataset, dyn_request, tuple(given), grows=True)
     (st.info if plan.fits else st.warning)(f"**Plan:** {plan.describe()}", icon=":material/schedule:")
 except DatasetError as exc:
     plan = None

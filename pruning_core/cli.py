@@ -117,7 +117,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         check_trainable(dataset, args.data, "--dynamics and --adapruner")
     dynamics = None
     if args.dynamics:
-        plan = _planned_dynamics(args, dataset, started)
+        plan = _planned_dynamics(args, dataset, started, grows=True)
         dynamics = plan.config
     adapruner = None
     if args.adapruner is not None:  # one training run, no cross-fitting
@@ -265,10 +265,11 @@ _PROXY_FLAG = {"batch_size": "proxy_batch_size"}
 """DynamicsConfig fields whose flag has another name (--batch-size is CLIP's)."""
 
 
-def _planned_dynamics(args: argparse.Namespace, dataset, started: Optional[float], **fixed: int):
+def _planned_dynamics(args: argparse.Namespace, dataset, started: Optional[float], grows: bool = False, **fixed: int):
     """Proxy settings from the flags given (and ``fixed``), the rest planned to fit ``--budget``; prints the plan.
 
-    ``started``: when the step's budget clock started (None: now).
+    ``started``: when the step's budget clock started (None: now).  ``grows``: the recording run's plan (it may
+    grow into more epochs, see ``plan_dynamics``).
     """
     from pruning_core.dynamics.config import DynamicsConfig
     from pruning_core.dynamics.probe import PROXY_PROBE
@@ -282,7 +283,7 @@ def _planned_dynamics(args: argparse.Namespace, dataset, started: Optional[float
                             precision=args.precision, budget_s=budget, **given)
     plan = plan_dynamics(config, len(dataset), num_classes=len(dataset.classes), budget_s=budget, fixed=given,
                          store=_store(args), progress=TqdmProgress(), probe=PROXY_PROBE, started=started,
-                         overhead_s=decoding_seconds(dataset, _store(args)))
+                         overhead_s=decoding_seconds(dataset, _store(args)), grows=grows)
     print(f"plan: {plan.describe()}", file=sys.stderr)
     return plan
 

@@ -282,3 +282,46 @@ def test_a_stretch_never_plans_more_epochs_than_the_evidence_covers(fake_machine
         assert plan.config.epochs <= max(planner.MAX_STRETCHED_EPOCHS, DynamicsConfig().epochs), plan.describe()
         if plan.rung in rungs:
             assert plan.config.epochs == planner.MAX_STRETCHED_EPOCHS
+
+
+def test_a_budgeted_run_grows_into_the_epochs_its_first_epoch_shows_room_for(one_thread):
+    """A probe that read the machine slow costs no budget: after its first epoch the recording run trains as many
+    epochs as fit its deadline at that pace (up to ``max_epochs``), and its schedule still ends annealed."""
+    from pruning_core.dynamics.trainer import epochs_that_fit, proxy_trainer
+
+    assert epochs_that_fit(100.0, 10.0, planned=4, most=8) == 8
+    assert epochs_that_fit(100.0, 20.0, planned=4, most=8) == 5
+    assert epochs_that_fit(100.0, 40.0, planned=4, most=8) == 4  # never fewer than planned: the deadline shrinks
+    x, y = _tiny_images()
+    kw = dict(arch="resnet9", seed=0, device="cpu", width=8, batch_size=32, precision="auto", num_classes=4)
+    far = time.monotonic() + 3600
+    grown = train_and_record(x, y, epochs=2, deadline=far, max_epochs=5, **kw)
+    assert grown.n_epochs == 5 and grown.prob.shape == (5, len(y)) and not grown.meta["stopped_by_budget"]
+    assert train_and_record(x, y, epochs=2, deadline=far, **kw).n_epochs == 2  # no max_epochs: as planned
+    assert train_and_record(x, y, epochs=2, max_epochs=5, **kw).n_epochs == 2  # no deadline: nothing to fit
+    # stretched in warm-up: still ramping up where the 2-epoch schedule had peaked, then annealing over 5 epochs
+    with proxy_trainer(x, y, epochs=2, **kw) as t:
+        t.train_epoch()
+        t.resize_schedule(t.total_steps // 2 * 5)
+        assert t.total_steps == 40 and t.opt.param_groups[0]["lr"] < 0.9 * t.lr
+        lrs = []
+        for _ in range(3):
+            t.train_epoch()
+            lrs.append(t.opt.param_groups[0]["lr"])
+        assert t.lr >= lrs[0] > lrs[1] > lrs[2] > 0 and t.steps_done == 32
+
+
+def test_only_a_stretched_recording_run_without_cross_fitting_may_grow(fake_machine):
+    n, budget = 50_000, 400.0
+    config = DynamicsConfig(device="cpu")
+    plain = plan_dynamics(config, n, num_classes=10, probe=fake_machine, budget_s=budget)
+    grows = plan_dynamics(config, n, num_classes=10, probe=fake_machine, budget_s=budget, grows=True)
+    rung_epochs = planner.RUNGS[grows.rung]["epochs"]
+    assert plain.config.max_epochs is None and grows.config.epochs == plain.config.epochs
+    assert grows.config.max_epochs == min(int(rung_epochs * planner.MAX_EPOCH_STRETCH),
+                                          max(rung_epochs, planner.MAX_STRETCHED_EPOCHS)) > grows.config.epochs
+    assert f"up to {grows.config.max_epochs} if the first epoch runs faster" in grows.describe()
+    for fixed in ({"epochs": 6}, {"folds": 2}):
+        kept = plan_dynamics(DynamicsConfig(device="cpu", **fixed), n, num_classes=10, probe=fake_machine,
+                             budget_s=budget, fixed=tuple(fixed), grows=True)
+        assert kept.config.max_epochs is None, fixed

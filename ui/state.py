@@ -362,15 +362,17 @@ def compute_clip_scores(
     return table
 
 
-def plan_dynamics(dataset: Dataset, config: DynamicsConfig, fixed: tuple[str, ...]) -> DynamicsPlan:
-    """The plan for ``config`` on this dataset, shown before the run (the first call measures the machine)."""
+def plan_dynamics(dataset: Dataset, config: DynamicsConfig, fixed: tuple[str, ...], grows: bool = False
+                  ) -> DynamicsPlan:
+    """The plan for ``config`` on this dataset, shown before the run (the first call measures the machine);
+    ``grows`` for the recording run's (``pruning_core.runtime.planner.plan_dynamics``)."""
     from pruning_core.dynamics.probe import PROXY_PROBE
     from pruning_core.runtime.planner import plan_dynamics as plan
     from pruning_core.scoring.pipeline import decoding_seconds
 
     with st.spinner("Measuring this machine's training throughput (again when its load has changed)…"):
         return plan(config, len(dataset), num_classes=len(dataset.classes), budget_s=config.budget_s, fixed=fixed,
-                    store=store(), probe=PROXY_PROBE, overhead_s=decoding_seconds(dataset, store()))
+                    store=store(), probe=PROXY_PROBE, overhead_s=decoding_seconds(dataset, store()), grows=grows)
 
 
 def plan_evaluation(dataset: Dataset, test: Optional[Dataset], config, strategies, keeps, fixed: tuple[str, ...],

@@ -29,6 +29,9 @@ class DynamicsConfig:
     """Wall-clock seconds for the whole dynamics step (loading, probing, decoding, training, cross-fitting):
     training starts no epoch it cannot finish in them.  ``pruning_core.runtime.planner.plan_dynamics``
     picks settings that fit it; None runs as set."""
+    max_epochs: Optional[int] = None
+    """With a budget, the most epochs the recording run may grow to when its first epoch shows the budget has
+    room (set by the planner on a stretched plan without cross-fitting; None: ``epochs`` exactly)."""
 
     def trainer_options(self) -> dict:
         """Keyword arguments of the proxy trainer (``proxy_trainer``, ``train_and_record``, ``out_of_sample_probs``)."""

@@ -273,15 +273,29 @@ class ProxyTrainer:
             self.opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         # fp16 needs loss scaling (its gradients underflow); a disabled scaler is a plain pass-through
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.policy.grad_scaler)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(
-            self.opt, max_lr=self.lr, total_steps=self.total_steps, pct_start=min(max(warmup_frac, 2 / self.total_steps), 0.99),  # >= 1 warm-up step
-            anneal_strategy="linear", cycle_momentum=False, div_factor=10.0, final_div_factor=100.0,
-        )
+        self.warmup_frac = warmup_frac
         self.steps_done = 0
+        self.sched = self._one_cycle()
         self.samples_trained = 0
         self.train_seconds = 0.0
         synchronize(dev)
         self.data_seconds = time.perf_counter() - t0
+
+    def _one_cycle(self) -> torch.optim.lr_scheduler.OneCycleLR:
+        """The one-cycle schedule over :attr:`total_steps`, at the step :attr:`steps_done` has reached."""
+        return torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, max_lr=self.lr, total_steps=self.total_steps,
+            pct_start=min(max(self.warmup_frac, 2 / self.total_steps), 0.99),  # >= 1 warm-up step
+            anneal_strategy="linear", cycle_momentum=False, div_factor=10.0, final_div_factor=100.0,
+            last_epoch=self.steps_done - 1,
+        )
+
+    def resize_schedule(self, total_steps: int) -> None:
+        """Stretch the schedule to ``total_steps`` in mid-run, from the step reached: a budgeted run whose first
+        epoch showed room for more epochs grows into them.  Done during warm-up (the first quarter), the
+        learning rate only ramps up more slowly; the peak and the annealing keep their shape."""
+        self.total_steps = int(total_steps)
+        self.sched = self._one_cycle()
 
     def steps_for(self, n_samples: int) -> int:
         """Optimiser steps of an epoch over ``n_samples`` (the last incomplete batch is dropped:
@@ -405,6 +419,13 @@ def proxy_trainer(
         yield ProxyTrainer(x, y, dev=dev, seed=seed, **options)
 
 
+def epochs_that_fit(available_s: float, first_epoch_s: float, planned: int, most: int) -> int:
+    """Epochs a run may train when its first epoch took ``first_epoch_s`` of ``available_s``: as many as fit at that
+    pace, between ``planned`` (never fewer: the deadline stops a slow run) and ``most``."""
+    fit = int(available_s / max(first_epoch_s, 1e-9))
+    return max(planned, min(most, fit))
+
+
 def train_and_record(
     x: Any,
     y: Any,
@@ -416,6 +437,7 @@ def train_and_record(
     record_idx: Optional[Sequence[int] | np.ndarray] = None,
     eval_x: Any = None,
     deadline: Optional[float] = None,
+    max_epochs: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     **options: Any,
@@ -434,6 +456,10 @@ def train_and_record(
             which it passed), so a budgeted run ends about at its budget.  The
             record then holds the epochs done (``meta["stopped_by_budget"]`` is True); the
             schedule was sized for ``epochs``, so its learning rate had not yet annealed.
+        max_epochs: with a ``deadline``, the most epochs the run may grow to: after the first epoch (a far
+            longer measurement than the planner's probe, and a slow one: it pays the warm-up) the run trains
+            as many epochs as fit the deadline at that epoch's pace, up to ``max_epochs``, and stretches its
+            schedule to them (:meth:`ProxyTrainer.resize_schedule`).  It never shrinks: the deadline does that.
         progress, cancel: the project's progress callback / cancel token (checked every batch).
     """
     with proxy_trainer(x, y, epochs=epochs, seed=seed, device=device, deterministic=deterministic, **options) as t:
@@ -447,7 +473,9 @@ def train_and_record(
         t_record = 0.0
         done = 0
         loop_started = time.monotonic()
-        for epoch in range(epochs):
+        epoch = -1
+        while epoch + 1 < epochs:
+            epoch += 1
             check(cancel)
             t.train_epoch(cancel=cancel)
             # the last epoch: the planned one, or the last one that ends before the budget runs out
@@ -462,6 +490,12 @@ def train_and_record(
             synchronize(t.dev)
             t_record += time.perf_counter() - t2
             done = epoch + 1
+            if done == 1 and deadline is not None and max_epochs is not None and not last:
+                grown = epochs_that_fit(deadline - loop_started, time.monotonic() - loop_started, epochs, max_epochs)
+                if grown > epochs:
+                    t.resize_schedule(t.total_steps // epochs * grown)
+                    stats = {k: torch.cat([v, v.new_empty((grown - epochs, n_rec))]) for k, v in stats.items()}
+                    epochs = grown
             report(progress, "train", done, epochs, f"{t.arch} epoch {done}/{epochs}")
             if last:
                 break

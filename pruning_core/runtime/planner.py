@@ -269,7 +269,9 @@ class DynamicsPlan:
         folds = f"{c.folds} cross-fitting folds" if c.folds >= 2 else "no cross-fitting (no cleanlab)"
         model = (f"ResNet-9 width {c.width} at {c.image_size} px" if c.arch == "resnet9"
                  else f"{c.arch} probe on the CLIP embeddings")
-        line = (f"{model}, {c.epochs} epochs, {folds}, batch {c.batch_size} on {self.device}: about "
+        grows = (f" (up to {c.max_epochs} if the first epoch runs faster than measured)"
+                 if getattr(c, "max_epochs", None) and c.max_epochs > c.epochs else "")
+        line = (f"{model}, {c.epochs} epochs{grows}, {folds}, batch {c.batch_size} on {self.device}: about "
                 f"{format_seconds(self.estimate_s)} for {self.n_samples:,} samples")
         if self.overhead_s >= 1:
             line += f" (+ {format_seconds(self.overhead_s)} loading, probing and decoding)"
@@ -422,6 +424,7 @@ def plan_dynamics(
     batch_samples: Optional[int] = None,
     started: Optional[float] = None,
     overhead_s: Optional[Callable[[Any], float]] = None,
+    grows: bool = False,
 ) -> DynamicsPlan:
     """The most capable rung of :data:`RUNGS` that fits ``budget_s``, with the ``fixed`` fields of ``config`` kept.
 
@@ -440,6 +443,10 @@ def plan_dynamics(
     started (default: now), so the time spent loading and probing counts, and ``overhead_s(candidate)``
     is the work outside training still to come for a candidate (decoding its images when they are not
     cached).
+
+    ``grows``: the run can grow into more epochs when its first epoch shows the budget has room (the dynamics
+    step's recording run: ``train_and_record``'s ``max_epochs``).  A stretched plan without cross-fitting then
+    sets ``max_epochs`` to the stretch's cap, so a probe that read the machine slow costs no budget.
     """
     started = time.monotonic() if started is None else started
     cost = estimate or (lambda candidate, rates: estimate_seconds(candidate, n_samples, rates))
@@ -488,7 +495,18 @@ def plan_dynamics(
     best = replace(best, spent_s=time.monotonic() - started)
     if not best.fits:
         return _epochs_to_fit(best, cost, 1.0)
-    return _epochs_to_fit(best, cost, MAX_EPOCH_STRETCH) if capped else best
+    if not capped:
+        return best
+    stretched = _epochs_to_fit(best, cost, MAX_EPOCH_STRETCH)
+    if not grows or "epochs" in fixed or stretched.config.folds >= 2:  # cross-fitting spends what the run leaves
+        return stretched
+    return replace(stretched, config=replace(stretched.config, max_epochs=_stretch_cap(best.config.epochs)))
+
+
+def _stretch_cap(epochs: int) -> int:
+    """The most epochs a rung of ``epochs`` is stretched to: :data:`MAX_EPOCH_STRETCH` times its own, at most
+    :data:`MAX_STRETCHED_EPOCHS` (unless it has more already), at least :data:`MIN_EPOCHS`."""
+    return min(max(MIN_EPOCHS, int(epochs * MAX_EPOCH_STRETCH)), max(int(epochs), MAX_STRETCHED_EPOCHS))
 
 
 def _epochs_to_fit(plan: DynamicsPlan, cost: Callable[[Any, Rates], float], stretch: float) -> DynamicsPlan:
@@ -502,9 +520,7 @@ def _epochs_to_fit(plan: DynamicsPlan, cost: Callable[[Any, Rates], float], stre
     if "epochs" in plan.fixed or plan.budget_s is None:
         return plan
     available = plan.budget_s * (1 - TAIL_SHARE) - plan.overhead_s
-    most = max(MIN_EPOCHS, int(config.epochs * stretch))
-    if stretch > 1:
-        most = min(most, max(int(config.epochs), MAX_STRETCHED_EPOCHS))
+    most = _stretch_cap(config.epochs) if stretch > 1 else max(MIN_EPOCHS, int(config.epochs))
     for epochs in range(most, MIN_EPOCHS - 1, -1):
         candidate = replace(config, epochs=epochs)
         estimate = cost(candidate, plan.rates)

@@ -308,7 +308,8 @@ def dynamics_score_table(
                 if config.budget_s is not None else None)
 
     def train_record() -> Computed:
-        record = train_and_record(x, y, deadline=deadline, progress=progress, cancel=cancel, **train)
+        record = train_and_record(x, y, deadline=deadline, max_epochs=config.max_epochs, progress=progress,
+                                  cancel=cancel, **train)
         return Computed(arrays=record.to_arrays(), meta={**record.meta, "finished_at": time.time()})
 
     entry = record_step.run(store, train_record)
