@@ -33,7 +33,7 @@ import json, os, sys, time
 policy = sys.argv[1] == "policy"
 wait_policy = os.environ.get("OMP_WAIT_POLICY", "(default)")
 if policy:
-    import pruning_core  # sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP
+    import pruning_core  # sets OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT before torch loads OpenMP
 import numpy as np
 import torch
 from pruning_core.dynamics.trainer import proxy_trainer
@@ -66,6 +66,7 @@ def run_case(case: str, samples: int, epochs: int, timeout: float) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("OMP_NUM_THREADS", None)  # torch's own default: one thread per CPU
     env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
     out = subprocess.run([sys.executable, "-c", WORKER, case, str(samples), str(epochs)], env=env, check=True,
                          capture_output=True, text=True, timeout=timeout).stdout
     return json.loads(out.strip().splitlines()[-1])

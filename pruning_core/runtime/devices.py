@@ -526,7 +526,3 @@ def _process_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
 
-
-def passive_waits() -> bool:
-    """Whether OpenMP threads sleep at barriers here (``OMP_WAIT_POLICY=PASSIVE``, set by ``pruning_core``)."""
-    return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
