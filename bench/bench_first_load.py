@@ -7,6 +7,10 @@ shared machine's load falls on all::
 
     git worktree add /tmp/old <commit>
     python bench/bench_first_load.py --checkouts /tmp/old . --rounds 3     # 50,000 CIFAR-10 JPEGs at 24 px
+    python bench/bench_first_load.py --checkouts /tmp/old . --cold         # the files dropped from the page cache first
+
+``--cold`` drops the kernel's page cache before every measurement (root only: ``/proc/sys/vm/drop_caches``), so
+each load reads its files from the disk, as a user's first run on a dataset usually does.
 """
 
 from __future__ import annotations
@@ -36,7 +40,18 @@ print(json.dumps({"check": t1 - t0, "decode": t2 - t1, "n": len(dataset)}))
 """
 
 
-def measure(checkout: Path, manifest: Path, root: Path, size: int) -> dict:
+def drop_page_cache() -> None:
+    """Every file's cached pages dropped (root only)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:
+        raise SystemExit(f"--cold needs root to write /proc/sys/vm/drop_caches ({exc.strerror or exc})") from None
+
+
+def measure(checkout: Path, manifest: Path, root: Path, size: int, cold: bool) -> dict:
+    if cold:
+        drop_page_cache()
     env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
     out = subprocess.run([sys.executable, "-c", ONE_RUN, str(manifest), str(root), str(size)],
                          env=env, capture_output=True, text=True, check=True, cwd=checkout)
@@ -50,12 +65,13 @@ def main() -> None:
     ap.add_argument("--manifest", default="train_sym40.csv", help="a CIFAR-10 manifest (bench/cifar_data.py)")
     ap.add_argument("--cifar-root", type=Path, default=Path(os.environ.get("PRUNESCOPE_CIFAR_DIR", "/tmp/cifar")))
     ap.add_argument("--size", type=int, default=24)
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before every measurement (root)")
     args = ap.parse_args()
     root = unpack(args.cifar_root)
-    print(f"{args.manifest} at {args.size} px; load {os.getloadavg()[0]:.1f}")
+    print(f"{args.manifest} at {args.size} px, {'cold' if args.cold else 'warm'} page cache; load {os.getloadavg()[0]:.1f}")
     for r in range(args.rounds):
         for checkout in args.checkouts:
-            m = measure(checkout, DATA / args.manifest, root, args.size)
+            m = measure(checkout, DATA / args.manifest, root, args.size, args.cold)
             print(f"round {r + 1}  {str(checkout):20s} {m['n']:,} files: check {m['check']:5.1f} s  "
                   f"decode {m['decode']:5.1f} s  together {m['check'] + m['decode']:5.1f} s")
     print(f"load after {os.getloadavg()[0]:.1f}")
