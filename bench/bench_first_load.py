@@ -3,7 +3,8 @@ checkouts side by side.
 
 Each measurement is a fresh process with an empty result store: ``load_dataset`` checks every file (no validation
 ledger yet), then ``decoded_images`` decodes all of them at ``--size``.  Checkouts alternate round by round, so a
-shared machine's load falls on all::
+shared machine's load falls on all.  Before decoding, each prints the planner's estimate of the decoding
+(``scoring.pipeline.decoding_seconds``, which the budget reserves)::
 
     git worktree add /tmp/old <commit>
     python bench/bench_first_load.py --checkouts /tmp/old . --rounds 3     # 50,000 CIFAR-10 JPEGs at 24 px
@@ -30,13 +31,18 @@ ONE_RUN = """
 import json, sys, tempfile, time
 from cache.store import ResultStore
 from pruning_core.data.datasets import decoded_images, load_dataset
+from pruning_core.dynamics.config import DynamicsConfig
+from pruning_core.scoring.pipeline import decoding_seconds
 manifest, root, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = ResultStore(tempfile.mkdtemp())
 t0 = time.perf_counter()
 dataset = load_dataset(manifest, root)
 t1 = time.perf_counter()
-decoded_images(dataset, size, ResultStore(tempfile.mkdtemp()))
+estimate = decoding_seconds(dataset, store)(DynamicsConfig(image_size=size))
 t2 = time.perf_counter()
-print(json.dumps({"check": t1 - t0, "decode": t2 - t1, "n": len(dataset)}))
+decoded_images(dataset, size, store)
+t3 = time.perf_counter()
+print(json.dumps({"check": t1 - t0, "estimate": estimate, "decode": t3 - t2, "n": len(dataset)}))
 """
 
 
@@ -73,7 +79,8 @@ def main() -> None:
         for checkout in args.checkouts:
             m = measure(checkout, DATA / args.manifest, root, args.size, args.cold)
             print(f"round {r + 1}  {str(checkout):20s} {m['n']:,} files: check {m['check']:5.1f} s  "
-                  f"decode {m['decode']:5.1f} s  together {m['check'] + m['decode']:5.1f} s")
+                  f"decode {m['decode']:5.1f} s (the planner's estimate {m['estimate']:5.1f} s)  "
+                  f"together {m['check'] + m['decode']:5.1f} s")
     print(f"load after {os.getloadavg()[0]:.1f}")
 
 

@@ -353,9 +353,9 @@ class _Readahead:
     copied into Python), at most :data:`READAHEAD_FILES` ahead, from one daemon thread.
 
     A first load meets files that are not in the page cache yet, and one decoding thread (small images) then
-    waits for the disk file by file: 50,000 cold CIFAR-10 JPEGs took 14.9 s to check, 9.9 s with the kernel
-    reading ahead (docs/benchmarks.md, "Cold files read ahead").  Where ``posix_fadvise`` does not exist
-    (macOS, Windows) this does nothing."""
+    waits for the disk file by file; read ahead, checking 50,000 cold CIFAR-10 JPEGs while decoding each in full
+    took 11.1-11.9 s where the 1/8-scale check alone had taken 12.5-12.7 s (docs/benchmarks.md, "A first run's
+    seconds").  Where ``posix_fadvise`` does not exist (macOS, Windows) this does nothing."""
 
     def __init__(self, paths: Sequence[ImageSource]) -> None:
         self.paths = [p for p in paths if is_file_path(p)] if hasattr(os, "posix_fadvise") else []

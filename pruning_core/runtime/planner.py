@@ -112,9 +112,9 @@ MIN_BATCH_SIZE = 16
 
 TAIL_SHARE = 0.03
 """Share of a budget kept for what follows training (the scores, writing the table, the process's exit): plans and
-deadlines use the rest.  On 50,000 CIFAR-10 images that tail took 1.3 s of a 180-s budget on an idle machine (2 %
-was 3.6 s; 5 %, the share before, left 8 s unspent); under heavy load the exit alone took up to 9 s
-(docs/benchmarks.md, "The budget covers the whole step" and "Decoding estimated from a spread sample")."""
+deadlines use the rest.  On 50,000 CIFAR-10 images that tail took 1.3 s of a 180-s budget on an idle machine (5 %,
+the share before, left 8 s unspent); under heavy load the exit alone took up to 9 s (docs/benchmarks.md, "The
+budget covers the whole step" and "A first run's seconds")."""
 
 PROBE_MAX_AGE_S = 6 * 3600.0
 """A recorded probe older than this is measured again (drivers, clocks and neighbours change)."""

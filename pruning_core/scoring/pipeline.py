@@ -242,8 +242,8 @@ def decoding_seconds(dataset: Dataset, store: ResultStore, sample: int = 256, wa
     Timed once, at the first size asked, on ``sample`` files spread evenly over the dataset (after ``warmup``
     untimed ones: a process's first decodes pay for PIL's plugins and cold caches), resized from the pixels the
     load kept where it kept them (:attr:`Dataset.kept_pixels`), then scaled to the dataset:
-    the budget covers decoding, so a first run on 50,000 JPEGs (about 9 s on 2 cores) plans less training.  The
-    first 64 files, timed cold, read 50,000 CIFAR-10 JPEGs as 8.5-13.2 s where they took 8.8 s.
+    the budget covers decoding, so a first run on 50,000 JPEGs plans less training (bench/bench_first_load.py
+    prints this estimate beside the decoding it estimates).
     """
     per_image: list[float] = []
 
