@@ -17,14 +17,13 @@ each load reads its files from the disk, as a user's first run on a dataset usua
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from checkouts import run_in_checkout  # noqa: E402
 from cifar_data import DATA, unpack  # noqa: E402
 
 ONE_RUN = """
@@ -58,10 +57,7 @@ def drop_page_cache() -> None:
 def measure(checkout: Path, manifest: Path, root: Path, size: int, cold: bool) -> dict:
     if cold:
         drop_page_cache()
-    env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
-    out = subprocess.run([sys.executable, "-c", ONE_RUN, str(manifest), str(root), str(size)],
-                         env=env, capture_output=True, text=True, check=True, cwd=checkout)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_in_checkout(checkout, ONE_RUN, manifest, root, size)
 
 
 def main() -> None:

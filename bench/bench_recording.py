@@ -11,11 +11,13 @@ every sample after every epoch).  Checkouts alternate round by round, so a share
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from checkouts import run_in_checkout  # noqa: E402
 
 ONE_RUN = """
 import json, sys
@@ -32,10 +34,7 @@ print(json.dumps({"train": meta["train_seconds"], "record": meta["record_seconds
 
 
 def measure(checkout: Path, args: argparse.Namespace) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
-    out = subprocess.run([sys.executable, "-c", ONE_RUN, str(args.n), str(args.size), str(args.epochs)],
-                         env=env, capture_output=True, text=True, check=True, cwd=checkout)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_in_checkout(checkout, ONE_RUN, args.n, args.size, args.epochs)
 
 
 def main() -> None:

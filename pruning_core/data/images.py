@@ -323,10 +323,16 @@ def default_workers() -> int:
     return max(1, min(16, affinity_cpus() * 2))
 
 
+def spread_indices(n: int, sample: int) -> np.ndarray:
+    """At most ``sample`` indices of ``range(n)``, evenly spaced from first to last (a sample that sees every part
+    of a dataset sorted by class or folder)."""
+    return np.unique(np.linspace(0, n - 1, min(sample, n)).astype(int))
+
+
 def typical_bytes(sources: Sequence[ImageSource], sample: int = 32) -> int:
     """The median encoded size of ``sample`` evenly spaced ``sources`` (files stat-ed, blobs read);
     unreadable ones are left out, and 0 means none could be read."""
-    picked = [sources[i] for i in np.unique(np.linspace(0, len(sources) - 1, min(sample, len(sources))).astype(int))]
+    picked = [sources[i] for i in spread_indices(len(sources), sample)]
     sizes = []
     for source in picked:
         try:
@@ -503,5 +509,6 @@ __all__ = [
     "is_file_path",
     "load_image_array",
     "load_rgb",
+    "spread_indices",
     "to_rgb",
 ]

@@ -270,7 +270,7 @@ class DynamicsPlan:
         model = (f"ResNet-9 width {c.width} at {c.image_size} px" if c.arch == "resnet9"
                  else f"{c.arch} probe on the CLIP embeddings")
         grows = (f" (up to {c.max_epochs} if the first epoch runs faster than measured)"
-                 if getattr(c, "max_epochs", None) and c.max_epochs > c.epochs else "")
+                 if c.max_epochs and c.max_epochs > c.epochs else "")
         line = (f"{model}, {c.epochs} epochs{grows}, {folds}, batch {c.batch_size} on {self.device}: about "
                 f"{format_seconds(self.estimate_s)} for {self.n_samples:,} samples")
         if self.overhead_s >= 1:

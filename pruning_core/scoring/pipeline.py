@@ -19,7 +19,7 @@ from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.embeddings.clip_model import WeightsSource, clip_precision, load_clip, resolve_weights, source_identity
 from pruning_core.data.datasets import Dataset, decoded_images, decoded_images_step
-from pruning_core.data.images import decode_workers, load_image_array
+from pruning_core.data.images import load_image_array, spread_indices
 from pruning_core.dynamics.config import DynamicsConfig
 from pruning_core.embeddings.encode import batched_text_encoder, cached_chunks, embed_images
 from pruning_core.image_quality import QualityConfig
@@ -253,9 +253,9 @@ def decoding_seconds(dataset: Dataset, store: ResultStore, sample: int = 256, wa
         if not per_image:
             refs, kept = dataset.image_refs(), dataset.kept_pixels
             load_image_array(refs[:warmup], config.image_size, workers=1)
-            spread = np.unique(np.linspace(0, len(refs) - 1, min(sample, len(refs))).astype(int))
+            spread = spread_indices(len(refs), sample)
             t0 = time.perf_counter()
-            load_image_array([refs[i] for i in spread], config.image_size, workers=decode_workers(refs),
+            load_image_array([refs[i] for i in spread], config.image_size,
                              pixels=None if kept is None else [kept[i] for i in spread])
             per_image.append((time.perf_counter() - t0) / max(1, len(spread)))
         return per_image[0] * len(dataset)
