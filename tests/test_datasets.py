@@ -523,6 +523,13 @@ def test_files_are_requested_from_the_kernel_ahead_of_the_decoders_but_not_too_f
     ahead._thread.join(timeout=5)
     assert not ahead._thread.is_alive() and asked == files[:7]
 
+    outside = save_img(tmp_path / "elsewhere" / "secret.png", seed=11)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "x.png").symlink_to(outside)
+    asked.clear()
+    load_image_array([str(tmp_path / "linked" / "x.png")], 8)
+    assert asked == []  # a symlink is not followed ahead of the check that refuses links out of the root
+
     given: list[list] = []
 
     class Recorded(images_module._Readahead):

@@ -377,8 +377,8 @@ class _Readahead:
                 self._wake.wait_for(lambda: self.stopped or i < self.done + READAHEAD_FILES)
                 if self.stopped:
                     return
-            try:
-                fd = os.open(path, os.O_RDONLY)
+            try:  # a symlink is never followed: it may point outside the dataset root (the check refuses those)
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             except OSError:
                 continue  # the worker reports it
             try:
