@@ -36,3 +36,4 @@ def test_a_finished_stage_says_done_and_finish_closes_the_stages_left_open():
     progress.finish()
     assert [bar.shown[-1][1].split(":")[1].strip().startswith("done") for bar in container.bars] == [True, True]
     assert all("left" not in bar.shown[-1][1] and bar.shown[-1][0] == 1.0 for bar in container.bars)
+    assert container.bars[0].shown[-1][1] == text  # a finished stage keeps its own time, not the job's

@@ -234,6 +234,7 @@ class StreamlitProgress:
         self.container = container
         self.bars: dict[str, object] = {}
         self.started: dict[str, float] = {}
+        self.ended: set[str] = set()
 
     def __call__(self, p: Progress) -> None:
         bar = self.bars.get(p.stage)
@@ -244,16 +245,20 @@ class StreamlitProgress:
         elapsed = time.monotonic() - self.started[p.stage]
         if p.fraction >= 1:
             bar.progress(1.0, text=f"{p.stage}: done, {p.total:,} in {format_seconds(elapsed)}{detail}")
+            self.ended.add(p.stage)  # its time is said: finish() must not restate it as the time to the job's end
             return
+        self.ended.discard(p.stage)
         clock = f" · {format_seconds(elapsed)} elapsed"
         if p.fraction > 0:
             clock += f", about {format_seconds(elapsed * (1 - p.fraction) / p.fraction)} left"
         bar.progress(p.fraction, text=f"{p.stage}: {p.done:,} / {p.total:,}{detail}{clock}")
 
     def finish(self) -> None:
-        """The job ended: every bar says done (a stage whose last report came before its end would
-        otherwise keep saying "about 20 s left")."""
+        """The job ended: every bar still open says done (a stage whose last report came before its end would
+        otherwise keep saying "about 20 s left"); a stage that reported its end keeps the time it said then."""
         for stage, bar in self.bars.items():
+            if stage in self.ended:
+                continue
             bar.progress(1.0, text=f"{stage}: done in {format_seconds(time.monotonic() - self.started[stage])}")
 
 
