@@ -130,6 +130,43 @@ def test_resnet9_trainer_is_deterministic_and_records_every_epoch():
     np.testing.assert_array_equal(r.margin, a.margin)
 
 
+def test_every_epoch_but_the_last_is_read_from_its_training_pass(monkeypatch):
+    """Per-epoch rows come from the logits the training steps computed; the 40 samples the dropped last batch leaves
+    out each epoch (240 in batches of 50) are evaluated alone; the whole set is evaluated once, after the last epoch."""
+    from pruning_core.dynamics import trainer as trainer_mod
+
+    x, y, _ = synthetic_images()
+    passes: list[dict[int, torch.Tensor]] = []
+    train_epoch, logits = trainer_mod.ProxyTrainer.train_epoch, trainer_mod.ProxyTrainer.logits
+
+    def spying(self, *args, on_batch=None, **kw):
+        seen: dict[int, torch.Tensor] = {}
+        passes.append(seen)
+
+        def both(b, out):
+            seen.update((i, z.clone()) for i, z in zip(b.tolist(), out))
+            on_batch(b, out)
+        return train_epoch(self, *args, on_batch=both, **kw)
+
+    evaluated = []
+    monkeypatch.setattr(trainer_mod.ProxyTrainer, "train_epoch", spying)
+    monkeypatch.setattr(trainer_mod.ProxyTrainer, "logits",
+                        lambda self, idx=None, **kw: evaluated.append(idx.tolist()) or logits(self, idx, **kw))
+    kw = DynamicsConfig(arch="resnet9", epochs=3, batch_size=50, width=8, seed=1, device="cpu").trainer_options()
+    rec = train_and_record(x, y, **kw)
+    assert [len(p) for p in passes] == [200, 200, 200]
+    assert [len(e) for e in evaluated] == [40, 40, 240]
+    for epoch in range(2):
+        trained = sorted(passes[epoch])
+        assert sorted(evaluated[epoch]) == sorted(set(range(240)) - set(trained))
+        expected = label_stats(torch.stack([passes[epoch][i] for i in trained]), torch.as_tensor(y[trained]))
+        for name in ("prob", "margin", "loss", "el2n"):
+            np.testing.assert_allclose(getattr(rec, name)[epoch, trained], expected[name].numpy(), rtol=1e-5, atol=1e-6)
+        assert (rec.loss[epoch] > 0).all()  # the left-out ones were evaluated, not left at zero
+    last = label_stats(torch.as_tensor(rec.final_logits), torch.as_tensor(y))
+    np.testing.assert_allclose(rec.margin[-1], last["margin"].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_the_folded_eval_model_computes_what_the_trained_model_computes_in_eval_mode():
     from pruning_core.dynamics.models import build_model, folded_for_eval
 

@@ -68,6 +68,16 @@ def test_plan_is_the_most_capable_rung_that_fits(fake_machine, budget):
         assert estimate_seconds(bigger, n, synthetic_rates(bigger, num_classes=10)) > budget
 
 
+def test_an_epoch_costs_training_only_and_the_run_evaluates_once():
+    """The recording run reads its epochs' statistics from the training pass: each epoch adds N training passes and
+    no evaluation; the whole set is evaluated once (and each held-out fold once more when cross-fitting)."""
+    rates, n = Rates(train=1000.0, eval=4000.0), 8000
+    one, three = (estimate_seconds(DynamicsConfig(epochs=e, folds=0), n, rates) for e in (1, 3))
+    assert one == pytest.approx(n / 1000 + n / 4000)
+    assert three - one == pytest.approx(2 * n / 1000)
+    assert estimate_seconds(DynamicsConfig(epochs=1, folds=2), n, rates) == pytest.approx(2 * n / 1000 + 2 * n / 4000)
+
+
 def test_plans_grow_with_the_budget(fake_machine):
     estimates = [plan_dynamics(DynamicsConfig(device="cpu"), 20_000, num_classes=10, probe=fake_machine, budget_s=b).estimate_s
                  for b in (30.0, 120.0, 600.0, 5000.0)]

@@ -70,7 +70,7 @@ def folded_for_eval(model: nn.Module) -> nn.Module:
 
     In eval mode a BatchNorm is a fixed per-channel affine map, so folding it into the convolution's
     weights and bias gives the same function (up to float rounding) with one pass over the activations
-    fewer: the recording run's per-epoch evaluation of 50,000 images at 24 px on 2 cores takes a fifth
+    fewer: the recording run's evaluation of 50,000 images at 24 px on 2 cores takes a fifth
     less time (docs/benchmarks.md, "The recording run's evaluation").  ``model`` itself is untouched, so
     training goes on with its BatchNorm layers.
     """

@@ -1,8 +1,17 @@
-"""Train a proxy network once and record, after every epoch, how it sees every training sample.
+"""Train a proxy network once and record, every epoch, how it sees every training sample.
 
 Training-dynamics scores (confidence, AUM, forgetting, EL2N, Dyn-Unc; research.md section 1) are
-all functions of per-epoch, per-sample statistics of the given label, measured in eval mode on the
-non-augmented view.  :func:`train_and_record` produces exactly those statistics in one run:
+all functions of per-epoch, per-sample statistics of the given label.  :func:`train_and_record`
+produces exactly those statistics in one run:
+
+* every epoch's statistics are read from the logits the training step computed anyway, as AUM
+  (Pleiss et al.) and forgetting events (Toneva et al.) define them (the fewer than a batch of
+  samples an epoch's dropped last batch leaves out are evaluated alone).  Only after the last
+  epoch is the whole set evaluated again, in eval mode on the non-augmented view: that row and
+  the final logits (the noise score, the final loss, the suggested labels) are the trained model's
+  plain verdict.  An evaluation pass after every epoch cost a sixth of a budgeted run on 2 cores
+  (3.3 of 20.8 s an epoch at 24 px on 50,000 images; docs/benchmarks.md, "Statistics from the
+  training pass");
 
 * the whole dataset is moved to the device **once** (images stay uint8 and unpadded, so 50k
   CIFAR images take 150 MB); every batch is gathered, randomly cropped and flipped on the device
@@ -59,7 +68,10 @@ class TrainingRecord:
     """Per-epoch statistics of the given label for every recorded training sample.
 
     Arrays are indexed ``[epoch, sample]``; sample ``j`` is training sample ``record_idx[j]``
-    (all samples, in order, unless ``record_idx`` was passed to the trainer).
+    (all samples, in order, unless ``record_idx`` was passed to the trainer).  Every row but the last
+    comes from the epoch's training pass (augmented view, train mode; the few samples its dropped last
+    batch left out from the model at the epoch's end); the last, like ``final_logits``, from the
+    trained model in eval mode on the plain view.
 
     Attributes:
         prob: (E, N) float32, softmax probability of the given label.
@@ -72,7 +84,7 @@ class TrainingRecord:
         record_idx: (N,) int64, indices into the training set.
         heldout_probs: (M, C) float32 softmax of the final model on ``eval_x``, or None.
         meta: arch, epochs, seed, device, timings (``train_seconds`` excludes data transfer
-            and per-epoch recording; ``record_seconds`` is the recording).
+            and the final evaluation; ``record_seconds`` is that evaluation).
     """
 
     prob: np.ndarray
@@ -308,9 +320,13 @@ class ProxyTrainer:
         *,
         loss_fn: Optional[LossFn] = None,
         extra_optimizer: Optional[torch.optim.Optimizer] = None,
+        on_batch: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None,
         cancel: Optional[CancelToken] = None,
     ) -> None:
         """One pass over samples ``idx`` (default all), shuffled; ``extra_optimizer`` steps with the model's.
+
+        ``on_batch(sample_idx, logits)`` sees every batch's float32 training-pass logits (detached): the
+        recording run reads its per-epoch statistics from them.
 
         With fp16's GradScaler the model's step goes through the scaler, ``extra_optimizer``'s does not:
         its parameters' gradients are those of the *scaled* loss, so its update must be scale-free
@@ -331,6 +347,8 @@ class ProxyTrainer:
             with autocast(self.dev, self.precision):
                 out = self.model(self.data.augmented(b, self.gen))
             out = out.float()
+            if on_batch is not None:
+                on_batch(b, out.detach())
             if loss_fn is None:
                 loss = F.cross_entropy(out, self.y[b], label_smoothing=self.label_smoothing)
             else:
@@ -419,6 +437,21 @@ def proxy_trainer(
         yield ProxyTrainer(x, y, dev=dev, seed=seed, **options)
 
 
+def _evaluation_seconds(t: ProxyTrainer, rec_idx: torch.Tensor, chunks: int = 4) -> float:
+    """Seconds the evaluation of ``rec_idx`` after the last epoch will take, from ``chunks`` timed chunks after two
+    untimed ones (the first pays for folding the model and the kernels' set-up): a budgeted run keeps that time."""
+    step = eval_chunk(t.dev, t.batch_size)
+    sample = rec_idx[: step * (chunks + 2)]
+    stamps = []
+    for _ in t.logits(sample):
+        synchronize(t.dev)
+        stamps.append(time.perf_counter())
+    timed = np.diff(stamps)[1:]
+    if timed.size == 0:
+        return 0.0
+    return float(np.median(timed)) / step * int(rec_idx.shape[0])
+
+
 def epochs_that_fit(available_s: float, first_epoch_s: float, planned: int, most: int) -> int:
     """Epochs a run may train when its first epoch took ``first_epoch_s`` of ``available_s``: as many as fit at that
     pace, between ``planned`` (never fewer: the deadline stops a slow run) and ``most``."""
@@ -447,13 +480,14 @@ def train_and_record(
     Args:
         x, y, seed, device, deterministic, **options: see :func:`proxy_trainer`.
         epochs: training epochs; one record per epoch.
-        record_idx: which training samples to record (default all). An empty array records none,
-            which saves the per-epoch evaluation when only ``heldout_probs`` are needed.
+        record_idx: which training samples to record (default all). An empty array records none (the
+            cross-fitting folds, which need only ``heldout_probs``).
         eval_x: optional held-out inputs (same kind as ``x``); their final softmax is returned
             as ``heldout_probs``.
         deadline: a ``time.monotonic()`` instant (a time budget): training does not start an epoch
-            that, at the mean epoch time so far, would end after it (and stops after any epoch in
-            which it passed), so a budgeted run ends about at its budget.  The
+            that, at the mean epoch time so far and with the final evaluation (timed on a few chunks after
+            the first epoch), would end after it (and stops after any epoch in which it passed), so a
+            budgeted run ends about at its budget.  The
             record then holds the epochs done (``meta["stopped_by_budget"]`` is True); the
             schedule was sized for ``epochs``, so its learning rate had not yet annealed.
         max_epochs: with a ``deadline``, the most epochs the run may grow to: after the first epoch (a far
@@ -467,40 +501,71 @@ def train_and_record(
         rec_dev = torch.as_tensor(rec_idx, device=t.dev)
         y_rec = t.y[rec_dev]
         n_rec = int(rec_idx.shape[0])
-        stats = {k: torch.empty((epochs, n_rec), device=t.dev, dtype=torch.bool if k == "correct" else torch.float32)
+        # column n_rec takes the statistics of samples that are not recorded: every batch is written without a mask
+        # (a boolean mask would synchronise with the host)
+        column = torch.full((t.n,), n_rec, dtype=torch.long, device=t.dev)
+        column[rec_dev] = torch.arange(n_rec, device=t.dev)
+        stats = {k: torch.zeros((epochs, n_rec + 1), device=t.dev, dtype=torch.bool if k == "correct" else torch.float32)
                  for k in ("prob", "margin", "correct", "loss", "el2n")}
-        epoch_logits = torch.empty((n_rec, t.num_classes), device=t.dev)  # one epoch's, for one vectorised read
+        epoch_logits = torch.empty((n_rec, t.num_classes), device=t.dev)  # the last epoch's, for one vectorised read
         t_record = 0.0
         done = 0
-        loop_started = time.monotonic()
         epoch = -1
+
+        seen = torch.zeros(n_rec + 1, dtype=torch.bool, device=t.dev)  # this epoch's recorded samples
+
+        def record_batch(b: torch.Tensor, logits: torch.Tensor) -> None:
+            for k, v in label_stats(logits, t.y[b]).items():
+                stats[k][epoch, column[b]] = v
+            seen[column[b]] = True
+
+        def record_the_left_out() -> None:
+            """The few samples the epoch's dropped last batch left out (fewer than a batch): evaluated alone."""
+            left = torch.nonzero(~seen[:n_rec]).flatten()
+            for pos, logits in t.logits(rec_dev[left]):
+                for k, v in label_stats(logits, y_rec[left[pos]]).items():
+                    stats[k][epoch, left[pos]] = v
+            seen.zero_()
+
+        loop_started = time.monotonic()
+        final_eval_s = 0.0  # the evaluation after the last epoch, measured after the first (budgeted runs only)
+        measuring_s = 0.0  # what measuring it took: not an epoch's time
         while epoch + 1 < epochs:
             epoch += 1
             check(cancel)
-            t.train_epoch(cancel=cancel)
-            # the last epoch: the planned one, or the last one that ends before the budget runs out
-            # (the mean epoch so far says whether another one would end after the deadline)
+            t.train_epoch(on_batch=record_batch if n_rec else None, cancel=cancel)
+            if epoch == 0 and deadline is not None and n_rec:
+                t1 = time.monotonic()
+                final_eval_s = _evaluation_seconds(t, rec_dev)
+                measuring_s = time.monotonic() - t1
+            # the last epoch: the planned one, or the last one that ends (with the final evaluation) before the
+            # budget runs out (the mean epoch so far says whether another one would end after the deadline)
             now = time.monotonic()
-            last = epoch == epochs - 1 or (deadline is not None and now + (now - loop_started) / (epoch + 1) >= deadline)
-            t2 = time.perf_counter()
-            for pos, logits in t.logits(rec_dev):
-                epoch_logits[pos] = logits
-            for k, v in label_stats(epoch_logits, y_rec).items():
-                stats[k][epoch] = v
-            synchronize(t.dev)
-            t_record += time.perf_counter() - t2
+            mean_epoch = (now - loop_started - measuring_s) / (epoch + 1)
+            last = epoch == epochs - 1 or (deadline is not None and now + mean_epoch + final_eval_s >= deadline)
             done = epoch + 1
             if done == 1 and deadline is not None and max_epochs is not None and not last:
-                grown = epochs_that_fit(deadline - loop_started, time.monotonic() - loop_started, epochs, max_epochs)
+                available = deadline - loop_started - measuring_s - final_eval_s
+                grown = epochs_that_fit(available, mean_epoch, epochs, max_epochs)
                 if grown > epochs:
                     t.resize_schedule(t.total_steps // epochs * grown)
-                    stats = {k: torch.cat([v, v.new_empty((grown - epochs, n_rec))]) for k, v in stats.items()}
+                    stats = {k: torch.cat([v, v.new_zeros((grown - epochs, n_rec + 1))]) for k, v in stats.items()}
                     epochs = grown
+            if last:  # the trained model's plain verdict: eval mode, non-augmented view
+                t2 = time.perf_counter()
+                for pos, logits in t.logits(rec_dev):
+                    epoch_logits[pos] = logits
+                for k, v in label_stats(epoch_logits, y_rec).items():
+                    stats[k][epoch, :n_rec] = v
+                synchronize(t.dev)
+                t_record += time.perf_counter() - t2
+            elif n_rec:
+                record_the_left_out()
             report(progress, "train", done, epochs, f"{t.arch} epoch {done}/{epochs}")
             if last:
                 break
         heldout = t.predict_probs(eval_x) if eval_x is not None else None
-        out = {k: v[:done].cpu().numpy() for k, v in stats.items()}
+        out = {k: v[:done, :n_rec].cpu().numpy() for k, v in stats.items()}
         return TrainingRecord(
             prob=out["prob"], margin=out["margin"], correct=out["correct"], loss=out["loss"], el2n=out["el2n"],
             final_logits=epoch_logits.cpu().numpy(), labels=t.y_np[rec_idx].copy(), record_idx=rec_idx.copy(),

@@ -26,9 +26,10 @@ off before the rungs are fitted, and the run's deadline is the rest of the budge
 starts (``scoring.pipeline.dynamics_score_table(budget_spent_s=plan.spent_s)``).
 
 Cost model of one dynamics step over N samples with E epochs and k folds (k >= 2): the recording run
-trains E·N samples and evaluates all N after every epoch; cross-fitting trains k models on (k-1)/k
-of the data, i.e. E·N·(k-1) more training samples, and evaluates each held-out fold once.  So
-``train = E·N·max(k, 1)`` and ``eval = E·N + N`` sample-passes, each divided by its measured rate.
+trains E·N samples (its per-epoch statistics come from the training pass) and evaluates all N once,
+after the last epoch; cross-fitting trains k models on (k-1)/k of the data, i.e. E·N·(k-1) more
+training samples, and evaluates each held-out fold once.  So ``train = E·N·max(k, 1)`` and
+``eval = N + N`` sample-passes (``N`` without folds), each divided by its measured rate.
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ def estimate_seconds(config: Any, n_samples: int, rates: Rates) -> float:
     """Seconds of one dynamics step (recording run plus cross-fitting) at ``rates``; see the module doc."""
     epochs, folds = int(config.epochs), int(config.folds)
     train = epochs * n_samples * max(folds, 1)
-    evals = epochs * n_samples + (n_samples if folds >= 2 else 0)
+    evals = n_samples + (n_samples if folds >= 2 else 0)
     return train / rates.train + evals / rates.eval
 
 

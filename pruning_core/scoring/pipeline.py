@@ -208,11 +208,18 @@ def fit_adapter(
     return ClipAdapter.from_state_dict({name: entry.array(name) for name in entry.names()}, device=config.device)
 
 
+DYNAMICS_RECORD_SCHEMA = 2
+"""Version of what the proxy-training record holds, part of its cache key: raised whenever it changes meaning (2:
+every epoch's statistics but the last come from the training pass), so an older entry is retrained, never mixed in."""
+
+
 def _dynamics_params(config: DynamicsConfig, clip_identity: Optional[dict]) -> dict:
-    """Cache parameters of proxy training: its config, the precision it resolves to here, and its inputs."""
+    """Cache parameters of proxy training: its config, the precision it resolves to here, its inputs and the
+    record's schema."""
     from pruning_core.runtime.devices import resolve_device, resolve_precision
 
-    params = {**config.training_params(), "precision": resolve_precision(resolve_device(config.device), config.precision)}
+    params = {**config.training_params(), "precision": resolve_precision(resolve_device(config.device), config.precision),
+              "record_schema": DYNAMICS_RECORD_SCHEMA}
     if config.arch == "resnet9":
         return {**params, "input": f"images{config.image_size}"}
     return {**params, "input": "clip-image", **(clip_identity or {})}
