@@ -4,7 +4,7 @@ Training-dynamics scores (confidence, AUM, forgetting, EL2N, Dyn-Unc; research.m
 all functions of per-epoch, per-sample statistics of the given label.  :func:`train_and_record`
 produces exactly those statistics in one run:
 
-* every epoch's statistics are read from the logits the training step computed anyway, as AUM
+* every epoch's statistics but the last's are read from the logits its training steps computed anyway, as AUM
   (Pleiss et al.) and forgetting events (Toneva et al.) define them (the fewer than a batch of
   samples an epoch's dropped last batch leaves out are evaluated alone).  Only after the last
   epoch is the whole set evaluated again, in eval mode on the non-augmented view: that row and
@@ -505,14 +505,13 @@ def train_and_record(
         # (a boolean mask would synchronise with the host)
         column = torch.full((t.n,), n_rec, dtype=torch.long, device=t.dev)
         column[rec_dev] = torch.arange(n_rec, device=t.dev)
+        seen = torch.zeros(n_rec + 1, dtype=torch.bool, device=t.dev)  # the current epoch's recorded samples
         stats = {k: torch.zeros((epochs, n_rec + 1), device=t.dev, dtype=torch.bool if k == "correct" else torch.float32)
                  for k in ("prob", "margin", "correct", "loss", "el2n")}
         epoch_logits = torch.empty((n_rec, t.num_classes), device=t.dev)  # the last epoch's, for one vectorised read
         t_record = 0.0
         done = 0
         epoch = -1
-
-        seen = torch.zeros(n_rec + 1, dtype=torch.bool, device=t.dev)  # this epoch's recorded samples
 
         def record_batch(b: torch.Tensor, logits: torch.Tensor) -> None:
             for k, v in label_stats(logits, t.y[b]).items():

@@ -214,12 +214,10 @@ every epoch's statistics but the last come from the training pass), so an older 
 
 
 def _dynamics_params(config: DynamicsConfig, clip_identity: Optional[dict]) -> dict:
-    """Cache parameters of proxy training: its config, the precision it resolves to here, its inputs and the
-    record's schema."""
+    """Cache parameters of proxy training: its config, the precision it resolves to here, and its inputs."""
     from pruning_core.runtime.devices import resolve_device, resolve_precision
 
-    params = {**config.training_params(), "precision": resolve_precision(resolve_device(config.device), config.precision),
-              "record_schema": DYNAMICS_RECORD_SCHEMA}
+    params = {**config.training_params(), "precision": resolve_precision(resolve_device(config.device), config.precision)}
     if config.arch == "resnet9":
         return {**params, "input": f"images{config.image_size}"}
     return {**params, "input": "clip-image", **(clip_identity or {})}
@@ -236,8 +234,8 @@ def dynamics_steps(dataset: Dataset, config: DynamicsConfig, clip_identity: Opti
         done = cached_folds(folder, config.folds)
         return f"{done} of {config.folds} cross-fitting folds" if done else None
 
-    return (CachedStep("dynamics-record", dataset.fingerprint, params, dataset=dataset.name,
-                       label="the proxy-training record"),
+    return (CachedStep("dynamics-record", dataset.fingerprint, {**params, "record_schema": DYNAMICS_RECORD_SCHEMA},
+                       dataset=dataset.name, label="the proxy-training record"),
             CachedStep("dynamics-oos", dataset.fingerprint, params, dataset=dataset.name,
                        label="the cross-fitted probabilities", chunks=folds_done))
 
