@@ -115,7 +115,7 @@ def main() -> None:
     t_run = time.perf_counter() - t0
     m = rec.meta
     print(f"in-sample run: train {m['train_seconds']:.2f}s ({args.epochs / m['train_seconds']:.2f} epochs/s, "
-          f"{len(y) * args.epochs / m['train_seconds']:.0f} img/s), per-epoch recording {m['record_seconds']:.2f}s, "
+          f"{len(y) * args.epochs / m['train_seconds']:.0f} img/s), final evaluation {m['record_seconds']:.2f}s, "
           f"to-device {m['data_seconds']:.2f}s, train+record+score {t_run:.2f}s")
     print(f"final train accuracy on given labels: {rec.correct[-1].mean():.3f}")
     if args.demo:

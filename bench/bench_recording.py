@@ -1,8 +1,8 @@
-"""The recording run's two costs, training and the per-epoch evaluation, for one or more checkouts side by side.
+"""The recording run's two costs, training and its evaluation, for one or more checkouts side by side.
 
 Each measurement is a fresh process that trains the budget plans' proxy (ResNet-9 width 16, batch 256) on random
 uint8 images with ``train_and_record`` and prints its ``train_seconds`` and ``record_seconds`` (the evaluation of
-every sample after every epoch).  Checkouts alternate round by round, so a shared machine's load falls on all::
+every sample: after every epoch before 740bce6, after the last one since).  Checkouts alternate round by round, so a shared machine's load falls on all::
 
     git worktree add /tmp/old <commit>
     python bench/bench_recording.py --checkouts /tmp/old . --rounds 3     # 50,000 images at 24 px, 2 epochs
