@@ -1,6 +1,7 @@
 """A reload (or a shared link) opens the same view: the dataset and the Prune recipe live in the URL."""
 
 import pytest
+from playwright.sync_api import expect
 
 from browser_support import app_page, open_page, wait_idle
 
@@ -29,7 +30,8 @@ def test_reload_on_prune_keeps_the_dataset_and_the_recipe(demo_assets, isolated_
         page.reload()
         wait_idle(page)
         page.get_by_role("heading", name="At the cut").wait_for(timeout=240_000)
-        assert page.get_by_label("Keep count").input_value() == "1234"  # the recipe came back
+        wait_idle(page)  # on a busy machine the first render after a reload can come before the URL's recipe is read
+        expect(page.get_by_label("Keep count")).to_have_value("1234", timeout=30_000)  # the recipe came back
         open_page(page, "Dataset")
         assert page.get_by_label("Manifest (columns path,label[,caption])").input_value() == str(demo_assets.manifest)
         assert page.get_by_text("Currently loaded").count() == 0  # the loaded dataset is the manifest, not the demo
