@@ -280,7 +280,7 @@ def _planned_dynamics(args: argparse.Namespace, dataset, started: Optional[float
     given = {**{f: v for f, v in given.items() if v is not None}, **fixed}
     budget = args.budget if args.budget and args.budget > 0 else None
     config = DynamicsConfig(arch=args.arch, dynunc_window=args.dynunc_window, seed=args.seed, device=args.device,
-                            precision=args.precision, budget_s=budget, **given)
+                            precision=args.precision, crossfit_share=args.crossfit_share, budget_s=budget, **given)
     plan = plan_dynamics(config, len(dataset), num_classes=len(dataset.classes), budget_s=budget, fixed=given,
                          store=_store(args), progress=TqdmProgress(), probe=PROXY_PROBE, started=started,
                          overhead_s=decoding_seconds(dataset, _store(args)), grows=grows)
@@ -722,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--epochs", type=int, default=None, help=f"proxy epochs (planned; full size {_DYN.epochs})")
     score.add_argument("--folds", type=int, default=None,
                        help=f"cross-fitting folds for cleanlab, 0 = skip (planned; full size {_DYN.folds})")
+    score.add_argument("--crossfit-share", type=float, default=_DYN.crossfit_share, metavar="SHARE",
+                       help=f"share of each class, ranked cleanest by the recording run, that the cross-fitting folds "
+                            f"train on (default {_DYN.crossfit_share}; 1 = all of it, classic cross-fitting)")
     score.add_argument("--image-size", type=int, default=None,
                        help=f"working resolution of the proxy (planned; full size {_DYN.image_size})")
     score.add_argument("--width", type=int, default=None,

@@ -124,6 +124,14 @@ def test_dynamics_scores_from_the_cli(folder, tmp_path):
     assert run("--cache-dir", cache, "score", folder, "--no-clip", "--dynamics", "--epochs", "3", "--folds", "2",
                "--image-size", "16", "--dynunc-window", "2", "--device", "cpu", "--out", out) == 0
     assert len(results()) == 3
+    # The folds trained on the cleanest 60 % and the noise score averages their posterior with the record's;
+    # another share retrains the folds only, keeping the record.
+    averaged = table.settings["noise"]["averaged_with"]
+    assert len(averaged) == 1 and "cleanest 60%" in table.infos["dynamics.noise_score"].description
+    assert run("--cache-dir", cache, "score", folder, "--no-clip", "--dynamics", "--epochs", "3", "--folds", "2",
+               "--image-size", "16", "--crossfit-share", "1", "--device", "cpu", "--out", out) == 0
+    assert results() == ["dynamics-oos", "dynamics-oos", "dynamics-record", "images"]
+    assert "cleanest" not in ScoreTable.load(out).infos["dynamics.noise_score"].description
 
 
 def test_budgeted_dynamics_prints_its_plan_and_records_it(folder, tmp_path, capsys, monkeypatch):

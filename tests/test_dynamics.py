@@ -291,6 +291,52 @@ def test_crossfit_never_predicts_a_sample_with_a_model_that_saw_it(monkeypatch, 
     np.testing.assert_array_equal(again, probs)
 
 
+def test_cleaned_crossfit_trains_on_the_trusted_only_and_predicts_every_sample(monkeypatch):
+    n = 90
+    y = np.arange(n) % 3
+    x = np.arange(n, dtype=np.float32)[:, None]  # feature = sample index, so the fake can see ids
+    trusted = np.random.default_rng(0).random(n) < 0.6
+    calls = []
+
+    def fake_train(x_tr, y_tr, *, eval_x, num_classes, **kw):
+        calls.append((set(np.asarray(x_tr)[:, 0].astype(int).tolist()), np.asarray(eval_x)[:, 0].astype(int)))
+        return TrainingRecord(*(np.zeros((1, 0)),) * 5, np.zeros((0, num_classes)), np.zeros(0), np.zeros(0),
+                              heldout_probs=np.full((len(eval_x), num_classes), 1 / num_classes, np.float32))
+
+    monkeypatch.setattr(crossfit_mod, "train_and_record", fake_train)
+    out_of_sample_probs(x, y, folds=3, arch="mlp", epochs=2, seed=0, trusted=trusted)
+    assign = fold_assignment(y, 3, 0)
+    assert sorted(np.concatenate([t for _, t in calls]).tolist()) == list(range(n))  # every sample, once
+    for k, (train_ids, _) in enumerate(calls):
+        assert train_ids == set(np.flatnonzero((assign != k) & trusted).tolist())
+    with pytest.raises(ValueError, match="trusted"):
+        out_of_sample_probs(x, y, folds=3, arch="mlp", epochs=2, seed=0, trusted=trusted[:-1])
+
+
+def test_cleanest_by_class_keeps_each_classes_share_of_its_lowest_scores():
+    y = np.array([0] * 10 + [1] * 5)
+    score = np.r_[np.arange(10)[::-1], [0.5, 0.1, 0.9, 0.3, 0.7]].astype(float)
+    trusted = crossfit_mod.cleanest_by_class(score, y, 0.6)
+    assert np.flatnonzero(trusted[:10]).tolist() == [4, 5, 6, 7, 8, 9]  # the 6 lowest of class 0
+    assert np.flatnonzero(trusted[10:]).tolist() == [0, 1, 3]  # the 3 lowest of class 1
+    assert crossfit_mod.cleanest_by_class(score, y, 1.0).all()
+    with pytest.raises(ValueError, match="share"):
+        crossfit_mod.cleanest_by_class(score, y, 0.0)
+
+
+def test_cleaned_folds_stop_vouching_for_flipped_labels():
+    """Fold models trained on the samples a first round ranks cleanest learn the classes, not the flips: the
+    out-of-sample probability they give a mislabelled sample's given label falls."""
+    x, y, noisy = gaussian_embeddings(n=800, noise=0.4, seed=1)
+    train = DynamicsConfig(arch="mlp", epochs=12, batch_size=64, seed=0, device="cpu").trainer_options()
+    classic = out_of_sample_probs(x, y, folds=4, **train)
+    first_round = 1 - classic[np.arange(len(y)), y]
+    cleaned = out_of_sample_probs(x, y, folds=4, trusted=crossfit_mod.cleanest_by_class(first_round, y, 0.6), **train)
+    flipped = np.flatnonzero(noisy)
+    given = {name: float(p[flipped, y[flipped]].mean()) for name, p in (("classic", classic), ("cleaned", cleaned))}
+    assert given["cleaned"] < given["classic"] - 0.05, given
+
+
 def test_out_of_sample_label_quality_finds_noise():
     x, y, noisy = gaussian_embeddings(n=600, noise=0.2, seed=0)
     probs = out_of_sample_probs(x, y, folds=4, **DynamicsConfig(arch="mlp", epochs=12, batch_size=64, seed=0,

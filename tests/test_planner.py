@@ -75,7 +75,11 @@ def test_an_epoch_costs_training_only_and_the_run_evaluates_once():
     one, three = (estimate_seconds(DynamicsConfig(epochs=e, folds=0), n, rates) for e in (1, 3))
     assert one == pytest.approx(n / 1000 + n / 4000)
     assert three - one == pytest.approx(2 * n / 1000)
-    assert estimate_seconds(DynamicsConfig(epochs=1, folds=2), n, rates) == pytest.approx(2 * n / 1000 + 2 * n / 4000)
+    assert estimate_seconds(DynamicsConfig(epochs=1, folds=2, crossfit_share=1.0), n, rates) == pytest.approx(
+        2 * n / 1000 + 2 * n / 4000)
+    # cleaned cross-fitting: each of the 4 folds trains on the trusted 60 % of the other three folds
+    assert estimate_seconds(DynamicsConfig(epochs=1, folds=4, crossfit_share=0.6), n, rates) == pytest.approx(
+        (1 + 0.6 * 3) * n / 1000 + 2 * n / 4000)
 
 
 def test_plans_grow_with_the_budget(fake_machine):

@@ -162,18 +162,28 @@ def _wrong_and_other(y: np.ndarray, posterior: np.ndarray) -> tuple[np.ndarray, 
     return wrong, other, posterior[rows, other]
 
 
-def noise_scores(labels: Any, probs: np.ndarray, classes: Sequence[str], *, source: str
+def noise_scores(labels: Any, probs: np.ndarray | Sequence[np.ndarray], classes: Sequence[str], *, source: str
                  ) -> tuple[pd.DataFrame, dict[str, ScoreInfo], dict]:
     """``dynamics.noise_score``, ``dynamics.noise_suggested_label`` and its posterior probability
     (``dynamics.noise_suggested_prob``, an annotation) in the project's ``(frame, infos)`` form,
     with the noise model they believed (for the score table's settings: what a reader needs to trust them).
 
+    ``probs``: one (N, C) array, or several (the recording run's and the cleaned cross-fitting's, which
+    err differently: one has seen the sample, the other has not): each is corrected for the noise its own
+    estimate shows and the posteriors are averaged, an average of probabilities of the same event.
     ``source`` says in words whose probabilities these are (for the column's description).
     """
     y = np.asarray(labels).astype(np.int64, copy=False)
-    estimated = noise_transition(y, probs)
-    believed, weight = believed_transition(estimated)
-    wrong, other, other_prob = _wrong_and_other(y, true_class_posterior(y, probs, believed))
+    arrays = [probs] if isinstance(probs, np.ndarray) else list(probs)
+    posteriors, models = [], []
+    for p in arrays:
+        estimated = noise_transition(y, p)
+        believed, weight = believed_transition(estimated)
+        posteriors.append(true_class_posterior(y, p, believed))
+        models.append({"structure": round(confusion_structure(estimated), 4), "structure_weight": round(weight, 4),
+                       "estimated_noise_rate": round(1 - float(np.trace(estimated)) / len(estimated), 4),
+                       "true_by_given": np.round(estimated, 4).tolist()})
+    wrong, other, other_prob = _wrong_and_other(y, np.mean(posteriors, axis=0))
     names = np.asarray(list(classes), dtype=object)
     frame = pd.DataFrame({NOISE_SCORE: wrong, NOISE_SUGGESTION: names[other].astype(str),
                           NOISE_SUGGESTION_PROB: other_prob})
@@ -185,9 +195,11 @@ def noise_scores(labels: Any, probs: np.ndarray, classes: Sequence[str], *, sour
         "confuses with another.",
         "high",
     )}
-    settings = {"source": source, "structure": round(confusion_structure(estimated), 4),
-                "structure_weight": round(weight, 4), "estimated_noise_rate": round(1 - float(np.trace(estimated)) / len(estimated), 4),
-                "transition": {"classes": [str(c) for c in names], "true_by_given": np.round(estimated, 4).tolist()}}
+    first = models[0]
+    settings = {"source": source, "structure": first["structure"], "structure_weight": first["structure_weight"],
+                "estimated_noise_rate": first["estimated_noise_rate"],
+                "transition": {"classes": [str(c) for c in names], "true_by_given": first["true_by_given"]},
+                **({"averaged_with": models[1:]} if len(models) > 1 else {})}
     return frame, infos, settings
 
 

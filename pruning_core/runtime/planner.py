@@ -27,9 +27,10 @@ starts (``scoring.pipeline.dynamics_score_table(budget_spent_s=plan.spent_s)``).
 
 Cost model of one dynamics step over N samples with E epochs and k folds (k >= 2): the recording run
 trains E·N samples (its per-epoch statistics come from the training pass) and evaluates all N once,
-after the last epoch; cross-fitting trains k models on (k-1)/k of the data, i.e. E·N·(k-1) more
-training samples, and evaluates each held-out fold once.  So ``train = E·N·max(k, 1)`` and
-``eval = N + N`` sample-passes (``N`` without folds), each divided by its measured rate.
+after the last epoch; cross-fitting trains k models on the trusted share s of (k-1)/k of the data
+(``DynamicsConfig.crossfit_share``), i.e. E·N·s·(k-1) more training samples, and evaluates each held-out fold
+once.  So ``train = E·N·(1 + s·(k-1))`` and ``eval = N + N`` sample-passes (``train = E·N`` and ``eval = N``
+without folds), each divided by its measured rate.
 """
 
 from __future__ import annotations
@@ -267,7 +268,8 @@ class DynamicsPlan:
     def describe(self) -> str:
         """One line for the page and the terminal, shown before the run starts."""
         c = self.config
-        folds = f"{c.folds} cross-fitting folds" if c.folds >= 2 else "no cross-fitting (no cleanlab)"
+        trained_on = f" on the cleanest {c.crossfit_share:.0%}" if c.crossfit_share < 1 else ""
+        folds = f"{c.folds} cross-fitting folds{trained_on}" if c.folds >= 2 else "no cross-fitting (no cleanlab)"
         model = (f"ResNet-9 width {c.width} at {c.image_size} px" if c.arch == "resnet9"
                  else f"{c.arch} probe on the CLIP embeddings")
         grows = (f" (up to {c.max_epochs} if the first epoch runs faster than measured)"
@@ -333,7 +335,8 @@ def format_age(seconds: float) -> str:
 def estimate_seconds(config: Any, n_samples: int, rates: Rates) -> float:
     """Seconds of one dynamics step (recording run plus cross-fitting) at ``rates``; see the module doc."""
     epochs, folds = int(config.epochs), int(config.folds)
-    train = epochs * n_samples * max(folds, 1)
+    crossfit = config.crossfit_share * (folds - 1) if folds >= 2 else 0.0
+    train = epochs * n_samples * (1 + crossfit)
     evals = n_samples + (n_samples if folds >= 2 else 0)
     return train / rates.train + evals / rates.eval
 

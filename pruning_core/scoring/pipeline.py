@@ -234,9 +234,13 @@ def dynamics_steps(dataset: Dataset, config: DynamicsConfig, clip_identity: Opti
         done = cached_folds(folder, config.folds)
         return f"{done} of {config.folds} cross-fitting folds" if done else None
 
-    return (CachedStep("dynamics-record", dataset.fingerprint, {**params, "record_schema": DYNAMICS_RECORD_SCHEMA},
-                       dataset=dataset.name, label="the proxy-training record"),
-            CachedStep("dynamics-oos", dataset.fingerprint, params, dataset=dataset.name,
+    record = {**params, "record_schema": DYNAMICS_RECORD_SCHEMA}
+    # Cleaned folds train on what the record ranks cleanest: keyed by the record's own key, so a retrained
+    # record is never paired with folds trained on another record's choice.
+    cleaned = {**record, "crossfit_share": config.crossfit_share} if config.crossfit_share < 1 else params
+    return (CachedStep("dynamics-record", dataset.fingerprint, record, dataset=dataset.name,
+                       label="the proxy-training record"),
+            CachedStep("dynamics-oos", dataset.fingerprint, cleaned, dataset=dataset.name,
                        label="the cross-fitted probabilities", chunks=folds_done))
 
 
@@ -289,9 +293,9 @@ def dynamics_score_table(
     """
     step_started = time.monotonic()
     from pruning_core.dynamics import dynamics_scores, label_issue_scores, out_of_sample_probs, train_and_record
-    from pruning_core.dynamics.crossfit import BudgetSpent
+    from pruning_core.dynamics.crossfit import BudgetSpent, cleanest_by_class
     from pruning_core.dynamics.label_issues import estimated_issue_count
-    from pruning_core.dynamics.noise import noise_scores, softmax
+    from pruning_core.dynamics.noise import NOISE_SCORE, noise_scores, softmax
     from pruning_core.dynamics.trainer import TrainingRecord
     from pruning_core.runtime.planner import TAIL_SHARE, format_seconds
 
@@ -320,9 +324,9 @@ def dynamics_score_table(
     entry = record_step.run(store, train_record)
     record = TrainingRecord.from_arrays(entry, entry.meta)
     frame, infos = dynamics_scores(record, dynunc_window=config.dynunc_window, classes=dataset.classes)
-    noise_frame, noise_infos, noise_settings = noise_scores(record.labels, softmax(record.final_logits), dataset.classes,
-                                                            source="the proxy's last-epoch probabilities")
-    frame, infos = pd.concat([frame, noise_frame], axis=1), {**infos, **noise_infos}
+    record_probs = softmax(record.final_logits)
+    source = "the proxy's last-epoch probabilities"
+    noise_frame, noise_infos, noise_settings = noise_scores(record.labels, record_probs, dataset.classes, source=source)
     notes = []
     if record.meta.get("stopped_by_budget"):
         notes.append(f"The {format_seconds(config.budget_s)} budget stopped proxy training after "
@@ -331,25 +335,31 @@ def dynamics_score_table(
                              "train_seconds": record.meta.get("train_seconds"),
                              "samples_trained": record.meta.get("samples_trained"),
                              "finished_at": record.meta.get("finished_at"), "device": record.meta.get("device"),
-                             "data_on_device": record.meta.get("data_on_device")},
-                "noise": noise_settings}
-    table = ScoreTable(frame.set_axis(dataset.samples.index), infos, notes, settings)
-
+                             "data_on_device": record.meta.get("data_on_device")}}
     if config.folds >= 2:
+        trusted = cleanest_by_class(noise_frame[NOISE_SCORE].to_numpy(), y, config.crossfit_share)
+
         def cross_fit() -> Computed:
             return Computed(arrays={"probs": out_of_sample_probs(
-                x, y, folds=config.folds, fold_cache=oos_step.partial_dir(store), deadline=deadline,
+                x, y, folds=config.folds, fold_cache=oos_step.partial_dir(store), trusted=trusted, deadline=deadline,
                 progress=progress, cancel=cancel, **train)})
 
         try:
             oos = oos_step.run(store, cross_fit)
         except BudgetSpent as exc:
-            table.notes.append(f"No cleanlab scores: {exc}.")
-            return table
-        cl_frame, cl_infos = label_issue_scores(y, oos.array("probs"), dataset.classes)
-        cl_settings = {"cleanlab": estimated_issue_count(y, oos.array("probs"))}
-        table = table.merged(ScoreTable(cl_frame.set_axis(dataset.samples.index), cl_infos, settings=cl_settings))
-    return table
+            notes.append(f"No cleanlab scores: {exc}.")
+        else:
+            oos_probs = oos.array("probs")
+            cl_frame, cl_infos = label_issue_scores(y, oos_probs, dataset.classes)
+            frame, infos = pd.concat([frame, cl_frame], axis=1), {**infos, **cl_infos}
+            settings["cleanlab"] = estimated_issue_count(y, oos_probs)
+            trained_on = ("" if config.crossfit_share >= 1
+                          else f" trained on the cleanest {config.crossfit_share:.0%} of each class")
+            noise_frame, noise_infos, noise_settings = noise_scores(
+                record.labels, [record_probs, oos_probs.astype(np.float64)], dataset.classes,
+                source=f"{source}, averaged with the {config.folds} cross-fitted models'{trained_on}")
+    frame, infos = pd.concat([frame, noise_frame], axis=1), {**infos, **noise_infos}
+    return ScoreTable(frame.set_axis(dataset.samples.index), infos, notes, {**settings, "noise": noise_settings})
 
 
 IMAGE_QUALITY_SCHEMA = 3
