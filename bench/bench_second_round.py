@@ -1,105 +1,94 @@
-"""Research: does a second round, trained on the samples the first ranks cleanest, detect and relabel better?
+"""Cleaned cross-fitting, read apart: what the recording run's posterior, the cleaned folds' and their average each find.
 
-Issue 21's fix-vs-drop gap at 10,000 sym40 images comes from two things: the cleanest 60 % still hold ~12 % wrong
-labels, and the noise posterior's confident relabels are few (the in-sample proxy memorises).  This bench reads a
-scored table (``dynamics.noise_score`` from the first round), trains a second proxy through the product's
-``train_and_record`` on the cleanest ``--share`` and predicts out of sample:
+The product's dynamics step (``DynamicsConfig.crossfit_share``) trains its cross-fitting folds on the cleanest
+share of each class by the recording run's noise score, and ``dynamics.noise_score`` averages the two noise
+posteriors.  This bench scores a CIFAR-10 sample through the product (cached: the same store as
+``bench_subset_eval.py`` reuses every run), reads both probability sets back from the cache and prints, for each
+source alone, their average (the product) and a rank average: AUROC against the true labels, the wrong share of
+the cleanest 50/60/70 %, and the relabels the posterior suggests at each threshold with the share that is right.
 
-* ``--folds 0``: one model on the cleanest share predicts the rest (how many of them it relabels, how right);
-* ``--folds K``: for each of K folds, a model trained on the cleanest share of the other folds predicts the fold
-  (every sample gets an out-of-sample second opinion; AUROC and the wrong share of the cleanest 5,000/6,000/7,000,
-  alone and rank-averaged with the first round).
-
-    python bench/bench_second_round.py /work/data/fixbench/scores-sym40-10k.parquet --folds 0
-    python bench/bench_second_round.py /work/data/fixbench/scores-sym40-10k.parquet --folds 4
+    python bench/bench_second_round.py --manifest train_sym40.csv --limit 10000 --cache /work/data/fixbench/cache
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_subset_eval import stratified  # noqa: E402
 from cifar_data import DATA, unpack  # noqa: E402
 
-from pruning_core.data.images import load_image_array  # noqa: E402
-from pruning_core.dynamics import train_and_record  # noqa: E402
-from pruning_core.dynamics.crossfit import fold_assignment  # noqa: E402
-
-
-def second_opinion(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, args: argparse.Namespace,
-                   seed: int) -> np.ndarray:
-    """Softmax on ``test`` of a proxy trained on ``train`` (the product's trainer and settings)."""
-    rec = train_and_record(x[train], y[train], epochs=args.epochs, seed=seed, device="cpu", arch="resnet9",
-                           width=args.width, batch_size=256, precision="auto", num_classes=int(y.max()) + 1,
-                           record_idx=np.zeros(0, np.int64), eval_x=x[test])
-    return rec.heldout_probs.astype(np.float64)
+from cache.store import ResultStore  # noqa: E402
+from pruning_core.data.datasets import from_frame  # noqa: E402
+from pruning_core.dynamics.config import DynamicsConfig  # noqa: E402
+from pruning_core.dynamics.noise import noise_scores, softmax  # noqa: E402
+from pruning_core.dynamics.trainer import TrainingRecord  # noqa: E402
+from pruning_core.scoring.pipeline import dynamics_steps, score_dataset  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scores", type=Path, help="a score table (parquet) of a CIFAR-10 manifest's sample")
     ap.add_argument("--manifest", default="train_sym40.csv")
-    ap.add_argument("--share", type=float, default=0.6, help="the cleanest share the second round trains on")
-    ap.add_argument("--folds", type=int, default=0)
-    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--root", default="/tmp/cifar")
+    ap.add_argument("--limit", type=int, default=10000)
+    ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=16)
-    ap.add_argument("--cifar-root", type=Path, default=Path(os.environ.get("PRUNESCOPE_CIFAR_DIR", "/tmp/cifar")))
+    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--share", type=float, default=DynamicsConfig.crossfit_share)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", required=True)
     args = ap.parse_args()
-    table = pd.read_parquet(args.scores)
-    truth = pd.read_csv(DATA / args.manifest).set_index("path")
-    classes = sorted(truth["true_label"].unique())
-    ids = {c: i for i, c in enumerate(classes)}
-    y = table["label"].map(ids).to_numpy()
-    true = truth.loc[table["path"], "true_label"].map(ids).to_numpy()
+    torch.set_num_threads(args.threads)
+    root = unpack(Path(args.root))
+    manifest = Path(args.manifest) if Path(args.manifest).is_file() else DATA / args.manifest
+    train = stratified(pd.read_csv(manifest), args.limit, 0)
+    dataset = from_frame(train[["path", "label"]], root, name=f"cifar10-{manifest.stem}", check_images=False)
+    store = ResultStore(args.cache)
+    config = DynamicsConfig(epochs=args.epochs, folds=args.folds, image_size=args.image_size, width=args.width,
+                            batch_size=args.batch_size, seed=0, device="cpu", crossfit_share=args.share)
+    table = score_dataset(dataset, store, dynamics=config)
+    record_step, oos_step = dynamics_steps(dataset, config, None)
+    entry = record_step.load(store)
+    record_probs = softmax(TrainingRecord.from_arrays(entry, entry.meta).final_logits)
+    oos_probs = oos_step.load(store).array("probs").astype(np.float64)
+    y = dataset.label_ids
+    ids = {c: i for i, c in enumerate(dataset.classes)}
+    true = train.set_index("path").loc[dataset.samples["path"], "true_label"].map(ids).to_numpy()
     wrong = y != true
-    root = unpack(args.cifar_root)
-    x, _ = load_image_array([root / p for p in table["path"]], args.size)
-    first = table["dynamics.noise_score"].to_numpy()
-    rank = pd.Series(first).rank(pct=True).to_numpy()
-    t0 = time.perf_counter()
-    if args.folds == 0:
-        kept, rest = np.flatnonzero(rank <= args.share), np.flatnonzero(rank > args.share)
-        probs = second_opinion(x, y, kept, rest, args, seed=0)
-        print(f"trained on {len(kept)} ({wrong[kept].mean():.3f} wrong) in {time.perf_counter() - t0:.0f} s; "
-              f"predicts {len(rest)} ({wrong[rest].mean():.3f} wrong): accuracy {np.mean(probs.argmax(1) == true[rest]):.3f}")
-        noise = np.full((len(classes), len(classes)), wrong.mean() / (len(classes) - 1))
-        np.fill_diagonal(noise, 1 - wrong.mean())  # the true rate: the best case for a symmetric-noise posterior
-        joint = probs * noise[:, y[rest]].T
-        posterior = joint / joint.sum(1, keepdims=True)
-        posterior[np.arange(len(rest)), y[rest]] = -1
-        suggested, confidence = posterior.argmax(1), posterior.max(1)
-        first_label = table["suggest.label"].iloc[rest].map(ids).to_numpy()
-        first_conf = table["suggest.confidence"].iloc[rest].to_numpy()
-        for t in (0.5, 0.7, 0.8, 0.9, 0.95):
-            mine, theirs = confidence >= t, first_conf >= t
-            print(f"relabels at >= {t}: second round {mine.sum():,} ({np.mean(suggested[mine] == true[rest][mine]):.3f} "
-                  f"right), first round {theirs.sum():,} ({np.mean(first_label[theirs] == true[rest][theirs]):.3f} right)")
-        return
-    assign = fold_assignment(y, args.folds, 0)
-    probs = np.zeros((len(y), len(classes)))
-    for k in range(args.folds):
-        others = np.flatnonzero(assign != k)
-        train = others[rank[others] <= args.share]
-        probs[assign == k] = second_opinion(x, y, train, np.flatnonzero(assign == k), args, seed=k)
-        print(f"fold {k}: trained on {len(train)} ({wrong[train].mean():.3f} wrong), {time.perf_counter() - t0:.0f} s",
-              flush=True)
-    print(f"second-round accuracy (true labels, out of sample): {np.mean(probs.argmax(1) == true):.3f}")
-    second = 1 - probs[np.arange(len(y)), y]
-    ranks = {name: pd.Series(s).rank().to_numpy() for name, s in (("first", first), ("second", second))}
-    for name, score in (("first round", first), ("second round", second), ("rank average", ranks["first"] + ranks["second"])):
+    print(f"{len(y):,} samples, {wrong.mean():.3f} wrong; share {args.share}")
+
+    sources = {"record": [record_probs], "cleaned folds": [oos_probs], "average (product)": [record_probs, oos_probs]}
+    scores = {}
+    for name, probs in sources.items():
+        frame, _, settings = noise_scores(y, probs, dataset.classes, source=name)
+        scores[name] = frame
+        print(f"{name}: estimated noise rate {settings['estimated_noise_rate']}")
+    ranks = sum(pd.Series(scores[n]["dynamics.noise_score"]).rank().to_numpy() for n in ("record", "cleaned folds"))
+    product = table.frame["dynamics.noise_score"].to_numpy()
+    assert np.allclose(product, scores["average (product)"]["dynamics.noise_score"]), "the table is not the product's"
+    n = len(y)
+    for name, score in [*((k, f["dynamics.noise_score"].to_numpy()) for k, f in scores.items()), ("rank average", ranks)]:
         order = np.argsort(score, kind="stable")
-        print(f"{name}: AUROC {roc_auc_score(wrong, score):.4f}; wrong in the cleanest 5,000 / 6,000 / 7,000: "
-              + " / ".join(f"{wrong[order[:n]].mean():.4f}" for n in (5000, 6000, 7000)))
+        print(f"{name:18s} AUROC {roc_auc_score(wrong, score):.4f}; wrong in the cleanest 50/60/70 %: "
+              + " / ".join(f"{wrong[order[:int(s * n)]].mean():.4f}" for s in (0.5, 0.6, 0.7)))
+    for name, frame in scores.items():
+        suggested = frame["dynamics.noise_suggested_label"].map(ids).to_numpy()
+        confidence = frame["dynamics.noise_suggested_prob"].to_numpy()
+        cells = []
+        for t in (0.7, 0.8, 0.9, 0.95):
+            picked = confidence >= t
+            cells.append(f">= {t}: {picked.sum():,} ({np.mean(suggested[picked] == true[picked]):.3f} right)")
+        print(f"{name:18s} relabels " + "; ".join(cells))
 
 
 if __name__ == "__main__":

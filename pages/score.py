@@ -55,15 +55,19 @@ if run:
 
 st.subheader("Training-dynamics signals")
 st.caption("Trains a small proxy on your labels and records every sample at every epoch "
-           "(confidence, AUM, forgetting, EL2N, Dynamic Uncertainty); k-fold cross-fitting gives "
-           "out-of-sample probabilities for cleanlab's label issues. No pretrained weights needed.")
+           "(confidence, AUM, forgetting, EL2N, Dynamic Uncertainty); k-fold cross-fitting on the samples that "
+           "run ranks cleanest gives out-of-sample probabilities for cleanlab's label issues and a second opinion "
+           "for the noise score. No pretrained weights needed.")
 full = DynamicsConfig()
-d0, d1, d2 = st.columns([2, 2, 1])
+d0, d1, d2, d3 = st.columns([2, 2, 1, 1])
 budget = d0.number_input("Time budget (seconds)", min_value=5, max_value=24 * 3600, value=int(DEFAULT_BUDGET_S), step=10,
                          help="Settings you leave empty are planned to fit this, from a throughput measured on "
                               "this machine; the run stops when the budget is spent.")
 arch = d1.selectbox("Proxy", list(ARCHS), index=ARCHS.index(full.arch), help="mlp/linear train on the CLIP embeddings")
 window = d2.number_input("Dyn-Unc window", min_value=2, max_value=100, value=full.dynunc_window)
+share = d3.number_input("Cross-fitting share", min_value=0.1, max_value=1.0, value=full.crossfit_share, step=0.1,
+                        help="The share of each class, ranked cleanest by the recording run, that the cross-fitting "
+                             "folds train on (1 = all of it)")
 planned = "planned"
 p1, p2, p3, p4, p5 = st.columns(5)
 given = {
@@ -75,7 +79,8 @@ given = {
     "batch_size": p5.number_input("Batch", min_value=8, max_value=4096, value=None, placeholder=planned),
 }
 given = {name: int(value) for name, value in given.items() if value is not None}
-dyn_request = DynamicsConfig(arch=arch, dynunc_window=int(window), device=device, budget_s=float(budget), **given)
+dyn_request = DynamicsConfig(arch=arch, dynunc_window=int(window), crossfit_share=float(share), device=device,
+                             budget_s=float(budget), **given)
 try:  # before the throughput probe: a proxy cannot train on one class
     check_trainable(dataset, dataset.root, "dynamics scores and the AdaPruner mask")
     plan = state.plan_dynamics(dataset, dyn_request, tuple(given), grows=True)
