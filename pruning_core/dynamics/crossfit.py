@@ -29,6 +29,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from cache.store import atomic_save_npy, read_chunk
 from pruning_core.runtime import executors
+from pruning_core.runtime.planner import planned_batch_size
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, report
 
 from .device_data import take_rows
@@ -177,6 +178,8 @@ def train_fold(k: int, *, x: Any, y: np.ndarray, assign: np.ndarray, trusted: np
         raise BudgetSpent()
     test = np.flatnonzero(assign == k)
     train = np.flatnonzero((assign != k) & trusted)
+    if "batch_size" in train_kw:  # a fold, cleaned above all, trains on fewer samples than the plan's batch was for
+        train_kw = {**train_kw, "batch_size": planned_batch_size(train_kw["batch_size"], len(train))}
     rec = train_and_record(
         take_rows(x, train), y[train], arch=arch, epochs=epochs, seed=seed + k, device=device,
         num_classes=num_classes, record_idx=np.zeros(0, dtype=np.int64), eval_x=take_rows(x, test),

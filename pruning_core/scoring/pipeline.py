@@ -213,6 +213,11 @@ DYNAMICS_RECORD_SCHEMA = 2
 every epoch's statistics but the last come from the training pass), so an older entry is retrained, never mixed in."""
 
 
+CROSSFIT_SCHEMA = 2
+"""Version of how the cross-fitting folds train, part of their cache key (2: each fold's batch is planned for the
+samples it trains on, ``planner.planned_batch_size``)."""
+
+
 def _dynamics_params(config: DynamicsConfig, clip_identity: Optional[dict]) -> dict:
     """Cache parameters of proxy training: its config, the precision it resolves to here, and its inputs."""
     from pruning_core.runtime.devices import resolve_device, resolve_precision
@@ -237,7 +242,8 @@ def dynamics_steps(dataset: Dataset, config: DynamicsConfig, clip_identity: Opti
     record = {**params, "record_schema": DYNAMICS_RECORD_SCHEMA}
     # Cleaned folds train on what the record ranks cleanest: keyed by the record's own key, so a retrained
     # record is never paired with folds trained on another record's choice.
-    cleaned = {**record, "crossfit_share": config.crossfit_share} if config.crossfit_share < 1 else params
+    folds = {**params, "crossfit_schema": CROSSFIT_SCHEMA}
+    cleaned = {**record, **folds, "crossfit_share": config.crossfit_share} if config.crossfit_share < 1 else folds
     return (CachedStep("dynamics-record", dataset.fingerprint, record, dataset=dataset.name,
                        label="the proxy-training record"),
             CachedStep("dynamics-oos", dataset.fingerprint, cleaned, dataset=dataset.name,
