@@ -298,17 +298,19 @@ def test_cleaned_crossfit_trains_on_the_trusted_only_and_predicts_every_sample(m
     trusted = np.random.default_rng(0).random(n) < 0.6
     calls = []
 
-    def fake_train(x_tr, y_tr, *, eval_x, num_classes, **kw):
-        calls.append((set(np.asarray(x_tr)[:, 0].astype(int).tolist()), np.asarray(eval_x)[:, 0].astype(int)))
+    def fake_train(x_tr, y_tr, *, eval_x, num_classes, batch_size, **kw):
+        calls.append((set(np.asarray(x_tr)[:, 0].astype(int).tolist()), np.asarray(eval_x)[:, 0].astype(int),
+                      batch_size))
         return TrainingRecord(*(np.zeros((1, 0)),) * 5, np.zeros((0, num_classes)), np.zeros(0), np.zeros(0),
                               heldout_probs=np.full((len(eval_x), num_classes), 1 / num_classes, np.float32))
 
     monkeypatch.setattr(crossfit_mod, "train_and_record", fake_train)
-    out_of_sample_probs(x, y, folds=3, arch="mlp", epochs=2, seed=0, trusted=trusted)
+    out_of_sample_probs(x, y, folds=3, arch="mlp", epochs=2, seed=0, trusted=trusted, batch_size=32)
     assign = fold_assignment(y, 3, 0)
-    assert sorted(np.concatenate([t for _, t in calls]).tolist()) == list(range(n))  # every sample, once
-    for k, (train_ids, _) in enumerate(calls):
+    assert sorted(np.concatenate([t for _, t, _ in calls]).tolist()) == list(range(n))  # every sample, once
+    for k, (train_ids, _, batch_size) in enumerate(calls):
         assert train_ids == set(np.flatnonzero((assign != k) & trusted).tolist())
+        assert batch_size == 16  # ~36 samples: the smallest planned batch, not the 32 given for the whole set
     with pytest.raises(ValueError, match="trusted"):
         out_of_sample_probs(x, y, folds=3, arch="mlp", epochs=2, seed=0, trusted=trusted[:-1])
 
