@@ -1030,6 +1030,8 @@ def load_dataset(
     if not src.exists() and not readers.shards.is_shard_source(text):
         raise DatasetError(f"{src} does not exist (expected an image folder, a .csv/.parquet manifest, parquet/arrow "
                            "image tables, a save_to_disk folder or .tar shards)")
+    if src.is_dir():  # before detecting the format, which lists the folder's files recursively
+        check_dataset_root(src, "dataset folder", walked=True)
     fmt = format or readers.detect_format(text)
     if fmt not in readers.FORMATS:
         raise DatasetError(f"unknown dataset format {fmt!r}; one of {', '.join(readers.FORMATS)}")
