@@ -78,9 +78,11 @@ differs from the defaults.  The order is what detection per second measured on 5
 symmetric noise on 2 cores (docs/benchmarks.md; widths 32 with 2 folds and 48 are there so no step up the
 ladder costs more than about 2.3x the one below, see :data:`MAX_EPOCH_STRETCH`): resolution first (8 epochs, width 16: AUROC 0.968 at 16 px,
 0.979 at 24 px, where doubling the width at 16 px gave 0.974 for more time), then the recording run's epochs,
-and cross-fitting last: its folds multiply the cost and add no detection the recording run lacks (at 180 s,
-5 epochs plus 2 folds detected the noise with AUROC 0.90 where 8 epochs alone reached 0.97; at 900 s, 32 px with
-12 epochs and 2 folds reached 0.984 with the recording run's final loss and 0.977 with cleanlab).  Cross-fitting gives the ``cleanlab.*`` scores; a user who wants
+and cross-fitting last: its folds multiply the cost (at 180 s, 5 epochs plus 2 folds detected the noise with
+AUROC 0.90 where 8 epochs alone reached 0.97; at 900 s, 32 px with 12 epochs and 2 folds reached 0.984 with the
+recording run's final loss and 0.977 with cleanlab).  Cleaned folds (``DynamicsConfig.crossfit_share``) cost 0.6x
+and add a second opinion to the noise score (10,000 sym40 images: AUROC 0.934 -> 0.942, docs/benchmarks.md,
+"Cleaned cross-fitting"), which is why a budget that has room for them spends it there.  Cross-fitting gives the ``cleanlab.*`` scores; a user who wants
 them on a large dataset at a small budget fixes ``folds``."""
 
 RUNG_EVIDENCE: Mapping[str, Mapping[int, float]] = {
