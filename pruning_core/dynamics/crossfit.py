@@ -197,13 +197,13 @@ def cleanest_by_class(noise_score: np.ndarray, labels: np.ndarray, share: float)
 
     Within each class rather than overall, so that the fold models see the classes in the proportions the
     labels give: a global cut would drop most of a class that receives many flips, and a model trained on
-    shifted class priors would shift every posterior read from it.  ``share >= 1`` trusts every sample.
+    shifted class priors would shift every posterior read from it.  ``share == 1`` trusts every sample.
     """
     score = np.asarray(noise_score, dtype=np.float64)
     y = np.asarray(labels).astype(np.int64, copy=False)
-    if not 0 < share:
+    if not 0 < share <= 1:
         raise ValueError(f"share must be in (0, 1], got {share}")
-    if share >= 1:
+    if share == 1:
         return np.ones(len(y), dtype=bool)
     trusted = np.zeros(len(y), dtype=bool)
     for c in np.unique(y):

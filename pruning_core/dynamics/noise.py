@@ -174,17 +174,17 @@ def noise_scores(labels: Any, probs: np.ndarray | Sequence[np.ndarray], classes:
     ``source`` says in words whose probabilities these are (for the column's description).
     """
     y = np.asarray(labels).astype(np.int64, copy=False)
-    arrays = [probs] if isinstance(probs, np.ndarray) else list(probs)
+    names = np.asarray(list(classes), dtype=object)
     posteriors, models = [], []
-    for p in arrays:
+    for p in [probs] if isinstance(probs, np.ndarray) else probs:
         estimated = noise_transition(y, p)
         believed, weight = believed_transition(estimated)
         posteriors.append(true_class_posterior(y, p, believed))
         models.append({"structure": round(confusion_structure(estimated), 4), "structure_weight": round(weight, 4),
                        "estimated_noise_rate": round(1 - float(np.trace(estimated)) / len(estimated), 4),
-                       "true_by_given": np.round(estimated, 4).tolist()})
+                       "transition": {"classes": [str(c) for c in names],
+                                      "true_by_given": np.round(estimated, 4).tolist()}})
     wrong, other, other_prob = _wrong_and_other(y, np.mean(posteriors, axis=0))
-    names = np.asarray(list(classes), dtype=object)
     frame = pd.DataFrame({NOISE_SCORE: wrong, NOISE_SUGGESTION: names[other].astype(str),
                           NOISE_SUGGESTION_PROB: other_prob})
     infos = {NOISE_SCORE: ScoreInfo(
@@ -195,11 +195,7 @@ def noise_scores(labels: Any, probs: np.ndarray | Sequence[np.ndarray], classes:
         "confuses with another.",
         "high",
     )}
-    first = models[0]
-    settings = {"source": source, "structure": first["structure"], "structure_weight": first["structure_weight"],
-                "estimated_noise_rate": first["estimated_noise_rate"],
-                "transition": {"classes": [str(c) for c in names], "true_by_given": first["true_by_given"]},
-                **({"averaged_with": models[1:]} if len(models) > 1 else {})}
+    settings = {"source": source, **models[0], **({"averaged_with": models[1:]} if len(models) > 1 else {})}
     return frame, infos, settings
 
 

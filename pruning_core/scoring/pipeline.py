@@ -243,10 +243,11 @@ def dynamics_steps(dataset: Dataset, config: DynamicsConfig, clip_identity: Opti
     # Cleaned folds train on what the record ranks cleanest: keyed by the record's own key, so a retrained
     # record is never paired with folds trained on another record's choice.
     folds = {**params, "crossfit_schema": CROSSFIT_SCHEMA}
-    cleaned = {**record, **folds, "crossfit_share": config.crossfit_share} if config.crossfit_share < 1 else folds
+    if config.crossfit_share < 1:
+        folds.update(record_schema=DYNAMICS_RECORD_SCHEMA, crossfit_share=config.crossfit_share)
     return (CachedStep("dynamics-record", dataset.fingerprint, record, dataset=dataset.name,
                        label="the proxy-training record"),
-            CachedStep("dynamics-oos", dataset.fingerprint, cleaned, dataset=dataset.name,
+            CachedStep("dynamics-oos", dataset.fingerprint, folds, dataset=dataset.name,
                        label="the cross-fitted probabilities", chunks=folds_done))
 
 
