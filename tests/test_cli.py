@@ -132,6 +132,10 @@ def test_dynamics_scores_from_the_cli(folder, tmp_path):
                "--image-size", "16", "--crossfit-share", "1", "--device", "cpu", "--out", out) == 0
     assert results() == ["dynamics-oos", "dynamics-oos", "dynamics-record", "images"]
     assert "cleanest" not in ScoreTable.load(out).infos["dynamics.noise_score"].description
+    assert run("--cache-dir", cache, "score", folder, "--no-clip", "--dynamics", "--epochs", "3", "--folds", "2",
+               "--image-size", "16", "--crossfit-share", "0.5", "--device", "cpu", "--out", out) == 0
+    assert results() == ["dynamics-oos"] * 3 + ["dynamics-record", "images"]  # each share keys its own folds
+    assert "cleanest 50%" in ScoreTable.load(out).infos["dynamics.noise_score"].description
 
 
 def test_budgeted_dynamics_prints_its_plan_and_records_it(folder, tmp_path, capsys, monkeypatch):
