@@ -65,11 +65,14 @@ def augment_every_student() -> None:
     student_module.Student.forward = forward
 
 
-def recall(pairs: PairSet, steps: int, seeds: tuple[int, ...], test, batch: int) -> tuple[float, float]:
-    """Mean and standard error over ``seeds`` of i2t@1 after ``steps`` student steps on ``pairs``."""
-    values = [retrieval_recall(train_student(pairs, steps=steps, batch_size=batch, seed=s), test.images, test.texts,
-                               test.captions)["i2t@1"] for s in seeds]
-    return float(np.mean(values)), float(np.std(values, ddof=1) / np.sqrt(len(values)))
+def recall_line(pairs: PairSet, horizons: list[int], seeds: tuple[int, ...], test, batch: int) -> str:
+    """i2t@1 mean ± standard error over ``seeds`` after each horizon's student steps on ``pairs``, as one line."""
+    cells = []
+    for steps in horizons:
+        values = [retrieval_recall(train_student(pairs, steps=steps, batch_size=batch, seed=s), test.images,
+                                   test.texts, test.captions)["i2t@1"] for s in seeds]
+        cells.append(f"{steps} steps {np.mean(values):.3f} ± {np.std(values, ddof=1) / np.sqrt(len(values)):.3f}")
+    return ", ".join(cells)
 
 
 def direction_cosines(matcher: TrajectoryMatcher, config: MDWConfig, starts=(0, 3, 6)) -> list[float]:
@@ -126,19 +129,15 @@ def main() -> None:
     real_lr = CompareConfig().real_lr
     for name, index in (("random (the starting pairs)", start), ("cleanest", cleanest)):
         pairs = PairSet(inputs.images[index], inputs.texts[index], lr=real_lr)
-        shown = ", ".join(f"{h} steps {m:.3f} ± {se:.3f}" for h in horizons
-                          for m, se in [recall(pairs, h, seeds, test, batch)])
-        print(f"{name}, real-pair recipe: i2t@1 {shown}", flush=True)
+        print(f"{name}, real-pair recipe: i2t@1 {recall_line(pairs, horizons, seeds, test, batch)}", flush=True)
     matching_s = 0.0
     while True:
         if matcher.state.iteration % args.every == 0 or matcher.state.iteration == args.iterations:
             pairs = distilled_pairs(matcher.state, learn_correspondence=config.learn_correspondence)
             losses = matcher.state.losses[-20:]
-            shown = ", ".join(f"{h} steps {m:.3f} ± {se:.3f}" for h in horizons
-                              for m, se in [recall(pairs, h, seeds, test, batch)])
             print(f"iteration {matcher.state.iteration} ({matching_s:.0f} s of matching): "
                   f"matching loss (last 20) {np.mean(losses) if losses else float('nan'):.3f}, "
-                  f"step {np.exp(matcher.state.log_lr):.4f}; distilled i2t@1 {shown}", flush=True)
+                  f"step {np.exp(matcher.state.log_lr):.4f}; distilled i2t@1 {recall_line(pairs, horizons, seeds, test, batch)}", flush=True)
         if matcher.state.iteration >= args.iterations:
             break
         clock = time.perf_counter()
