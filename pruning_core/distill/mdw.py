@@ -256,11 +256,19 @@ class TrajectoryMatcher:
         if sum(self._sizes) != self.trajectories.shape[2]:
             raise ValueError("expert trajectories were saved for a different student (parameter count differs)")
 
-    def _inner_loss(self, flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        params = {n: t.view(s) for n, t, s in zip(self._names, torch.split(flat, self._sizes), self._shapes)}
-        image_features, text_features = functional_call(
-            self.student, ({**params, **{n: b.clone() for n, b in self._buffers.items()}},),
-            (self.images[idx], self.texts[idx]))
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A flat parameter vector (a trajectory row) as the student's named parameter tensors (views of it)."""
+        return {n: t.view(s) for n, t, s in zip(self._names, torch.split(flat, self._sizes), self._shapes)}
+
+    def features(self, flat: torch.Tensor, images: torch.Tensor, texts: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's unit image and text features at parameters ``flat`` (train mode: batch statistics)."""
+        buffers = {n: b.clone() for n, b in self._buffers.items()}
+        return functional_call(self.student, ({**self.unflatten(flat), **buffers},), (images, texts))
+
+    def synthetic_loss(self, flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``L_S`` at parameters ``flat`` on the synthetic pairs ``idx``, differentiable in both."""
+        image_features, text_features = self.features(flat, self.images[idx], self.texts[idx])
         if self.config.learn_correspondence:
             joint = correspondence_targets(self.correspondence[idx][:, idx])
             rows, cols = confidence_weights(joint)
@@ -292,14 +300,18 @@ class TrajectoryMatcher:
         # double backward; the math kernel computes the same attention and differentiates twice.
         with sdpa_kernel(SDPBackend.MATH):
             for idx in batches:
-                grad = torch.autograd.grad(self._inner_loss(flat, idx), flat, create_graph=True)[0]
+                grad = torch.autograd.grad(self.synthetic_loss(flat, idx), flat, create_graph=True)[0]
                 flat = flat - lr * grad
         return ((flat - target) ** 2).sum() / ((begin - target) ** 2).sum()
 
     def step(self, draw: Optional[tuple[int, int, list[torch.Tensor]]] = None) -> float:
         """One outer iteration: ``L_match`` on a drawn segment, then one Adam step on the synthetic set."""
         expert, start, batches = draw if draw is not None else self.draw()
-        loss = self.matching_loss(expert, start, batches)
+        return self.apply(self.matching_loss(expert, start, batches))
+
+    def apply(self, loss: torch.Tensor) -> float:
+        """One Adam step on the synthetic set down ``loss`` (any objective differentiable in it), counted as an
+        iteration."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
