@@ -243,13 +243,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--objective", choices=["trajectory", "gradient", "regression"], default="trajectory")
+    parser.add_argument("--no-correspondence", action="store_true", help="a fixed diagonal (MDW's ablation)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.augment:
         augment_every_student()
     config = replace(MDWConfig(), expert_batch=args.expert_batch, expert_lr=args.expert_lr, syn_steps=args.syn_steps,
-                     lr_images=args.lr_images)
+                     lr_images=args.lr_images, learn_correspondence=not args.no_correspondence)
     horizons = [int(h) for h in args.horizons.split(",")]
     seeds = tuple(range(args.seeds))
     batch = CompareConfig().batch_size
