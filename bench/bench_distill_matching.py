@@ -25,8 +25,8 @@ whole 300-step horizon, where MTT's segments cover the experts' first epochs):
 * ``regression``: neural feature regression (FRePo, Zhou et al., NeurIPS 2022) for pairs.  A pool of students
   trains on the set at staggered ages; at one member's state, ridge regression from the set's image features to
   its texts (mixed by the learned correspondence; centred and unit text vectors) must retrieve a real batch's
-  texts from their images (alignment-weighted InfoNCE).  No unrolling: gradients reach the pixels through one
-  forward pass.
+  texts from their images (alignment-weighted InfoNCE, the students' own ``soft_contrastive_loss``).  No
+  unrolling: gradients reach the pixels through one forward pass.
 
 Both keep MDW's learned correspondence and the same Adam steps on pixels, texts and correspondence; the set trains
 students at the real pairs' lr (no learned step).
@@ -192,11 +192,9 @@ class FeatureRegression:
         kernel = synthetic @ synthetic.t()
         ridge = RIDGE * kernel.diagonal().mean() * torch.eye(len(kernel))
         predicted = real @ synthetic.t() @ torch.linalg.solve(kernel + ridge, targets)
-        logits = 10.0 * F.normalize(predicted, dim=-1) @ self.texts(self.real.texts[idx]).t()
         weights = self.real.weights[idx]
-        rows = torch.arange(len(idx))
-        loss = 0.5 * (weights * (F.cross_entropy(logits, rows, reduction="none")
-                                 + F.cross_entropy(logits.t(), rows, reduction="none"))).sum() / weights.sum()
+        loss = soft_contrastive_loss(F.normalize(predicted, dim=-1), self.texts(self.real.texts[idx]), None, weights,
+                                     weights)
         value = matcher.apply(loss)
         member.step()
         return value
@@ -270,7 +268,6 @@ def main() -> None:
         print(f"direction cosine, expert move vs {config.syn_steps} steps on the starting set, start epochs 0/3/6: "
               f"{direction_cosines(matcher, config)}", flush=True)
     else:
-        matcher.log_lr.requires_grad_(False)
         kind = GradientMatching if args.objective == "gradient" else FeatureRegression
         objective = kind(matcher, RealPairs(inputs, config.seed), lr=real_lr, horizon=CompareConfig().steps)
     start = torch.from_numpy(matcher.state.source_index)
@@ -285,7 +282,8 @@ def main() -> None:
             losses = matcher.state.losses[-20:]
             print(f"iteration {matcher.state.iteration} ({matching_s:.0f} s of matching): "
                   f"matching loss (last 20) {np.mean(losses) if losses else float('nan'):.3f}, "
-                  f"step {np.exp(matcher.state.log_lr):.4f}; distilled i2t@1 {recall_line(pairs, horizons, seeds, test, batch)}", flush=True)
+                  f"step {np.exp(matcher.state.log_lr):.4f}; "
+                  f"distilled i2t@1 {recall_line(pairs, horizons, seeds, test, batch)}", flush=True)
         if matcher.state.iteration >= args.iterations:
             break
         clock = time.perf_counter()
