@@ -8,7 +8,7 @@
 ``distill`` runs the same job as ``prunescope distill`` (cached in the result store, so ``compare`` reads
 it); several can run side by side.  ``compare`` trains a fresh student on each option (3 seeds by default)
 and prints image→text / text→image recall@1/5 on the demo's clean held-out set, each option's mean ± SE,
-and whether distilled beats random and cleanest beyond two standard errors (of the difference), and how
+and whether distilled beats random and cleanest (paired t-test at 5 % over the seeds), and how
 much of that margin the ablation keeps.
 
 Variants: ``demo`` (2,395 pairs, 5 % captions of another image), ``shuffle30`` (the demo with 30 % of its
@@ -124,7 +124,7 @@ def main() -> None:
     for name, frame in margins.items():
         for base, m in frame.iterrows():
             line = (f"i2t@1 {name} - {base}: {m['difference']:+.4f} (paired SE {m['se']:.4f}, {m['seeds']} seeds): "
-                    f"{m['verdict']} 2 SE")
+                    f"{m['verdict']} (paired t-test at 5 %)")
             full = margins["distilled"].loc[base, "difference"]
             if name == ABLATION and full > 0:
                 line += f"; share of the distilled set's margin lost: {(full - m['difference']) / full:.2f}"

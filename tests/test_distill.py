@@ -209,3 +209,24 @@ def test_prune_or_distil_trains_every_option_and_cleanest_skips_misaligned_pairs
     assert set(summary["option"]) == {"distilled", "random", "cleanest", "all"}
     assert summary.set_index("option").loc["all", "size"] == n and (summary["runs"] == 2).all()
     assert results[["i2t@1", "t2i@5"]].apply(lambda c: c.between(0, 1)).all().all()
+
+
+def test_paired_margins_verdict_is_a_t_test_that_counts_the_seeds():
+    """The same difference, three standard errors above zero, is a win with ten seeds and noise with three."""
+    from pruning_core.distill.compare import paired_margins
+
+    def margins(differences):
+        rows = [{"option": option, "size": 100, "seed": seed, "i2t@1": value}
+                for seed, d in enumerate(differences) for option, value in (("distilled", 0.1 + d), ("random", 0.1))]
+        return paired_margins(pd.DataFrame(rows), "i2t@1", baselines=("random",)).iloc[0]
+
+    def three_standard_errors_up(n):
+        spread = np.random.default_rng(n).normal(size=n)
+        spread = (spread - spread.mean()) / spread.std(ddof=1)  # mean 0, sd 1, so SE = 1 / sqrt(n)
+        return 0.01 * (spread + 3.0 / np.sqrt(n))
+
+    few, many = margins(three_standard_errors_up(3)), margins(three_standard_errors_up(10))
+    assert few["difference"] / few["se"] == pytest.approx(3.0) and many["difference"] / many["se"] == pytest.approx(3.0)
+    assert few["verdict"] == "within"  # t(0.975, 2) = 4.30 > 3
+    assert many["verdict"] == "above"  # t(0.975, 9) = 2.26 < 3
+    assert margins(-three_standard_errors_up(10))["verdict"] == "below"

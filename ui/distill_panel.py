@@ -52,8 +52,8 @@ def distilled_grid(result: PruneOrDistil, size: int) -> None:
                f"{chosen.meta['params']['budget_s']:g} --out DIR` (with the same CLIP it reads this set from the cache).")
 
 
-VERDICTS = {"above": "beats {base} beyond two standard errors", "below": "loses to {base} beyond two standard errors",
-            "within": "neither beats nor loses to {base} beyond two standard errors"}
+VERDICTS = {"above": "beats {base} (paired t-test, p < 0.05)", "below": "loses to {base} (paired t-test, p < 0.05)",
+            "within": "neither beats nor loses to {base} (paired t-test at 5 %)"}
 
 
 def verdicts(result: PruneOrDistil, metric: str) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
@@ -123,8 +124,10 @@ def paired_margins(results: pd.DataFrame, metric: str, option: str = "distilled"
     """``option`` minus each baseline in ``metric``, paired by seed at each size ``option`` was trained at.
 
     One row per (size, baseline): the difference's mean, its standard error over the seeds both ran and their
-    count, and ``verdict``: ``"above"`` / ``"below"`` when the mean lies more than two standard errors above /
-    below zero, ``"within"`` otherwise (also when fewer than two seeds leave no spread).
+    count, and ``verdict`` from a two-sided paired t-test at 5 %: ``"above"`` / ``"below"`` when the mean lies more
+    than ``t(0.975, seeds − 1)`` standard errors above / below zero, ``"within"`` otherwise (also when fewer than two
+    seeds leave no spread).  Why t and not a fixed two: with three seeds the standard error is itself a guess from two
+    degrees of freedom, and "beyond 2 SE" would call 18 % of pure-noise differences a win (the t critical value is 4.3).
     """
     rows = []
     ours = results[results["option"] == option]
@@ -138,7 +141,8 @@ def paired_margins(results: pd.DataFrame, metric: str, option: str = "distilled"
             diff = paired["mine"] - paired["theirs"]
             se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
             mean = float(diff.mean())
-            verdict = "within" if np.isnan(se) or abs(mean) <= 2 * se else ("above" if mean > 0 else "below")
+            critical = float(stats.t.ppf(0.975, len(diff) - 1)) if len(diff) > 1 else float("nan")
+            verdict = "within" if np.isnan(se) or abs(mean) <= critical * se else ("above" if mean > 0 else "below")
             rows.append({"size": int(size), "baseline": base, "difference": mean, "se": se, "seeds": len(diff),
                          "verdict": verdict})
     return pd.DataFrame(rows, columns=["size", "baseline", "difference", "se", "seeds", "verdict"])
