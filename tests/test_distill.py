@@ -10,12 +10,20 @@ from PIL import Image
 
 from cache.store import ResultStore
 from pruning_core.distill.export import MANIFEST_NAME, export_distilled, read_distilled
-from pruning_core.distill.job import DistillInputs, distill_dataset, distill_step, expert_trajectories
-from pruning_core.distill.mdw import (MDWConfig, TrajectoryMatcher, correspondence_targets, distilled_pairs,
-                                      initial_state, train_expert)
+from pruning_core.distill.job import (DistillInputs, distill_dataset, distill_step, expert_trajectories,
+                                      starting_state)
+from pruning_core.distill.mdw import (MDWConfig, TrajectoryMatcher, correspondence_targets, coverage_start,
+                                      distilled_pairs, expert_correspondence, expert_features, initial_state,
+                                      train_expert)
 from pruning_core.export.manifest import DISTILLED, Manifest
 
-TINY = dict(expert_epochs=3, expert_batch=16, syn_steps=2, expert_span=1, max_start_epoch=2, syn_batch=8)
+TINY = dict(expert_epochs=3, expert_batch=16, syn_steps=2, expert_span=1, max_start_epoch=2, syn_batch=8,
+            validation_steps=20)
+
+
+def diagonal(k: int, confidence: float = 0.9) -> np.ndarray:
+    """Correspondence logits holding ``confidence`` of each row's mass on its own text."""
+    return (np.log(confidence * (k - 1) / (1 - confidence)) * np.eye(k)).astype(np.float32)
 
 
 def paired_data(n: int = 32, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -41,7 +49,8 @@ def test_one_matching_step_reduces_its_loss(one_thread):
     images, texts, _ = paired_data()
     config = MDWConfig(pairs=8, experts=1, **TINY)
     trajectories = train_expert(images, texts, None, config, seed=0)[None]
-    matcher = TrajectoryMatcher(config, trajectories, initial_state(images.numpy(), texts.numpy(), config))
+    matcher = TrajectoryMatcher(config, trajectories,
+                                initial_state(images.numpy(), texts.numpy(), np.arange(0, 32, 4), diagonal(8)))
     draw = matcher.draw()
     before = float(matcher.matching_loss(*draw).detach())
     reported = matcher.step(draw)
@@ -56,7 +65,8 @@ def test_correspondence_moves_off_the_identity_when_pairs_are_shuffled(one_threa
     trajectories = train_expert(images, texts, None, config, seed=0)[None]
     # Texts rolled by one class: every initial pair is mismatched; its true partners sit off the diagonal.
     shuffled = texts[torch.from_numpy((np.arange(len(texts)) + 1) % len(texts))]
-    state = initial_state(images.numpy(), shuffled.numpy(), config)
+    state = initial_state(images.numpy(), shuffled.numpy(), np.sort(np.random.default_rng(3).choice(32, 8, replace=False)),
+                          diagonal(8))
     image_class = label[state.source_index]
     text_class = label[(state.source_index + 1) % len(texts)]
     true_partner = image_class[:, None] == text_class[None, :]
@@ -71,18 +81,58 @@ def test_correspondence_moves_off_the_identity_when_pairs_are_shuffled(one_threa
 
 def test_distilled_set_reloads_bit_identically_from_the_cache(tmp_path, one_thread):
     inputs = tiny_inputs()
-    config = MDWConfig(pairs=6, experts=1, iterations=4, **TINY)
+    config = MDWConfig(pairs=6, experts=1, iterations=4, **{**TINY, "validation_pairs": 0})
     store = ResultStore(tmp_path / "cache")
     first = distill_dataset(inputs, config, store, budget_s=3600)
     assert first.meta["iterations"] == 4 and distill_step(inputs, config, 3600).is_cached(store)
     again = distill_dataset(inputs, config, ResultStore(tmp_path / "cache"), budget_s=3600)
     # The same iterations replayed outside the job give the same set, bit for bit.
-    state = initial_state(inputs.images.numpy(), inputs.texts.numpy(), config)
-    TrajectoryMatcher(config, expert_trajectories(inputs, config, store), state).fit(4)
+    trajectories = expert_trajectories(inputs, config, store)
+    state = starting_state(inputs, trajectories, config)
+    TrajectoryMatcher(config, trajectories, state).fit(4)
     for name in ("images", "texts", "correspondence"):
         assert np.array_equal(getattr(again.state, name), getattr(state, name)), name
         assert np.array_equal(getattr(again.state, name), getattr(first.state, name)), name
     assert again.state.log_lr == state.log_lr and again.state.losses == state.losses
+
+
+def test_the_experts_correspondence_finds_true_partners_and_the_start_covers_every_class_with_matched_pairs(
+        one_thread):
+    images, texts, label = paired_data(n=64)
+    config = MDWConfig(pairs=8, experts=2, **{**TINY, "expert_epochs": 8})
+    trajectories = np.stack([train_expert(images, texts, None, config, seed=s) for s in range(2)])
+    # Texts rolled by one class: every pair is mismatched and its true partners sit off the diagonal.
+    index = np.arange(0, 64, 8) + np.arange(8) % 4
+    shuffled = texts[torch.from_numpy((index + 1) % 64)]
+    logits = expert_correspondence(*expert_features(trajectories, images[index], shuffled))
+    joint = correspondence_targets(torch.from_numpy(logits)).numpy()
+    rows = joint / joint.sum(axis=1, keepdims=True)
+    true_partner = label[index][:, None] == label[(index + 1) % 64][None, :]
+    assert not true_partner.diagonal().any()
+    assert rows[true_partner].mean() > 4 * rows[~true_partner].mean()
+    # The start: one medoid per cluster of the experts' image features, never a pair the alignment calls mismatched.
+    weights = np.ones(64, dtype=np.float32)
+    weights[label == 0] = 0.0
+    weights[np.flatnonzero(label == 0)[0]] = 1.0  # one matched pair of class 0 left
+    start = coverage_start(expert_features(trajectories, images, texts)[0], weights, k=4, seed=0)
+    assert sorted(label[start]) == [0, 1, 2, 3] and (weights[start] == 1.0).all()
+
+
+def test_validation_keeps_whichever_of_the_start_and_the_matched_set_trains_better_students(tmp_path, one_thread):
+    inputs = tiny_inputs()
+    config = MDWConfig(pairs=6, experts=1, iterations=3, **TINY)
+    store = ResultStore(tmp_path / "cache")
+    distilled = distill_dataset(inputs, config, store, budget_s=3600)
+    validation = distilled.meta["validation"]
+    assert validation["pairs"] == 32 - 6 and 0 <= validation["start"] <= 1 and 0 <= validation["matched"] <= 1
+    kept = "matched" if validation["matched"] > validation["start"] else "start"
+    assert distilled.meta["kept"] == kept and distilled.meta["iterations"] == 3
+    trajectories = expert_trajectories(inputs, config, store)
+    expected = starting_state(inputs, trajectories, config)
+    if kept == "matched":
+        TrajectoryMatcher(config, trajectories, expected).fit(3)
+    for name in ("images", "texts", "correspondence"):
+        assert np.array_equal(getattr(distilled.state, name), getattr(expected, name)), name
 
 
 def test_the_distilled_export_is_a_manifest_that_round_trips_and_reloads_the_set_bit_identically(tmp_path, one_thread):

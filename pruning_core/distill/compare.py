@@ -29,7 +29,8 @@ from cache.store import ResultStore
 from pruning_core.data.datasets import Dataset
 from pruning_core.distill.job import DistilledSet, DistillInputs
 from pruning_core.distill.mdw import distilled_pairs
-from pruning_core.distill.student import EVAL_MOMENTUM, PairSet, retrieval_recall, train_student
+from pruning_core.distill.student import (EVAL_BATCH, EVAL_MOMENTUM, EVAL_STEPS, REAL_LR, PairSet, retrieval_recall,
+                                          train_student)
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 from pruning_core.scoring.pipeline import ClipConfig
 from pruning_core.scoring.score_table import ScoreTable
@@ -45,9 +46,9 @@ class CompareConfig:
     """How each option's student is trained and how often (defaults live here only)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 300
-    batch_size: int = 128
-    real_lr: float = 0.01
+    steps: int = EVAL_STEPS
+    batch_size: int = EVAL_BATCH
+    real_lr: float = REAL_LR
     """SGD step (momentum 0.9) for real pairs; a distilled set brings its learned one."""
 
     def as_dict(self) -> dict:
@@ -153,11 +154,15 @@ def distilled_settings(distilled: DistilledSet) -> str:
     meta, params = distilled.meta, distilled.meta["params"]
     stop = (f"stopped by its {params['budget_s']:g} s budget" if meta["stopped_by"] == "budget"
             else "reached its iteration cap")
-    start = ", started from the cleanest pairs" if "start" in params else ""
+    start = "the cleanest pairs" if "start" in params else "the pairs that cover the experts' image space"
+    validation = meta.get("validation") or {}
+    kept = (f"; kept the {'matched set' if meta['kept'] == 'matched' else 'start'} (validation recall@1 "
+            f"{validation['start']:.3f} at the start, {validation['matched']:.3f} matched, on {validation['pairs']} "
+            "held-out pairs)") if validation else ""
     return (f"K = {params['pairs']}: {meta['iterations']} matching iterations of at most {params['iterations']} "
             f"({stop}; ~{meta['plan']['iterations']} planned), expert runs {params['experts']} × "
             f"{params['expert_epochs']} epochs, correspondence learning {'on' if params['learn_correspondence'] else 'off'}"
-            f"{start}, seed {params['seed']}")
+            f", started from {start}, seed {params['seed']}{kept}")
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:

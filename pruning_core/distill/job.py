@@ -7,13 +7,17 @@
    the same embeddings weights the experts;
 2. experts (step ``distill-experts``): each expert's trajectory is a chunk in the step's partial folder, so an
    interrupted run keeps the finished experts;
-3. matching (step ``distill``): the synthetic set is checkpointed to the step's partial folder every few
+3. the start (:func:`starting_state`): the K pairs that cover the experts' image space, with the experts'
+   correspondence between them;
+4. matching (step ``distill``): the synthetic set is checkpointed to the step's partial folder every few
    iterations and on any interrupt (Ctrl-C included); a rerun resumes from the checkpoint.  The draws of
-   iteration i depend on i only, so a resumed run takes the same steps an uninterrupted one would.
+   iteration i depend on i only, so a resumed run takes the same steps an uninterrupted one would;
+5. validation: fresh students trained on the start and on the matched set retrieve held-out likely-matched
+   real pairs; the set whose students do better is kept, and the entry's meta records both figures.
 
 Time budget: ``budget_s`` bounds the whole command (its clock starts with the process, as ``score
---budget``).  Before any work a probe times one expert minibatch step and one matching iteration; the plan
-(experts' time + iterations that fit) is reported, and a budget that cannot hold the experts and
+--budget``).  Before any work a probe times one expert minibatch step, one matching iteration and a few
+validation student steps; the plan (experts' time + iterations that fit + validation) is reported, and a budget that cannot hold the experts and
 ``MIN_ITERATIONS`` iterations is refused with the figures.  The matching loop then stops at the deadline (or
 at ``MDWConfig.iterations``); the budget and the settings key the cache, the iterations reached are
 recorded in the entry's meta.
@@ -39,7 +43,9 @@ from cache.store import ResultStore, atomic_save_npy, atomic_write_bytes, read_c
 from pruning_core.data.datasets import Dataset, decoded_images
 from pruning_core.demo.tiny_clip import TINY_CLIP_IMAGE_SIZE, create_tiny_clip, preprocess_uint8
 from pruning_core.distill.mdw import (MDWConfig, SyntheticState, TrajectoryMatcher, alignment_weights,
+                                      coverage_start, distilled_pairs, expert_correspondence, expert_features,
                                       initial_state, train_expert)
+from pruning_core.distill.student import EVAL_BATCH, retrieval_recall, train_student
 from pruning_core.runtime.planner import format_seconds
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 from pruning_core.scoring.pipeline import ClipConfig, clip_embeddings
@@ -156,14 +162,18 @@ class DistillPlan:
     iteration_s: float
     iterations: int
     """Matching iterations expected within the budget (the deadline decides)."""
+    validation_s: float
+    """Estimated seconds for the validation students, kept out of the matching's time."""
 
     def line(self) -> str:
         return (f"budget {format_seconds(self.budget_s)}: experts ~{format_seconds(self.expert_s)}, then "
-                f"~{self.iterations} matching iterations of ~{self.iteration_s:.1f} s")
+                f"~{self.iterations} matching iterations of ~{self.iteration_s:.1f} s, then validation "
+                f"~{format_seconds(self.validation_s)}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"budget_s": self.budget_s, "expert_s": round(self.expert_s, 1),
-                "iteration_s": round(self.iteration_s, 3), "iterations": self.iterations}
+                "iteration_s": round(self.iteration_s, 3), "iterations": self.iterations,
+                "validation_s": round(self.validation_s, 1)}
 
 
 def plan_distillation(inputs: DistillInputs, config: MDWConfig, store: ResultStore, budget_s: float,
@@ -181,16 +191,25 @@ def plan_distillation(inputs: DistillInputs, config: MDWConfig, store: ResultSto
         expert_step_s = (time.perf_counter() - started) / probe.expert_epochs
     expert_s = config.experts * config.expert_epochs * (n // batch) * expert_step_s
     fake = np.zeros((1, probe.expert_epochs + 1, _parameter_count(inputs)), dtype=np.float32)
+    k = min(config.pairs, n)
+    start = initial_state(inputs.images.numpy(), inputs.texts.numpy(), np.arange(k), np.zeros((k, k), np.float32))
     matcher = TrajectoryMatcher(probe, fake + np.arange(probe.expert_epochs + 1, dtype=np.float32)[None, :, None],
-                                initial_state(inputs.images.numpy(), inputs.texts.numpy(), config))
+                                start)
     timed = time.perf_counter()
     matcher.matching_loss(*matcher.draw()).backward()
     iteration_s = time.perf_counter() - timed
-    room = left_s - (time.perf_counter() - started) - expert_s
+    validation_s = 0.0
+    if config.validation_pairs:
+        pairs = distilled_pairs(start, learn_correspondence=False)
+        train_student(pairs, steps=1, batch_size=EVAL_BATCH, seed=0)  # the first student pays one-time set-up
+        timed = time.perf_counter()
+        train_student(pairs, steps=3, batch_size=EVAL_BATCH, seed=0)
+        validation_s = 2 * config.validation_seeds * config.validation_steps * (time.perf_counter() - timed) / 3
+    room = left_s - (time.perf_counter() - started) - expert_s - validation_s
     fits = int(room // iteration_s) if room > 0 else 0
-    plan = DistillPlan(budget_s, expert_s, iteration_s, min(config.iterations, fits))
+    plan = DistillPlan(budget_s, expert_s, iteration_s, min(config.iterations, fits), validation_s)
     if fits < min(MIN_ITERATIONS, config.iterations):
-        need = (time.perf_counter() - started) + expert_s + MIN_ITERATIONS * iteration_s
+        need = (time.perf_counter() - started) + expert_s + MIN_ITERATIONS * iteration_s + validation_s
         raise ValueError(f"--budget {budget_s:g}: too small for this distillation ({plan.line()}); it needs at "
                          f"least ~{math.ceil(need + budget_s - left_s)} s for {MIN_ITERATIONS} iterations "
                          "(or fewer --experts / --pairs)")
@@ -286,7 +305,7 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
     spent_before = saved[2] if saved else 0.0
     trajectories = expert_trajectories(inputs, config, store, progress=progress, cancel=cancel)
     state, optimizer = (saved[0], saved[1]) if saved else (
-        initial_state(inputs.images.numpy(), inputs.texts.numpy(), config, start), None)
+        starting_state(inputs, trajectories, config, start), None)
     matcher = TrajectoryMatcher(config, trajectories, state, optimizer)
     def spent() -> float:
         return spent_before + time.monotonic() - began
@@ -300,8 +319,9 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
             _write_checkpoint(folder, m, spent())
 
     def out_of_time() -> bool:
-        """Stop when one more iteration, at the slower of the probe's and this run's pace, would overrun."""
-        return time.monotonic() + timing["slowest"] > deadline
+        """Stop when one more iteration, at the slower of the probe's and this run's pace, would leave too little
+        time for the validation the plan reserved."""
+        return time.monotonic() + timing["slowest"] + plan.validation_s > deadline
 
     try:
         matcher.fit(config.iterations, expected=plan.iterations, deadline=out_of_time, progress=progress, cancel=cancel,
@@ -309,11 +329,56 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
     except BaseException:
         _write_checkpoint(folder, matcher, spent())
         raise
-    done = matcher.state
+    matched = matcher.state
+    kept, validation = matched, {}
+    if config.validation_pairs:
+        report(progress, "validating", 0, 1, "the start and the matched set, each on fresh students")
+        begun = starting_state(inputs, trajectories, config, matched.source_index)
+        rows = validation_rows(inputs, matched.source_index, config)
+        validation = {"pairs": len(rows), "start": set_value(begun, inputs, rows, config, cancel),
+                      "matched": set_value(matched, inputs, rows, config, cancel)}
+        kept = matched if validation["matched"] > validation["start"] else begun
     check(cancel)
     return Computed(
-        arrays={"images": done.images, "texts": done.texts, "correspondence": done.correspondence,
-                "source_index": inputs.rows[done.source_index], "losses": np.asarray(done.losses)},
-        meta={"log_lr": done.log_lr, "iterations": done.iteration, "seconds": round(spent(), 1),
-              "plan": plan.as_dict(),
-              "stopped_by": "iterations" if done.iteration >= config.iterations else "budget"})
+        arrays={"images": kept.images, "texts": kept.texts, "correspondence": kept.correspondence,
+                "source_index": inputs.rows[kept.source_index], "losses": np.asarray(matched.losses)},
+        meta={"log_lr": kept.log_lr, "iterations": matched.iteration, "seconds": round(spent(), 1),
+              "plan": plan.as_dict(), "validation": validation, "kept": "matched" if kept is matched else "start",
+              "stopped_by": "iterations" if matched.iteration >= config.iterations else "budget"})
+
+
+def starting_state(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig,
+                   start: Optional[np.ndarray] = None) -> SyntheticState:
+    """Where matching starts: the pairs ``start`` (None: :func:`mdw.coverage_start`) with the experts' correspondence.
+
+    A function of the inputs, the experts and ``config`` only, so validation rebuilds it instead of storing it.
+    """
+    if start is None:
+        image_features, _ = expert_features(trajectories, inputs.images, inputs.texts)
+        start = coverage_start(image_features, alignment_weights(inputs.alignment), config.pairs, config.seed)
+    index = np.sort(np.asarray(start, dtype=np.int64))
+    correspondence = expert_correspondence(*expert_features(trajectories, inputs.images[index], inputs.texts[index]))
+    return initial_state(inputs.images.numpy(), inputs.texts.numpy(), index, correspondence)
+
+
+def validation_rows(inputs: DistillInputs, source_index: np.ndarray, config: MDWConfig) -> np.ndarray:
+    """Up to ``validation_pairs`` likely-matched real pairs (alignment weight ≥ 0.5) the set did not start from.
+
+    The students scored on them train on the synthetic set only, so for them these pairs are held out.
+    """
+    candidates = np.setdiff1d(np.flatnonzero(alignment_weights(inputs.alignment) >= 0.5), source_index)
+    size = min(config.validation_pairs, len(candidates))
+    return np.sort(np.random.default_rng(config.seed).choice(candidates, size=size, replace=False))
+
+
+def set_value(state: SyntheticState, inputs: DistillInputs, rows: np.ndarray, config: MDWConfig,
+              cancel: Optional[CancelToken] = None) -> float:
+    """Mean image→text and text→image recall@1 on ``rows`` of students trained on ``state`` (validation seeds)."""
+    pairs = distilled_pairs(state, learn_correspondence=config.learn_correspondence)
+    idx = torch.from_numpy(rows)
+    values = []
+    for seed in range(config.validation_seeds):
+        model = train_student(pairs, steps=config.validation_steps, batch_size=EVAL_BATCH, seed=seed, cancel=cancel)
+        recall = retrieval_recall(model, inputs.images[idx], inputs.texts[idx], inputs.captions[rows], ks=(1,))
+        values.append((recall["i2t@1"] + recall["t2i@1"]) / 2)
+    return round(float(np.mean(values)), 4)

@@ -25,9 +25,10 @@ MDW's noise parts
 * **Learnable correspondence.**  A fixed diagonal tells the student that synthetic image i goes with text i.
   When S starts from real pairs, some of them are mismatched; MDW lets the pairing itself be learned:
   ``P = softmax(C)`` over all K² entries is a joint soft correspondence, its rows (image→text) and columns
-  (text→image) the student's targets.  ``C`` starts at a diagonal holding ``init_confidence`` of each row's
-  mass, and ``L_match`` moves it: mass flows to the texts whose pairing makes the student's steps look
-  like an expert's.
+  (text→image) the student's targets.  ``C`` starts at the experts' own contrastive logits for every
+  image–text pair of the start (:func:`expert_correspondence`), so a mismatched pair's mass already sits on
+  the texts the experts see in its image, and a matched one shares some with texts that describe it in part
+  (same shape, other colour); ``L_match`` moves it from there.
 * **Correspondence-weighted updates.**  Each synthetic image's (text's) term in ``L_S`` is weighted by how
   sure its correspondence is, ``w_i = max_j P(j | i)`` (held constant in the gradient), so the student's
   steps, and through them the pixel and text updates, are driven by the pairs whose match is clear, and
@@ -59,11 +60,19 @@ Departures from the paper (all deliberate, for two CPU cores)
    already has), not the paper's own noise-robust training.
 6. Budget: a few experts of ~a dozen epochs and a few hundred outer iterations (thousands in the paper);
    :mod:`pruning_core.distill.job` plans the iteration count to the user's time budget.
-7. The synthetic set starts from K random real pairs (as MTT), so it inherits their mismatches: the
-   correspondence has to find them.  A caller may instead start it from the K pairs pruning keeps
-   (``initial_state(start=...)``: prune, then distil), which is not in the paper.
+7. The synthetic set starts from the K real pairs that cover the experts' image space (:func:`coverage_start`:
+   k-means medoids, likely mismatches passed over), not K random ones (MTT).  A caller may instead start it
+   from the K pairs pruning keeps (``start=``: prune, then distil), which is not in the paper either.
 8. Evaluation trains every student with one recipe (SGD, momentum 0.9); a distilled set brings its learned
    step converted to that recipe (:func:`distilled_pairs`).
+9. The start's correspondence is the experts' logits (above), not a confident diagonal, and η starts at the
+   real pairs' step: the experts' knowledge of which texts fit which images reaches the set as soft targets
+   (label distillation: Bohdal et al., arXiv 2006.08572; Qin et al., arXiv 2406.10485), whether or not matching
+   improves on it.
+10. :mod:`pruning_core.distill.job` keeps the matched set only when fresh students trained on it retrieve
+    held-out real pairs better than students trained on the start; on two CPU cores, in the minutes a budget
+    holds, matching lowers that recall (docs/benchmarks.md, "Soft correspondences from the experts"), so the
+    start is what a user usually gets, and the run says so.
 """
 
 from __future__ import annotations
@@ -76,7 +85,8 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from pruning_core.distill.student import EVAL_MOMENTUM, PairSet, Student, soft_contrastive_loss
+from pruning_core.distill.student import (EVAL_MOMENTUM, EVAL_STEPS, LOGIT_SCALE, REAL_LR, PairSet, Student,
+                                          soft_contrastive_loss)
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
 
 
@@ -90,7 +100,7 @@ class MDWConfig:
     expert_epochs: int = 10
     expert_batch: int = 128
     expert_lr: float = 0.05
-    """SGD step of the experts (no momentum, as MTT's experts) and the synthetic step size's start."""
+    """SGD step of the experts (no momentum, as MTT's experts)."""
     syn_steps: int = 10
     """N: student steps on the synthetic set per matching iteration."""
     syn_batch: int = 100
@@ -105,20 +115,22 @@ class MDWConfig:
     lr_correspondence: float = 0.05
     lr_step_size: float = 0.01
     """Adam step on log η."""
-    init_confidence: float = 0.9
-    """Share of each row's correspondence mass on its own text at the start."""
     learn_correspondence: bool = True
     """False: the ablation, a fixed diagonal and equal weights (plain MTT on the robust experts)."""
     robust_experts: bool = True
     """False: experts weight every real pair equally."""
+    validation_pairs: int = 480
+    """Held-out likely-matched real pairs that decide between the start and the matched set (0: keep the
+    matched set unvalidated)."""
+    validation_seeds: int = 2
+    validation_steps: int = EVAL_STEPS
+    """Steps of each validation student (the comparison's horizon)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.expert_epochs < self.max_start_epoch + self.expert_span:
             raise ValueError(f"expert_epochs {self.expert_epochs}: matching needs at least max_start_epoch + "
                              f"expert_span = {self.max_start_epoch + self.expert_span}")
-        if not 0.0 < self.init_confidence < 1.0:
-            raise ValueError(f"init_confidence {self.init_confidence}: must lie in (0, 1)")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -190,25 +202,75 @@ class SyntheticState:
     losses: list[float] = field(default_factory=list)
 
 
-def initial_state(images: np.ndarray, texts: np.ndarray, config: MDWConfig,
-                  start: Optional[np.ndarray] = None) -> SyntheticState:
-    """K real pairs as the start, a confident diagonal correspondence, η = the experts' step.
+def expert_features(trajectories: np.ndarray, images: torch.Tensor, texts: torch.Tensor,
+                    chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each expert's unit image and text features at its last epoch: two ``(experts, n, d)`` tensors.
 
-    The pairs are ``start`` (K indices: "prune, then distil" starts from the pairs pruning keeps) or K random
-    ones (departure 7).
+    Train-mode batch statistics over chunks of ``chunk`` images, as matching computes features (the
+    trajectories hold parameters, not BatchNorm's running statistics).
     """
-    k = config.pairs
-    if k < 2 or k > len(images):
-        raise ValueError(f"--pairs {k}: need between 2 and {len(images)} (the dataset's usable pairs)")
-    if start is not None and len(np.unique(start)) != k:
-        raise ValueError(f"a start of {len(np.unique(start))} distinct pairs for K = {k}")
-    index = np.sort(np.random.default_rng(config.seed).choice(len(images), size=k, replace=False)
-                    if start is None else np.asarray(start, dtype=np.int64))
-    diagonal = math.log(config.init_confidence * (k - 1) / (1.0 - config.init_confidence))
+    student = Student(int(texts.shape[1]), seed=0)
+    student.train()
+    image_out, text_out = [], []
+    with torch.no_grad():
+        for trajectory in trajectories:
+            torch.nn.utils.vector_to_parameters(torch.from_numpy(np.ascontiguousarray(trajectory[-1])),
+                                                student.parameters())
+            parts = [student(images[i:i + chunk], texts[i:i + chunk]) for i in range(0, len(images), chunk)]
+            image_out.append(torch.cat([p[0] for p in parts]))
+            text_out.append(torch.cat([p[1] for p in parts]))
+    return torch.stack(image_out), torch.stack(text_out)
+
+
+def expert_correspondence(image_features: torch.Tensor, text_features: torch.Tensor) -> np.ndarray:
+    """K × K correspondence logits the experts agree on: their mean contrastive logit for every image–text pair.
+
+    ``LOGIT_SCALE · mean_e cos(f_e(x_i), g_e(y_j))``, the logits the experts' own loss was trained on, so
+    ``softmax`` of them is the experts' joint soft correspondence at the temperature they learned it at.
+    """
+    mean = torch.einsum("eid,ejd->ij", image_features, text_features) / len(image_features)
+    return (LOGIT_SCALE * mean).numpy().astype(np.float32)
+
+
+def coverage_start(image_features: torch.Tensor, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """K real pairs that cover the experts' image space: the medoid of each of K k-means clusters.
+
+    Clusters are fitted to the experts' image features side by side; each cluster contributes the member
+    nearest its centre among the likely-matched pairs (alignment weight ≥ 0.5, :func:`alignment_weights`),
+    or among all its members when it has none.  Sorted indices.
+    """
+    from sklearn.cluster import KMeans
+
+    features = torch.cat(list(image_features), dim=1).numpy().astype(np.float64)
+    if k < 2 or k > len(features):
+        raise ValueError(f"--pairs {k}: need between 2 and {len(features)} (the dataset's usable pairs)")
+    kmeans = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(features)
+    distance = ((features - kmeans.cluster_centers_[kmeans.labels_]) ** 2).sum(axis=1)
+    picked = []
+    for cluster in range(k):
+        members = np.flatnonzero(kmeans.labels_ == cluster)
+        matched = members[weights[members] >= 0.5]
+        pool = matched if len(matched) else members
+        picked.append(pool[np.argmin(distance[pool])])
+    return np.sort(np.asarray(picked, dtype=np.int64))
+
+
+def initial_state(images: np.ndarray, texts: np.ndarray, index: np.ndarray,
+                  correspondence: np.ndarray) -> SyntheticState:
+    """The real pairs ``index`` as the start, with ``correspondence`` logits (K × K) and the real pairs' step.
+
+    η starts where a real pair's step is: :data:`student.REAL_LR` under momentum, ``REAL_LR / (1 − β)`` in
+    plain SGD (what :func:`distilled_pairs` converts back), so an unmatched set trains exactly as real pairs.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    k = len(index)
+    if len(np.unique(index)) != k or correspondence.shape != (k, k):
+        raise ValueError(f"a start of {len(np.unique(index))} distinct pairs with a {correspondence.shape} "
+                         "correspondence")
     return SyntheticState(images=np.array(images[index], dtype=np.float32),
                           texts=np.array(texts[index], dtype=np.float32),
-                          correspondence=(diagonal * np.eye(k)).astype(np.float32),
-                          log_lr=float(math.log(config.expert_lr)), source_index=index.astype(np.int64))
+                          correspondence=np.array(correspondence, dtype=np.float32),
+                          log_lr=float(math.log(REAL_LR / (1.0 - EVAL_MOMENTUM))), source_index=index)
 
 
 def correspondence_targets(logits: torch.Tensor) -> torch.Tensor:

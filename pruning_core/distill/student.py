@@ -30,6 +30,12 @@ from pruning_core.runtime.progress import CancelToken, check
 
 EVAL_MOMENTUM = 0.9
 """SGD momentum of every student :func:`train_student` trains (the comparison's one recipe)."""
+EVAL_STEPS = 300
+"""SGD steps of a student that scores a set (the comparison's, and a distillation's validation)."""
+EVAL_BATCH = 128
+"""Most pairs per step of such a student."""
+REAL_LR = 0.01
+"""The step real pairs train at; a distilled set starts at the same effective step (``mdw.initial_state``)."""
 LOGIT_SCALE = 10.0
 """Fixed inverse temperature of the student's contrastive logits.  Departure: CLIP and MDW learn it; a fixed
 value keeps the unrolled trajectories comparable between expert and student (a learned scale moves every
