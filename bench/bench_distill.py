@@ -86,7 +86,8 @@ def main() -> None:
         print(f"{args.variant} K={args.pairs} correspondence={'off' if args.no_correspondence else 'on'}: "
               f"{done.meta['iterations']} iterations, {done.meta['seconds']} s of work, "
               f"{time.monotonic() - started:.0f} s wall incl. start-up, plan {done.meta['plan']}, "
-              f"step size {np.exp(done.state.log_lr):.4f}")
+              f"step size {np.exp(done.state.log_lr):.4f}, validation {done.meta['validation']}, kept "
+              f"{done.meta['kept']}")
         return
     test = load_dataset(assets.test_manifest)
     table = clip_score_table(dataset, clip, store)
@@ -115,8 +116,7 @@ def main() -> None:
     own = np.diag(joint / joint.sum(axis=1, keepdims=True))
     started_ok = ok[d.state.source_index]
     print(f"learned P(own text | image): {own[started_ok].mean():.3f} over {started_ok.sum()} pairs that started "
-          f"matched, {np.round(own[~started_ok], 3).tolist()} for the {(~started_ok).sum()} that started mismatched "
-          f"(start: {MDWConfig().init_confidence})")
+          f"matched, {np.round(own[~started_ok], 3).tolist()} for the {(~started_ok).sum()} that started mismatched")
     summary = summarise(results)
     pd.set_option("display.width", 200)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -6,11 +6,11 @@
     python bench/bench_distill_matching.py ... --augment                                      # flips and shifts
     python bench/bench_distill_matching.py --objective gradient|regression --iterations 1500 --every 500
 
-``bench_distill.py`` compares finished sets under a time budget; this bench asks why they tie random pairs.
+``bench_distill.py`` compares finished sets under a time budget; this bench asks what the matching adds to its start.
 It runs :class:`pruning_core.distill.mdw.TrajectoryMatcher` for a fixed number of iterations (no budget) and,
 every ``--every`` iterations, trains fresh students on the set so far (3 seeds, the comparison's recipe,
 ``--horizons`` steps each) and prints their image→text recall@1 beside the matching loss.  Beside it, once: the
-same students on the set's starting pairs under the real-pair recipe ("random") and on PruneScope's cleanest
+same students on the set's starting pairs under the real-pair recipe (a fixed diagonal) and on PruneScope's cleanest
 K, and the cosine between the expert's move over one matched segment and the move N student steps on the
 starting set make (how much of the expert's path the synthetic data could follow at all).
 
@@ -55,9 +55,9 @@ from bench_distill import setup  # noqa: E402
 from pruning_core.data.datasets import load_dataset  # noqa: E402
 from pruning_core.distill import student as student_module  # noqa: E402
 from pruning_core.distill.compare import CompareConfig, cleanest_rows  # noqa: E402
-from pruning_core.distill.job import distill_inputs, expert_trajectories  # noqa: E402
+from pruning_core.distill.job import distill_inputs, expert_trajectories, starting_state  # noqa: E402
 from pruning_core.distill.mdw import (MDWConfig, TrajectoryMatcher, alignment_weights,  # noqa: E402
-                                      correspondence_targets, distilled_pairs, flat_parameters, initial_state)
+                                      correspondence_targets, distilled_pairs, flat_parameters)
 from pruning_core.distill.student import (EVAL_MOMENTUM, PairSet, Student, retrieval_recall,  # noqa: E402
                                           soft_contrastive_loss, train_student)
 from pruning_core.runtime.progress import TqdmProgress  # noqa: E402
@@ -258,10 +258,8 @@ def main() -> None:
     trajectories = expert_trajectories(inputs, config, store, progress=TqdmProgress())
     print(f"experts {trajectories.shape[0]} x {trajectories.shape[1] - 1} epochs (batch {config.expert_batch}, "
           f"lr {config.expert_lr}): {time.perf_counter() - began:.0f} s (0 when cached)", flush=True)
-    state = initial_state(inputs.images.numpy(), inputs.texts.numpy(), config)
+    state = starting_state(inputs, trajectories, config)
     real_lr = CompareConfig().real_lr
-    if args.objective != "trajectory":  # the set trains students at the real pairs' lr (distilled_pairs' conversion)
-        state.log_lr = float(np.log(real_lr / (1.0 - EVAL_MOMENTUM)))
     matcher = TrajectoryMatcher(config, trajectories, state)
     objective = matcher
     if args.objective == "trajectory":
@@ -272,7 +270,7 @@ def main() -> None:
         objective = kind(matcher, RealPairs(inputs, config.seed), lr=real_lr, horizon=CompareConfig().steps)
     start = torch.from_numpy(matcher.state.source_index)
     cleanest = torch.from_numpy(cleanest_rows(clip_score_table(dataset, clip, store), inputs, config.pairs))
-    for name, index in (("random (the starting pairs)", start), ("cleanest", cleanest)):
+    for name, index in (("the starting pairs", start), ("cleanest", cleanest)):
         pairs = PairSet(inputs.images[index], inputs.texts[index], lr=real_lr)
         print(f"{name}, real-pair recipe: i2t@1 {recall_line(pairs, horizons, seeds, test, batch)}", flush=True)
     matching_s = 0.0
