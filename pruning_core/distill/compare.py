@@ -170,7 +170,7 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     grouped = results.groupby(["option", "size"], sort=False)[list(METRICS)]
     mean = grouped.mean()
     se = grouped.std(ddof=1) / np.sqrt(grouped.count())
-    out = mean.join(se, rsuffix=" se")
+    out = mean.join(se.add_suffix(" se"))
     out["runs"] = grouped.size()
     return out.reset_index()
 
