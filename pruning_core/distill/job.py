@@ -17,8 +17,9 @@
 
 Time budget: ``budget_s`` bounds the whole command (its clock starts with the process, as ``score
 --budget``).  Before any work a probe times one expert minibatch step, one matching iteration and a few
-validation student steps; the plan (experts' time + iterations that fit + validation) is reported, and a budget that cannot hold the experts and
-``MIN_ITERATIONS`` iterations is refused with the figures.  The matching loop then stops at the deadline (or
+validation student steps; the plan (experts' time + iterations that fit + validation) is reported, and a
+budget that cannot hold the experts, ``MIN_ITERATIONS`` iterations and the validation is refused with the
+figures.  The matching loop then stops at the deadline (or
 at ``MDWConfig.iterations``); the budget and the settings key the cache, the iterations reached are
 recorded in the entry's meta.
 """
