@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +118,21 @@ def test_the_experts_correspondence_finds_true_partners_and_the_start_covers_eve
     weights[np.flatnonzero(label == 0)[0]] = 1.0  # one matched pair of class 0 left
     start = coverage_start(expert_features(trajectories, images, texts)[0], weights, k=4, seed=0)
     assert sorted(label[start]) == [0, 1, 2, 3] and (weights[start] == 1.0).all()
+
+
+def test_the_correspondence_off_ablation_starts_from_the_medoids_whether_their_pairs_match_or_not(one_thread):
+    images, texts, label = paired_data(n=64)
+    config = MDWConfig(pairs=4, experts=2, **{**TINY, "expert_epochs": 8})
+    trajectories = np.stack([train_expert(images, texts, None, config, seed=s) for s in range(2)])
+    mismatched = (label == 0) & (np.arange(64) > 0)  # every pair of class 0 but the first reads as mismatched
+    inputs = DistillInputs(images=images, texts=texts, alignment=np.where(mismatched, -1.0, 1.0).astype(np.float32),
+                           captions=np.array([f"class {c}" for c in label]), rows=np.arange(64),
+                           fingerprint="tiny-mismatched", identity={"model": "none"})
+    full = starting_state(inputs, trajectories, config).source_index
+    ablation = starting_state(inputs, trajectories, replace(config, learn_correspondence=False)).source_index
+    assert not mismatched[full].any() and sorted(label[full]) == [0, 1, 2, 3]
+    assert mismatched[ablation].any() and sorted(label[ablation]) == [0, 1, 2, 3]
+    assert np.array_equal(ablation, coverage_start(expert_features(trajectories, images, texts)[0], None, k=4, seed=0))
 
 
 def test_validation_keeps_whichever_of_the_start_and_the_matched_set_trains_better_students(tmp_path, one_thread):

@@ -154,7 +154,9 @@ def distilled_settings(distilled: DistilledSet) -> str:
     meta, params = distilled.meta, distilled.meta["params"]
     stop = (f"stopped by its {params['budget_s']:g} s budget" if meta["stopped_by"] == "budget"
             else "reached its iteration cap")
-    start = "the cleanest pairs" if "start" in params else "the pairs that cover the experts' image space"
+    start = {"coverage of likely-matched pairs": "the pairs that cover the experts' image space, likely mismatches "
+                                                 "passed over",
+             "coverage": "the pairs that cover the experts' image space"}.get(params["start"], "the cleanest pairs")
     validation = meta.get("validation") or {}
     kept = (f"; kept the {'matched set' if meta['kept'] == 'matched' else 'start'} (validation recall@1 "
             f"{validation['start']:.3f} at the start, {validation['matched']:.3f} matched, on {validation['pairs']} "

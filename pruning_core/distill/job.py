@@ -115,15 +115,17 @@ def experts_step(inputs: DistillInputs, config: MDWConfig) -> CachedStep:
 def distill_step(inputs: DistillInputs, config: MDWConfig, budget_s: float,
                  start: Optional[np.ndarray] = None) -> CachedStep:
     """The distilled set of ``inputs`` under ``config`` and ``budget_s`` (resumable: a checkpoint)."""
-    began = {} if start is None else {
-        "start": hashlib.sha256(np.sort(np.asarray(start, dtype=np.int64)).tobytes()).hexdigest()}
+    if start is None:  # the rule :func:`starting_state` picks by
+        began = "coverage of likely-matched pairs" if config.learn_correspondence else "coverage"
+    else:
+        began = hashlib.sha256(np.sort(np.asarray(start, dtype=np.int64)).tobytes()).hexdigest()
 
     def chunks(folder: Path) -> Optional[str]:
         saved = _read_checkpoint(folder)
         return f"a checkpoint at matching iteration {saved[0].iteration}" if saved else None
 
     return CachedStep("distill", inputs.fingerprint,
-                      {**inputs.identity, **config.as_dict(), "budget_s": float(budget_s), **began},
+                      {**inputs.identity, **config.as_dict(), "budget_s": float(budget_s), "start": began},
                       label="the distilled set", chunks=chunks)
 
 
@@ -350,13 +352,15 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
 
 def starting_state(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig,
                    start: Optional[np.ndarray] = None) -> SyntheticState:
-    """Where matching starts: the pairs ``start`` (None: :func:`mdw.coverage_start`) with the experts' correspondence.
+    """Where matching starts: the pairs ``start`` (None: :func:`mdw.coverage_start`, passing over likely
+    mismatches unless ``config`` is the correspondence-off ablation) with the experts' correspondence.
 
     A function of the inputs, the experts and ``config`` only, so validation rebuilds it instead of storing it.
     """
     if start is None:
         image_features, _ = expert_features(trajectories, inputs.images, inputs.texts)
-        start = coverage_start(image_features, alignment_weights(inputs.alignment), config.pairs, config.seed)
+        weights = alignment_weights(inputs.alignment) if config.learn_correspondence else None
+        start = coverage_start(image_features, weights, config.pairs, config.seed)
     index = np.sort(np.asarray(start, dtype=np.int64))
     correspondence = expert_correspondence(*expert_features(trajectories, inputs.images[index], inputs.texts[index]))
     return initial_state(inputs.images.numpy(), inputs.texts.numpy(), index, correspondence)

@@ -62,7 +62,9 @@ Departures from the paper (all deliberate, for two CPU cores)
    :mod:`pruning_core.distill.job` plans the iteration count to the user's time budget.
 7. The synthetic set starts from the K real pairs that cover the experts' image space (:func:`coverage_start`:
    k-means medoids, likely mismatches passed over), not K random ones (MTT).  A caller may instead start it
-   from the K pairs pruning keeps (``start=``: prune, then distil), which is not in the paper either.
+   from the K pairs pruning keeps (``start=``: prune, then distil), which is not in the paper either.  Passing
+   over likely mismatches is a decision about which image goes with which text, so the correspondence-off
+   ablation (``learn_correspondence=False``) takes the medoids as they are, as it takes the diagonal.
 8. Evaluation trains every student with one recipe (SGD, momentum 0.9); a distilled set brings its learned
    step converted to that recipe (:func:`distilled_pairs`).
 9. The start's correspondence is the experts' logits (above), not a confident diagonal, and η starts at the
@@ -116,7 +118,8 @@ class MDWConfig:
     lr_step_size: float = 0.01
     """Adam step on log η."""
     learn_correspondence: bool = True
-    """False: the ablation, a fixed diagonal and equal weights (plain MTT on the robust experts)."""
+    """False: the ablation, a set that takes every real pair's pairing as given: its start passes over no
+    likely mismatch, its correspondence is a fixed diagonal with equal weights (plain MTT on the robust experts)."""
     robust_experts: bool = True
     """False: experts weight every real pair equally."""
     validation_pairs: int = 480
@@ -232,12 +235,12 @@ def expert_correspondence(image_features: torch.Tensor, text_features: torch.Ten
     return (LOGIT_SCALE * mean).numpy().astype(np.float32)
 
 
-def coverage_start(image_features: torch.Tensor, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
+def coverage_start(image_features: torch.Tensor, weights: Optional[np.ndarray], k: int, seed: int) -> np.ndarray:
     """K real pairs that cover the experts' image space: the medoid of each of K k-means clusters.
 
     Clusters are fitted to the experts' image features side by side; each cluster contributes the member
     nearest its centre among the likely-matched pairs (alignment weight ≥ 0.5, :func:`alignment_weights`),
-    or among all its members when it has none.  Sorted indices.
+    or among all its members when it has none (``weights`` None: every pair counts as matched).  Sorted indices.
     """
     from sklearn.cluster import KMeans
 
@@ -249,7 +252,7 @@ def coverage_start(image_features: torch.Tensor, weights: np.ndarray, k: int, se
     picked = []
     for cluster in range(k):
         members = np.flatnonzero(kmeans.labels_ == cluster)
-        matched = members[weights[members] >= 0.5]
+        matched = members if weights is None else members[weights[members] >= 0.5]
         pool = matched if len(matched) else members
         picked.append(pool[np.argmin(distance[pool])])
     return np.sort(np.asarray(picked, dtype=np.int64))
