@@ -4,6 +4,7 @@
     python bench/bench_distill.py distill --variant demo --budget 600 --no-correspondence  # the ablation
     python bench/bench_distill.py distill --variant shuffle30 --budget 600
     python bench/bench_distill.py compare --variant demo                               # needs the distillations
+    python bench/bench_distill.py compare --variant demo --real-lr 0.02    # the real pairs at the set's step
 
 ``distill`` runs the same job as ``prunescope distill`` (cached in the result store, so ``compare`` reads
 it); several can run side by side.  ``compare`` trains a fresh student on each option (3 seeds by default)
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--no-correspondence", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-ablation", action="store_true", help="compare: skip the correspondence-off set")
+    parser.add_argument("--real-lr", type=float, default=CompareConfig.real_lr,
+                        help="compare: the step real pairs (random, cleanest, all) train at; a distilled set brings its own")
     parser.add_argument("--cleanest-start", action="store_true",
                         help="distill: start from the cleanest K pairs (prune, then distil); compare: add that set")
     args = parser.parse_args()
@@ -92,7 +95,8 @@ def main() -> None:
     test = load_dataset(assets.test_manifest)
     table = clip_score_table(dataset, clip, store)
     result = prune_or_distil(dataset, test, clip, table, store, sizes=[args.pairs], budget_s=args.budget,
-                             ablation=not args.no_ablation, config=CompareConfig(seeds=tuple(range(args.seeds))),
+                             ablation=not args.no_ablation,
+                             config=CompareConfig(seeds=tuple(range(args.seeds)), real_lr=args.real_lr),
                              progress=TqdmProgress())
     results = result.results
     if args.cleanest_start:

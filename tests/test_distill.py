@@ -16,7 +16,7 @@ from pruning_core.distill.job import (DistillInputs, distill_dataset, distill_st
                                       starting_state)
 from pruning_core.distill.mdw import (MDWConfig, TrajectoryMatcher, correspondence_targets, coverage_start,
                                       distilled_pairs, expert_correspondence, expert_features, initial_state,
-                                      train_expert)
+                                      real_log_step, train_expert)
 from pruning_core.export.manifest import DISTILLED, Manifest
 
 TINY = dict(expert_epochs=3, expert_batch=16, syn_steps=2, expert_span=1, max_start_epoch=2, syn_batch=8,
@@ -137,18 +137,26 @@ def test_the_correspondence_off_ablation_starts_from_the_medoids_whether_their_p
 
 def test_validation_keeps_whichever_of_the_start_and_the_matched_set_trains_better_students(tmp_path, one_thread):
     inputs = tiny_inputs()
-    config = MDWConfig(pairs=6, experts=1, iterations=3, **TINY)
+    # A step a hundredth of the real pairs' leaves the student near its random start: the start is kept at 2×.
+    config = MDWConfig(pairs=6, experts=1, iterations=3, **TINY, start_step_factors=(0.01, 2.0))
     store = ResultStore(tmp_path / "cache")
     distilled = distill_dataset(inputs, config, store, budget_s=3600)
     validation = distilled.meta["validation"]
     assert validation["pairs"] == 32 - 6 and 0 <= validation["start"] <= 1 and 0 <= validation["matched"] <= 1
     kept = "matched" if validation["matched"] > validation["start"] else "start"
     assert distilled.meta["kept"] == kept and distilled.meta["iterations"] == 3
+    # The start is judged at every step size it may keep, and kept at the best one.
+    by_factor = validation["start_by_step_factor"]
+    assert list(by_factor) == ["0.01", "2"] and validation["start"] == max(by_factor.values())
+    assert validation["start_step_factor"] == 2.0 and by_factor["0.01"] < by_factor["2"]
+    assert by_factor[f"{validation['start_step_factor']:g}"] == validation["start"]
     trajectories = expert_trajectories(inputs, config, store)
     expected = starting_state(inputs, trajectories, config)
     if kept == "matched":
         TrajectoryMatcher(config, trajectories, expected).fit(3)
-    for name in ("images", "texts", "correspondence"):
+    else:
+        expected.log_lr = real_log_step(validation["start_step_factor"])
+    for name in ("images", "texts", "correspondence", "log_lr"):
         assert np.array_equal(getattr(distilled.state, name), getattr(expected, name)), name
 
 

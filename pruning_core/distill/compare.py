@@ -159,7 +159,8 @@ def distilled_settings(distilled: DistilledSet) -> str:
              "coverage": "the pairs that cover the experts' image space"}.get(params["start"], "the cleanest pairs")
     validation = meta.get("validation") or {}
     kept = (f"; kept the {'matched set' if meta['kept'] == 'matched' else 'start'} (validation recall@1 "
-            f"{validation['start']:.3f} at the start, {validation['matched']:.3f} matched, on {validation['pairs']} "
+            f"{validation['start']:.3f} at the start, at {validation.get('start_step_factor', 1.0):g}× the real pairs' "
+            f"step, {validation['matched']:.3f} matched, on {validation['pairs']} "
             "held-out pairs)") if validation else ""
     return (f"K = {params['pairs']}: {meta['iterations']} matching iterations of at most {params['iterations']} "
             f"({stop}; ~{meta['plan']['iterations']} planned), expert runs {params['experts']} × "

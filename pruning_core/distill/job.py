@@ -12,8 +12,9 @@
 4. matching (step ``distill``): the synthetic set is checkpointed to the step's partial folder every few
    iterations and on any interrupt (Ctrl-C included); a rerun resumes from the checkpoint.  The draws of
    iteration i depend on i only, so a resumed run takes the same steps an uninterrupted one would;
-5. validation: fresh students trained on the start and on the matched set retrieve held-out likely-matched
-   real pairs; the set whose students do better is kept, and the entry's meta records both figures.
+5. validation: fresh students trained on the start (at each of ``MDWConfig.start_step_factors`` × the real pairs'
+   step) and on the matched set retrieve held-out likely-matched real pairs; the start at its best step or the
+   matched set, whichever students do better on, is kept, and the entry's meta records every figure.
 
 Time budget: ``budget_s`` bounds the whole command (its clock starts with the process, as ``score
 --budget``).  Before any work a probe times one expert minibatch step, one matching iteration and a few
@@ -45,7 +46,7 @@ from pruning_core.data.datasets import Dataset, decoded_images
 from pruning_core.demo.tiny_clip import TINY_CLIP_IMAGE_SIZE, create_tiny_clip, preprocess_uint8
 from pruning_core.distill.mdw import (MDWConfig, SyntheticState, TrajectoryMatcher, alignment_weights,
                                       coverage_start, distilled_pairs, expert_correspondence, expert_features,
-                                      initial_state, train_expert)
+                                      initial_state, real_log_step, train_expert)
 from pruning_core.distill.student import EVAL_BATCH, retrieval_recall, train_student
 from pruning_core.runtime.planner import format_seconds
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
@@ -207,7 +208,8 @@ def plan_distillation(inputs: DistillInputs, config: MDWConfig, store: ResultSto
         train_student(pairs, steps=1, batch_size=EVAL_BATCH, seed=0)  # the first student pays one-time set-up
         timed = time.perf_counter()
         train_student(pairs, steps=3, batch_size=EVAL_BATCH, seed=0)
-        validation_s = 2 * config.validation_seeds * config.validation_steps * (time.perf_counter() - timed) / 3
+        students = (len(config.start_step_factors) + 1) * config.validation_seeds  # the start at each step, the matched set
+        validation_s = students * config.validation_steps * (time.perf_counter() - timed) / 3
     room = left_s - (time.perf_counter() - started) - expert_s - validation_s
     fits = int(room // iteration_s) if room > 0 else 0
     plan = DistillPlan(budget_s, expert_s, iteration_s, min(config.iterations, fits), validation_s)
@@ -335,10 +337,15 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
     matched = matcher.state
     kept, validation = matched, {}
     if config.validation_pairs:
-        report(progress, "validating", 0, 1, "the start and the matched set, each on fresh students")
+        report(progress, "validating", 0, 1, "the start at each step size and the matched set, each on fresh students")
         begun = starting_state(inputs, trajectories, config, matched.source_index)
         rows = validation_rows(inputs, matched.source_index, config)
-        validation = {"pairs": len(rows), "start": set_value(begun, inputs, rows, config, cancel),
+        by_factor = {factor: set_value(replace(begun, log_lr=real_log_step(factor)), inputs, rows, config, cancel)
+                     for factor in config.start_step_factors}
+        factor = max(by_factor, key=by_factor.get)
+        begun = replace(begun, log_lr=real_log_step(factor))
+        validation = {"pairs": len(rows), "start": by_factor[factor], "start_step_factor": factor,
+                      "start_by_step_factor": {f"{f:g}": v for f, v in by_factor.items()},
                       "matched": set_value(matched, inputs, rows, config, cancel)}
         kept = matched if validation["matched"] > validation["start"] else begun
     check(cancel)
