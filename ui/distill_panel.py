@@ -73,8 +73,8 @@ def settings_caption(result: PruneOrDistil, runs: int) -> str:
     sets = [distilled_settings(d) for d in (*result.distilled.values(), *result.ablations.values())]
     return (f"Each point: mean over {runs} seeds (bars ±1 standard error) of a fresh tiny CLIP trained for "
             f"{config.steps} SGD steps (batch ≤ {config.batch_size}, momentum {EVAL_MOMENTUM:g}; real pairs at lr "
-            f"{config.real_lr:g}, a distilled set at its learned step × {1 - EVAL_MOMENTUM:g}; fixed here), tested on the "
-            "held-out set; "
+            f"{config.real_lr:g}, a distilled set at its own step × {1 - EVAL_MOMENTUM:g}, learned or chosen on "
+            "held-out pairs; fixed here), tested on the held-out set; "
             "'all' trains on every noisy pair. Distilled sets (other MDW settings at their defaults): "
             + "; ".join(sets) + ".")
 
