@@ -27,7 +27,7 @@ from scipy import stats
 from cache.steps import CachedStep, Computed
 from cache.store import ResultStore
 from pruning_core.data.datasets import Dataset
-from pruning_core.distill.job import DistilledSet, DistillInputs
+from pruning_core.distill.job import COVERAGE, COVERAGE_OF_MATCHED, DistilledSet, DistillInputs
 from pruning_core.distill.mdw import distilled_pairs
 from pruning_core.distill.student import (EVAL_BATCH, EVAL_MOMENTUM, EVAL_STEPS, REAL_LR, PairSet, retrieval_recall,
                                           train_student)
@@ -154,9 +154,9 @@ def distilled_settings(distilled: DistilledSet) -> str:
     meta, params = distilled.meta, distilled.meta["params"]
     stop = (f"stopped by its {params['budget_s']:g} s budget" if meta["stopped_by"] == "budget"
             else "reached its iteration cap")
-    start = {"coverage of likely-matched pairs": "the pairs that cover the experts' image space, likely mismatches "
-                                                 "passed over",
-             "coverage": "the pairs that cover the experts' image space"}.get(params["start"], "the cleanest pairs")
+    covering = "the pairs that cover the experts' image space"
+    start = {COVERAGE_OF_MATCHED: f"{covering}, likely mismatches passed over",
+             COVERAGE: covering}.get(params["start"], "the cleanest pairs")
     validation = meta.get("validation") or {}
     kept = (f"; kept the {'matched set' if meta['kept'] == 'matched' else 'start'} (validation recall@1 "
             f"{validation['start']:.3f} at the start, at {validation.get('start_step_factor', 1.0):g}× the real pairs' "

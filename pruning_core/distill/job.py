@@ -113,20 +113,26 @@ def experts_step(inputs: DistillInputs, config: MDWConfig) -> CachedStep:
                       label="the expert trajectories", chunks=chunks)
 
 
+COVERAGE_OF_MATCHED = "coverage of likely-matched pairs"
+COVERAGE = "coverage"
+"""How :func:`starting_state` picks the start when the caller gives none (a distill entry's ``params["start"]``;
+a caller's own start is keyed by its digest instead)."""
+
+
 def distill_step(inputs: DistillInputs, config: MDWConfig, budget_s: float,
                  start: Optional[np.ndarray] = None) -> CachedStep:
     """The distilled set of ``inputs`` under ``config`` and ``budget_s`` (resumable: a checkpoint)."""
-    if start is None:  # the rule :func:`starting_state` picks by
-        began = "coverage of likely-matched pairs" if config.learn_correspondence else "coverage"
+    if start is None:
+        start_rule = COVERAGE_OF_MATCHED if config.learn_correspondence else COVERAGE
     else:
-        began = hashlib.sha256(np.sort(np.asarray(start, dtype=np.int64)).tobytes()).hexdigest()
+        start_rule = hashlib.sha256(np.sort(np.asarray(start, dtype=np.int64)).tobytes()).hexdigest()
 
     def chunks(folder: Path) -> Optional[str]:
         saved = _read_checkpoint(folder)
         return f"a checkpoint at matching iteration {saved[0].iteration}" if saved else None
 
     return CachedStep("distill", inputs.fingerprint,
-                      {**inputs.identity, **config.as_dict(), "budget_s": float(budget_s), "start": began},
+                      {**inputs.identity, **config.as_dict(), "budget_s": float(budget_s), "start": start_rule},
                       label="the distilled set", chunks=chunks)
 
 
@@ -208,7 +214,8 @@ def plan_distillation(inputs: DistillInputs, config: MDWConfig, store: ResultSto
         train_student(pairs, steps=1, batch_size=EVAL_BATCH, seed=0)  # the first student pays one-time set-up
         timed = time.perf_counter()
         train_student(pairs, steps=3, batch_size=EVAL_BATCH, seed=0)
-        students = (len(config.start_step_factors) + 1) * config.validation_seeds  # the start at each step, the matched set
+        # the start at each step size, then the matched set
+        students = (len(config.start_step_factors) + 1) * config.validation_seeds
         validation_s = students * config.validation_steps * (time.perf_counter() - timed) / 3
     room = left_s - (time.perf_counter() - started) - expert_s - validation_s
     fits = int(room // iteration_s) if room > 0 else 0
