@@ -15,8 +15,8 @@ from pruning_core.distill.export import MANIFEST_NAME, export_distilled, read_di
 from pruning_core.distill.job import (DistillInputs, distill_dataset, distill_step, expert_trajectories,
                                       starting_state)
 from pruning_core.distill.mdw import (MDWConfig, TrajectoryMatcher, correspondence_targets, coverage_start,
-                                      distilled_pairs, expert_correspondence, expert_features, initial_state,
-                                      real_log_step, train_expert)
+                                      distilled_pairs, expert_correspondence, expert_features, given_pairing_mix,
+                                      initial_state, real_log_step, train_expert)
 from pruning_core.export.manifest import DISTILLED, Manifest
 
 TINY = dict(expert_epochs=3, expert_batch=16, syn_steps=2, expert_span=1, max_start_epoch=2, syn_batch=8,
@@ -120,6 +120,17 @@ def test_the_experts_correspondence_finds_true_partners_and_the_start_covers_eve
     assert sorted(label[start]) == [0, 1, 2, 3] and (weights[start] == 1.0).all()
 
 
+def test_the_given_pairing_share_moves_exactly_that_much_of_the_experts_mass_onto_the_diagonal():
+    logits = np.random.default_rng(0).normal(scale=3.0, size=(5, 5)).astype(np.float32)
+    experts = correspondence_targets(torch.from_numpy(logits)).numpy()
+    for share in (0.0, 0.3, 1.0):
+        joint = correspondence_targets(torch.from_numpy(given_pairing_mix(logits, share))).numpy()
+        assert np.allclose(joint, share * np.eye(5) / 5 + (1 - share) * experts, atol=1e-6), share
+    assert np.allclose(correspondence_targets(torch.from_numpy(given_pairing_mix(logits, 0.0))).numpy(), experts)
+    with pytest.raises(ValueError, match="share 1.5"):
+        given_pairing_mix(logits, 1.5)
+
+
 def test_the_correspondence_off_ablation_starts_from_the_medoids_whether_their_pairs_match_or_not(one_thread):
     images, texts, label = paired_data(n=64)
     config = MDWConfig(pairs=4, experts=2, **{**TINY, "expert_epochs": 8})
@@ -138,7 +149,8 @@ def test_the_correspondence_off_ablation_starts_from_the_medoids_whether_their_p
 def test_validation_keeps_whichever_of_the_start_and_the_matched_set_trains_better_students(tmp_path, one_thread):
     inputs = tiny_inputs()
     # A step a hundredth of the real pairs' leaves the student near its random start: the start is kept at 2×.
-    config = MDWConfig(pairs=6, experts=1, iterations=3, **TINY, start_step_factors=(0.01, 2.0))
+    config = MDWConfig(pairs=6, experts=1, iterations=3, **TINY, start_step_factors=(0.01, 2.0),
+                       given_pairing_shares=(0.0, 0.5))
     store = ResultStore(tmp_path / "cache")
     distilled = distill_dataset(inputs, config, store, budget_s=3600)
     validation = distilled.meta["validation"]
@@ -147,14 +159,20 @@ def test_validation_keeps_whichever_of_the_start_and_the_matched_set_trains_bett
     assert distilled.meta["kept"] == kept and distilled.meta["iterations"] == 3
     # The start is judged at every step size it may keep, and kept at the best one.
     by_factor = validation["start_by_step_factor"]
-    assert list(by_factor) == ["0.01", "2"] and validation["start"] == max(by_factor.values())
+    assert list(by_factor) == ["0.01", "2"]
     assert validation["start_step_factor"] == 2.0 and by_factor["0.01"] < by_factor["2"]
-    assert by_factor[f"{validation['start_step_factor']:g}"] == validation["start"]
+    # Then every further given-pairing share at that step, and the start kept at the best of them.
+    by_share = validation["start_by_pairing_share"]
+    assert list(by_share) == ["0", "0.5"] and by_share["0"] == by_factor["2"]
+    # On these clean pairs half the mass on the given pairing teaches better than the experts' mass alone.
+    assert validation["start_pairing_share"] == 0.5 and by_share["0.5"] > by_share["0"]
+    assert validation["start"] == max(by_share.values()) == by_share[f"{validation['start_pairing_share']:g}"]
     trajectories = expert_trajectories(inputs, config, store)
     expected = starting_state(inputs, trajectories, config)
     if kept == "matched":
         TrajectoryMatcher(config, trajectories, expected).fit(3)
     else:
+        expected = starting_state(inputs, trajectories, config, share=validation["start_pairing_share"])
         expected.log_lr = real_log_step(validation["start_step_factor"])
     for name in ("images", "texts", "correspondence", "log_lr"):
         assert np.array_equal(getattr(distilled.state, name), getattr(expected, name)), name

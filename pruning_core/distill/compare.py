@@ -158,9 +158,11 @@ def distilled_settings(distilled: DistilledSet) -> str:
     start = {COVERAGE_OF_MATCHED: f"{covering}, likely mismatches passed over",
              COVERAGE: covering}.get(params["start"], "the cleanest pairs")
     validation = meta.get("validation") or {}
+    share = (f" with {validation['start_pairing_share']:.0%} of its correspondence on the given pairing"
+             if params["learn_correspondence"] and "start_pairing_share" in validation else "")
     kept = (f"; kept the {'matched set' if meta['kept'] == 'matched' else 'start'} (validation recall@1 "
             f"{validation['start']:.3f} at the start, at {validation.get('start_step_factor', 1.0):g}× the real pairs' "
-            f"step, {validation['matched']:.3f} matched, on {validation['pairs']} "
+            f"step{share}, {validation['matched']:.3f} matched, on {validation['pairs']} "
             "held-out pairs)") if validation else ""
     return (f"K = {params['pairs']}: {meta['iterations']} matching iterations of at most {params['iterations']} "
             f"({stop}; ~{meta['plan']['iterations']} planned), expert runs {params['experts']} × "

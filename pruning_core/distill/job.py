@@ -12,9 +12,10 @@
 4. matching (step ``distill``): the synthetic set is checkpointed to the step's partial folder every few
    iterations and on any interrupt (Ctrl-C included); a rerun resumes from the checkpoint.  The draws of
    iteration i depend on i only, so a resumed run takes the same steps an uninterrupted one would;
-5. validation: fresh students trained on the start (at each of ``MDWConfig.start_step_factors`` × the real pairs'
-   step) and on the matched set retrieve held-out likely-matched real pairs; the start at its best step or the
-   matched set, whichever students do better on, is kept, and the entry's meta records every figure.
+5. validation (:func:`validated_start`): fresh students trained on the start (at each of
+   ``MDWConfig.start_step_factors`` × the real pairs' step, then each of ``given_pairing_shares``) and on the
+   matched set retrieve held-out likely-matched real pairs; the start at its best settings or the matched set,
+   whichever students do better on, is kept, and the entry's meta records every figure.
 
 Time budget: ``budget_s`` bounds the whole command (its clock starts with the process, as ``score
 --budget``).  Before any work a probe times one expert minibatch step, one matching iteration and a few
@@ -46,7 +47,7 @@ from pruning_core.data.datasets import Dataset, decoded_images
 from pruning_core.demo.tiny_clip import TINY_CLIP_IMAGE_SIZE, create_tiny_clip, preprocess_uint8
 from pruning_core.distill.mdw import (MDWConfig, SyntheticState, TrajectoryMatcher, alignment_weights,
                                       coverage_start, distilled_pairs, expert_correspondence, expert_features,
-                                      initial_state, real_log_step, train_expert)
+                                      given_pairing_mix, initial_state, real_log_step, train_expert)
 from pruning_core.distill.student import EVAL_BATCH, retrieval_recall, train_student
 from pruning_core.runtime.planner import format_seconds
 from pruning_core.runtime.progress import CancelToken, ProgressCallback, check, report
@@ -214,8 +215,9 @@ def plan_distillation(inputs: DistillInputs, config: MDWConfig, store: ResultSto
         train_student(pairs, steps=1, batch_size=EVAL_BATCH, seed=0)  # the first student pays one-time set-up
         timed = time.perf_counter()
         train_student(pairs, steps=3, batch_size=EVAL_BATCH, seed=0)
-        # the start at each step size, then the matched set
-        students = (len(config.start_step_factors) + 1) * config.validation_seeds
+        # the start at each step size and each further share (validated_start), then the matched set
+        shares = len(config.given_pairing_shares) - 1 if config.learn_correspondence else 0
+        students = (len(config.start_step_factors) + shares + 1) * config.validation_seeds
         validation_s = students * config.validation_steps * (time.perf_counter() - timed) / 3
     room = left_s - (time.perf_counter() - started) - expert_s - validation_s
     fits = int(room // iteration_s) if room > 0 else 0
@@ -344,16 +346,11 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
     matched = matcher.state
     kept, validation = matched, {}
     if config.validation_pairs:
-        report(progress, "validating", 0, 1, "the start at each step size and the matched set, each on fresh students")
-        begun = starting_state(inputs, trajectories, config, matched.source_index)
+        report(progress, "validating", 0, 1, "the start at each step size and given-pairing share, and the "
+               "matched set, each on fresh students")
         rows = validation_rows(inputs, matched.source_index, config)
-        by_factor = {factor: set_value(replace(begun, log_lr=real_log_step(factor)), inputs, rows, config, cancel)
-                     for factor in config.start_step_factors}
-        factor = max(by_factor, key=by_factor.get)
-        begun = replace(begun, log_lr=real_log_step(factor))
-        validation = {"pairs": len(rows), "start": by_factor[factor], "start_step_factor": factor,
-                      "start_by_step_factor": {f"{f:g}": v for f, v in by_factor.items()},
-                      "matched": set_value(matched, inputs, rows, config, cancel)}
+        begun, validation = validated_start(inputs, trajectories, config, matched.source_index, rows, cancel)
+        validation["matched"] = set_value(matched, inputs, rows, config, cancel)
         kept = matched if validation["matched"] > validation["start"] else begun
     check(cancel)
     return Computed(
@@ -364,10 +361,38 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
               "stopped_by": "iterations" if matched.iteration >= config.iterations else "budget"})
 
 
+def validated_start(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig, source_index: np.ndarray,
+                    rows: np.ndarray, cancel: Optional[CancelToken] = None) -> tuple[SyntheticState, dict]:
+    """The start of ``source_index`` at the step size, then the given-pairing share, its students do best with.
+
+    Step sizes (``MDWConfig.start_step_factors``) are tried at the first share, then the other shares
+    (``given_pairing_shares``; none for the ablation, whose diagonal has no share) at the chosen step: a search
+    one setting at a time, which costs one set of students per value instead of one per combination.  Returns the
+    chosen start and the validation's figures (``start`` is its value).
+    """
+    begun = starting_state(inputs, trajectories, config, source_index)
+    by_factor = {factor: set_value(replace(begun, log_lr=real_log_step(factor)), inputs, rows, config, cancel)
+                 for factor in config.start_step_factors}
+    factor = max(by_factor, key=by_factor.get)
+    shares = config.given_pairing_shares if config.learn_correspondence else config.given_pairing_shares[:1]
+    candidates = {shares[0]: (replace(begun, log_lr=real_log_step(factor)), by_factor[factor])}
+    for share in shares[1:]:
+        state = replace(starting_state(inputs, trajectories, config, source_index, share=share),
+                        log_lr=real_log_step(factor))
+        candidates[share] = (state, set_value(state, inputs, rows, config, cancel))
+    share = max(candidates, key=lambda s: candidates[s][1])
+    chosen, value = candidates[share]
+    return chosen, {"pairs": len(rows), "start": value, "start_step_factor": factor,
+                    "start_by_step_factor": {f"{f:g}": v for f, v in by_factor.items()},
+                    "start_pairing_share": share,
+                    "start_by_pairing_share": {f"{s:g}": v for s, (_, v) in candidates.items()}}
+
+
 def starting_state(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig,
-                   start: Optional[np.ndarray] = None) -> SyntheticState:
+                   start: Optional[np.ndarray] = None, share: Optional[float] = None) -> SyntheticState:
     """Where matching starts: the pairs ``start`` (None: :func:`mdw.coverage_start`, passing over likely
-    mismatches unless ``config`` is the correspondence-off ablation) with the experts' correspondence.
+    mismatches unless ``config`` is the correspondence-off ablation) with the experts' correspondence, ``share``
+    of it (None: the first of ``config.given_pairing_shares``) left on the given pairing.
 
     A function of the inputs, the experts and ``config`` only, so validation rebuilds it instead of storing it.
     """
@@ -376,7 +401,9 @@ def starting_state(inputs: DistillInputs, trajectories: np.ndarray, config: MDWC
         weights = alignment_weights(inputs.alignment) if config.learn_correspondence else None
         start = coverage_start(image_features, weights, config.pairs, config.seed)
     index = np.sort(np.asarray(start, dtype=np.int64))
-    correspondence = expert_correspondence(*expert_features(trajectories, inputs.images[index], inputs.texts[index]))
+    correspondence = given_pairing_mix(
+        expert_correspondence(*expert_features(trajectories, inputs.images[index], inputs.texts[index])),
+        config.given_pairing_shares[0] if share is None else share)
     return initial_state(inputs.images.numpy(), inputs.texts.numpy(), index, correspondence)
 
 

@@ -28,7 +28,8 @@ MDW's noise parts
   (text→image) the student's targets.  ``C`` starts at the experts' own contrastive logits for every
   image–text pair of the start (:func:`expert_correspondence`), so a mismatched pair's mass already sits on
   the texts the experts see in its image, and a matched one shares some with texts that describe it in part
-  (same shape, other colour); ``L_match`` moves it from there.
+  (same shape, other colour); part of the mass stays on the given pairing (departure 12), and ``L_match``
+  moves it from there.
 * **Correspondence-weighted updates.**  Each synthetic image's (text's) term in ``L_S`` is weighted by how
   sure its correspondence is, ``w_i = max_j P(j | i)`` (held constant in the gradient), so the student's
   steps, and through them the pixel and text updates, are driven by the pairs whose match is clear, and
@@ -78,6 +79,9 @@ Departures from the paper (all deliberate, for two CPU cores)
 11. The start's η is not learned by matching but chosen by the same validation among
     ``MDWConfig.start_step_factors`` × the real pairs' step (MTT learns η by gradient; here matching would pull it
     towards the hard-label experts' steps, and soft targets want a larger one).
+12. The start's correspondence keeps part of its mass on the given pairing (:func:`given_pairing_mix`, the share
+    chosen by the same validation among ``MDWConfig.given_pairing_shares``): knowledge distillation's mix of hard
+    and soft targets, which the paper's learned correspondence reaches by matching from a diagonal start.
 """
 
 from __future__ import annotations
@@ -135,6 +139,10 @@ class MDWConfig:
     """Step sizes validation tries for the start, as multiples of the real pairs' step; the start is kept at the
     best.  The experts' soft correspondence spreads each row's target and with it the gradient, so the set
     trains best at a larger step than real pairs do (docs/benchmarks.md, "The set's own step size")."""
+    given_pairing_shares: tuple[float, ...] = (0.5, 0.0)
+    """Shares of the start's correspondence left on the given pairing (:func:`given_pairing_mix`); the first is
+    where matching starts and the step sizes are tried, validation then tries the others at the chosen step and
+    keeps the best (docs/benchmarks.md, "Half the mass on the given pairing")."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -240,6 +248,22 @@ def expert_correspondence(image_features: torch.Tensor, text_features: torch.Ten
     """
     mean = torch.einsum("eid,ejd->ij", image_features, text_features) / len(image_features)
     return (LOGIT_SCALE * mean).numpy().astype(np.float32)
+
+
+def given_pairing_mix(logits: np.ndarray, share: float) -> np.ndarray:
+    """Correspondence logits whose joint puts ``share`` of its mass on the given pairing (the diagonal, spread
+    evenly) and the rest where ``logits`` put it: ``log(share · I / K + (1 − share) · softmax(logits))``.
+
+    Knowledge distillation's mix of the hard label with the teacher's soft one (Hinton et al., arXiv 1503.02531):
+    the experts' correspondence alone teaches what a pair shares with every other text of the set, but gives the
+    pair's own caption only ~0.3 of its row, and recall@1 asks for that caption.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"given-pairing share {share}: must lie in [0, 1]")
+    k = logits.shape[0]
+    joint = correspondence_targets(torch.from_numpy(np.asarray(logits, dtype=np.float32))).numpy().astype(np.float64)
+    mixed = share * np.eye(k) / k + (1.0 - share) * joint
+    return np.log(np.maximum(mixed, np.finfo(np.float32).tiny)).astype(np.float32)
 
 
 def coverage_start(image_features: torch.Tensor, weights: Optional[np.ndarray], k: int, seed: int) -> np.ndarray:
