@@ -382,10 +382,12 @@ def validated_start(inputs: DistillInputs, trajectories: np.ndarray, config: MDW
         candidates[share] = (state, set_value(state, inputs, rows, config, cancel))
     share = max(candidates, key=lambda s: candidates[s][1])
     chosen, value = candidates[share]
-    return chosen, {"pairs": len(rows), "start": value, "start_step_factor": factor,
-                    "start_by_step_factor": {f"{f:g}": v for f, v in by_factor.items()},
-                    "start_pairing_share": share,
+    figures = {"pairs": len(rows), "start": value, "start_step_factor": factor,
+               "start_by_step_factor": {f"{f:g}": v for f, v in by_factor.items()}}
+    if config.learn_correspondence:
+        figures |= {"start_pairing_share": share,
                     "start_by_pairing_share": {f"{s:g}": v for s, (_, v) in candidates.items()}}
+    return chosen, figures
 
 
 def starting_state(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig,
