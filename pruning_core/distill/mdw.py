@@ -79,9 +79,11 @@ Departures from the paper (all deliberate, for two CPU cores)
 11. The start's η is not learned by matching but chosen by the same validation among
     ``MDWConfig.start_step_factors`` × the real pairs' step (MTT learns η by gradient; here matching would pull it
     towards the hard-label experts' steps, and soft targets want a larger one).
-12. The start's correspondence keeps part of its mass on the given pairing (:func:`given_pairing_mix`, the share
-    chosen by the same validation among ``MDWConfig.given_pairing_shares``): knowledge distillation's mix of hard
-    and soft targets, which the paper's learned correspondence reaches by matching from a diagonal start.
+12. The start's correspondence keeps part of its mass on the given pairing (:func:`given_pairing_mix`; half by
+    default, chosen on held-out training pairs; the validation tries any further ``MDWConfig.given_pairing_shares``
+    a caller lists): knowledge distillation's mix of hard and soft targets.  The paper starts its correspondence
+    at the diagonal and lets matching move it; here matching does not improve the start (departure 10), so the
+    mix is set where the start is made.
 """
 
 from __future__ import annotations
