@@ -216,8 +216,8 @@ def plan_distillation(inputs: DistillInputs, config: MDWConfig, store: ResultSto
         timed = time.perf_counter()
         train_student(pairs, steps=3, batch_size=EVAL_BATCH, seed=0)
         # the start at each step size and each further share (validated_start), then the matched set
-        shares = len(config.given_pairing_shares) - 1 if config.learn_correspondence else 0
-        students = (len(config.start_step_factors) + shares + 1) * config.validation_seeds
+        sets = len(config.start_step_factors) + (len(validated_shares(config)) - 1) + 1
+        students = sets * config.validation_seeds
         validation_s = students * config.validation_steps * (time.perf_counter() - timed) / 3
     room = left_s - (time.perf_counter() - started) - expert_s - validation_s
     fits = int(room // iteration_s) if room > 0 else 0
@@ -374,7 +374,7 @@ def validated_start(inputs: DistillInputs, trajectories: np.ndarray, config: MDW
     by_factor = {factor: set_value(replace(begun, log_lr=real_log_step(factor)), inputs, rows, config, cancel)
                  for factor in config.start_step_factors}
     factor = max(by_factor, key=by_factor.get)
-    shares = config.given_pairing_shares if config.learn_correspondence else config.given_pairing_shares[:1]
+    shares = validated_shares(config)
     candidates = {shares[0]: (replace(begun, log_lr=real_log_step(factor)), by_factor[factor])}
     for share in shares[1:]:
         state = replace(starting_state(inputs, trajectories, config, source_index, share=share),
@@ -388,6 +388,12 @@ def validated_start(inputs: DistillInputs, trajectories: np.ndarray, config: MDW
         figures |= {"start_pairing_share": share,
                     "start_by_pairing_share": {f"{s:g}": v for s, (_, v) in candidates.items()}}
     return chosen, figures
+
+
+def validated_shares(config: MDWConfig) -> tuple[float, ...]:
+    """The given-pairing shares validation tries: all of ``config``'s, or only the first for the ablation (its
+    diagonal has no share)."""
+    return config.given_pairing_shares if config.learn_correspondence else config.given_pairing_shares[:1]
 
 
 def starting_state(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig,
