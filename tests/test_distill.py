@@ -167,13 +167,12 @@ def test_validation_keeps_whichever_of_the_start_and_the_matched_set_trains_bett
     # On these clean pairs half the mass on the given pairing teaches better than the experts' mass alone.
     assert validation["start_pairing_share"] == 0.5 and by_share["0.5"] > by_share["0"]
     assert validation["start"] == max(by_share.values()) == by_share[f"{validation['start_pairing_share']:g}"]
+    # Matching starts from the validated start, so whichever is kept descends from it.
     trajectories = expert_trajectories(inputs, config, store)
-    expected = starting_state(inputs, trajectories, config)
+    expected = starting_state(inputs, trajectories, config, share=validation["start_pairing_share"])
+    expected.log_lr = real_log_step(validation["start_step_factor"])
     if kept == "matched":
         TrajectoryMatcher(config, trajectories, expected).fit(3)
-    else:
-        expected = starting_state(inputs, trajectories, config, share=validation["start_pairing_share"])
-        expected.log_lr = real_log_step(validation["start_step_factor"])
     for name in ("images", "texts", "correspondence", "log_lr"):
         assert np.array_equal(getattr(distilled.state, name), getattr(expected, name)), name
 
@@ -225,6 +224,27 @@ def test_a_changed_export_file_is_refused_and_a_distilled_manifest_is_not_replay
     assert not (tmp_path / "kept.csv").exists()
 
 
+def test_the_plan_reserves_both_validations_and_refuses_a_budget_that_cannot_hold_them(tmp_path, one_thread):
+    from pruning_core.distill.job import plan_distillation
+
+    inputs = tiny_inputs()
+    config = MDWConfig(pairs=6, experts=1, iterations=3, **TINY, start_step_factors=(1.0, 2.0),
+                       given_pairing_shares=(0.5, 0.0))
+    plan = plan_distillation(inputs, config, ResultStore(tmp_path / "cache"), budget_s=3600, left_s=3600)
+    # Three versions of the start (two steps, one further share) and the matched set, two students each.
+    assert plan.start_validation_s == pytest.approx(3 * plan.matched_validation_s) and plan.matched_validation_s > 0
+    assert plan.iterations == 3 and "validation of the start" in plan.line() and "of the matched set" in plan.line()
+    assert plan.line().index("validation of the start") < plan.line().index("matching iterations")
+    # A quarter of what the experts and validations alone take (probes differ between calls, not fourfold).
+    too_small = (plan.expert_s + plan.start_validation_s + plan.matched_validation_s) / 4
+    with pytest.raises(ValueError, match=r"--budget 9: too small for this distillation \(budget 9 s: experts"):
+        plan_distillation(inputs, config, ResultStore(tmp_path / "cache"), budget_s=9, left_s=too_small)
+    unvalidated = plan_distillation(inputs, replace(config, validation_pairs=0), ResultStore(tmp_path / "cache"),
+                                    budget_s=3600, left_s=3600)
+    assert unvalidated.start_validation_s == unvalidated.matched_validation_s == 0
+    assert "validation" not in unvalidated.line()
+
+
 def write_captioned_set(folder, n: int = 24):
     images, _, label = paired_data(n)
     rgb = np.clip(images.numpy().transpose(0, 2, 3, 1) * 60 + 128, 0, 255).astype(np.uint8)
@@ -263,12 +283,17 @@ def test_cli_distill_resumes_after_an_interrupt(tmp_path, monkeypatch, capsys, o
     monkeypatch.setattr(cli, "TqdmProgress", CtrlC)
     assert cli.main(argv) == 130
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()
+    stages = [p.stage for p in seen]
+    assert stages.index("validating the start") < stages.index("distilling")  # matching starts from the validated start
     resumed = True
     seen.clear()
     assert cli.main(argv) == 0
     plan = [p.message for p in seen if p.stage == "distillation plan"]
     assert plan and plan[0].endswith("resuming at matching iteration 7")
     assert [p.done for p in seen if p.stage == "distilling"] == [8, 9]
+    # The start was validated before the interrupt; the resumed run rebuilds it from the saved figures.
+    assert not [p for p in seen if p.stage == "validating the start"]
+    assert [p.stage for p in seen if p.stage.startswith("validating")] == ["validating the matched set"]
     record = Manifest.read(tmp_path / "out" / MANIFEST_NAME).distilled
     assert record.iterations == 9 and record.pairs == 4 and record.settings["budget_s"] == 3600
     assert len(list((tmp_path / "out" / "images").glob("*.png"))) == 4

@@ -31,7 +31,7 @@ from PIL import Image
 from pruning_core.data.arrays import file_sha256
 from pruning_core.demo.tiny_clip import create_tiny_clip
 from pruning_core.distill.job import DistilledSet, DistillInputs
-from pruning_core.distill.mdw import MDWConfig, SyntheticState, correspondence_targets
+from pruning_core.distill.mdw import SyntheticState, correspondence_targets
 from pruning_core.export.manifest import DISTILLED, DistilledRecord, Manifest
 from pruning_core.export.subset import write_table
 
@@ -95,11 +95,10 @@ def export_distilled(distilled: DistilledSet, inputs: DistillInputs, out: Path, 
     write_table(pairs_table(distilled, inputs), out / PAIRS_NAME)
     written += [JOINT_NAME, PAIRS_NAME]
     meta = distilled.meta
-    settings = {*MDWConfig().as_dict(), "budget_s", "start"}
     record = DistilledRecord(
         dataset={"name": dataset_name, "fingerprint": inputs.fingerprint},
-        clip={k: v for k, v in meta["params"].items() if k not in settings},
-        settings={k: v for k, v in meta["params"].items() if k in settings},
+        clip={k: v for k, v in meta["params"].items() if k in inputs.identity},
+        settings={k: v for k, v in meta["params"].items() if k not in inputs.identity},
         pairs=len(state.images), iterations=int(meta["iterations"]), stopped_by=str(meta["stopped_by"]),
         seconds=float(meta["seconds"]), plan=dict(meta["plan"]), log_step_size=float(state.log_lr),
         cache_key=distilled.key, files={path: file_sha256(out / path) for path in written})

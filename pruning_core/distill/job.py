@@ -9,21 +9,24 @@
    interrupted run keeps the finished experts;
 3. the start (:func:`starting_state`): the K pairs that cover the experts' image space, with the experts'
    correspondence between them;
-4. matching (step ``distill``): the synthetic set is checkpointed to the step's partial folder every few
-   iterations and on any interrupt (Ctrl-C included); a rerun resumes from the checkpoint.  The draws of
-   iteration i depend on i only, so a resumed run takes the same steps an uninterrupted one would;
-5. validation (:func:`validated_start`): fresh students trained on the start (at each of
-   ``MDWConfig.start_step_factors`` × the real pairs' step, then each of ``given_pairing_shares``) and on the
-   matched set retrieve held-out likely-matched real pairs; the start at its best settings or the matched set,
-   whichever students do better on, is kept, and the entry's meta records every figure.
+4. the start's validation (:func:`validated_start`): fresh students trained on the start (at each of
+   ``MDWConfig.start_step_factors`` × the real pairs' step, then each of ``given_pairing_shares``) retrieve
+   held-out likely-matched real pairs; the start is set at its best settings, and the figures are kept in the
+   step's partial folder, so a resumed run rebuilds the start instead of training its students again;
+5. matching (step ``distill``) from that start: the synthetic set is checkpointed to the step's partial folder
+   every few iterations and on any interrupt (Ctrl-C included); a rerun resumes from the checkpoint.  The
+   draws of iteration i depend on i only, so a resumed run takes the same steps an uninterrupted one would;
+6. the matched set's validation: students trained on it retrieve the same held-out pairs; the start or the
+   matched set, whichever students do better on, is kept, and the entry's meta records every figure.
 
 Time budget: ``budget_s`` bounds the whole command (its clock starts with the process, as ``score
 --budget``).  Before any work a probe times one expert minibatch step, one matching iteration and a few
-validation student steps; the plan (experts' time + iterations that fit + validation) is reported, and a
-budget that cannot hold the experts, ``MIN_ITERATIONS`` iterations and the validation is refused with the
-figures.  The matching loop then stops at the deadline (or
-at ``MDWConfig.iterations``); the budget and the settings key the cache, the iterations reached are
-recorded in the entry's meta.
+validation student steps; the plan (experts' time + the start's validation + iterations that fit + the
+matched set's validation) is reported, and a budget that cannot hold the experts, ``MIN_ITERATIONS``
+iterations and the validation is refused with the figures.  The matching loop then stops at the deadline (or
+at ``MDWConfig.iterations``), keeping back the matched set's validation at the pace the start's students just
+ran at (measured beside whatever else the machine runs now, not by the probe); the budget and the settings key
+the cache, the iterations reached are recorded in the entry's meta.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ MIN_ITERATIONS = 10
 CHECKPOINT_EVERY = 5
 """Matching iterations between checkpoints (and one on every interrupt)."""
 PLAN_STAGE = "distillation plan"
+VALIDATION_MARGIN = 1.15
+"""The matched set's validation is kept back at this many times the pace the start's students ran at (a
+machine's load drifts by that much within minutes; the planner's ETAs promise 15 %)."""
+START_VALIDATION_FILE = "start_validation.json"
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,8 @@ def distill_step(inputs: DistillInputs, config: MDWConfig, budget_s: float,
         return f"a checkpoint at matching iteration {saved[0].iteration}" if saved else None
 
     return CachedStep("distill", inputs.fingerprint,
-                      {**inputs.identity, **config.as_dict(), "budget_s": float(budget_s), "start": start_rule},
+                      {**inputs.identity, **config.as_dict(), "budget_s": float(budget_s), "start": start_rule,
+                       "matching_from": "the validated start" if config.validation_pairs else "the start"},
                       label="the distilled set", chunks=chunks)
 
 
@@ -173,18 +181,24 @@ class DistillPlan:
     iteration_s: float
     iterations: int
     """Matching iterations expected within the budget (the deadline decides)."""
-    validation_s: float
-    """Estimated seconds for the validation students, kept out of the matching's time."""
+    start_validation_s: float
+    """Estimated seconds for the students that validate the start (before matching)."""
+    matched_validation_s: float
+    """Estimated seconds for the students that validate the matched set, kept out of the matching's time."""
 
     def line(self) -> str:
-        return (f"budget {format_seconds(self.budget_s)}: experts ~{format_seconds(self.expert_s)}, then "
-                f"~{self.iterations} matching iterations of ~{self.iteration_s:.1f} s, then validation "
-                f"~{format_seconds(self.validation_s)}")
+        matching = f"~{self.iterations} matching iterations of ~{self.iteration_s:.1f} s"
+        if not self.start_validation_s:
+            return f"budget {format_seconds(self.budget_s)}: experts ~{format_seconds(self.expert_s)}, then {matching}"
+        return (f"budget {format_seconds(self.budget_s)}: experts ~{format_seconds(self.expert_s)}, validation of "
+                f"the start ~{format_seconds(self.start_validation_s)}, then {matching}, then validation of the "
+                f"matched set ~{format_seconds(self.matched_validation_s)}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"budget_s": self.budget_s, "expert_s": round(self.expert_s, 1),
                 "iteration_s": round(self.iteration_s, 3), "iterations": self.iterations,
-                "validation_s": round(self.validation_s, 1)}
+                "start_validation_s": round(self.start_validation_s, 1),
+                "matched_validation_s": round(self.matched_validation_s, 1)}
 
 
 def plan_distillation(inputs: DistillInputs, config: MDWConfig, store: ResultStore, budget_s: float,
@@ -209,19 +223,20 @@ def plan_distillation(inputs: DistillInputs, config: MDWConfig, store: ResultSto
     timed = time.perf_counter()
     matcher.matching_loss(*matcher.draw()).backward()
     iteration_s = time.perf_counter() - timed
-    validation_s = 0.0
+    student_s = 0.0
     if config.validation_pairs:
         pairs = distilled_pairs(start, learn_correspondence=False)
         train_student(pairs, steps=1, batch_size=EVAL_BATCH, seed=0)  # the first student pays one-time set-up
         timed = time.perf_counter()
         train_student(pairs, steps=3, batch_size=EVAL_BATCH, seed=0)
-        # the start at each step size and each further share (validated_start), then the matched set
-        sets = len(config.start_step_factors) + (len(validated_shares(config)) - 1) + 1
-        students = sets * config.validation_seeds
-        validation_s = students * config.validation_steps * (time.perf_counter() - timed) / 3
+        student_s = config.validation_steps * (time.perf_counter() - timed) / 3
+    start_validation_s = start_validation_sets(config) * config.validation_seeds * student_s
+    matched_validation_s = config.validation_seeds * student_s
+    validation_s = start_validation_s + matched_validation_s
     room = left_s - (time.perf_counter() - started) - expert_s - validation_s
     fits = int(room // iteration_s) if room > 0 else 0
-    plan = DistillPlan(budget_s, expert_s, iteration_s, min(config.iterations, fits), validation_s)
+    plan = DistillPlan(budget_s, expert_s, iteration_s, min(config.iterations, fits), start_validation_s,
+                       matched_validation_s)
     if fits < min(MIN_ITERATIONS, config.iterations):
         need = (time.perf_counter() - started) + expert_s + MIN_ITERATIONS * iteration_s + validation_s
         raise ValueError(f"--budget {budget_s:g}: too small for this distillation ({plan.line()}); it needs at "
@@ -314,17 +329,22 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
              saved: Optional[tuple[SyntheticState, dict, float]], start: Optional[np.ndarray], deadline: float,
              folder: Path,
              progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> Computed:
-    """Experts, then matching until the deadline; a checkpoint every few iterations and on any interrupt."""
+    """Experts, the start's validation, then matching from that start until the deadline (a checkpoint every few
+    iterations and on any interrupt), then the matched set's validation."""
     began = time.monotonic()
     spent_before = saved[2] if saved else 0.0
     trajectories = expert_trajectories(inputs, config, store, progress=progress, cancel=cancel)
-    state, optimizer = (saved[0], saved[1]) if saved else (
-        starting_state(inputs, trajectories, config, start), None)
+    source = starting_state(inputs, trajectories, config, start).source_index
+    begun, validation, student_s = _validated_start_once(inputs, trajectories, config, source, folder, plan,
+                                                         progress, cancel)
+    state, optimizer = (saved[0], saved[1]) if saved else (replace(begun, losses=[]), None)
     matcher = TrajectoryMatcher(config, trajectories, state, optimizer)
+
     def spent() -> float:
         return spent_before + time.monotonic() - began
 
     timing = {"first": state.iteration, "since": time.monotonic(), "slowest": plan.iteration_s}
+    matched_validation_s = VALIDATION_MARGIN * config.validation_seeds * student_s if config.validation_pairs else 0.0
 
     def checkpoint(m: TrajectoryMatcher) -> None:
         done = m.state.iteration - timing["first"]
@@ -334,8 +354,8 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
 
     def out_of_time() -> bool:
         """Stop when one more iteration, at the slower of the probe's and this run's pace, would leave too little
-        time for the validation the plan reserved."""
-        return time.monotonic() + timing["slowest"] + plan.validation_s > deadline
+        time for the matched set's validation at the pace the start's students ran at."""
+        return time.monotonic() + timing["slowest"] + matched_validation_s > deadline
 
     try:
         matcher.fit(config.iterations, expected=plan.iterations, deadline=out_of_time, progress=progress, cancel=cancel,
@@ -344,13 +364,10 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
         _write_checkpoint(folder, matcher, spent())
         raise
     matched = matcher.state
-    kept, validation = matched, {}
+    kept = matched
     if config.validation_pairs:
-        report(progress, "validating", 0, 1, "the start at each step size and given-pairing share, and the "
-               "matched set, each on fresh students")
-        rows = validation_rows(inputs, matched.source_index, config)
-        begun, validation = validated_start(inputs, trajectories, config, matched.source_index, rows, cancel)
-        validation["matched"] = set_value(matched, inputs, rows, config, cancel)
+        report(progress, "validating the matched set", 0, 1, f"{config.validation_seeds} fresh students")
+        validation["matched"] = set_value(matched, inputs, validation_rows(inputs, source, config), config, cancel)
         kept = matched if validation["matched"] > validation["start"] else begun
     check(cancel)
     return Computed(
@@ -359,6 +376,35 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
         meta={"log_lr": kept.log_lr, "iterations": matched.iteration, "seconds": round(spent(), 1),
               "plan": plan.as_dict(), "validation": validation, "kept": "matched" if kept is matched else "start",
               "stopped_by": "iterations" if matched.iteration >= config.iterations else "budget"})
+
+
+def _validated_start_once(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig, source: np.ndarray,
+                          folder: Path, plan: DistillPlan, progress: Optional[ProgressCallback],
+                          cancel: Optional[CancelToken]) -> tuple[SyntheticState, dict, float]:
+    """``(start, validation figures, seconds per validation student)``: validated once per run, the figures kept
+    in ``folder`` so that a resumed run rebuilds the start from them instead of training its students again.
+
+    Without validation (``validation_pairs`` 0): the start at the real pairs' step and the first share.
+    """
+    if not config.validation_pairs:
+        return starting_state(inputs, trajectories, config, source), {}, 0.0
+    path = folder / START_VALIDATION_FILE
+    try:
+        saved = json.loads(path.read_text())
+        figures, student_s = dict(saved["figures"]), float(saved["student_s"])
+        return (start_at(inputs, trajectories, config, source, figures["start_step_factor"],
+                         figures.get("start_pairing_share")), figures, student_s)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    students = start_validation_sets(config) * config.validation_seeds
+    report(progress, "validating the start", 0, 1, f"{students} fresh students (each step size and given-pairing "
+           f"share), ~{format_seconds(plan.start_validation_s)}")
+    timed = time.monotonic()
+    chosen, figures = validated_start(inputs, trajectories, config, source, validation_rows(inputs, source, config),
+                                      cancel)
+    student_s = (time.monotonic() - timed) / students
+    atomic_write_bytes(path, json.dumps({"figures": figures, "student_s": student_s}).encode())
+    return chosen, figures, student_s
 
 
 def validated_start(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig, source_index: np.ndarray,
@@ -377,8 +423,7 @@ def validated_start(inputs: DistillInputs, trajectories: np.ndarray, config: MDW
     shares = validated_shares(config)
     candidates = {shares[0]: (replace(begun, log_lr=real_log_step(factor)), by_factor[factor])}
     for share in shares[1:]:
-        state = replace(starting_state(inputs, trajectories, config, source_index, share=share),
-                        log_lr=real_log_step(factor))
+        state = start_at(inputs, trajectories, config, source_index, factor, share)
         candidates[share] = (state, set_value(state, inputs, rows, config, cancel))
     share = max(candidates, key=lambda s: candidates[s][1])
     chosen, value = candidates[share]
@@ -388,6 +433,18 @@ def validated_start(inputs: DistillInputs, trajectories: np.ndarray, config: MDW
         figures |= {"start_pairing_share": share,
                     "start_by_pairing_share": {f"{s:g}": v for s, (_, v) in candidates.items()}}
     return chosen, figures
+
+
+def start_at(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig, source_index: np.ndarray,
+             factor: float, share: Optional[float]) -> SyntheticState:
+    """The start of ``source_index`` with ``share`` on the given pairing, at ``factor`` × the real pairs' step."""
+    return replace(starting_state(inputs, trajectories, config, source_index, share=share),
+                   log_lr=real_log_step(factor))
+
+
+def start_validation_sets(config: MDWConfig) -> int:
+    """How many versions of the start its validation trains students on: each step size, then each further share."""
+    return len(config.start_step_factors) + len(validated_shares(config)) - 1
 
 
 def validated_shares(config: MDWConfig) -> tuple[float, ...]:

@@ -76,9 +76,9 @@ Departures from the paper (all deliberate, for two CPU cores)
     held-out real pairs better than students trained on the start; on two CPU cores, in the minutes a budget
     holds, matching lowers that recall (docs/benchmarks.md, "Soft correspondences from the experts"), so the
     start is what a user usually gets, and the run says so.
-11. The start's η is not learned by matching but chosen by the same validation among
-    ``MDWConfig.start_step_factors`` × the real pairs' step (MTT learns η by gradient; here matching would pull it
-    towards the hard-label experts' steps, and soft targets want a larger one).
+11. The start's η is chosen before matching, by the same validation, among ``MDWConfig.start_step_factors`` ×
+    the real pairs' step, and matching learns it on from there (MTT learns η by gradient from one initial value;
+    here matching would pull it towards the hard-label experts' steps, and soft targets want a larger one).
 12. The start's correspondence keeps part of its mass on the given pairing (:func:`given_pairing_mix`; half by
     default, chosen on held-out training pairs; the validation tries any further ``MDWConfig.given_pairing_shares``
     a caller lists): knowledge distillation's mix of hard and soft targets.  The paper starts its correspondence
