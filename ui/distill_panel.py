@@ -94,14 +94,15 @@ def render(dataset: Dataset, table: ScoreTable, test: Optional[Dataset]) -> None
     c1, c2, c3, c4 = st.columns([3, 2, 1, 2])
     sizes = c1.multiselect("Pairs (K)", [50, 100, 200, 400], default=[100])
     budget = c2.number_input("Seconds per distillation", min_value=60, max_value=24 * 3600, value=600, step=60,
-                             help="Experts and matching together; the run stops at this budget (planned first).")
+                             help="Experts, the validation students and matching together; the run stops at this "
+                                  "budget (planned first).")
     seeds = c3.number_input("Seeds per option", min_value=2, max_value=10, value=len(CompareConfig().seeds), key="distil_seeds")
     ablation = c4.checkbox("Also without correspondence learning", value=False,
                            help="MDW's ablation: a fixed diagonal pairing (doubles the distillation time)")
     if st.button("Distil and compare", disabled=not sizes):
         holder = st.container()
-        job = state.PageJob("Distillation", kept=lambda: ["finished expert runs, a matching checkpoint and training "
-                                                          "runs (rerun to resume)"])
+        job = state.PageJob("Distillation", kept=lambda: ["finished expert runs, the start's validation, a matching "
+                                                          "checkpoint and training runs (rerun to resume)"])
         config = CompareConfig(seeds=tuple(range(int(seeds))))
 
         def compute(progress, cancel) -> None:
