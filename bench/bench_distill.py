@@ -119,7 +119,8 @@ def main() -> None:
     joint = np.exp(d.state.correspondence - d.state.correspondence.max())
     own = np.diag(joint / joint.sum(axis=1, keepdims=True))
     started_ok = ok[d.state.source_index]
-    print(f"learned P(own text | image): {own[started_ok].mean():.3f} over {started_ok.sum()} pairs that started "
+    source = "learned by matching" if d.meta["kept"] == "matched" else "the kept start's (the experts' and the mix's)"
+    print(f"P(own text | image), {source}: {own[started_ok].mean():.3f} over {started_ok.sum()} pairs that started "
           f"matched, {np.round(own[~started_ok], 3).tolist()} for the {(~started_ok).sum()} that started mismatched")
     summary = summarise(results)
     pd.set_option("display.width", 200)
