@@ -157,6 +157,7 @@ def test_validation_keeps_whichever_of_the_start_and_the_matched_set_trains_bett
     assert validation["pairs"] == 32 - 6 and 0 <= validation["start"] <= 1 and 0 <= validation["matched"] <= 1
     kept = "matched" if validation["matched"] > validation["start"] else "start"
     assert distilled.meta["kept"] == kept and distilled.meta["iterations"] == 3
+    assert distilled.meta["plan"]["iterations_after_start_validation"] == 3  # the cap, well within an hour
     # The start is judged at every step size it may keep, and kept at the best one.
     by_factor = validation["start_by_step_factor"]
     assert list(by_factor) == ["0.01", "2"]
@@ -285,6 +286,9 @@ def test_cli_distill_resumes_after_an_interrupt(tmp_path, monkeypatch, capsys, o
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()
     stages = [p.stage for p in seen]
     assert stages.index("validating the start") < stages.index("distilling")  # matching starts from the validated start
+    # ... and is planned again at the pace the start's students ran at.
+    replanned = [p.message for p in seen if p.stage == "distillation plan" and "students ran at" in p.message]
+    assert len(replanned) == 1 and "~9 matching iterations in all" in replanned[0]
     resumed = True
     seen.clear()
     assert cli.main(argv) == 0

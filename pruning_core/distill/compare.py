@@ -164,8 +164,9 @@ def distilled_settings(distilled: DistilledSet) -> str:
             f"{validation['start']:.3f} at the start, at {validation.get('start_step_factor', 1.0):g}× the real pairs' "
             f"step{share}, {validation['matched']:.3f} matched, on {validation['pairs']} "
             "held-out pairs)") if validation else ""
+    planned = meta["plan"].get("iterations_after_start_validation", meta["plan"]["iterations"])
     return (f"K = {params['pairs']}: {meta['iterations']} matching iterations of at most {params['iterations']} "
-            f"({stop}; ~{meta['plan']['iterations']} planned), expert runs {params['experts']} × "
+            f"({stop}; ~{planned} planned), expert runs {params['experts']} × "
             f"{params['expert_epochs']} epochs, correspondence learning {'on' if params['learn_correspondence'] else 'off'}"
             f", started from {start}, seed {params['seed']}{kept}")
 

@@ -357,8 +357,13 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
         time for the matched set's validation at the pace the start's students ran at."""
         return time.monotonic() + timing["slowest"] + matched_validation_s > deadline
 
+    expected = min(config.iterations, state.iteration + max(
+        0, int((deadline - time.monotonic() - matched_validation_s) // plan.iteration_s)))
+    if config.validation_pairs:
+        report(progress, PLAN_STAGE, 1, 1, f"the start's students ran at ~{student_s:.0f} s each: ~{expected} matching "
+               f"iterations in all, then the matched set's validation ~{format_seconds(matched_validation_s)}")
     try:
-        matcher.fit(config.iterations, expected=plan.iterations, deadline=out_of_time, progress=progress, cancel=cancel,
+        matcher.fit(config.iterations, expected=expected, deadline=out_of_time, progress=progress, cancel=cancel,
                     on_iteration=checkpoint)
     except BaseException:
         _write_checkpoint(folder, matcher, spent())
@@ -374,7 +379,8 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
         arrays={"images": kept.images, "texts": kept.texts, "correspondence": kept.correspondence,
                 "source_index": inputs.rows[kept.source_index], "losses": np.asarray(matched.losses)},
         meta={"log_lr": kept.log_lr, "iterations": matched.iteration, "seconds": round(spent(), 1),
-              "plan": plan.as_dict(), "validation": validation, "kept": "matched" if kept is matched else "start",
+              "plan": {**plan.as_dict(), "iterations_after_start_validation": expected}, "validation": validation,
+              "kept": "matched" if kept is matched else "start",
               "stopped_by": "iterations" if matched.iteration >= config.iterations else "budget"})
 
 
