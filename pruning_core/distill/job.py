@@ -25,8 +25,9 @@ validation student steps; the plan (experts' time + the start's validation + ite
 matched set's validation) is reported, and a budget that cannot hold the experts, ``MIN_ITERATIONS``
 iterations and the validation is refused with the figures.  The matching loop then stops at the deadline (or
 at ``MDWConfig.iterations``), keeping back the matched set's validation at the pace the start's students just
-ran at (measured beside whatever else the machine runs now, not by the probe); the budget and the settings key
-the cache, the iterations reached are recorded in the entry's meta.
+ran at (measured beside whatever else the machine runs now, not by the probe), and the iterations it expects
+are planned again at that point; the budget and the settings key the cache, the iterations reached are
+recorded in the entry's meta.
 """
 
 from __future__ import annotations
