@@ -1,5 +1,6 @@
 """AppTest run of the Evaluate page's "prune or distil" section on a finished (tiny) comparison."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,6 +38,8 @@ def test_section_draws_recall_by_size_and_the_distilled_pairs_with_their_nearest
     at.run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert figure["layout"]["xaxis"]["tickvals"] == [6, 32]  # the axis names the sizes trained on
     shown = at.get("image")
     assert len(shown) == 6
     captions = [img.proto.imgs[0].caption for img in shown]

@@ -27,11 +27,17 @@ GRID_SHOWN = 30
 def recall_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
     """Recall against the number of training pairs, one line per option (error bars: ±1 standard error)."""
     fig = go.Figure()
+    options = list(dict.fromkeys(summary["option"]))
     for option, rows in summary.groupby("option", sort=False):
         rows = rows.sort_values("size")
-        fig.add_trace(go.Scatter(x=rows["size"], y=rows[metric], name=option, mode="lines+markers",
+        # Options at one size sit side by side (a few % apart on the log axis) so no error bar hides another.
+        nudge = 1.04 ** (options.index(option) - (len(options) - 1) / 2)
+        fig.add_trace(go.Scatter(x=rows["size"] * nudge, y=rows[metric], name=option, mode="lines+markers",
+                                 customdata=rows["size"], hovertemplate="%{customdata:,} pairs: %{y:.1%}",
                                  error_y={"type": "data", "array": rows[f"{metric} se"].fillna(0.0)}))
+    sizes = sorted(summary["size"].unique())  # ticks at the sizes trained on, not at a log axis's 2 … 9
     fig.update_layout(xaxis_title="training pairs", xaxis_type="log", yaxis_title=f"held-out {metric} recall",
+                      xaxis={"tickvals": sizes, "ticktext": [f"{s:,}" for s in sizes]},
                       yaxis_tickformat=".0%", height=400, margin={"t": 30})
     return fig
 
