@@ -335,8 +335,9 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
     began = time.monotonic()
     spent_before = saved[2] if saved else 0.0
     trajectories = expert_trajectories(inputs, config, store, progress=progress, cancel=cancel)
-    source = starting_state(inputs, trajectories, config, start).source_index
-    begun, validation, student_s = _validated_start_once(inputs, trajectories, config, source, folder, plan,
+    source = start_rows(inputs, trajectories, config, start)
+    rows = validation_rows(inputs, source, config)
+    begun, validation, student_s = _validated_start_once(inputs, trajectories, config, source, rows, folder, plan,
                                                          progress, cancel)
     state, optimizer = (saved[0], saved[1]) if saved else (replace(begun, losses=[]), None)
     matcher = TrajectoryMatcher(config, trajectories, state, optimizer)
@@ -345,7 +346,7 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
         return spent_before + time.monotonic() - began
 
     timing = {"first": state.iteration, "since": time.monotonic(), "slowest": plan.iteration_s}
-    matched_validation_s = VALIDATION_MARGIN * config.validation_seeds * student_s if config.validation_pairs else 0.0
+    matched_validation_s = VALIDATION_MARGIN * config.validation_seeds * student_s  # 0 without validation
 
     def checkpoint(m: TrajectoryMatcher) -> None:
         done = m.state.iteration - timing["first"]
@@ -373,7 +374,7 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
     kept = matched
     if config.validation_pairs:
         report(progress, "validating the matched set", 0, 1, f"{config.validation_seeds} fresh students")
-        validation["matched"] = set_value(matched, inputs, validation_rows(inputs, source, config), config, cancel)
+        validation["matched"] = set_value(matched, inputs, rows, config, cancel)
         kept = matched if validation["matched"] > validation["start"] else begun
     check(cancel)
     return Computed(
@@ -386,7 +387,7 @@ def _compute(inputs: DistillInputs, config: MDWConfig, store: ResultStore, plan:
 
 
 def _validated_start_once(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig, source: np.ndarray,
-                          folder: Path, plan: DistillPlan, progress: Optional[ProgressCallback],
+                          rows: np.ndarray, folder: Path, plan: DistillPlan, progress: Optional[ProgressCallback],
                           cancel: Optional[CancelToken]) -> tuple[SyntheticState, dict, float]:
     """``(start, validation figures, seconds per validation student)``: validated once per run, the figures kept
     in ``folder`` so that a resumed run rebuilds the start from them instead of training its students again.
@@ -407,8 +408,7 @@ def _validated_start_once(inputs: DistillInputs, trajectories: np.ndarray, confi
     report(progress, "validating the start", 0, 1, f"{students} fresh students (each step size and given-pairing "
            f"share), ~{format_seconds(plan.start_validation_s)}")
     timed = time.monotonic()
-    chosen, figures = validated_start(inputs, trajectories, config, source, validation_rows(inputs, source, config),
-                                      cancel)
+    chosen, figures = validated_start(inputs, trajectories, config, source, rows, cancel)
     student_s = (time.monotonic() - timed) / students
     atomic_write_bytes(path, json.dumps({"figures": figures, "student_s": student_s}).encode())
     return chosen, figures, student_s
@@ -462,21 +462,27 @@ def validated_shares(config: MDWConfig) -> tuple[float, ...]:
 
 def starting_state(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig,
                    start: Optional[np.ndarray] = None, share: Optional[float] = None) -> SyntheticState:
-    """Where matching starts: the pairs ``start`` (None: :func:`mdw.coverage_start`, passing over likely
-    mismatches unless ``config`` is the correspondence-off ablation) with the experts' correspondence, ``share``
+    """Where matching starts: the pairs :func:`start_rows` picks with the experts' correspondence, ``share``
     of it (None: the first of ``config.given_pairing_shares``) left on the given pairing.
 
     A function of the inputs, the experts and ``config`` only, so validation rebuilds it instead of storing it.
     """
-    if start is None:
-        image_features, _ = expert_features(trajectories, inputs.images, inputs.texts)
-        weights = alignment_weights(inputs.alignment) if config.learn_correspondence else None
-        start = coverage_start(image_features, weights, config.pairs, config.seed)
-    index = np.sort(np.asarray(start, dtype=np.int64))
+    index = start_rows(inputs, trajectories, config, start)
     correspondence = given_pairing_mix(
         expert_correspondence(*expert_features(trajectories, inputs.images[index], inputs.texts[index])),
         config.given_pairing_shares[0] if share is None else share)
     return initial_state(inputs.images.numpy(), inputs.texts.numpy(), index, correspondence)
+
+
+def start_rows(inputs: DistillInputs, trajectories: np.ndarray, config: MDWConfig,
+               start: Optional[np.ndarray] = None) -> np.ndarray:
+    """The K real pairs the set starts from, sorted: ``start``, or (None) :func:`mdw.coverage_start`'s, passing
+    over likely mismatches unless ``config`` is the correspondence-off ablation."""
+    if start is None:
+        image_features, _ = expert_features(trajectories, inputs.images, inputs.texts)
+        weights = alignment_weights(inputs.alignment) if config.learn_correspondence else None
+        start = coverage_start(image_features, weights, config.pairs, config.seed)
+    return np.sort(np.asarray(start, dtype=np.int64))
 
 
 def validation_rows(inputs: DistillInputs, source_index: np.ndarray, config: MDWConfig) -> np.ndarray:
